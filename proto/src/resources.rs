@@ -1,0 +1,697 @@
+//! Resources maths with no float drift.
+//!
+//! Scalars (cpus, mem, disk, gpus) are held as fixed-point thousandths ([`Scalar`]), so
+//! `0.1 + 0.2` cpus is exactly `0.3` cpus; ports are inclusive integer ranges
+//! ([`RangeSet`]). A [`Resources`] value is a normalised bag: at most one entry per
+//! (name, reservation role), never an empty or zero entry. Everything read from the
+//! wire or from a flag goes through [`Resources::try_from_proto`] or [`Resources::parse`],
+//! which reject empty names, unknown names, negative, NaN and infinite values.
+
+use std::fmt;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::v1;
+
+/// Fixed-point resource quantity in thousandths (Mesos keeps three decimal places too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scalar(i64);
+
+impl Scalar {
+    pub const ZERO: Scalar = Scalar(0);
+    /// The fixed-point scale: 1.0 is 1000 units.
+    pub const SCALE: i64 = 1000;
+
+    /// From thousandths.
+    pub const fn from_milli(milli: i64) -> Scalar {
+        Scalar(milli)
+    }
+
+    /// From a whole number.
+    pub const fn from_int(v: i64) -> Scalar {
+        Scalar(v * Self::SCALE)
+    }
+
+    /// From a float, rounded to the nearest thousandth. Rejects NaN, infinities and
+    /// values too large to hold.
+    pub fn from_f64(v: f64) -> Option<Scalar> {
+        if !v.is_finite() || v.abs() > 9.0e12 {
+            return None;
+        }
+        Some(Scalar((v * Self::SCALE as f64).round() as i64))
+    }
+
+    pub fn milli(self) -> i64 {
+        self.0
+    }
+
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / Self::SCALE as f64
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+}
+
+impl std::ops::Add for Scalar {
+    type Output = Scalar;
+    fn add(self, o: Scalar) -> Scalar {
+        Scalar(self.0.saturating_add(o.0))
+    }
+}
+
+impl std::ops::Sub for Scalar {
+    type Output = Scalar;
+    fn sub(self, o: Scalar) -> Scalar {
+        Scalar(self.0.saturating_sub(o.0))
+    }
+}
+
+impl std::ops::AddAssign for Scalar {
+    fn add_assign(&mut self, o: Scalar) {
+        *self = *self + o;
+    }
+}
+
+impl std::ops::SubAssign for Scalar {
+    fn sub_assign(&mut self, o: Scalar) {
+        *self = *self - o;
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / Self::SCALE;
+        let frac = (self.0 % Self::SCALE).abs();
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let sign = if self.0 < 0 && whole == 0 { "-" } else { "" };
+            let s = format!("{frac:03}");
+            write!(f, "{sign}{whole}.{}", s.trim_end_matches('0'))
+        }
+    }
+}
+
+/// A set of inclusive integer ranges, kept sorted and merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RangeSet(Vec<(u64, u64)>);
+
+impl RangeSet {
+    pub fn new() -> RangeSet {
+        RangeSet(Vec::new())
+    }
+
+    /// One inclusive range; empty when `begin > end`.
+    pub fn from_range(begin: u64, end: u64) -> RangeSet {
+        let mut r = RangeSet::new();
+        r.insert(begin, end);
+        r
+    }
+
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many integers the set holds.
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|(b, e)| e - b + 1).sum()
+    }
+
+    pub fn contains_value(&self, v: u64) -> bool {
+        self.0.iter().any(|&(b, e)| b <= v && v <= e)
+    }
+
+    /// Adds `[begin, end]`, merging with neighbours.
+    pub fn insert(&mut self, begin: u64, end: u64) {
+        if begin > end {
+            return;
+        }
+        self.0.push((begin, end));
+        self.0.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
+        for &(b, e) in &self.0 {
+            match merged.last_mut() {
+                Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+                _ => merged.push((b, e)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    pub fn union(&mut self, other: &RangeSet) {
+        for &(b, e) in &other.0 {
+            self.insert(b, e);
+        }
+    }
+
+    /// Removes every value of `other` (values not present are ignored).
+    pub fn remove(&mut self, other: &RangeSet) {
+        let mut out = Vec::with_capacity(self.0.len());
+        for &(b, e) in &self.0 {
+            let mut pieces = vec![(b, e)];
+            for &(ob, oe) in &other.0 {
+                let mut next = Vec::new();
+                for (pb, pe) in pieces {
+                    if oe < pb || ob > pe {
+                        next.push((pb, pe));
+                        continue;
+                    }
+                    if ob > pb {
+                        next.push((pb, ob - 1));
+                    }
+                    if oe < pe {
+                        next.push((oe + 1, pe));
+                    }
+                }
+                pieces = next;
+            }
+            out.extend(pieces);
+        }
+        self.0 = out;
+    }
+
+    /// Whether every value of `other` is in `self`.
+    pub fn contains(&self, other: &RangeSet) -> bool {
+        other
+            .0
+            .iter()
+            .all(|&(ob, oe)| self.0.iter().any(|&(b, e)| b <= ob && oe <= e))
+    }
+
+    /// The lowest `n` values as a set, or None when there are fewer.
+    pub fn take_lowest(&self, n: u64) -> Option<RangeSet> {
+        let mut left = n;
+        let mut out = RangeSet::new();
+        for &(b, e) in &self.0 {
+            if left == 0 {
+                break;
+            }
+            let len = e - b + 1;
+            let take = len.min(left);
+            out.insert(b, b + take - 1);
+            left -= take;
+        }
+        (left == 0).then_some(out)
+    }
+}
+
+impl fmt::Display for RangeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[")?;
+        for (i, (b, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{b}-{e}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// The kind of a known resource name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Scalar,
+    Ranges,
+}
+
+/// Known resource names and their kinds. Anything else is refused.
+pub fn kind_of(name: &str) -> Option<Kind> {
+    match name {
+        "cpus" | "mem" | "disk" | "gpus" => Some(Kind::Scalar),
+        "ports" => Some(Kind::Ranges),
+        _ => None,
+    }
+}
+
+/// A value of one resource entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Scalar(Scalar),
+    Ranges(RangeSet),
+}
+
+/// One normalised entry of a [`Resources`] bag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// Reservation role; `None` is unreserved (`*`).
+    pub role: Option<String>,
+    pub value: Value,
+}
+
+/// Why resources read from the wire or a flag were refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("resource with an empty name")]
+    EmptyName,
+    #[error("unknown resource '{0}' (known: cpus, mem, disk, gpus, ports)")]
+    UnknownName(String),
+    #[error("resource '{name}' is not a finite number")]
+    NotFinite { name: String },
+    #[error("resource '{name}' is negative ({value})")]
+    Negative { name: String, value: f64 },
+    #[error("resource '{name}' must be a {expected}")]
+    WrongKind { name: String, expected: &'static str },
+    #[error("resource '{name}' has an invalid range {begin}-{end}")]
+    BadRange { name: String, begin: u64, end: u64 },
+    #[error("cannot parse resources '{input}': {reason}")]
+    Parse { input: String, reason: String },
+}
+
+/// A normalised bag of resources. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    entries: Vec<Entry>,
+}
+
+impl Resources {
+    pub fn new() -> Resources {
+        Resources::default()
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Builder-style: adds an unreserved scalar. Negative or zero amounts are ignored.
+    pub fn with_scalar(mut self, name: &str, amount: Scalar) -> Resources {
+        self.add_entry(Entry { name: name.to_string(), role: None, value: Value::Scalar(amount) });
+        self
+    }
+
+    /// Builder-style: adds unreserved ranges.
+    pub fn with_ranges(mut self, name: &str, ranges: RangeSet) -> Resources {
+        self.add_entry(Entry { name: name.to_string(), role: None, value: Value::Ranges(ranges) });
+        self
+    }
+
+    /// cpus, mem (MiB) as floats; convenience for callers that build requests.
+    pub fn cpus_mem(cpus: f64, mem: f64) -> Resources {
+        Resources::new()
+            .with_scalar("cpus", Scalar::from_f64(cpus).unwrap_or_default())
+            .with_scalar("mem", Scalar::from_f64(mem).unwrap_or_default())
+    }
+
+    /// The total of a scalar resource across roles.
+    pub fn scalar(&self, name: &str) -> Scalar {
+        self.entries
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| match &e.value {
+                Value::Scalar(s) => *s,
+                Value::Ranges(_) => Scalar::ZERO,
+            })
+            .fold(Scalar::ZERO, |a, b| a + b)
+    }
+
+    /// The union of a range resource across roles.
+    pub fn ranges(&self, name: &str) -> RangeSet {
+        let mut out = RangeSet::new();
+        for e in self.entries.iter().filter(|e| e.name == name) {
+            if let Value::Ranges(r) = &e.value {
+                out.union(r);
+            }
+        }
+        out
+    }
+
+    pub fn cpus(&self) -> Scalar {
+        self.scalar("cpus")
+    }
+
+    pub fn mem(&self) -> Scalar {
+        self.scalar("mem")
+    }
+
+    pub fn disk(&self) -> Scalar {
+        self.scalar("disk")
+    }
+
+    pub fn ports(&self) -> RangeSet {
+        self.ranges("ports")
+    }
+
+    fn add_entry(&mut self, entry: Entry) {
+        let empty = match &entry.value {
+            Value::Scalar(s) => !s.is_positive(),
+            Value::Ranges(r) => r.is_empty(),
+        };
+        if empty {
+            return;
+        }
+        if let Some(existing) =
+            self.entries.iter_mut().find(|e| e.name == entry.name && e.role == entry.role)
+        {
+            match (&mut existing.value, entry.value) {
+                (Value::Scalar(a), Value::Scalar(b)) => *a += b,
+                (Value::Ranges(a), Value::Ranges(b)) => a.union(&b),
+                // Kinds are fixed per name, so this cannot be reached for validated input.
+                _ => {}
+            }
+        } else {
+            self.entries.push(entry);
+            self.entries.sort_by(|a, b| (&a.name, &a.role).cmp(&(&b.name, &b.role)));
+        }
+    }
+
+    /// Adds everything in `other`.
+    pub fn add(&mut self, other: &Resources) {
+        for e in &other.entries {
+            self.add_entry(e.clone());
+        }
+    }
+
+    /// Whether `other` fits inside `self`, entry by entry (same name and role).
+    pub fn contains(&self, other: &Resources) -> bool {
+        other.entries.iter().all(|o| {
+            self.entries.iter().any(|e| {
+                e.name == o.name
+                    && e.role == o.role
+                    && match (&e.value, &o.value) {
+                        (Value::Scalar(a), Value::Scalar(b)) => a >= b,
+                        (Value::Ranges(a), Value::Ranges(b)) => a.contains(b),
+                        _ => false,
+                    }
+            })
+        })
+    }
+
+    /// Removes `other`; amounts not present are clamped at zero. Use [`contains`]
+    /// first when the caller must know it fits.
+    ///
+    /// [`contains`]: Resources::contains
+    pub fn subtract(&mut self, other: &Resources) {
+        for o in &other.entries {
+            if let Some(e) = self.entries.iter_mut().find(|e| e.name == o.name && e.role == o.role)
+            {
+                match (&mut e.value, &o.value) {
+                    (Value::Scalar(a), Value::Scalar(b)) => {
+                        *a = if *a > *b { *a - *b } else { Scalar::ZERO }
+                    }
+                    (Value::Ranges(a), Value::Ranges(b)) => a.remove(b),
+                    _ => {}
+                }
+            }
+        }
+        self.entries.retain(|e| match &e.value {
+            Value::Scalar(s) => s.is_positive(),
+            Value::Ranges(r) => !r.is_empty(),
+        });
+    }
+
+    /// `self - other`, when `other` fits.
+    pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
+        if !self.contains(other) {
+            return None;
+        }
+        let mut out = self.clone();
+        out.subtract(other);
+        Some(out)
+    }
+
+    /// Only the unreserved entries.
+    pub fn unreserved(&self) -> Resources {
+        Resources { entries: self.entries.iter().filter(|e| e.role.is_none()).cloned().collect() }
+    }
+
+    /// Only the entries reserved for `role`.
+    pub fn reserved_for(&self, role: &str) -> Resources {
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| e.role.as_deref() == Some(role))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// What a framework in `role` may be offered: unreserved plus reserved for `role`.
+    pub fn allocatable_to(&self, role: &str) -> Resources {
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| e.role.is_none() || e.role.as_deref() == Some(role))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Validates and normalises wire resources.
+    pub fn try_from_proto(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
+        let mut out = Resources::new();
+        for r in list {
+            if r.name.trim().is_empty() {
+                return Err(ResourceError::EmptyName);
+            }
+            let kind = kind_of(&r.name).ok_or_else(|| ResourceError::UnknownName(r.name.clone()))?;
+            let role = if r.role.is_empty() || r.role == "*" { None } else { Some(r.role.clone()) };
+            let value = match kind {
+                Kind::Scalar => {
+                    if !r.ranges.is_empty() {
+                        return Err(ResourceError::WrongKind { name: r.name.clone(), expected: "scalar" });
+                    }
+                    if !r.scalar.is_finite() {
+                        return Err(ResourceError::NotFinite { name: r.name.clone() });
+                    }
+                    if r.scalar < 0.0 {
+                        return Err(ResourceError::Negative { name: r.name.clone(), value: r.scalar });
+                    }
+                    Value::Scalar(
+                        Scalar::from_f64(r.scalar)
+                            .ok_or_else(|| ResourceError::NotFinite { name: r.name.clone() })?,
+                    )
+                }
+                Kind::Ranges => {
+                    if r.scalar != 0.0 {
+                        return Err(ResourceError::WrongKind { name: r.name.clone(), expected: "list of ranges" });
+                    }
+                    let mut set = RangeSet::new();
+                    for range in &r.ranges {
+                        if range.begin > range.end || range.end > 65535 {
+                            return Err(ResourceError::BadRange {
+                                name: r.name.clone(),
+                                begin: range.begin,
+                                end: range.end,
+                            });
+                        }
+                        set.insert(range.begin, range.end);
+                    }
+                    Value::Ranges(set)
+                }
+            };
+            out.add_entry(Entry { name: r.name.clone(), role, value });
+        }
+        Ok(out)
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> Vec<v1::Resource> {
+        self.entries
+            .iter()
+            .map(|e| v1::Resource {
+                name: e.name.clone(),
+                scalar: match &e.value {
+                    Value::Scalar(s) => s.as_f64(),
+                    Value::Ranges(_) => 0.0,
+                },
+                ranges: match &e.value {
+                    Value::Ranges(r) => {
+                        r.ranges().iter().map(|&(begin, end)| v1::Range { begin, end }).collect()
+                    }
+                    Value::Scalar(_) => Vec::new(),
+                },
+                role: e.role.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Parses the flag form `cpus:4;mem:4096;disk:10000;ports:[31000-32000]`, with an
+    /// optional reservation role as `cpus(role):2`.
+    pub fn parse(input: &str) -> Result<Resources, ResourceError> {
+        let perr = |reason: String| ResourceError::Parse { input: input.to_string(), reason };
+        let mut out = Vec::new();
+        for part in input.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) =
+                part.split_once(':').ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
+            let key = key.trim();
+            let (name, role) = match key.split_once('(') {
+                Some((n, rest)) => {
+                    let role = rest
+                        .strip_suffix(')')
+                        .ok_or_else(|| perr(format!("'{key}' has an unclosed role")))?;
+                    (n.trim(), role.trim().to_string())
+                }
+                None => (key, String::new()),
+            };
+            let value = value.trim();
+            let mut res = v1::Resource { name: name.to_string(), role, ..Default::default() };
+            if let Some(inner) = value.strip_prefix('[') {
+                let inner = inner
+                    .strip_suffix(']')
+                    .ok_or_else(|| perr(format!("'{value}' has an unclosed '['")))?;
+                for r in inner.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                    let (b, e) = r.split_once('-').unwrap_or((r, r));
+                    let begin = b.trim().parse::<u64>().map_err(|_| perr(format!("bad range '{r}'")))?;
+                    let end = e.trim().parse::<u64>().map_err(|_| perr(format!("bad range '{r}'")))?;
+                    res.ranges.push(v1::Range { begin, end });
+                }
+                if res.ranges.is_empty() {
+                    return Err(perr(format!("'{name}' has no ranges")));
+                }
+            } else {
+                res.scalar =
+                    value.parse::<f64>().map_err(|_| perr(format!("'{value}' is not a number")))?;
+            }
+            out.push(res);
+        }
+        Resources::try_from_proto(&out)
+    }
+
+    /// DRF dominant share of `self` against `total`: the largest fraction among the
+    /// scalar resources (cpus, mem, disk, gpus). 0 when `total` has none.
+    pub fn dominant_share(&self, total: &Resources) -> f64 {
+        let mut share: f64 = 0.0;
+        for name in ["cpus", "mem", "disk", "gpus"] {
+            let t = total.scalar(name).milli();
+            if t > 0 {
+                share = share.max(self.scalar(name).milli() as f64 / t as f64);
+            }
+        }
+        share
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                write!(f, ";")?;
+            }
+            write!(f, "{}", e.name)?;
+            if let Some(role) = &e.role {
+                write!(f, "({role})")?;
+            }
+            match &e.value {
+                Value::Scalar(s) => write!(f, ":{s}")?,
+                Value::Ranges(r) => write!(f, ":{r}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// JSON form for people: `{"cpus": 4.0, "mem": 4096.0, "ports": "[31000-32000]"}`,
+/// reserved entries keyed `cpus(role)`.
+impl Serialize for Resources {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.entries.len()))?;
+        for e in &self.entries {
+            let key = match &e.role {
+                Some(r) => format!("{}({r})", e.name),
+                None => e.name.clone(),
+            };
+            match &e.value {
+                Value::Scalar(v) => map.serialize_entry(&key, &v.as_f64())?,
+                Value::Ranges(r) => map.serialize_entry(&key, &r.to_string())?,
+            }
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(s: &str) -> Resources {
+        Resources::parse(s).unwrap()
+    }
+
+    #[test]
+    fn no_float_drift() {
+        let mut a = Resources::cpus_mem(0.1, 0.0);
+        a.add(&Resources::cpus_mem(0.2, 0.0));
+        assert_eq!(a.cpus(), Scalar::from_f64(0.3).unwrap());
+        assert_eq!(a.cpus().to_string(), "0.3");
+    }
+
+    #[test]
+    fn parse_and_display_roundtrip() {
+        let r = res("cpus:4;mem:4096;disk:10000;ports:[31000-32000]");
+        assert_eq!(r.cpus(), Scalar::from_int(4));
+        assert_eq!(r.ports().count(), 1001);
+        assert_eq!(Resources::parse(&r.to_string()).unwrap(), r);
+        let reserved = res("cpus(web):2;cpus:1");
+        assert_eq!(reserved.cpus(), Scalar::from_int(3));
+        assert_eq!(reserved.reserved_for("web").cpus(), Scalar::from_int(2));
+        assert_eq!(reserved.allocatable_to("db").cpus(), Scalar::from_int(1));
+    }
+
+    #[test]
+    fn arithmetic() {
+        let total = res("cpus:4;mem:1024;ports:[31000-31009]");
+        let used = res("cpus:1.5;mem:24;ports:[31002-31003]");
+        assert!(total.contains(&used));
+        let left = total.checked_sub(&used).unwrap();
+        assert_eq!(left.cpus().to_string(), "2.5");
+        assert_eq!(left.ports().ranges(), &[(31000, 31001), (31004, 31009)]);
+        assert!(!left.contains(&used));
+        assert!(left.checked_sub(&res("cpus:3")).is_none());
+        let mut back = left.clone();
+        back.add(&used);
+        assert_eq!(back, total);
+    }
+
+    #[test]
+    fn validation_rejects_bad_input() {
+        let bad = |name: &str, scalar: f64| {
+            Resources::try_from_proto(&[v1::Resource { name: name.into(), scalar, ..Default::default() }])
+        };
+        assert_eq!(bad("", 1.0), Err(ResourceError::EmptyName));
+        assert!(matches!(bad("cpus", -1.0), Err(ResourceError::Negative { .. })));
+        assert!(matches!(bad("cpus", f64::NAN), Err(ResourceError::NotFinite { .. })));
+        assert!(matches!(bad("cpus", f64::INFINITY), Err(ResourceError::NotFinite { .. })));
+        assert!(matches!(bad("bananas", 1.0), Err(ResourceError::UnknownName(_))));
+        assert!(Resources::parse("cpus:abc").is_err());
+        assert!(Resources::parse("ports:[5-3]").is_err());
+        assert!(Resources::parse("cpus").is_err());
+    }
+
+    #[test]
+    fn ranges_take_lowest() {
+        let r = RangeSet::from_range(31000, 31001);
+        let mut more = r.clone();
+        more.insert(31005, 31010);
+        assert_eq!(more.take_lowest(3).unwrap().ranges(), &[(31000, 31001), (31005, 31005)]);
+        assert!(r.take_lowest(3).is_none());
+    }
+
+    #[test]
+    fn dominant_share() {
+        let total = res("cpus:10;mem:1000");
+        assert_eq!(res("cpus:1;mem:500").dominant_share(&total), 0.5);
+    }
+
+    #[test]
+    fn json_form() {
+        let j = serde_json::to_string(&res("cpus:0.5;ports:[1-2]")).unwrap();
+        assert_eq!(j, r#"{"cpus":0.5,"ports":"[1-2]"}"#);
+    }
+}
