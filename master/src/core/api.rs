@@ -1,0 +1,293 @@
+//! The types that cross the core's boundary: inputs, effects, errors, configuration,
+//! the registry (what survives a restart) and the state snapshot served to operators.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_proto::Resources;
+use strata_proto::v1;
+
+/// A connection chosen by the driver: one framework subscription stream or one agent
+/// stream. Never reused within one master process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ConnId(pub u64);
+
+/// Everything that can happen to the master.
+#[derive(Debug)]
+pub enum Input {
+    /// A framework opened a Subscribe stream on `conn`. The core answers with
+    /// `Effect::ToFramework{conn, SUBSCRIBED}` (or an ERROR event and `CloseFramework`).
+    Subscribe { conn: ConnId, request: v1::SubscribeRequest },
+    /// A framework's event stream closed (client went away).
+    FrameworkDisconnected { conn: ConnId },
+    /// An agent opened a stream on `conn` and sent Register as its first message.
+    /// `peer` is the remote address when known.
+    AgentRegister { conn: ConnId, register: v1::Register, peer: Option<String> },
+    /// Any later message on an agent stream (status updates, heartbeats, messages).
+    AgentMessage { conn: ConnId, message: v1::AgentMessage },
+    /// An agent stream closed.
+    AgentDisconnected { conn: ConnId },
+    /// A unary scheduler call. Its header is checked (framework known, stream current)
+    /// before anything else; the result is returned by `handle`.
+    Call { header: v1::CallHeader, call: Call },
+    /// Timers: allocation batches, heartbeats, agent and framework timeouts, filter and
+    /// offer expiry. The driver sends it every 100 ms.
+    Tick,
+}
+
+/// The unary scheduler calls (everything but Subscribe).
+#[derive(Debug)]
+pub enum Call {
+    Accept(v1::AcceptRequest),
+    Decline(v1::DeclineRequest),
+    Revive(v1::ReviveRequest),
+    Suppress(v1::SuppressRequest),
+    Kill(v1::KillRequest),
+    Acknowledge(v1::AcknowledgeRequest),
+    Reconcile(v1::ReconcileRequest),
+    Message(v1::MessageRequest),
+    Teardown(v1::TeardownRequest),
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send an event on a framework's subscription stream.
+    ToFramework { conn: ConnId, event: v1::Event },
+    /// End a framework's subscription stream (replaced by a newer one, torn down, or
+    /// refused after an ERROR event).
+    CloseFramework { conn: ConnId },
+    /// Send a message down an agent's stream.
+    ToAgent { conn: ConnId, message: v1::MasterMessage },
+    /// End an agent's stream (refused registration, replaced by a newer stream).
+    CloseAgent { conn: ConnId },
+    /// Write to the registry before acting on it further.
+    Persist(RegistryOp),
+}
+
+/// Why a call was refused. Each maps to one gRPC code (see [`CallError::code`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("framework '{0}' is not subscribed: call Subscribe first")]
+    UnknownFramework(String),
+    #[error("stream id '{got}' is stale for framework '{framework_id}': use the stream id from the latest SUBSCRIBED event")]
+    StaleStream { framework_id: String, got: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+/// A gRPC-independent code for a [`CallError`]; the server maps it to `tonic::Code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+}
+
+impl CallError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CallError::UnknownFramework(_) | CallError::NotFound(_) => ErrorCode::NotFound,
+            CallError::StaleStream { .. } | CallError::FailedPrecondition(_) => {
+                ErrorCode::FailedPrecondition
+            }
+            CallError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        }
+    }
+}
+
+/// Tunables of the core, set from the master's flags.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This master's id (fresh on each start), sent in SUBSCRIBED and Registered.
+    pub master_id: String,
+    /// Batch allocation interval (Mesos: 1 s).
+    pub allocation_interval: Duration,
+    /// Interval of HEARTBEAT events to frameworks (Mesos: 15 s).
+    pub framework_heartbeat_interval: Duration,
+    /// How often agents must send a heartbeat (sent to them in Registered) and the
+    /// unit of the agent timeout (Mesos agent_ping_timeout: 15 s).
+    pub agent_ping_timeout: Duration,
+    /// Missed pings after which an agent is unreachable (Mesos: 5).
+    pub max_agent_ping_timeouts: u32,
+    /// After a master restart, how long registry agents have to re-register before
+    /// they are marked unreachable (Mesos: 10 min).
+    pub agent_reregister_timeout: Duration,
+    /// Default refuse_seconds of DECLINE and of unused resources in ACCEPT (5 s).
+    pub default_refuse: Duration,
+    /// Role weights (default 1.0).
+    pub weights: HashMap<String, f64>,
+    /// Rescind offers not answered within this time; `None`: never (Mesos default).
+    pub offer_timeout: Option<Duration>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            master_id: String::new(),
+            allocation_interval: Duration::from_secs(1),
+            framework_heartbeat_interval: Duration::from_secs(15),
+            agent_ping_timeout: Duration::from_secs(15),
+            max_agent_ping_timeouts: 5,
+            agent_reregister_timeout: Duration::from_secs(600),
+            default_refuse: Duration::from_secs(5),
+            weights: HashMap::new(),
+            offer_timeout: None,
+        }
+    }
+}
+
+/// A change to the registry: what must survive a master restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RegistryOp {
+    /// An agent was admitted (first registration) or re-admitted.
+    AdmitAgent { id: String, hostname: String },
+    /// An agent was marked unreachable at `unix_time` seconds.
+    MarkUnreachable { id: String, unix_time: f64 },
+    /// An agent was removed for good.
+    RemoveAgent { id: String },
+    /// A framework subscribed; `info` is its latest FrameworkInfo, prost-encoded.
+    AddFramework { id: String, info: Vec<u8> },
+    /// A framework was torn down or its failover timeout passed.
+    RemoveFramework { id: String },
+}
+
+/// The registry as loaded at start (the fold of every `RegistryOp` persisted so far).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Registry {
+    /// Admitted agents: id → hostname.
+    pub agents: BTreeMap<String, String>,
+    /// Unreachable agents: id → unix time they were marked.
+    pub unreachable: BTreeMap<String, f64>,
+    /// Frameworks: id → prost-encoded FrameworkInfo.
+    pub frameworks: BTreeMap<String, Vec<u8>>,
+}
+
+impl Registry {
+    /// Applies one operation.
+    pub fn apply(&mut self, op: &RegistryOp) {
+        match op {
+            RegistryOp::AdmitAgent { id, hostname } => {
+                self.unreachable.remove(id);
+                self.agents.insert(id.clone(), hostname.clone());
+            }
+            RegistryOp::MarkUnreachable { id, unix_time } => {
+                self.unreachable.insert(id.clone(), *unix_time);
+            }
+            RegistryOp::RemoveAgent { id } => {
+                self.agents.remove(id);
+                self.unreachable.remove(id);
+            }
+            RegistryOp::AddFramework { id, info } => {
+                self.frameworks.insert(id.clone(), info.clone());
+            }
+            RegistryOp::RemoveFramework { id } => {
+                self.frameworks.remove(id);
+            }
+        }
+    }
+}
+
+/// What `GET /state` shows; also converted to the Operator gRPC messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateSnapshot {
+    pub master_id: String,
+    pub agents: Vec<AgentView>,
+    pub frameworks: Vec<FrameworkView>,
+    pub tasks: Vec<TaskView>,
+    pub roles: Vec<RoleView>,
+    pub outstanding_offers: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: String,
+    pub hostname: String,
+    /// host:port of the agent's HTTP API.
+    pub address: String,
+    /// `ACTIVE`, `DISCONNECTED` (stream gone, timeout running) or `UNREACHABLE`.
+    pub status: String,
+    pub attributes: BTreeMap<String, String>,
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+    /// Unix seconds of the latest (re-)registration.
+    pub registered_time: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub failover_timeout_seconds: f64,
+    pub connected: bool,
+    pub active: bool,
+    pub suppressed_roles: Vec<String>,
+    pub used: Resources,
+    pub offered: Resources,
+    pub task_count: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    /// e.g. `TASK_RUNNING`.
+    pub state: String,
+    pub resources: Resources,
+    /// The latest status message and reason (e.g. `REASON_COMMAND_EXITED`), if any.
+    pub message: String,
+    pub reason: String,
+    pub exit_status: Option<i32>,
+    /// Unix seconds of the latest status.
+    pub updated: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleView {
+    pub name: String,
+    pub weight: f64,
+    pub allocated: Resources,
+    pub frameworks: Vec<String>,
+}
+
+/// Counters and gauges for `GET /metrics` (Prometheus text, names `strata_master_*`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    pub agents_active: u64,
+    pub agents_disconnected: u64,
+    pub agents_unreachable: u64,
+    pub frameworks_connected: u64,
+    pub frameworks_disconnected: u64,
+    pub tasks_staging: u64,
+    pub tasks_running: u64,
+    pub tasks_finished_total: u64,
+    pub tasks_failed_total: u64,
+    pub tasks_killed_total: u64,
+    pub tasks_lost_total: u64,
+    pub tasks_error_total: u64,
+    pub outstanding_offers: u64,
+    pub offers_sent_total: u64,
+    pub offers_declined_total: u64,
+    pub offers_rescinded_total: u64,
+    pub calls_refused_total: u64,
+    pub allocation_runs_total: u64,
+    /// Duration of the latest allocation run, milliseconds.
+    pub allocation_run_ms: f64,
+    pub cpus_total: f64,
+    pub cpus_used: f64,
+    pub cpus_offered: f64,
+    pub mem_total: f64,
+    pub mem_used: f64,
+    pub mem_offered: f64,
+}
