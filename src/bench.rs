@@ -1,8 +1,215 @@
-//! PLACEHOLDER: `strata bench`, being written.
+//! `strata bench`: launch throughput and latency of the whole loop in one process — a
+//! master, N agents with the fake containerizer (which runs nothing: this is a scale
+//! run) and one framework, all talking gRPC over loopback.
+//!
+//! The framework launches `--tasks` tasks as offers arrive, packing as many as fit
+//! into each offer, and measures each task from the ACCEPT that launched it to its
+//! TASK_RUNNING. The last two lines printed are `launch_throughput: N tasks/s` and
+//! `launch_latency_p99: X ms`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strata_proto::v1::{self, scheduler_client::SchedulerClient};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Fake agents to run.
+    #[arg(long, default_value_t = 100)]
+    pub agents: u32,
+    /// Tasks to launch.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: u32,
+    /// cpus per task (each agent has 100 cpus).
+    #[arg(long, default_value_t = 0.1)]
+    pub cpus: f64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
 
-pub async fn bench(_args: BenchArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("not yet")
+const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
+    anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");
+    anyhow::ensure!(args.cpus > 0.0 && args.cpus.is_finite(), "--cpus must be positive");
+    let capacity = f64::from(args.agents) * 100.0 / args.cpus;
+    anyhow::ensure!(
+        capacity >= f64::from(args.tasks),
+        "{} agents of 100 cpus hold only {capacity:.0} tasks of {} cpus",
+        args.agents,
+        args.cpus
+    );
+    let work = tempfile_dir()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let master_addr = listener.local_addr()?;
+    let master_opts = strata_master::MasterOptions::new(work.join("master"));
+    let mut parts = tokio::task::JoinSet::new();
+    parts.spawn({
+        let stop = stopped(stop_rx.clone());
+        async move { strata_master::serve(listener, master_opts, stop).await.map_err(anyhow::Error::from) }
+    });
+    for i in 0..args.agents {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut opts = strata_agent::AgentOptions::new(master_addr.to_string(), work.join(format!("agent-{i}")));
+        opts.resources = strata_proto::Resources::parse(AGENT_RESOURCES)?;
+        opts.hostname = Some(format!("fake-{i}"));
+        opts.containerizer = strata_agent::ContainerizerConfig::Fake { task_duration: Duration::from_secs(3600) };
+        let stop = stopped(stop_rx.clone());
+        parts.spawn(async move { strata_agent::run(listener, opts, stop).await.map_err(anyhow::Error::from) });
+    }
+    eprintln!("bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus", args.agents, args.tasks, args.cpus);
+
+    let result = tokio::time::timeout(Duration::from_secs(args.timeout), framework(master_addr.to_string(), &args))
+        .await
+        .map_err(|_| anyhow::anyhow!("bench did not finish within {} s", args.timeout))
+        .and_then(|r| r);
+
+    let _ = stop_tx.send(true);
+    while parts.join_next().await.is_some() {}
+    let _ = std::fs::remove_dir_all(&work);
+
+    let (elapsed, mut latencies) = result?;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("tasks: {}", latencies.len());
+    println!("elapsed: {:.3} s", elapsed.as_secs_f64());
+    println!("launch_latency_p50: {:.1} ms", ms(pct(0.50)));
+    println!("launch_throughput: {:.0} tasks/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!("launch_latency_p99: {:.1} ms", ms(pct(0.99)));
+    Ok(0)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("strata-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The benchmark's framework. Returns the time from the first ACCEPT to the last
+/// TASK_RUNNING, and every task's accept-to-running latency.
+async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let url = format!("http://{master}");
+    let mut client = SchedulerClient::connect(url.clone()).await.context("connect to the master")?;
+    let info = v1::FrameworkInfo { name: "strata-bench".into(), roles: vec!["*".into()], ..Default::default() };
+    let mut events = client
+        .subscribe(v1::SubscribeRequest { framework_info: Some(info), suppressed_roles: vec![] })
+        .await?
+        .into_inner();
+
+    // Acknowledgements go out from a few workers so that they never hold up the event loop.
+    let (ack_tx, ack_rx) = mpsc::channel::<v1::AcknowledgeRequest>(65_536);
+    let ack_rx = std::sync::Arc::new(tokio::sync::Mutex::new(ack_rx));
+    let mut ackers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let rx = ack_rx.clone();
+        let mut c = client.clone();
+        ackers.spawn(async move {
+            loop {
+                let next = { rx.lock().await.recv().await };
+                let Some(req) = next else { break };
+                let _ = c.acknowledge(req).await;
+            }
+        });
+    }
+
+    let mut header = v1::CallHeader::default();
+    let mut launched_at: HashMap<String, Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(args.tasks as usize);
+    let mut next_task = 0u32;
+    let mut first_accept: Option<Instant> = None;
+    let task_res = strata_proto::Resources::cpus_mem(args.cpus, 1.0);
+
+    while let Some(event) = events.next().await {
+        let event = event.context("event stream")?;
+        match event.event {
+            Some(v1::event::Event::Subscribed(s)) => {
+                header = v1::CallHeader { framework_id: s.framework_id, stream_id: s.stream_id };
+            }
+            Some(v1::event::Event::Offers(offers)) => {
+                for offer in offers.offers {
+                    let mut left = strata_proto::Resources::try_from_proto(&offer.resources)?;
+                    let mut tasks = Vec::new();
+                    while next_task < args.tasks && left.contains(&task_res) {
+                        left.subtract(&task_res);
+                        let id = format!("bench-{next_task}");
+                        next_task += 1;
+                        tasks.push(v1::TaskInfo {
+                            task_id: id.clone(),
+                            name: id,
+                            agent_id: offer.agent_id.clone(),
+                            resources: task_res.to_proto(),
+                            command: Some(v1::CommandInfo { shell: true, value: "true".into(), ..Default::default() }),
+                            ..Default::default()
+                        });
+                    }
+                    let now = Instant::now();
+                    first_accept.get_or_insert(now);
+                    for t in &tasks {
+                        launched_at.insert(t.task_id.clone(), now);
+                    }
+                    let req = v1::AcceptRequest {
+                        header: Some(header.clone()),
+                        offer_ids: vec![offer.id.clone()],
+                        operations: if tasks.is_empty() {
+                            vec![]
+                        } else {
+                            vec![v1::Operation {
+                                operation: Some(v1::operation::Operation::Launch(v1::Launch { task_infos: tasks })),
+                            }]
+                        },
+                        filters: Some(v1::Filters { refuse_seconds: Some(3600.0) }),
+                    };
+                    client.accept(req).await.context("accept")?;
+                }
+                if next_task >= args.tasks {
+                    let _ = client.suppress(v1::SuppressRequest { header: Some(header.clone()), roles: vec![] }).await;
+                }
+            }
+            Some(v1::event::Event::Update(u)) => {
+                let Some(status) = u.status else { continue };
+                if !status.uuid.is_empty() {
+                    let _ = ack_tx
+                        .send(v1::AcknowledgeRequest {
+                            header: Some(header.clone()),
+                            agent_id: status.agent_id.clone(),
+                            task_id: status.task_id.clone(),
+                            uuid: status.uuid.clone(),
+                        })
+                        .await;
+                }
+                match status.state() {
+                    v1::TaskState::TaskRunning => {
+                        if let Some(at) = launched_at.remove(&status.task_id) {
+                            latencies.push(at.elapsed());
+                            if latencies.len() == args.tasks as usize {
+                                break;
+                            }
+                        }
+                    }
+                    v1::TaskState::TaskStaging | v1::TaskState::TaskStarting => {}
+                    other => anyhow::bail!("task {} went {}: {}", status.task_id, other.as_str_name(), status.message),
+                }
+            }
+            Some(v1::event::Event::Error(e)) => anyhow::bail!("master error: {}", e.message),
+            _ => {}
+        }
+    }
+    let elapsed = first_accept.map(|t| t.elapsed()).unwrap_or_default();
+    anyhow::ensure!(latencies.len() == args.tasks as usize, "the event stream ended early");
+    let _ = client.teardown(v1::TeardownRequest { header: Some(header) }).await;
+    drop(ack_tx);
+    while ackers.join_next().await.is_some() {}
+    Ok((elapsed, latencies))
 }

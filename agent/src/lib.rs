@@ -1,1 +1,252 @@
-//! placeholder
+//! strata-agent: runs tasks in sandboxes on one machine and reports their status to
+//! the master.
+//!
+//! ```text
+//!            ┌──────────────────────────── strata-agent ─────────────────────────────┐
+//! master ◀──▶│ link (gRPC stream) ◀─▶ AgentLoop (TaskManager, status update queues)  │
+//!            │                           │ launch / wait / kill                      │
+//!            │                           ▼                                           │
+//!            │                     Containerizer (process | fake | ...) ─▶ sandboxes │
+//! HTTP  ◀───▶│ /health /state /files/read ─ Query ─▶ AgentLoop                       │
+//!            └───────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Entry point: [`run`]. The binary `strata-agent` parses flags into [`AgentOptions`];
+//! `strata local` and `strata bench` call [`run`] directly, many agents per process.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod checkpoint;
+pub mod config;
+pub mod containerizer;
+mod http;
+mod link;
+pub mod resources_detect;
+pub mod sandbox;
+mod tasks;
+mod updates;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub use agent::StateView;
+pub use checkpoint::CheckpointError;
+pub use config::{
+    AgentOptions, ConfigError, ContainerizerConfig, parse_attributes, parse_duration,
+};
+pub use containerizer::{Containerizer, FakeContainerizer, ProcessContainerizer};
+pub use resources_detect::{detect_resources, resolve_resources};
+pub use tasks::TaskView;
+
+use crate::agent::{AgentLoop, Identity, LoopConfig};
+use crate::containerizer::ContainerHandle;
+use crate::tasks::TaskManager;
+use crate::updates::StatusUpdates;
+
+/// How long the HTTP server may take to close its connections at shutdown.
+const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("work dir: {0} (use a directory the agent can create and write)")]
+    WorkDir(#[source] CheckpointError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Runs an agent until `shutdown` resolves.
+///
+/// `listener` serves the agent's HTTP API and its bound address (or
+/// `options.hostname` with its port) is what the agent advertises to the master. The
+/// agent dials `options.master`, registers (re-registering with the same id after a
+/// restart, from `WORK_DIR/agent_id`), and runs what the master sends. On shutdown it
+/// kills its tasks (SIGTERM, `executor_shutdown_grace_period`, SIGKILL), writes its
+/// checkpoint and returns.
+pub async fn run(
+    listener: TcpListener,
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let work_dir = options.work_dir.clone();
+    checkpoint::ensure_writable(&work_dir).map_err(AgentError::WorkDir)?;
+    let uri = config::master_uri(&options.master)?;
+    let endpoint = link::endpoint(&uri).map_err(|e| ConfigError::Master {
+        input: options.master.clone(),
+        reason: e.to_string(),
+    })?;
+    let local = listener.local_addr().map_err(AgentError::Listener)?;
+    let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
+    let address = advertised_address(local, options.hostname.as_deref(), &hostname);
+
+    let containerizer: Arc<dyn Containerizer> = match &options.containerizer {
+        ContainerizerConfig::Process => Arc::new(ProcessContainerizer::new()),
+        ContainerizerConfig::Fake { task_duration } => {
+            Arc::new(FakeContainerizer::new(*task_duration))
+        }
+        ContainerizerConfig::Custom(c) => c.clone(),
+    };
+    let agent_id = checkpoint::read_agent_id(&work_dir)
+        .map_err(AgentError::WorkDir)?
+        .unwrap_or_default();
+    let mut manager = TaskManager::new(
+        work_dir.clone(),
+        agent_id.clone(),
+        StatusUpdates::new(options.status_retry_interval, options.status_retry_max),
+        options.default_kill_grace,
+        containerizer.reports_starting(),
+    );
+    let initial = recover(&work_dir, &mut manager, containerizer.as_ref())
+        .await
+        .map_err(AgentError::WorkDir)?;
+
+    tracing::info!(
+        agent_id = %agent_id,
+        %hostname,
+        %address,
+        master = %options.master,
+        containerizer = containerizer.name(),
+        resources = %options.resources,
+        work_dir = %work_dir.display(),
+        "agent starting"
+    );
+
+    let (query_tx, query_rx) = mpsc::channel(64);
+    let app = http::router(http::HttpState {
+        queries: query_tx,
+        work_dir: work_dir.clone(),
+    });
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+
+    let identity = Identity {
+        hostname,
+        address,
+        master: options.master.clone(),
+        resources: options.resources.clone(),
+        attributes: options.attributes.clone(),
+    };
+    let config = LoopConfig {
+        work_dir,
+        registration_backoff: options.registration_backoff,
+        registration_backoff_max: options.registration_backoff_max,
+        executor_shutdown_grace_period: options.executor_shutdown_grace_period,
+        checkpoint_interval: options.checkpoint_interval,
+    };
+    AgentLoop::new(config, identity, containerizer, manager, endpoint, query_rx)
+        .run(initial, shutdown)
+        .await;
+
+    let _ = http_stop.send(());
+    if tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open at shutdown; closing them");
+        server.abort();
+        let _ = server.await;
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint of a previous run, asks the containerizer to recover its
+/// containers, and hands both to the task manager.
+async fn recover(
+    work_dir: &std::path::Path,
+    manager: &mut TaskManager,
+    containerizer: &dyn Containerizer,
+) -> Result<Vec<tasks::Action>, CheckpointError> {
+    let state = match checkpoint::read(work_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e @ CheckpointError::Corrupt { .. }) => {
+            let aside = checkpoint::set_aside(work_dir);
+            tracing::error!(error = %e, moved_to = ?aside, "ignoring an unreadable checkpoint");
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let handles: Vec<ContainerHandle> = state
+        .tasks
+        .iter()
+        .filter(|t| {
+            !strata_proto::is_terminal(
+                strata_proto::v1::TaskState::from_str_name(&t.state).unwrap_or_default(),
+            )
+        })
+        .filter_map(|t| t.container.clone())
+        .collect();
+    let recovered = match containerizer.recover(handles).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "container recovery failed; the previous run's tasks are reported lost");
+            Vec::new()
+        }
+    };
+    tracing::info!(
+        tasks = state.tasks.len(),
+        pending_updates = state.updates.len(),
+        recovered = recovered.len(),
+        "loaded the checkpoint of a previous run"
+    );
+    Ok(manager.restore(state, &recovered, Instant::now()))
+}
+
+/// Creates the work dir if needed and checks the agent can write in it.
+pub fn check_work_dir(work_dir: &std::path::Path) -> Result<(), CheckpointError> {
+    checkpoint::ensure_writable(work_dir)
+}
+
+/// The machine's hostname, or `localhost` when it cannot be read.
+pub fn machine_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The address the master and users reach the agent's HTTP API at: `--hostname:port`
+/// when a hostname was given, the machine's hostname when the listener is bound to
+/// every interface, the bound address otherwise.
+fn advertised_address(local: SocketAddr, hostname_flag: Option<&str>, hostname: &str) -> String {
+    match hostname_flag {
+        Some(h) => format!("{h}:{}", local.port()),
+        None if local.ip().is_unspecified() => format!("{hostname}:{}", local.port()),
+        None => local.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses() {
+        let bound: SocketAddr = "127.0.0.1:5051".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:5051".parse().unwrap();
+        assert_eq!(advertised_address(bound, None, "h"), "127.0.0.1:5051");
+        assert_eq!(
+            advertised_address(bound, Some("agent1"), "h"),
+            "agent1:5051"
+        );
+        assert_eq!(advertised_address(any, None, "h"), "h:5051");
+    }
+}

@@ -1,1 +1,186 @@
-fn main() {}
+//! `strata-agent`: parses flags, checks them before anything starts (exit 2 with a
+//! clear message when they are wrong), binds the HTTP listener, prints
+//! `strata-agent listening on ADDR`, and runs the agent until SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use strata_agent::{AgentOptions, ContainerizerConfig, config, resolve_resources};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ContainerizerKind {
+    /// Real processes, one process group per task.
+    Process,
+    /// Runs nothing; tasks finish after --fake-task-duration. For scale runs only.
+    Fake,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata-agent",
+    version,
+    about = "Strata agent: runs tasks on this machine for a Strata master"
+)]
+struct Args {
+    /// The master's address, host:port.
+    #[arg(long, default_value = "127.0.0.1:5050", value_parser = parse_master)]
+    master: String,
+    /// Address of the agent's HTTP API (state, sandbox files); port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    listen: String,
+    /// Directory for the agent's id, checkpoint and task sandboxes.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// Resources to offer, e.g. 'cpus:4;mem:4096;disk:10000;ports:[31000-32000]'. Each
+    /// resource named replaces the detected one; the others are detected.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Attributes, e.g. 'rack:r1;zone:a'.
+    #[arg(long, value_parser = parse_attributes)]
+    attributes: Option<Attributes>,
+    /// Hostname reported to the master (default: this machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// What runs the tasks.
+    #[arg(long, value_enum, default_value_t = ContainerizerKind::Process)]
+    containerizer: ContainerizerKind,
+    /// With --containerizer fake: how long each task "runs".
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    fake_task_duration: Duration,
+    /// First retry interval of an unacknowledged status update; it doubles up to
+    /// --status-retry-max.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    status_retry_interval: Duration,
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    status_retry_max: Duration,
+    /// Initial registration backoff (random in [0, b], b doubling up to the max).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    registration_backoff: Duration,
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    registration_backoff_max: Duration,
+    /// Grace between SIGTERM and SIGKILL for kills whose kill policy names none.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    default_kill_grace: Duration,
+    /// Grace given to every task when the agent shuts down.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    executor_shutdown_grace_period: Duration,
+}
+
+/// Attributes as a clap value (clap wants one type per flag).
+#[derive(Debug, Clone)]
+struct Attributes(Vec<(String, String)>);
+
+fn parse_attributes(s: &str) -> Result<Attributes, String> {
+    config::parse_attributes(s)
+        .map(Attributes)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_master(s: &str) -> Result<String, String> {
+    config::master_uri(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The first address `host:port` resolves to.
+fn resolve_listen(listen: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    listen.to_socket_addrs().ok()?.next()
+}
+
+/// A flag that was wrong: exit 2, like clap's own errors.
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+
+    // Everything a user can get wrong is checked before anything starts.
+    if let Err(e) = strata_agent::check_work_dir(&args.work_dir) {
+        return usage_error(format!("invalid --work-dir: {e}"));
+    }
+    let resources = match resolve_resources(args.resources.as_deref(), &args.work_dir) {
+        Ok(r) => r,
+        Err(e) => return usage_error(format!("invalid --resources: {e}")),
+    };
+    let Some(listen) = resolve_listen(&args.listen) else {
+        return usage_error(format!(
+            "invalid --listen '{}': expected host:port, e.g. 127.0.0.1:5051",
+            args.listen
+        ));
+    };
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut options = AgentOptions::new(args.master, args.work_dir);
+    options.resources = resources;
+    options.attributes = args.attributes.map(|a| a.0).unwrap_or_default();
+    options.hostname = args.hostname;
+    options.containerizer = match args.containerizer {
+        ContainerizerKind::Process => ContainerizerConfig::Process,
+        ContainerizerKind::Fake => ContainerizerConfig::Fake {
+            task_duration: args.fake_task_duration,
+        },
+    };
+    options.status_retry_interval = args.status_retry_interval;
+    options.status_retry_max = args.status_retry_max;
+    options.registration_backoff = args.registration_backoff;
+    options.registration_backoff_max = args.registration_backoff_max;
+    options.default_kill_grace = args.default_kill_grace;
+    options.executor_shutdown_grace_period = args.executor_shutdown_grace_period;
+
+    match serve(listen, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(listen: std::net::SocketAddr, options: AgentOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        println!("strata-agent listening on {bound}");
+        let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+        strata_agent::run(listener, options, shutdown)
+            .await
+            .context("agent failed")
+    })
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutting down");
+    })
+}

@@ -1,4 +1,140 @@
 //! The Strata master: the sans-IO core (`core`), its driver, and the gRPC and HTTP
 //! servers that feed it.
+//!
+//! ```text
+//!   TcpListener ─▶ tonic server (HTTP/2 h2c + HTTP/1.1)
+//!                    ├─ gRPC Scheduler / AgentLink / Operator ─┐
+//!                    └─ HTTP /state /health /metrics ──────────┤ Command
+//!                                                              ▼
+//!                    driver task (owns core::Master) ──Persist──▶ Store (registry in --work-dir)
+//! ```
+//!
+//! [`serve`] is the entry point used by the `strata-master` binary, `strata local`,
+//! `strata bench` and the tests.
+#![forbid(unsafe_code)]
 
 pub mod core;
+pub mod driver;
+pub mod grpc;
+pub mod http;
+pub mod options;
+pub mod store;
+
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use options::{MasterOptions, OptionsError, parse_duration, parse_weights};
+pub use store::{FileStore, MemoryStore, Store, StoreError};
+
+/// Why the master could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot use the listener")]
+    Listener(#[source] std::io::Error),
+    #[error("the server failed")]
+    Server(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Driver(#[from] driver::DriverError),
+    #[error("the driver task panicked: {0}")]
+    DriverPanicked(String),
+}
+
+/// Runs a master on `listener` until `shutdown` completes: opens the registry in
+/// `options.work_dir` (see [`FileStore`]), then serves as [`serve_with_store`] does.
+pub async fn serve(
+    listener: TcpListener,
+    options: MasterOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MasterError> {
+    options.validate()?;
+    let store = FileStore::open(&options.work_dir)?;
+    serve_with_store(listener, options, Box::new(store), shutdown).await
+}
+
+/// Runs a master on `listener` with the registry in `store` until `shutdown`
+/// completes. `options.work_dir` is not used.
+///
+/// Builds the core with a fresh master id from what `store` holds, starts the driver
+/// task, and serves gRPC and HTTP on the one listener. On shutdown it stops accepting
+/// connections, closes every framework and agent stream, flushes the store, and waits
+/// up to `options.shutdown_grace` for open connections to finish.
+pub async fn serve_with_store(
+    listener: TcpListener,
+    options: MasterOptions,
+    mut store: Box<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MasterError> {
+    options.validate_tunables()?;
+    let local = listener.local_addr().map_err(MasterError::Listener)?;
+    let registry = store.load()?;
+    let master_id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(
+        %master_id,
+        address = %local,
+        agents = registry.agents.len(),
+        frameworks = registry.frameworks.len(),
+        "master starting"
+    );
+    let master = core::Master::new(options.core_config(master_id), registry, Instant::now());
+    let (driver, handle) = driver::Driver::new(master, store, options.allocation_interval);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut driver_task = tokio::spawn(driver.run(stop_rx.clone()));
+
+    let mut server_stop = stop_rx;
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_routes(http::router(handle))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        );
+    let mut server = std::pin::pin!(server);
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    // Run until shutdown, or until the server or the driver stops on its own.
+    let mut driver_result = None;
+    let mut server_result = None;
+    tokio::select! {
+        () = &mut shutdown => tracing::info!("shutting down"),
+        r = &mut driver_task => driver_result = Some(r),
+        r = &mut server => server_result = Some(r),
+    }
+    let _ = stop_tx.send(true);
+
+    let driver_result = match driver_result {
+        Some(r) => r,
+        None => (&mut driver_task).await,
+    };
+    if server_result.is_none() {
+        match tokio::time::timeout(options.shutdown_grace, &mut server).await {
+            Ok(r) => server_result = Some(r),
+            Err(_) => tracing::warn!(
+                grace = ?options.shutdown_grace,
+                "connections still open after the shutdown grace period; leaving them"
+            ),
+        }
+    }
+    tracing::info!("master stopped");
+
+    match driver_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(MasterError::DriverPanicked(e.to_string())),
+    }
+    if let Some(Err(e)) = server_result {
+        return Err(e.into());
+    }
+    Ok(())
+}

@@ -1,1 +1,143 @@
-fn main() {}
+//! `strata-master`: runs a Strata master on one port (gRPC and HTTP).
+//!
+//! Flags are checked before anything starts: a bad value exits 2 with the reason; a
+//! work dir that cannot be used or a port that cannot be bound exits 1. Once bound it
+//! prints `strata-master listening on ADDR` to stdout, and runs until SIGINT or
+//! SIGTERM, then shuts down gracefully.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use strata_master::{FileStore, MasterOptions, parse_duration, parse_weights};
+
+/// The Strata master: offers agents' resources to frameworks.
+#[derive(Parser, Debug)]
+#[command(name = "strata-master", version)]
+struct Args {
+    /// Address to serve gRPC and HTTP on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    listen: SocketAddr,
+    /// Directory of the registry (what survives a restart); created if missing.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// Role weights for DRF, e.g. `prod=2,dev=1` (roles not named weigh 1).
+    #[arg(long, value_parser = parse_weights_flag, default_value = "")]
+    weights: Weights,
+    /// Batch allocation interval.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    allocation_interval: Duration,
+    /// Interval of HEARTBEAT events to frameworks.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    heartbeat_interval: Duration,
+    /// How often agents must send a heartbeat; the unit of the agent timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    agent_ping_timeout: Duration,
+    /// Missed agent pings after which an agent is unreachable.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_agent_ping_timeouts: u32,
+    /// After a master restart, how long known agents have to re-register.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    agent_reregister_timeout: Duration,
+    /// refuse_seconds applied when a framework's DECLINE or ACCEPT sets no filter.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    default_refuse: Duration,
+    /// Rescind offers not answered within this time (default: never).
+    #[arg(long, value_parser = parse_duration)]
+    offer_timeout: Option<Duration>,
+    /// On shutdown, how long open connections get to finish.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    shutdown_grace: Duration,
+}
+
+/// Role weights as parsed from `--weights`.
+#[derive(Clone, Debug)]
+struct Weights(std::collections::HashMap<String, f64>);
+
+fn parse_weights_flag(s: &str) -> Result<Weights, strata_master::OptionsError> {
+    parse_weights(s).map(Weights)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let options = MasterOptions {
+        work_dir: args.work_dir.clone(),
+        allocation_interval: args.allocation_interval,
+        framework_heartbeat_interval: args.heartbeat_interval,
+        agent_ping_timeout: args.agent_ping_timeout,
+        max_agent_ping_timeouts: args.max_agent_ping_timeouts,
+        agent_reregister_timeout: args.agent_reregister_timeout,
+        default_refuse: args.default_refuse,
+        weights: args.weights.0.clone(),
+        offer_timeout: args.offer_timeout,
+        shutdown_grace: args.shutdown_grace,
+    };
+    if let Err(e) = options.validate() {
+        eprintln!("strata-master: {e}");
+        return ExitCode::from(2);
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata-master: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args.listen, options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-master: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
+    // Open the registry first: an unusable or corrupt work dir stops us before the
+    // port is taken.
+    let shutdown = shutdown_signal()?;
+    let store = FileStore::open(&options.work_dir)
+        .with_context(|| format!("cannot open the registry in {}", options.work_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is the port in use?)"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "strata-master listening on {bound}").context("cannot write to stdout")?;
+        out.flush().context("cannot write to stdout")?;
+    }
+    strata_master::serve_with_store(listener, options, Box::new(store), shutdown)
+        .await
+        .context("master failed")?;
+    Ok(())
+}
+
+/// A future that completes on SIGINT or SIGTERM. The handlers are installed now, so
+/// a signal that arrives before the future is first polled is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    })
+}

@@ -18,14 +18,24 @@ pub struct ConnId(pub u64);
 pub enum Input {
     /// A framework opened a Subscribe stream on `conn`. The core answers with
     /// `Effect::ToFramework{conn, SUBSCRIBED}` (or an ERROR event and `CloseFramework`).
-    Subscribe { conn: ConnId, request: v1::SubscribeRequest },
+    Subscribe {
+        conn: ConnId,
+        request: v1::SubscribeRequest,
+    },
     /// A framework's event stream closed (client went away).
     FrameworkDisconnected { conn: ConnId },
     /// An agent opened a stream on `conn` and sent Register as its first message.
     /// `peer` is the remote address when known.
-    AgentRegister { conn: ConnId, register: v1::Register, peer: Option<String> },
+    AgentRegister {
+        conn: ConnId,
+        register: v1::Register,
+        peer: Option<String>,
+    },
     /// Any later message on an agent stream (status updates, heartbeats, messages).
-    AgentMessage { conn: ConnId, message: v1::AgentMessage },
+    AgentMessage {
+        conn: ConnId,
+        message: v1::AgentMessage,
+    },
     /// An agent stream closed.
     AgentDisconnected { conn: ConnId },
     /// A unary scheduler call. Its header is checked (framework known, stream current)
@@ -52,6 +62,7 @@ pub enum Call {
 
 /// What the core asks the driver to do.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // effects are moved once, straight to a channel
 pub enum Effect {
     /// Send an event on a framework's subscription stream.
     ToFramework { conn: ConnId, event: v1::Event },
@@ -59,7 +70,10 @@ pub enum Effect {
     /// refused after an ERROR event).
     CloseFramework { conn: ConnId },
     /// Send a message down an agent's stream.
-    ToAgent { conn: ConnId, message: v1::MasterMessage },
+    ToAgent {
+        conn: ConnId,
+        message: v1::MasterMessage,
+    },
     /// End an agent's stream (refused registration, replaced by a newer stream).
     CloseAgent { conn: ConnId },
     /// Write to the registry before acting on it further.
@@ -71,7 +85,9 @@ pub enum Effect {
 pub enum CallError {
     #[error("framework '{0}' is not subscribed: call Subscribe first")]
     UnknownFramework(String),
-    #[error("stream id '{got}' is stale for framework '{framework_id}': use the stream id from the latest SUBSCRIBED event")]
+    #[error(
+        "stream id '{got}' is stale for framework '{framework_id}': use the stream id from the latest SUBSCRIBED event"
+    )]
     StaleStream { framework_id: String, got: String },
     #[error("{0}")]
     InvalidArgument(String),

@@ -10,10 +10,33 @@
 //! No sockets, no clock, no tokio: the driver (`crate::driver`) owns the `Master`, feeds
 //! it inputs and the current `Instant`, and carries out the effects. Tests drive it
 //! directly with simulated agents and frameworks.
+//!
+//! Modules: `master` (state, dispatch, timers), `agents`, `frameworks`, `tasks` (state
+//! machine, status updates), `offers` (allocation → offers, ACCEPT, DECLINE), `calls`
+//! (KILL, ACKNOWLEDGE, MESSAGE), `reconcile`, `validate`, `view` (snapshot, metrics),
+//! `allocator` + `drf` (hierarchical DRF), `codec` (registry encoding), `rng`.
 
 pub mod api;
 
 pub use api::*;
+pub mod allocator;
+pub mod drf;
 pub mod master;
+pub mod rng;
+pub mod state;
+pub mod validate;
+
+mod agents;
+mod calls;
+mod codec;
+mod fastmap;
+mod frameworks;
+mod offers;
+mod reconcile;
+mod tasks;
+mod view;
+
+#[cfg(test)]
+mod tests;
 
 pub use master::Master;

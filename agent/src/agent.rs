@@ -1,0 +1,688 @@
+//! The agent's event loop: one tokio task owns the task manager, the master link and
+//! the containers' jobs, so no state is shared behind locks.
+//!
+//! ```text
+//!  master stream ─ RunTask/KillTask/Ack/... ─┐
+//!  container jobs ─ launched/exited/killed ──┤                       ┌─▶ status updates, heartbeats ─▶ master
+//!  timers ─ retries, checkpoint, reconnect ──┼─▶ AgentLoop ─ Action ─┼─▶ launch / wait / kill jobs (JoinSet)
+//!  HTTP handlers ─ Query (oneshot reply) ────┤    (TaskManager)      └─▶ checkpoint writes (blocking pool)
+//!  shutdown signal ──────────────────────────┘
+//! ```
+//!
+//! Every job is spawned into the loop's `JoinSet` and carries its task's key back,
+//! even when it panics; on return the loop stops them all.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use serde::Serialize;
+use strata_proto::v1::{self, TaskState, agent_message, master_message};
+use strata_proto::{Resources, VERSION};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tonic::transport::Endpoint;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
+use crate::link::{self, Backoff, Connection, LinkError};
+use crate::tasks::{Action, TaskKey, TaskManager, TaskView};
+
+/// After the kills of a shutdown have had their grace period, how much longer the
+/// agent waits for the tasks to end before it stops anyway.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+/// Upper bound of the loop's configurable timers.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// How long a stopping agent waits for its last updates to leave.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A question from the HTTP API, answered by the loop.
+pub(crate) enum Query {
+    State(oneshot::Sender<StateView>),
+    /// The sandbox and state of a task it knows.
+    Task {
+        key: TaskKey,
+        reply: oneshot::Sender<Option<(PathBuf, TaskState)>>,
+    },
+}
+
+/// `GET /state`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    /// Empty until the master first registers the agent.
+    pub id: String,
+    pub hostname: String,
+    /// The address advertised to the master for this HTTP API.
+    pub address: String,
+    pub master: String,
+    /// Whether the agent is registered with the master right now.
+    pub registered: bool,
+    pub containerizer: &'static str,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+    pub tasks: Vec<TaskView>,
+    /// Recently forgotten tasks (terminal and acknowledged), oldest first.
+    pub completed_tasks: Vec<TaskView>,
+}
+
+/// What the agent tells the master about itself (all but the id).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub hostname: String,
+    pub address: String,
+    pub master: String,
+    pub resources: Resources,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Tunables the loop needs from the options.
+#[derive(Debug, Clone)]
+pub(crate) struct LoopConfig {
+    pub work_dir: PathBuf,
+    pub registration_backoff: Duration,
+    pub registration_backoff_max: Duration,
+    pub executor_shutdown_grace_period: Duration,
+    pub checkpoint_interval: Duration,
+}
+
+/// A finished job: what a launch, wait or kill came to.
+enum Job {
+    Launched {
+        key: TaskKey,
+        container: ContainerId,
+        result: Result<ContainerHandle, String>,
+    },
+    Exited {
+        key: TaskKey,
+        container: ContainerId,
+        result: Result<Termination, String>,
+    },
+    Killed {
+        key: TaskKey,
+        container: ContainerId,
+        result: Result<(), String>,
+    },
+}
+
+/// One wake-up of the loop.
+enum Event {
+    Shutdown,
+    Connected(Result<Connection, LinkError>),
+    ReconnectDue,
+    FromMaster(Result<Option<v1::MasterMessage>, tonic::Status>),
+    Heartbeat,
+    Job(Result<Job, JoinError>),
+    Timer,
+    Query(Query),
+    CheckpointWritten(Result<Result<(), CheckpointError>, JoinError>),
+}
+
+pub(crate) struct AgentLoop {
+    config: LoopConfig,
+    identity: Identity,
+    containerizer: Arc<dyn Containerizer>,
+    manager: TaskManager,
+    endpoint: Endpoint,
+    backoff: Backoff,
+    /// When the next registration attempt starts (no attempt running, not connected).
+    reconnect_at: Option<Instant>,
+    /// The registration attempt running now.
+    connecting: Option<BoxFuture<'static, Result<Connection, LinkError>>>,
+    /// Set while registered: messages up to the master.
+    outbound: Option<mpsc::Sender<v1::AgentMessage>>,
+    /// Set while registered: messages down from the master.
+    inbound: Option<tonic::Streaming<v1::MasterMessage>>,
+    /// Set while registered.
+    heartbeat: Option<tokio::time::Interval>,
+    /// Launch, wait and kill jobs of the containers.
+    jobs: JoinSet<Job>,
+    queries: mpsc::Receiver<Query>,
+    /// Changes not yet in the checkpoint.
+    checkpoint_pending: bool,
+    /// The write in flight, on the blocking pool.
+    checkpoint_job: Option<JoinHandle<Result<(), CheckpointError>>>,
+    last_checkpoint: Option<Instant>,
+    shutting_down: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl AgentLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: LoopConfig,
+        identity: Identity,
+        containerizer: Arc<dyn Containerizer>,
+        manager: TaskManager,
+        endpoint: Endpoint,
+        queries: mpsc::Receiver<Query>,
+    ) -> AgentLoop {
+        let backoff = Backoff::new(config.registration_backoff, config.registration_backoff_max);
+        // Bounded so that `now + ...` never overflows, whatever the options say.
+        let mut config = config;
+        config.executor_shutdown_grace_period =
+            config.executor_shutdown_grace_period.min(MAX_TIMER);
+        config.checkpoint_interval = config.checkpoint_interval.min(MAX_TIMER);
+        AgentLoop {
+            config,
+            identity,
+            containerizer,
+            manager,
+            endpoint,
+            backoff,
+            reconnect_at: None,
+            connecting: None,
+            outbound: None,
+            inbound: None,
+            heartbeat: None,
+            jobs: JoinSet::new(),
+            queries,
+            checkpoint_pending: true,
+            checkpoint_job: None,
+            last_checkpoint: None,
+            shutting_down: false,
+            shutdown_deadline: None,
+        }
+    }
+
+    /// Runs until `shutdown` resolves and the tasks have been killed (or the shutdown
+    /// deadline passed). `initial` are actions from recovery.
+    pub(crate) async fn run(
+        mut self,
+        initial: Vec<Action>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        self.execute(initial);
+        // The first attempt starts at once; only failures back off.
+        self.start_connect();
+        loop {
+            let timer = self.next_timer();
+            let event = tokio::select! {
+                () = &mut shutdown, if !self.shutting_down => Event::Shutdown,
+                r = poll_boxed(&mut self.connecting) => Event::Connected(r),
+                () = sleep_until(self.reconnect_at) => Event::ReconnectDue,
+                m = next_message(&mut self.inbound) => Event::FromMaster(m),
+                () = tick(&mut self.heartbeat) => Event::Heartbeat,
+                Some(j) = self.jobs.join_next(), if !self.jobs.is_empty() => Event::Job(j),
+                () = sleep_until(timer) => Event::Timer,
+                Some(q) = self.queries.recv() => Event::Query(q),
+                r = poll_join(&mut self.checkpoint_job) => Event::CheckpointWritten(r),
+            };
+            let now = Instant::now();
+            self.handle(event, now);
+            self.maybe_checkpoint(now);
+            if self.shutting_down {
+                if self.manager.all_terminated() {
+                    tracing::info!("all tasks have ended");
+                    break;
+                }
+                if self.shutdown_deadline.is_some_and(|d| now >= d) {
+                    tracing::warn!(
+                        "tasks did not end within the shutdown grace period; stopping anyway"
+                    );
+                    break;
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Shutdown => {
+                // Without recovery (issue 6) a task whose agent is gone could never be
+                // reported on again, so a graceful shutdown kills every task (SIGTERM,
+                // grace, SIGKILL), as a Mesos agent without checkpointing does. Issue 6
+                // changes this: tasks will outlive the agent and be recovered.
+                let grace = self.config.executor_shutdown_grace_period;
+                tracing::info!(?grace, "shutting down: killing all tasks");
+                self.shutting_down = true;
+                self.shutdown_deadline = Some(now + grace + SHUTDOWN_SLACK);
+                let actions = self.manager.shutdown(grace, now);
+                self.execute(actions);
+            }
+            Event::Connected(result) => {
+                self.connecting = None;
+                match result {
+                    Ok(conn) => self.on_registered(conn, now),
+                    Err(e) => {
+                        let delay = self.schedule_reconnect(now);
+                        tracing::warn!(error = %e, retry_in = ?delay, "registration with the master failed");
+                    }
+                }
+            }
+            Event::ReconnectDue => self.start_connect(),
+            Event::FromMaster(Ok(Some(msg))) => self.on_master_message(msg, now),
+            Event::FromMaster(result) => {
+                let reason = match result {
+                    Err(status) => format!("{}: {}", status.code(), status.message()),
+                    _ => "the master closed the stream".to_string(),
+                };
+                self.disconnect();
+                let delay = self.schedule_reconnect(now);
+                tracing::warn!(%reason, retry_in = ?delay, "lost the master; will re-register");
+            }
+            Event::Heartbeat => self.send(agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+            Event::Job(Ok(job)) => self.on_job(job, now),
+            Event::Job(Err(e)) => tracing::error!(error = %e, "a container job was cancelled"),
+            Event::Timer => {
+                let actions = self.manager.retries_due(now);
+                if !actions.is_empty() {
+                    tracing::debug!(
+                        count = actions.len(),
+                        "retrying unacknowledged status updates"
+                    );
+                }
+                self.execute(actions);
+            }
+            Event::Query(q) => self.answer(q),
+            Event::CheckpointWritten(result) => {
+                self.checkpoint_job = None;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
+                    Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
+                }
+            }
+        }
+    }
+
+    fn on_registered(&mut self, conn: Connection, now: Instant) {
+        let registered = conn.registered;
+        if registered.agent_id.is_empty() {
+            let delay = self.schedule_reconnect(now);
+            tracing::warn!(retry_in = ?delay, "the master registered the agent without an id; retrying");
+            return;
+        }
+        let reregistered = self.manager.agent_id() == registered.agent_id;
+        if !reregistered
+            && let Err(e) = checkpoint::write_agent_id(&self.config.work_dir, &registered.agent_id)
+        {
+            tracing::error!(error = %e, "cannot persist the agent id; a restart will register as a new agent");
+        }
+        let period = link::heartbeat_interval(registered.heartbeat_interval_seconds);
+        tracing::info!(
+            agent_id = %registered.agent_id,
+            master_id = %registered.master_id,
+            heartbeat = ?period,
+            reregistered,
+            "registered with the master"
+        );
+        self.backoff.reset();
+        self.outbound = Some(conn.outbound);
+        self.inbound = Some(conn.inbound);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.heartbeat = Some(heartbeat);
+        let actions = self.manager.registered(&registered.agent_id, now);
+        self.execute(actions);
+    }
+
+    fn on_master_message(&mut self, msg: v1::MasterMessage, now: Instant) {
+        use master_message::Message;
+        let actions = match msg.message {
+            Some(Message::RunTask(run)) => self.manager.run_task(run, now),
+            Some(Message::KillTask(kill)) => self.manager.kill_task(kill, now),
+            Some(Message::ShutdownFramework(s)) => {
+                self.manager.shutdown_framework(&s.framework_id, now)
+            }
+            Some(Message::Acknowledge(ack)) => self.manager.acknowledge(ack, now),
+            Some(Message::Registered(r)) => {
+                // A master may confirm the registration again; adopt a new id if it gives one.
+                if !r.agent_id.is_empty() && r.agent_id != self.manager.agent_id() {
+                    if let Err(e) = checkpoint::write_agent_id(&self.config.work_dir, &r.agent_id) {
+                        tracing::error!(error = %e, "cannot persist the agent id");
+                    }
+                    self.manager.registered(&r.agent_id, now)
+                } else {
+                    Vec::new()
+                }
+            }
+            Some(Message::Error(e)) => {
+                tracing::error!(message = %e.message, "the master reports an error");
+                Vec::new()
+            }
+            Some(Message::Ping(_)) => {
+                self.send(agent_message::Message::Heartbeat(v1::AgentHeartbeat {}));
+                Vec::new()
+            }
+            Some(Message::FrameworkMessage(m)) => {
+                tracing::debug!(framework_id = %m.framework_id, task_id = %m.task_id, "framework message dropped: command tasks have no executor to receive it");
+                Vec::new()
+            }
+            None => {
+                tracing::debug!("empty message from the master; ignored");
+                Vec::new()
+            }
+        };
+        self.execute(actions);
+    }
+
+    fn on_job(&mut self, job: Job, now: Instant) {
+        let actions = match job {
+            Job::Launched {
+                key,
+                container,
+                result,
+            } => self.manager.launched(&key, &container, result, now),
+            Job::Exited {
+                key,
+                container,
+                result,
+            } => self.manager.exited(&key, &container, result, now),
+            Job::Killed {
+                key,
+                container,
+                result,
+            } => {
+                if let Err(e) = result {
+                    tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, %container, error = %e, "kill failed");
+                }
+                Vec::new()
+            }
+        };
+        self.execute(actions);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(status) => {
+                    let update = v1::StatusUpdate {
+                        status: Some(status),
+                    };
+                    self.send(agent_message::Message::StatusUpdate(update));
+                }
+                Action::Launch(spec) => {
+                    let containerizer = self.containerizer.clone();
+                    let key = TaskKey {
+                        framework_id: spec.framework_id.clone(),
+                        task_id: spec.task.task_id.clone(),
+                    };
+                    let container = spec.container_id.clone();
+                    self.spawn_job(
+                        key.clone(),
+                        container.clone(),
+                        JobKind::Launch,
+                        async move { containerizer.launch(*spec).await.map_err(|e| e.to_string()) },
+                        move |key, container, result| Job::Launched {
+                            key,
+                            container,
+                            result,
+                        },
+                    );
+                }
+                Action::Wait { key, container } => {
+                    let containerizer = self.containerizer.clone();
+                    let id = container.clone();
+                    self.spawn_job(
+                        key,
+                        container,
+                        JobKind::Wait,
+                        async move { containerizer.wait(id).await.map_err(|e| e.to_string()) },
+                        |key, container, result| Job::Exited {
+                            key,
+                            container,
+                            result,
+                        },
+                    );
+                }
+                Action::Kill {
+                    key,
+                    container,
+                    grace,
+                } => {
+                    let containerizer = self.containerizer.clone();
+                    let id = container.clone();
+                    self.spawn_job(
+                        key,
+                        container,
+                        JobKind::Kill,
+                        async move {
+                            containerizer
+                                .kill(id, grace)
+                                .await
+                                .map_err(|e| e.to_string())
+                        },
+                        |key, container, result| Job::Killed {
+                            key,
+                            container,
+                            result,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Spawns a job whose result (or panic) comes back as a [`Job`] for its task.
+    fn spawn_job<T, F, W>(
+        &mut self,
+        key: TaskKey,
+        container: ContainerId,
+        kind: JobKind,
+        fut: F,
+        wrap: W,
+    ) where
+        T: Send + 'static,
+        F: Future<Output = Result<T, String>> + Send + 'static,
+        W: FnOnce(TaskKey, ContainerId, Result<T, String>) -> Job + Send + 'static,
+    {
+        self.jobs.spawn(async move {
+            let result = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err(format!("the containerizer panicked during {kind:?}")),
+            };
+            wrap(key, container, result)
+        });
+    }
+
+    fn send(&mut self, message: agent_message::Message) {
+        let Some(outbound) = &self.outbound else {
+            return;
+        };
+        match outbound.try_send(v1::AgentMessage {
+            message: Some(message),
+        }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("outbound queue to the master is full; the message will be retried");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(
+                    "the master stream is closing; message dropped (updates are retried)"
+                );
+            }
+        }
+    }
+
+    fn start_connect(&mut self) {
+        self.reconnect_at = None;
+        if self.shutting_down {
+            return;
+        }
+        let agent_id = self.manager.agent_id().to_string();
+        let register = v1::Register {
+            agent_info: Some(v1::AgentInfo {
+                id: agent_id.clone(),
+                hostname: self.identity.hostname.clone(),
+                address: self.identity.address.clone(),
+                resources: self.identity.resources.to_proto(),
+                attributes: self
+                    .identity
+                    .attributes
+                    .iter()
+                    .map(|(name, value)| v1::Attribute {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+            }),
+            tasks: self.manager.running_tasks(),
+            version: VERSION.to_string(),
+        };
+        tracing::info!(
+            master = %self.identity.master,
+            agent_id = %agent_id,
+            tasks = register.tasks.len(),
+            "registering with the master"
+        );
+        self.connecting = Some(Box::pin(link::connect(self.endpoint.clone(), register)));
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) -> Duration {
+        let delay = self.backoff.next_delay();
+        self.reconnect_at = Some(now + delay);
+        delay
+    }
+
+    fn disconnect(&mut self) {
+        self.outbound = None;
+        self.inbound = None;
+        self.heartbeat = None;
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let checkpoint = match (
+            self.checkpoint_pending,
+            &self.checkpoint_job,
+            self.last_checkpoint,
+        ) {
+            (true, None, Some(last)) => Some(last + self.config.checkpoint_interval),
+            (true, None, None) => Some(Instant::now()),
+            _ => None,
+        };
+        [
+            self.manager.next_retry(),
+            checkpoint,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Starts a checkpoint write when something changed and the last one is old enough.
+    fn maybe_checkpoint(&mut self, now: Instant) {
+        if self.manager.take_dirty() {
+            self.checkpoint_pending = true;
+        }
+        if !self.checkpoint_pending || self.checkpoint_job.is_some() {
+            return;
+        }
+        if self
+            .last_checkpoint
+            .is_some_and(|last| now < last + self.config.checkpoint_interval)
+        {
+            return;
+        }
+        let state = self.manager.checkpoint();
+        let work_dir = self.config.work_dir.clone();
+        self.checkpoint_pending = false;
+        self.last_checkpoint = Some(now);
+        self.checkpoint_job = Some(tokio::task::spawn_blocking(move || {
+            checkpoint::write(&work_dir, &state)
+        }));
+    }
+
+    fn answer(&mut self, query: Query) {
+        match query {
+            Query::State(reply) => {
+                let (tasks, completed_tasks) = self.manager.views();
+                let _ = reply.send(StateView {
+                    id: self.manager.agent_id().to_string(),
+                    hostname: self.identity.hostname.clone(),
+                    address: self.identity.address.clone(),
+                    master: self.identity.master.clone(),
+                    registered: self.outbound.is_some(),
+                    containerizer: self.containerizer.name(),
+                    resources: self.identity.resources.clone(),
+                    attributes: self.identity.attributes.iter().cloned().collect(),
+                    tasks,
+                    completed_tasks,
+                });
+            }
+            Query::Task { key, reply } => {
+                let _ = reply.send(self.manager.lookup(&key));
+            }
+        }
+    }
+
+    /// Stops what is left: writes the last checkpoint, lets the last updates leave,
+    /// stops every job.
+    async fn finish(mut self) {
+        if let Some(job) = self.checkpoint_job.take() {
+            let _ = job.await;
+        }
+        self.manager.take_dirty();
+        let state = self.manager.checkpoint();
+        let work_dir = self.config.work_dir.clone();
+        match tokio::task::spawn_blocking(move || checkpoint::write(&work_dir, &state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the final checkpoint"),
+            Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
+        }
+        if let Some(outbound) = self.outbound.take() {
+            let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+            while outbound.capacity() < outbound.max_capacity()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.jobs.shutdown().await;
+        self.connecting = None;
+        self.inbound = None;
+        tracing::info!("agent stopped");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum JobKind {
+    Launch,
+    Wait,
+    Kill,
+}
+
+async fn poll_boxed<T>(fut: &mut Option<BoxFuture<'static, T>>) -> T {
+    match fut {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_join<T>(job: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match job {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_message(
+    inbound: &mut Option<tonic::Streaming<v1::MasterMessage>>,
+) -> Result<Option<v1::MasterMessage>, tonic::Status> {
+    match inbound {
+        Some(s) => s.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(heartbeat: &mut Option<tokio::time::Interval>) {
+    match heartbeat {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

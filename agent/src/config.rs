@@ -1,0 +1,246 @@
+//! Agent configuration: [`AgentOptions`], and the parsers for the flag forms the
+//! binary accepts (attributes, durations, the master address). Everything here is
+//! validated once, before the agent starts; the running agent trusts it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::Resources;
+
+use crate::containerizer::Containerizer;
+
+/// Why a configuration value was refused. Each message says what was wrong and the
+/// form that is expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid attribute '{part}': expected name:value, e.g. 'rack:r1;zone:a'")]
+    AttributeForm { part: String },
+    #[error("attribute '{name}' is given twice")]
+    DuplicateAttribute { name: String },
+    #[error(
+        "invalid duration '{input}': expected a number with a unit, e.g. 500ms, 10s, 5m, 1h (at most a year)"
+    )]
+    Duration { input: String },
+    #[error("invalid master address '{input}': {reason} (expected host:port, e.g. 127.0.0.1:5050)")]
+    Master { input: String, reason: String },
+}
+
+/// Which containerizer runs the tasks.
+#[derive(Clone)]
+pub enum ContainerizerConfig {
+    /// Real processes in their own process group ([`crate::ProcessContainerizer`]).
+    Process,
+    /// Runs nothing: tasks finish after `task_duration`. For scale runs only
+    /// ([`crate::FakeContainerizer`]).
+    Fake { task_duration: Duration },
+    /// Any other implementation (cgroups, Docker, a test double).
+    Custom(Arc<dyn Containerizer>),
+}
+
+impl fmt::Debug for ContainerizerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerizerConfig::Process => write!(f, "Process"),
+            ContainerizerConfig::Fake { task_duration } => f
+                .debug_struct("Fake")
+                .field("task_duration", task_duration)
+                .finish(),
+            ContainerizerConfig::Custom(c) => write!(f, "Custom({})", c.name()),
+        }
+    }
+}
+
+/// Everything [`crate::run`] needs. Build it with [`AgentOptions::new`] and set the
+/// fields that differ from the defaults.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The master's agent endpoint, `host:port` or `http://host:port`; the agent dials
+    /// it, the master never dials the agent.
+    pub master: String,
+    /// Root of everything the agent writes: its id (`agent_id`), its checkpoint
+    /// (`checkpoint.json`) and the task sandboxes (`frameworks/<fw>/tasks/<task>/`).
+    pub work_dir: PathBuf,
+    /// What the agent offers to the master. [`crate::resolve_resources`] detects them and
+    /// applies the `--resources` overrides; empty means the agent offers nothing.
+    pub resources: Resources,
+    /// Attributes reported to the master (e.g. `rack:r1`), used by placement constraints.
+    pub attributes: Vec<(String, String)>,
+    /// Hostname reported to the master and used in the advertised address; `None`:
+    /// the machine's hostname, and the listener's bound address is advertised.
+    pub hostname: Option<String>,
+    /// Which containerizer runs tasks.
+    pub containerizer: ContainerizerConfig,
+    /// First retry interval of an unacknowledged status update (Mesos: 10 s).
+    pub status_retry_interval: Duration,
+    /// The retry interval doubles up to this (Mesos: 10 min).
+    pub status_retry_max: Duration,
+    /// Initial registration backoff: the agent waits a random time in `[0, b]` before
+    /// each attempt, `b` doubling from this value (Mesos: 1 s)...
+    pub registration_backoff: Duration,
+    /// ...up to this cap (Mesos: 1 min).
+    pub registration_backoff_max: Duration,
+    /// Grace between SIGTERM and SIGKILL when a kill names no kill policy (3 s).
+    pub default_kill_grace: Duration,
+    /// Grace given to every task when the agent shuts down (Mesos: 5 s).
+    pub executor_shutdown_grace_period: Duration,
+    /// Least time between two checkpoint writes; changes in between are coalesced.
+    pub checkpoint_interval: Duration,
+}
+
+impl AgentOptions {
+    /// Options with Mesos' defaults, the process containerizer and no resources.
+    pub fn new(master: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentOptions {
+        AgentOptions {
+            master: master.into(),
+            work_dir: work_dir.into(),
+            resources: Resources::new(),
+            attributes: Vec::new(),
+            hostname: None,
+            containerizer: ContainerizerConfig::Process,
+            status_retry_interval: Duration::from_secs(10),
+            status_retry_max: Duration::from_secs(600),
+            registration_backoff: Duration::from_secs(1),
+            registration_backoff_max: Duration::from_secs(60),
+            default_kill_grace: Duration::from_secs(3),
+            executor_shutdown_grace_period: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Parses `rack:r1;zone:a` into name/value pairs. Names must be non-empty and unique;
+/// values are text and may contain ':'.
+pub fn parse_attributes(input: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in input.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once(':')
+            .map(|(n, v)| (n.trim(), v.trim()))
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| ConfigError::AttributeForm {
+                part: part.to_string(),
+            })?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(ConfigError::DuplicateAttribute {
+                name: name.to_string(),
+            });
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// The longest duration a flag accepts.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `500ms`, `10s`, `1.5s`, `5m`, `1h` or a bare number of seconds (at most a year).
+pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError::Duration {
+        input: input.to_string(),
+    };
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| err())?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(err)
+}
+
+/// The gRPC URI of the master: `host:port` becomes `http://host:port`.
+pub fn master_uri(input: &str) -> Result<String, ConfigError> {
+    let input = input.trim();
+    let err = |reason: &str| ConfigError::Master {
+        input: input.to_string(),
+        reason: reason.to_string(),
+    };
+    if input.is_empty() {
+        return Err(err("it is empty"));
+    }
+    let uri = if input.contains("://") {
+        input.to_string()
+    } else {
+        format!("http://{input}")
+    };
+    let parsed: http_uri::Uri = uri.parse().map_err(|_| err("it is not a valid address"))?;
+    if parsed.port_u16().is_none() {
+        return Err(err("it has no port"));
+    }
+    match parsed.scheme_str() {
+        Some("http") | Some("https") => Ok(uri),
+        _ => Err(err("the scheme must be http or https")),
+    }
+}
+
+/// `tonic` re-exports the `http` crate's `Uri`; use it rather than a new dependency.
+mod http_uri {
+    pub use tonic::codegen::http::Uri;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_parse() {
+        assert_eq!(
+            parse_attributes("rack:r1; zone:a ;url:http://x").unwrap(),
+            vec![
+                ("rack".to_string(), "r1".to_string()),
+                ("zone".to_string(), "a".to_string()),
+                ("url".to_string(), "http://x".to_string())
+            ]
+        );
+        assert!(parse_attributes("").unwrap().is_empty());
+        assert!(matches!(
+            parse_attributes("rack"),
+            Err(ConfigError::AttributeForm { .. })
+        ));
+        assert!(matches!(
+            parse_attributes(":x"),
+            Err(ConfigError::AttributeForm { .. })
+        ));
+        assert!(matches!(
+            parse_attributes("a:1;a:2"),
+            Err(ConfigError::DuplicateAttribute { .. })
+        ));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("99999999999999h").is_err());
+    }
+
+    #[test]
+    fn master_addresses() {
+        assert_eq!(
+            master_uri("127.0.0.1:5050").unwrap(),
+            "http://127.0.0.1:5050"
+        );
+        assert_eq!(master_uri("http://m1:5050").unwrap(), "http://m1:5050");
+        assert!(master_uri("").is_err());
+        assert!(master_uri("127.0.0.1").is_err());
+        assert!(master_uri("ftp://x:1").is_err());
+        assert!(master_uri("a b:1").is_err());
+    }
+}

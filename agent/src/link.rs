@@ -1,0 +1,183 @@
+//! The agent's link to the master: one bidirectional gRPC stream
+//! (`AgentLink.Attach`), dialled by the agent.
+//!
+//! ```text
+//! dial ─▶ Attach(stream) ─▶ send Register{agent_info, tasks, version}
+//!      ◀─ Registered{agent_id, heartbeat}  → Connection (the agent loop pumps it)
+//!      ◀─ AgentError / anything else / timeout → LinkError, retry after a backoff
+//! ```
+//!
+//! [`connect`] is one attempt; the agent loop owns the retry schedule ([`Backoff`]:
+//! random in `[0, b]`, `b` doubling up to a cap, as Mesos agents do).
+
+use std::time::Duration;
+
+use rand::Rng;
+use strata_proto::v1::{self, agent_link_client::AgentLinkClient, agent_message, master_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+/// Capacity of the outbound queue into the stream. What goes in is bounded by the
+/// tasks (only queue heads are in flight) plus heartbeats; when it is full an update
+/// is left to its retry timer rather than blocking the agent.
+pub(crate) const OUTBOUND_CAPACITY: usize = 65536;
+/// How long one attempt may take, dial to Registered.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Heartbeat interval when the master names none that makes sense (Mesos: 15 s).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The fastest heartbeat the agent sends, whatever the master asks.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// The slowest: an absurd interval from the wire must not overflow a timer.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+/// Longest registration backoff bound, whatever the options say.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// Why an attempt to (re-)register failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("cannot reach the master: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the master refused the stream: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("the master refused the registration: {0}")]
+    Refused(String),
+    #[error("the master closed the stream before answering the registration")]
+    Closed,
+    #[error("the master answered the registration with something else")]
+    Unexpected,
+    #[error("no answer from the master within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A registered stream.
+pub(crate) struct Connection {
+    /// Messages up to the master.
+    pub outbound: mpsc::Sender<v1::AgentMessage>,
+    /// Messages down from the master, after Registered.
+    pub inbound: tonic::Streaming<v1::MasterMessage>,
+    pub registered: v1::Registered,
+}
+
+/// The gRPC endpoint for `uri` (from [`crate::config::master_uri`]), with keepalives so
+/// that a master that vanishes without closing the connection is noticed.
+pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true))
+}
+
+/// One registration attempt.
+pub(crate) async fn connect(
+    endpoint: Endpoint,
+    register: v1::Register,
+) -> Result<Connection, LinkError> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(endpoint, register)).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::Timeout(ATTEMPT_TIMEOUT)),
+    }
+}
+
+async fn attempt(endpoint: Endpoint, register: v1::Register) -> Result<Connection, LinkError> {
+    let channel = endpoint.connect().await?;
+    let mut client = AgentLinkClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let (outbound, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let first = v1::AgentMessage {
+        message: Some(agent_message::Message::Register(register)),
+    };
+    // The receiver is alive (held just below), so this cannot fail.
+    let _ = outbound.try_send(first);
+    let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(v1::MasterMessage {
+            message: Some(master_message::Message::Registered(registered)),
+        }) => Ok(Connection {
+            outbound,
+            inbound,
+            registered,
+        }),
+        Some(v1::MasterMessage {
+            message: Some(master_message::Message::Error(e)),
+        }) => Err(LinkError::Refused(e.message)),
+        Some(_) => Err(LinkError::Unexpected),
+        None => Err(LinkError::Closed),
+    }
+}
+
+/// The heartbeat interval for what Registered asked, clamped to [100 ms, 1 h].
+pub(crate) fn heartbeat_interval(seconds: f64) -> Duration {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if !d.is_zero() => d.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
+        _ => DEFAULT_HEARTBEAT,
+    }
+}
+
+/// Mesos' registration backoff: each delay is random in `[0, b]`; `b` starts at
+/// `initial` and doubles after each failed attempt up to `max`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
+        let initial = initial.min(MAX_BACKOFF);
+        Backoff {
+            initial,
+            max: max.clamp(initial, MAX_BACKOFF),
+            current: initial,
+        }
+    }
+
+    /// The next delay; doubles the bound for the one after.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let bound = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let nanos = bound.as_nanos().min(u64::MAX as u128) as u64;
+        Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=nanos)
+        })
+    }
+
+    /// After a successful registration.
+    pub(crate) fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_random_below_a_doubling_capped_bound() {
+        let s = Duration::from_secs(1);
+        let mut b = Backoff::new(s, 4 * s);
+        for bound in [1, 2, 4, 4, 4] {
+            assert!(b.next_delay() <= bound * s);
+        }
+        b.reset();
+        assert!(b.next_delay() <= s);
+        assert_eq!(
+            Backoff::new(Duration::ZERO, Duration::ZERO).next_delay(),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn heartbeat_interval_is_clamped() {
+        assert_eq!(heartbeat_interval(5.0), Duration::from_secs(5));
+        assert_eq!(heartbeat_interval(0.001), MIN_HEARTBEAT);
+        assert_eq!(heartbeat_interval(1e15), MAX_HEARTBEAT);
+        assert_eq!(heartbeat_interval(0.0), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(-1.0), DEFAULT_HEARTBEAT);
+        assert_eq!(heartbeat_interval(f64::NAN), DEFAULT_HEARTBEAT);
+    }
+}

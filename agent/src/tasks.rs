@@ -1,0 +1,1161 @@
+//! The task manager: what the agent runs, each task's life, and the status updates it
+//! produces. Sans-IO: the agent loop feeds it master messages and container events
+//! with the current time and carries out the [`Action`]s it returns.
+//!
+//! ```text
+//!            RunTask                 launched Ok                 exited
+//!  (none) ──────────▶ Launching ─────────────────▶ Running ─────────────▶ Terminated
+//!                      │  STARTING                   │ RUNNING           FINISHED/FAILED
+//!                      │ kill (remembered)           │ kill                   ▲
+//!                      ▼                             ▼                        │
+//!                 launched Ok ──▶ Killing ◀──────────┘ (KILLING if capable)   │
+//!                                    └──────────── exited: KILLED ────────────┘
+//! ```
+//!
+//! A task is forgotten (moved to the bounded list of completed tasks) once it is
+//! Terminated and its last update is acknowledged; its sandbox stays on disk.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use strata_proto::v1::{self, TaskState, TaskStatusReason};
+use strata_proto::{Resources, is_terminal, state_name};
+
+use crate::checkpoint::{self, TaskRecord, UpdateRecord};
+use crate::containerizer::{ContainerHandle, ContainerId, LaunchSpec, Termination};
+use crate::sandbox;
+use crate::updates::{Ack, StatusUpdates};
+
+/// How many completed tasks the agent remembers for `/state` and `/files/read`.
+const MAX_COMPLETED: usize = 1000;
+/// The longest kill grace period the agent honours.
+const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// A task is named by its framework and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TaskKey {
+    pub framework_id: String,
+    pub task_id: String,
+}
+
+/// Where a task is in its life; see the module docs. The state reported to the
+/// master (`Task::state`) follows it but is not the same thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Launching,
+    Running,
+    Killing,
+    Terminated,
+}
+
+impl Phase {
+    fn can_kill(self) -> bool {
+        matches!(self, Phase::Launching | Phase::Running)
+    }
+
+    fn can_move_to(self, to: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, to),
+            (Launching, Running | Killing | Terminated)
+                | (Running, Killing | Terminated)
+                | (Killing, Terminated)
+        )
+    }
+}
+
+/// Who asked for a kill: it shapes the message of the TASK_KILLED update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillCause {
+    Framework,
+    FrameworkShutdown,
+    AgentShutdown,
+}
+
+#[derive(Debug)]
+struct Task {
+    framework: v1::FrameworkInfo,
+    info: v1::TaskInfo,
+    container_id: ContainerId,
+    handle: Option<ContainerHandle>,
+    sandbox: PathBuf,
+    phase: Phase,
+    /// The latest state the agent reported.
+    state: TaskState,
+    /// Set once a kill is asked for: its grace period and cause.
+    kill: Option<(Duration, KillCause)>,
+}
+
+/// What the agent loop must do for the task manager.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send this update to the master (if connected; it is retried anyway).
+    Send(v1::TaskStatus),
+    /// Launch the container (which prepares its sandbox).
+    Launch(Box<LaunchSpec>),
+    /// Kill the container with this grace period.
+    Kill {
+        key: TaskKey,
+        container: ContainerId,
+        grace: Duration,
+    },
+    /// Wait for the container to end.
+    Wait {
+        key: TaskKey,
+        container: ContainerId,
+    },
+}
+
+/// A task as `/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub framework_id: String,
+    pub task_id: String,
+    pub name: String,
+    pub state: &'static str,
+    pub sandbox: String,
+    pub container_id: String,
+    pub pid: Option<u32>,
+    /// Status updates not yet acknowledged.
+    pub pending_updates: usize,
+}
+
+#[derive(Debug, Clone)]
+struct CompletedTask {
+    name: String,
+    state: TaskState,
+    sandbox: PathBuf,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct TaskManager {
+    work_dir: PathBuf,
+    agent_id: String,
+    tasks: HashMap<TaskKey, Task>,
+    completed: HashMap<TaskKey, CompletedTask>,
+    /// Eviction order of `completed`, oldest first.
+    completed_order: VecDeque<TaskKey>,
+    updates: StatusUpdates,
+    default_kill_grace: Duration,
+    /// Whether the containerizer's launches are worth a TASK_STARTING.
+    reports_starting: bool,
+    shutting_down: bool,
+    /// Something a checkpoint holds changed since the last `take_dirty`.
+    dirty: bool,
+}
+
+impl TaskManager {
+    pub(crate) fn new(
+        work_dir: PathBuf,
+        agent_id: String,
+        updates: StatusUpdates,
+        default_kill_grace: Duration,
+        reports_starting: bool,
+    ) -> TaskManager {
+        TaskManager {
+            work_dir,
+            agent_id,
+            tasks: HashMap::new(),
+            completed: HashMap::new(),
+            completed_order: VecDeque::new(),
+            updates,
+            default_kill_grace,
+            reports_starting,
+            shutting_down: false,
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Whether a checkpoint is due; resets the flag.
+    pub(crate) fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The master asked to run a task.
+    pub(crate) fn run_task(&mut self, run: v1::RunTask, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let (Some(framework), Some(info)) = (run.framework, run.task) else {
+            tracing::warn!("RunTask without framework or task; ignored");
+            return actions;
+        };
+        if framework.id.is_empty() || info.task_id.is_empty() {
+            tracing::warn!(framework_id = %framework.id, task_id = %info.task_id, "RunTask with an empty id; ignored");
+            return actions;
+        }
+        let key = TaskKey {
+            framework_id: framework.id.clone(),
+            task_id: info.task_id.clone(),
+        };
+        if self.shutting_down {
+            // As Mesos does: no update; the master reconciles the task later.
+            tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, "agent is shutting down; RunTask ignored");
+            return actions;
+        }
+        let reject = |this: &mut TaskManager,
+                      actions: &mut Vec<Action>,
+                      reason,
+                      message: String| {
+            tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, %message, "task refused");
+            let status = this.status(&key, TaskState::TaskError, reason, message, None);
+            this.queue(&key, status, now, actions);
+        };
+        if let Err(e) = sandbox::validate_id("framework", &key.framework_id)
+            .and_then(|()| sandbox::validate_id("task", &key.task_id))
+        {
+            reject(
+                self,
+                &mut actions,
+                TaskStatusReason::ReasonTaskInvalid,
+                e.to_string(),
+            );
+            return actions;
+        }
+        if self.tasks.contains_key(&key) {
+            let message = format!("task '{}' is already running on this agent", key.task_id);
+            reject(
+                self,
+                &mut actions,
+                TaskStatusReason::ReasonDuplicateTaskId,
+                message,
+            );
+            return actions;
+        }
+        let resources = match Resources::try_from_proto(&info.resources) {
+            Ok(r) => r,
+            Err(e) => {
+                reject(
+                    self,
+                    &mut actions,
+                    TaskStatusReason::ReasonTaskInvalid,
+                    format!("invalid resources: {e}"),
+                );
+                return actions;
+            }
+        };
+        let Some(command) = info.command.clone().filter(|c| !c.value.trim().is_empty()) else {
+            let message = "task has no command to run".to_string();
+            reject(
+                self,
+                &mut actions,
+                TaskStatusReason::ReasonTaskInvalid,
+                message,
+            );
+            return actions;
+        };
+        let user = [&command.user, &framework.user]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .cloned();
+        let sandbox = sandbox::sandbox_path(&self.work_dir, &key.framework_id, &key.task_id);
+        let container_id = ContainerId::random();
+        let spec = LaunchSpec {
+            container_id: container_id.clone(),
+            agent_id: self.agent_id.clone(),
+            framework_id: key.framework_id.clone(),
+            framework: framework.clone(),
+            task: info.clone(),
+            command,
+            resources,
+            sandbox: sandbox.clone(),
+            user,
+        };
+        tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, container = %container_id, "launching task");
+        self.forget_completed(&key);
+        self.tasks.insert(
+            key.clone(),
+            Task {
+                framework,
+                info,
+                container_id,
+                handle: None,
+                sandbox,
+                phase: Phase::Launching,
+                state: TaskState::TaskStaging,
+                kill: None,
+            },
+        );
+        self.dirty = true;
+        if self.reports_starting {
+            self.report(
+                &key,
+                TaskState::TaskStarting,
+                TaskStatusReason::ReasonUnspecified,
+                String::new(),
+                None,
+                now,
+                &mut actions,
+            );
+        }
+        actions.push(Action::Launch(Box::new(spec)));
+        actions
+    }
+
+    /// The master asked to kill a task.
+    pub(crate) fn kill_task(&mut self, kill: v1::KillTask, now: Instant) -> Vec<Action> {
+        let key = TaskKey {
+            framework_id: kill.framework_id,
+            task_id: kill.task_id,
+        };
+        let mut actions = Vec::new();
+        if self.tasks.contains_key(&key) {
+            let grace = grace_of(kill.kill_policy.as_ref());
+            self.kill(&key, grace, KillCause::Framework, now, &mut actions);
+        } else if self.completed.contains_key(&key) || self.updates.len(&key) > 0 {
+            tracing::debug!(framework_id = %key.framework_id, task_id = %key.task_id, "kill of a task that has ended; ignored");
+        } else {
+            tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, "kill of an unknown task");
+            let message = format!("task '{}' is unknown to this agent", key.task_id);
+            let status = self.status(
+                &key,
+                TaskState::TaskLost,
+                TaskStatusReason::ReasonTaskUnknown,
+                message,
+                None,
+            );
+            self.queue(&key, status, now, &mut actions);
+        }
+        actions
+    }
+
+    /// The master asked to shut a framework down: kill all its tasks.
+    pub(crate) fn shutdown_framework(&mut self, framework_id: &str, now: Instant) -> Vec<Action> {
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .keys()
+            .filter(|k| k.framework_id == framework_id)
+            .cloned()
+            .collect();
+        tracing::info!(framework_id, tasks = keys.len(), "shutting down framework");
+        let mut actions = Vec::new();
+        for key in keys {
+            self.kill(&key, None, KillCause::FrameworkShutdown, now, &mut actions);
+        }
+        actions
+    }
+
+    /// The agent is shutting down: kill every task with `grace`, refuse new ones.
+    pub(crate) fn shutdown(&mut self, grace: Duration, now: Instant) -> Vec<Action> {
+        self.shutting_down = true;
+        let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
+        let mut actions = Vec::new();
+        for key in keys {
+            self.kill(
+                &key,
+                Some(grace),
+                KillCause::AgentShutdown,
+                now,
+                &mut actions,
+            );
+        }
+        actions
+    }
+
+    /// Whether every task has ended (the agent may stop).
+    pub(crate) fn all_terminated(&self) -> bool {
+        self.tasks.values().all(|t| t.phase == Phase::Terminated)
+    }
+
+    /// The master acknowledged an update.
+    pub(crate) fn acknowledge(&mut self, ack: v1::AcknowledgeUpdate, now: Instant) -> Vec<Action> {
+        let key = TaskKey {
+            framework_id: ack.framework_id,
+            task_id: ack.task_id,
+        };
+        let mut actions = Vec::new();
+        match self.updates.acknowledge(&key, &ack.uuid, now) {
+            Ack::Acked { next, .. } => {
+                self.dirty = true;
+                actions.extend(next.map(Action::Send));
+                self.forget_if_done(&key);
+            }
+            Ack::NotHead | Ack::Unknown => {
+                tracing::debug!(framework_id = %key.framework_id, task_id = %key.task_id, uuid = %ack.uuid, "acknowledgement of no pending update; ignored");
+            }
+        }
+        actions
+    }
+
+    /// A launch finished.
+    pub(crate) fn launched(
+        &mut self,
+        key: &TaskKey,
+        container: &ContainerId,
+        result: Result<ContainerHandle, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(task) = self
+            .tasks
+            .get_mut(key)
+            .filter(|t| &t.container_id == container)
+        else {
+            return actions;
+        };
+        match result {
+            Ok(handle) => {
+                task.handle = Some(handle);
+                self.dirty = true;
+                actions.push(Action::Wait {
+                    key: key.clone(),
+                    container: container.clone(),
+                });
+                if let Some((grace, _)) = task.kill {
+                    // Killed while launching: never report it running.
+                    if self.transition(key, Phase::Killing) {
+                        self.report_killing(key, now, &mut actions);
+                        actions.push(Action::Kill {
+                            key: key.clone(),
+                            container: container.clone(),
+                            grace,
+                        });
+                    }
+                } else if self.transition(key, Phase::Running) {
+                    self.report(
+                        key,
+                        TaskState::TaskRunning,
+                        TaskStatusReason::ReasonUnspecified,
+                        String::new(),
+                        None,
+                        now,
+                        &mut actions,
+                    );
+                }
+            }
+            Err(message) => {
+                let killed = task.kill.is_some();
+                if self.transition(key, Phase::Terminated) {
+                    tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, %message, "launch failed");
+                    let (state, reason, message) = if killed {
+                        (
+                            TaskState::TaskKilled,
+                            TaskStatusReason::ReasonTaskKilledDuringLaunch,
+                            format!("task killed during launch ({message})"),
+                        )
+                    } else {
+                        (
+                            TaskState::TaskFailed,
+                            TaskStatusReason::ReasonContainerLaunchFailed,
+                            format!("cannot launch the task: {message}"),
+                        )
+                    };
+                    self.report(key, state, reason, message, None, now, &mut actions);
+                }
+            }
+        }
+        actions
+    }
+
+    /// A container ended (or could not be waited for).
+    pub(crate) fn exited(
+        &mut self,
+        key: &TaskKey,
+        container: &ContainerId,
+        result: Result<Termination, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(task) = self.tasks.get(key).filter(|t| &t.container_id == container) else {
+            return actions;
+        };
+        let kill = task.kill;
+        if !self.transition(key, Phase::Terminated) {
+            return actions;
+        }
+        let (state, reason, message, exit_status) = match (result, kill) {
+            (Ok(t), Some((_, cause))) => {
+                let why = match cause {
+                    KillCause::Framework => "task killed",
+                    KillCause::FrameworkShutdown => {
+                        "task killed because its framework was shut down"
+                    }
+                    KillCause::AgentShutdown => "task killed because the agent is shutting down",
+                };
+                let reason = match cause {
+                    KillCause::FrameworkShutdown => TaskStatusReason::ReasonFrameworkRemoved,
+                    _ => TaskStatusReason::ReasonTaskKilled,
+                };
+                (
+                    TaskState::TaskKilled,
+                    reason,
+                    format!("{why} ({})", t.exit.describe()),
+                    Some(t.exit.exit_status()),
+                )
+            }
+            (Ok(t), None) => match t.limitation {
+                Some(limit) => (
+                    TaskState::TaskFailed,
+                    limit.reason,
+                    limit.message,
+                    Some(t.exit.exit_status()),
+                ),
+                None if t.exit.exit_status() == 0 => (
+                    TaskState::TaskFinished,
+                    TaskStatusReason::ReasonCommandExited,
+                    t.exit.describe(),
+                    Some(0),
+                ),
+                None => (
+                    TaskState::TaskFailed,
+                    TaskStatusReason::ReasonCommandExited,
+                    t.exit.describe(),
+                    Some(t.exit.exit_status()),
+                ),
+            },
+            (Err(message), Some(_)) => (
+                TaskState::TaskKilled,
+                TaskStatusReason::ReasonTaskKilled,
+                message,
+                None,
+            ),
+            (Err(message), None) => (
+                TaskState::TaskFailed,
+                TaskStatusReason::ReasonExecutorTerminated,
+                format!("lost track of the task: {message}"),
+                None,
+            ),
+        };
+        tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, state = state_name(state), %message, "task ended");
+        self.report(key, state, reason, message, exit_status, now, &mut actions);
+        actions
+    }
+
+    /// Retries that are due.
+    pub(crate) fn retries_due(&mut self, now: Instant) -> Vec<Action> {
+        self.updates
+            .due(now)
+            .into_iter()
+            .map(Action::Send)
+            .collect()
+    }
+
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.updates.next_deadline()
+    }
+
+    /// The master (re-)registered the agent: adopt the id it gave and resend every
+    /// unacknowledged update.
+    pub(crate) fn registered(&mut self, agent_id: &str, now: Instant) -> Vec<Action> {
+        if self.agent_id != agent_id {
+            self.agent_id = agent_id.to_string();
+            self.updates.restamp_agent(agent_id);
+            self.dirty = true;
+        }
+        self.updates
+            .heads(now)
+            .into_iter()
+            .map(Action::Send)
+            .collect()
+    }
+
+    /// What the agent reports when it registers: every task it has not forgotten.
+    pub(crate) fn running_tasks(&self) -> Vec<v1::RunningTask> {
+        let mut out: Vec<v1::RunningTask> = self
+            .tasks
+            .iter()
+            .map(|(key, t)| v1::RunningTask {
+                framework_id: key.framework_id.clone(),
+                task: Some(t.info.clone()),
+                state: t.state as i32,
+                framework: Some(t.framework.clone()),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.framework_id, a.task.as_ref().map(|t| &t.task_id))
+                .cmp(&(&b.framework_id, b.task.as_ref().map(|t| &t.task_id)))
+        });
+        out
+    }
+
+    /// Active and completed tasks, for `/state`.
+    pub(crate) fn views(&self) -> (Vec<TaskView>, Vec<TaskView>) {
+        let mut active: Vec<TaskView> = self
+            .tasks
+            .iter()
+            .map(|(key, t)| TaskView {
+                framework_id: key.framework_id.clone(),
+                task_id: key.task_id.clone(),
+                name: t.info.name.clone(),
+                state: state_name(t.state),
+                sandbox: t.sandbox.display().to_string(),
+                container_id: t.container_id.0.clone(),
+                pid: t.handle.as_ref().and_then(|h| h.pid),
+                pending_updates: self.updates.len(key),
+            })
+            .collect();
+        active.sort_by(|a, b| (&a.framework_id, &a.task_id).cmp(&(&b.framework_id, &b.task_id)));
+        let completed = self
+            .completed_order
+            .iter()
+            .filter_map(|key| self.completed.get(key).map(|c| (key, c)))
+            .map(|(key, c)| TaskView {
+                framework_id: key.framework_id.clone(),
+                task_id: key.task_id.clone(),
+                name: c.name.clone(),
+                state: state_name(c.state),
+                sandbox: c.sandbox.display().to_string(),
+                container_id: String::new(),
+                pid: None,
+                pending_updates: 0,
+            })
+            .collect();
+        (active, completed)
+    }
+
+    /// The sandbox and state of an active or completed task.
+    pub(crate) fn lookup(&self, key: &TaskKey) -> Option<(PathBuf, TaskState)> {
+        if let Some(t) = self.tasks.get(key) {
+            return Some((t.sandbox.clone(), t.state));
+        }
+        self.completed
+            .get(key)
+            .map(|c| (c.sandbox.clone(), c.state))
+    }
+
+    /// Everything a restarted agent needs, for the checkpoint file.
+    pub(crate) fn checkpoint(&self) -> checkpoint::State {
+        let mut tasks: Vec<TaskRecord> = self
+            .tasks
+            .iter()
+            .map(|(key, t)| TaskRecord {
+                framework_id: key.framework_id.clone(),
+                task_id: key.task_id.clone(),
+                state: state_name(t.state).to_string(),
+                sandbox: t.sandbox.clone(),
+                container_id: t.container_id.clone(),
+                container: t.handle.clone(),
+                framework_info: checkpoint::encode(&t.framework),
+                task_info: checkpoint::encode(&t.info),
+            })
+            .collect();
+        tasks.sort_by(|a, b| (&a.framework_id, &a.task_id).cmp(&(&b.framework_id, &b.task_id)));
+        let mut keys: Vec<&TaskKey> = self.updates.keys().collect();
+        keys.sort();
+        let updates = keys
+            .into_iter()
+            .flat_map(|key| self.updates.pending(key))
+            .map(|s| UpdateRecord {
+                framework_id: s.framework_id.clone(),
+                task_id: s.task_id.clone(),
+                uuid: s.uuid.clone(),
+                state: state_name(strata_proto::states::state_from_i32(s.state)).to_string(),
+                status: checkpoint::encode(s),
+            })
+            .collect();
+        checkpoint::State {
+            version: checkpoint::VERSION,
+            agent_id: self.agent_id.clone(),
+            tasks,
+            updates,
+        }
+    }
+
+    /// Takes back what a previous run checkpointed. Tasks whose container the
+    /// containerizer `recovered` are running again (and waited for); the other
+    /// unfinished tasks are reported lost: this agent cannot re-attach to them yet
+    /// (issue 6). Pending updates are queued again, to be sent on registration.
+    pub(crate) fn restore(
+        &mut self,
+        state: checkpoint::State,
+        recovered: &[ContainerId],
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for u in state.updates {
+            match checkpoint::decode::<v1::TaskStatus>(&u.status) {
+                Ok(status) => {
+                    let key = TaskKey {
+                        framework_id: u.framework_id,
+                        task_id: u.task_id,
+                    };
+                    self.updates.push(&key, status, now);
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %u.task_id, error = %e, "dropping an unreadable checkpointed update")
+                }
+            }
+        }
+        for r in state.tasks {
+            let (framework, info) = match (
+                checkpoint::decode::<v1::FrameworkInfo>(&r.framework_info),
+                checkpoint::decode::<v1::TaskInfo>(&r.task_info),
+            ) {
+                (Ok(f), Ok(t)) => (f, t),
+                _ => {
+                    tracing::warn!(task_id = %r.task_id, "dropping an unreadable checkpointed task");
+                    continue;
+                }
+            };
+            let key = TaskKey {
+                framework_id: r.framework_id,
+                task_id: r.task_id,
+            };
+            let state = TaskState::from_str_name(&r.state).unwrap_or(TaskState::TaskStaging);
+            let running = recovered.contains(&r.container_id) && !is_terminal(state);
+            let phase = if is_terminal(state) || !running {
+                Phase::Terminated
+            } else {
+                Phase::Running
+            };
+            self.tasks.insert(
+                key.clone(),
+                Task {
+                    framework,
+                    info,
+                    container_id: r.container_id.clone(),
+                    handle: r.container,
+                    sandbox: r.sandbox,
+                    phase,
+                    state,
+                    kill: None,
+                },
+            );
+            if running {
+                actions.push(Action::Wait {
+                    key: key.clone(),
+                    container: r.container_id,
+                });
+            } else if !is_terminal(state) {
+                let message = "the agent restarted and could not recover the task (its processes may still run)".to_string();
+                tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, "task not recovered after an agent restart; reporting it lost");
+                self.report(
+                    &key,
+                    TaskState::TaskLost,
+                    TaskStatusReason::ReasonAgentRestarted,
+                    message,
+                    None,
+                    now,
+                    &mut actions,
+                );
+            } else {
+                self.forget_if_done(&key);
+            }
+        }
+        self.dirty = true;
+        // Nothing is sent before the agent registers; registration resends the heads.
+        actions.retain(|a| !matches!(a, Action::Send(_)));
+        actions
+    }
+
+    // ---- internals ----
+
+    /// Builds an agent-generated update with a fresh uuid.
+    fn status(
+        &self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: TaskStatusReason,
+        message: String,
+        exit_status: Option<i32>,
+    ) -> v1::TaskStatus {
+        v1::TaskStatus {
+            task_id: key.task_id.clone(),
+            state: state as i32,
+            message,
+            source: v1::TaskStatusSource::SourceAgent as i32,
+            reason: reason as i32,
+            agent_id: self.agent_id.clone(),
+            framework_id: key.framework_id.clone(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            timestamp: strata_proto::now_unix_seconds(),
+            exit_status,
+            healthy: None,
+            data: Vec::new(),
+        }
+    }
+
+    fn queue(
+        &mut self,
+        key: &TaskKey,
+        status: v1::TaskStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        self.dirty = true;
+        if let Some(head) = self.updates.push(key, status, now) {
+            actions.push(Action::Send(head));
+        }
+    }
+
+    /// Sets the task's state and queues the update that says so.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: TaskStatusReason,
+        message: String,
+        exit_status: Option<i32>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Some(task) = self.tasks.get_mut(key) {
+            task.state = state;
+        }
+        let status = self.status(key, state, reason, message, exit_status);
+        self.queue(key, status, now, actions);
+    }
+
+    fn report_killing(&mut self, key: &TaskKey, now: Instant, actions: &mut Vec<Action>) {
+        let capable = self.tasks.get(key).is_some_and(|t| {
+            t.framework
+                .capabilities
+                .contains(&(v1::FrameworkCapability::TaskKillingState as i32))
+        });
+        if capable {
+            self.report(
+                key,
+                TaskState::TaskKilling,
+                TaskStatusReason::ReasonUnspecified,
+                String::new(),
+                None,
+                now,
+                actions,
+            );
+        }
+    }
+
+    /// Starts (or remembers, while launching) a kill. `grace: None` uses the task's kill
+    /// policy, else the default.
+    fn kill(
+        &mut self,
+        key: &TaskKey,
+        grace: Option<Duration>,
+        cause: KillCause,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let default = self.default_kill_grace;
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if !task.phase.can_kill() {
+            tracing::debug!(framework_id = %key.framework_id, task_id = %key.task_id, phase = ?task.phase, "kill of a task already ending; ignored");
+            return;
+        }
+        let grace = grace
+            .or_else(|| grace_of(task.info.kill_policy.as_ref()))
+            .unwrap_or(default)
+            .min(MAX_GRACE);
+        task.kill = Some((grace, cause));
+        tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, ?grace, ?cause, "killing task");
+        if task.phase == Phase::Running {
+            let container = task.container_id.clone();
+            if self.transition(key, Phase::Killing) {
+                self.report_killing(key, now, actions);
+                actions.push(Action::Kill {
+                    key: key.clone(),
+                    container,
+                    grace,
+                });
+            }
+        }
+        // Launching: the kill starts when the launch completes (see `launched`).
+    }
+
+    /// Moves a task to `to` if that is a legal step; an illegal one is logged, not obeyed.
+    fn transition(&mut self, key: &TaskKey, to: Phase) -> bool {
+        let Some(task) = self.tasks.get_mut(key) else {
+            return false;
+        };
+        if !task.phase.can_move_to(to) {
+            tracing::error!(framework_id = %key.framework_id, task_id = %key.task_id, from = ?task.phase, ?to, "illegal task transition refused");
+            return false;
+        }
+        task.phase = to;
+        self.dirty = true;
+        true
+    }
+
+    /// Forgets a task once it has ended and its last update was acknowledged.
+    fn forget_if_done(&mut self, key: &TaskKey) {
+        let done = self
+            .tasks
+            .get(key)
+            .is_some_and(|t| t.phase == Phase::Terminated)
+            && self.updates.len(key) == 0;
+        if !done {
+            return;
+        }
+        if let Some(task) = self.tasks.remove(key) {
+            tracing::debug!(framework_id = %key.framework_id, task_id = %key.task_id, "task forgotten");
+            self.completed.insert(
+                key.clone(),
+                CompletedTask {
+                    name: task.info.name,
+                    state: task.state,
+                    sandbox: task.sandbox,
+                },
+            );
+            self.completed_order.push_back(key.clone());
+            while self.completed_order.len() > MAX_COMPLETED {
+                if let Some(old) = self.completed_order.pop_front() {
+                    self.completed.remove(&old);
+                }
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn forget_completed(&mut self, key: &TaskKey) {
+        if self.completed.remove(key).is_some() {
+            self.completed_order.retain(|k| k != key);
+        }
+    }
+
+    #[cfg(test)]
+    fn phase(&self, key: &TaskKey) -> Option<Phase> {
+        self.tasks.get(key).map(|t| t.phase)
+    }
+}
+
+/// The grace period a kill policy asks for, when it is a sane number.
+fn grace_of(policy: Option<&v1::KillPolicy>) -> Option<Duration> {
+    policy
+        .and_then(|p| p.grace_period_seconds)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+/// The sandbox of a task that is not in memory (e.g. from before a restart), if it
+/// exists on disk. Ids are validated first.
+pub(crate) fn sandbox_on_disk(work_dir: &Path, key: &TaskKey) -> Option<PathBuf> {
+    sandbox::validate_id("framework", &key.framework_id).ok()?;
+    sandbox::validate_id("task", &key.task_id).ok()?;
+    let path = sandbox::sandbox_path(work_dir, &key.framework_id, &key.task_id);
+    path.is_dir().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerizer::ExitKind;
+
+    fn manager(reports_starting: bool) -> TaskManager {
+        TaskManager::new(
+            PathBuf::from("/work"),
+            "agent-1".into(),
+            StatusUpdates::new(Duration::from_secs(10), Duration::from_secs(600)),
+            Duration::from_secs(3),
+            reports_starting,
+        )
+    }
+
+    fn run(task_id: &str, capabilities: Vec<i32>) -> v1::RunTask {
+        v1::RunTask {
+            framework: Some(v1::FrameworkInfo {
+                id: "fw".into(),
+                capabilities,
+                ..Default::default()
+            }),
+            task: Some(v1::TaskInfo {
+                task_id: task_id.into(),
+                command: Some(v1::CommandInfo {
+                    shell: true,
+                    value: "true".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn key(task_id: &str) -> TaskKey {
+        TaskKey {
+            framework_id: "fw".into(),
+            task_id: task_id.into(),
+        }
+    }
+
+    fn sent(actions: &[Action]) -> Vec<(TaskState, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(s) => Some((
+                    strata_proto::states::state_from_i32(s.state),
+                    s.uuid.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ack(m: &mut TaskManager, task_id: &str, uuid: &str, now: Instant) -> Vec<Action> {
+        m.acknowledge(
+            v1::AcknowledgeUpdate {
+                framework_id: "fw".into(),
+                task_id: task_id.into(),
+                uuid: uuid.into(),
+            },
+            now,
+        )
+    }
+
+    fn launch_container(actions: &[Action]) -> ContainerId {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Launch(spec) => Some(spec.container_id.clone()),
+                _ => None,
+            })
+            .expect("a launch")
+    }
+
+    #[test]
+    fn a_task_runs_finishes_and_is_forgotten_after_the_last_ack() {
+        let now = Instant::now();
+        let mut m = manager(true);
+        let actions = m.run_task(run("t1", vec![]), now);
+        let starting = sent(&actions);
+        assert_eq!(starting[0].0, TaskState::TaskStarting);
+        let c = launch_container(&actions);
+        let handle = ContainerHandle {
+            id: c.clone(),
+            pid: Some(42),
+        };
+        let actions = m.launched(&key("t1"), &c, Ok(handle), now);
+        assert!(actions.iter().any(|a| matches!(a, Action::Wait { .. })));
+        assert!(
+            sent(&actions).is_empty(),
+            "RUNNING waits behind the unacknowledged STARTING"
+        );
+        let running = sent(&ack(&mut m, "t1", &starting[0].1, now));
+        assert_eq!(running[0].0, TaskState::TaskRunning);
+        let exit = Termination {
+            exit: ExitKind::Exited(0),
+            limitation: None,
+        };
+        assert!(sent(&m.exited(&key("t1"), &c, Ok(exit), now)).is_empty());
+        let finished = sent(&ack(&mut m, "t1", &running[0].1, now));
+        assert_eq!(finished[0].0, TaskState::TaskFinished);
+        assert_eq!(
+            m.running_tasks().len(),
+            1,
+            "reported until the terminal update is acknowledged"
+        );
+        ack(&mut m, "t1", &finished[0].1, now);
+        assert!(m.running_tasks().is_empty());
+        assert_eq!(
+            m.lookup(&key("t1")).map(|(_, s)| s),
+            Some(TaskState::TaskFinished)
+        );
+    }
+
+    #[test]
+    fn kill_during_launch_never_reports_running() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let actions = m.run_task(
+            run("t1", vec![v1::FrameworkCapability::TaskKillingState as i32]),
+            now,
+        );
+        assert!(
+            sent(&actions).is_empty(),
+            "no STARTING for an instant containerizer"
+        );
+        let c = launch_container(&actions);
+        let actions = m.kill_task(
+            v1::KillTask {
+                framework_id: "fw".into(),
+                task_id: "t1".into(),
+                kill_policy: None,
+            },
+            now,
+        );
+        assert!(actions.is_empty());
+        let actions = m.launched(
+            &key("t1"),
+            &c,
+            Ok(ContainerHandle {
+                id: c.clone(),
+                pid: None,
+            }),
+            now,
+        );
+        assert_eq!(sent(&actions)[0].0, TaskState::TaskKilling);
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Kill { grace, .. } if *grace == Duration::from_secs(3))
+            )
+        );
+        assert_eq!(m.phase(&key("t1")), Some(Phase::Killing));
+        let exit = Termination {
+            exit: ExitKind::Signaled(15),
+            limitation: None,
+        };
+        m.exited(&key("t1"), &c, Ok(exit), now);
+        assert_eq!(m.phase(&key("t1")), Some(Phase::Terminated));
+        assert!(m.all_terminated());
+    }
+
+    #[test]
+    fn bad_tasks_duplicates_and_unknown_kills_get_clear_updates() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let actions = m.run_task(run("../etc", vec![]), now);
+        assert_eq!(sent(&actions)[0].0, TaskState::TaskError);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Launch(_))));
+
+        m.run_task(run("t1", vec![]), now);
+        let actions = m.run_task(run("t1", vec![]), now);
+        assert_eq!(sent(&actions)[0].0, TaskState::TaskError);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Launch(_))));
+
+        let actions = m.kill_task(
+            v1::KillTask {
+                framework_id: "fw".into(),
+                task_id: "nope".into(),
+                kill_policy: None,
+            },
+            now,
+        );
+        assert_eq!(sent(&actions)[0].0, TaskState::TaskLost);
+
+        let mut no_cmd = run("t2", vec![]);
+        no_cmd.task.as_mut().unwrap().command = None;
+        assert_eq!(sent(&m.run_task(no_cmd, now))[0].0, TaskState::TaskError);
+    }
+
+    #[test]
+    fn checkpoint_roundtrip_reports_unrecovered_tasks_lost() {
+        let now = Instant::now();
+        let mut m = manager(true);
+        let actions = m.run_task(run("t1", vec![]), now);
+        let c = launch_container(&actions);
+        m.launched(
+            &key("t1"),
+            &c,
+            Ok(ContainerHandle {
+                id: c.clone(),
+                pid: Some(7),
+            }),
+            now,
+        );
+        let state = m.checkpoint();
+        let json = serde_json::to_string(&state).unwrap();
+        let state: checkpoint::State = serde_json::from_str(&json).unwrap();
+
+        let mut restarted = manager(true);
+        restarted.restore(state, &[], now);
+        assert_eq!(restarted.phase(&key("t1")), Some(Phase::Terminated));
+        let pending: Vec<TaskState> = restarted
+            .updates
+            .pending(&key("t1"))
+            .map(|s| strata_proto::states::state_from_i32(s.state))
+            .collect();
+        assert_eq!(
+            pending,
+            vec![
+                TaskState::TaskStarting,
+                TaskState::TaskRunning,
+                TaskState::TaskLost
+            ]
+        );
+        assert_eq!(restarted.registered("agent-1", now).len(), 1);
+    }
+}

@@ -1,0 +1,970 @@
+//! The [`Driver`]: keeps a framework subscribed to the master and feeds its
+//! [`Scheduler`]; the [`DriverHandle`]: the calls a scheduler makes back.
+//!
+//! ```text
+//!            ┌──────────────────────── Driver::run ────────────────────────┐
+//!            │ connect ─▶ Subscribe(FrameworkInfo{id}) ─▶ SUBSCRIBED       │
+//!            │   ▲            (id, stream id, heartbeat interval)          │
+//!            │   │                         │                               │
+//!            │ backoff  ◀── stream ends, ──┤ events ─▶ Scheduler callbacks │
+//!            │ (jitter,     error, or      │           (one at a time)     │
+//!            │  doubling,   ~5 missed      │ UPDATE ─▶ auto ACKNOWLEDGE    │
+//!            │  capped)     heartbeats     │                               │
+//!            └─────────────────────────────┼───────────────────────────────┘
+//!   DriverHandle (cloneable) ── Accept/Decline/Kill/... with CallHeader{framework id, stream id}
+//!                          └── stop / abort / teardown ─▶ run() returns
+//! ```
+//!
+//! The framework id handed out by the first SUBSCRIBED is kept and sent again on every
+//! re-subscription, so a master restart is a failover, not a new framework. While no
+//! subscription is live, calls fail fast with [`SdkError::Disconnected`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1::{self, event, scheduler_client::SchedulerClient};
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::codec::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Scheduler, SdkError};
+
+/// Tunables of a [`Driver`]. `DriverOptions::default()` suits most schedulers.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// Acknowledge every status update that carries a uuid after
+    /// [`Scheduler::status_update`] returns. Turn off to acknowledge yourself with
+    /// [`DriverHandle::acknowledge`] (for example after persisting the update).
+    pub auto_acknowledge: bool,
+    /// Roles to subscribe suppressed (no offers until a revive).
+    pub suppressed_roles: Vec<String>,
+    /// First delay before re-subscribing after a failure; doubles on each failure.
+    pub backoff_initial: Duration,
+    /// The cap of the re-subscription delay. Each delay is drawn at random from
+    /// `[d/2, d]` so that many frameworks do not come back in lock step.
+    pub backoff_max: Duration,
+    /// The subscription is considered dead when nothing (not even a heartbeat) arrives
+    /// for this many heartbeat intervals.
+    pub missed_heartbeats: u32,
+    /// How long a unary call (and the SUBSCRIBE handshake) may take.
+    pub call_timeout: Duration,
+    /// How long to wait for the TCP/HTTP2 connection to the master.
+    pub connect_timeout: Duration,
+    /// Give up when the *first* subscription has not succeeded within this time
+    /// ([`SdkError::SubscribeTimeout`]). `None` retries forever. Once subscribed the
+    /// driver always keeps re-subscribing, since tasks keep running meanwhile.
+    pub subscribe_timeout: Option<Duration>,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            auto_acknowledge: true,
+            suppressed_roles: Vec::new(),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(15),
+            missed_heartbeats: 5,
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            subscribe_timeout: None,
+        }
+    }
+}
+
+/// The heartbeat interval assumed until (or when) SUBSCRIBED names none.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Runs a [`Scheduler`] against a master. See the module docs for the life cycle.
+pub struct Driver<S> {
+    /// `host:port` (or an `http://` URI) of the master.
+    master: String,
+    /// Sent on every SUBSCRIBE; its `id` is updated from SUBSCRIBED so re-subscriptions
+    /// carry the same framework id.
+    framework: v1::FrameworkInfo,
+    options: DriverOptions,
+    scheduler: S,
+    /// The handle given to callbacks; the driver shares its state.
+    handle: DriverHandle,
+}
+
+impl<S: Scheduler> Driver<S> {
+    /// A driver for `scheduler`, subscribing to the master at `master` (`host:port`)
+    /// as `framework`. Set `framework.id` to fail over an existing framework. Nothing
+    /// happens until [`run`](Driver::run).
+    pub fn new(master: impl Into<String>, framework: v1::FrameworkInfo, scheduler: S) -> Self {
+        let options = DriverOptions::default();
+        let framework_id = (!framework.id.is_empty()).then(|| framework.id.clone());
+        let (control, _) = watch::channel(None);
+        let handle = DriverHandle {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    session: None,
+                    framework_id,
+                    master_id: None,
+                    call_timeout: options.call_timeout,
+                    tearing_down: false,
+                    stopped: false,
+                }),
+                control,
+            }),
+        };
+        Driver {
+            master: master.into(),
+            framework,
+            options,
+            scheduler,
+            handle,
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: DriverOptions) -> Self {
+        self.handle.lock().call_timeout = options.call_timeout;
+        self.options = options;
+        self
+    }
+
+    /// Turns automatic acknowledgement of status updates on or off (on by default).
+    pub fn auto_acknowledge(mut self, on: bool) -> Self {
+        self.options.auto_acknowledge = on;
+        self
+    }
+
+    /// A handle for use outside the callbacks (a Ctrl-C handler, a timer). The same
+    /// handle is passed to every callback.
+    pub fn handle(&self) -> DriverHandle {
+        self.handle.clone()
+    }
+
+    /// The scheduler, for inspection before or between runs.
+    pub fn scheduler(&self) -> &S {
+        &self.scheduler
+    }
+
+    /// Subscribes and delivers events to the scheduler until it calls
+    /// [`DriverHandle::stop`] or [`DriverHandle::teardown`] (then returns the
+    /// scheduler), [`DriverHandle::abort`] ([`SdkError::Aborted`]), or a fatal error
+    /// happens: an ERROR event, a subscription the master refuses as invalid, or no
+    /// first subscription within `subscribe_timeout`.
+    pub async fn run(mut self) -> Result<S, SdkError> {
+        let result = self.run_inner().await;
+        {
+            let mut state = self.handle.lock();
+            state.session = None;
+            state.stopped = true;
+        }
+        result.map(|()| self.scheduler)
+    }
+
+    async fn run_inner(&mut self) -> Result<(), SdkError> {
+        let endpoint = endpoint_for(&self.master, &self.options)?;
+        let mut control = self.handle.shared.control.subscribe();
+        let mut backoff = Backoff::new(self.options.backoff_initial, self.options.backoff_max);
+        let started = Instant::now();
+        let mut subscribed_before = false;
+        loop {
+            if let Some(request) = control.borrow_and_update().clone() {
+                return request.into_result();
+            }
+            let attempt = tokio::select! {
+                biased;
+                _ = control.changed() => None,
+                attempt = self.subscribe_once(&endpoint) => Some(attempt),
+            };
+            let Some(attempt) = attempt else { continue };
+            match attempt {
+                Ok((client, stream, subscribed)) => {
+                    backoff.reset();
+                    let silence = silence_limit(&subscribed, self.options.missed_heartbeats);
+                    self.install_session(client, &subscribed);
+                    tracing::info!(
+                        framework_id = %subscribed.framework_id,
+                        master_id = %subscribed.master_id,
+                        resubscribed = subscribed_before,
+                        "subscribed to the master"
+                    );
+                    let (fid, mid) = (
+                        subscribed.framework_id.as_str(),
+                        subscribed.master_id.as_str(),
+                    );
+                    if subscribed_before {
+                        self.scheduler.reregistered(&self.handle, fid, mid).await;
+                    } else {
+                        self.scheduler.registered(&self.handle, fid, mid).await;
+                    }
+                    subscribed_before = true;
+                    match self.pump(stream, &mut control, silence).await {
+                        Pump::Stop(request) => return request.into_result(),
+                        Pump::Fatal(e) => return Err(e),
+                        Pump::Broken(reason) => {
+                            let tearing_down = {
+                                let mut state = self.handle.lock();
+                                state.session = None;
+                                state.tearing_down
+                            };
+                            if tearing_down {
+                                // TEARDOWN closed the stream before its stop request arrived.
+                                let request = control.borrow_and_update().clone();
+                                return request.map_or(Ok(()), StopRequest::into_result);
+                            }
+                            tracing::warn!(%reason, "lost the subscription; re-subscribing");
+                            self.scheduler.disconnected(&self.handle).await;
+                        }
+                    }
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(reason)) => {
+                    if !subscribed_before
+                        && let Some(limit) = self.options.subscribe_timeout
+                        && started.elapsed() >= limit
+                    {
+                        return Err(SdkError::SubscribeTimeout {
+                            master: self.master.clone(),
+                            waited: started.elapsed(),
+                            last_error: reason,
+                        });
+                    }
+                    tracing::debug!(%reason, "subscription attempt failed");
+                }
+            }
+            let mut delay = backoff.next_delay();
+            if !subscribed_before && let Some(limit) = self.options.subscribe_timeout {
+                // Make the last attempt at the deadline rather than sleeping past it.
+                delay = delay.min(limit.saturating_sub(started.elapsed()));
+            }
+            tokio::select! {
+                _ = control.changed() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connect + SUBSCRIBE + wait for SUBSCRIBED.
+    async fn subscribe_once(&self, endpoint: &Endpoint) -> Result<Subscription, Attempt> {
+        let timeout = self.options.call_timeout;
+        let channel = endpoint.connect().await.map_err(|e| {
+            Attempt::Retry(format!(
+                "cannot connect to the master at {}: {}",
+                self.master,
+                chain(&e)
+            ))
+        })?;
+        let mut client = SchedulerClient::new(channel);
+        let request = v1::SubscribeRequest {
+            framework_info: Some(self.framework.clone()),
+            suppressed_roles: self.options.suppressed_roles.clone(),
+        };
+        let mut stream = match tokio::time::timeout(timeout, client.subscribe(request)).await {
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "no answer to SUBSCRIBE within {timeout:?}"
+                )));
+            }
+            Ok(Err(status)) => return Err(Attempt::from_status(status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let first = match tokio::time::timeout(timeout, stream.message()).await {
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "no SUBSCRIBED event within {timeout:?}"
+                )));
+            }
+            Ok(Err(status)) => return Err(Attempt::from_status(status)),
+            Ok(Ok(None)) => {
+                return Err(Attempt::Retry(
+                    "the master closed the stream before SUBSCRIBED".into(),
+                ));
+            }
+            Ok(Ok(Some(event))) => event.event,
+        };
+        match first {
+            Some(event::Event::Subscribed(s))
+                if !s.framework_id.is_empty() && !s.stream_id.is_empty() =>
+            {
+                Ok((client, stream, s))
+            }
+            Some(event::Event::Subscribed(_)) => Err(Attempt::Retry(
+                "SUBSCRIBED carried no framework id or stream id".into(),
+            )),
+            Some(event::Event::Error(e)) => Err(Attempt::Fatal(SdkError::Master(e.message))),
+            _ => Err(Attempt::Retry("the first event was not SUBSCRIBED".into())),
+        }
+    }
+
+    fn install_session(&mut self, client: SchedulerClient<Channel>, s: &v1::Subscribed) {
+        if !self.framework.id.is_empty() && self.framework.id != s.framework_id {
+            tracing::warn!(
+                asked = %self.framework.id,
+                given = %s.framework_id,
+                "the master assigned a different framework id than the one re-subscribed with"
+            );
+        }
+        self.framework.id = s.framework_id.clone();
+        let mut state = self.handle.lock();
+        state.framework_id = Some(s.framework_id.clone());
+        state.master_id = Some(s.master_id.clone());
+        state.session = Some(Session {
+            client,
+            header: v1::CallHeader {
+                framework_id: s.framework_id.clone(),
+                stream_id: s.stream_id.clone(),
+            },
+        });
+    }
+
+    /// Reads events until the stream breaks, the scheduler stops the driver, or a
+    /// fatal event arrives.
+    async fn pump(
+        &mut self,
+        mut stream: Streaming<v1::Event>,
+        control: &mut watch::Receiver<Option<StopRequest>>,
+        silence: Duration,
+    ) -> Pump {
+        loop {
+            let next = tokio::select! {
+                biased;
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        // Cannot happen while the driver holds the sender; stop rather than spin.
+                        return Pump::Stop(StopRequest::Stop);
+                    }
+                    None
+                }
+                next = tokio::time::timeout(silence, stream.message()) => Some(next),
+            };
+            let Some(next) = next else {
+                if let Some(request) = control.borrow_and_update().clone() {
+                    return Pump::Stop(request);
+                }
+                continue;
+            };
+            let event = match next {
+                Err(_) => {
+                    return Pump::Broken(format!(
+                        "nothing (not even a heartbeat) from the master for {silence:?}"
+                    ));
+                }
+                Ok(Err(status)) => {
+                    return Pump::Broken(format!(
+                        "the event stream failed: {}: {}",
+                        status.code(),
+                        status.message()
+                    ));
+                }
+                Ok(Ok(None)) => return Pump::Broken("the master closed the event stream".into()),
+                Ok(Ok(Some(event))) => event,
+            };
+            if let Some(fatal) = self.dispatch(event).await {
+                return Pump::Fatal(fatal);
+            }
+        }
+    }
+
+    /// Hands one event to the scheduler. Returns the error that ends the driver, if any.
+    async fn dispatch(&mut self, event: v1::Event) -> Option<SdkError> {
+        let handle = &self.handle;
+        match event.event {
+            // An event kind from a newer master: nothing to do with it.
+            None => {}
+            Some(event::Event::Heartbeat(_)) => {}
+            Some(event::Event::Subscribed(s)) => {
+                // Not expected mid-stream; follow the master's word on the stream id.
+                if let Some(session) = handle.lock().session.as_mut() {
+                    session.header.stream_id = s.stream_id;
+                }
+            }
+            Some(event::Event::Offers(o)) => self.scheduler.offers(handle, o.offers).await,
+            Some(event::Event::Rescind(r)) => {
+                self.scheduler.offer_rescinded(handle, &r.offer_id).await
+            }
+            // An UPDATE without a status carries nothing to act on.
+            Some(event::Event::Update(v1::Update { status: None })) => {}
+            Some(event::Event::Update(v1::Update {
+                status: Some(status),
+            })) => {
+                let ack = (self.options.auto_acknowledge && !status.uuid.is_empty()).then(|| {
+                    (
+                        status.agent_id.clone(),
+                        status.task_id.clone(),
+                        status.uuid.clone(),
+                    )
+                });
+                self.scheduler.status_update(handle, status).await;
+                // After stop or teardown the acknowledgement is moot: a torn-down
+                // framework has nothing to acknowledge, and after a stop the update is
+                // redelivered to whoever takes the framework over.
+                let stopping = handle.shared.control.borrow().is_some();
+                if let Some((agent_id, task_id, uuid)) = ack
+                    && !stopping
+                    && let Err(e) = handle.acknowledge_ids(&agent_id, &task_id, &uuid).await
+                {
+                    // The agent retries unacknowledged updates, so this one comes again.
+                    tracing::warn!(%task_id, error = %e, "could not acknowledge a status update");
+                }
+            }
+            Some(event::Event::Message(m)) => {
+                self.scheduler
+                    .framework_message(handle, &m.agent_id, &m.task_id, m.data)
+                    .await;
+            }
+            Some(event::Event::Failure(f)) => self.scheduler.failure(handle, f).await,
+            Some(event::Event::Error(e)) => {
+                tracing::error!(message = %e.message, "the master sent ERROR");
+                self.scheduler.error(handle, &e.message).await;
+                return Some(SdkError::Master(e.message));
+            }
+        }
+        None
+    }
+}
+
+/// A connected client, its event stream and the SUBSCRIBED that opened it.
+type Subscription = (
+    SchedulerClient<Channel>,
+    Streaming<v1::Event>,
+    v1::Subscribed,
+);
+
+/// Why a subscription attempt failed.
+enum Attempt {
+    /// Worth trying again after a backoff (master down, restarting, overloaded).
+    Retry(String),
+    /// The master refused the framework itself; retrying cannot help.
+    Fatal(SdkError),
+}
+
+impl Attempt {
+    fn from_status(status: tonic::Status) -> Attempt {
+        match status.code() {
+            Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::Unimplemented => Attempt::Fatal(SdkError::Rpc(status)),
+            code => Attempt::Retry(format!("SUBSCRIBE failed: {code}: {}", status.message())),
+        }
+    }
+}
+
+/// How a live subscription ended.
+enum Pump {
+    Stop(StopRequest),
+    Fatal(SdkError),
+    Broken(String),
+}
+
+/// What the scheduler asked the driver to do.
+#[derive(Clone, Debug)]
+enum StopRequest {
+    /// Return `Ok` from `run`.
+    Stop,
+    /// Return `Err(Aborted)` from `run`.
+    Abort(String),
+}
+
+impl StopRequest {
+    fn into_result(self) -> Result<(), SdkError> {
+        match self {
+            StopRequest::Stop => Ok(()),
+            StopRequest::Abort(reason) => Err(SdkError::Aborted(reason)),
+        }
+    }
+}
+
+fn silence_limit(s: &v1::Subscribed, missed: u32) -> Duration {
+    let secs = s.heartbeat_interval_seconds;
+    let interval = if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs.min(3600.0))
+    } else {
+        DEFAULT_HEARTBEAT
+    };
+    interval * missed.max(1)
+}
+
+fn endpoint_for(master: &str, options: &DriverOptions) -> Result<Endpoint, SdkError> {
+    let master = master.trim();
+    if master.is_empty() {
+        return Err(SdkError::InvalidArgument(
+            "the master address is empty; give host:port".into(),
+        ));
+    }
+    let uri = if master.contains("://") {
+        master.to_string()
+    } else {
+        format!("http://{master}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| {
+        SdkError::InvalidArgument(format!(
+            "the master address '{master}' is not host:port: {e}"
+        ))
+    })?;
+    Ok(endpoint
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true))
+}
+
+/// An error and its sources on one line (tonic's transport errors say little alone).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    let mut last = out.clone();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // hyper and tonic often wrap an error in one that says the same thing.
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        source = s.source();
+    }
+    out
+}
+
+/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling
+/// from `initial` up to `max`.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        let initial = initial.max(Duration::from_millis(1));
+        let max = max.max(initial);
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        use rand::Rng;
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let low = d / 2;
+        let jitter_ms = rand::rng().random_range(0..=(d - low).as_millis() as u64);
+        low + Duration::from_millis(jitter_ms)
+    }
+}
+
+/// One live subscription: what every call needs.
+#[derive(Clone)]
+struct Session {
+    client: SchedulerClient<Channel>,
+    header: v1::CallHeader,
+}
+
+/// State shared between the driver and its handles. Locked only for short, sync
+/// sections: a call clones the session out and releases the lock before awaiting.
+struct State {
+    session: Option<Session>,
+    framework_id: Option<String>,
+    master_id: Option<String>,
+    call_timeout: Duration,
+    /// A TEARDOWN is under way: the master closing the stream is expected.
+    tearing_down: bool,
+    stopped: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Stop requests; `run` watches it between events and while backing off.
+    control: watch::Sender<Option<StopRequest>>,
+}
+
+/// The scheduler's way to talk to the master: cheap to clone, usable from callbacks
+/// and from other tasks. Every call carries the framework id and the current stream
+/// id; while the driver is re-subscribing calls fail with [`SdkError::Disconnected`].
+#[derive(Clone)]
+pub struct DriverHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DriverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("DriverHandle")
+            .field("framework_id", &state.framework_id)
+            .field("connected", &state.session.is_some())
+            .field("stopped", &state.stopped)
+            .finish()
+    }
+}
+
+impl DriverHandle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave this small state inconsistent; keep going.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The framework id: the one SUBSCRIBED handed out, or the one the driver was
+    /// created with; `None` before the first subscription of a new framework.
+    pub fn framework_id(&self) -> Option<String> {
+        self.lock().framework_id.clone()
+    }
+
+    /// The id of the master the driver last subscribed to.
+    pub fn master_id(&self) -> Option<String> {
+        self.lock().master_id.clone()
+    }
+
+    /// Whether a subscription is live right now.
+    pub fn is_connected(&self) -> bool {
+        self.lock().session.is_some()
+    }
+
+    fn session(&self) -> Result<(Session, Duration), SdkError> {
+        let state = self.lock();
+        if state.stopped {
+            return Err(SdkError::Stopped);
+        }
+        match &state.session {
+            Some(session) => Ok((session.clone(), state.call_timeout)),
+            None => Err(SdkError::Disconnected),
+        }
+    }
+
+    /// Runs one unary call on the live session with the call timeout.
+    async fn call<F, Fut>(&self, name: &'static str, f: F) -> Result<(), SdkError>
+    where
+        F: FnOnce(SchedulerClient<Channel>, v1::CallHeader) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<v1::CallResponse>, tonic::Status>>,
+    {
+        let (session, timeout) = self.session()?;
+        match tokio::time::timeout(timeout, f(session.client, session.header)).await {
+            Err(_) => Err(SdkError::Timeout {
+                call: name,
+                timeout,
+            }),
+            Ok(Err(status)) => Err(SdkError::Rpc(status)),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Accepts offers (all from one agent) and applies `operations` to them in order;
+    /// what the operations leave unused goes back to the pool under `filters`
+    /// (`None`: the master's default refusal of 5 s).
+    pub async fn accept(
+        &self,
+        offer_ids: Vec<String>,
+        operations: Vec<v1::Operation>,
+        filters: Option<v1::Filters>,
+    ) -> Result<(), SdkError> {
+        check_offer_ids(&offer_ids)?;
+        for op in &operations {
+            if let Some(v1::operation::Operation::Launch(launch)) = &op.operation {
+                check_tasks(&launch.task_infos)?;
+            }
+        }
+        self.call("ACCEPT", |mut client, header| async move {
+            client
+                .accept(v1::AcceptRequest {
+                    header: Some(header),
+                    offer_ids,
+                    operations,
+                    filters,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Launches `tasks` on the offers (one LAUNCH operation). The usual way to use an
+    /// offer; build the tasks with [`TaskBuilder`](crate::TaskBuilder).
+    pub async fn launch(
+        &self,
+        offer_ids: Vec<String>,
+        tasks: Vec<v1::TaskInfo>,
+    ) -> Result<(), SdkError> {
+        let launch = v1::Operation {
+            operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                task_infos: tasks,
+            })),
+        };
+        self.accept(offer_ids, vec![launch], None).await
+    }
+
+    /// Declines offers. `refuse_seconds` keeps these resources away from this framework
+    /// for that long (`None`: the master's default of 5 s). Decline with a long
+    /// refusal, or [`suppress`](DriverHandle::suppress), when nothing is pending.
+    pub async fn decline(
+        &self,
+        offer_ids: Vec<String>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
+        check_offer_ids(&offer_ids)?;
+        let filters = filters(refuse_seconds)?;
+        self.call("DECLINE", |mut client, header| async move {
+            client
+                .decline(v1::DeclineRequest {
+                    header: Some(header),
+                    offer_ids,
+                    filters,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Asks for offers again in all the framework's roles, clearing decline filters.
+    pub async fn revive(&self) -> Result<(), SdkError> {
+        self.revive_roles(Vec::new()).await
+    }
+
+    /// Asks for offers again in `roles` (empty: all roles).
+    pub async fn revive_roles(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.call("REVIVE", |mut client, header| async move {
+            client
+                .revive(v1::ReviveRequest {
+                    header: Some(header),
+                    roles,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Stops offers in all the framework's roles until [`revive`](DriverHandle::revive).
+    pub async fn suppress(&self) -> Result<(), SdkError> {
+        self.suppress_roles(Vec::new()).await
+    }
+
+    /// Stops offers in `roles` (empty: all roles).
+    pub async fn suppress_roles(&self, roles: Vec<String>) -> Result<(), SdkError> {
+        self.call("SUPPRESS", |mut client, header| async move {
+            client
+                .suppress(v1::SuppressRequest {
+                    header: Some(header),
+                    roles,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Kills a task: SIGTERM, `grace` (`None`: the task's kill policy, default 3 s),
+    /// then SIGKILL. The outcome arrives as a status update (TASK_KILLED).
+    pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
+        if task_id.is_empty() {
+            return Err(SdkError::InvalidArgument("kill needs a task id".into()));
+        }
+        let request = |header| v1::KillRequest {
+            header: Some(header),
+            task_id: task_id.to_string(),
+            agent_id: String::new(),
+            kill_policy: grace.map(|g| v1::KillPolicy {
+                grace_period_seconds: Some(g.as_secs_f64()),
+            }),
+        };
+        self.call("KILL", |mut client, header| async move {
+            client.kill(request(header)).await
+        })
+        .await
+    }
+
+    /// Acknowledges a status update (needed only with automatic acknowledgements
+    /// off). Updates without a uuid need none; this returns `Ok` for them.
+    pub async fn acknowledge(&self, status: &v1::TaskStatus) -> Result<(), SdkError> {
+        if status.uuid.is_empty() {
+            return Ok(());
+        }
+        self.acknowledge_ids(&status.agent_id, &status.task_id, &status.uuid)
+            .await
+    }
+
+    async fn acknowledge_ids(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        uuid: &str,
+    ) -> Result<(), SdkError> {
+        let request = |header| v1::AcknowledgeRequest {
+            header: Some(header),
+            agent_id: agent_id.to_string(),
+            task_id: task_id.to_string(),
+            uuid: uuid.to_string(),
+        };
+        self.call("ACKNOWLEDGE", |mut client, header| async move {
+            client.acknowledge(request(header)).await
+        })
+        .await
+    }
+
+    /// Asks the master for the state of `tasks` (each answered by a status update
+    /// with REASON_RECONCILIATION); an empty list asks for every non-terminal task of
+    /// the framework.
+    pub async fn reconcile(&self, tasks: Vec<v1::ReconcileTask>) -> Result<(), SdkError> {
+        self.call("RECONCILE", |mut client, header| async move {
+            client
+                .reconcile(v1::ReconcileRequest {
+                    header: Some(header),
+                    tasks,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Sends opaque data to a task (no delivery guarantee).
+    pub async fn message(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        data: Vec<u8>,
+    ) -> Result<(), SdkError> {
+        let request = |header| v1::MessageRequest {
+            header: Some(header),
+            agent_id: agent_id.to_string(),
+            task_id: task_id.to_string(),
+            data,
+        };
+        self.call("MESSAGE", |mut client, header| async move {
+            client.message(request(header)).await
+        })
+        .await
+    }
+
+    /// Removes the framework from the master (its tasks are killed) and stops the
+    /// driver: [`Driver::run`] returns `Ok`. The driver stops even when the call fails.
+    pub async fn teardown(&self) -> Result<(), SdkError> {
+        self.lock().tearing_down = true;
+        let result = self
+            .call("TEARDOWN", |mut client, header| async move {
+                client
+                    .teardown(v1::TeardownRequest {
+                        header: Some(header),
+                    })
+                    .await
+            })
+            .await;
+        self.stop();
+        result
+    }
+
+    /// Stops the driver; [`Driver::run`] returns `Ok`. The framework stays registered
+    /// (its tasks keep running) for its failover timeout, so a new driver with the same
+    /// framework id can take over.
+    pub fn stop(&self) {
+        self.request_stop(StopRequest::Stop);
+    }
+
+    /// Stops the driver; [`Driver::run`] returns [`SdkError::Aborted`] with `reason`.
+    pub fn abort(&self, reason: impl Into<String>) {
+        self.request_stop(StopRequest::Abort(reason.into()));
+    }
+
+    fn request_stop(&self, request: StopRequest) {
+        // The first request wins: an abort is not turned into a clean stop later.
+        self.shared.control.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(request);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn check_offer_ids(offer_ids: &[String]) -> Result<(), SdkError> {
+    if offer_ids.is_empty() {
+        return Err(SdkError::InvalidArgument("no offer ids given".into()));
+    }
+    if offer_ids.iter().any(|id| id.is_empty()) {
+        return Err(SdkError::InvalidArgument("an offer id is empty".into()));
+    }
+    Ok(())
+}
+
+fn check_tasks(tasks: &[v1::TaskInfo]) -> Result<(), SdkError> {
+    for task in tasks {
+        if task.task_id.is_empty() {
+            return Err(SdkError::InvalidArgument(format!(
+                "a task (name '{}') has no task id",
+                task.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn filters(refuse_seconds: Option<f64>) -> Result<Option<v1::Filters>, SdkError> {
+    match refuse_seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(v1::Filters {
+            refuse_seconds: Some(s),
+        })),
+        Some(s) => Err(SdkError::InvalidArgument(format!(
+            "refuse_seconds must be a finite number >= 0, not {s}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let expected_caps = [100, 200, 400, 800, 1000, 1000];
+        for cap in expected_caps {
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_millis(cap / 2) && d <= Duration::from_millis(cap),
+                "{d:?} not in [{}, {cap}] ms",
+                cap / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn heartbeat_silence_limit() {
+        let s = |secs| v1::Subscribed {
+            heartbeat_interval_seconds: secs,
+            ..Default::default()
+        };
+        assert_eq!(silence_limit(&s(2.0), 5), Duration::from_secs(10));
+        assert_eq!(silence_limit(&s(0.0), 5), Duration::from_secs(75));
+        assert_eq!(silence_limit(&s(f64::NAN), 5), Duration::from_secs(75));
+        assert_eq!(silence_limit(&s(1.0), 0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn master_addresses() {
+        let o = DriverOptions::default();
+        assert!(endpoint_for("127.0.0.1:5050", &o).is_ok());
+        assert!(endpoint_for("http://master:5050", &o).is_ok());
+        assert!(matches!(
+            endpoint_for(" ", &o),
+            Err(SdkError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            endpoint_for("bad host:x", &o),
+            Err(SdkError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn refuse_seconds_are_checked() {
+        assert!(filters(Some(f64::NAN)).is_err());
+        assert!(filters(Some(-1.0)).is_err());
+        assert_eq!(
+            filters(Some(3.0)).unwrap().unwrap().refuse_seconds,
+            Some(3.0)
+        );
+        assert!(filters(None).unwrap().is_none());
+    }
+}

@@ -1,0 +1,886 @@
+//! The driver against a fake master: a tonic server implementing the generated
+//! `Scheduler` service on 127.0.0.1:0, run on its own thread and runtime so that a
+//! test can kill it like a crashed process. The test plays the master's part by hand:
+//! it receives each SUBSCRIBE (with a sender for that stream's events) and every unary
+//! call the driver makes, and asserts on them.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+
+use strata_framework_sdk::{
+    Driver, DriverHandle, DriverOptions, OfferPool, Scheduler, SdkError, TaskBuilder, v1,
+};
+use strata_proto::v1::scheduler_server::{self, SchedulerServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Code, Request, Response, Status};
+
+// ---------------------------------------------------------------------------------
+// The fake master.
+
+/// One SUBSCRIBE the fake master received; `events` feeds that subscription's stream
+/// (dropping it ends the stream).
+struct Subscription {
+    request: v1::SubscribeRequest,
+    events: mpsc::Sender<Result<v1::Event, Status>>,
+}
+
+impl Subscription {
+    async fn send(&self, event: v1::event::Event) {
+        self.events
+            .send(Ok(v1::Event { event: Some(event) }))
+            .await
+            .expect("the driver hung up on the stream");
+    }
+}
+
+/// A unary call the fake master received.
+#[derive(Debug)]
+enum Call {
+    Accept(v1::AcceptRequest),
+    Decline(v1::DeclineRequest),
+    Revive(v1::ReviveRequest),
+    Suppress(v1::SuppressRequest),
+    Kill(v1::KillRequest),
+    Acknowledge(v1::AcknowledgeRequest),
+    Reconcile(v1::ReconcileRequest),
+    Message(v1::MessageRequest),
+    Teardown(v1::TeardownRequest),
+}
+
+#[derive(Clone)]
+struct Service {
+    subscriptions: mpsc::Sender<Subscription>,
+    calls: mpsc::Sender<Call>,
+    /// Refuse every SUBSCRIBE with this code.
+    refuse: Option<Code>,
+    /// Ends every open event stream; TEARDOWN fires them before answering, as a real
+    /// master closes the framework's stream when it removes the framework.
+    closers: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+}
+
+impl Service {
+    async fn record(&self, call: Call) -> Result<Response<v1::CallResponse>, Status> {
+        self.calls
+            .send(call)
+            .await
+            .map_err(|_| Status::internal("the test is gone"))?;
+        Ok(Response::new(v1::CallResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl scheduler_server::Scheduler for Service {
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if let Some(code) = self.refuse {
+            return Err(Status::new(code, "refused by the fake master"));
+        }
+        let (events, rx) = mpsc::channel(16);
+        let (close, closed) = oneshot::channel();
+        self.closers.lock().unwrap().push(close);
+        let subscription = Subscription {
+            request: request.into_inner(),
+            events,
+        };
+        self.subscriptions
+            .send(subscription)
+            .await
+            .map_err(|_| Status::internal("the test is gone"))?;
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).take_until(closed),
+        )))
+    }
+
+    async fn accept(
+        &self,
+        r: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Accept(r.into_inner())).await
+    }
+
+    async fn decline(
+        &self,
+        r: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Decline(r.into_inner())).await
+    }
+
+    async fn revive(
+        &self,
+        r: Request<v1::ReviveRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Revive(r.into_inner())).await
+    }
+
+    async fn suppress(
+        &self,
+        r: Request<v1::SuppressRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Suppress(r.into_inner())).await
+    }
+
+    async fn kill(
+        &self,
+        r: Request<v1::KillRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Kill(r.into_inner())).await
+    }
+
+    async fn acknowledge(
+        &self,
+        r: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Acknowledge(r.into_inner())).await
+    }
+
+    async fn reconcile(
+        &self,
+        r: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Reconcile(r.into_inner())).await
+    }
+
+    async fn message(
+        &self,
+        r: Request<v1::MessageRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        self.record(Call::Message(r.into_inner())).await
+    }
+
+    async fn teardown(
+        &self,
+        r: Request<v1::TeardownRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let closers: Vec<_> = self.closers.lock().unwrap().drain(..).collect();
+        for close in closers {
+            let _ = close.send(());
+        }
+        // Let the driver see its stream end before the call returns.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.record(Call::Teardown(r.into_inner())).await
+    }
+}
+
+/// A fake master running on its own thread and runtime.
+struct FakeMaster {
+    addr: SocketAddr,
+    subscriptions: mpsc::Receiver<Subscription>,
+    calls: mpsc::Receiver<Call>,
+    /// Dropping or firing it kills the master: its runtime, connections included, goes away.
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeMaster {
+    fn start() -> FakeMaster {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), None)
+    }
+
+    fn start_on(addr: SocketAddr, refuse: Option<Code>) -> FakeMaster {
+        let (sub_tx, subscriptions) = mpsc::channel(16);
+        let (call_tx, calls) = mpsc::channel(64);
+        let (kill, killed) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let service = Service {
+            subscriptions: sub_tx,
+            calls: call_tx,
+            refuse,
+            closers: Arc::default(),
+        };
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+                ready_tx.send(listener.local_addr().unwrap()).unwrap();
+                let server = tonic::transport::Server::builder()
+                    .add_service(SchedulerServer::new(service))
+                    .serve_with_incoming(TcpListenerStream::new(listener));
+                tokio::select! {
+                    _ = server => {}
+                    _ = killed => {}
+                }
+            });
+            // Dropping the runtime cancels every connection task: like a process exit.
+            drop(runtime);
+        });
+        let addr = ready_rx.recv().unwrap();
+        FakeMaster {
+            addr,
+            subscriptions,
+            calls,
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    /// The next SUBSCRIBE.
+    async fn subscription(&mut self) -> Subscription {
+        within(self.subscriptions.recv(), "a SUBSCRIBE")
+            .await
+            .expect("fake master stopped")
+    }
+
+    /// The next unary call.
+    async fn call(&mut self) -> Call {
+        within(self.calls.recv(), "a call")
+            .await
+            .expect("fake master stopped")
+    }
+
+    /// Asserts that no call arrives for a little while.
+    async fn no_call(&mut self) {
+        if let Ok(Some(call)) =
+            tokio::time::timeout(Duration::from_millis(200), self.calls.recv()).await
+        {
+            panic!("unexpected call {call:?}");
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for FakeMaster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn within<F: std::future::Future>(f: F, what: &str) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn subscribed(framework_id: &str, stream_id: &str, heartbeat: f64) -> v1::event::Event {
+    v1::event::Event::Subscribed(v1::Subscribed {
+        framework_id: framework_id.into(),
+        stream_id: stream_id.into(),
+        heartbeat_interval_seconds: heartbeat,
+        master_id: "master-1".into(),
+    })
+}
+
+fn header(framework_id: &str, stream_id: &str) -> Option<v1::CallHeader> {
+    Some(v1::CallHeader {
+        framework_id: framework_id.into(),
+        stream_id: stream_id.into(),
+    })
+}
+
+fn offer(id: &str, agent: &str, resources: &str) -> v1::Offer {
+    v1::Offer {
+        id: id.into(),
+        framework_id: "fw-1".into(),
+        agent_id: agent.into(),
+        hostname: format!("{agent}.example"),
+        agent_address: "127.0.0.1:5051".into(),
+        resources: strata_framework_sdk::Resources::parse(resources)
+            .unwrap()
+            .to_proto(),
+        ..Default::default()
+    }
+}
+
+fn update(task_id: &str, state: v1::TaskState, uuid: &str) -> v1::event::Event {
+    v1::event::Event::Update(v1::Update {
+        status: Some(v1::TaskStatus {
+            task_id: task_id.into(),
+            state: state as i32,
+            agent_id: "agent-1".into(),
+            uuid: uuid.into(),
+            ..Default::default()
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// A scheduler that reports what it sees.
+
+#[derive(Debug)]
+enum Seen {
+    Registered(String, String),
+    Reregistered(String),
+    /// `disconnected`, with the result of a REVIVE attempted from inside it.
+    Disconnected(Result<(), SdkError>),
+    Offers(Vec<v1::Offer>),
+    Rescinded(String),
+    Update(v1::TaskStatus),
+    Message(String, String, Vec<u8>),
+    Failure(v1::Failure),
+    Error(String),
+}
+
+struct Recorder {
+    seen: mpsc::Sender<Seen>,
+    /// Pack these tasks into the offers and launch them.
+    to_launch: Vec<TaskBuilder>,
+}
+
+impl Recorder {
+    async fn tell(&self, seen: Seen) {
+        let _ = self.seen.send(seen).await;
+    }
+}
+
+impl Scheduler for Recorder {
+    async fn registered(&mut self, _driver: &DriverHandle, framework_id: &str, master_id: &str) {
+        self.tell(Seen::Registered(framework_id.into(), master_id.into()))
+            .await;
+    }
+
+    async fn reregistered(&mut self, _driver: &DriverHandle, framework_id: &str, _master_id: &str) {
+        self.tell(Seen::Reregistered(framework_id.into())).await;
+    }
+
+    async fn disconnected(&mut self, driver: &DriverHandle) {
+        let attempt = driver.revive().await;
+        self.tell(Seen::Disconnected(attempt)).await;
+    }
+
+    async fn offers(&mut self, driver: &DriverHandle, offers: Vec<v1::Offer>) {
+        if !self.to_launch.is_empty() {
+            let mut pool = OfferPool::new(offers.clone());
+            for task in self.to_launch.drain(..) {
+                assert!(
+                    pool.place(&task).unwrap().is_some(),
+                    "test offers are big enough"
+                );
+            }
+            for launch in pool.into_placement().launches {
+                driver
+                    .launch(vec![launch.offer.id.clone()], launch.tasks)
+                    .await
+                    .unwrap();
+            }
+        }
+        self.tell(Seen::Offers(offers)).await;
+    }
+
+    async fn offer_rescinded(&mut self, _driver: &DriverHandle, offer_id: &str) {
+        self.tell(Seen::Rescinded(offer_id.into())).await;
+    }
+
+    async fn status_update(&mut self, _driver: &DriverHandle, status: v1::TaskStatus) {
+        self.tell(Seen::Update(status)).await;
+    }
+
+    async fn framework_message(
+        &mut self,
+        _driver: &DriverHandle,
+        agent_id: &str,
+        task_id: &str,
+        data: Vec<u8>,
+    ) {
+        self.tell(Seen::Message(agent_id.into(), task_id.into(), data))
+            .await;
+    }
+
+    async fn failure(&mut self, _driver: &DriverHandle, failure: v1::Failure) {
+        self.tell(Seen::Failure(failure)).await;
+    }
+
+    async fn error(&mut self, _driver: &DriverHandle, message: &str) {
+        self.tell(Seen::Error(message.into())).await;
+    }
+}
+
+fn fast_options() -> DriverOptions {
+    DriverOptions {
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..DriverOptions::default()
+    }
+}
+
+type RunResult = Result<Recorder, SdkError>;
+
+/// Starts a driver for a `Recorder` against `addr`.
+fn start_driver(
+    addr: SocketAddr,
+    options: DriverOptions,
+    to_launch: Vec<TaskBuilder>,
+) -> (
+    DriverHandle,
+    mpsc::Receiver<Seen>,
+    tokio::task::JoinHandle<RunResult>,
+) {
+    let (seen_tx, seen) = mpsc::channel(64);
+    let framework = v1::FrameworkInfo {
+        name: "recorder".into(),
+        ..Default::default()
+    };
+    let driver = Driver::new(
+        addr.to_string(),
+        framework,
+        Recorder {
+            seen: seen_tx,
+            to_launch,
+        },
+    )
+    .with_options(options);
+    let handle = driver.handle();
+    (handle, seen, tokio::spawn(driver.run()))
+}
+
+async fn next_seen(seen: &mut mpsc::Receiver<Seen>) -> Seen {
+    within(seen.recv(), "a scheduler callback")
+        .await
+        .expect("the driver ended")
+}
+
+/// Subscribes a new driver as fw-1 on stream s-1 and waits for `registered`.
+async fn subscribed_driver(
+    master: &mut FakeMaster,
+    options: DriverOptions,
+    to_launch: Vec<TaskBuilder>,
+) -> (
+    DriverHandle,
+    mpsc::Receiver<Seen>,
+    tokio::task::JoinHandle<RunResult>,
+    Subscription,
+) {
+    let (handle, mut seen, run) = start_driver(master.addr, options, to_launch);
+    let sub = master.subscription().await;
+    sub.send(subscribed("fw-1", "s-1", 15.0)).await;
+    match next_seen(&mut seen).await {
+        Seen::Registered(fid, mid) => {
+            assert_eq!((fid.as_str(), mid.as_str()), ("fw-1", "master-1"))
+        }
+        other => panic!("expected registered, saw {other:?}"),
+    }
+    (handle, seen, run, sub)
+}
+
+// ---------------------------------------------------------------------------------
+// The stories.
+
+#[tokio::test]
+async fn subscribing_reports_registered_with_the_framework_id() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    assert_eq!(handle.framework_id(), None);
+
+    let sub = master.subscription().await;
+    let info = sub.request.framework_info.clone().unwrap();
+    assert_eq!(info.name, "recorder");
+    assert_eq!(info.id, "", "a new framework subscribes without an id");
+
+    sub.send(subscribed("fw-1", "s-1", 15.0)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Registered(f, _) if f == "fw-1"));
+    assert_eq!(handle.framework_id().as_deref(), Some("fw-1"));
+    assert_eq!(handle.master_id().as_deref(), Some("master-1"));
+    assert!(handle.is_connected());
+
+    handle.stop();
+    let result = within(run, "run to return").await.unwrap();
+    assert!(
+        result.is_ok(),
+        "stop makes run return Ok: {:?}",
+        result.err()
+    );
+    assert!(matches!(handle.revive().await, Err(SdkError::Stopped)));
+}
+
+#[tokio::test]
+async fn a_launch_on_an_offer_becomes_an_accept_with_the_stream_header() {
+    let mut master = FakeMaster::start();
+    let tasks = vec![
+        TaskBuilder::new("t-1")
+            .shell("echo one")
+            .cpus(0.4)
+            .mem(32.0)
+            .ports(1),
+        TaskBuilder::new("t-2")
+            .shell("echo two")
+            .cpus(0.4)
+            .mem(32.0)
+            .ports(1),
+    ];
+    let (handle, mut seen, _run, sub) = subscribed_driver(&mut master, fast_options(), tasks).await;
+
+    sub.send(v1::event::Event::Offers(v1::Offers {
+        offers: vec![offer(
+            "o-1",
+            "agent-1",
+            "cpus:1;mem:128;ports:[31000-31005]",
+        )],
+    }))
+    .await;
+
+    let Call::Accept(accept) = master.call().await else {
+        panic!("expected ACCEPT")
+    };
+    assert_eq!(accept.header, header("fw-1", "s-1"));
+    assert_eq!(accept.offer_ids, vec!["o-1".to_string()]);
+    assert_eq!(accept.operations.len(), 1);
+    let Some(v1::operation::Operation::Launch(launch)) = &accept.operations[0].operation else {
+        panic!("expected a LAUNCH operation")
+    };
+    let ids: Vec<&str> = launch
+        .task_infos
+        .iter()
+        .map(|t| t.task_id.as_str())
+        .collect();
+    assert_eq!(ids, ["t-1", "t-2"]);
+    let ports: Vec<&str> = launch
+        .task_infos
+        .iter()
+        .map(|t| t.command.as_ref().unwrap().environment["PORT0"].as_str())
+        .collect();
+    assert_eq!(ports, ["31000", "31001"], "each task gets its own port");
+    assert!(launch.task_infos.iter().all(|t| t.agent_id == "agent-1"));
+
+    match next_seen(&mut seen).await {
+        Seen::Offers(offers) => assert_eq!(offers[0].id, "o-1"),
+        other => panic!("expected offers, saw {other:?}"),
+    }
+    handle.stop();
+}
+
+#[tokio::test]
+async fn status_updates_are_acknowledged_after_the_callback() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run, sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+
+    // Master-generated updates carry no uuid and need no acknowledgement.
+    sub.send(update("t-1", v1::TaskState::TaskStaging, ""))
+        .await;
+    sub.send(update("t-1", v1::TaskState::TaskRunning, "uuid-1"))
+        .await;
+
+    assert!(
+        matches!(next_seen(&mut seen).await, Seen::Update(s) if s.state == v1::TaskState::TaskStaging as i32)
+    );
+    assert!(matches!(next_seen(&mut seen).await, Seen::Update(s) if s.uuid == "uuid-1"));
+    let Call::Acknowledge(ack) = master.call().await else {
+        panic!("expected ACKNOWLEDGE")
+    };
+    assert_eq!(ack.header, header("fw-1", "s-1"));
+    assert_eq!(
+        (
+            ack.agent_id.as_str(),
+            ack.task_id.as_str(),
+            ack.uuid.as_str()
+        ),
+        ("agent-1", "t-1", "uuid-1")
+    );
+    master.no_call().await;
+    handle.stop();
+}
+
+#[tokio::test]
+async fn acknowledgements_can_be_left_to_the_scheduler() {
+    let mut master = FakeMaster::start();
+    let options = DriverOptions {
+        auto_acknowledge: false,
+        ..fast_options()
+    };
+    let (handle, mut seen, _run, sub) = subscribed_driver(&mut master, options, vec![]).await;
+
+    sub.send(update("t-1", v1::TaskState::TaskFinished, "uuid-9"))
+        .await;
+    let Seen::Update(status) = next_seen(&mut seen).await else {
+        panic!("expected an update")
+    };
+    master.no_call().await;
+
+    handle.acknowledge(&status).await.unwrap();
+    let Call::Acknowledge(ack) = master.call().await else {
+        panic!("expected ACKNOWLEDGE")
+    };
+    assert_eq!(ack.uuid, "uuid-9");
+    handle.stop();
+}
+
+#[tokio::test]
+async fn when_the_stream_ends_the_driver_resubscribes_with_the_same_framework_id() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run, sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+
+    drop(sub); // the master ends the stream
+    match next_seen(&mut seen).await {
+        Seen::Disconnected(attempt) => {
+            assert!(
+                matches!(attempt, Err(SdkError::Disconnected)),
+                "calls fail fast: {attempt:?}"
+            )
+        }
+        other => panic!("expected disconnected, saw {other:?}"),
+    }
+
+    let again = master.subscription().await;
+    assert_eq!(again.request.framework_info.as_ref().unwrap().id, "fw-1");
+    again.send(subscribed("fw-1", "s-2", 15.0)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Reregistered(f) if f == "fw-1"));
+
+    handle.revive().await.unwrap();
+    let Call::Revive(revive) = master.call().await else {
+        panic!("expected REVIVE")
+    };
+    assert_eq!(
+        revive.header,
+        header("fw-1", "s-2"),
+        "calls carry the new stream id"
+    );
+    handle.stop();
+}
+
+#[tokio::test]
+async fn a_master_restart_on_the_same_address_is_survived() {
+    let mut master = FakeMaster::start();
+    let addr = master.addr;
+    let (handle, mut seen, _run, _sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+
+    master.kill();
+    assert!(matches!(next_seen(&mut seen).await, Seen::Disconnected(_)));
+
+    // Let the driver fail against the dead address a few times first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut master = FakeMaster::start_on(addr, None);
+    let sub = master.subscription().await;
+    assert_eq!(sub.request.framework_info.as_ref().unwrap().id, "fw-1");
+    sub.send(subscribed("fw-1", "s-9", 15.0)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Reregistered(f) if f == "fw-1"));
+    handle.stop();
+}
+
+#[tokio::test]
+async fn missed_heartbeats_make_the_driver_resubscribe() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    let sub = master.subscription().await;
+    // 50 ms heartbeats, then silence while keeping the stream open.
+    sub.send(subscribed("fw-1", "s-1", 0.05)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Registered(..)));
+    assert!(matches!(next_seen(&mut seen).await, Seen::Disconnected(_)));
+    let again = master.subscription().await;
+    assert_eq!(again.request.framework_info.as_ref().unwrap().id, "fw-1");
+    drop(sub);
+    handle.stop();
+    assert!(within(run, "run to return").await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn heartbeats_keep_the_subscription_alive() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run) = start_driver(master.addr, fast_options(), vec![]);
+    let sub = master.subscription().await;
+    sub.send(subscribed("fw-1", "s-1", 0.05)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Registered(..)));
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        sub.send(v1::event::Event::Heartbeat(v1::Heartbeat {}))
+            .await;
+    }
+    assert!(handle.is_connected());
+    assert!(
+        seen.try_recv().is_err(),
+        "no disconnect while heartbeats flow"
+    );
+    handle.stop();
+}
+
+#[tokio::test]
+async fn every_call_carries_the_header_and_its_arguments() {
+    let mut master = FakeMaster::start();
+    let (handle, _seen, _run, _sub) = subscribed_driver(&mut master, fast_options(), vec![]).await;
+    let h = header("fw-1", "s-1");
+
+    handle
+        .decline(vec!["o-1".into(), "o-2".into()], Some(60.0))
+        .await
+        .unwrap();
+    let Call::Decline(d) = master.call().await else {
+        panic!("expected DECLINE")
+    };
+    assert_eq!((d.header.clone(), d.offer_ids.len()), (h.clone(), 2));
+    assert_eq!(d.filters.unwrap().refuse_seconds, Some(60.0));
+
+    handle.suppress().await.unwrap();
+    assert!(
+        matches!(master.call().await, Call::Suppress(s) if s.header == h && s.roles.is_empty())
+    );
+
+    handle.revive_roles(vec!["web".into()]).await.unwrap();
+    assert!(matches!(master.call().await, Call::Revive(r) if r.header == h && r.roles == ["web"]));
+
+    handle
+        .kill("t-1", Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let Call::Kill(k) = master.call().await else {
+        panic!("expected KILL")
+    };
+    assert_eq!(k.task_id, "t-1");
+    assert_eq!(k.kill_policy.unwrap().grace_period_seconds, Some(2.0));
+
+    handle.reconcile(vec![]).await.unwrap();
+    assert!(
+        matches!(master.call().await, Call::Reconcile(r) if r.header == h && r.tasks.is_empty())
+    );
+
+    handle
+        .message("agent-1", "t-1", b"ping".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        matches!(master.call().await, Call::Message(m) if m.data == b"ping" && m.agent_id == "agent-1")
+    );
+
+    // Refused before reaching the master.
+    assert!(matches!(
+        handle.decline(vec![], None).await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        handle.decline(vec!["o".into()], Some(f64::NAN)).await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        handle.kill("", None).await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+    master.no_call().await;
+    handle.stop();
+}
+
+#[tokio::test]
+async fn teardown_tells_the_master_and_ends_the_run() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, run, _sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+    // The fake master ends the stream before it answers, as the real one may.
+    handle.teardown().await.unwrap();
+    assert!(matches!(master.call().await, Call::Teardown(t) if t.header == header("fw-1", "s-1")));
+    assert!(within(run, "run to return").await.unwrap().is_ok());
+    assert!(
+        seen.try_recv().is_err(),
+        "the closed stream is not taken for a lost master"
+    );
+}
+
+#[tokio::test]
+async fn abort_ends_the_run_with_the_reason() {
+    let mut master = FakeMaster::start();
+    let (handle, _seen, run, _sub) = subscribed_driver(&mut master, fast_options(), vec![]).await;
+    handle.abort("task t-3 failed");
+    handle.stop(); // the first request wins
+    match within(run, "run to return").await.unwrap() {
+        Err(SdkError::Aborted(reason)) => assert_eq!(reason, "task t-3 failed"),
+        other => panic!("expected Aborted, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn other_events_reach_their_callbacks() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run, sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+    sub.send(v1::event::Event::Rescind(v1::Rescind {
+        offer_id: "o-7".into(),
+    }))
+    .await;
+    sub.send(v1::event::Event::Message(v1::FrameworkMessage {
+        agent_id: "agent-1".into(),
+        task_id: "t-1".into(),
+        data: b"hi".to_vec(),
+    }))
+    .await;
+    sub.send(v1::event::Event::Failure(v1::Failure {
+        agent_id: "agent-2".into(),
+        ..Default::default()
+    }))
+    .await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Rescinded(o) if o == "o-7"));
+    assert!(
+        matches!(next_seen(&mut seen).await, Seen::Message(a, t, d) if a == "agent-1" && t == "t-1" && d == b"hi")
+    );
+    assert!(matches!(next_seen(&mut seen).await, Seen::Failure(f) if f.agent_id == "agent-2"));
+    handle.stop();
+}
+
+#[tokio::test]
+async fn an_error_event_is_fatal() {
+    let mut master = FakeMaster::start();
+    let (_handle, mut seen, run, sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+    sub.send(v1::event::Event::Error(v1::Error {
+        message: "framework removed".into(),
+    }))
+    .await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Error(m) if m == "framework removed"));
+    match within(run, "run to return").await.unwrap() {
+        Err(SdkError::Master(m)) => assert_eq!(m, "framework removed"),
+        other => panic!("expected a master error, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_refused_as_invalid_is_fatal() {
+    let master = FakeMaster::start_on("127.0.0.1:0".parse().unwrap(), Some(Code::InvalidArgument));
+    let (_handle, _seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    match within(run, "run to return").await.unwrap() {
+        Err(SdkError::Rpc(status)) => assert_eq!(status.code(), Code::InvalidArgument),
+        other => panic!("expected the refusal, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn no_master_gives_up_after_the_subscribe_timeout() {
+    // A port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = DriverOptions {
+        subscribe_timeout: Some(Duration::from_millis(400)),
+        ..fast_options()
+    };
+    let (_handle, _seen, run) = start_driver(addr, options, vec![]);
+    match within(run, "run to return").await.unwrap() {
+        Err(e @ SdkError::SubscribeTimeout { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&addr.to_string()) && text.contains("strata-master"),
+                "{text}"
+            );
+        }
+        other => panic!("expected SubscribeTimeout, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_master_address_is_refused() {
+    let (seen_tx, _seen) = mpsc::channel(1);
+    let recorder = Recorder {
+        seen: seen_tx,
+        to_launch: vec![],
+    };
+    let driver = Driver::new("not a host:port", v1::FrameworkInfo::default(), recorder);
+    assert!(matches!(
+        driver.run().await,
+        Err(SdkError::InvalidArgument(_))
+    ));
+}

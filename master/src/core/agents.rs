@@ -1,0 +1,475 @@
+//! Agents: registration and re-registration, their streams, health, and what
+//! happens to their offers and tasks when they disconnect, go silent or come back.
+//!
+//! ```text
+//!   (new) ──Register──▶ ACTIVE ──stream closed──▶ DISCONNECTED ──silent ping_timeout
+//!                         ▲  ▲                        │          × max_pings──▶ UNREACHABLE
+//!                         │  └──────re-Register───────┘                          │
+//!                         └──────────────re-Register (tasks restored)────────────┘
+//!   RECOVERING (in the registry after a master restart) ──re-Register──▶ ACTIVE
+//!                                     └──agent_reregister_timeout──▶ UNREACHABLE
+//! ```
+//!
+//! Disconnecting rescinds the agent's offers and stops offering it but keeps its
+//! tasks. Unreachable takes its resources out of the pool; its tasks become
+//! TASK_UNREACHABLE (partition-aware frameworks) or TASK_LOST. On re-registration the
+//! tasks the agent reports are the truth: they come back, and the ones it no longer
+//! runs become TASK_GONE (or TASK_LOST).
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use strata_proto::states::state_from_i32;
+use strata_proto::v1::{self, TaskState, TaskStatusReason};
+use strata_proto::{Resources, is_terminal};
+
+use super::allocator::{AgentKey, FrameworkKey, UsedResources};
+use super::api::{ConnId, Effect, RegistryOp};
+use super::master::Master;
+use super::state::{AgentStatus, OfferSeq, Task};
+use super::tasks::TaskIds;
+
+impl Master {
+    fn refuse_agent(&mut self, conn: ConnId, message: String) {
+        tracing::info!(?conn, %message, "agent registration refused");
+        self.message_on(
+            conn,
+            v1::master_message::Message::Error(v1::AgentError { message }),
+        );
+        self.emit(Effect::CloseAgent { conn });
+    }
+
+    /// Register or re-register on `conn`.
+    pub(super) fn agent_register(
+        &mut self,
+        conn: ConnId,
+        register: v1::Register,
+        peer: Option<String>,
+        now: Instant,
+    ) {
+        let Some(info) = register.agent_info else {
+            self.refuse_agent(
+                conn,
+                "Register has no agent_info: send the agent's id, hostname and resources".into(),
+            );
+            return;
+        };
+        if info.hostname.trim().is_empty() {
+            self.refuse_agent(conn, "the agent's hostname is empty: set --hostname".into());
+            return;
+        }
+        let total = match Resources::try_from_proto(&info.resources) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse_agent(conn, format!("invalid agent resources: {e}"));
+                return;
+            }
+        };
+        // A stream that registered as another agent before: that agent lost it.
+        if let Some(&other) = self.agent_conns.get(&conn)
+            && self.agents.get(&other).is_some_and(|a| a.id != info.id)
+        {
+            self.agent_disconnected(conn, now);
+        }
+
+        let id = if info.id.is_empty() {
+            self.rng.uuid()
+        } else {
+            info.id.clone()
+        };
+        let (key, previous) = match self.agent_ids.get(&id) {
+            Some(&key) => (
+                key,
+                self.agents
+                    .get(&key)
+                    .map(|a| (a.status, a.hostname.clone())),
+            ),
+            None => {
+                let key = self.new_agent_key();
+                let agent = super::state::Agent::placeholder(
+                    key,
+                    id.clone(),
+                    info.hostname.clone(),
+                    AgentStatus::Recovering,
+                    now,
+                    None,
+                );
+                self.agents.insert(key, agent);
+                self.agent_ids.insert(id.clone(), key);
+                (key, None)
+            }
+        };
+
+        // The old stream, if any, is replaced.
+        if let Some(old) = self.agents.get_mut(&key).and_then(|a| a.conn.take()) {
+            self.agent_conns.remove(&old);
+            if old != conn {
+                self.emit(Effect::CloseAgent { conn: old });
+            }
+        }
+        // Offers made from the old registration are void.
+        let offers: Vec<OfferSeq> = self
+            .agents
+            .get(&key)
+            .map(|a| a.offers.iter().copied().collect())
+            .unwrap_or_default();
+        for offer_id in offers {
+            self.rescind_offer(offer_id, true, now);
+        }
+        self.allocator.remove_agent(key);
+
+        let readmit = match &previous {
+            None => true,
+            Some((status, hostname)) => {
+                matches!(status, AgentStatus::Unreachable | AgentStatus::Recovering)
+                    || *hostname != info.hostname
+            }
+        };
+        if readmit {
+            self.emit(Effect::Persist(RegistryOp::AdmitAgent {
+                id: id.clone(),
+                hostname: info.hostname.clone(),
+            }));
+        }
+        let unix = self.unix(now);
+        if let Some(agent) = self.agents.get_mut(&key) {
+            agent.hostname = info.hostname.clone();
+            agent.address = info.address.clone();
+            agent.attributes = info.attributes.clone();
+            agent.total = total.clone();
+            agent.status = AgentStatus::Active;
+            agent.conn = Some(conn);
+            agent.last_seen = now;
+            agent.reregister_deadline = None;
+            agent.registered_unix = unix;
+        }
+        self.agent_conns.insert(conn, key);
+        tracing::info!(agent_id = %id, hostname = %info.hostname, ?peer, resources = %total,
+            reregistered = previous.is_some(), "agent registered");
+        self.message_on(
+            conn,
+            v1::master_message::Message::Registered(v1::Registered {
+                agent_id: id,
+                master_id: self.config.master_id.clone(),
+                heartbeat_interval_seconds: self.config.agent_ping_timeout.as_secs_f64(),
+            }),
+        );
+
+        self.reconcile_agent_tasks(key, register.tasks, now);
+
+        let used: Vec<UsedResources> = self
+            .agents
+            .get(&key)
+            .map(|a| a.tasks.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(fk, tid)| {
+                let task = self.frameworks.get(&fk)?.tasks.get(&tid)?;
+                Some(UsedResources {
+                    framework: fk,
+                    role: task.role.clone(),
+                    resources: task.resources.clone(),
+                })
+            })
+            .collect();
+        self.allocator.add_agent(key, total, &used);
+        self.pending_agents.insert(key);
+    }
+
+    /// Brings the master's view of the agent's tasks in line with what it reports.
+    fn reconcile_agent_tasks(
+        &mut self,
+        key: AgentKey,
+        reported: Vec<v1::RunningTask>,
+        now: Instant,
+    ) {
+        let Some(agent_id) = self.agents.get(&key).map(|a| a.id.clone()) else {
+            return;
+        };
+        let mut seen: HashSet<(FrameworkKey, String)> = HashSet::new();
+        let mut shutdown: BTreeSet<String> = BTreeSet::new();
+        for rt in reported {
+            let Some(info) = rt.task else {
+                continue;
+            };
+            let framework_id = if rt.framework_id.is_empty() {
+                rt.framework
+                    .as_ref()
+                    .map(|f| f.id.clone())
+                    .unwrap_or_default()
+            } else {
+                rt.framework_id.clone()
+            };
+            if framework_id.is_empty() || info.task_id.is_empty() {
+                tracing::debug!(agent_id = %agent_id, "reported task without framework or task id ignored");
+                continue;
+            }
+            if self.removed_frameworks.contains(&framework_id) {
+                shutdown.insert(framework_id);
+                continue;
+            }
+            let fk = match self.framework_ids.get(&framework_id) {
+                Some(&fk) => fk,
+                None => {
+                    let mut fi = rt.framework.clone().unwrap_or_default();
+                    fi.id = framework_id.clone();
+                    tracing::info!(framework_id = %framework_id, agent_id = %agent_id,
+                        "framework recovered from an agent's tasks");
+                    self.add_recovered_framework(fi, now)
+                }
+            };
+            seen.insert((fk, info.task_id.clone()));
+            let state = state_from_i32(rt.state);
+            if state == TaskState::Unspecified || is_terminal(state) {
+                // A terminal task's update is still queued on the agent and will come.
+                continue;
+            }
+            self.restore_task(key, &agent_id, fk, info, state, now);
+        }
+
+        // Tasks the master placed here that the agent no longer runs.
+        let missing: Vec<(FrameworkKey, String)> = self
+            .agents
+            .get(&key)
+            .map(|a| {
+                a.tasks
+                    .iter()
+                    .filter(|t| !seen.contains(*t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (fk, task_id) in missing {
+            self.master_transition(
+                fk,
+                &task_id,
+                TaskState::TaskGone,
+                TaskStatusReason::ReasonAgentRestarted,
+                format!("agent '{agent_id}' re-registered without this task"),
+                now,
+            );
+        }
+        for framework_id in shutdown {
+            let msg = v1::ShutdownFramework { framework_id };
+            self.message_to(key, v1::master_message::Message::ShutdownFramework(msg));
+        }
+    }
+
+    /// One task the re-registering agent reports running.
+    fn restore_task(
+        &mut self,
+        key: AgentKey,
+        agent_id: &str,
+        fk: FrameworkKey,
+        info: v1::TaskInfo,
+        state: TaskState,
+        now: Instant,
+    ) {
+        let Some(fw) = self.frameworks.get(&fk) else {
+            return;
+        };
+        let framework_id = fw.id.clone();
+        let existing = fw
+            .tasks
+            .get(&info.task_id)
+            .map(|t| (t.agent, t.state, t.kill_pending));
+        let message = format!("agent '{agent_id}' re-registered with this task");
+        let ids = TaskIds {
+            task: &info.task_id,
+            agent: agent_id,
+            framework: &framework_id,
+        };
+        let status = self.master_status(
+            ids,
+            state,
+            TaskStatusReason::ReasonReconciliation,
+            message,
+            now,
+        );
+        match existing {
+            Some((ak, _, _)) if ak != key => {
+                tracing::warn!(task_id = %info.task_id, agent_id, "task reported by an agent the master did not place it on; ignored");
+            }
+            Some((_, was, kill_pending)) => {
+                let came_back = matches!(was, TaskState::TaskUnreachable | TaskState::TaskUnknown);
+                if came_back {
+                    self.set_task_status(fk, &info.task_id, status.clone(), now);
+                    self.send_update(fk, status);
+                } else if was != state
+                    && super::tasks::transition(was, state) == super::tasks::Transition::Changed
+                {
+                    // The agent's own update for this change is on its way.
+                    self.set_task_status(fk, &info.task_id, status, now);
+                }
+                if let Some(policy) = kill_pending {
+                    let kill = v1::KillTask {
+                        framework_id,
+                        task_id: info.task_id.clone(),
+                        kill_policy: policy,
+                    };
+                    self.message_to(key, v1::master_message::Message::KillTask(kill));
+                }
+            }
+            None => {
+                let resources = Resources::try_from_proto(&info.resources).unwrap_or_else(|e| {
+                    tracing::warn!(task_id = %info.task_id, error = %e, "reported task has invalid resources; counted as none");
+                    Resources::new()
+                });
+                let role = Master::task_role(&fw.roles, &resources);
+                let task = Task {
+                    id: info.task_id.clone(),
+                    name: info.name.clone(),
+                    framework: fk,
+                    framework_id,
+                    agent: key,
+                    agent_id: agent_id.to_string(),
+                    role,
+                    resources,
+                    kill_policy: info.kill_policy,
+                    state,
+                    last_status: Some(status.clone()),
+                    seen_uuids: Vec::new(),
+                    kill_pending: None,
+                    updated_unix: self.unix(now),
+                };
+                self.add_task(task);
+                self.send_update(fk, status);
+            }
+        }
+    }
+
+    /// Any message after registration on an agent stream.
+    pub(super) fn agent_message(&mut self, conn: ConnId, message: v1::AgentMessage, now: Instant) {
+        let Some(&key) = self.agent_conns.get(&conn) else {
+            match message.message {
+                Some(v1::agent_message::Message::Register(r)) => {
+                    self.agent_register(conn, r, None, now)
+                }
+                _ => tracing::debug!(?conn, "message from an unregistered agent stream ignored"),
+            }
+            return;
+        };
+        if let Some(agent) = self.agents.get_mut(&key) {
+            agent.last_seen = now;
+        }
+        match message.message {
+            Some(v1::agent_message::Message::Register(r)) => {
+                self.agent_register(conn, r, None, now)
+            }
+            Some(v1::agent_message::Message::StatusUpdate(u)) => match u.status {
+                Some(status) => self.status_update(key, status, now),
+                None => tracing::debug!(?conn, "status update without a status ignored"),
+            },
+            Some(v1::agent_message::Message::Heartbeat(_)) | None => {}
+            Some(v1::agent_message::Message::ExecutorMessage(m)) => {
+                let Some(&fk) = self.framework_ids.get(&m.framework_id) else {
+                    return;
+                };
+                let agent_id = self
+                    .agents
+                    .get(&key)
+                    .map(|a| a.id.clone())
+                    .unwrap_or_default();
+                let event = v1::FrameworkMessage {
+                    agent_id,
+                    task_id: m.task_id,
+                    data: m.data,
+                };
+                self.event_to(fk, v1::event::Event::Message(event));
+            }
+        }
+    }
+
+    /// The agent's stream closed: keep its tasks, stop offering it.
+    pub(super) fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
+        let Some(key) = self.agent_conns.remove(&conn) else {
+            return;
+        };
+        let Some(agent) = self.agents.get_mut(&key) else {
+            return;
+        };
+        if agent.conn != Some(conn) {
+            return;
+        }
+        agent.conn = None;
+        if agent.status == AgentStatus::Active {
+            agent.status = AgentStatus::Disconnected;
+        }
+        tracing::info!(agent_id = %agent.id, "agent disconnected");
+        let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
+        for offer_id in offers {
+            self.rescind_offer(offer_id, true, now);
+        }
+        self.allocator.deactivate_agent(key);
+        self.pending_agents.remove(&key);
+    }
+
+    /// Marks silent agents, and registry agents that never came back, unreachable.
+    pub(super) fn check_agent_health(&mut self, now: Instant) {
+        let limit = self
+            .config
+            .agent_ping_timeout
+            .checked_mul(self.config.max_agent_ping_timeouts.max(1))
+            .unwrap_or(Duration::MAX);
+        let mut lost = Vec::new();
+        for agent in self.agents.values() {
+            let expired = match agent.status {
+                AgentStatus::Active | AgentStatus::Disconnected => {
+                    now.saturating_duration_since(agent.last_seen) >= limit
+                }
+                AgentStatus::Recovering => agent.reregister_deadline.is_some_and(|d| now >= d),
+                AgentStatus::Unreachable => false,
+            };
+            if expired {
+                lost.push(agent.key);
+            }
+        }
+        for key in lost {
+            self.mark_unreachable(key, now);
+        }
+    }
+
+    /// Takes an agent out of the pool: offers rescinded, tasks UNREACHABLE or LOST.
+    pub(super) fn mark_unreachable(&mut self, key: AgentKey, now: Instant) {
+        let unix = self.unix(now);
+        let Some(agent) = self.agents.get_mut(&key) else {
+            return;
+        };
+        let was = agent.status;
+        agent.status = AgentStatus::Unreachable;
+        agent.reregister_deadline = None;
+        let id = agent.id.clone();
+        let conn = agent.conn.take();
+        let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
+        let tasks: Vec<(FrameworkKey, String)> = agent.tasks.iter().cloned().collect();
+        tracing::warn!(agent_id = %id, previous = was.name(), tasks = tasks.len(), "agent unreachable");
+        self.emit(Effect::Persist(RegistryOp::MarkUnreachable {
+            id: id.clone(),
+            unix_time: unix,
+        }));
+        if let Some(conn) = conn {
+            self.agent_conns.remove(&conn);
+            self.emit(Effect::CloseAgent { conn });
+        }
+        for offer_id in offers {
+            self.rescind_offer(offer_id, true, now);
+        }
+        self.allocator.remove_agent(key);
+        self.pending_agents.remove(&key);
+        let message = if was == AgentStatus::Recovering {
+            format!("agent '{id}' did not re-register after the master restarted")
+        } else {
+            format!("agent '{id}' is unreachable: no heartbeat within the ping timeout")
+        };
+        for (fk, task_id) in tasks {
+            self.master_transition(
+                fk,
+                &task_id,
+                TaskState::TaskUnreachable,
+                TaskStatusReason::ReasonAgentUnreachable,
+                message.clone(),
+                now,
+            );
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Offers: turning allocations into OFFERS events, and the calls that answer them
+//! (ACCEPT with LAUNCH operations, DECLINE), rescinds and the offer timeout.
+//!
+//! ```text
+//!   Tick ─▶ allocator.allocate ─▶ Offer records + one OFFERS event per framework
+//!   ACCEPT(offer ids, LAUNCH tasks, filters)
+//!     offers outstanding? the caller's? one agent?  ── no ─▶ InvalidArgument
+//!     per task: valid? unique id? fits what is left? ── no ─▶ UPDATE TASK_ERROR
+//!                                                    ── yes ─▶ STAGING + RunTask to agent
+//!     what is left ─▶ allocator.recover(filter = refuse_seconds)
+//!   DECLINE(offer ids, filters) ─▶ allocator.recover(filter)
+//! ```
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Instant;
+
+use strata_proto::Resources;
+use strata_proto::v1::{self, TaskState, TaskStatusReason};
+
+use super::allocator::{AgentKey, Allocation, FrameworkKey};
+use super::api::CallError;
+use super::fastmap::FastMap;
+use super::master::{Master, after};
+use super::state::{Offer, OfferSeq, Task};
+use super::tasks::TaskIds;
+use super::validate::{TaskProblem, fit_problem, refuse_duration, validate_task};
+
+/// How an offer id named in a call stands.
+enum Named {
+    Mine(OfferSeq),
+    Foreign,
+    Unknown,
+}
+
+impl Master {
+    /// Runs the allocation the timers ask for: the batch every allocation interval (or
+    /// right away after a subscription or revive), else the agents whose free
+    /// resources grew since the last Tick.
+    pub(super) fn maybe_allocate(&mut self, now: Instant) {
+        if now >= self.next_allocation || self.allocate_all {
+            if now >= self.next_allocation {
+                self.next_allocation = after(now, self.config.allocation_interval);
+            }
+            self.allocate_all = false;
+            self.pending_agents.clear();
+            self.run_allocation(None, now);
+        } else if !self.pending_agents.is_empty() {
+            let agents: Vec<AgentKey> = std::mem::take(&mut self.pending_agents).into_iter().collect();
+            self.run_allocation(Some(&agents), now);
+        }
+    }
+
+    fn run_allocation(&mut self, agents: Option<&[AgentKey]>, now: Instant) {
+        let allocations = self.allocator.allocate(now, agents);
+        self.counters.allocation_runs += 1;
+        let mut batches: Vec<(FrameworkKey, Vec<v1::Offer>)> = Vec::new();
+        let mut index: FastMap<FrameworkKey, usize> = FastMap::default();
+        for a in allocations {
+            let fk = a.framework;
+            let Some(offer) = self.make_offer(a, now) else {
+                continue;
+            };
+            let i = *index.entry(fk).or_insert_with(|| {
+                batches.push((fk, Vec::new()));
+                batches.len() - 1
+            });
+            batches[i].1.push(offer);
+        }
+        for (fk, offers) in batches {
+            self.counters.offers_sent += offers.len() as u64;
+            self.event_to(fk, v1::event::Event::Offers(v1::Offers { offers }));
+        }
+    }
+
+    /// Records an allocation as an outstanding offer, or hands it straight back when
+    /// its framework or agent cannot take it.
+    fn make_offer(&mut self, a: Allocation, now: Instant) -> Option<v1::Offer> {
+        let fw_ok = self.frameworks.get(&a.framework).is_some_and(|f| f.subscription.is_some());
+        let agent_ok = self.agents.get(&a.agent).is_some_and(|x| x.is_connected());
+        if !fw_ok || !agent_ok {
+            tracing::debug!(framework = ?a.framework, agent = ?a.agent,
+                "allocation to a gone framework or agent returned");
+            self.allocator.recover(a.agent, a.framework, &a.role, a.resources, None, now);
+            return None;
+        }
+        self.next_offer += 1;
+        let seq = self.next_offer;
+        let id = format!("{}{seq}", self.offer_prefix);
+        let fw = self.frameworks.get_mut(&a.framework)?;
+        fw.offers.insert(seq);
+        let framework_id = fw.id.clone();
+        let agent = self.agents.get_mut(&a.agent)?;
+        agent.offers.insert(seq);
+        let offer = v1::Offer {
+            id: id.clone(),
+            framework_id,
+            agent_id: agent.id.clone(),
+            hostname: agent.hostname.clone(),
+            role: a.role.clone(),
+            resources: a.resources.to_proto(),
+            attributes: agent.attributes.clone(),
+            agent_address: agent.address.clone(),
+        };
+        if let Some(timeout) = self.config.offer_timeout {
+            self.offer_expiry.push_back((after(now, timeout), seq));
+        }
+        let record = Offer {
+            seq,
+            id,
+            framework: a.framework,
+            agent: a.agent,
+            role: a.role,
+            resources: a.resources,
+        };
+        self.offers.insert(seq, record);
+        Some(offer)
+    }
+
+    /// The offer an id names, if it is one of this master's outstanding offers.
+    fn offer_seq(&self, id: &str) -> Option<OfferSeq> {
+        let seq = id.strip_prefix(self.offer_prefix.as_str())?.parse::<OfferSeq>().ok()?;
+        self.offers.get(&seq).filter(|o| o.id == id).map(|o| o.seq)
+    }
+
+    fn named(&self, fk: FrameworkKey, id: &str) -> Named {
+        match self.offer_seq(id).and_then(|seq| self.offers.get(&seq)) {
+            None => Named::Unknown,
+            Some(o) if o.framework != fk => Named::Foreign,
+            Some(o) => Named::Mine(o.seq),
+        }
+    }
+
+    /// Takes an offer out of every index, without touching the allocator.
+    pub(super) fn remove_offer(&mut self, seq: OfferSeq) -> Option<Offer> {
+        let offer = self.offers.remove(&seq)?;
+        if let Some(fw) = self.frameworks.get_mut(&offer.framework) {
+            fw.offers.remove(&seq);
+        }
+        if let Some(agent) = self.agents.get_mut(&offer.agent) {
+            agent.offers.remove(&seq);
+        }
+        Some(offer)
+    }
+
+    /// Withdraws an offer: its resources return (no filter); with `notify`, the
+    /// framework gets RESCIND.
+    pub(super) fn rescind_offer(&mut self, seq: OfferSeq, notify: bool, now: Instant) {
+        let Some(offer) = self.remove_offer(seq) else {
+            return;
+        };
+        self.allocator.recover(offer.agent, offer.framework, &offer.role, offer.resources, None, now);
+        self.counters.offers_rescinded += 1;
+        if notify {
+            let event = v1::event::Event::Rescind(v1::Rescind { offer_id: offer.id });
+            self.event_to(offer.framework, event);
+        }
+    }
+
+    /// Rescinds offers older than the offer timeout.
+    pub(super) fn expire_offers(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.offer_expiry.front() {
+            if at > now {
+                break;
+            }
+            self.offer_expiry.pop_front();
+            if self.offers.contains_key(&seq) {
+                self.rescind_offer(seq, true, now);
+            }
+        }
+    }
+
+    /// DECLINE: the offers' resources return under the filter. Offers that are not
+    /// outstanding or not the caller's are reported; the caller's valid ones are
+    /// declined anyway, so a race with a rescind does not strand resources.
+    pub(super) fn decline(
+        &mut self,
+        fk: FrameworkKey,
+        req: v1::DeclineRequest,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let refuse = refuse_duration(req.filters.as_ref(), self.config.default_refuse)?;
+        if req.offer_ids.is_empty() {
+            return Err(CallError::InvalidArgument(
+                "DECLINE names no offers: list the offer ids to decline".into(),
+            ));
+        }
+        let (mut unknown, mut foreign, mut declined) = (Vec::new(), Vec::new(), 0usize);
+        let mut seen = HashSet::new();
+        for id in &req.offer_ids {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            match self.named(fk, id) {
+                Named::Unknown => unknown.push(id.clone()),
+                Named::Foreign => foreign.push(id.clone()),
+                Named::Mine(seq) => {
+                    if let Some(o) = self.remove_offer(seq) {
+                        self.allocator.recover(o.agent, fk, &o.role, o.resources, refuse, now);
+                        self.counters.offers_declined += 1;
+                        declined += 1;
+                    }
+                }
+            }
+        }
+        let rest = if declined > 0 {
+            format!("; the other {declined} offer(s) were declined")
+        } else {
+            String::new()
+        };
+        if !foreign.is_empty() {
+            return Err(CallError::InvalidArgument(format!(
+                "offer(s) {} were made to another framework{rest}",
+                foreign.join(", ")
+            )));
+        }
+        if !unknown.is_empty() {
+            return Err(CallError::NotFound(format!(
+                "offer(s) {} are not outstanding (unknown, rescinded, or already accepted or declined){rest}",
+                unknown.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// ACCEPT: see the module docs.
+    pub(super) fn accept(
+        &mut self,
+        fk: FrameworkKey,
+        req: v1::AcceptRequest,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let refuse = refuse_duration(req.filters.as_ref(), self.config.default_refuse)?;
+        if req.offer_ids.is_empty() {
+            return Err(CallError::InvalidArgument(
+                "ACCEPT names no offers: list the offer ids the operations use".into(),
+            ));
+        }
+        let mut problem: Option<String> = None;
+        let mut mine: Vec<OfferSeq> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in &req.offer_ids {
+            if !seen.insert(id.as_str()) {
+                problem.get_or_insert_with(|| format!("offer '{id}' is listed twice"));
+                continue;
+            }
+            match self.named(fk, id) {
+                Named::Unknown => {
+                    problem.get_or_insert_with(|| {
+                        format!(
+                            "offer '{id}' is not outstanding: it is unknown, was rescinded, or was already accepted or declined"
+                        )
+                    });
+                }
+                Named::Foreign => {
+                    problem.get_or_insert_with(|| format!("offer '{id}' was made to another framework"));
+                }
+                Named::Mine(seq) => mine.push(seq),
+            }
+        }
+        let agents: BTreeSet<AgentKey> =
+            mine.iter().filter_map(|seq| self.offers.get(seq)).map(|o| o.agent).collect();
+        if problem.is_none() && agents.len() > 1 {
+            let ids: Vec<String> =
+                agents.iter().filter_map(|k| self.agents.get(k)).map(|a| a.id.clone()).collect();
+            problem = Some(format!(
+                "the offers come from {} agents ({}): accept offers of one agent per call",
+                ids.len(),
+                ids.join(", ")
+            ));
+        }
+        if let Some(problem) = problem {
+            // As in Mesos, an invalid ACCEPT uses up the caller's offers in it: their
+            // resources return to the pool (without a filter).
+            for seq in mine {
+                if let Some(o) = self.remove_offer(seq) {
+                    self.allocator.recover(o.agent, fk, &o.role, o.resources, None, now);
+                }
+            }
+            return Err(CallError::InvalidArgument(problem));
+        }
+
+        let offers: Vec<Offer> = mine.into_iter().filter_map(|seq| self.remove_offer(seq)).collect();
+        let Some(ak) = offers.first().map(|o| o.agent) else {
+            return Ok(());
+        };
+        let agent_id = self.agents.get(&ak).map(|a| a.id.clone()).unwrap_or_default();
+        let mut pools: Vec<(String, Resources)> = Vec::new();
+        for o in offers {
+            match pools.iter_mut().find(|(r, _)| *r == o.role) {
+                Some((_, left)) => left.add(&o.resources),
+                None => pools.push((o.role, o.resources)),
+            }
+        }
+        let mut launch = Launch { fk, ak, agent_id, pools, launched: HashSet::new() };
+        for op in req.operations {
+            match op.operation {
+                Some(v1::operation::Operation::Launch(l)) => {
+                    for task in l.task_infos {
+                        self.launch_task(&mut launch, task, now);
+                    }
+                }
+                None => tracing::debug!("ACCEPT operation without a kind ignored"),
+            }
+        }
+        for (role, left) in launch.pools {
+            if !left.is_empty() {
+                self.allocator.recover(ak, fk, &role, left, refuse, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates one task of an ACCEPT and launches it, or answers TASK_ERROR.
+    fn launch_task(&mut self, l: &mut Launch, mut task: v1::TaskInfo, now: Instant) {
+        match self.check_task(l, &task) {
+            Err(problem) => {
+                let framework_id = self
+                    .frameworks
+                    .get(&l.fk)
+                    .map(|f| f.id.clone())
+                    .unwrap_or_default();
+                let ids = TaskIds {
+                    task: &task.task_id,
+                    agent: &l.agent_id,
+                    framework: &framework_id,
+                };
+                tracing::debug!(task_id = %task.task_id, message = %problem.message, "task refused");
+                let status = self.master_status(
+                    ids,
+                    TaskState::TaskError,
+                    problem.reason,
+                    problem.message,
+                    now,
+                );
+                self.counters.tasks_error += 1;
+                self.send_update(l.fk, status);
+            }
+            Ok((resources, pool)) => {
+                let Some(fw) = self.frameworks.get(&l.fk) else {
+                    return;
+                };
+                let framework = fw.info.clone();
+                l.pools[pool].1.subtract(&resources);
+                l.launched.insert(task.task_id.clone());
+                task.agent_id = l.agent_id.clone();
+                let record = Task {
+                    id: task.task_id.clone(),
+                    name: task.name.clone(),
+                    framework: l.fk,
+                    framework_id: framework.id.clone(),
+                    agent: l.ak,
+                    agent_id: l.agent_id.clone(),
+                    role: l.pools[pool].0.clone(),
+                    resources,
+                    kill_policy: task.kill_policy,
+                    state: TaskState::TaskStaging,
+                    last_status: None,
+                    seen_uuids: Vec::new(),
+                    kill_pending: None,
+                    updated_unix: self.unix(now),
+                };
+                self.add_task(record);
+                let run = v1::RunTask {
+                    framework: Some(framework),
+                    task: Some(task),
+                };
+                self.message_to(l.ak, v1::master_message::Message::RunTask(run));
+            }
+        }
+    }
+
+    /// The task's resources and the pool (role) they come from, or why it cannot run.
+    fn check_task(
+        &self,
+        l: &Launch,
+        task: &v1::TaskInfo,
+    ) -> Result<(Resources, usize), TaskProblem> {
+        let resources = validate_task(task, &l.agent_id)?;
+        let id = &task.task_id;
+        let duplicate = |message: String| TaskProblem {
+            reason: TaskStatusReason::ReasonDuplicateTaskId,
+            message,
+        };
+        if l.launched.contains(id) {
+            return Err(duplicate(format!(
+                "task id '{id}' is used twice in this ACCEPT"
+            )));
+        }
+        if self
+            .frameworks
+            .get(&l.fk)
+            .is_some_and(|f| f.tasks.contains_key(id))
+        {
+            return Err(duplicate(format!(
+                "task id '{id}' is already used by a live task of this framework: task ids must be unique"
+            )));
+        }
+        if let Some(i) = l
+            .pools
+            .iter()
+            .position(|(_, left)| left.contains(&resources))
+        {
+            return Ok((resources, i));
+        }
+        let mut left = Resources::new();
+        for (_, p) in &l.pools {
+            left.add(p);
+        }
+        let message = fit_problem(id, &resources, &left)
+            .unwrap_or_else(|| format!("task '{id}' must fit in the offers of a single role"));
+        Err(TaskProblem::invalid(message))
+    }
+}
+
+/// The working state of one ACCEPT.
+struct Launch {
+    fk: FrameworkKey,
+    ak: AgentKey,
+    agent_id: String,
+    /// What is left of the offers, by role.
+    pools: Vec<(String, Resources)>,
+    /// Task ids launched by this call.
+    launched: HashSet<String>,
+}

@@ -1,0 +1,120 @@
+//! RECONCILE: the master tells a framework what it knows about its tasks.
+//!
+//! Implicit (no task ids): the state of every live task of the framework. Explicit:
+//! the state of each named task; for a task the master does not know, the answer
+//! depends on its agent, as in Mesos:
+//!
+//! ```text
+//!   agent recovering (master restarted, agent not back yet) ─▶ no answer yet
+//!   agent registered                                         ─▶ TASK_GONE
+//!   agent unreachable                                        ─▶ TASK_UNREACHABLE
+//!   agent unknown or not given                               ─▶ TASK_UNKNOWN
+//! ```
+//!
+//! Frameworks that are not partition aware get TASK_LOST for the last three. Every
+//! answer carries REASON_RECONCILIATION and no uuid.
+
+use std::time::Instant;
+
+use strata_proto::v1::{self, TaskState, TaskStatusReason};
+
+use super::allocator::FrameworkKey;
+use super::api::CallError;
+use super::master::Master;
+use super::state::{AgentStatus, Task};
+use super::tasks::{TaskIds, visible_state};
+
+impl Master {
+    pub(super) fn reconcile(
+        &mut self,
+        fk: FrameworkKey,
+        req: v1::ReconcileRequest,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        if req.tasks.iter().any(|t| t.task_id.is_empty()) {
+            return Err(CallError::InvalidArgument(
+                "RECONCILE lists a task with an empty task_id".into(),
+            ));
+        }
+        let Some(fw) = self.frameworks.get(&fk) else {
+            return Ok(());
+        };
+        let mut answers = Vec::new();
+        if req.tasks.is_empty() {
+            for task in fw.tasks.values() {
+                answers.push(self.known_task_status(task, now));
+            }
+        } else {
+            for wanted in &req.tasks {
+                if let Some(task) = fw.tasks.get(&wanted.task_id) {
+                    answers.push(self.known_task_status(task, now));
+                    continue;
+                }
+                let agent = self
+                    .agent_ids
+                    .get(&wanted.agent_id)
+                    .and_then(|k| self.agents.get(k));
+                let (state, why) = match agent {
+                    _ if wanted.agent_id.is_empty() => {
+                        (TaskState::TaskUnknown, "the master does not know this task")
+                    }
+                    None => (
+                        TaskState::TaskUnknown,
+                        "the master knows neither this task nor its agent",
+                    ),
+                    Some(a) => match a.status {
+                        AgentStatus::Recovering => continue,
+                        AgentStatus::Active | AgentStatus::Disconnected => (
+                            TaskState::TaskGone,
+                            "the task's agent is registered and does not run it",
+                        ),
+                        AgentStatus::Unreachable => (
+                            TaskState::TaskUnreachable,
+                            "the task's agent is unreachable",
+                        ),
+                    },
+                };
+                let ids = TaskIds {
+                    task: &wanted.task_id,
+                    agent: &wanted.agent_id,
+                    framework: &fw.id,
+                };
+                let state = visible_state(state, fw.partition_aware);
+                answers.push(self.master_status(
+                    ids,
+                    state,
+                    TaskStatusReason::ReasonReconciliation,
+                    why.into(),
+                    now,
+                ));
+            }
+        }
+        for status in answers {
+            self.send_update(fk, status);
+        }
+        Ok(())
+    }
+
+    /// The latest state of a live task, as a reconciliation answer.
+    fn known_task_status(&self, task: &Task, now: Instant) -> v1::TaskStatus {
+        let ids = TaskIds {
+            task: &task.id,
+            agent: &task.agent_id,
+            framework: &task.framework_id,
+        };
+        let last = task.last_status.as_ref();
+        let message = last.map(|s| s.message.clone()).unwrap_or_default();
+        let mut status = self.master_status(
+            ids,
+            task.state,
+            TaskStatusReason::ReasonReconciliation,
+            message,
+            now,
+        );
+        if let Some(last) = last {
+            status.exit_status = last.exit_status;
+            status.healthy = last.healthy;
+        }
+        status
+    }
+}

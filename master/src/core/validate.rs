@@ -1,0 +1,287 @@
+//! Validation of what frameworks and agents send: roles, filters, kill policies and
+//! task descriptions. Every failure is a value with a message that says what was
+//! wrong and what to do; nothing here panics on wire data.
+
+use std::time::Duration;
+
+use strata_proto::Resources;
+use strata_proto::resources::Value;
+use strata_proto::v1::{self, TaskStatusReason};
+
+use super::api::CallError;
+
+/// The longest refusal (Mesos caps refuse_seconds at one year).
+pub const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longer durations (failover timeouts of weeks are common) are capped here.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Seconds as a duration: negative or NaN is zero, huge or infinite is capped.
+pub fn duration_from_secs(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_DURATION)
+            .min(MAX_DURATION)
+    }
+}
+
+/// Checks one role name.
+pub fn validate_role(role: &str) -> Result<(), String> {
+    if role.is_empty() {
+        return Err("a role name is empty".into());
+    }
+    if role == "." || role == ".." {
+        return Err(format!("role '{role}' is not allowed"));
+    }
+    if role.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("role '{role}' contains whitespace"));
+    }
+    Ok(())
+}
+
+/// The roles a framework subscribes with: `["*"]` when none, each valid, no repeats.
+pub fn validate_roles(roles: &[String]) -> Result<Vec<String>, String> {
+    if roles.is_empty() {
+        return Ok(vec!["*".to_string()]);
+    }
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        validate_role(role)?;
+        if out.contains(role) {
+            return Err(format!("role '{role}' is listed twice"));
+        }
+        out.push(role.clone());
+    }
+    Ok(out)
+}
+
+/// The filter of a DECLINE or of the unused part of an ACCEPT: `None` means no filter.
+pub fn refuse_duration(
+    filters: Option<&v1::Filters>,
+    default: Duration,
+) -> Result<Option<Duration>, CallError> {
+    let d = match filters.and_then(|f| f.refuse_seconds) {
+        None => default,
+        Some(s) if s.is_nan() || s < 0.0 => {
+            return Err(CallError::InvalidArgument(format!(
+                "filters.refuse_seconds must be zero or a positive number of seconds, got {s}"
+            )));
+        }
+        Some(s) if s.is_infinite() => MAX_REFUSE,
+        Some(s) => Duration::try_from_secs_f64(s).unwrap_or(MAX_REFUSE),
+    };
+    let d = d.min(MAX_REFUSE);
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Checks a kill policy's grace period.
+pub fn validate_kill_policy(policy: Option<&v1::KillPolicy>) -> Result<(), String> {
+    if let Some(g) = policy.and_then(|p| p.grace_period_seconds)
+        && (!g.is_finite() || g < 0.0)
+    {
+        return Err(format!(
+            "kill_policy.grace_period_seconds must be a non-negative number of seconds, got {g}"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a task of an ACCEPT was refused: becomes a TASK_ERROR update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskProblem {
+    pub reason: TaskStatusReason,
+    pub message: String,
+}
+
+impl TaskProblem {
+    pub fn invalid(message: String) -> TaskProblem {
+        TaskProblem {
+            reason: TaskStatusReason::ReasonTaskInvalid,
+            message,
+        }
+    }
+}
+
+/// Checks a task id: it names the task's sandbox directory on the agent.
+pub fn validate_task_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("a task has an empty task_id".into());
+    }
+    if id == "." || id == ".." || id.contains('/') || id.contains('\\') {
+        return Err(format!(
+            "task id '{id}' is not allowed: it must not be '.', '..' or contain '/'"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("task id '{id:?}' contains control characters"));
+    }
+    if id.len() > 255 {
+        return Err(format!(
+            "task id '{}...' is longer than 255 bytes",
+            &id[..id.floor_char_boundary(32)]
+        ));
+    }
+    Ok(())
+}
+
+/// The checks of one task that need no context but the offers' agent: id, resources,
+/// command, agent, kill policy. Returns the task's validated resources.
+pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resources, TaskProblem> {
+    validate_task_id(&task.task_id).map_err(TaskProblem::invalid)?;
+    let id = &task.task_id;
+    let resources = Resources::try_from_proto(&task.resources)
+        .map_err(|e| TaskProblem::invalid(format!("task '{id}' has invalid resources: {e}")))?;
+    if resources.cpus().is_zero() && resources.mem().is_zero() {
+        return Err(TaskProblem::invalid(format!(
+            "task '{id}' asks for no cpus and no mem: give it some cpus or mem"
+        )));
+    }
+    match &task.command {
+        Some(c) if !c.value.trim().is_empty() => {}
+        _ => {
+            return Err(TaskProblem::invalid(format!(
+                "task '{id}' has no command: set command.value"
+            )));
+        }
+    }
+    if !task.agent_id.is_empty() && task.agent_id != offers_agent_id {
+        return Err(TaskProblem::invalid(format!(
+            "task '{id}' names agent '{}' but the offers are from agent '{offers_agent_id}'",
+            task.agent_id
+        )));
+    }
+    validate_kill_policy(task.kill_policy.as_ref())
+        .map_err(|m| TaskProblem::invalid(format!("task '{id}': {m}")))?;
+    Ok(resources)
+}
+
+/// Why `wanted` does not fit in `left`, naming the first resource that is short.
+pub fn fit_problem(task_id: &str, wanted: &Resources, left: &Resources) -> Option<String> {
+    if left.contains(wanted) {
+        return None;
+    }
+    for e in wanted.entries() {
+        let name = match &e.role {
+            Some(role) => format!("{}({role})", e.name),
+            None => e.name.clone(),
+        };
+        let have = left
+            .entries()
+            .iter()
+            .find(|l| l.name == e.name && l.role == e.role);
+        match (&e.value, have.map(|h| &h.value)) {
+            (Value::Scalar(w), Some(Value::Scalar(h))) if w <= h => continue,
+            (Value::Scalar(w), Some(Value::Scalar(h))) => {
+                return Some(format!(
+                    "task '{task_id}' asks for {name} {w} but the offers have {h} left"
+                ));
+            }
+            (Value::Scalar(w), _) => {
+                return Some(format!(
+                    "task '{task_id}' asks for {name} {w} but the offers have none"
+                ));
+            }
+            (Value::Ranges(w), Some(Value::Ranges(h))) if h.contains(w) => continue,
+            (Value::Ranges(w), Some(Value::Ranges(h))) => {
+                return Some(format!(
+                    "task '{task_id}' asks for {name} {w} but the offers have {h}"
+                ));
+            }
+            (Value::Ranges(w), _) => {
+                return Some(format!(
+                    "task '{task_id}' asks for {name} {w} but the offers have none"
+                ));
+            }
+        }
+    }
+    Some(format!(
+        "task '{task_id}' asks for {wanted} which does not fit in what the offers have left ({left})"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles() {
+        assert_eq!(validate_roles(&[]), Ok(vec!["*".to_string()]));
+        assert!(validate_roles(&["".into()]).is_err());
+        assert!(validate_roles(&["a b".into()]).is_err());
+        assert!(validate_roles(&["..".into()]).is_err());
+        assert!(validate_roles(&["a".into(), "a".into()]).is_err());
+        assert_eq!(
+            validate_roles(&["web".into(), "*".into()]).map(|r| r.len()),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn refuse_seconds() {
+        let d = Duration::from_secs(5);
+        let f = |s: f64| v1::Filters {
+            refuse_seconds: Some(s),
+        };
+        assert_eq!(refuse_duration(None, d), Ok(Some(d)));
+        assert_eq!(
+            refuse_duration(
+                Some(&v1::Filters {
+                    refuse_seconds: None
+                }),
+                d
+            ),
+            Ok(Some(d))
+        );
+        assert_eq!(refuse_duration(Some(&f(0.0)), d), Ok(None));
+        assert_eq!(refuse_duration(Some(&f(1e12)), d), Ok(Some(MAX_REFUSE)));
+        assert_eq!(
+            refuse_duration(Some(&f(f64::INFINITY)), d),
+            Ok(Some(MAX_REFUSE))
+        );
+        assert!(refuse_duration(Some(&f(-1.0)), d).is_err());
+        assert!(refuse_duration(Some(&f(f64::NAN)), d).is_err());
+    }
+
+    #[test]
+    fn durations_never_panic() {
+        assert_eq!(duration_from_secs(f64::NAN), Duration::ZERO);
+        assert_eq!(duration_from_secs(-3.0), Duration::ZERO);
+        assert_eq!(duration_from_secs(f64::INFINITY), MAX_DURATION);
+        assert_eq!(duration_from_secs(1.5), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn task_ids() {
+        assert!(validate_task_id("web-1").is_ok());
+        for bad in ["", ".", "..", "a/b", "x\n"] {
+            assert!(validate_task_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_task_id(&"é".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn fit_messages() {
+        let left = Resources::parse("cpus:4;mem:1024;ports:[31000-31001]").unwrap();
+        let want = Resources::parse("cpus:8;mem:10").unwrap();
+        assert_eq!(
+            fit_problem("t", &want, &left).unwrap(),
+            "task 't' asks for cpus 8 but the offers have 4 left"
+        );
+        let want = Resources::parse("cpus:1;gpus:1").unwrap();
+        assert_eq!(
+            fit_problem("t", &want, &left).unwrap(),
+            "task 't' asks for gpus 1 but the offers have none"
+        );
+        let want = Resources::parse("cpus:1;ports:[80-80]").unwrap();
+        assert!(
+            fit_problem("t", &want, &left)
+                .unwrap()
+                .contains("ports [80-80]")
+        );
+        assert_eq!(
+            fit_problem("t", &Resources::parse("cpus:4").unwrap(), &left),
+            None
+        );
+    }
+}

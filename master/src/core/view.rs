@@ -1,0 +1,210 @@
+//! Read-only views of the master: the state snapshot served at `GET /state` and the
+//! metrics served at `GET /metrics`. Both are built from the incrementally kept
+//! indices and sums; nothing here changes state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use strata_proto::v1::{FrameworkCapability, TaskState, TaskStatusReason};
+use strata_proto::{Resources, state_name};
+
+use super::api::*;
+use super::master::Master;
+use super::state::{AgentStatus, OfferSeq, Task};
+
+fn task_view(t: &Task) -> TaskView {
+    let last = t.last_status.as_ref();
+    let reason = last
+        .map(|s| s.reason)
+        .filter(|r| *r != 0)
+        .and_then(|r| TaskStatusReason::try_from(r).ok())
+        .map(|r| r.as_str_name().to_string())
+        .unwrap_or_default();
+    TaskView {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        framework_id: t.framework_id.clone(),
+        agent_id: t.agent_id.clone(),
+        state: state_name(t.state).to_string(),
+        resources: t.resources.clone(),
+        message: last.map(|s| s.message.clone()).unwrap_or_default(),
+        reason,
+        exit_status: last.and_then(|s| s.exit_status),
+        updated: t.updated_unix,
+    }
+}
+
+impl Master {
+    /// The resources of some outstanding offers, added up.
+    fn offered_sum(&self, offers: &BTreeSet<OfferSeq>) -> Resources {
+        let mut sum = Resources::new();
+        for o in offers.iter().filter_map(|seq| self.offers.get(seq)) {
+            sum.add(&o.resources);
+        }
+        sum
+    }
+
+    /// A consistent view of agents, frameworks, tasks and roles.
+    pub fn snapshot(&self) -> StateSnapshot {
+        let agents = self
+            .agents
+            .values()
+            .map(|a| AgentView {
+                id: a.id.clone(),
+                hostname: a.hostname.clone(),
+                address: a.address.clone(),
+                status: a.status.name().to_string(),
+                attributes: a
+                    .attributes
+                    .iter()
+                    .map(|x| (x.name.clone(), x.value.clone()))
+                    .collect(),
+                total: a.total.clone(),
+                used: a.used.clone(),
+                offered: self.offered_sum(&a.offers),
+                registered_time: a.registered_unix,
+            })
+            .collect();
+        let frameworks = self
+            .frameworks
+            .values()
+            .map(|f| FrameworkView {
+                id: f.id.clone(),
+                name: f.info.name.clone(),
+                user: f.info.user.clone(),
+                roles: f.roles.clone(),
+                capabilities: f
+                    .info
+                    .capabilities
+                    .iter()
+                    .map(|c| {
+                        FrameworkCapability::try_from(*c)
+                            .map(|c| c.as_str_name().to_string())
+                            .unwrap_or_else(|_| c.to_string())
+                    })
+                    .collect(),
+                failover_timeout_seconds: f.info.failover_timeout_seconds,
+                connected: f.subscription.is_some(),
+                active: f.subscription.is_some(),
+                suppressed_roles: f.suppressed.iter().cloned().collect(),
+                used: f.used.clone(),
+                offered: self.offered_sum(&f.offers),
+                task_count: f.tasks.len(),
+            })
+            .collect();
+        let mut tasks: Vec<TaskView> = self
+            .frameworks
+            .values()
+            .flat_map(|f| f.tasks.values())
+            .map(task_view)
+            .collect();
+        tasks.extend(self.completed.iter().map(task_view));
+
+        // Roles: every role a framework subscribes to, has a weight, or holds resources in.
+        let mut allocated: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for role in self.config.weights.keys() {
+            allocated.entry(role.clone()).or_default();
+        }
+        for f in self.frameworks.values() {
+            for role in &f.roles {
+                allocated.entry(role.clone()).or_default();
+                members
+                    .entry(role.clone())
+                    .or_default()
+                    .insert(f.id.clone());
+            }
+            for t in f.tasks.values() {
+                if t.state != TaskState::TaskUnreachable {
+                    allocated
+                        .entry(t.role.clone())
+                        .or_default()
+                        .add(&t.resources);
+                }
+            }
+        }
+        for o in self.offers.values() {
+            allocated
+                .entry(o.role.clone())
+                .or_default()
+                .add(&o.resources);
+        }
+        let roles = allocated
+            .into_iter()
+            .map(|(name, allocated)| RoleView {
+                weight: self.config.weights.get(&name).copied().unwrap_or(1.0),
+                frameworks: members
+                    .remove(&name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                name,
+                allocated,
+            })
+            .collect();
+        StateSnapshot {
+            master_id: self.config.master_id.clone(),
+            agents,
+            frameworks,
+            tasks,
+            roles,
+            outstanding_offers: self.offers.len(),
+        }
+    }
+
+    /// Counters and gauges; `allocation_run_ms` is filled in by the driver, which
+    /// owns the clock.
+    pub fn metrics(&self) -> Metrics {
+        let c = &self.counters;
+        let mut m = Metrics {
+            tasks_finished_total: c.tasks_finished,
+            tasks_failed_total: c.tasks_failed,
+            tasks_killed_total: c.tasks_killed,
+            tasks_lost_total: c.tasks_lost,
+            tasks_error_total: c.tasks_error,
+            outstanding_offers: self.offers.len() as u64,
+            offers_sent_total: c.offers_sent,
+            offers_declined_total: c.offers_declined,
+            offers_rescinded_total: c.offers_rescinded,
+            calls_refused_total: c.calls_refused,
+            allocation_runs_total: c.allocation_runs,
+            ..Metrics::default()
+        };
+        let (mut total, mut used, mut offered) =
+            (Resources::new(), Resources::new(), Resources::new());
+        for a in self.agents.values() {
+            match a.status {
+                AgentStatus::Active => m.agents_active += 1,
+                AgentStatus::Disconnected | AgentStatus::Recovering => m.agents_disconnected += 1,
+                AgentStatus::Unreachable => m.agents_unreachable += 1,
+            }
+            if matches!(a.status, AgentStatus::Active | AgentStatus::Disconnected) {
+                total.add(&a.total);
+                used.add(&a.used);
+            }
+        }
+        for o in self.offers.values() {
+            offered.add(&o.resources);
+        }
+        for f in self.frameworks.values() {
+            if f.subscription.is_some() {
+                m.frameworks_connected += 1;
+            } else {
+                m.frameworks_disconnected += 1;
+            }
+            for t in f.tasks.values() {
+                match t.state {
+                    TaskState::TaskStaging => m.tasks_staging += 1,
+                    TaskState::TaskRunning => m.tasks_running += 1,
+                    _ => {}
+                }
+            }
+        }
+        m.cpus_total = total.cpus().as_f64();
+        m.cpus_used = used.cpus().as_f64();
+        m.cpus_offered = offered.cpus().as_f64();
+        m.mem_total = total.mem().as_f64();
+        m.mem_used = used.mem().as_f64();
+        m.mem_offered = offered.mem().as_f64();
+        m
+    }
+}

@@ -1,0 +1,537 @@
+//! The driver: one tokio task that owns the sans-IO [`core::Master`], feeds it inputs
+//! and the clock, and carries out the effects it returns.
+//!
+//! ```text
+//!  gRPC/HTTP handlers ──Command (bounded)──────────▶ ┌──────────────┐ ─ToFramework─▶ per-conn mpsc ─▶ Subscribe stream
+//!  stream wrappers' Drop ──Disconnect (unbounded)──▶ │ driver task  │ ─ToAgent─────▶ per-conn mpsc ─▶ Attach stream
+//!  interval (100 ms) ──Tick────────────────────────▶ │ core::Master │ ─Persist─────▶ Store (synchronous, durable)
+//!  shutdown ───────────────────────────────────────▶ └──────────────┘ ─Close*──────▶ drop the conn's sender
+//! ```
+//!
+//! Effects are carried out in order, right after the `handle` that produced them; a
+//! `Persist` is durable before the next effect is looked at. A connection whose
+//! buffer is full or whose receiver is gone is dropped, and the core is told it
+//! disconnected (a framework re-subscribes, an agent re-registers). A store failure
+//! is fatal: the driver stops and [`crate::serve`] returns the error, as a Mesos
+//! master aborts when its registry fails.
+//!
+//! Snapshot and metrics reads go through the same command channel, so operators see
+//! the state between two inputs, never in the middle of one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{self, Call, CallError, ConnId, Input, Metrics, StateSnapshot};
+use crate::store::{Store, StoreError};
+
+/// How often the driver sends `Input::Tick`.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Capacity of the command channel from the handlers to the driver. When it is full,
+/// handlers wait: back-pressure on clients instead of unbounded memory.
+pub const COMMAND_BUFFER: usize = 4096;
+/// Events buffered per framework stream before the framework counts as too slow and
+/// its stream is dropped (it re-subscribes). Generous: a burst of thousands of task
+/// updates must not cost a framework its subscription, and a tokio channel allocates
+/// its slots as they fill, so an idle stream costs nothing for its capacity.
+pub const FRAMEWORK_BUFFER: usize = 65_536;
+/// Messages buffered per agent stream before the agent counts as stuck and its stream
+/// is dropped (it re-registers). Covers one accept launching thousands of tasks there.
+pub const AGENT_BUFFER: usize = 16_384;
+
+/// What a handler asks of the driver.
+#[derive(Debug)]
+pub enum Command {
+    /// A framework opened a Subscribe stream; `events` feeds it.
+    Subscribe {
+        conn: ConnId,
+        request: v1::SubscribeRequest,
+        events: mpsc::Sender<v1::Event>,
+    },
+    /// An agent opened an Attach stream and sent Register; `messages` feeds it.
+    AgentAttach {
+        conn: ConnId,
+        register: v1::Register,
+        peer: Option<String>,
+        messages: mpsc::Sender<v1::MasterMessage>,
+    },
+    /// A later message on an agent stream.
+    AgentMessage {
+        conn: ConnId,
+        message: v1::AgentMessage,
+    },
+    /// An agent stream's inbound side ended.
+    AgentDisconnected { conn: ConnId },
+    /// A unary scheduler call; the core's verdict goes to `reply`.
+    Call {
+        header: v1::CallHeader,
+        call: Call,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// A consistent view of the state.
+    Snapshot(oneshot::Sender<StateSnapshot>),
+    /// The counters and gauges, `allocation_run_ms` filled in.
+    Metrics(oneshot::Sender<Metrics>),
+}
+
+/// A stream that closed on the client's side, reported from a `Drop` (which cannot
+/// wait for room in a bounded channel).
+#[derive(Debug, Clone, Copy)]
+pub enum Disconnect {
+    Framework(ConnId),
+}
+
+/// The driver has stopped (shutdown, or a fatal store error).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the master is shutting down")]
+pub struct DriverGone;
+
+/// The handlers' side of the driver: cheap to clone, one per service.
+#[derive(Debug, Clone)]
+pub struct DriverHandle {
+    commands: mpsc::Sender<Command>,
+    /// Unbounded on purpose: a stream wrapper reports its end from `Drop`, where it
+    /// cannot wait. At most one message is ever sent per connection, and the driver
+    /// reads this channel before anything else, so it holds at most one entry per
+    /// connection closed since the driver last ran.
+    disconnects: mpsc::UnboundedSender<Disconnect>,
+    /// Connection ids: a counter, never reused within a process.
+    next_conn: Arc<AtomicU64>,
+}
+
+impl DriverHandle {
+    /// A fresh connection id.
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends a command, waiting for room.
+    pub async fn send(&self, command: Command) -> Result<(), DriverGone> {
+        self.commands.send(command).await.map_err(|_| DriverGone)
+    }
+
+    /// Reports, without waiting, that a framework stream ended.
+    pub fn framework_gone(&self, conn: ConnId) {
+        let _ = self.disconnects.send(Disconnect::Framework(conn));
+    }
+
+    /// Runs a scheduler call through the core.
+    pub async fn call(
+        &self,
+        header: v1::CallHeader,
+        call: Call,
+    ) -> Result<Result<(), CallError>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Call {
+            header,
+            call,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// The state between two inputs.
+    pub async fn snapshot(&self) -> Result<StateSnapshot, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Snapshot(reply)).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// The metrics between two inputs.
+    pub async fn metrics(&self) -> Result<Metrics, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Metrics(reply)).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// False once the driver has stopped.
+    pub fn is_running(&self) -> bool {
+        !self.commands.is_closed()
+    }
+}
+
+/// Why the driver stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("registry write failed; the master stops")]
+    Store(#[from] StoreError),
+}
+
+/// The driver task's state. Create with [`Driver::new`], run with [`Driver::run`].
+pub struct Driver {
+    core: core::Master,
+    store: Box<dyn Store>,
+    commands: mpsc::Receiver<Command>,
+    disconnects: mpsc::UnboundedReceiver<Disconnect>,
+    /// Senders feeding each open framework stream; dropping one ends its stream.
+    frameworks: HashMap<ConnId, mpsc::Sender<v1::Event>>,
+    /// Senders feeding each open agent stream.
+    agents: HashMap<ConnId, mpsc::Sender<v1::MasterMessage>>,
+    /// Inputs produced by carrying out effects (a dropped conn), fed before the next
+    /// command so the core learns of it at once.
+    pending: VecDeque<Input>,
+    /// Durations of the latest Ticks, one allocation interval's worth. The core has
+    /// no clock and does not say which Tick ran the batch allocation, so
+    /// `allocation_run_ms` reports the longest of these: the batch allocation runs in
+    /// one of them and dominates the others (which only check timers).
+    recent_ticks: VecDeque<Duration>,
+    /// How many Ticks `recent_ticks` keeps.
+    ticks_per_allocation: usize,
+}
+
+impl Driver {
+    /// A driver owning `core` and `store`, and the handle the handlers use.
+    /// `allocation_interval` is the core's, for the `allocation_run_ms` metric.
+    pub fn new(
+        core: core::Master,
+        store: Box<dyn Store>,
+        allocation_interval: Duration,
+    ) -> (Driver, DriverHandle) {
+        let ticks_per_allocation =
+            (allocation_interval.as_nanos().div_ceil(TICK.as_nanos())).clamp(1, 10_000) as usize;
+        let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
+        let (disconnects_tx, disconnects) = mpsc::unbounded_channel();
+        let handle = DriverHandle {
+            commands: commands_tx,
+            disconnects: disconnects_tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        };
+        let driver = Driver {
+            core,
+            store,
+            commands,
+            disconnects,
+            frameworks: HashMap::new(),
+            agents: HashMap::new(),
+            pending: VecDeque::new(),
+            recent_ticks: VecDeque::with_capacity(ticks_per_allocation),
+            ticks_per_allocation,
+        };
+        (driver, handle)
+    }
+
+    /// Runs until `stop` turns true (or every handle is gone), then closes every
+    /// stream and flushes the store.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), DriverError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                biased;
+                changed = stop.wait_for(|s| *s) => {
+                    let _ = changed;
+                    break Ok(());
+                }
+                // Before the commands: under a steady stream of commands the timers
+                // (allocation, heartbeats, timeouts) must still run. A Tick is ready at
+                // most once per TICK, so it cannot starve the commands either.
+                _ = tick.tick() => {
+                    if let Err(e) = self.on_tick() {
+                        break Err(e);
+                    }
+                }
+                Some(gone) = self.disconnects.recv() => {
+                    if let Err(e) = self.on_disconnect(gone) {
+                        break Err(e);
+                    }
+                }
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break Ok(()) };
+                    if let Err(e) = self.on_command(command) {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        // Stop accepting: later commands fail with DriverGone.
+        self.commands.close();
+        let open = self.frameworks.len() + self.agents.len();
+        self.frameworks.clear();
+        self.agents.clear();
+        tracing::info!(
+            closed_streams = open,
+            "driver stopped; flushing the registry"
+        );
+        let flushed = self.store.flush();
+        result?;
+        flushed?;
+        Ok(())
+    }
+
+    fn on_disconnect(&mut self, gone: Disconnect) -> Result<(), DriverError> {
+        match gone {
+            Disconnect::Framework(conn) => {
+                // Only conns the core still has open; a conn the core closed (or the
+                // driver dropped) is already known to be gone.
+                if self.frameworks.remove(&conn).is_some() {
+                    self.feed(Input::FrameworkDisconnected { conn })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, command: Command) -> Result<(), DriverError> {
+        match command {
+            Command::Subscribe {
+                conn,
+                request,
+                events,
+            } => {
+                self.frameworks.insert(conn, events);
+                self.feed(Input::Subscribe { conn, request })?;
+            }
+            Command::AgentAttach {
+                conn,
+                register,
+                peer,
+                messages,
+            } => {
+                self.agents.insert(conn, messages);
+                self.feed(Input::AgentRegister {
+                    conn,
+                    register,
+                    peer,
+                })?;
+            }
+            Command::AgentMessage { conn, message } => {
+                if self.agents.contains_key(&conn) {
+                    self.feed(Input::AgentMessage { conn, message })?;
+                }
+            }
+            Command::AgentDisconnected { conn } => {
+                if self.agents.remove(&conn).is_some() {
+                    self.feed(Input::AgentDisconnected { conn })?;
+                }
+            }
+            Command::Call {
+                header,
+                call,
+                reply,
+            } => {
+                let result = self
+                    .core
+                    .handle(Input::Call { header, call }, Instant::now());
+                let _ = reply.send(result);
+                self.carry_out()?;
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.core.snapshot());
+            }
+            Command::Metrics(reply) => {
+                let mut metrics = self.core.metrics();
+                metrics.allocation_run_ms = self.allocation_run_ms();
+                let _ = reply.send(metrics);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) -> Result<(), DriverError> {
+        let started = Instant::now();
+        if let Err(e) = self.core.handle(Input::Tick, started) {
+            tracing::warn!(error = %e, "the core refused a Tick");
+        }
+        if self.recent_ticks.len() == self.ticks_per_allocation {
+            self.recent_ticks.pop_front();
+        }
+        self.recent_ticks.push_back(started.elapsed());
+        self.carry_out()
+    }
+
+    /// The longest Tick of the latest allocation interval, in milliseconds.
+    fn allocation_run_ms(&self) -> f64 {
+        self.recent_ticks
+            .iter()
+            .max()
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// Feeds one input (and any it causes) and carries out the effects.
+    fn feed(&mut self, input: Input) -> Result<(), DriverError> {
+        self.pending.push_back(input);
+        while let Some(input) = self.pending.pop_front() {
+            if let Err(e) = self.core.handle(input, Instant::now()) {
+                // Only calls have a caller to tell; for other inputs the core says why
+                // through effects (an ERROR event) and this is just a trace.
+                tracing::debug!(error = %e, "input refused by the core");
+            }
+            self.carry_out()?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the effects of the latest `handle`, in order.
+    fn carry_out(&mut self) -> Result<(), DriverError> {
+        let effects = self.core.take_effects();
+        self.carry_out_effects(effects)
+    }
+
+    fn carry_out_effects(&mut self, effects: Vec<core::Effect>) -> Result<(), DriverError> {
+        for effect in effects {
+            match effect {
+                core::Effect::ToFramework { conn, event } => {
+                    let Some(tx) = self.frameworks.get(&conn) else {
+                        tracing::trace!(conn = conn.0, "event for a closed framework stream");
+                        continue;
+                    };
+                    if let Err(e) = tx.try_send(event) {
+                        tracing::warn!(
+                            conn = conn.0,
+                            reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                                "buffer full"
+                            } else {
+                                "stream closed"
+                            },
+                            "dropping framework stream; the framework will re-subscribe"
+                        );
+                        self.frameworks.remove(&conn);
+                        self.pending
+                            .push_back(Input::FrameworkDisconnected { conn });
+                    }
+                }
+                core::Effect::CloseFramework { conn } => {
+                    self.frameworks.remove(&conn);
+                }
+                core::Effect::ToAgent { conn, message } => {
+                    let Some(tx) = self.agents.get(&conn) else {
+                        tracing::trace!(conn = conn.0, "message for a closed agent stream");
+                        continue;
+                    };
+                    if let Err(e) = tx.try_send(message) {
+                        tracing::warn!(
+                            conn = conn.0,
+                            reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                                "buffer full"
+                            } else {
+                                "stream closed"
+                            },
+                            "dropping agent stream; the agent will re-register"
+                        );
+                        self.agents.remove(&conn);
+                        self.pending.push_back(Input::AgentDisconnected { conn });
+                    }
+                }
+                core::Effect::CloseAgent { conn } => {
+                    self.agents.remove(&conn);
+                }
+                core::Effect::Persist(op) => {
+                    self.store.apply(&op)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CoreConfig, Registry};
+    use crate::store::MemoryStore;
+
+    fn driver() -> (Driver, DriverHandle) {
+        let core = core::Master::new(
+            CoreConfig {
+                master_id: "m1".into(),
+                ..CoreConfig::default()
+            },
+            Registry::default(),
+            Instant::now(),
+        );
+        Driver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn snapshot_and_metrics_go_through_the_driver() {
+        let (driver, handle) = driver();
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(driver.run(stop));
+        let snap = handle.snapshot().await.unwrap();
+        assert_eq!(snap.master_id, "m1");
+        handle.metrics().await.unwrap();
+        assert!(handle.is_running());
+        stop_tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(handle.snapshot().await.is_err());
+        assert!(!handle.is_running());
+    }
+
+    #[tokio::test]
+    async fn conn_ids_are_never_reused() {
+        let (_driver, handle) = driver();
+        let a = handle.next_conn();
+        let b = handle.clone().next_conn();
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn a_full_framework_buffer_drops_the_conn() {
+        let (mut driver, _handle) = driver();
+        let (tx, _rx) = mpsc::channel(1);
+        let conn = ConnId(7);
+        driver.frameworks.insert(conn, tx.clone());
+        tx.try_send(v1::Event::default()).unwrap();
+        driver
+            .carry_out_effects(vec![core::Effect::ToFramework {
+                conn,
+                event: v1::Event::default(),
+            }])
+            .unwrap();
+        assert!(!driver.frameworks.contains_key(&conn));
+        assert!(matches!(
+            driver.pending.front(),
+            Some(Input::FrameworkDisconnected { conn: c }) if *c == conn
+        ));
+    }
+
+    #[test]
+    fn allocation_run_ms_is_the_longest_tick_of_one_interval() {
+        let (mut driver, _handle) = driver();
+        assert_eq!(driver.ticks_per_allocation, 10);
+        assert_eq!(driver.allocation_run_ms(), 0.0);
+        driver
+            .recent_ticks
+            .extend([Duration::from_millis(3), Duration::from_micros(10)]);
+        assert_eq!(driver.allocation_run_ms(), 3.0);
+        for _ in 0..10 {
+            driver.on_tick().unwrap();
+        }
+        assert_eq!(driver.recent_ticks.len(), 10);
+        assert!(driver.allocation_run_ms() < 3.0);
+    }
+
+    /// A store whose disk is gone.
+    struct BrokenStore;
+
+    impl Store for BrokenStore {
+        fn load(&mut self) -> Result<crate::core::Registry, StoreError> {
+            Ok(Default::default())
+        }
+        fn apply(&mut self, _: &crate::core::RegistryOp) -> Result<(), StoreError> {
+            Err(StoreError::Io {
+                path: "registry.log".into(),
+                source: std::io::Error::other("disk gone"),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_registry_write_stops_the_driver() {
+        let (mut driver, _handle) = driver();
+        driver.store = Box::new(BrokenStore);
+        let op = crate::core::RegistryOp::RemoveAgent { id: "a1".into() };
+        let err = driver
+            .carry_out_effects(vec![core::Effect::Persist(op)])
+            .unwrap_err();
+        assert!(
+            matches!(err, DriverError::Store(StoreError::Io { .. })),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,617 @@
+//! The gRPC services: adapters that decode a request, hand it to the driver and
+//! encode the answer. No decision is made here.
+//!
+//! ```text
+//!  Scheduler.Subscribe ─▶ Command::Subscribe{conn, events} ─▶ driver   (EventStream reads `events`;
+//!                                                                       its Drop reports the disconnect)
+//!  Scheduler.<call>    ─▶ Command::Call ─▶ driver ─▶ Result<(), CallError> ─▶ Status code
+//!  AgentLink.Attach    ─▶ first message must be Register ─▶ Command::AgentAttach{conn, messages}
+//!                         a reader task forwards later messages, then AgentDisconnected
+//!  Operator.Get*       ─▶ Command::Snapshot ─▶ operator.proto messages
+//! ```
+//!
+//! Nothing read from the network is unwrapped: a missing header, an empty id or a
+//! stream that does not start with Register is `INVALID_ARGUMENT`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use strata_proto::v1;
+use strata_proto::v1::agent_message::Message as AgentMsg;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+
+use crate::core::{
+    AgentView, Call, CallError, ConnId, ErrorCode, FrameworkView, RoleView, StateSnapshot, TaskView,
+};
+use crate::driver::{AGENT_BUFFER, Command, DriverGone, DriverHandle, FRAMEWORK_BUFFER};
+
+/// How long an agent has, after opening its stream, to send Register.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest message the master accepts (agents re-registering with many tasks, accepts
+/// launching many tasks).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+impl From<DriverGone> for Status {
+    fn from(e: DriverGone) -> Status {
+        Status::unavailable(e.to_string())
+    }
+}
+
+/// The gRPC code of a refused call.
+pub fn call_error_status(e: &CallError) -> Status {
+    let code = match e.code() {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// The scheduler API (`strata.v1.Scheduler`).
+#[derive(Debug, Clone)]
+pub struct SchedulerService {
+    driver: DriverHandle,
+}
+
+impl SchedulerService {
+    pub fn new(driver: DriverHandle) -> SchedulerService {
+        SchedulerService { driver }
+    }
+
+    async fn call(
+        &self,
+        header: Option<v1::CallHeader>,
+        call: Call,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let header = check_header(header)?;
+        match self.driver.call(header, call).await? {
+            Ok(()) => Ok(Response::new(v1::CallResponse {})),
+            Err(e) => Err(call_error_status(&e)),
+        }
+    }
+}
+
+fn check_header(header: Option<v1::CallHeader>) -> Result<v1::CallHeader, Status> {
+    let header = header.ok_or_else(|| {
+        Status::invalid_argument(
+            "missing header: every call carries a CallHeader with the framework_id and stream_id from SUBSCRIBED",
+        )
+    })?;
+    if header.framework_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "header.framework_id is empty: use the framework id from SUBSCRIBED",
+        ));
+    }
+    if header.stream_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "header.stream_id is empty: use the stream id from SUBSCRIBED",
+        ));
+    }
+    Ok(header)
+}
+
+/// The events of one framework subscription. Dropping it (the client went away, or
+/// the server ended the response) reports the disconnect to the driver.
+#[derive(Debug)]
+pub struct EventStream {
+    conn: ConnId,
+    events: mpsc::Receiver<v1::Event>,
+    driver: DriverHandle,
+}
+
+impl Stream for EventStream {
+    type Item = Result<v1::Event, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_recv(cx).map(|e| e.map(Ok))
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.driver.framework_gone(self.conn);
+    }
+}
+
+#[tonic::async_trait]
+impl v1::scheduler_server::Scheduler for SchedulerService {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        if request.framework_info.is_none() {
+            return Err(Status::invalid_argument(
+                "missing framework_info: Subscribe needs a FrameworkInfo (empty id on first subscription)",
+            ));
+        }
+        let conn = self.driver.next_conn();
+        let (events, rx) = mpsc::channel(FRAMEWORK_BUFFER);
+        tracing::debug!(conn = conn.0, "framework subscribing");
+        self.driver
+            .send(Command::Subscribe {
+                conn,
+                request,
+                events,
+            })
+            .await?;
+        Ok(Response::new(EventStream {
+            conn,
+            events: rx,
+            driver: self.driver.clone(),
+        }))
+    }
+
+    async fn accept(
+        &self,
+        request: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Accept(r)).await
+    }
+
+    async fn decline(
+        &self,
+        request: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Decline(r)).await
+    }
+
+    async fn revive(
+        &self,
+        request: Request<v1::ReviveRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Revive(r)).await
+    }
+
+    async fn suppress(
+        &self,
+        request: Request<v1::SuppressRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Suppress(r)).await
+    }
+
+    async fn kill(
+        &self,
+        request: Request<v1::KillRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Kill(r)).await
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Acknowledge(r)).await
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Reconcile(r)).await
+    }
+
+    async fn message(
+        &self,
+        request: Request<v1::MessageRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Message(r)).await
+    }
+
+    async fn teardown(
+        &self,
+        request: Request<v1::TeardownRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let r = request.into_inner();
+        self.call(r.header.clone(), Call::Teardown(r)).await
+    }
+}
+
+/// The agent API (`strata.v1.AgentLink`).
+#[derive(Debug, Clone)]
+pub struct AgentLinkService {
+    driver: DriverHandle,
+}
+
+impl AgentLinkService {
+    pub fn new(driver: DriverHandle) -> AgentLinkService {
+        AgentLinkService { driver }
+    }
+}
+
+/// The messages down one agent stream. Dropping it stops the task reading the
+/// agent's side of the stream.
+#[derive(Debug)]
+pub struct MasterMessageStream {
+    messages: mpsc::Receiver<v1::MasterMessage>,
+    /// Dropped with the stream: tells the reader task to stop.
+    _reader_stop: oneshot::Sender<()>,
+}
+
+impl Stream for MasterMessageStream {
+    type Item = Result<v1::MasterMessage, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.messages.poll_recv(cx).map(|m| m.map(Ok))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::agent_link_server::AgentLink for AgentLinkService {
+    type AttachStream = MasterMessageStream;
+
+    async fn attach(
+        &self,
+        request: Request<tonic::Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<MasterMessageStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let mut inbound = request.into_inner();
+        let first = match tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "no Register within {}s: the first message on an agent stream must be Register",
+                    REGISTER_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::invalid_argument(
+                    "the agent stream ended before Register: the first message must be Register",
+                ));
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        let register = match first.message {
+            Some(AgentMsg::Register(r)) => r,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on an agent stream must be Register",
+                ));
+            }
+        };
+        if register.agent_info.is_none() {
+            return Err(Status::invalid_argument("Register.agent_info is missing"));
+        }
+
+        let conn = self.driver.next_conn();
+        let (messages, rx) = mpsc::channel(AGENT_BUFFER);
+        tracing::debug!(
+            conn = conn.0,
+            peer = peer.as_deref().unwrap_or("?"),
+            "agent attaching"
+        );
+        self.driver
+            .send(Command::AgentAttach {
+                conn,
+                register,
+                peer,
+                messages,
+            })
+            .await?;
+
+        // The reader's owner is the response stream: it stops when the agent's side
+        // ends or when the response stream is dropped (closed by the driver, or the
+        // server shutting down).
+        let (reader_stop, mut stop) = oneshot::channel::<()>();
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    next = inbound.message() => match next {
+                        Ok(Some(v1::AgentMessage { message: None })) => {
+                            tracing::debug!(conn = conn.0, "ignoring an empty agent message");
+                        }
+                        Ok(Some(message)) => {
+                            if driver.send(Command::AgentMessage { conn, message }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(conn = conn.0, %status, "agent stream failed");
+                            break;
+                        }
+                    },
+                }
+            }
+            let _ = driver.send(Command::AgentDisconnected { conn }).await;
+        });
+        Ok(Response::new(MasterMessageStream {
+            messages: rx,
+            _reader_stop: reader_stop,
+        }))
+    }
+}
+
+/// The read-only operator API (`strata.v1.Operator`), from the driver's snapshot.
+#[derive(Debug, Clone)]
+pub struct OperatorService {
+    driver: DriverHandle,
+}
+
+impl OperatorService {
+    pub fn new(driver: DriverHandle) -> OperatorService {
+        OperatorService { driver }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::operator_server::Operator for OperatorService {
+    async fn get_state(
+        &self,
+        _: Request<v1::GetStateRequest>,
+    ) -> Result<Response<v1::GetStateResponse>, Status> {
+        let s = self.driver.snapshot().await?;
+        Ok(Response::new(state_response(&s)))
+    }
+
+    async fn get_agents(
+        &self,
+        _: Request<v1::GetAgentsRequest>,
+    ) -> Result<Response<v1::GetAgentsResponse>, Status> {
+        let s = self.driver.snapshot().await?;
+        Ok(Response::new(v1::GetAgentsResponse {
+            agents: s.agents.iter().map(agent_state).collect(),
+        }))
+    }
+
+    async fn get_frameworks(
+        &self,
+        _: Request<v1::GetFrameworksRequest>,
+    ) -> Result<Response<v1::GetFrameworksResponse>, Status> {
+        let s = self.driver.snapshot().await?;
+        Ok(Response::new(v1::GetFrameworksResponse {
+            frameworks: s.frameworks.iter().map(framework_state).collect(),
+        }))
+    }
+
+    async fn get_tasks(
+        &self,
+        _: Request<v1::GetTasksRequest>,
+    ) -> Result<Response<v1::GetTasksResponse>, Status> {
+        let s = self.driver.snapshot().await?;
+        Ok(Response::new(v1::GetTasksResponse {
+            tasks: s.tasks.iter().map(task_entry).collect(),
+        }))
+    }
+
+    async fn get_roles(
+        &self,
+        _: Request<v1::GetRolesRequest>,
+    ) -> Result<Response<v1::GetRolesResponse>, Status> {
+        let s = self.driver.snapshot().await?;
+        Ok(Response::new(v1::GetRolesResponse {
+            roles: s.roles.iter().map(role_state).collect(),
+        }))
+    }
+}
+
+/// The whole state as the operator API's `GetStateResponse`.
+pub fn state_response(s: &StateSnapshot) -> v1::GetStateResponse {
+    v1::GetStateResponse {
+        master_id: s.master_id.clone(),
+        agents: s.agents.iter().map(agent_state).collect(),
+        frameworks: s.frameworks.iter().map(framework_state).collect(),
+        tasks: s.tasks.iter().map(task_entry).collect(),
+        roles: s.roles.iter().map(role_state).collect(),
+    }
+}
+
+fn agent_state(a: &AgentView) -> v1::AgentState {
+    v1::AgentState {
+        info: Some(v1::AgentInfo {
+            id: a.id.clone(),
+            hostname: a.hostname.clone(),
+            address: a.address.clone(),
+            resources: a.total.to_proto(),
+            attributes: a
+                .attributes
+                .iter()
+                .map(|(name, value)| v1::Attribute {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }),
+        status: a.status.clone(),
+        total: a.total.to_proto(),
+        used: a.used.to_proto(),
+        offered: a.offered.to_proto(),
+        registered_time: a.registered_time,
+    }
+}
+
+fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
+    v1::FrameworkState {
+        info: Some(v1::FrameworkInfo {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            user: f.user.clone(),
+            roles: f.roles.clone(),
+            failover_timeout_seconds: f.failover_timeout_seconds,
+            capabilities: f
+                .capabilities
+                .iter()
+                .filter_map(|c| v1::FrameworkCapability::from_str_name(c))
+                .map(|c| c as i32)
+                .collect(),
+            hostname: String::new(),
+            principal: String::new(),
+        }),
+        connected: f.connected,
+        active: f.active,
+        suppressed_roles: f.suppressed_roles.clone(),
+        used: f.used.to_proto(),
+        offered: f.offered.to_proto(),
+        task_count: f.task_count as u64,
+    }
+}
+
+fn task_entry(t: &TaskView) -> v1::TaskEntry {
+    let state = v1::TaskState::from_str_name(&t.state).unwrap_or(v1::TaskState::Unspecified) as i32;
+    v1::TaskEntry {
+        task_id: t.id.clone(),
+        framework_id: t.framework_id.clone(),
+        agent_id: t.agent_id.clone(),
+        name: t.name.clone(),
+        state,
+        resources: t.resources.to_proto(),
+        last_status: Some(v1::TaskStatus {
+            task_id: t.id.clone(),
+            state,
+            message: t.message.clone(),
+            reason: v1::TaskStatusReason::from_str_name(&t.reason)
+                .unwrap_or(v1::TaskStatusReason::ReasonUnspecified) as i32,
+            agent_id: t.agent_id.clone(),
+            framework_id: t.framework_id.clone(),
+            timestamp: t.updated,
+            exit_status: t.exit_status,
+            ..Default::default()
+        }),
+    }
+}
+
+fn role_state(r: &RoleView) -> v1::RoleState {
+    v1::RoleState {
+        name: r.name.clone(),
+        weight: r.weight,
+        allocated: r.allocated.to_proto(),
+        frameworks: r.frameworks.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::Resources;
+
+    #[test]
+    fn call_errors_map_to_grpc_codes() {
+        let cases = [
+            (
+                CallError::UnknownFramework("f".into()),
+                tonic::Code::NotFound,
+            ),
+            (CallError::NotFound("x".into()), tonic::Code::NotFound),
+            (
+                CallError::StaleStream {
+                    framework_id: "f".into(),
+                    got: "s".into(),
+                },
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                CallError::FailedPrecondition("x".into()),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                CallError::InvalidArgument("bad cpus".into()),
+                tonic::Code::InvalidArgument,
+            ),
+        ];
+        for (e, code) in cases {
+            let s = call_error_status(&e);
+            assert_eq!(s.code(), code);
+            assert_eq!(s.message(), e.to_string());
+        }
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        assert_eq!(
+            check_header(None).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let empty = v1::CallHeader {
+            framework_id: String::new(),
+            stream_id: "s".into(),
+        };
+        assert_eq!(
+            check_header(Some(empty)).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let ok = v1::CallHeader {
+            framework_id: "f".into(),
+            stream_id: "s".into(),
+        };
+        assert!(check_header(Some(ok)).is_ok());
+    }
+
+    #[test]
+    fn snapshot_converts_to_operator_messages() {
+        let s = StateSnapshot {
+            master_id: "m".into(),
+            agents: vec![AgentView {
+                id: "a1".into(),
+                hostname: "h".into(),
+                address: "h:5051".into(),
+                status: "ACTIVE".into(),
+                attributes: [("rack".to_string(), "r1".to_string())].into(),
+                total: Resources::cpus_mem(4.0, 1024.0),
+                used: Resources::cpus_mem(1.0, 128.0),
+                offered: Resources::new(),
+                registered_time: 1.0,
+            }],
+            frameworks: vec![FrameworkView {
+                id: "f1".into(),
+                name: "hello".into(),
+                user: "u".into(),
+                roles: vec!["*".into()],
+                capabilities: vec!["PARTITION_AWARE".into(), "NOT_A_CAPABILITY".into()],
+                failover_timeout_seconds: 60.0,
+                connected: true,
+                active: true,
+                suppressed_roles: vec![],
+                used: Resources::cpus_mem(1.0, 128.0),
+                offered: Resources::new(),
+                task_count: 1,
+            }],
+            tasks: vec![TaskView {
+                id: "t1".into(),
+                name: "t".into(),
+                framework_id: "f1".into(),
+                agent_id: "a1".into(),
+                state: "TASK_RUNNING".into(),
+                resources: Resources::cpus_mem(1.0, 128.0),
+                message: String::new(),
+                reason: "REASON_COMMAND_EXITED".into(),
+                exit_status: None,
+                updated: 2.0,
+            }],
+            roles: vec![RoleView {
+                name: "*".into(),
+                weight: 1.0,
+                allocated: Resources::cpus_mem(1.0, 128.0),
+                frameworks: vec!["f1".into()],
+            }],
+            outstanding_offers: 0,
+        };
+        let r = state_response(&s);
+        assert_eq!(r.master_id, "m");
+        assert_eq!(r.agents[0].info.as_ref().unwrap().attributes[0].value, "r1");
+        assert_eq!(
+            r.frameworks[0].info.as_ref().unwrap().capabilities,
+            vec![v1::FrameworkCapability::PartitionAware as i32]
+        );
+        assert_eq!(r.tasks[0].state, v1::TaskState::TaskRunning as i32);
+        assert_eq!(
+            r.tasks[0].last_status.as_ref().unwrap().reason,
+            v1::TaskStatusReason::ReasonCommandExited as i32
+        );
+        assert_eq!(r.roles[0].frameworks, vec!["f1".to_string()]);
+    }
+}

@@ -1,0 +1,485 @@
+//! The registry store: what must survive a master restart (admitted and unreachable
+//! agents, frameworks) goes through the [`Store`] trait.
+//!
+//! The embedded default is [`FileStore`], a file-backed store in the master's work dir:
+//!
+//! ```text
+//!   WORK_DIR/registry.lock   held (flock) while a master uses the dir
+//!   WORK_DIR/registry.json   snapshot: {"version":1,"seq":N,"registry":{...}}
+//!   WORK_DIR/registry.log    JSON lines {"seq":N+1,"op":{...}} appended and fsynced per op
+//! ```
+//!
+//! `apply` appends one line and fsyncs it before returning, so the driver can act on
+//! the operation knowing it is durable. Every [`COMPACT_EVERY`] operations (and on
+//! `flush`, at shutdown) the registry is written to `registry.json.tmp`, fsynced,
+//! renamed over `registry.json` and the directory fsynced; then the log is emptied.
+//! A crash between the rename and the truncation is harmless: log lines whose `seq`
+//! the snapshot already covers are skipped on load.
+//!
+//! A torn last line (the master died mid-write) is dropped with a warning; any other
+//! unreadable line or snapshot is an error at start, naming the file and line.
+//!
+//! [`MemoryStore`] keeps nothing across restarts, for tests and benchmarks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Registry, RegistryOp};
+
+/// Where the registry is kept. Owned by the driver task; every call is synchronous
+/// and durable when it returns `Ok`.
+pub trait Store: Send {
+    /// The registry as persisted so far.
+    fn load(&mut self) -> Result<Registry, StoreError>;
+    /// Persists one operation durably.
+    fn apply(&mut self, op: &RegistryOp) -> Result<(), StoreError>;
+    /// Makes everything compact and durable (called at shutdown).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Why the registry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("registry I/O on {path} failed (check that the work dir exists and is writable)")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "work dir {path} is in use by another strata-master (its lock is held); stop it or choose another --work-dir"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "registry log {path} is corrupt at line {line}: {reason}; restore it from a backup or move the work dir away to start empty"
+    )]
+    CorruptLog {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error(
+        "registry snapshot {path} is corrupt: {reason}; restore it from a backup or move the work dir away to start empty"
+    )]
+    CorruptSnapshot { path: PathBuf, reason: String },
+    #[error("cannot encode registry operation: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A store that keeps the registry in memory only (nothing survives a restart).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    registry: Registry,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&mut self) -> Result<Registry, StoreError> {
+        Ok(self.registry.clone())
+    }
+
+    fn apply(&mut self, op: &RegistryOp) -> Result<(), StoreError> {
+        self.registry.apply(op);
+        Ok(())
+    }
+}
+
+/// Operations appended to the log before it is compacted into the snapshot.
+pub const COMPACT_EVERY: u64 = 1000;
+
+const LOCK_FILE: &str = "registry.lock";
+const SNAPSHOT_FILE: &str = "registry.json";
+const SNAPSHOT_TMP: &str = "registry.json.tmp";
+const LOG_FILE: &str = "registry.log";
+const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    /// The last log sequence number folded into `registry`.
+    seq: u64,
+    registry: Registry,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogLine {
+    seq: u64,
+    op: RegistryOp,
+}
+
+/// The file-backed registry (see the module docs for the layout).
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    /// Held for the store's lifetime: the OS lock that keeps a second master out.
+    _lock: File,
+    /// `registry.log`, opened for appending.
+    log: File,
+    /// The registry as of the last applied op (what the next snapshot will hold).
+    registry: Registry,
+    /// The sequence number of the last op applied.
+    seq: u64,
+    /// Ops appended since the last compaction.
+    since_compaction: u64,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the registry in `dir`, takes its lock and reads it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: dir });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+
+        let (registry, snapshot_seq) = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        let log_path = dir.join(LOG_FILE);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
+        let mut store = FileStore {
+            dir,
+            _lock: lock,
+            log: log.try_clone().map_err(io(&log_path))?,
+            registry,
+            seq: snapshot_seq,
+            since_compaction: 0,
+        };
+        store.replay(&mut log, &log_path)?;
+        Ok(store)
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn replay(&mut self, log: &mut File, path: &Path) -> Result<(), StoreError> {
+        log.seek(SeekFrom::Start(0)).map_err(io(path))?;
+        let mut reader = BufReader::new(&*log);
+        let mut offset: u64 = 0;
+        let mut line_no = 0usize;
+        let mut buf = Vec::new();
+        // A line that did not parse: (line number, its offset, why). Only allowed as
+        // the last line of the file (a torn write).
+        let mut bad: Option<(usize, u64, String)> = None;
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            if let Some((line, _, reason)) = bad.take() {
+                return Err(StoreError::CorruptLog {
+                    path: path.to_path_buf(),
+                    line,
+                    reason,
+                });
+            }
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim();
+            if !text.is_empty() {
+                match serde_json::from_str::<LogLine>(text) {
+                    Ok(entry) if entry.seq <= self.seq => {
+                        // Already folded into the snapshot (a crash after compaction
+                        // but before the log was emptied), or out of order.
+                        if self.since_compaction > 0 {
+                            return Err(StoreError::CorruptLog {
+                                path: path.to_path_buf(),
+                                line: line_no,
+                                reason: format!(
+                                    "sequence number {} does not follow {}",
+                                    entry.seq, self.seq
+                                ),
+                            });
+                        }
+                    }
+                    Ok(entry) => {
+                        self.registry.apply(&entry.op);
+                        self.seq = entry.seq;
+                        self.since_compaction += 1;
+                    }
+                    Err(e) => bad = Some((line_no, offset, e.to_string())),
+                }
+            }
+            offset += n as u64;
+        }
+        if let Some((line, at, reason)) = bad {
+            tracing::warn!(
+                path = %path.display(),
+                line,
+                %reason,
+                "dropping a torn last line of the registry log (the master stopped mid-write)"
+            );
+            log.set_len(at).map_err(io(path))?;
+            log.sync_all().map_err(io(path))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the registry to `registry.json` atomically and empties the log.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let tmp = self.dir.join(SNAPSHOT_TMP);
+        let dest = self.dir.join(SNAPSHOT_FILE);
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            seq: self.seq,
+            registry: self.registry.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&snapshot)?;
+        {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&bytes).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        let log_path = self.dir.join(LOG_FILE);
+        self.log.set_len(0).map_err(io(&log_path))?;
+        self.log.sync_all().map_err(io(&log_path))?;
+        self.since_compaction = 0;
+        Ok(())
+    }
+}
+
+impl Store for FileStore {
+    fn load(&mut self) -> Result<Registry, StoreError> {
+        Ok(self.registry.clone())
+    }
+
+    fn apply(&mut self, op: &RegistryOp) -> Result<(), StoreError> {
+        let entry = LogLine {
+            seq: self.seq + 1,
+            op: op.clone(),
+        };
+        let mut line = serde_json::to_vec(&entry)?;
+        line.push(b'\n');
+        let log_path = self.dir.join(LOG_FILE);
+        self.log.write_all(&line).map_err(io(&log_path))?;
+        self.log.sync_data().map_err(io(&log_path))?;
+        self.seq = entry.seq;
+        self.registry.apply(op);
+        self.since_compaction += 1;
+        if self.since_compaction >= COMPACT_EVERY {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.since_compaction > 0 {
+            self.compact()
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn read_snapshot(path: &Path) -> Result<(Registry, u64), StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Registry::default(), 0));
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let snapshot: Snapshot =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptSnapshot {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if snapshot.version != SNAPSHOT_VERSION {
+        return Err(StoreError::CorruptSnapshot {
+            path: path.to_path_buf(),
+            reason: format!(
+                "version {} is not supported (this master reads version {SNAPSHOT_VERSION})",
+                snapshot.version
+            ),
+        });
+    }
+    Ok((snapshot.registry, snapshot.seq))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admit(id: &str) -> RegistryOp {
+        RegistryOp::AdmitAgent {
+            id: id.into(),
+            hostname: format!("{id}.example"),
+        }
+    }
+
+    #[test]
+    fn ops_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            assert!(s.load().unwrap().agents.is_empty());
+            s.apply(&admit("a1")).unwrap();
+            s.apply(&RegistryOp::AddFramework {
+                id: "f1".into(),
+                info: vec![1, 2, 3],
+            })
+            .unwrap();
+            s.apply(&RegistryOp::MarkUnreachable {
+                id: "a1".into(),
+                unix_time: 12.5,
+            })
+            .unwrap();
+        }
+        let mut s = FileStore::open(dir.path()).unwrap();
+        let r = s.load().unwrap();
+        assert_eq!(r.agents.get("a1").map(String::as_str), Some("a1.example"));
+        assert_eq!(r.unreachable.get("a1"), Some(&12.5));
+        assert_eq!(r.frameworks.get("f1"), Some(&vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = FileStore::open(dir.path()).unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn compaction_keeps_the_registry_and_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            for i in 0..(COMPACT_EVERY + 5) {
+                s.apply(&admit(&format!("a{i}"))).unwrap();
+            }
+            s.apply(&RegistryOp::RemoveAgent { id: "a0".into() })
+                .unwrap();
+            // The log holds only what came after the compaction.
+            let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+            assert_eq!(log.lines().count(), 6);
+            s.flush().unwrap();
+            let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+            assert!(log.is_empty());
+        }
+        let mut s = FileStore::open(dir.path()).unwrap();
+        let r = s.load().unwrap();
+        assert_eq!(r.agents.len() as u64, COMPACT_EVERY + 4);
+        assert!(!r.agents.contains_key("a0"));
+        assert!(!dir.path().join(SNAPSHOT_TMP).exists());
+    }
+
+    #[test]
+    fn a_crash_between_snapshot_and_log_truncation_replays_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_copy;
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+            s.apply(&RegistryOp::RemoveAgent { id: "a1".into() })
+                .unwrap();
+            log_copy = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+            s.flush().unwrap();
+        }
+        // Put the already-compacted lines back, as if the truncation never happened.
+        std::fs::write(dir.path().join(LOG_FILE), &log_copy).unwrap();
+        let mut s = FileStore::open(dir.path()).unwrap();
+        assert!(s.load().unwrap().agents.is_empty());
+        s.apply(&admit("a2")).unwrap();
+        drop(s);
+        let mut s = FileStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().agents.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+        }
+        let path = dir.path().join(LOG_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":2,"op":{"AdmitAg"#).unwrap();
+        drop(f);
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            assert_eq!(s.load().unwrap().agents.len(), 1);
+            // Appending after the repair yields a readable log.
+            s.apply(&admit("a2")).unwrap();
+        }
+        let mut s = FileStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().agents.len(), 2);
+    }
+
+    #[test]
+    fn corruption_before_the_last_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+            s.apply(&admit("a2")).unwrap();
+        }
+        let path = dir.path().join(LOG_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.insert(1, "garbage");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        match &err {
+            StoreError::CorruptLog { line, .. } => assert_eq!(*line, 2),
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().contains("registry.log"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), "{not json").unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::CorruptSnapshot { .. }), "{err}");
+    }
+
+    #[test]
+    fn memory_store_folds_ops() {
+        let mut s = MemoryStore::new();
+        s.apply(&admit("a1")).unwrap();
+        assert_eq!(s.load().unwrap().agents.len(), 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! The `strata-master` binary: flags checked before anything starts, the listening
+//! line, and a graceful exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata-master");
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run strata-master")
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let wd = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--weights",
+                "role=-1",
+            ],
+            "greater than 0",
+        ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--weights",
+                "role=abc",
+            ],
+            "not a number",
+        ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--allocation-interval",
+                "5x",
+            ],
+            "unknown unit",
+        ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--allocation-interval",
+                "0s",
+            ],
+            "greater than zero",
+        ),
+        (&["--work-dir", wd, "--listen", "nowhere"], "--listen"),
+        (&["--listen", "127.0.0.1:0"], "--work-dir"),
+    ];
+    for (args, reason) in cases {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&[
+        "--work-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &addr,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_work_dir_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let wd = file.join("sub");
+    let out = run(&[
+        "--work-dir",
+        wd.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("registry"), "{stderr}");
+}
+
+#[test]
+fn it_prints_the_bound_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--work-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--weights", "prod=2,dev=1", "--offer-timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("strata-master listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    assert_ne!(addr.port(), 0);
+
+    // It answers HTTP on that address.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("ok"), "{reply}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strata-master did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dir.path().join("registry.lock").exists());
+}

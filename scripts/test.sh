@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine as root: installs what the tests need,
+# then checks formatting, lints and runs every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_root_for() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: $1 needs root (run as root, or install it yourself first)" >&2
+    exit 1
+  fi
+}
+
+# Prerequisites: a Rust toolchain (rustup; the one thing not installed here), and
+# Debian packages the tests use. protoc is vendored by the build (protoc-bin-vendored).
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found: install Rust first (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+missing=()
+for tool in curl procps:pgrep; do
+  pkg=${tool%%:*}; bin=${tool##*:}
+  command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root_for "installing ${missing[*]}"
+  log "installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
+
+export CARGO_TERM_COLOR=never
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo build (binaries the cluster tests start)"
+cargo build --workspace --bins --examples --locked
+
+log "cargo test"
+cargo test --workspace --locked -- --test-threads 2

@@ -1,0 +1,303 @@
+//! Test harness for cluster-level tests: starts the real `strata-master` and
+//! `strata-agent` binaries on loopback ports chosen by the kernel, and reads their state.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where cargo put the workspace's binaries (next to this test's own executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace binaries first (`cargo build --workspace --bins --examples`, as scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn example(name: &str) -> PathBuf {
+    bin(&format!("examples/{name}"))
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args`, logging stderr to `log`, and waits for the line on stdout
+    /// that ends with `listening on ADDR`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Proc {
+        let logfile = std::fs::File::create(log).expect("create log");
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(logfile))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.contains("listening on") {
+                    let addr = line.split_whitespace().last().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not start listening; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        };
+        Proc { child, addr, name: name.to_string(), log: log.to_path_buf() }
+    }
+
+    /// kill -9, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A master and its agents, each a real process.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master: Proc,
+    pub agents: Vec<Proc>,
+    pub master_flags: Vec<String>,
+}
+
+/// Short timeouts so that agent loss shows within seconds in tests.
+pub fn fast_master_flags() -> Vec<String> {
+    ["--allocation-interval", "100ms", "--agent-ping-timeout", "300ms", "--max-agent-ping-timeouts", "4"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Cluster {
+    pub fn start(agents: usize) -> Cluster {
+        Self::start_with(agents, fast_master_flags())
+    }
+
+    pub fn start_with(agents: usize, master_flags: Vec<String>) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master = start_master(dir.path(), "127.0.0.1:0", &master_flags);
+        let mut cluster = Cluster { dir, master, agents: Vec::new(), master_flags };
+        for i in 0..agents {
+            cluster.add_agent(i, "cpus:2;mem:1024;disk:1000;ports:[31000-31100]");
+        }
+        cluster.wait_for_agents(agents);
+        cluster
+    }
+
+    pub fn add_agent(&mut self, index: usize, resources: &str) {
+        let agent = start_agent(self.dir.path(), index, &self.master.addr, resources);
+        if index < self.agents.len() {
+            self.agents[index] = agent;
+        } else {
+            self.agents.push(agent);
+        }
+    }
+
+    pub fn master_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.master.addr, path)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.master.addr)
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        http_json(&self.master_url("/state"))
+    }
+
+    /// Waits until `n` agents are ACTIVE.
+    pub fn wait_for_agents(&self, n: usize) {
+        wait_until(Duration::from_secs(30), &format!("{n} active agents"), || {
+            active_agents(&self.state()) >= n
+        });
+    }
+
+    /// Restarts the master (after kill -9) on the same port and work dir.
+    pub fn restart_master(&mut self) {
+        self.master.kill9();
+        let addr = self.master.addr.clone();
+        // The port was ours a moment ago; retry briefly while the kernel releases it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                start_master(self.dir.path(), &addr, &self.master_flags)
+            }));
+            match p {
+                Ok(m) => {
+                    self.master = m;
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+pub fn start_master(dir: &Path, listen: &str, flags: &[String]) -> Proc {
+    let work = dir.join("master");
+    let mut args = vec!["--listen".to_string(), listen.to_string(), "--work-dir".into(), work.display().to_string()];
+    args.extend(flags.iter().cloned());
+    Proc::spawn("master", &bin("strata-master"), &args, &dir.join(format!("master-{}.log", unique())))
+}
+
+pub fn start_agent(dir: &Path, index: usize, master: &str, resources: &str) -> Proc {
+    let work = dir.join(format!("agent{index}"));
+    let args: Vec<String> = vec![
+        "--master".into(),
+        master.into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--work-dir".into(),
+        work.display().to_string(),
+        "--resources".into(),
+        resources.into(),
+        "--hostname".into(),
+        format!("agent{index}.test"),
+        "--attributes".into(),
+        format!("rack:r{index}"),
+        "--registration-backoff".into(),
+        "200ms".into(),
+    ];
+    Proc::spawn(&format!("agent{index}"), &bin("strata-agent"), &args, &dir.join(format!("agent{index}-{}.log", unique())))
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+pub fn http_json(url: &str) -> serde_json::Value {
+    let body = http_get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: bad JSON ({e}): {body}"))
+}
+
+/// A plain HTTP/1.1 GET with no client library, returning the body of a 200.
+pub fn http_get(url: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{}: {body}", head.lines().next().unwrap_or("")));
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_string())
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn active_agents(state: &serde_json::Value) -> usize {
+    state["agents"].as_array().map(|a| a.iter().filter(|x| x["status"] == "ACTIVE").count()).unwrap_or(0)
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Runs a command to completion with a timeout, returning (exit code, stdout, stderr).
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (i32, String, String) {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = out_dir.path().join("out");
+    let err = out_dir.path().join("err");
+    let mut child = cmd
+        .stdout(Stdio::from(std::fs::File::create(&out).expect("out")))
+        .stderr(Stdio::from(std::fs::File::create(&err).expect("err")))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "command timed out after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    )
+}
