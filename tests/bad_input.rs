@@ -56,10 +56,22 @@ async fn next_offers(fw: &mut Fw) -> Vec<v1::Offer> {
     }
 }
 
+/// The next status update, acknowledged as a scheduler must (the agent sends a task's
+/// next update only after the previous one is acknowledged).
 async fn next_update(fw: &mut Fw) -> v1::TaskStatus {
     loop {
         if let v1::event::Event::Update(u) = next_useful(&mut fw.events).await {
-            return u.status.expect("status");
+            let status = u.status.expect("status");
+            if !status.uuid.is_empty() {
+                let ack = v1::AcknowledgeRequest {
+                    header: Some(fw.header.clone()),
+                    agent_id: status.agent_id.clone(),
+                    task_id: status.task_id.clone(),
+                    uuid: status.uuid.clone(),
+                };
+                fw.client.acknowledge(ack).await.expect("acknowledge");
+            }
+            return status;
         }
     }
 }
@@ -103,11 +115,11 @@ async fn bad_calls_get_clear_errors_and_change_nothing() {
     let mut b = subscribe(&url, "b").await;
 
     // One agent, two frameworks: whoever gets the offer, the other one has none.
-    let (holder, other) = tokio::select! {
+    let (holder, got) = tokio::select! {
         o = next_offers(&mut a) => (o, "a"),
         o = next_offers(&mut b) => (o, "b"),
     };
-    let (owner, thief) = if other == "a" { (&mut b, &mut a) } else { (&mut a, &mut b) };
+    let (owner, thief) = if got == "a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
     let offer = holder[0].clone();
     let agent = offer.agent_id.clone();
 
@@ -173,9 +185,11 @@ async fn bad_calls_get_clear_errors_and_change_nothing() {
     let state = cluster.state();
     assert_eq!(common::active_agents(&state), 1);
     assert_eq!(state["frameworks"].as_array().unwrap().len(), 2);
-    common::wait_until(Duration::from_secs(20), "the good task running", || {
-        let s = cluster.state();
-        s["tasks"].as_array().unwrap().iter().any(|t| t["id"] == "dup" && t["state"] == "TASK_RUNNING")
-    });
+    while states.last().map(|s| s.state()) != Some(v1::TaskState::TaskRunning) {
+        states.push(next_update(owner).await);
+    }
+    assert!(states.iter().all(|s| s.task_id == "dup"), "{states:?}");
+    let s = cluster.state();
+    assert!(s["tasks"].as_array().unwrap().iter().any(|t| t["id"] == "dup" && t["state"] == "TASK_RUNNING"), "{s}");
     assert!((used_cpus(&cluster.state()) - 0.1).abs() < 1e-9, "exactly the one good task's cpus are used");
 }

@@ -67,9 +67,12 @@ pub struct AgentOptions {
     pub resources: Resources,
     /// Attributes reported to the master (e.g. `rack:r1`), used by placement constraints.
     pub attributes: Vec<(String, String)>,
-    /// Hostname reported to the master and used in the advertised address; `None`:
-    /// the machine's hostname, and the listener's bound address is advertised.
+    /// Hostname reported to the master (and shown to frameworks in offers); `None`:
+    /// the machine's hostname.
     pub hostname: Option<String>,
+    /// `host:port` the master and users reach this agent's HTTP API at; `None`: the
+    /// listener's bound address (`hostname:port` when bound to 0.0.0.0).
+    pub advertise_address: Option<String>,
     /// Which containerizer runs tasks.
     pub containerizer: ContainerizerConfig,
     /// First retry interval of an unacknowledged status update (Mesos: 10 s).
@@ -98,6 +101,7 @@ impl AgentOptions {
             resources: Resources::new(),
             attributes: Vec::new(),
             hostname: None,
+            advertise_address: None,
             containerizer: ContainerizerConfig::Process,
             status_retry_interval: Duration::from_secs(10),
             status_retry_max: Duration::from_secs(600),

@@ -65,7 +65,8 @@ pub enum AgentError {
 /// Runs an agent until `shutdown` resolves.
 ///
 /// `listener` serves the agent's HTTP API and its bound address (or
-/// `options.hostname` with its port) is what the agent advertises to the master. The
+/// `options.advertise_address`; `hostname:port` when bound to every interface) is what
+/// the agent advertises to the master. The
 /// agent dials `options.master`, registers (re-registering with the same id after a
 /// restart, from `WORK_DIR/agent_id`), and runs what the master sends. On shutdown it
 /// kills its tasks (SIGTERM, `executor_shutdown_grace_period`, SIGKILL), writes its
@@ -84,7 +85,7 @@ pub async fn run(
     })?;
     let local = listener.local_addr().map_err(AgentError::Listener)?;
     let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
-    let address = advertised_address(local, options.hostname.as_deref(), &hostname);
+    let address = advertised_address(local, options.advertise_address.as_deref(), &hostname);
 
     let containerizer: Arc<dyn Containerizer> = match &options.containerizer {
         ContainerizerConfig::Process => Arc::new(ProcessContainerizer::new()),
@@ -223,12 +224,13 @@ pub fn machine_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The address the master and users reach the agent's HTTP API at: `--hostname:port`
-/// when a hostname was given, the machine's hostname when the listener is bound to
-/// every interface, the bound address otherwise.
-fn advertised_address(local: SocketAddr, hostname_flag: Option<&str>, hostname: &str) -> String {
-    match hostname_flag {
-        Some(h) => format!("{h}:{}", local.port()),
+/// The address the master and users reach the agent's HTTP API at: the one given
+/// (`--advertise-address`), else the listener's bound address, else (bound to every
+/// interface) the hostname with the bound port. As in Mesos, the hostname alone never
+/// replaces a bound address: it need not resolve (`strata local` names its agents).
+fn advertised_address(local: SocketAddr, advertise: Option<&str>, hostname: &str) -> String {
+    match advertise {
+        Some(a) => a.to_string(),
         None if local.ip().is_unspecified() => format!("{hostname}:{}", local.port()),
         None => local.to_string(),
     }
@@ -244,8 +246,8 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:5051".parse().unwrap();
         assert_eq!(advertised_address(bound, None, "h"), "127.0.0.1:5051");
         assert_eq!(
-            advertised_address(bound, Some("agent1"), "h"),
-            "agent1:5051"
+            advertised_address(bound, Some("agent1:80"), "h"),
+            "agent1:80"
         );
         assert_eq!(advertised_address(any, None, "h"), "h:5051");
     }

@@ -45,6 +45,10 @@ struct Args {
     /// Hostname reported to the master (default: this machine's).
     #[arg(long)]
     hostname: Option<String>,
+    /// host:port the master and users reach this agent's HTTP API at (default: the
+    /// bound --listen address; hostname:port when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise_address: Option<String>,
     /// What runs the tasks.
     #[arg(long, value_enum, default_value_t = ContainerizerKind::Process)]
     containerizer: ContainerizerKind,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
     options.resources = resources;
     options.attributes = args.attributes.map(|a| a.0).unwrap_or_default();
     options.hostname = args.hostname;
+    options.advertise_address = args.advertise_address;
     options.containerizer = match args.containerizer {
         ContainerizerKind::Process => ContainerizerConfig::Process,
         ContainerizerKind::Fake => ContainerizerConfig::Fake {

@@ -28,6 +28,7 @@ use tonic::Code;
 use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::error::chain;
 use crate::{Scheduler, SdkError};
 
 /// Tunables of a [`Driver`]. `DriverOptions::default()` suits most schedulers.
@@ -503,24 +504,6 @@ fn endpoint_for(master: &str, options: &DriverOptions) -> Result<Endpoint, SdkEr
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true))
-}
-
-/// An error and its sources on one line (tonic's transport errors say little alone).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    let mut last = out.clone();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // hyper and tonic often wrap an error in one that says the same thing.
-        if text != last {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        last = text;
-        source = s.source();
-    }
-    out
 }
 
 /// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling

@@ -77,3 +77,21 @@ pub enum SdkError {
         reason: String,
     },
 }
+
+/// An error and its sources on one line (tonic's transport errors say little alone).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    let mut last = out.clone();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // hyper and tonic often wrap an error in one that says the same thing.
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        source = s.source();
+    }
+    out
+}

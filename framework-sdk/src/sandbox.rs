@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::SdkError;
+use crate::error::chain;
 
 /// One chunk of a sandbox file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -102,7 +103,7 @@ impl SandboxClient {
             ])
             .send()
             .await
-            .map_err(|e| fail(format!("request failed: {e}")))?;
+            .map_err(|e| fail(format!("request failed: {}", chain(&e.without_url()))))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

@@ -40,7 +40,9 @@ fn cluster() -> Cluster {
         ..CoreConfig::default()
     };
     let mut master = Master::new(config, Registry::default(), now);
-    let resources = Resources::parse("cpus:24;mem:4096").expect("resources").to_proto();
+    let resources = Resources::parse("cpus:24;mem:4096")
+        .expect("resources")
+        .to_proto();
     for i in 0..AGENTS {
         let info = v1::AgentInfo {
             hostname: format!("agent-{i}"),
@@ -48,22 +50,65 @@ fn cluster() -> Cluster {
             resources: resources.clone(),
             ..Default::default()
         };
-        let register = v1::Register { agent_info: Some(info), tasks: vec![], version: String::new() };
-        master.handle(Input::AgentRegister { conn: ConnId(i), register, peer: None }, now).expect("register");
+        let register = v1::Register {
+            agent_info: Some(info),
+            tasks: vec![],
+            version: String::new(),
+        };
+        master
+            .handle(
+                Input::AgentRegister {
+                    conn: ConnId(i),
+                    register,
+                    peer: None,
+                },
+                now,
+            )
+            .expect("register");
     }
     for j in 0..FRAMEWORKS {
-        let info = v1::FrameworkInfo { name: format!("framework-{j}"), ..Default::default() };
-        let request = v1::SubscribeRequest { framework_info: Some(info), suppressed_roles: vec![] };
-        master.handle(Input::Subscribe { conn: ConnId(AGENTS + j), request }, now).expect("subscribe");
+        let info = v1::FrameworkInfo {
+            name: format!("framework-{j}"),
+            ..Default::default()
+        };
+        let request = v1::SubscribeRequest {
+            framework_info: Some(info),
+            suppressed_roles: vec![],
+        };
+        master
+            .handle(
+                Input::Subscribe {
+                    conn: ConnId(AGENTS + j),
+                    request,
+                },
+                now,
+            )
+            .expect("subscribe");
     }
     let mut headers = HashMap::new();
     for effect in master.take_effects() {
-        if let Effect::ToFramework { conn, event: v1::Event { event: Some(Event::Subscribed(s)) } } = effect {
-            headers.insert(conn, v1::CallHeader { framework_id: s.framework_id, stream_id: s.stream_id });
+        if let Effect::ToFramework {
+            conn,
+            event: v1::Event {
+                event: Some(Event::Subscribed(s)),
+            },
+        } = effect
+        {
+            headers.insert(
+                conn,
+                v1::CallHeader {
+                    framework_id: s.framework_id,
+                    stream_id: s.stream_id,
+                },
+            );
         }
     }
     assert_eq!(headers.len(), FRAMEWORKS as usize);
-    Cluster { master, now, headers }
+    Cluster {
+        master,
+        now,
+        headers,
+    }
 }
 
 /// One allocation cycle; returns how many offers were made and declined.
@@ -72,7 +117,13 @@ fn cycle(c: &mut Cluster) -> usize {
     c.master.handle(Input::Tick, c.now).expect("tick");
     let mut offered = 0;
     for effect in c.master.take_effects() {
-        let Effect::ToFramework { conn, event: v1::Event { event: Some(Event::Offers(offers)) } } = effect else {
+        let Effect::ToFramework {
+            conn,
+            event: v1::Event {
+                event: Some(Event::Offers(offers)),
+            },
+        } = effect
+        else {
             continue;
         };
         let Some(header) = c.headers.get(&conn) else {
@@ -80,8 +131,15 @@ fn cycle(c: &mut Cluster) -> usize {
         };
         offered += offers.offers.len();
         let offer_ids = offers.offers.into_iter().map(|o| o.id).collect();
-        let request = v1::DeclineRequest { header: Some(header.clone()), offer_ids, filters: None };
-        let input = Input::Call { header: header.clone(), call: Call::Decline(request) };
+        let request = v1::DeclineRequest {
+            header: Some(header.clone()),
+            offer_ids,
+            filters: None,
+        };
+        let input = Input::Call {
+            header: header.clone(),
+            call: Call::Decline(request),
+        };
         c.master.handle(input, c.now).expect("decline");
     }
     offered
@@ -90,16 +148,11 @@ fn cycle(c: &mut Cluster) -> usize {
 fn allocation_cycle(crit: &mut Criterion) {
     let mut c = cluster();
     for _ in 0..6 {
-        assert_eq!(cycle(&mut c), AGENTS as usize, "every agent is offered in every cycle");
-    }
-    if std::env::var_os("STRATA_BENCH_MIN").is_some() {
-        let mut best = Duration::MAX;
-        for _ in 0..30 {
-            let t = Instant::now();
-            cycle(&mut c);
-            best = best.min(t.elapsed());
-        }
-        eprintln!("allocation_cycle min of 30: {best:?}");
+        assert_eq!(
+            cycle(&mut c),
+            AGENTS as usize,
+            "every agent is offered in every cycle"
+        );
     }
     let mut group = crit.benchmark_group("allocation_cycle");
     group.sample_size(10);
@@ -124,25 +177,25 @@ fn allocator_only(crit: &mut Criterion) {
         let out = a.allocate(*now, None);
         let n = out.len();
         for x in out {
-            a.recover(x.agent, x.framework, &x.role, x.resources, Some(Duration::from_secs(5)), *now);
+            a.recover(
+                x.agent,
+                x.framework,
+                &x.role,
+                x.resources,
+                Some(Duration::from_secs(5)),
+                *now,
+            );
         }
         n
     };
     for _ in 0..6 {
         assert_eq!(step(&mut a, &mut now), AGENTS as usize);
     }
-    if std::env::var_os("STRATA_BENCH_MIN").is_some() {
-        let mut best = Duration::MAX;
-        for _ in 0..30 {
-            let t = Instant::now();
-            step(&mut a, &mut now);
-            best = best.min(t.elapsed());
-        }
-        eprintln!("allocator_only min of 30: {best:?}");
-    }
     let mut group = crit.benchmark_group("allocator_only");
     group.sample_size(10);
-    group.bench_function("10000x1000", |b| b.iter(|| black_box(step(&mut a, &mut now))));
+    group.bench_function("10000x1000", |b| {
+        b.iter(|| black_box(step(&mut a, &mut now)))
+    });
     group.finish();
 }
 

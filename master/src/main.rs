@@ -5,7 +5,7 @@
 //! prints `strata-master listening on ADDR` to stdout, and runs until SIGINT or
 //! SIGTERM, then shuts down gracefully.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +70,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let options = MasterOptions {

@@ -80,7 +80,12 @@ pub trait Allocator: Send {
         active: bool,
     );
     /// A framework re-subscribed with possibly different roles or suppressed roles.
-    fn update_framework(&mut self, framework: FrameworkKey, roles: &[String], suppressed: &[String]);
+    fn update_framework(
+        &mut self,
+        framework: FrameworkKey,
+        roles: &[String],
+        suppressed: &[String],
+    );
     fn activate_framework(&mut self, framework: FrameworkKey);
     fn deactivate_framework(&mut self, framework: FrameworkKey);
     /// Forgets a framework; whatever it still had allocated returns to the agents.
@@ -158,7 +163,13 @@ struct FrameworkEntry {
 }
 
 impl FrameworkEntry {
-    fn filtered(&self, agent: AgentKey, role: RoleKey, offerable: &Resources, now: Instant) -> bool {
+    fn filtered(
+        &self,
+        agent: AgentKey,
+        role: RoleKey,
+        offerable: &Resources,
+        now: Instant,
+    ) -> bool {
         if self.filters.is_empty() {
             return false;
         }
@@ -254,11 +265,16 @@ impl DrfAllocator {
     /// Puts the framework in (or takes it out of) the role's sorter, and the role in
     /// (or out of) the role sorter, to match who wants offers.
     fn sync(&mut self, framework: FrameworkKey, role: RoleKey) {
-        let want = self.frameworks.get(&framework).is_some_and(|f| f.wants(role));
+        let want = self
+            .frameworks
+            .get(&framework)
+            .is_some_and(|f| f.wants(role));
         if want {
             if !self.roles[role as usize].sorter.contains(framework) {
-                let share =
-                    self.frameworks.get(&framework).map_or(0.0, |f| self.framework_share(f, role));
+                let share = self
+                    .frameworks
+                    .get(&framework)
+                    .map_or(0.0, |f| self.framework_share(f, role));
                 self.roles[role as usize].sorter.insert(framework, share);
             }
         } else {
@@ -304,8 +320,10 @@ impl DrfAllocator {
     fn rekey_all(&mut self) {
         for role in 0..self.roles.len() {
             for fk in self.roles[role].sorter.keys() {
-                let share =
-                    self.frameworks.get(&fk).map_or(0.0, |f| self.framework_share(f, role as RoleKey));
+                let share = self
+                    .frameworks
+                    .get(&fk)
+                    .map_or(0.0, |f| self.framework_share(f, role as RoleKey));
                 self.roles[role].sorter.insert(fk, share);
             }
         }
@@ -337,7 +355,11 @@ impl DrfAllocator {
                 continue;
             }
             for fk in role.sorter.iter() {
-                if self.frameworks.get(&fk).is_some_and(|f| f.filtered(key, rk, offerable, now)) {
+                if self
+                    .frameworks
+                    .get(&fk)
+                    .is_some_and(|f| f.filtered(key, rk, offerable, now))
+                {
                     continue;
                 }
                 return Some((rk, fk, part));
@@ -385,7 +407,12 @@ impl Allocator for DrfAllocator {
         }
     }
 
-    fn update_framework(&mut self, framework: FrameworkKey, roles: &[String], suppressed: &[String]) {
+    fn update_framework(
+        &mut self,
+        framework: FrameworkKey,
+        roles: &[String],
+        suppressed: &[String],
+    ) {
         let new_roles: Vec<RoleKey> = roles.iter().map(|r| self.role_key(r)).collect();
         let new_suppressed: BTreeSet<RoleKey> =
             suppressed.iter().map(|r| self.role_key(r)).collect();
@@ -423,8 +450,9 @@ impl Allocator for DrfAllocator {
         let Some(fw) = self.frameworks.remove(&framework) else {
             return;
         };
-        self.filter_count =
-            self.filter_count.saturating_sub(fw.filters.values().map(Vec::len).sum());
+        self.filter_count = self
+            .filter_count
+            .saturating_sub(fw.filters.values().map(Vec::len).sum());
         let mut roles: BTreeSet<RoleKey> = fw.roles.iter().copied().collect();
         roles.extend(fw.alloc.keys().copied());
         for role in roles {
@@ -437,11 +465,17 @@ impl Allocator for DrfAllocator {
             let Some(agent) = self.agents.get_mut(key) else {
                 continue;
             };
-            if !agent.allocations.iter().any(|((fk, _), _)| *fk == framework) {
+            if !agent
+                .allocations
+                .iter()
+                .any(|((fk, _), _)| *fk == framework)
+            {
                 continue;
             }
-            let (gone, kept): (Vec<_>, Vec<_>) =
-                agent.allocations.drain(..).partition(|((fk, _), _)| *fk == framework);
+            let (gone, kept): (Vec<_>, Vec<_>) = agent
+                .allocations
+                .drain(..)
+                .partition(|((fk, _), _)| *fk == framework);
             agent.allocations = kept;
             for ((_, role), res) in gone {
                 agent.available.add(&res);
@@ -457,8 +491,12 @@ impl Allocator for DrfAllocator {
         if self.agents.contains_key(&agent) {
             self.remove_agent(agent);
         }
-        let mut entry =
-            AgentEntry { available: total.clone(), total, active: true, allocations: Vec::new() };
+        let mut entry = AgentEntry {
+            available: total.clone(),
+            total,
+            active: true,
+            allocations: Vec::new(),
+        };
         let mut charges = Vec::with_capacity(used.len());
         for u in used {
             let role = self.role_key(&u.role);
@@ -520,7 +558,11 @@ impl Allocator for DrfAllocator {
             // remove_agent already took the agent's allocations back.
             return;
         };
-        let Some(i) = entry.allocations.iter().position(|(k, _)| *k == (framework, rk)) else {
+        let Some(i) = entry
+            .allocations
+            .iter()
+            .position(|(k, _)| *k == (framework, rk))
+        else {
             tracing::debug!(?agent, ?framework, "recover of nothing allocated; ignored");
             return;
         };
@@ -532,7 +574,11 @@ impl Allocator for DrfAllocator {
             alloc.subtract(&resources);
             resources.clone()
         } else {
-            tracing::debug!(?agent, ?framework, "recovering more than was allocated; clamped");
+            tracing::debug!(
+                ?agent,
+                ?framework,
+                "recovering more than was allocated; clamped"
+            );
             let before = alloc.clone();
             alloc.subtract(&resources);
             let actual = before.checked_sub(alloc).unwrap_or_default();
@@ -564,7 +610,11 @@ impl Allocator for DrfAllocator {
                 && !(f.role == rk && f.expires <= expires && resources.contains(&f.resources))
         });
         let dropped = before - list.len();
-        list.push(Filter { role: rk, resources, expires });
+        list.push(Filter {
+            role: rk,
+            resources,
+            expires,
+        });
         self.filter_count = self.filter_count + 1 - dropped;
         self.filter_heap.push(Reverse((expires, framework, agent)));
         self.rebuild_filter_heap_if_bloated();

@@ -226,7 +226,9 @@ pub struct AgentView {
     pub hostname: String,
     /// host:port of the agent's HTTP API.
     pub address: String,
-    /// `ACTIVE`, `DISCONNECTED` (stream gone, timeout running) or `UNREACHABLE`.
+    /// `ACTIVE`, `DISCONNECTED` (stream gone, timeout running), `UNREACHABLE`, or
+    /// `RECOVERING` (known from the registry after a master restart, not re-registered
+    /// yet; its resources are unknown until it does).
     pub status: String,
     pub attributes: BTreeMap<String, String>,
     pub total: Resources,

@@ -100,7 +100,10 @@ pub struct Sorter<K> {
 
 impl<K> Default for Sorter<K> {
     fn default() -> Self {
-        Sorter { order: BTreeSet::new(), shares: FastMap::default() }
+        Sorter {
+            order: BTreeSet::new(),
+            shares: FastMap::default(),
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use strata_proto::v1;
 use super::allocator::{AgentKey, Allocator, DrfAllocator, FrameworkKey};
 use super::api::*;
 use super::codec::decode_framework_info;
-use super::rng::Rng;
 use super::fastmap::FastMap;
+use super::rng::Rng;
 use super::state::{Agent, AgentStatus, Counters, Framework, Offer, OfferSeq, Task};
 use super::validate::{duration_from_secs, validate_roles};
 

@@ -45,7 +45,9 @@ impl Master {
             self.pending_agents.clear();
             self.run_allocation(None, now);
         } else if !self.pending_agents.is_empty() {
-            let agents: Vec<AgentKey> = std::mem::take(&mut self.pending_agents).into_iter().collect();
+            let agents: Vec<AgentKey> = std::mem::take(&mut self.pending_agents)
+                .into_iter()
+                .collect();
             self.run_allocation(Some(&agents), now);
         }
     }
@@ -75,12 +77,16 @@ impl Master {
     /// Records an allocation as an outstanding offer, or hands it straight back when
     /// its framework or agent cannot take it.
     fn make_offer(&mut self, a: Allocation, now: Instant) -> Option<v1::Offer> {
-        let fw_ok = self.frameworks.get(&a.framework).is_some_and(|f| f.subscription.is_some());
+        let fw_ok = self
+            .frameworks
+            .get(&a.framework)
+            .is_some_and(|f| f.subscription.is_some());
         let agent_ok = self.agents.get(&a.agent).is_some_and(|x| x.is_connected());
         if !fw_ok || !agent_ok {
             tracing::debug!(framework = ?a.framework, agent = ?a.agent,
                 "allocation to a gone framework or agent returned");
-            self.allocator.recover(a.agent, a.framework, &a.role, a.resources, None, now);
+            self.allocator
+                .recover(a.agent, a.framework, &a.role, a.resources, None, now);
             return None;
         }
         self.next_offer += 1;
@@ -118,7 +124,10 @@ impl Master {
 
     /// The offer an id names, if it is one of this master's outstanding offers.
     fn offer_seq(&self, id: &str) -> Option<OfferSeq> {
-        let seq = id.strip_prefix(self.offer_prefix.as_str())?.parse::<OfferSeq>().ok()?;
+        let seq = id
+            .strip_prefix(self.offer_prefix.as_str())?
+            .parse::<OfferSeq>()
+            .ok()?;
         self.offers.get(&seq).filter(|o| o.id == id).map(|o| o.seq)
     }
 
@@ -148,7 +157,14 @@ impl Master {
         let Some(offer) = self.remove_offer(seq) else {
             return;
         };
-        self.allocator.recover(offer.agent, offer.framework, &offer.role, offer.resources, None, now);
+        self.allocator.recover(
+            offer.agent,
+            offer.framework,
+            &offer.role,
+            offer.resources,
+            None,
+            now,
+        );
         self.counters.offers_rescinded += 1;
         if notify {
             let event = v1::event::Event::Rescind(v1::Rescind { offer_id: offer.id });
@@ -195,7 +211,8 @@ impl Master {
                 Named::Foreign => foreign.push(id.clone()),
                 Named::Mine(seq) => {
                     if let Some(o) = self.remove_offer(seq) {
-                        self.allocator.recover(o.agent, fk, &o.role, o.resources, refuse, now);
+                        self.allocator
+                            .recover(o.agent, fk, &o.role, o.resources, refuse, now);
                         self.counters.offers_declined += 1;
                         declined += 1;
                     }
@@ -252,16 +269,24 @@ impl Master {
                     });
                 }
                 Named::Foreign => {
-                    problem.get_or_insert_with(|| format!("offer '{id}' was made to another framework"));
+                    problem.get_or_insert_with(|| {
+                        format!("offer '{id}' was made to another framework")
+                    });
                 }
                 Named::Mine(seq) => mine.push(seq),
             }
         }
-        let agents: BTreeSet<AgentKey> =
-            mine.iter().filter_map(|seq| self.offers.get(seq)).map(|o| o.agent).collect();
+        let agents: BTreeSet<AgentKey> = mine
+            .iter()
+            .filter_map(|seq| self.offers.get(seq))
+            .map(|o| o.agent)
+            .collect();
         if problem.is_none() && agents.len() > 1 {
-            let ids: Vec<String> =
-                agents.iter().filter_map(|k| self.agents.get(k)).map(|a| a.id.clone()).collect();
+            let ids: Vec<String> = agents
+                .iter()
+                .filter_map(|k| self.agents.get(k))
+                .map(|a| a.id.clone())
+                .collect();
             problem = Some(format!(
                 "the offers come from {} agents ({}): accept offers of one agent per call",
                 ids.len(),
@@ -273,17 +298,25 @@ impl Master {
             // resources return to the pool (without a filter).
             for seq in mine {
                 if let Some(o) = self.remove_offer(seq) {
-                    self.allocator.recover(o.agent, fk, &o.role, o.resources, None, now);
+                    self.allocator
+                        .recover(o.agent, fk, &o.role, o.resources, None, now);
                 }
             }
             return Err(CallError::InvalidArgument(problem));
         }
 
-        let offers: Vec<Offer> = mine.into_iter().filter_map(|seq| self.remove_offer(seq)).collect();
+        let offers: Vec<Offer> = mine
+            .into_iter()
+            .filter_map(|seq| self.remove_offer(seq))
+            .collect();
         let Some(ak) = offers.first().map(|o| o.agent) else {
             return Ok(());
         };
-        let agent_id = self.agents.get(&ak).map(|a| a.id.clone()).unwrap_or_default();
+        let agent_id = self
+            .agents
+            .get(&ak)
+            .map(|a| a.id.clone())
+            .unwrap_or_default();
         let mut pools: Vec<(String, Resources)> = Vec::new();
         for o in offers {
             match pools.iter_mut().find(|(r, _)| *r == o.role) {
@@ -291,7 +324,13 @@ impl Master {
                 None => pools.push((o.role, o.resources)),
             }
         }
-        let mut launch = Launch { fk, ak, agent_id, pools, launched: HashSet::new() };
+        let mut launch = Launch {
+            fk,
+            ak,
+            agent_id,
+            pools,
+            launched: HashSet::new(),
+        };
         for op in req.operations {
             match op.operation {
                 Some(v1::operation::Operation::Launch(l)) => {

@@ -152,8 +152,14 @@ impl Master {
             return;
         };
         let state = state_from_i32(status.state);
-        self.allocator
-            .recover(task.agent, fk, &task.role, task.resources.clone(), None, now);
+        self.allocator.recover(
+            task.agent,
+            fk,
+            &task.role,
+            task.resources.clone(),
+            None,
+            now,
+        );
         self.pending_agents.insert(task.agent);
         self.counters.count_terminal(state);
         task.state = state;

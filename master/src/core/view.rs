@@ -208,3 +208,87 @@ impl Master {
         m
     }
 }
+
+#[cfg(test)]
+impl Master {
+    /// Checks that the indices agree with each other and that every agent's resources
+    /// add up: free (allocator) + offered + used by tasks == total.
+    pub(super) fn check_invariants(&self) -> Result<(), String> {
+        for (key, agent) in &self.agents {
+            let mut offered = Resources::new();
+            for seq in &agent.offers {
+                let o = self.offers.get(seq).ok_or(format!("agent {} lists unknown offer {seq}", agent.id))?;
+                if o.agent != *key {
+                    return Err(format!("offer {seq} is listed on the wrong agent"));
+                }
+                let fw_lists = self.frameworks.get(&o.framework).is_some_and(|f| f.offers.contains(seq));
+                if !fw_lists {
+                    return Err(format!("offer {seq} is missing from its framework"));
+                }
+                offered.add(&o.resources);
+            }
+            let (mut used, mut counted) = (Resources::new(), Resources::new());
+            for (fk, tid) in &agent.tasks {
+                let t = self
+                    .frameworks
+                    .get(fk)
+                    .and_then(|f| f.tasks.get(tid))
+                    .ok_or(format!("agent {} lists unknown task {tid}", agent.id))?;
+                if t.agent != *key {
+                    return Err(format!("task {tid} is listed on the wrong agent"));
+                }
+                used.add(&t.resources);
+                if t.state != TaskState::TaskUnreachable {
+                    counted.add(&t.resources);
+                }
+            }
+            if used != agent.used {
+                return Err(format!("agent {} used {} but its tasks sum to {used}", agent.id, agent.used));
+            }
+            match (self.allocator.available(*key), agent.status) {
+                (Some(free), AgentStatus::Active | AgentStatus::Disconnected) => {
+                    let mut sum = free.clone();
+                    sum.add(&offered);
+                    sum.add(&counted);
+                    if sum != agent.total {
+                        return Err(format!(
+                            "agent {}: free {free} + offered {offered} + used {counted} != total {}",
+                            agent.id, agent.total
+                        ));
+                    }
+                }
+                (None, AgentStatus::Active | AgentStatus::Disconnected) => {
+                    return Err(format!("agent {} is missing from the allocator", agent.id));
+                }
+                (Some(_), _) => return Err(format!("agent {} should not be in the allocator", agent.id)),
+                (None, _) => {
+                    if !agent.offers.is_empty() {
+                        return Err(format!("unreachable agent {} has offers", agent.id));
+                    }
+                }
+            }
+        }
+        for (fk, fw) in &self.frameworks {
+            let mut used = Resources::new();
+            for (tid, t) in &fw.tasks {
+                let listed = self.agents.get(&t.agent).is_some_and(|a| a.tasks.contains(&(*fk, tid.clone())));
+                if !listed {
+                    return Err(format!("task {tid} is missing from its agent"));
+                }
+                used.add(&t.resources);
+            }
+            if used != fw.used {
+                return Err(format!("framework {} used {} but its tasks sum to {used}", fw.id, fw.used));
+            }
+            for seq in &fw.offers {
+                if self.offers.get(seq).is_none_or(|o| o.framework != *fk) {
+                    return Err(format!("framework {} lists a wrong offer {seq}", fw.id));
+                }
+            }
+            if fw.subscription.is_none() && !fw.offers.is_empty() {
+                return Err(format!("disconnected framework {} holds offers", fw.id));
+            }
+        }
+        Ok(())
+    }
+}

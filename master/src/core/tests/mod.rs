@@ -11,6 +11,7 @@ use super::*;
 mod agents;
 mod allocation;
 mod calls;
+mod chaos;
 mod frameworks;
 mod validation;
 
