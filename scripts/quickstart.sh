@@ -14,7 +14,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 echo "==> building (release)"
-cargo build --release --quiet --bin strata --bin strata-master --bin strata-agent --example hello
+cargo build --release --quiet --workspace --bins --examples
 
 mkdir -p "$WORK"
 echo "==> starting the local cluster: master on $MASTER, two agents (logs: $WORK/local.log)"

@@ -37,7 +37,10 @@ const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32
 pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");
-    anyhow::ensure!(args.cpus > 0.0 && args.cpus.is_finite(), "--cpus must be positive");
+    anyhow::ensure!(
+        args.cpus > 0.0 && args.cpus.is_finite(),
+        "--cpus must be positive"
+    );
     let capacity = f64::from(args.agents) * 100.0 / args.cpus;
     anyhow::ensure!(
         capacity >= f64::from(args.tasks),
@@ -57,23 +60,42 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     let mut parts = tokio::task::JoinSet::new();
     parts.spawn({
         let stop = stopped(stop_rx.clone());
-        async move { strata_master::serve(listener, master_opts, stop).await.map_err(anyhow::Error::from) }
+        async move {
+            strata_master::serve(listener, master_opts, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        }
     });
     for i in 0..args.agents {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let mut opts = strata_agent::AgentOptions::new(master_addr.to_string(), work.join(format!("agent-{i}")));
+        let mut opts = strata_agent::AgentOptions::new(
+            master_addr.to_string(),
+            work.join(format!("agent-{i}")),
+        );
         opts.resources = strata_proto::Resources::parse(AGENT_RESOURCES)?;
         opts.hostname = Some(format!("fake-{i}"));
-        opts.containerizer = strata_agent::ContainerizerConfig::Fake { task_duration: Duration::from_secs(3600) };
+        opts.containerizer = strata_agent::ContainerizerConfig::Fake {
+            task_duration: Duration::from_secs(3600),
+        };
         let stop = stopped(stop_rx.clone());
-        parts.spawn(async move { strata_agent::run(listener, opts, stop).await.map_err(anyhow::Error::from) });
+        parts.spawn(async move {
+            strata_agent::run(listener, opts, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
-    eprintln!("bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus", args.agents, args.tasks, args.cpus);
+    eprintln!(
+        "bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus",
+        args.agents, args.tasks, args.cpus
+    );
 
-    let result = tokio::time::timeout(Duration::from_secs(args.timeout), framework(master_addr.to_string(), &args))
-        .await
-        .map_err(|_| anyhow::anyhow!("bench did not finish within {} s", args.timeout))
-        .and_then(|r| r);
+    let result = tokio::time::timeout(
+        Duration::from_secs(args.timeout),
+        framework(master_addr.to_string(), &args),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("bench did not finish within {} s", args.timeout))
+    .and_then(|r| r);
 
     let _ = stop_tx.send(true);
     while parts.join_next().await.is_some() {}
@@ -81,12 +103,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
 
     let (elapsed, mut latencies) = result?;
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("tasks: {}", latencies.len());
     println!("elapsed: {:.3} s", elapsed.as_secs_f64());
     println!("launch_latency_p50: {:.1} ms", ms(pct(0.50)));
-    println!("launch_throughput: {:.0} tasks/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!(
+        "launch_throughput: {:.0} tasks/s",
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
     println!("launch_latency_p99: {:.1} ms", ms(pct(0.99)));
     Ok(0)
 }
@@ -101,10 +128,19 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 /// TASK_RUNNING, and every task's accept-to-running latency.
 async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let url = format!("http://{master}");
-    let mut client = SchedulerClient::connect(url.clone()).await.context("connect to the master")?;
-    let info = v1::FrameworkInfo { name: "strata-bench".into(), roles: vec!["*".into()], ..Default::default() };
+    let mut client = SchedulerClient::connect(url.clone())
+        .await
+        .context("connect to the master")?;
+    let info = v1::FrameworkInfo {
+        name: "strata-bench".into(),
+        roles: vec!["*".into()],
+        ..Default::default()
+    };
     let mut events = client
-        .subscribe(v1::SubscribeRequest { framework_info: Some(info), suppressed_roles: vec![] })
+        .subscribe(v1::SubscribeRequest {
+            framework_info: Some(info),
+            suppressed_roles: vec![],
+        })
         .await?
         .into_inner();
 
@@ -135,7 +171,10 @@ async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration
         let event = event.context("event stream")?;
         match event.event {
             Some(v1::event::Event::Subscribed(s)) => {
-                header = v1::CallHeader { framework_id: s.framework_id, stream_id: s.stream_id };
+                header = v1::CallHeader {
+                    framework_id: s.framework_id,
+                    stream_id: s.stream_id,
+                };
             }
             Some(v1::event::Event::Offers(offers)) => {
                 for offer in offers.offers {
@@ -150,7 +189,11 @@ async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration
                             name: id,
                             agent_id: offer.agent_id.clone(),
                             resources: task_res.to_proto(),
-                            command: Some(v1::CommandInfo { shell: true, value: "true".into(), ..Default::default() }),
+                            command: Some(v1::CommandInfo {
+                                shell: true,
+                                value: "true".into(),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         });
                     }
@@ -166,15 +209,24 @@ async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration
                             vec![]
                         } else {
                             vec![v1::Operation {
-                                operation: Some(v1::operation::Operation::Launch(v1::Launch { task_infos: tasks })),
+                                operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                                    task_infos: tasks,
+                                })),
                             }]
                         },
-                        filters: Some(v1::Filters { refuse_seconds: Some(3600.0) }),
+                        filters: Some(v1::Filters {
+                            refuse_seconds: Some(3600.0),
+                        }),
                     };
                     client.accept(req).await.context("accept")?;
                 }
                 if next_task >= args.tasks {
-                    let _ = client.suppress(v1::SuppressRequest { header: Some(header.clone()), roles: vec![] }).await;
+                    let _ = client
+                        .suppress(v1::SuppressRequest {
+                            header: Some(header.clone()),
+                            roles: vec![],
+                        })
+                        .await;
                 }
             }
             Some(v1::event::Event::Update(u)) => {
@@ -199,7 +251,12 @@ async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration
                         }
                     }
                     v1::TaskState::TaskStaging | v1::TaskState::TaskStarting => {}
-                    other => anyhow::bail!("task {} went {}: {}", status.task_id, other.as_str_name(), status.message),
+                    other => anyhow::bail!(
+                        "task {} went {}: {}",
+                        status.task_id,
+                        other.as_str_name(),
+                        status.message
+                    ),
                 }
             }
             Some(v1::event::Event::Error(e)) => anyhow::bail!("master error: {}", e.message),
@@ -207,8 +264,15 @@ async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration
         }
     }
     let elapsed = first_accept.map(|t| t.elapsed()).unwrap_or_default();
-    anyhow::ensure!(latencies.len() == args.tasks as usize, "the event stream ended early");
-    let _ = client.teardown(v1::TeardownRequest { header: Some(header) }).await;
+    anyhow::ensure!(
+        latencies.len() == args.tasks as usize,
+        "the event stream ended early"
+    );
+    let _ = client
+        .teardown(v1::TeardownRequest {
+            header: Some(header),
+        })
+        .await;
     drop(ack_tx);
     while ackers.join_next().await.is_some() {}
     Ok((elapsed, latencies))

@@ -27,7 +27,10 @@ pub struct LocalArgs {
 }
 
 pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(args.agents >= 1 && args.agents <= 64, "--agents must be between 1 and 64");
+    anyhow::ensure!(
+        args.agents >= 1 && args.agents <= 64,
+        "--agents must be between 1 and 64"
+    );
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("cannot create the work dir {}", args.work_dir.display()))?;
 
@@ -36,9 +39,12 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let master_listener = TcpListener::bind(args.master)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another master running?)", args.master))?;
+    let master_listener = TcpListener::bind(args.master).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another master running?)",
+            args.master
+        )
+    })?;
     let master_addr = master_listener.local_addr()?;
     let master_opts = strata_master::MasterOptions::new(args.work_dir.join("master"));
     let mut tasks = tokio::task::JoinSet::new();
@@ -54,7 +60,9 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
 
     let containerizer = match args.containerizer.as_str() {
         "process" => strata_agent::ContainerizerConfig::Process,
-        "fake" => strata_agent::ContainerizerConfig::Fake { task_duration: std::time::Duration::from_secs(5) },
+        "fake" => strata_agent::ContainerizerConfig::Fake {
+            task_duration: std::time::Duration::from_secs(5),
+        },
         other => anyhow::bail!("unknown containerizer '{other}' (known: process, fake)"),
     };
     let (cpus, mem) = machine_share(args.agents);
@@ -108,7 +116,9 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
 /// Each agent's share of the machine: cores and memory (MiB, less 1 GiB for the system)
 /// divided evenly.
 fn machine_share(agents: u16) -> (f64, u64) {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
     let mem_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -121,7 +131,10 @@ fn machine_share(agents: u16) -> (f64, u64) {
         .unwrap_or(2048);
     let usable = mem_mib.saturating_sub(1024).max(256);
     let n = f64::from(agents);
-    ((cores / n * 100.0).floor() / 100.0, usable / u64::from(agents))
+    (
+        (cores / n * 100.0).floor() / 100.0,
+        usable / u64::from(agents),
+    )
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -129,13 +142,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -7,7 +7,11 @@ mod local;
 mod run;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a two-level cluster manager")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a two-level cluster manager"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

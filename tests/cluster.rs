@@ -32,15 +32,26 @@ fn hello_runs_50_tasks_across_two_agents() {
     assert_eq!(code, 0, "hello failed\nstdout:\n{out}\nstderr:\n{err}");
 
     let state = cluster.state();
-    let finished: Vec<_> = tasks(&state).into_iter().filter(|t| t["state"] == "TASK_FINISHED").collect();
+    let finished: Vec<_> = tasks(&state)
+        .into_iter()
+        .filter(|t| t["state"] == "TASK_FINISHED")
+        .collect();
     assert_eq!(finished.len(), 50, "50 finished tasks in /state");
-    let mut agents: Vec<_> = finished.iter().map(|t| t["agent_id"].as_str().unwrap().to_string()).collect();
+    let mut agents: Vec<_> = finished
+        .iter()
+        .map(|t| t["agent_id"].as_str().unwrap().to_string())
+        .collect();
     agents.sort();
     agents.dedup();
     assert_eq!(agents.len(), 2, "the tasks ran on both agents");
     // Everything was given back.
     for a in state["agents"].as_array().unwrap() {
-        assert_eq!(a["used"]["cpus"].as_f64().unwrap_or(0.0), 0.0, "agent {} has nothing used", a["hostname"]);
+        assert_eq!(
+            a["used"]["cpus"].as_f64().unwrap_or(0.0),
+            0.0,
+            "agent {} has nothing used",
+            a["hostname"]
+        );
     }
 }
 
@@ -48,25 +59,57 @@ fn hello_runs_50_tasks_across_two_agents() {
 fn strata_run_prints_output_and_exits_with_the_task_status() {
     let cluster = Cluster::start(1);
     let mut cmd = strata();
-    cmd.args(["run", "--master", &cluster.master.addr, "--", "echo hello from strata run"]);
+    cmd.args([
+        "run",
+        "--master",
+        &cluster.master.addr,
+        "--",
+        "echo hello from strata run",
+    ]);
     let (code, out, err) = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("hello from strata run"), "the task's output is shown: {out}");
-    assert!(err.contains("TASK_FINISHED"), "state changes are shown: {err}");
+    assert!(
+        out.contains("hello from strata run"),
+        "the task's output is shown: {out}"
+    );
+    assert!(
+        err.contains("TASK_FINISHED"),
+        "state changes are shown: {err}"
+    );
 
     let mut cmd = strata();
-    cmd.args(["run", "--master", &cluster.master.addr, "--", "echo oops >&2; exit 3"]);
+    cmd.args([
+        "run",
+        "--master",
+        &cluster.master.addr,
+        "--",
+        "echo oops >&2; exit 3",
+    ]);
     let (code, out, err) = run_with_timeout(cmd, Duration::from_secs(60));
-    assert_eq!(code, 3, "exit status of the task\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 3,
+        "exit status of the task\nstdout:\n{out}\nstderr:\n{err}"
+    );
     assert!(err.contains("TASK_FAILED"), "{err}");
     assert!(err.contains("oops"), "the task's stderr is shown: {err}");
 
     // exec form: several words are argv, not a shell line.
     let mut cmd = strata();
-    cmd.args(["run", "--master", &cluster.master.addr, "--", "/bin/echo", "a b", "$HOME"]);
+    cmd.args([
+        "run",
+        "--master",
+        &cluster.master.addr,
+        "--",
+        "/bin/echo",
+        "a b",
+        "$HOME",
+    ]);
     let (code, out, _) = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(code, 0);
-    assert!(out.contains("a b $HOME"), "arguments reach the process unchanged: {out}");
+    assert!(
+        out.contains("a b $HOME"),
+        "arguments reach the process unchanged: {out}"
+    );
 }
 
 #[test]
@@ -75,38 +118,63 @@ fn ctrl_c_on_strata_run_kills_the_task() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.log");
     let mut child = strata()
-        .args(["run", "--master", &cluster.master.addr, "--name", "sleeper", "--", "sleep 300"])
+        .args([
+            "run",
+            "--master",
+            &cluster.master.addr,
+            "--name",
+            "sleeper",
+            "--",
+            "sleep 300",
+        ])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("run.err")).unwrap())
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(30), "the task to run", || {
-        tasks(&cluster.state()).iter().any(|t| t["state"] == "TASK_RUNNING")
+        tasks(&cluster.state())
+            .iter()
+            .any(|t| t["state"] == "TASK_RUNNING")
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert_ne!(status.code(), Some(0), "a killed task is not a success");
     wait_until(Duration::from_secs(30), "TASK_KILLED in /state", || {
-        tasks(&cluster.state()).iter().any(|t| t["state"] == "TASK_KILLED")
+        tasks(&cluster.state())
+            .iter()
+            .any(|t| t["state"] == "TASK_KILLED")
     });
     // No `sleep 300` survives.
-    let out = Command::new("pgrep").args(["-f", "^sleep 300$"]).output().unwrap();
-    assert!(out.stdout.is_empty(), "the task's process is gone: {}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("pgrep")
+        .args(["-f", "^sleep 300$"])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "the task's process is gone: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn an_agent_killed_with_9_becomes_unreachable_and_leaves_the_pool() {
     let mut cluster = Cluster::start(2);
     let before = cluster.state();
-    let id = agent_by_host(&before, "agent1.test")["id"].as_str().unwrap().to_string();
+    let id = agent_by_host(&before, "agent1.test")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     cluster.agents[1].kill9();
     wait_until(Duration::from_secs(30), "agent1 unreachable", || {
         agent_by_host(&cluster.state(), "agent1.test")["status"] == "UNREACHABLE"
     });
     let metrics = common::http_get(&cluster.master_url("/metrics")).unwrap();
-    assert!(metrics.contains("strata_master_agents_unreachable 1"), "{metrics}");
+    assert!(
+        metrics.contains("strata_master_agents_unreachable 1"),
+        "{metrics}"
+    );
 
     // A task asking for more than the remaining agent has cannot be placed; one that
     // fits runs on the survivor.
@@ -115,15 +183,25 @@ fn an_agent_killed_with_9_becomes_unreachable_and_leaves_the_pool() {
     let (code, out, err) = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(code, 0, "{out}{err}");
     let state = cluster.state();
-    let ran_on: Vec<_> = tasks(&state).iter().map(|t| t["agent_id"].as_str().unwrap().to_string()).collect();
-    assert!(!ran_on.contains(&id), "nothing runs on the unreachable agent");
+    let ran_on: Vec<_> = tasks(&state)
+        .iter()
+        .map(|t| t["agent_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !ran_on.contains(&id),
+        "nothing runs on the unreachable agent"
+    );
 
     // The agent comes back with the same id and is offered again.
     cluster.add_agent(1, "cpus:2;mem:1024;disk:1000;ports:[31000-31100]");
     wait_until(Duration::from_secs(30), "agent1 active again", || {
         agent_by_host(&cluster.state(), "agent1.test")["status"] == "ACTIVE"
     });
-    assert_eq!(agent_by_host(&cluster.state(), "agent1.test")["id"], id.as_str(), "same agent id after restart");
+    assert_eq!(
+        agent_by_host(&cluster.state(), "agent1.test")["id"],
+        id.as_str(),
+        "same agent id after restart"
+    );
 }
 
 #[test]
@@ -133,36 +211,70 @@ fn master_restart_agents_and_framework_reconnect() {
     let out = dir.path().join("run.out");
     let err = dir.path().join("run.err");
     let mut run = strata()
-        .args(["run", "--master", &cluster.master.addr, "--name", "survivor", "--", "sleep 6; echo survived"])
+        .args([
+            "run",
+            "--master",
+            &cluster.master.addr,
+            "--name",
+            "survivor",
+            "--",
+            "sleep 6; echo survived",
+        ])
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(30), "the task to run", || {
-        tasks(&cluster.state()).iter().any(|t| t["state"] == "TASK_RUNNING")
+        tasks(&cluster.state())
+            .iter()
+            .any(|t| t["state"] == "TASK_RUNNING")
     });
-    let framework_id = cluster.state()["frameworks"][0]["id"].as_str().unwrap().to_string();
+    let framework_id = cluster.state()["frameworks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     cluster.restart_master();
     cluster.wait_for_agents(1);
-    wait_until(Duration::from_secs(30), "the framework to re-subscribe with its id", || {
-        let s = cluster.state();
-        s["frameworks"].as_array().unwrap().iter().any(|f| f["id"] == framework_id.as_str() && f["connected"] == true)
-    });
-    wait_until(Duration::from_secs(30), "the task known to the new master", || {
-        tasks(&cluster.state()).iter().any(|t| t["framework_id"] == framework_id.as_str())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the framework to re-subscribe with its id",
+        || {
+            let s = cluster.state();
+            s["frameworks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["id"] == framework_id.as_str() && f["connected"] == true)
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the task known to the new master",
+        || {
+            tasks(&cluster.state())
+                .iter()
+                .any(|t| t["framework_id"] == framework_id.as_str())
+        },
+    );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = run.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "strata run did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strata run did not finish"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let stdout = std::fs::read_to_string(&out).unwrap();
     let stderr = std::fs::read_to_string(&err).unwrap();
-    assert_eq!(status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("survived"), "{stdout}");
 }

@@ -156,7 +156,16 @@ fn allocation_cycle(crit: &mut Criterion) {
     }
     let mut group = crit.benchmark_group("allocation_cycle");
     group.sample_size(10);
-    group.bench_function("10000x1000", |b| b.iter(|| black_box(cycle(&mut c))));
+    group.bench_function("10000x1000", |b| {
+        b.iter(|| {
+            let offered = cycle(&mut c);
+            assert_eq!(
+                offered, AGENTS as usize,
+                "every agent is offered in every cycle"
+            );
+            black_box(offered)
+        })
+    });
     group.finish();
 }
 
@@ -194,7 +203,11 @@ fn allocator_only(crit: &mut Criterion) {
     let mut group = crit.benchmark_group("allocator_only");
     group.sample_size(10);
     group.bench_function("10000x1000", |b| {
-        b.iter(|| black_box(step(&mut a, &mut now)))
+        b.iter(|| {
+            let offered = step(&mut a, &mut now);
+            assert_eq!(offered, AGENTS as usize);
+            black_box(offered)
+        })
     });
     group.finish();
 }

@@ -262,7 +262,10 @@ pub enum ResourceError {
     #[error("resource '{name}' is negative ({value})")]
     Negative { name: String, value: f64 },
     #[error("resource '{name}' must be a {expected}")]
-    WrongKind { name: String, expected: &'static str },
+    WrongKind {
+        name: String,
+        expected: &'static str,
+    },
     #[error("resource '{name}' has an invalid range {begin}-{end}")]
     BadRange { name: String, begin: u64, end: u64 },
     #[error("cannot parse resources '{input}': {reason}")]
@@ -290,13 +293,21 @@ impl Resources {
 
     /// Builder-style: adds an unreserved scalar. Negative or zero amounts are ignored.
     pub fn with_scalar(mut self, name: &str, amount: Scalar) -> Resources {
-        self.add_entry(Entry { name: name.to_string(), role: None, value: Value::Scalar(amount) });
+        self.add_entry(Entry {
+            name: name.to_string(),
+            role: None,
+            value: Value::Scalar(amount),
+        });
         self
     }
 
     /// Builder-style: adds unreserved ranges.
     pub fn with_ranges(mut self, name: &str, ranges: RangeSet) -> Resources {
-        self.add_entry(Entry { name: name.to_string(), role: None, value: Value::Ranges(ranges) });
+        self.add_entry(Entry {
+            name: name.to_string(),
+            role: None,
+            value: Value::Ranges(ranges),
+        });
         self
     }
 
@@ -354,8 +365,10 @@ impl Resources {
         if empty {
             return;
         }
-        if let Some(existing) =
-            self.entries.iter_mut().find(|e| e.name == entry.name && e.role == entry.role)
+        if let Some(existing) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == entry.name && e.role == entry.role)
         {
             match (&mut existing.value, entry.value) {
                 (Value::Scalar(a), Value::Scalar(b)) => *a += b,
@@ -365,7 +378,8 @@ impl Resources {
             }
         } else {
             self.entries.push(entry);
-            self.entries.sort_by(|a, b| (&a.name, &a.role).cmp(&(&b.name, &b.role)));
+            self.entries
+                .sort_by(|a, b| (&a.name, &a.role).cmp(&(&b.name, &b.role)));
         }
     }
 
@@ -397,7 +411,10 @@ impl Resources {
     /// [`contains`]: Resources::contains
     pub fn subtract(&mut self, other: &Resources) {
         for o in &other.entries {
-            if let Some(e) = self.entries.iter_mut().find(|e| e.name == o.name && e.role == o.role)
+            if let Some(e) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.name == o.name && e.role == o.role)
             {
                 match (&mut e.value, &o.value) {
                     (Value::Scalar(a), Value::Scalar(b)) => {
@@ -426,7 +443,14 @@ impl Resources {
 
     /// Only the unreserved entries.
     pub fn unreserved(&self) -> Resources {
-        Resources { entries: self.entries.iter().filter(|e| e.role.is_none()).cloned().collect() }
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| e.role.is_none())
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Only the entries reserved for `role`.
@@ -460,27 +484,44 @@ impl Resources {
             if r.name.trim().is_empty() {
                 return Err(ResourceError::EmptyName);
             }
-            let kind = kind_of(&r.name).ok_or_else(|| ResourceError::UnknownName(r.name.clone()))?;
-            let role = if r.role.is_empty() || r.role == "*" { None } else { Some(r.role.clone()) };
+            let kind =
+                kind_of(&r.name).ok_or_else(|| ResourceError::UnknownName(r.name.clone()))?;
+            let role = if r.role.is_empty() || r.role == "*" {
+                None
+            } else {
+                Some(r.role.clone())
+            };
             let value = match kind {
                 Kind::Scalar => {
                     if !r.ranges.is_empty() {
-                        return Err(ResourceError::WrongKind { name: r.name.clone(), expected: "scalar" });
+                        return Err(ResourceError::WrongKind {
+                            name: r.name.clone(),
+                            expected: "scalar",
+                        });
                     }
                     if !r.scalar.is_finite() {
-                        return Err(ResourceError::NotFinite { name: r.name.clone() });
+                        return Err(ResourceError::NotFinite {
+                            name: r.name.clone(),
+                        });
                     }
                     if r.scalar < 0.0 {
-                        return Err(ResourceError::Negative { name: r.name.clone(), value: r.scalar });
+                        return Err(ResourceError::Negative {
+                            name: r.name.clone(),
+                            value: r.scalar,
+                        });
                     }
-                    Value::Scalar(
-                        Scalar::from_f64(r.scalar)
-                            .ok_or_else(|| ResourceError::NotFinite { name: r.name.clone() })?,
-                    )
+                    Value::Scalar(Scalar::from_f64(r.scalar).ok_or_else(|| {
+                        ResourceError::NotFinite {
+                            name: r.name.clone(),
+                        }
+                    })?)
                 }
                 Kind::Ranges => {
                     if r.scalar != 0.0 {
-                        return Err(ResourceError::WrongKind { name: r.name.clone(), expected: "list of ranges" });
+                        return Err(ResourceError::WrongKind {
+                            name: r.name.clone(),
+                            expected: "list of ranges",
+                        });
                     }
                     let mut set = RangeSet::new();
                     for range in &r.ranges {
@@ -496,7 +537,11 @@ impl Resources {
                     Value::Ranges(set)
                 }
             };
-            out.add_entry(Entry { name: r.name.clone(), role, value });
+            out.add_entry(Entry {
+                name: r.name.clone(),
+                role,
+                value,
+            });
         }
         Ok(out)
     }
@@ -512,9 +557,11 @@ impl Resources {
                     Value::Ranges(_) => 0.0,
                 },
                 ranges: match &e.value {
-                    Value::Ranges(r) => {
-                        r.ranges().iter().map(|&(begin, end)| v1::Range { begin, end }).collect()
-                    }
+                    Value::Ranges(r) => r
+                        .ranges()
+                        .iter()
+                        .map(|&(begin, end)| v1::Range { begin, end })
+                        .collect(),
                     Value::Scalar(_) => Vec::new(),
                 },
                 role: e.role.clone().unwrap_or_default(),
@@ -525,11 +572,15 @@ impl Resources {
     /// Parses the flag form `cpus:4;mem:4096;disk:10000;ports:[31000-32000]`, with an
     /// optional reservation role as `cpus(role):2`.
     pub fn parse(input: &str) -> Result<Resources, ResourceError> {
-        let perr = |reason: String| ResourceError::Parse { input: input.to_string(), reason };
+        let perr = |reason: String| ResourceError::Parse {
+            input: input.to_string(),
+            reason,
+        };
         let mut out = Vec::new();
         for part in input.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) =
-                part.split_once(':').ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
+            let (key, value) = part
+                .split_once(':')
+                .ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
             let key = key.trim();
             let (name, role) = match key.split_once('(') {
                 Some((n, rest)) => {
@@ -541,23 +592,34 @@ impl Resources {
                 None => (key, String::new()),
             };
             let value = value.trim();
-            let mut res = v1::Resource { name: name.to_string(), role, ..Default::default() };
+            let mut res = v1::Resource {
+                name: name.to_string(),
+                role,
+                ..Default::default()
+            };
             if let Some(inner) = value.strip_prefix('[') {
                 let inner = inner
                     .strip_suffix(']')
                     .ok_or_else(|| perr(format!("'{value}' has an unclosed '['")))?;
                 for r in inner.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                     let (b, e) = r.split_once('-').unwrap_or((r, r));
-                    let begin = b.trim().parse::<u64>().map_err(|_| perr(format!("bad range '{r}'")))?;
-                    let end = e.trim().parse::<u64>().map_err(|_| perr(format!("bad range '{r}'")))?;
+                    let begin = b
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| perr(format!("bad range '{r}'")))?;
+                    let end = e
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| perr(format!("bad range '{r}'")))?;
                     res.ranges.push(v1::Range { begin, end });
                 }
                 if res.ranges.is_empty() {
                     return Err(perr(format!("'{name}' has no ranges")));
                 }
             } else {
-                res.scalar =
-                    value.parse::<f64>().map_err(|_| perr(format!("'{value}' is not a number")))?;
+                res.scalar = value
+                    .parse::<f64>()
+                    .map_err(|_| perr(format!("'{value}' is not a number")))?;
             }
             out.push(res);
         }
@@ -662,13 +724,29 @@ mod tests {
     #[test]
     fn validation_rejects_bad_input() {
         let bad = |name: &str, scalar: f64| {
-            Resources::try_from_proto(&[v1::Resource { name: name.into(), scalar, ..Default::default() }])
+            Resources::try_from_proto(&[v1::Resource {
+                name: name.into(),
+                scalar,
+                ..Default::default()
+            }])
         };
         assert_eq!(bad("", 1.0), Err(ResourceError::EmptyName));
-        assert!(matches!(bad("cpus", -1.0), Err(ResourceError::Negative { .. })));
-        assert!(matches!(bad("cpus", f64::NAN), Err(ResourceError::NotFinite { .. })));
-        assert!(matches!(bad("cpus", f64::INFINITY), Err(ResourceError::NotFinite { .. })));
-        assert!(matches!(bad("bananas", 1.0), Err(ResourceError::UnknownName(_))));
+        assert!(matches!(
+            bad("cpus", -1.0),
+            Err(ResourceError::Negative { .. })
+        ));
+        assert!(matches!(
+            bad("cpus", f64::NAN),
+            Err(ResourceError::NotFinite { .. })
+        ));
+        assert!(matches!(
+            bad("cpus", f64::INFINITY),
+            Err(ResourceError::NotFinite { .. })
+        ));
+        assert!(matches!(
+            bad("bananas", 1.0),
+            Err(ResourceError::UnknownName(_))
+        ));
         assert!(Resources::parse("cpus:abc").is_err());
         assert!(Resources::parse("ports:[5-3]").is_err());
         assert!(Resources::parse("cpus").is_err());
@@ -679,7 +757,10 @@ mod tests {
         let r = RangeSet::from_range(31000, 31001);
         let mut more = r.clone();
         more.insert(31005, 31010);
-        assert_eq!(more.take_lowest(3).unwrap().ranges(), &[(31000, 31001), (31005, 31005)]);
+        assert_eq!(
+            more.take_lowest(3).unwrap().ranges(),
+            &[(31000, 31001), (31005, 31005)]
+        );
         assert!(r.take_lowest(3).is_none());
     }
 

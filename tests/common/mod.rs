@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -56,7 +59,11 @@ impl Proc {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !sent && line.contains("listening on") {
-                    let addr = line.split_whitespace().last().unwrap_or_default().to_string();
+                    let addr = line
+                        .split_whitespace()
+                        .last()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(addr);
                     sent = true;
                 }
@@ -72,7 +79,12 @@ impl Proc {
                 );
             }
         };
-        Proc { child, addr, name: name.to_string(), log: log.to_path_buf() }
+        Proc {
+            child,
+            addr,
+            name: name.to_string(),
+            log: log.to_path_buf(),
+        }
     }
 
     /// kill -9, and reap.
@@ -110,10 +122,17 @@ pub struct Cluster {
 
 /// Short timeouts so that agent loss shows within seconds in tests.
 pub fn fast_master_flags() -> Vec<String> {
-    ["--allocation-interval", "100ms", "--agent-ping-timeout", "300ms", "--max-agent-ping-timeouts", "4"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--allocation-interval",
+        "100ms",
+        "--agent-ping-timeout",
+        "300ms",
+        "--max-agent-ping-timeouts",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 impl Cluster {
@@ -124,7 +143,12 @@ impl Cluster {
     pub fn start_with(agents: usize, master_flags: Vec<String>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = start_master(dir.path(), "127.0.0.1:0", &master_flags);
-        let mut cluster = Cluster { dir, master, agents: Vec::new(), master_flags };
+        let mut cluster = Cluster {
+            dir,
+            master,
+            agents: Vec::new(),
+            master_flags,
+        };
         for i in 0..agents {
             cluster.add_agent(i, "cpus:2;mem:1024;disk:1000;ports:[31000-31100]");
         }
@@ -155,9 +179,11 @@ impl Cluster {
 
     /// Waits until `n` agents are ACTIVE.
     pub fn wait_for_agents(&self, n: usize) {
-        wait_until(Duration::from_secs(30), &format!("{n} active agents"), || {
-            active_agents(&self.state()) >= n
-        });
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{n} active agents"),
+            || active_agents(&self.state()) >= n,
+        );
     }
 
     /// Restarts the master (after kill -9) on the same port and work dir.
@@ -184,9 +210,19 @@ impl Cluster {
 
 pub fn start_master(dir: &Path, listen: &str, flags: &[String]) -> Proc {
     let work = dir.join("master");
-    let mut args = vec!["--listen".to_string(), listen.to_string(), "--work-dir".into(), work.display().to_string()];
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--work-dir".into(),
+        work.display().to_string(),
+    ];
     args.extend(flags.iter().cloned());
-    Proc::spawn("master", &bin("strata-master"), &args, &dir.join(format!("master-{}.log", unique())))
+    Proc::spawn(
+        "master",
+        &bin("strata-master"),
+        &args,
+        &dir.join(format!("master-{}.log", unique())),
+    )
 }
 
 pub fn start_agent(dir: &Path, index: usize, master: &str, resources: &str) -> Proc {
@@ -207,11 +243,19 @@ pub fn start_agent(dir: &Path, index: usize, master: &str, resources: &str) -> P
         "--registration-backoff".into(),
         "200ms".into(),
     ];
-    Proc::spawn(&format!("agent{index}"), &bin("strata-agent"), &args, &dir.join(format!("agent{index}-{}.log", unique())))
+    Proc::spawn(
+        &format!("agent{index}"),
+        &bin("strata-agent"),
+        &args,
+        &dir.join(format!("agent{index}-{}.log", unique())),
+    )
 }
 
 fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 pub fn http_json(url: &str) -> serde_json::Value {
@@ -223,10 +267,17 @@ pub fn http_json(url: &str) -> serde_json::Value {
 pub fn http_get(url: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -234,7 +285,10 @@ pub fn http_get(url: &str) -> Result<String, String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("{}: {body}", head.lines().next().unwrap_or("")));
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return Ok(dechunk(body));
     }
     Ok(body.to_string())
@@ -255,7 +309,10 @@ fn dechunk(body: &str) -> String {
 }
 
 pub fn active_agents(state: &serde_json::Value) -> usize {
-    state["agents"].as_array().map(|a| a.iter().filter(|x| x["status"] == "ACTIVE").count()).unwrap_or(0)
+    state["agents"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["status"] == "ACTIVE").count())
+        .unwrap_or(0)
 }
 
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -424,6 +424,7 @@ impl Master {
                 lost.push(agent.key);
             }
         }
+        lost.sort_unstable();
         for key in lost {
             self.mark_unreachable(key, now);
         }

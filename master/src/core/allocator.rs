@@ -26,8 +26,7 @@
 //! [`Allocator::recover`] (declined, unused, task finished, offer rescinded), optionally
 //! with a decline filter.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use strata_proto::{Resources, Scalar};
@@ -200,6 +199,8 @@ pub struct DrfAllocator {
     agents: FastMap<AgentKey, AgentEntry>,
     /// Every agent key, sorted: the deterministic order each cycle shuffles.
     agent_keys: Vec<AgentKey>,
+    /// The cycle's shuffled agent order, kept to reuse its buffer.
+    order: Vec<AgentKey>,
     frameworks: FastMap<FrameworkKey, FrameworkEntry>,
     roles: Vec<RoleEntry>,
     role_index: HashMap<String, RoleKey>,
@@ -212,7 +213,8 @@ pub struct DrfAllocator {
     weights: HashMap<String, f64>,
     rng: Rng,
     /// Filter expiry times; entries may be stale (filter already gone).
-    filter_heap: BinaryHeap<Reverse<(Instant, FrameworkKey, AgentKey)>>,
+    filter_expiry: FilterExpiry,
+    /// Live filters, to notice when `filter_expiry` holds mostly stale entries.
     filter_count: usize,
 }
 
@@ -224,6 +226,7 @@ impl DrfAllocator {
         DrfAllocator {
             agents: FastMap::default(),
             agent_keys: Vec::new(),
+            order: Vec::new(),
             frameworks: FastMap::default(),
             roles: Vec::new(),
             role_index: HashMap::new(),
@@ -232,7 +235,7 @@ impl DrfAllocator {
             dirty: false,
             weights,
             rng: Rng::new(seed),
-            filter_heap: BinaryHeap::new(),
+            filter_expiry: FilterExpiry::default(),
             filter_count: 0,
         }
     }
@@ -251,6 +254,18 @@ impl DrfAllocator {
         });
         self.role_index.insert(name.to_string(), key);
         key
+    }
+
+    /// The key of a known role: a scan for the usual handful, the index beyond.
+    fn find_role(&self, name: &str) -> Option<RoleKey> {
+        if self.roles.len() <= 16 {
+            self.roles
+                .iter()
+                .position(|r| r.name == name)
+                .map(|i| i as RoleKey)
+        } else {
+            self.role_index.get(name).copied()
+        }
     }
 
     fn role_share(&self, role: RoleKey) -> f64 {
@@ -351,7 +366,7 @@ impl DrfAllocator {
             let role = &self.roles[rk as usize];
             let part = has_reserved.then(|| free.allocatable_to(&role.name));
             let offerable = part.as_ref().unwrap_or(free);
-            if !min_allocatable(offerable) {
+            if has_reserved && !min_allocatable(offerable) {
                 continue;
             }
             for fk in role.sorter.iter() {
@@ -368,19 +383,71 @@ impl DrfAllocator {
         None
     }
 
-    fn rebuild_filter_heap_if_bloated(&mut self) {
-        if self.filter_heap.len() <= 2 * self.filter_count + 1024 {
+    /// Rebuilds the expiry index from the live filters when it is mostly stale
+    /// (filters cleared by REVIVE or replaced leave their entries behind).
+    fn compact_filter_expiry_if_bloated(&mut self) {
+        if self.filter_expiry.len <= 2 * self.filter_count + 1024 {
             return;
         }
-        let mut heap = BinaryHeap::with_capacity(self.filter_count);
+        let Some(epoch) = self.filter_expiry.epoch else {
+            return;
+        };
+        let mut expiry = FilterExpiry::default();
         for (fk, fw) in &self.frameworks {
             for (ak, list) in &fw.filters {
                 for f in list {
-                    heap.push(Reverse((f.expires, *fk, *ak)));
+                    expiry.push(epoch, f.expires, *fk, *ak);
                 }
             }
         }
-        self.filter_heap = heap;
+        self.filter_expiry = expiry;
+    }
+}
+
+/// When filters expire, in 100 ms buckets (pushing is O(1) amortised, unlike a heap):
+/// bucket `k` holds the (framework, agent) pairs with a filter expiring in
+/// `((k-1)·100 ms, k·100 ms]` after `epoch`. Entries may be stale; the filter lists
+/// are the truth.
+#[derive(Debug, Default)]
+struct FilterExpiry {
+    epoch: Option<Instant>,
+    buckets: BTreeMap<u64, Vec<(FrameworkKey, AgentKey)>>,
+    len: usize,
+}
+
+const BUCKET_MS: u128 = 100;
+
+impl FilterExpiry {
+    /// Indexes a filter made at `now` (no earlier than any before) expiring at `expires`.
+    fn push(&mut self, now: Instant, expires: Instant, fk: FrameworkKey, ak: AgentKey) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let ms = expires.saturating_duration_since(epoch).as_millis();
+        let bucket = u64::try_from(ms.div_ceil(BUCKET_MS)).unwrap_or(u64::MAX);
+        self.buckets.entry(bucket).or_default().push((fk, ak));
+        self.len += 1;
+    }
+
+    /// Takes the entries of every bucket that ended by `now`.
+    fn due(&mut self, now: Instant) -> Vec<(FrameworkKey, AgentKey)> {
+        let Some(epoch) = self.epoch else {
+            return Vec::new();
+        };
+        let limit = u64::try_from(now.saturating_duration_since(epoch).as_millis() / BUCKET_MS)
+            .unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() > limit {
+                break;
+            }
+            let bucket = entry.remove();
+            if out.is_empty() {
+                out = bucket;
+            } else {
+                out.extend(bucket);
+            }
+        }
+        self.len -= out.len().min(self.len);
+        out
     }
 }
 
@@ -550,7 +617,7 @@ impl Allocator for DrfAllocator {
         refuse: Option<Duration>,
         now: Instant,
     ) {
-        let Some(&rk) = self.role_index.get(role) else {
+        let Some(rk) = self.find_role(role) else {
             tracing::debug!(role, "recover for a role the allocator never saw; ignored");
             return;
         };
@@ -616,8 +683,8 @@ impl Allocator for DrfAllocator {
             expires,
         });
         self.filter_count = self.filter_count + 1 - dropped;
-        self.filter_heap.push(Reverse((expires, framework, agent)));
-        self.rebuild_filter_heap_if_bloated();
+        self.filter_expiry.push(now, expires, framework, agent);
+        self.compact_filter_expiry_if_bloated();
     }
 
     fn suppress(&mut self, framework: FrameworkKey, roles: &[String]) {
@@ -660,11 +727,7 @@ impl Allocator for DrfAllocator {
     }
 
     fn expire_filters(&mut self, now: Instant) {
-        while let Some(Reverse((at, fk, ak))) = self.filter_heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.filter_heap.pop();
+        for (fk, ak) in self.filter_expiry.due(now) {
             let Some(fw) = self.frameworks.get_mut(&fk) else {
                 continue;
             };
@@ -683,21 +746,22 @@ impl Allocator for DrfAllocator {
         if self.dirty {
             self.rekey_all();
         }
-        let mut out = Vec::new();
         if self.role_sorter.is_empty() {
-            return out;
+            return Vec::new();
         }
-        let mut order: Vec<AgentKey> = match agents {
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        match agents {
             Some(list) => {
-                let mut v = list.to_vec();
-                v.sort_unstable();
-                v.dedup();
-                v
+                order.extend_from_slice(list);
+                order.sort_unstable();
+                order.dedup();
             }
-            None => self.agent_keys.clone(),
-        };
+            None => order.extend_from_slice(&self.agent_keys),
+        }
         self.rng.shuffle(&mut order);
-        for key in order {
+        let mut out = Vec::with_capacity(order.len());
+        for &key in &order {
             while let Some(agent) = self.agents.get(&key) {
                 if !agent.active || agent.available.is_empty() {
                     break;
@@ -726,6 +790,7 @@ impl Allocator for DrfAllocator {
                 });
             }
         }
+        self.order = order;
         out
     }
 
@@ -821,5 +886,84 @@ mod tests {
         a.remove_framework(FrameworkKey(1));
         assert_eq!(a.available(AgentKey(0)), Some(res("cpus:4;mem:1024")));
         assert_eq!(a.roles[0].alloc, Scalars::default());
+    }
+
+    #[test]
+    fn revive_storms_do_not_grow_the_expiry_index_without_bound() {
+        let mut now = Instant::now();
+        let mut a = DrfAllocator::new(HashMap::new(), 1);
+        a.add_framework(FrameworkKey(1), &roles(&["*"]), &[], true);
+        a.add_agent(AgentKey(0), res("cpus:4;mem:1024"), &[]);
+        let year = Some(Duration::from_secs(365 * 24 * 3600));
+        for _ in 0..5000 {
+            now += Duration::from_millis(1);
+            let out = a.allocate(now, None);
+            assert_eq!(out.len(), 1, "revive cleared the filter");
+            a.recover(
+                AgentKey(0),
+                FrameworkKey(1),
+                "*",
+                out[0].resources.clone(),
+                year,
+                now,
+            );
+            a.revive(FrameworkKey(1), &roles(&["*"]));
+        }
+        assert_eq!(a.filter_count, 0);
+        assert!(a.filter_expiry.len <= 1024 + 1, "{}", a.filter_expiry.len);
+    }
+
+    #[test]
+    fn removing_an_agent_takes_its_allocations_out_of_the_shares() {
+        let now = Instant::now();
+        let mut a = DrfAllocator::new(HashMap::new(), 1);
+        a.add_framework(FrameworkKey(1), &roles(&["*"]), &[], true);
+        let used = [UsedResources {
+            framework: FrameworkKey(1),
+            role: "*".into(),
+            resources: res("cpus:1;mem:10"),
+        }];
+        a.add_agent(AgentKey(0), res("cpus:4;mem:1024"), &used);
+        assert_eq!(a.available(AgentKey(0)), Some(res("cpus:3;mem:1014")));
+        assert_eq!(a.allocate(now, None).len(), 1);
+        a.remove_agent(AgentKey(0));
+        assert_eq!(a.roles[0].alloc, Scalars::default());
+        assert_eq!(a.total, Scalars::default());
+        assert!(a.allocate(now, None).is_empty());
+        // A late recover for the gone agent is ignored.
+        a.recover(AgentKey(0), FrameworkKey(1), "*", res("cpus:1"), None, now);
+        assert_eq!(a.roles[0].alloc, Scalars::default());
+    }
+
+    #[test]
+    fn recovering_more_than_allocated_is_clamped() {
+        let now = Instant::now();
+        let mut a = DrfAllocator::new(HashMap::new(), 1);
+        a.add_framework(FrameworkKey(1), &roles(&["*"]), &[], true);
+        a.add_agent(AgentKey(0), res("cpus:4;mem:1024"), &[]);
+        let out = a.allocate(now, None);
+        a.recover(
+            AgentKey(0),
+            FrameworkKey(1),
+            "*",
+            res("cpus:1;mem:24"),
+            None,
+            now,
+        );
+        a.recover(
+            AgentKey(0),
+            FrameworkKey(1),
+            "*",
+            res("cpus:8;mem:2048"),
+            None,
+            now,
+        );
+        assert_eq!(
+            a.available(AgentKey(0)),
+            Some(out[0].resources.clone()),
+            "never more than the total"
+        );
+        a.recover(AgentKey(0), FrameworkKey(1), "*", res("cpus:1"), None, now);
+        assert_eq!(a.available(AgentKey(0)), Some(res("cpus:4;mem:1024")));
     }
 }

@@ -146,10 +146,6 @@ impl<K: Ord + Copy + Hash + Eq> Sorter<K> {
         self.shares.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.shares.len()
-    }
-
     /// Lowest share first.
     pub fn iter(&self) -> impl Iterator<Item = K> + '_ {
         self.order.iter().map(|(_, k)| *k)
@@ -189,6 +185,5 @@ mod tests {
         assert!(!s.contains(7));
         assert!(s.remove(1));
         assert_eq!(s.keys(), vec![3, 2]);
-        assert_eq!(s.len(), 2);
     }
 }

@@ -54,7 +54,8 @@ pub struct Master {
     pub(super) clock_start: Instant,
     pub(super) unix_at_start: f64,
 
-    pub(super) agents: BTreeMap<AgentKey, Agent>,
+    /// By key; iterate in key order (sorted) wherever order reaches the effects.
+    pub(super) agents: FastMap<AgentKey, Agent>,
     pub(super) agent_ids: HashMap<String, AgentKey>,
     pub(super) agent_conns: HashMap<ConnId, AgentKey>,
     next_agent_key: u32,
@@ -115,7 +116,7 @@ impl Master {
             allocator,
             clock_start: now,
             unix_at_start: strata_proto::now_unix_seconds(),
-            agents: BTreeMap::new(),
+            agents: FastMap::default(),
             agent_ids: HashMap::new(),
             agent_conns: HashMap::new(),
             next_agent_key: 0,
@@ -175,7 +176,9 @@ impl Master {
 
     /// The effects produced since the last call, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+        // Start the next batch with room for as many: busy masters emit in bulk.
+        let room = self.effects.len().min(4096);
+        std::mem::replace(&mut self.effects, Vec::with_capacity(room))
     }
 
     /// The allocator, for inspection.

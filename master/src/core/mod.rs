@@ -20,20 +20,20 @@ pub mod api;
 
 pub use api::*;
 pub mod allocator;
-pub mod drf;
 pub mod master;
-pub mod rng;
-pub mod state;
-pub mod validate;
 
 mod agents;
 mod calls;
 mod codec;
+mod drf;
 mod fastmap;
 mod frameworks;
 mod offers;
 mod reconcile;
+mod rng;
+mod state;
 mod tasks;
+mod validate;
 mod view;
 
 #[cfg(test)]

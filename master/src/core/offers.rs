@@ -25,6 +25,28 @@ use super::state::{Offer, OfferSeq, Task};
 use super::tasks::TaskIds;
 use super::validate::{TaskProblem, fit_problem, refuse_duration, validate_task};
 
+/// Recognises repeated ids in a call: a linear scan for the usual handful, a hash
+/// set beyond that.
+#[derive(Default)]
+struct Dedup<'a> {
+    few: Vec<&'a str>,
+    many: HashSet<&'a str>,
+}
+
+impl<'a> Dedup<'a> {
+    /// Whether `id` is new.
+    fn insert(&mut self, id: &'a str) -> bool {
+        if self.few.len() < 32 {
+            if self.few.contains(&id) {
+                return false;
+            }
+            self.few.push(id);
+            return true;
+        }
+        !self.few.contains(&id) && self.many.insert(id)
+    }
+}
+
 /// How an offer id named in a call stands.
 enum Named {
     Mine(OfferSeq),
@@ -55,18 +77,25 @@ impl Master {
     fn run_allocation(&mut self, agents: Option<&[AgentKey]>, now: Instant) {
         let allocations = self.allocator.allocate(now, agents);
         self.counters.allocation_runs += 1;
-        let mut batches: Vec<(FrameworkKey, Vec<v1::Offer>)> = Vec::new();
-        let mut index: FastMap<FrameworkKey, usize> = FastMap::default();
+        // One OFFERS event per framework, in order of first allocation; sized up front
+        // (offers are large: growing many vectors by doubling is costly).
+        let mut index: FastMap<FrameworkKey, (usize, usize)> = FastMap::default();
+        for a in &allocations {
+            let next = index.len();
+            index.entry(a.framework).or_insert((next, 0)).1 += 1;
+        }
+        let mut batches: Vec<(FrameworkKey, Vec<v1::Offer>)> = Vec::with_capacity(index.len());
+        for a in &allocations {
+            let (i, n) = index[&a.framework];
+            if i == batches.len() {
+                batches.push((a.framework, Vec::with_capacity(n)));
+            }
+        }
         for a in allocations {
-            let fk = a.framework;
-            let Some(offer) = self.make_offer(a, now) else {
-                continue;
-            };
-            let i = *index.entry(fk).or_insert_with(|| {
-                batches.push((fk, Vec::new()));
-                batches.len() - 1
-            });
-            batches[i].1.push(offer);
+            let i = index[&a.framework].0;
+            if let Some(offer) = self.make_offer(a, now) {
+                batches[i].1.push(offer);
+            }
         }
         for (fk, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
@@ -98,7 +127,7 @@ impl Master {
         let agent = self.agents.get_mut(&a.agent)?;
         agent.offers.insert(seq);
         let offer = v1::Offer {
-            id: id.clone(),
+            id,
             framework_id,
             agent_id: agent.id.clone(),
             hostname: agent.hostname.clone(),
@@ -112,7 +141,6 @@ impl Master {
         }
         let record = Offer {
             seq,
-            id,
             framework: a.framework,
             agent: a.agent,
             role: a.role,
@@ -122,13 +150,19 @@ impl Master {
         Some(offer)
     }
 
+    /// The wire id of an offer.
+    pub(super) fn offer_id(&self, seq: OfferSeq) -> String {
+        format!("{}{seq}", self.offer_prefix)
+    }
+
     /// The offer an id names, if it is one of this master's outstanding offers.
     fn offer_seq(&self, id: &str) -> Option<OfferSeq> {
-        let seq = id
-            .strip_prefix(self.offer_prefix.as_str())?
-            .parse::<OfferSeq>()
-            .ok()?;
-        self.offers.get(&seq).filter(|o| o.id == id).map(|o| o.seq)
+        let digits = id.strip_prefix(self.offer_prefix.as_str())?;
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits.len() == 1 || !digits.starts_with('0'));
+        let seq = digits.parse::<OfferSeq>().ok().filter(|_| canonical)?;
+        self.offers.contains_key(&seq).then_some(seq)
     }
 
     fn named(&self, fk: FrameworkKey, id: &str) -> Named {
@@ -167,7 +201,8 @@ impl Master {
         );
         self.counters.offers_rescinded += 1;
         if notify {
-            let event = v1::event::Event::Rescind(v1::Rescind { offer_id: offer.id });
+            let offer_id = self.offer_id(seq);
+            let event = v1::event::Event::Rescind(v1::Rescind { offer_id });
             self.event_to(offer.framework, event);
         }
     }
@@ -201,7 +236,7 @@ impl Master {
             ));
         }
         let (mut unknown, mut foreign, mut declined) = (Vec::new(), Vec::new(), 0usize);
-        let mut seen = HashSet::new();
+        let mut seen = Dedup::default();
         for id in &req.offer_ids {
             if !seen.insert(id.as_str()) {
                 continue;
@@ -254,7 +289,7 @@ impl Master {
         }
         let mut problem: Option<String> = None;
         let mut mine: Vec<OfferSeq> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = Dedup::default();
         for id in &req.offer_ids {
             if !seen.insert(id.as_str()) {
                 problem.get_or_insert_with(|| format!("offer '{id}' is listed twice"));

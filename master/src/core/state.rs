@@ -139,8 +139,8 @@ pub type OfferSeq = u64;
 
 #[derive(Debug, Clone)]
 pub struct Offer {
+    /// Its id is `Master::offer_id(seq)`.
     pub seq: OfferSeq,
-    pub id: String,
     pub framework: FrameworkKey,
     pub agent: AgentKey,
     pub role: String,

@@ -45,9 +45,11 @@ impl Master {
 
     /// A consistent view of agents, frameworks, tasks and roles.
     pub fn snapshot(&self) -> StateSnapshot {
-        let agents = self
-            .agents
-            .values()
+        let mut keys: Vec<_> = self.agents.keys().copied().collect();
+        keys.sort_unstable();
+        let agents = keys
+            .iter()
+            .filter_map(|k| self.agents.get(k))
             .map(|a| AgentView {
                 id: a.id.clone(),
                 hostname: a.hostname.clone(),
@@ -217,11 +219,17 @@ impl Master {
         for (key, agent) in &self.agents {
             let mut offered = Resources::new();
             for seq in &agent.offers {
-                let o = self.offers.get(seq).ok_or(format!("agent {} lists unknown offer {seq}", agent.id))?;
+                let o = self
+                    .offers
+                    .get(seq)
+                    .ok_or(format!("agent {} lists unknown offer {seq}", agent.id))?;
                 if o.agent != *key {
                     return Err(format!("offer {seq} is listed on the wrong agent"));
                 }
-                let fw_lists = self.frameworks.get(&o.framework).is_some_and(|f| f.offers.contains(seq));
+                let fw_lists = self
+                    .frameworks
+                    .get(&o.framework)
+                    .is_some_and(|f| f.offers.contains(seq));
                 if !fw_lists {
                     return Err(format!("offer {seq} is missing from its framework"));
                 }
@@ -243,7 +251,10 @@ impl Master {
                 }
             }
             if used != agent.used {
-                return Err(format!("agent {} used {} but its tasks sum to {used}", agent.id, agent.used));
+                return Err(format!(
+                    "agent {} used {} but its tasks sum to {used}",
+                    agent.id, agent.used
+                ));
             }
             match (self.allocator.available(*key), agent.status) {
                 (Some(free), AgentStatus::Active | AgentStatus::Disconnected) => {
@@ -260,7 +271,9 @@ impl Master {
                 (None, AgentStatus::Active | AgentStatus::Disconnected) => {
                     return Err(format!("agent {} is missing from the allocator", agent.id));
                 }
-                (Some(_), _) => return Err(format!("agent {} should not be in the allocator", agent.id)),
+                (Some(_), _) => {
+                    return Err(format!("agent {} should not be in the allocator", agent.id));
+                }
                 (None, _) => {
                     if !agent.offers.is_empty() {
                         return Err(format!("unreachable agent {} has offers", agent.id));
@@ -271,14 +284,20 @@ impl Master {
         for (fk, fw) in &self.frameworks {
             let mut used = Resources::new();
             for (tid, t) in &fw.tasks {
-                let listed = self.agents.get(&t.agent).is_some_and(|a| a.tasks.contains(&(*fk, tid.clone())));
+                let listed = self
+                    .agents
+                    .get(&t.agent)
+                    .is_some_and(|a| a.tasks.contains(&(*fk, tid.clone())));
                 if !listed {
                     return Err(format!("task {tid} is missing from its agent"));
                 }
                 used.add(&t.resources);
             }
             if used != fw.used {
-                return Err(format!("framework {} used {} but its tasks sum to {used}", fw.id, fw.used));
+                return Err(format!(
+                    "framework {} used {} but its tasks sum to {used}",
+                    fw.id, fw.used
+                ));
             }
             for seq in &fw.offers {
                 if self.offers.get(seq).is_none_or(|o| o.framework != *fk) {

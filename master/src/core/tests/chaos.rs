@@ -39,20 +39,46 @@ impl World {
         let mut sim = Sim::new();
         let mut agents = Vec::new();
         for i in 0..8 {
-            let resources = if i % 3 == 0 { "cpus:4;mem:4096;ports:[31000-31099]" } else { "cpus:2;mem:1024" };
+            let resources = if i % 3 == 0 {
+                "cpus:4;mem:4096;ports:[31000-31099]"
+            } else {
+                "cpus:2;mem:1024"
+            };
             let agent = sim.add_agent(&format!("h{i}"), resources);
-            agents.push(ModelAgent { agent, connected: true, silent: false, tasks: vec![] });
+            agents.push(ModelAgent {
+                agent,
+                connected: true,
+                silent: false,
+                tasks: vec![],
+            });
         }
         let mut frameworks = Vec::new();
         for i in 0..4 {
             let info = v1::FrameworkInfo {
                 failover_timeout_seconds: 20.0,
-                ..framework_info(&format!("f{i}"), if i == 3 { &["other"] } else { &[] }, i % 2 == 0)
+                ..framework_info(
+                    &format!("f{i}"),
+                    if i == 3 { &["other"] } else { &[] },
+                    i % 2 == 0,
+                )
             };
             let fw = sim.subscribe_info(info.clone());
-            frameworks.push(ModelFramework { fw, connected: true, info, offers: vec![], suppressed: false });
+            frameworks.push(ModelFramework {
+                fw,
+                connected: true,
+                info,
+                offers: vec![],
+                suppressed: false,
+            });
         }
-        World { sim, rng: Rng::new(seed), agents, frameworks, next_task: 0, next_uuid: 0 }
+        World {
+            sim,
+            rng: Rng::new(seed),
+            agents,
+            frameworks,
+            next_task: 0,
+            next_uuid: 0,
+        }
     }
 
     fn pick(&mut self, len: usize) -> Option<usize> {
@@ -63,8 +89,13 @@ impl World {
     fn absorb(&mut self) {
         for effect in self.sim.effects() {
             match effect {
-                Effect::ToFramework { conn, event: v1::Event { event: Some(ev) } } => {
-                    let Some(f) = self.frameworks.iter_mut().find(|f| f.fw.conn == conn) else { continue };
+                Effect::ToFramework {
+                    conn,
+                    event: v1::Event { event: Some(ev) },
+                } => {
+                    let Some(f) = self.frameworks.iter_mut().find(|f| f.fw.conn == conn) else {
+                        continue;
+                    };
                     match ev {
                         Event::Offers(o) => f.offers.extend(o.offers.into_iter().map(|o| o.id)),
                         Event::Rescind(r) => f.offers.retain(|id| *id != r.offer_id),
@@ -77,8 +108,13 @@ impl World {
                         f.offers.clear();
                     }
                 }
-                Effect::ToAgent { conn, message: v1::MasterMessage { message: Some(m) } } => {
-                    let Some(a) = self.agents.iter_mut().find(|a| a.agent.conn == conn) else { continue };
+                Effect::ToAgent {
+                    conn,
+                    message: v1::MasterMessage { message: Some(m) },
+                } => {
+                    let Some(a) = self.agents.iter_mut().find(|a| a.agent.conn == conn) else {
+                        continue;
+                    };
                     match m {
                         Message::RunTask(r) => {
                             let fw_id = r.framework.map(|f| f.id).unwrap_or_default();
@@ -87,7 +123,11 @@ impl World {
                             }
                         }
                         Message::KillTask(k) => {
-                            for t in a.tasks.iter_mut().filter(|t| t.0 == k.framework_id && t.1.task_id == k.task_id) {
+                            for t in a
+                                .tasks
+                                .iter_mut()
+                                .filter(|t| t.0 == k.framework_id && t.1.task_id == k.task_id)
+                            {
                                 t.3 = true;
                             }
                         }
@@ -112,16 +152,28 @@ impl World {
                 let ms = self.rng.below(2500) as u64;
                 self.sim.advance(Duration::from_millis(ms));
                 for a in self.agents.iter().filter(|a| a.connected && !a.silent) {
-                    let message =
-                        v1::AgentMessage { message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})) };
-                    self.sim.m.handle(Input::AgentMessage { conn: a.agent.conn, message }, self.sim.now).unwrap();
+                    let message = v1::AgentMessage {
+                        message: Some(v1::agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
+                    };
+                    self.sim
+                        .m
+                        .handle(
+                            Input::AgentMessage {
+                                conn: a.agent.conn,
+                                message,
+                            },
+                            self.sim.now,
+                        )
+                        .unwrap();
                 }
                 self.sim.handle(Input::Tick).unwrap();
                 format!("tick +{ms}ms")
             }
             4..=6 => self.accept(),
             7 => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 let f = &mut self.frameworks[i];
                 if !f.connected || f.offers.is_empty() {
                     return "decline: nothing".into();
@@ -134,7 +186,9 @@ impl World {
             }
             8..=10 => self.agent_update(),
             11 => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 let fw = self.frameworks[i].fw.clone();
                 let live: Vec<String> = self
                     .agents
@@ -147,11 +201,19 @@ impl World {
                     Some(j) => live[j].clone(),
                     None => "nope".into(),
                 };
-                let r = self.sim.call(&fw, Call::Kill(v1::KillRequest { task_id: task_id.clone(), ..Default::default() }));
+                let r = self.sim.call(
+                    &fw,
+                    Call::Kill(v1::KillRequest {
+                        task_id: task_id.clone(),
+                        ..Default::default()
+                    }),
+                );
                 format!("kill {task_id} {r:?}")
             }
             12 => {
-                let Some(i) = self.pick(self.agents.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.agents.len()) else {
+                    return "-".into();
+                };
                 if !self.agents[i].connected {
                     return "disconnect: already".into();
                 }
@@ -161,7 +223,9 @@ impl World {
                 format!("agent {i} disconnects")
             }
             13 | 14 => {
-                let Some(i) = self.pick(self.agents.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.agents.len()) else {
+                    return "-".into();
+                };
                 if self.agents[i].connected {
                     return "reregister: connected".into();
                 }
@@ -176,46 +240,76 @@ impl World {
                     })
                     .collect();
                 let conn = self.sim.conn();
-                let register = v1::Register { agent_info: Some(self.agents[i].agent.info.clone()), tasks, version: String::new() };
+                let register = v1::Register {
+                    agent_info: Some(self.agents[i].agent.info.clone()),
+                    tasks,
+                    version: String::new(),
+                };
                 self.agents[i].agent.conn = conn;
                 self.agents[i].connected = true;
                 self.agents[i].silent = false;
-                self.sim.handle(Input::AgentRegister { conn, register, peer: None }).unwrap();
+                self.sim
+                    .handle(Input::AgentRegister {
+                        conn,
+                        register,
+                        peer: None,
+                    })
+                    .unwrap();
                 format!("agent {i} re-registers")
             }
             15 => {
-                let Some(i) = self.pick(self.agents.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.agents.len()) else {
+                    return "-".into();
+                };
                 self.agents[i].silent = true;
                 format!("agent {i} goes silent")
             }
             16 => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 if !self.frameworks[i].connected {
                     return "fw disconnect: already".into();
                 }
                 self.frameworks[i].connected = false;
                 self.frameworks[i].offers.clear();
                 let conn = self.frameworks[i].fw.conn;
-                self.sim.handle(Input::FrameworkDisconnected { conn }).unwrap();
+                self.sim
+                    .handle(Input::FrameworkDisconnected { conn })
+                    .unwrap();
                 format!("framework {i} disconnects")
             }
             17 => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 if self.frameworks[i].connected {
                     return "resubscribe: connected".into();
                 }
-                let info = v1::FrameworkInfo { id: self.frameworks[i].fw.id.clone(), ..self.frameworks[i].info.clone() };
+                let info = v1::FrameworkInfo {
+                    id: self.frameworks[i].fw.id.clone(),
+                    ..self.frameworks[i].info.clone()
+                };
                 let conn = self.sim.conn();
-                let request = v1::SubscribeRequest { framework_info: Some(info.clone()), suppressed_roles: vec![] };
+                let request = v1::SubscribeRequest {
+                    framework_info: Some(info.clone()),
+                    suppressed_roles: vec![],
+                };
                 self.sim.handle(Input::Subscribe { conn, request }).unwrap();
                 let effects = self.sim.effects();
-                let sub = events_for(&effects, conn).into_iter().find_map(|e| match e {
-                    Event::Subscribed(s) => Some(s),
-                    _ => None,
-                });
+                let sub = events_for(&effects, conn)
+                    .into_iter()
+                    .find_map(|e| match e {
+                        Event::Subscribed(s) => Some(s),
+                        _ => None,
+                    });
                 // Removed meanwhile (failover timeout): register anew.
                 let fw = match sub {
-                    Some(s) => SimFramework { conn, id: s.framework_id, stream: s.stream_id },
+                    Some(s) => SimFramework {
+                        conn,
+                        id: s.framework_id,
+                        stream: s.stream_id,
+                    },
                     None => self.sim.subscribe_info(self.frameworks[i].info.clone()),
                 };
                 let f = &mut self.frameworks[i];
@@ -225,19 +319,27 @@ impl World {
                 format!("framework {i} re-subscribes")
             }
             18 => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 let fw = self.frameworks[i].fw.clone();
-                let r = self.sim.call(&fw, Call::Reconcile(v1::ReconcileRequest::default()));
+                let r = self
+                    .sim
+                    .call(&fw, Call::Reconcile(v1::ReconcileRequest::default()));
                 format!("reconcile {r:?}")
             }
             _ => {
-                let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+                let Some(i) = self.pick(self.frameworks.len()) else {
+                    return "-".into();
+                };
                 let fw = self.frameworks[i].fw.clone();
                 let suppressed = self.frameworks[i].suppressed;
                 let r = if suppressed {
-                    self.sim.call(&fw, Call::Revive(v1::ReviveRequest::default()))
+                    self.sim
+                        .call(&fw, Call::Revive(v1::ReviveRequest::default()))
                 } else {
-                    self.sim.call(&fw, Call::Suppress(v1::SuppressRequest::default()))
+                    self.sim
+                        .call(&fw, Call::Suppress(v1::SuppressRequest::default()))
                 };
                 if r.is_ok() {
                     self.frameworks[i].suppressed = !suppressed;
@@ -248,7 +350,9 @@ impl World {
     }
 
     fn accept(&mut self) -> String {
-        let Some(i) = self.pick(self.frameworks.len()) else { return "-".into() };
+        let Some(i) = self.pick(self.frameworks.len()) else {
+            return "-".into();
+        };
         if !self.frameworks[i].connected || self.frameworks[i].offers.is_empty() {
             return "accept: nothing".into();
         }
@@ -275,9 +379,12 @@ impl World {
     }
 
     fn agent_update(&mut self) -> String {
-        let candidates: Vec<usize> =
-            (0..self.agents.len()).filter(|&i| self.agents[i].connected && !self.agents[i].tasks.is_empty()).collect();
-        let Some(c) = self.pick(candidates.len()) else { return "update: nothing".into() };
+        let candidates: Vec<usize> = (0..self.agents.len())
+            .filter(|&i| self.agents[i].connected && !self.agents[i].tasks.is_empty())
+            .collect();
+        let Some(c) = self.pick(candidates.len()) else {
+            return "update: nothing".into();
+        };
         let i = candidates[c];
         let j = self.rng.below(self.agents[i].tasks.len());
         let (fw_id, info, state, killed) = self.agents[i].tasks[j].clone();
@@ -286,13 +393,18 @@ impl World {
         } else {
             match state {
                 TaskState::TaskStaging => TaskState::TaskRunning,
-                _ => [TaskState::TaskFinished, TaskState::TaskFailed, TaskState::TaskRunning][self.rng.below(3)],
+                _ => [
+                    TaskState::TaskFinished,
+                    TaskState::TaskFailed,
+                    TaskState::TaskRunning,
+                ][self.rng.below(3)],
             }
         };
         self.next_uuid += 1;
         let uuid = format!("u{}", self.next_uuid);
         let agent = self.agents[i].agent.clone();
-        self.sim.agent_update(&agent, &fw_id, &info.task_id, next, &uuid);
+        self.sim
+            .agent_update(&agent, &fw_id, &info.task_id, next, &uuid);
         if strata_proto::is_terminal(next) {
             self.agents[i].tasks.remove(j);
         } else {
@@ -300,7 +412,8 @@ impl World {
         }
         // Retries happen: send some updates twice.
         if self.rng.below(4) == 0 {
-            self.sim.agent_update(&agent, &fw_id, &info.task_id, next, &uuid);
+            self.sim
+                .agent_update(&agent, &fw_id, &info.task_id, next, &uuid);
         }
         format!("agent {i}: {} -> {next:?}", info.task_id)
     }
@@ -326,5 +439,8 @@ fn random_walks_keep_the_books_balanced() {
         tasks_seen += snap.tasks.len();
         offers_sent += w.sim.m.metrics().offers_sent_total;
     }
-    assert!(tasks_seen > 100 && offers_sent > 1000, "the walks did something: {tasks_seen} tasks, {offers_sent} offers");
+    assert!(
+        tasks_seen > 100 && offers_sent > 1000,
+        "the walks did something: {tasks_seen} tasks, {offers_sent} offers"
+    );
 }

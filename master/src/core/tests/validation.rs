@@ -473,3 +473,30 @@ fn a_subscription_with_bad_roles_gets_error_and_is_closed() {
     assert_eq!(sim.effects().last(), Some(&Effect::CloseFramework { conn }));
     assert!(sim.m.snapshot().frameworks.is_empty());
 }
+
+#[test]
+fn offer_ids_are_master_scoped_and_only_exact_ids_match() {
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    sim.add_agent("h1", "cpus:4;mem:1024");
+    let offers = offers_for(&sim.tick(), fw.conn);
+    let id = offers[0].id.clone();
+    assert!(id.starts_with("master-test-O"), "{id}");
+    let seq = id.trim_start_matches("master-test-O");
+    for fake in [
+        format!("master-test-O0{seq}"),
+        format!("master-test-O+{seq}"),
+        format!("other-O{seq}"),
+        format!("{id} "),
+    ] {
+        let err = sim.decline(&fw, vec![fake.clone()], None).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotFound, "{fake}");
+    }
+    assert_eq!(sim.m.snapshot().outstanding_offers, 1);
+    sim.decline(&fw, vec![id.clone(), id], None).unwrap();
+    assert_eq!(
+        sim.m.snapshot().outstanding_offers,
+        0,
+        "listing an offer twice declines it once"
+    );
+}
