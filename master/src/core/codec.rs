@@ -30,7 +30,10 @@ mod tests {
             capabilities: vec![FrameworkCapability::PartitionAware as i32],
             ..Default::default()
         };
-        assert_eq!(decode_framework_info(&encode_framework_info(&info)).unwrap(), info);
+        assert_eq!(
+            decode_framework_info(&encode_framework_info(&info)).unwrap(),
+            info
+        );
         assert!(decode_framework_info(&[0xff, 0xff, 0xff]).is_err());
     }
 }
