@@ -42,4 +42,9 @@ log "cargo build (binaries the cluster tests start)"
 cargo build --workspace --bins --examples --locked
 
 log "cargo test"
-cargo test --workspace --locked -- --test-threads 2
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$out"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' "$out"
