@@ -31,6 +31,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 
+# The Docker tests run on the real engine: install docker.io and busybox-static when
+# missing, start dockerd when none answers, build the local test image. Fails loudly
+# when the engine does not come up (the Docker tests never skip).
+log "docker engine and test image"
+bash scripts/docker-setup.sh
+
 export CARGO_TERM_COLOR=never
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,6 +6,9 @@
 //! into each offer, and measures each task from the ACCEPT that launched it to its
 //! TASK_RUNNING. The last two lines printed are `launch_throughput: N tasks/s` and
 //! `launch_latency_p99: X ms`.
+//!
+//! `strata bench docker` measures Docker task launches against bare `docker run -d`
+//! instead (see `bench_docker.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,11 +33,23 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    #[command(subcommand)]
+    pub kind: Option<BenchKind>,
+}
+
+/// Other benchmarks than the default scale run.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchKind {
+    /// Docker task launches (one at a time, and many at once) against bare `docker run -d`.
+    Docker(crate::bench_docker::DockerBenchArgs),
 }
 
 const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
+    if let Some(BenchKind::Docker(docker)) = args.kind {
+        return crate::bench_docker::bench_docker(docker).await;
+    }
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");
     anyhow::ensure!(

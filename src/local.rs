@@ -20,8 +20,8 @@ pub struct LocalArgs {
     /// Work directory: `master/` and `agent-N/` are made inside it.
     #[arg(long, default_value = "/tmp/strata-local")]
     pub work_dir: PathBuf,
-    /// Containerizer of the agents: `process` runs real processes, `fake` runs nothing
-    /// (for scale runs only).
+    /// Containerizer of the agents: `process` runs real processes, `process,docker` also
+    /// Docker tasks (`strata run --image`), `fake` runs nothing (for scale runs only).
     #[arg(long, default_value = "process")]
     pub containerizer: String,
 }
@@ -63,7 +63,13 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         "fake" => strata_agent::ContainerizerConfig::Fake {
             task_duration: std::time::Duration::from_secs(5),
         },
-        other => anyhow::bail!("unknown containerizer '{other}' (known: process, fake)"),
+        "process,docker" | "docker" => strata_agent::ContainerizerConfig::Docker {
+            docker: strata_agent::DockerOptions::default(),
+            process: true,
+        },
+        other => {
+            anyhow::bail!("unknown containerizer '{other}' (known: process, process,docker, fake)")
+        }
     };
     let (cpus, mem) = machine_share(args.agents);
     for i in 0..args.agents {

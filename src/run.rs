@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! strata run --master M [--cpus 0.5] [--mem 64] [--name N] [--env K=V]... -- CMD ARGS...
+//! strata run --image IMAGE [--network host|bridge|none] [-p PORT]... [--volume H:C[:ro]]...
+//!            [--pull if-not-present|always|never] -- CMD ARGS...   (a Docker task, only
+//!            on agents whose attribute `containerizers` lists docker)
 //!
 //! Driver ──SUBSCRIBE──▶ master
 //! offers ──▶ first one that fits ──▶ LAUNCH, SUPPRESS, decline the rest
@@ -60,11 +63,83 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when the task is killed (Ctrl-C).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub kill_grace: Duration,
-    // Docker tasks (`--image`, issue 4) add their container to the task built in
-    // `task_builder`; nothing else here depends on how the task runs.
+    /// Run the task in a Docker container of this image (on agents started with
+    /// --containerizers process,docker).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The container's network: host, bridge or none (default: host; bridge with -p).
+    #[arg(long, value_parser = parse_network)]
+    pub network: Option<v1::docker_info::Network>,
+    /// Publish a container port on a host port taken from the offer (repeatable);
+    /// `8080` or `53/udp`. The host port is in the task's PORT0, PORT1, ...
+    #[arg(short = 'p', long = "publish", value_name = "PORT[/udp]", value_parser = parse_publish)]
+    pub publish: Vec<(u16, String)>,
+    /// Mount an agent path into the container: HOST:CONTAINER or HOST:CONTAINER:ro (repeatable).
+    #[arg(long = "volume", value_name = "HOST:CONTAINER[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<(String, String, bool)>,
+    /// When the agent pulls the image: if-not-present (default), always or never.
+    #[arg(long, value_parser = parse_pull)]
+    pub pull: Option<v1::docker_info::PullPolicy>,
     /// The command: one argument runs with /bin/sh -c, several are executed directly.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_network(s: &str) -> Result<v1::docker_info::Network, String> {
+    match s {
+        "host" => Ok(v1::docker_info::Network::Host),
+        "bridge" => Ok(v1::docker_info::Network::Bridge),
+        "none" => Ok(v1::docker_info::Network::None),
+        _ => Err(format!("'{s}' is not a network: use host, bridge or none")),
+    }
+}
+
+fn parse_pull(s: &str) -> Result<v1::docker_info::PullPolicy, String> {
+    match s {
+        "if-not-present" => Ok(v1::docker_info::PullPolicy::IfNotPresent),
+        "always" => Ok(v1::docker_info::PullPolicy::Always),
+        "never" => Ok(v1::docker_info::PullPolicy::Never),
+        _ => Err(format!(
+            "'{s}' is not a pull policy: use if-not-present, always or never"
+        )),
+    }
+}
+
+fn parse_publish(s: &str) -> Result<(u16, String), String> {
+    let (port, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("'{s}' is not a container port like 8080 or 53/udp"))?;
+    match protocol {
+        "tcp" | "udp" => Ok((port, protocol.to_string())),
+        _ => Err(format!("'{s}': the protocol must be tcp or udp")),
+    }
+}
+
+fn parse_volume(s: &str) -> Result<(String, String, bool), String> {
+    let bad = || format!("'{s}' is not HOST:CONTAINER or HOST:CONTAINER:ro (absolute paths)");
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, container, read_only) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        _ => return Err(bad()),
+    };
+    if !host.starts_with('/') || !container.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((host.to_string(), container.to_string(), read_only))
+}
+
+/// Whether the agent of `offer` runs Docker containers (its `containerizers`
+/// attribute lists docker).
+fn advertises_docker(offer: &v1::Offer) -> bool {
+    offer.attributes.iter().any(|a| {
+        a.name == strata_proto::container::CONTAINERIZERS_ATTRIBUTE
+            && a.value.split(',').any(|c| c.trim() == "docker")
+    })
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -112,13 +187,42 @@ fn task_builder(args: &RunArgs, task_id: &str) -> anyhow::Result<TaskBuilder> {
     for (k, v) in &args.env {
         task = task.env(k, v);
     }
+    match &args.image {
+        Some(image) => {
+            task = task.docker_image(image);
+            if let Some(network) = args.network {
+                task = task.network(network);
+            }
+            for (port, protocol) in &args.publish {
+                task = task.port_mapping_with(*port, protocol);
+            }
+            for (host, container, read_only) in &args.volumes {
+                task = task.volume(host, container, *read_only);
+            }
+            if let Some(pull) = args.pull {
+                task = task.pull_policy(pull);
+            }
+        }
+        None if args.network.is_some()
+            || !args.publish.is_empty()
+            || !args.volumes.is_empty()
+            || args.pull.is_some() =>
+        {
+            bail!(
+                "--network, --publish, --volume and --pull are for Docker tasks: add --image IMAGE"
+            )
+        }
+        None => {}
+    }
     task = match args.command.as_slice() {
         [] => bail!("no command given: strata run [OPTIONS] -- CMD [ARGS...]"),
         [script] => task.shell(script),
         [program, rest @ ..] => task.exec(program).args(rest),
     };
     // Refuse bad numbers before talking to the master.
-    task.build("check").context("invalid task")?;
+    if task.port_count() == 0 {
+        task.build("check").context("invalid task")?;
+    }
     Ok(task)
 }
 
@@ -129,6 +233,10 @@ struct Progress {
     /// Set once the LAUNCH was accepted by the master.
     launched: bool,
     offers_seen: usize,
+    /// The task needs an agent that runs Docker containers...
+    needs_docker: bool,
+    /// ...and this many offers came from such agents.
+    docker_offers_seen: usize,
     /// The largest offer seen (by cpus, then mem) and its host, for the timeout message.
     largest: Option<(Resources, String)>,
     /// Set by the watcher when it stops the run (timeout, Ctrl-C before launch).
@@ -160,6 +268,11 @@ struct RunOne {
     task: TaskBuilder,
     progress: SharedProgress,
     placed: Option<Placed>,
+    /// A launch whose ACCEPT timed out: the master may or may not have launched the
+    /// task. Offers are declined, and the task is not launched again, until an update
+    /// settles it (see [`not_launched`]): relaunching the same id would fail as a
+    /// duplicate and tear down the task that does run.
+    uncertain: Option<Placed>,
     follower: Option<Follower>,
     /// The task's terminal status.
     outcome: Option<v1::TaskStatus>,
@@ -169,6 +282,17 @@ struct RunOne {
 impl RunOne {
     fn task_id(&self) -> &str {
         self.task.task_id()
+    }
+
+    /// Asks the master about the task, if it was (or may have been) launched.
+    async fn reconcile(&self, driver: &DriverHandle) {
+        if let Some(placed) = self.placed.as_ref().or(self.uncertain.as_ref()) {
+            let task = v1::ReconcileTask {
+                task_id: self.task_id().to_string(),
+                agent_id: placed.agent_id.clone(),
+            };
+            let _ = driver.reconcile(vec![task]).await;
+        }
     }
 
     fn start_following(&mut self, driver: &DriverHandle) {
@@ -211,13 +335,7 @@ impl Scheduler for RunOne {
 
     async fn reregistered(&mut self, driver: &DriverHandle, _framework_id: &str, _master_id: &str) {
         eprintln!("strata run: re-subscribed to the master");
-        if let Some(placed) = &self.placed {
-            let task = v1::ReconcileTask {
-                task_id: self.task_id().to_string(),
-                agent_id: placed.agent_id.clone(),
-            };
-            let _ = driver.reconcile(vec![task]).await;
-        }
+        self.reconcile(driver).await;
     }
 
     async fn disconnected(&mut self, _driver: &DriverHandle) {
@@ -228,6 +346,7 @@ impl Scheduler for RunOne {
         {
             let mut progress = lock(&self.progress);
             progress.offers_seen += offers.len();
+            progress.docker_offers_seen += offers.iter().filter(|o| advertises_docker(o)).count();
             for offer in &offers {
                 let Ok(resources) = offer_resources(offer) else {
                     continue;
@@ -247,9 +366,18 @@ impl Scheduler for RunOne {
             let _ = driver.decline(offer_ids(&offers), Some(3600.0)).await;
             return;
         }
+        if self.uncertain.is_some() {
+            // Until the master says whether the last launch happened.
+            let _ = driver.decline(offer_ids(&offers), Some(2.0)).await;
+            return;
+        }
 
         let mut chosen = None;
+        let needs_docker = lock(&self.progress).needs_docker;
         for offer in &offers {
+            if needs_docker && !advertises_docker(offer) {
+                continue;
+            }
             match self.task.build_for(offer) {
                 Ok(info) => {
                     chosen = Some((offer.clone(), info));
@@ -291,7 +419,20 @@ impl Scheduler for RunOne {
                     let _ = driver.teardown().await;
                     return;
                 }
-                // Disconnected or timed out: wait for the next offers.
+                Err(e @ SdkError::Timeout { .. }) => {
+                    // The master may have launched it: ask before launching again.
+                    eprintln!(
+                        "strata run: no answer to the launch ({e}); asking the master whether task {} started",
+                        self.task_id()
+                    );
+                    self.uncertain = Some(Placed {
+                        agent_id: offer.agent_id.clone(),
+                        hostname: offer.hostname.clone(),
+                        agent_address: offer.agent_address.clone(),
+                    });
+                    self.reconcile(driver).await;
+                }
+                // Not sent (disconnected): wait for the next offers.
                 Err(e) => eprintln!("strata run: launch failed ({e}); waiting for another offer"),
             }
         }
@@ -306,6 +447,27 @@ impl Scheduler for RunOne {
             return;
         }
         let state = state_of(&status);
+        if self.follower.is_none() && not_launched(&status, self.uncertain.is_some()) {
+            // The launch did not happen (the offer was gone, or the master does not
+            // know the task after a launch that timed out): launch on another offer.
+            eprintln!(
+                "strata run: task {} was not launched ({}: {}); waiting for another offer",
+                status.task_id,
+                reason_of(&status).as_str_name(),
+                status.message
+            );
+            self.placed = None;
+            self.uncertain = None;
+            lock(&self.progress).launched = false;
+            let _ = driver.revive().await;
+            return;
+        }
+        if let Some(placed) = self.uncertain.take() {
+            // Any other news of the task: the launch that timed out did happen.
+            self.placed = Some(placed);
+            lock(&self.progress).launched = true;
+            let _ = driver.suppress().await;
+        }
         let host = self
             .placed
             .as_ref()
@@ -352,6 +514,76 @@ impl Scheduler for RunOne {
     }
 }
 
+/// Whether `status` says the task id was never launched, so launching it (again) is
+/// safe: TASK_LOST or TASK_DROPPED because the ACCEPT's offer was gone, or — while a
+/// launch is `uncertain` — the master's reconciliation answer for a task it does not
+/// know (TASK_LOST here: `strata run` is not partition aware). A task that did run
+/// answers with its own state (a task that ended stays known to the master until its
+/// terminal update is acknowledged).
+fn not_launched(status: &v1::TaskStatus, uncertain: bool) -> bool {
+    use v1::TaskState::*;
+    use v1::TaskStatusReason::*;
+    let unknown = matches!(
+        state_of(status),
+        TaskLost | TaskDropped | TaskGone | TaskUnknown
+    );
+    unknown
+        && match reason_of(status) {
+            ReasonInvalidOffers => true,
+            ReasonReconciliation => uncertain,
+            _ => false,
+        }
+}
+
+/// Copies chunks of `file` from `offset` on to `out`, moving `offset` along: at most
+/// `max_chunks` of them, or (`None`) to the current end of the file. Returns whether
+/// anything was copied, or why it stopped early: the agent failed, its offsets do
+/// not advance (stop rather than read the same bytes forever), or `out` is gone.
+async fn copy_chunks(
+    sandbox: &SandboxClient,
+    (agent, framework_id, task_id): (&str, &str, &str),
+    file: &str,
+    offset: &mut u64,
+    max_chunks: Option<usize>,
+    out: &mut (dyn Write + Send),
+) -> Result<bool, CopyError> {
+    let mut progressed = false;
+    let mut chunks = 0;
+    while max_chunks.is_none_or(|max| chunks < max) {
+        chunks += 1;
+        let chunk = sandbox
+            .read(agent, framework_id, task_id, file, *offset)
+            .await
+            .map_err(|e| CopyError::Read(e.to_string()))?;
+        if chunk.data.is_empty() {
+            break;
+        }
+        let Some(next) = chunk.advance_from(*offset) else {
+            return Err(CopyError::Read(format!(
+                "the agent's {file} does not advance past offset {offset}"
+            )));
+        };
+        out.write_all(chunk.data.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|_| CopyError::Closed)?;
+        *offset = next;
+        progressed = true;
+        if chunk.eof == Some(true) {
+            break;
+        }
+    }
+    Ok(progressed)
+}
+
+/// Why [`copy_chunks`] stopped early.
+#[derive(Debug)]
+enum CopyError {
+    /// Reading from the agent failed; the text says why.
+    Read(String),
+    /// Our own output is gone (closed pipe).
+    Closed,
+}
+
 /// Copies the task's stdout and stderr to ours, polling the agent with a growing
 /// offset until told to finish, then reads both files to their end.
 async fn follow(
@@ -365,39 +597,29 @@ async fn follow(
     let mut idle_wait = Duration::from_millis(100);
     let mut finishing = false;
     let mut last_error = None;
+    let ids = (agent.as_str(), framework_id.as_str(), task_id.as_str());
     loop {
         let mut progressed = false;
         for (i, file) in ["stdout", "stderr"].into_iter().enumerate() {
-            // A bounded number of chunks per round keeps both files moving.
-            for _ in 0..64 {
-                match sandbox
-                    .read(&agent, &framework_id, &task_id, file, offsets[i])
-                    .await
-                {
-                    Ok(chunk) if !chunk.data.is_empty() => {
-                        offsets[i] = chunk.resume_offset();
-                        progressed = true;
+            // A bounded number of chunks per round keeps both files moving; once the
+            // task has ended, each file is read to its end.
+            let max_chunks = (!finishing).then_some(64);
+            let mut out: Box<dyn Write + Send> = if i == 0 {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            };
+            match copy_chunks(&sandbox, ids, file, &mut offsets[i], max_chunks, &mut out).await {
+                Ok(copied) => {
+                    progressed |= copied;
+                    if copied {
                         last_error = None;
-                        let written = if i == 0 {
-                            let mut out = std::io::stdout().lock();
-                            out.write_all(chunk.data.as_bytes())
-                                .and_then(|()| out.flush())
-                        } else {
-                            let mut err = std::io::stderr().lock();
-                            err.write_all(chunk.data.as_bytes())
-                                .and_then(|()| err.flush())
-                        };
-                        if written.is_err() {
-                            return; // our own stdout is gone (closed pipe): stop copying
-                        }
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        // Early on the agent may not know the task yet; retry quietly.
-                        last_error = Some(e.to_string());
-                        break;
                     }
                 }
+                // Our own stdout is gone (closed pipe): stop copying.
+                Err(CopyError::Closed) => return,
+                // Early on the agent may not know the task yet; retry quietly.
+                Err(CopyError::Read(e)) => last_error = Some(e),
             }
         }
         if finishing {
@@ -432,6 +654,12 @@ fn exit_code(status: &v1::TaskStatus) -> u8 {
 
 /// Why no offer was used, for the offer timeout.
 fn no_offer_reason(progress: &Progress, needs: &str, waited: Duration) -> String {
+    if progress.needs_docker && progress.offers_seen > 0 && progress.docker_offers_seen == 0 {
+        return format!(
+            "none of the {} offers seen within {waited:?} came from an agent that runs Docker containers (start agents with --containerizers process,docker and a running Docker engine)",
+            progress.offers_seen
+        );
+    }
     match &progress.largest {
         None => format!(
             "no offers arrived within {waited:?} (are any agents registered, with free resources?)"
@@ -519,10 +747,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         ..DriverOptions::default()
     };
     let progress = SharedProgress::default();
+    lock(&progress).needs_docker = args.image.is_some();
     let scheduler = RunOne {
         task,
         progress: progress.clone(),
         placed: None,
+        uncertain: None,
         follower: None,
         outcome: None,
         sandbox: SandboxClient::new(),
@@ -579,10 +809,161 @@ mod tests {
     }
 
     #[test]
+    fn docker_flags() {
+        assert_eq!(parse_publish("8080"), Ok((8080, "tcp".into())));
+        assert_eq!(parse_publish("53/udp"), Ok((53, "udp".into())));
+        assert!(parse_publish("0").is_err());
+        assert!(parse_publish("80/sctp").is_err());
+        assert_eq!(
+            parse_volume("/a:/b:ro"),
+            Ok(("/a".into(), "/b".into(), true))
+        );
+        assert_eq!(parse_volume("/a:/b"), Ok(("/a".into(), "/b".into(), false)));
+        assert!(parse_volume("a:/b").is_err());
+        assert!(parse_volume("/a:/b:x").is_err());
+        assert_eq!(
+            parse_network("bridge"),
+            Ok(v1::docker_info::Network::Bridge)
+        );
+        assert!(parse_pull("sometimes").is_err());
+    }
+
+    #[test]
     fn env_pairs() {
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
+    }
+
+    fn status(state: v1::TaskState, reason: v1::TaskStatusReason) -> v1::TaskStatus {
+        v1::TaskStatus {
+            task_id: "t".into(),
+            state: state as i32,
+            reason: reason as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_launch_the_master_never_made_is_retried() {
+        use v1::TaskState::*;
+        use v1::TaskStatusReason::*;
+        // The offer was gone when the ACCEPT arrived.
+        assert!(not_launched(&status(TaskLost, ReasonInvalidOffers), false));
+        assert!(not_launched(
+            &status(TaskDropped, ReasonInvalidOffers),
+            false
+        ));
+        // After an ACCEPT timed out, the master does not know the task.
+        assert!(not_launched(&status(TaskLost, ReasonReconciliation), true));
+        // ...but once the launch is known to have happened, LOST is the task's end.
+        assert!(!not_launched(
+            &status(TaskLost, ReasonReconciliation),
+            false
+        ));
+        // The launch that timed out did happen: the task runs or ran.
+        assert!(!not_launched(
+            &status(TaskStaging, ReasonReconciliation),
+            true
+        ));
+        assert!(!not_launched(&status(TaskRunning, ReasonUnspecified), true));
+        assert!(!not_launched(
+            &status(TaskFinished, ReasonReconciliation),
+            true
+        ));
+        assert!(!not_launched(
+            &status(TaskLost, ReasonAgentUnreachable),
+            true
+        ));
+    }
+
+    /// A fake agent serving `/files/read` for one file of `size` bytes in chunks of
+    /// at most `chunk` bytes; with `stuck`, `next_offset` never moves.
+    async fn fake_agent(size: usize, chunk: usize, stuck: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&request);
+                    let offset: usize = request
+                        .split(['?', '&', ' '])
+                        .find_map(|kv| kv.strip_prefix("offset="))
+                        .and_then(|o| o.parse().ok())
+                        .unwrap_or(0);
+                    let start = offset.min(size);
+                    let end = (start + chunk).min(size);
+                    let body = serde_json::json!({
+                        "data": "x".repeat(end - start),
+                        "offset": offset,
+                        "next_offset": if stuck { start } else { end },
+                        "eof": end == size,
+                    })
+                    .to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr.to_string()
+    }
+
+    #[tokio::test]
+    async fn the_last_read_copies_the_whole_file_however_long() {
+        // 100 chunks: more than one polling round (64 chunks) takes.
+        let agent = fake_agent(100 * 10, 10, false).await;
+        let sandbox = SandboxClient::new();
+        let ids = (agent.as_str(), "fw", "t");
+        let (mut offset, mut out) = (0u64, Vec::new());
+        let copied = copy_chunks(&sandbox, ids, "stdout", &mut offset, Some(64), &mut out)
+            .await
+            .unwrap();
+        assert!(copied);
+        assert_eq!(
+            (offset, out.len()),
+            (640, 640),
+            "a polling round is bounded"
+        );
+        copy_chunks(&sandbox, ids, "stdout", &mut offset, None, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            (offset, out.len()),
+            (1000, 1000),
+            "the last read reaches the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_whose_offsets_do_not_advance_stops_the_copy() {
+        let agent = fake_agent(100, 10, true).await;
+        let (mut offset, mut out) = (0u64, Vec::new());
+        let sandbox = SandboxClient::new();
+        let read = copy_chunks(
+            &sandbox,
+            (agent.as_str(), "fw", "t"),
+            "stdout",
+            &mut offset,
+            None,
+            &mut out,
+        );
+        let result = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no endless loop");
+        assert!(matches!(result, Err(CopyError::Read(_))), "{result:?}");
+        assert!(out.is_empty(), "nothing copied twice");
     }
 
     #[test]

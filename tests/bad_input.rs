@@ -169,10 +169,11 @@ async fn bad_calls_get_clear_errors_and_change_nothing() {
     let offer = holder[0].clone();
     let agent = offer.agent_id.clone();
 
-    // An unknown offer.
+    // An unknown offer (as after a rescind): the call succeeds, as in Mesos, and the
+    // task gets TASK_LOST (the framework is not partition aware) naming the offer.
     let mut bogus = offer.clone();
     bogus.id = "no-such-offer".into();
-    let err = owner
+    owner
         .client
         .accept(launch(
             &owner.header,
@@ -180,19 +181,23 @@ async fn bad_calls_get_clear_errors_and_change_nothing() {
             vec![task("t0", &agent, 0.1, 32.0)],
         ))
         .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err.code(),
-            tonic::Code::NotFound | tonic::Code::InvalidArgument
+        .expect("an ACCEPT of a gone offer succeeds");
+    let status = next_update(owner).await;
+    assert_eq!(
+        (status.task_id.as_str(), status.state(), status.reason()),
+        (
+            "t0",
+            v1::TaskState::TaskLost,
+            v1::TaskStatusReason::ReasonInvalidOffers
         ),
-        "{err:?}"
+        "{status:?}"
     );
     assert!(
-        err.message().contains("no-such-offer"),
+        status.message.contains("no-such-offer"),
         "message names the offer: {}",
-        err.message()
+        status.message
     );
+    assert_eq!(used_cpus(&cluster.state()), 0.0, "nothing is used");
 
     // Another framework's offer.
     let err = thief

@@ -48,6 +48,11 @@ pub(crate) enum Query {
         key: TaskKey,
         reply: oneshot::Sender<Option<(PathBuf, TaskState)>>,
     },
+    /// The containers of the running tasks (`/monitor/statistics`, usage reports).
+    Containers(oneshot::Sender<Vec<(TaskKey, ContainerId)>>),
+    /// Resource usage to send to the master, if connected (never retried: the next
+    /// report replaces it).
+    ReportUsage(v1::UsageReport),
 }
 
 /// `GET /state`.
@@ -109,6 +114,10 @@ enum Job {
 }
 
 /// One wake-up of the loop.
+// A master message (a RunTask carries a whole TaskInfo) is the largest variant; one
+// Event exists at a time and is consumed at once, so boxing it would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Shutdown,
     Connected(Result<Connection, LinkError>),
@@ -608,6 +617,14 @@ impl AgentLoop {
             }
             Query::Task { key, reply } => {
                 let _ = reply.send(self.manager.lookup(&key));
+            }
+            Query::Containers(reply) => {
+                let _ = reply.send(self.manager.running_containers());
+            }
+            Query::ReportUsage(report) => {
+                if !report.tasks.is_empty() {
+                    self.send(agent_message::Message::UsageReport(report));
+                }
             }
         }
     }

@@ -37,6 +37,15 @@ pub enum ContainerizerConfig {
     Fake { task_duration: Duration },
     /// Any other implementation (cgroups, Docker, a test double).
     Custom(Arc<dyn Containerizer>),
+    /// `--containerizers process,docker` (or `docker`): tasks with a DOCKER container
+    /// run on the Docker engine ([`crate::DockerContainerizer`]), the others (when
+    /// `process` is set) as processes, composed by [`crate::ComposingContainerizer`].
+    /// The agent adds the attribute `containerizers` (e.g. `process,docker`) naming
+    /// those that work: Docker only when its engine answers at start.
+    Docker {
+        docker: crate::containerizer::DockerOptions,
+        process: bool,
+    },
 }
 
 impl fmt::Debug for ContainerizerConfig {
@@ -48,6 +57,11 @@ impl fmt::Debug for ContainerizerConfig {
                 .field("task_duration", task_duration)
                 .finish(),
             ContainerizerConfig::Custom(c) => write!(f, "Custom({})", c.name()),
+            ContainerizerConfig::Docker { docker, process } => f
+                .debug_struct("Docker")
+                .field("docker", docker)
+                .field("process", process)
+                .finish(),
         }
     }
 }
@@ -90,6 +104,10 @@ pub struct AgentOptions {
     pub executor_shutdown_grace_period: Duration,
     /// Least time between two checkpoint writes; changes in between are coalesced.
     pub checkpoint_interval: Duration,
+    /// What the process containerizer isolates tasks with (`--isolation`, `--cgroups-*`).
+    pub isolation: crate::isolation::IsolationOptions,
+    /// How often the agent sends its tasks' resource usage to the master (5 s).
+    pub usage_report_interval: Duration,
 }
 
 impl AgentOptions {
@@ -110,6 +128,8 @@ impl AgentOptions {
             default_kill_grace: Duration::from_secs(3),
             executor_shutdown_grace_period: Duration::from_secs(5),
             checkpoint_interval: Duration::from_millis(500),
+            isolation: crate::isolation::IsolationOptions::default(),
+            usage_report_interval: Duration::from_secs(5),
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   `{"data", "offset", "next_offset", "eof", "state"}`: text of a sandbox file from
 //!   `offset`, at most `length` bytes (default 64 KiB, at most 4 MiB). 404 with a
 //!   reason when the task or the file is unknown; 400 for a bad request.
+//! - `GET /monitor/statistics` → JSON list, one entry per running task with a cgroup:
+//!   `{"framework_id", "executor_id", "task_id", "container_id", "statistics": {cpu
+//!   times, memory now and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
 //!
 //! Handlers ask the agent loop through a bounded channel and read files themselves,
 //! so a slow reader never holds up the loop. Every request passes [`router`]'s one
@@ -35,6 +38,8 @@ pub const DEFAULT_READ_LENGTH: u64 = 64 * 1024;
 pub(crate) struct HttpState {
     pub queries: mpsc::Sender<Query>,
     pub work_dir: PathBuf,
+    /// Asked for usage by `/monitor/statistics`, outside the agent loop.
+    pub containerizer: std::sync::Arc<dyn crate::Containerizer>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -42,6 +47,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(get_state))
         .route("/files/read", get(read_file))
+        .route("/monitor/statistics", get(monitor_statistics))
         .with_state(state)
 }
 
@@ -69,6 +75,15 @@ async fn get_state(State(state): State<HttpState>) -> Result<Json<StateView>, Ap
         .await
         .map_err(|_| unavailable())?;
     rx.await.map(Json).map_err(|_| unavailable())
+}
+
+async fn monitor_statistics(
+    State(state): State<HttpState>,
+) -> Result<Json<Vec<crate::usage::MonitorEntry>>, ApiError> {
+    crate::usage::collect(&state.queries, state.containerizer.as_ref())
+        .await
+        .map(Json)
+        .ok_or_else(unavailable)
 }
 
 #[derive(Debug, Deserialize)]

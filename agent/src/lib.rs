@@ -6,25 +6,30 @@
 //! master ◀──▶│ link (gRPC stream) ◀─▶ AgentLoop (TaskManager, status update queues)  │
 //!            │                           │ launch / wait / kill                      │
 //!            │                           ▼                                           │
-//!            │                     Containerizer (process | fake | ...) ─▶ sandboxes │
+//!            │            Containerizer (process | docker | fake | ...) ─▶ sandboxes │
 //! HTTP  ◀───▶│ /health /state /files/read ─ Query ─▶ AgentLoop                       │
 //!            └───────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Entry point: [`run`]. The binary `strata-agent` parses flags into [`AgentOptions`];
 //! `strata local` and `strata bench` call [`run`] directly, many agents per process.
-#![forbid(unsafe_code)]
+// Unsafe code is denied everywhere but in `isolation::child`, the `pre_exec` hook that
+// joins a task to its cgroup and namespaces between fork and exec.
+#![deny(unsafe_code)]
 
 mod agent;
+pub mod cgroups;
 mod checkpoint;
 pub mod config;
 pub mod containerizer;
 mod http;
+pub mod isolation;
 mod link;
 pub mod resources_detect;
 pub mod sandbox;
 mod tasks;
 mod updates;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +44,10 @@ pub use checkpoint::CheckpointError;
 pub use config::{
     AgentOptions, ConfigError, ContainerizerConfig, parse_attributes, parse_duration,
 };
-pub use containerizer::{Containerizer, FakeContainerizer, ProcessContainerizer};
+pub use containerizer::{
+    ComposingContainerizer, Containerizer, DockerContainerizer, DockerOptions, FakeContainerizer,
+    ProcessContainerizer,
+};
 pub use resources_detect::{detect_resources, resolve_resources};
 pub use tasks::TaskView;
 
@@ -87,16 +95,48 @@ pub async fn run(
     let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
     let address = advertised_address(local, options.advertise_address.as_deref(), &hostname);
 
+    let agent_id = checkpoint::read_agent_id(&work_dir)
+        .map_err(AgentError::WorkDir)?
+        .unwrap_or_default();
+    let mut attributes = options.attributes.clone();
+    // What process tasks get (cgroups, pid namespace): decided once, logged.
+    let process_isolation = || {
+        let isolation = isolation::Isolation::detect(&options.isolation, &work_dir);
+        tracing::info!(isolation = %isolation.describe(), "process task isolation");
+        isolation
+    };
     let containerizer: Arc<dyn Containerizer> = match &options.containerizer {
-        ContainerizerConfig::Process => Arc::new(ProcessContainerizer::new()),
+        ContainerizerConfig::Process => {
+            Arc::new(ProcessContainerizer::with_isolation(process_isolation()))
+        }
         ContainerizerConfig::Fake { task_duration } => {
             Arc::new(FakeContainerizer::new(*task_duration))
         }
         ContainerizerConfig::Custom(c) => c.clone(),
+        ContainerizerConfig::Docker { docker, process } => {
+            let process: Option<Arc<dyn Containerizer>> = process.then(|| {
+                Arc::new(ProcessContainerizer::with_isolation(process_isolation()))
+                    as Arc<dyn Containerizer>
+            });
+            // Removes the containers an earlier run of this agent left behind.
+            let docker = DockerContainerizer::new(docker.clone(), &agent_id).await;
+            let mut names: Vec<&str> = Vec::new();
+            if process.is_some() {
+                names.push("process");
+            }
+            if docker.available() {
+                names.push("docker");
+            }
+            let attribute = strata_proto::container::CONTAINERIZERS_ATTRIBUTE;
+            if !names.is_empty() && !attributes.iter().any(|(n, _)| n == attribute) {
+                attributes.push((attribute.to_string(), names.join(",")));
+            }
+            Arc::new(ComposingContainerizer::new(
+                process,
+                Some(Arc::new(docker) as Arc<dyn Containerizer>),
+            ))
+        }
     };
-    let agent_id = checkpoint::read_agent_id(&work_dir)
-        .map_err(AgentError::WorkDir)?
-        .unwrap_or_default();
     let mut manager = TaskManager::new(
         work_dir.clone(),
         agent_id.clone(),
@@ -121,9 +161,17 @@ pub async fn run(
 
     let (query_tx, query_rx) = mpsc::channel(64);
     let app = http::router(http::HttpState {
-        queries: query_tx,
+        queries: query_tx.clone(),
         work_dir: work_dir.clone(),
+        containerizer: containerizer.clone(),
     });
+    let (usage_stop, usage_stopped) = oneshot::channel::<()>();
+    let usage_reporter = tokio::spawn(usage::report(
+        query_tx,
+        containerizer.clone(),
+        options.usage_report_interval,
+        usage_stopped,
+    ));
     let (http_stop, http_stopped) = oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
         let stop = async move {
@@ -142,7 +190,7 @@ pub async fn run(
         address,
         master: options.master.clone(),
         resources: options.resources.clone(),
-        attributes: options.attributes.clone(),
+        attributes,
     };
     let config = LoopConfig {
         work_dir,
@@ -155,6 +203,8 @@ pub async fn run(
         .run(initial, shutdown)
         .await;
 
+    let _ = usage_stop.send(());
+    let _ = usage_reporter.await;
     let _ = http_stop.send(());
     if tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, &mut server)
         .await
@@ -176,7 +226,14 @@ async fn recover(
 ) -> Result<Vec<tasks::Action>, CheckpointError> {
     let state = match checkpoint::read(work_dir) {
         Ok(Some(state)) => state,
-        Ok(None) => return Ok(Vec::new()),
+        Ok(None) => {
+            // Nothing to re-attach to, but the containerizer still cleans up what a
+            // previous run may have left (orphan cgroups, containers).
+            if let Err(e) = containerizer.recover(Vec::new()).await {
+                tracing::warn!(error = %e, "cleaning up after a previous run failed");
+            }
+            return Ok(Vec::new());
+        }
         Err(e @ CheckpointError::Corrupt { .. }) => {
             let aside = checkpoint::set_aside(work_dir);
             tracing::error!(error = %e, moved_to = ?aside, "ignoring an unreadable checkpoint");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use strata_agent::{AgentOptions, ContainerizerConfig, config, resolve_resources};
+use strata_agent::{AgentOptions, ContainerizerConfig, DockerOptions, config, resolve_resources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ContainerizerKind {
@@ -17,6 +17,8 @@ enum ContainerizerKind {
     Process,
     /// Runs nothing; tasks finish after --fake-task-duration. For scale runs only.
     Fake,
+    /// Docker containers on the local engine, for tasks that name an image.
+    Docker,
 }
 
 #[derive(Debug, Parser)]
@@ -49,9 +51,23 @@ struct Args {
     /// bound --listen address; hostname:port when listening on 0.0.0.0).
     #[arg(long)]
     advertise_address: Option<String>,
-    /// What runs the tasks.
-    #[arg(long, value_enum, default_value_t = ContainerizerKind::Process)]
-    containerizer: ContainerizerKind,
+    /// What runs the tasks, comma separated: 'process', 'docker' (tasks with a Docker
+    /// image; advertised as the attribute containerizers:process,docker when the engine
+    /// answers), 'process,docker', or 'fake' alone. --containerizer is the same flag.
+    #[arg(
+        long,
+        visible_alias = "containerizer",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "process"
+    )]
+    containerizers: Vec<ContainerizerKind>,
+    /// The Docker engine's unix socket (with --containerizers ...docker).
+    #[arg(long, default_value = strata_agent::containerizer::docker::DEFAULT_SOCKET)]
+    docker_socket: PathBuf,
+    /// How long an ended Docker container is kept before the agent removes it.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    docker_remove_delay: Duration,
     /// With --containerizer fake: how long each task "runs".
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     fake_task_duration: Duration,
@@ -72,6 +88,27 @@ struct Args {
     /// Grace given to every task when the agent shuts down.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     executor_shutdown_grace_period: Duration,
+    /// How process tasks are isolated: 'auto' (cgroups when they work here, else none),
+    /// 'none', or a comma list of 'cgroups' (cpu, memory, pids limits; required: tasks
+    /// fail when cgroups cannot be used) and 'pid' (a pid namespace per task).
+    #[arg(long, default_value = "auto", value_parser = parse_isolation)]
+    isolation: strata_agent::isolation::IsolationMode,
+    /// Parent cgroup of every task's cgroup, relative to the hierarchy root.
+    #[arg(long, default_value = "strata")]
+    cgroups_root: String,
+    /// Cap each task's cpu at its cpus with a CFS quota (100 ms period), on top of shares.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    cgroups_enable_cfs: bool,
+    /// Most processes and threads per task (the pids controller); default: no limit.
+    #[arg(long)]
+    cgroups_pids_max: Option<u64>,
+    /// How often the tasks' resource usage is sent to the master.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    usage_report_interval: Duration,
+}
+
+fn parse_isolation(s: &str) -> Result<strata_agent::isolation::IsolationMode, String> {
+    strata_agent::isolation::parse_isolation(s).map_err(|e| e.to_string())
 }
 
 /// Attributes as a clap value (clap wants one type per flag).
@@ -124,6 +161,32 @@ fn main() -> ExitCode {
         ));
     };
 
+    let has = |k: ContainerizerKind| args.containerizers.contains(&k);
+    let containerizer = if has(ContainerizerKind::Fake) {
+        if args
+            .containerizers
+            .iter()
+            .any(|k| *k != ContainerizerKind::Fake)
+        {
+            return usage_error(
+                "invalid --containerizers: 'fake' runs nothing and cannot be combined with others",
+            );
+        }
+        ContainerizerConfig::Fake {
+            task_duration: args.fake_task_duration,
+        }
+    } else if has(ContainerizerKind::Docker) {
+        ContainerizerConfig::Docker {
+            docker: DockerOptions {
+                socket: args.docker_socket.clone(),
+                remove_delay: args.docker_remove_delay,
+            },
+            process: has(ContainerizerKind::Process),
+        }
+    } else {
+        ContainerizerConfig::Process
+    };
+
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -137,18 +200,22 @@ fn main() -> ExitCode {
     options.attributes = args.attributes.map(|a| a.0).unwrap_or_default();
     options.hostname = args.hostname;
     options.advertise_address = args.advertise_address;
-    options.containerizer = match args.containerizer {
-        ContainerizerKind::Process => ContainerizerConfig::Process,
-        ContainerizerKind::Fake => ContainerizerConfig::Fake {
-            task_duration: args.fake_task_duration,
-        },
-    };
+    options.containerizer = containerizer;
     options.status_retry_interval = args.status_retry_interval;
     options.status_retry_max = args.status_retry_max;
     options.registration_backoff = args.registration_backoff;
     options.registration_backoff_max = args.registration_backoff_max;
     options.default_kill_grace = args.default_kill_grace;
     options.executor_shutdown_grace_period = args.executor_shutdown_grace_period;
+    options.isolation = strata_agent::isolation::IsolationOptions {
+        mode: args.isolation,
+        cgroups: strata_agent::cgroups::CgroupsOptions {
+            root: args.cgroups_root,
+            enable_cfs: args.cgroups_enable_cfs,
+            pids_max: args.cgroups_pids_max,
+        },
+    };
+    options.usage_report_interval = args.usage_report_interval;
 
     match serve(listen, options) {
         Ok(()) => ExitCode::SUCCESS,

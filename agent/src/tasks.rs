@@ -608,6 +608,20 @@ impl TaskManager {
         (active, completed)
     }
 
+    /// The containers of tasks that run (or are being killed), for usage reports.
+    pub(crate) fn running_containers(&self) -> Vec<(TaskKey, ContainerId)> {
+        let mut out: Vec<(TaskKey, ContainerId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                matches!(t.phase, Phase::Running | Phase::Killing) && t.handle.is_some()
+            })
+            .map(|(key, t)| (key.clone(), t.container_id.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The sandbox and state of an active or completed task.
     pub(crate) fn lookup(&self, key: &TaskKey) -> Option<(PathBuf, TaskState)> {
         if let Some(t) = self.tasks.get(key) {

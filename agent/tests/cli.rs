@@ -31,8 +31,10 @@ fn bad_flags_exit_2_with_a_clear_message() {
     assert!(err.contains("soon"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--master", "nowhere"]);
     assert!(err.contains("nowhere"), "{err}");
-    let err = run_expecting_usage_error(&["--work-dir", wd, "--containerizer", "docker"]);
-    assert!(err.contains("docker"), "{err}");
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--containerizer", "lxc"]);
+    assert!(err.contains("lxc"), "{err}");
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--containerizers", "fake,docker"]);
+    assert!(err.contains("cannot be combined"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", "/proc/strata-agent-cannot-write-here"]);
     assert!(err.contains("--work-dir"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--listen", "not-an-address"]);

@@ -16,9 +16,12 @@
 //! ```
 //!
 //! The framework id handed out by the first SUBSCRIBED is kept and sent again on every
-//! re-subscription, so a master restart is a failover, not a new framework. While no
+//! re-subscription, so a master restart is a failover, not a new framework; so are the
+//! roles suppressed at that moment (`DriverOptions::suppressed_roles`, then every
+//! SUPPRESS and REVIVE), so a reconnect does not undo a suppress. While no
 //! subscription is live, calls fail fast with [`SdkError::Disconnected`].
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,7 +41,8 @@ pub struct DriverOptions {
     /// [`Scheduler::status_update`] returns. Turn off to acknowledge yourself with
     /// [`DriverHandle::acknowledge`] (for example after persisting the update).
     pub auto_acknowledge: bool,
-    /// Roles to subscribe suppressed (no offers until a revive).
+    /// Roles to subscribe suppressed (no offers until a revive). Later SUPPRESS and
+    /// REVIVE calls change what re-subscriptions send.
     pub suppressed_roles: Vec<String>,
     /// First delay before re-subscribing after a failure; doubles on each failure.
     pub backoff_initial: Duration,
@@ -96,6 +100,11 @@ impl<S: Scheduler> Driver<S> {
     pub fn new(master: impl Into<String>, framework: v1::FrameworkInfo, scheduler: S) -> Self {
         let options = DriverOptions::default();
         let framework_id = (!framework.id.is_empty()).then(|| framework.id.clone());
+        let roles = if framework.roles.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            framework.roles.clone()
+        };
         let (control, _) = watch::channel(None);
         let handle = DriverHandle {
             shared: Arc::new(Shared {
@@ -104,6 +113,8 @@ impl<S: Scheduler> Driver<S> {
                     framework_id,
                     master_id: None,
                     call_timeout: options.call_timeout,
+                    roles,
+                    suppressed: options.suppressed_roles.iter().cloned().collect(),
                     tearing_down: false,
                     stopped: false,
                 }),
@@ -121,7 +132,11 @@ impl<S: Scheduler> Driver<S> {
 
     /// Replaces the options.
     pub fn with_options(mut self, options: DriverOptions) -> Self {
-        self.handle.lock().call_timeout = options.call_timeout;
+        {
+            let mut state = self.handle.lock();
+            state.call_timeout = options.call_timeout;
+            state.suppressed = options.suppressed_roles.iter().cloned().collect();
+        }
         self.options = options;
         self
     }
@@ -254,7 +269,7 @@ impl<S: Scheduler> Driver<S> {
         let mut client = SchedulerClient::new(channel);
         let request = v1::SubscribeRequest {
             framework_info: Some(self.framework.clone()),
-            suppressed_roles: self.options.suppressed_roles.clone(),
+            suppressed_roles: self.handle.suppressed_roles(),
         };
         let mut stream = match tokio::time::timeout(timeout, client.subscribe(request)).await {
             Err(_) => {
@@ -554,6 +569,11 @@ struct State {
     framework_id: Option<String>,
     master_id: Option<String>,
     call_timeout: Duration,
+    /// The framework's roles (`*` when its info names none): what an empty SUPPRESS
+    /// or REVIVE means.
+    roles: Vec<String>,
+    /// The roles suppressed now, sent with every re-subscription.
+    suppressed: BTreeSet<String>,
     /// A TEARDOWN is under way: the master closing the stream is expected.
     tearing_down: bool,
     stopped: bool,
@@ -604,6 +624,45 @@ impl DriverHandle {
     /// Whether a subscription is live right now.
     pub fn is_connected(&self) -> bool {
         self.lock().session.is_some()
+    }
+
+    /// The roles the framework has suppressed (options, then SUPPRESS and REVIVE),
+    /// which a re-subscription sends again.
+    pub fn suppressed_roles(&self) -> Vec<String> {
+        self.lock().suppressed.iter().cloned().collect()
+    }
+
+    /// Records a SUPPRESS (`suppress`) or REVIVE of `roles` (empty: all) that the
+    /// master may have applied: one it accepted, or one whose answer was lost (timed
+    /// out, connection failed). A call refused by the master or never sent (not
+    /// connected) changes nothing. Roles that are not the framework's are never
+    /// recorded (the master would refuse the subscription).
+    fn record_suppression(&self, roles: &[String], suppress: bool, result: &Result<(), SdkError>) {
+        let applies = match result {
+            Ok(()) | Err(SdkError::Timeout { .. }) => true,
+            Err(SdkError::Rpc(status)) => status.code() == Code::Unavailable,
+            Err(_) => false,
+        };
+        if !applies {
+            return;
+        }
+        let mut state = self.lock();
+        let named: Vec<String> = if roles.is_empty() {
+            state.roles.clone()
+        } else {
+            roles
+                .iter()
+                .filter(|r| state.roles.contains(r))
+                .cloned()
+                .collect()
+        };
+        for role in named {
+            if suppress {
+                state.suppressed.insert(role);
+            } else {
+                state.suppressed.remove(&role);
+            }
+        }
     }
 
     fn session(&self) -> Result<(Session, Duration), SdkError> {
@@ -706,15 +765,19 @@ impl DriverHandle {
 
     /// Asks for offers again in `roles` (empty: all roles).
     pub async fn revive_roles(&self, roles: Vec<String>) -> Result<(), SdkError> {
-        self.call("REVIVE", |mut client, header| async move {
-            client
-                .revive(v1::ReviveRequest {
-                    header: Some(header),
-                    roles,
-                })
-                .await
-        })
-        .await
+        let named = roles.clone();
+        let result = self
+            .call("REVIVE", |mut client, header| async move {
+                client
+                    .revive(v1::ReviveRequest {
+                        header: Some(header),
+                        roles,
+                    })
+                    .await
+            })
+            .await;
+        self.record_suppression(&named, false, &result);
+        result
     }
 
     /// Stops offers in all the framework's roles until [`revive`](DriverHandle::revive).
@@ -724,15 +787,19 @@ impl DriverHandle {
 
     /// Stops offers in `roles` (empty: all roles).
     pub async fn suppress_roles(&self, roles: Vec<String>) -> Result<(), SdkError> {
-        self.call("SUPPRESS", |mut client, header| async move {
-            client
-                .suppress(v1::SuppressRequest {
-                    header: Some(header),
-                    roles,
-                })
-                .await
-        })
-        .await
+        let named = roles.clone();
+        let result = self
+            .call("SUPPRESS", |mut client, header| async move {
+                client
+                    .suppress(v1::SuppressRequest {
+                        header: Some(header),
+                        roles,
+                    })
+                    .await
+            })
+            .await;
+        self.record_suppression(&named, true, &result);
+        result
     }
 
     /// Kills a task: SIGTERM, `grace` (`None`: the task's kill policy, default 3 s),

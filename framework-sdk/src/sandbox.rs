@@ -38,10 +38,18 @@ pub struct FileChunk {
 }
 
 impl FileChunk {
-    /// The offset to ask for next.
+    /// The offset to ask for next (saturating: an agent's numbers cannot overflow it).
     pub fn resume_offset(&self) -> u64 {
         self.next_offset
-            .unwrap_or(self.offset + self.data.len() as u64)
+            .unwrap_or_else(|| self.offset.saturating_add(self.data.len() as u64))
+    }
+
+    /// The offset to ask for next after a read at `requested` that returned data, or
+    /// `None` when the agent's answer does not move past `requested`: reading on
+    /// would ask for the same bytes forever, so stop.
+    pub fn advance_from(&self, requested: u64) -> Option<u64> {
+        let next = self.resume_offset();
+        (next > requested).then_some(next)
     }
 }
 
@@ -120,7 +128,9 @@ impl SandboxClient {
         Ok(chunk)
     }
 
-    /// Reads `file` of a task from the start to its current end (64 MiB at most).
+    /// Reads `file` of a task from the start to its current end (64 MiB at most;
+    /// beyond that the rest is left unread). An agent whose answers do not advance
+    /// is an error, not an endless loop.
     pub async fn read_to_end(
         &self,
         agent_address: &str,
@@ -130,14 +140,25 @@ impl SandboxClient {
     ) -> Result<String, SdkError> {
         let mut out = String::new();
         let mut offset = 0;
-        while offset < MAX_READ {
+        while (out.len() as u64) < MAX_READ {
             let chunk = self
                 .read(agent_address, framework_id, task_id, file, offset)
                 .await?;
             if chunk.data.is_empty() {
                 break;
             }
-            offset = chunk.resume_offset();
+            let Some(next) = chunk.advance_from(offset) else {
+                return Err(SdkError::Sandbox {
+                    agent: agent_address.to_string(),
+                    task_id: task_id.to_string(),
+                    file: file.to_string(),
+                    reason: format!(
+                        "the agent returned data at offset {offset} but next_offset {}: no progress",
+                        chunk.resume_offset()
+                    ),
+                });
+            };
+            offset = next;
             out.push_str(&chunk.data);
             if chunk.eof == Some(true) {
                 break;

@@ -13,6 +13,16 @@
 //! // Against an offer: ports are picked from the offer's ranges and exported to the
 //! // task as PORT0, PORT1, ... (and PORTS, comma-separated).
 //! # let _ = task;
+//!
+//! // A Docker task: the image's /bin/sh runs the command; container port 80 is
+//! // published on a host port picked from the offer (bridge network).
+//! let web = TaskBuilder::new("web-2")
+//!     .docker_image("nginx:1.27")
+//!     .shell("nginx -g 'daemon off;'")
+//!     .cpus(0.5)
+//!     .mem(128.0)
+//!     .port_mapping(80);
+//! # let _ = web;
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +40,18 @@ enum Command {
     Shell(String),
     /// exec `program` with the builder's arguments.
     Exec(String),
+}
+
+/// The Docker container of a task (see [`TaskBuilder::docker_image`]).
+#[derive(Clone, Debug, PartialEq)]
+struct DockerSpec {
+    image: String,
+    network: Option<v1::docker_info::Network>,
+    /// (container port, protocol); host ports are picked from the offer in order.
+    mappings: Vec<(u32, String)>,
+    volumes: Vec<v1::Volume>,
+    pull_policy: v1::docker_info::PullPolicy,
+    force_pull: bool,
 }
 
 /// A command task under construction. Cheap to clone; build as many `TaskInfo`s from
@@ -50,6 +72,7 @@ pub struct TaskBuilder {
     labels: BTreeMap<String, String>,
     grace: Option<Duration>,
     data: Vec<u8>,
+    docker: Option<DockerSpec>,
 }
 
 impl TaskBuilder {
@@ -70,6 +93,7 @@ impl TaskBuilder {
             labels: BTreeMap::new(),
             grace: None,
             data: Vec::new(),
+            docker: None,
         }
     }
 
@@ -181,9 +205,92 @@ impl TaskBuilder {
         self
     }
 
-    /// The number of ports requested with [`ports`](TaskBuilder::ports).
+    /// Runs the task in a Docker container of `image` (on agents started with
+    /// `--containerizers process,docker`, which advertise the attribute
+    /// `containerizers` with `docker` in it). The command runs in the container:
+    /// [`shell`](TaskBuilder::shell) as `/bin/sh -c`, [`exec`](TaskBuilder::exec) as its
+    /// entrypoint. cpus and mem become the container's limits.
+    pub fn docker_image(mut self, image: impl Into<String>) -> Self {
+        let image = image.into();
+        match &mut self.docker {
+            Some(d) => d.image = image,
+            None => {
+                self.docker = Some(DockerSpec {
+                    image,
+                    network: None,
+                    mappings: Vec::new(),
+                    volumes: Vec::new(),
+                    pull_policy: v1::docker_info::PullPolicy::Unspecified,
+                    force_pull: false,
+                })
+            }
+        }
+        self
+    }
+
+    fn docker_mut(&mut self) -> &mut DockerSpec {
+        self.docker.get_or_insert_with(|| DockerSpec {
+            image: String::new(),
+            network: None,
+            mappings: Vec::new(),
+            volumes: Vec::new(),
+            pull_policy: v1::docker_info::PullPolicy::Unspecified,
+            force_pull: false,
+        })
+    }
+
+    /// The Docker network: host (the default without port mappings), bridge (the
+    /// default with them) or none.
+    pub fn network(mut self, network: v1::docker_info::Network) -> Self {
+        self.docker_mut().network = Some(network);
+        self
+    }
+
+    /// Publishes TCP `container_port` on a host port picked from the offer (one more
+    /// port per mapping; the first mapping gets PORT0, ...). Docker tasks only.
+    pub fn port_mapping(self, container_port: u16) -> Self {
+        self.port_mapping_with(container_port, "tcp")
+    }
+
+    /// Like [`port_mapping`](TaskBuilder::port_mapping), with protocol `tcp` or `udp`.
+    pub fn port_mapping_with(mut self, container_port: u16, protocol: &str) -> Self {
+        self.docker_mut()
+            .mappings
+            .push((u32::from(container_port), protocol.to_string()));
+        self
+    }
+
+    /// Mounts the agent's `host_path` at `container_path` (read-only when `read_only`).
+    pub fn volume(
+        mut self,
+        host_path: impl Into<String>,
+        container_path: impl Into<String>,
+        read_only: bool,
+    ) -> Self {
+        let mode = if read_only {
+            v1::volume::Mode::Ro
+        } else {
+            v1::volume::Mode::Rw
+        };
+        self.docker_mut().volumes.push(v1::Volume {
+            host_path: host_path.into(),
+            container_path: container_path.into(),
+            mode: mode as i32,
+        });
+        self
+    }
+
+    /// When the agent pulls the image: if it is not present (the default), always or never.
+    pub fn pull_policy(mut self, policy: v1::docker_info::PullPolicy) -> Self {
+        self.docker_mut().pull_policy = policy;
+        self
+    }
+
+    /// The number of ports the task takes: those requested with
+    /// [`ports`](TaskBuilder::ports), or one per port mapping when there are more.
     pub fn port_count(&self) -> u64 {
-        self.ports
+        let mappings = self.docker.as_ref().map_or(0, |d| d.mappings.len() as u64);
+        self.ports.max(mappings)
     }
 
     /// The resources the task asks for, without the ports picked at build time.
@@ -212,10 +319,11 @@ impl TaskBuilder {
     /// Builds the task for `agent_id` without checking what the agent has. Refused when
     /// the task asks for ports by count ([`build_for`](TaskBuilder::build_for) picks them).
     pub fn build(&self, agent_id: impl Into<String>) -> Result<v1::TaskInfo, SdkError> {
-        if self.ports > 0 {
+        if self.port_count() > 0 {
             return Err(SdkError::InvalidArgument(format!(
                 "task '{}' asks for {} ports: build it with build_for(&offer) so they can be picked",
-                self.id, self.ports
+                self.id,
+                self.port_count()
             )));
         }
         let resources = self.requested()?;
@@ -239,9 +347,9 @@ impl TaskBuilder {
     ) -> Result<(v1::TaskInfo, Resources), SdkError> {
         let mut needs = self.requested()?;
         let mut ports = Vec::new();
-        if self.ports > 0 {
+        if self.port_count() > 0 {
             let free = available.unreserved().ports();
-            let Some(picked) = free.take_lowest(self.ports) else {
+            let Some(picked) = free.take_lowest(self.port_count()) else {
                 return Err(self.does_not_fit(&needs, available));
             };
             for &(begin, end) in picked.ranges() {
@@ -258,8 +366,8 @@ impl TaskBuilder {
 
     fn does_not_fit(&self, needs: &Resources, available: &Resources) -> SdkError {
         let mut needs = needs.to_string();
-        if self.ports > 0 && !needs.contains("ports") {
-            needs.push_str(&format!(" and {} ports", self.ports));
+        if self.port_count() > 0 && !needs.contains("ports") {
+            needs.push_str(&format!(" and {} ports", self.port_count()));
         }
         SdkError::DoesNotFit {
             task_id: self.id.clone(),
@@ -336,6 +444,48 @@ impl TaskBuilder {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             data: self.data.clone(),
+            container: self.container(ports)?,
         })
+    }
+
+    /// The task's ContainerInfo: `None` for a process task.
+    fn container(&self, ports: &[u64]) -> Result<Option<v1::ContainerInfo>, SdkError> {
+        let Some(d) = &self.docker else {
+            return Ok(None);
+        };
+        if d.image.trim().is_empty() {
+            return Err(SdkError::InvalidArgument(format!(
+                "task '{}' sets Docker options but no image: call docker_image(..)",
+                self.id
+            )));
+        }
+        let port_mappings = d
+            .mappings
+            .iter()
+            .zip(ports)
+            .map(
+                |((container_port, protocol), host)| v1::docker_info::PortMapping {
+                    host_port: u32::try_from(*host).unwrap_or(0),
+                    container_port: *container_port,
+                    protocol: protocol.clone(),
+                },
+            )
+            .collect::<Vec<_>>();
+        let network = match d.network {
+            Some(n) => n,
+            None if !port_mappings.is_empty() => v1::docker_info::Network::Bridge,
+            None => v1::docker_info::Network::Unspecified,
+        };
+        Ok(Some(v1::ContainerInfo {
+            r#type: v1::container_info::Type::Docker as i32,
+            docker: Some(v1::DockerInfo {
+                image: d.image.clone(),
+                network: network as i32,
+                port_mappings,
+                pull_policy: d.pull_policy as i32,
+                force_pull: d.force_pull,
+            }),
+            volumes: d.volumes.clone(),
+        }))
     }
 }

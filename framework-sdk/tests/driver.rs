@@ -647,6 +647,41 @@ async fn when_the_stream_ends_the_driver_resubscribes_with_the_same_framework_id
 }
 
 #[tokio::test]
+async fn a_runtime_suppress_survives_a_resubscription_and_a_revive_lifts_it() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run, sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+    assert!(sub.request.suppressed_roles.is_empty());
+
+    handle.suppress().await.unwrap();
+    assert!(matches!(master.call().await, Call::Suppress(_)));
+    assert_eq!(handle.suppressed_roles(), ["*"]);
+
+    drop(sub); // the master ends the stream (say, it restarted)
+    // The recorder's REVIVE from `disconnected` is never sent: it changes nothing.
+    assert!(matches!(
+        next_seen(&mut seen).await,
+        Seen::Disconnected(Err(SdkError::Disconnected))
+    ));
+    let again = master.subscription().await;
+    assert_eq!(
+        again.request.suppressed_roles,
+        ["*"],
+        "still suppressed after reconnecting"
+    );
+    again.send(subscribed("fw-1", "s-2", 15.0)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Reregistered(_)));
+
+    handle.revive().await.unwrap();
+    assert!(matches!(master.call().await, Call::Revive(_)));
+    drop(again);
+    assert!(matches!(next_seen(&mut seen).await, Seen::Disconnected(_)));
+    let third = master.subscription().await;
+    assert!(third.request.suppressed_roles.is_empty());
+    handle.stop();
+}
+
+#[tokio::test]
 async fn a_master_restart_on_the_same_address_is_survived() {
     let mut master = FakeMaster::start();
     let addr = master.addr;

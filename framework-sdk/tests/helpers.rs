@@ -243,3 +243,54 @@ fn a_malformed_offer_fits_nothing_and_is_left_unused() {
     );
     assert_eq!(pool.into_placement().unused_ids(), ["bad"]);
 }
+
+#[test]
+fn a_docker_task_maps_its_ports_to_ports_picked_from_the_offer() {
+    let builder = TaskBuilder::new("web")
+        .docker_image("strata-test/busybox")
+        .shell("httpd -f -p 80")
+        .cpus(0.5)
+        .mem(64.0)
+        .port_mapping(80)
+        .volume("/srv/data", "/data", true);
+    assert!(
+        builder.build("a").is_err(),
+        "host ports are picked from an offer"
+    );
+    let task = builder
+        .build_for(&offer("o1", "cpus:1;mem:128;ports:[31007-31009]"))
+        .unwrap();
+    assert_eq!(
+        Resources::try_from_proto(&task.resources).unwrap(),
+        res("cpus:0.5;mem:64;ports:[31007-31007]")
+    );
+    let container = task.container.unwrap();
+    assert_eq!(container.r#type, v1::container_info::Type::Docker as i32);
+    let docker = container.docker.unwrap();
+    assert_eq!(docker.image, "strata-test/busybox");
+    assert_eq!(docker.network, v1::docker_info::Network::Bridge as i32);
+    assert_eq!(
+        docker.port_mappings,
+        vec![v1::docker_info::PortMapping {
+            host_port: 31007,
+            container_port: 80,
+            protocol: "tcp".into()
+        }]
+    );
+    assert_eq!(container.volumes[0].mode, v1::volume::Mode::Ro as i32);
+    assert_eq!(task.command.unwrap().environment["PORT0"], "31007");
+
+    let plain = TaskBuilder::new("p")
+        .shell("true")
+        .cpus(0.1)
+        .build("a")
+        .unwrap();
+    assert_eq!(plain.container, None, "a process task has no container");
+    let err = TaskBuilder::new("x")
+        .network(v1::docker_info::Network::None)
+        .shell("true")
+        .cpus(0.1)
+        .build("a")
+        .unwrap_err();
+    assert!(err.to_string().contains("no image"), "{err}");
+}

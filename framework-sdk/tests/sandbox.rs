@@ -50,6 +50,25 @@ fn answer(target: &str) -> (&'static str, String) {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
+    // Misbehaving agents: one whose next_offset never advances, one whose offsets
+    // are at the end of the u64 range.
+    match params.get("task_id") {
+        Some(&"stuck") => {
+            let offset: u64 = params
+                .get("offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let body = serde_json::json!({
+                "data": "again", "offset": offset, "next_offset": offset, "eof": false,
+            });
+            return ("200 OK", body.to_string());
+        }
+        Some(&"huge") => {
+            let body = serde_json::json!({ "data": "tail", "offset": u64::MAX });
+            return ("200 OK", body.to_string());
+        }
+        _ => {}
+    }
     if params.get("framework_id") != Some(&"fw-1") || params.get("task_id") != Some(&"t-1") {
         return (
             "404 Not Found",
@@ -128,4 +147,36 @@ async fn an_unreachable_agent_is_an_error_not_a_hang() {
         .read(&addr.to_string(), "fw-1", "t-1", "stdout", 0)
         .await;
     assert!(matches!(result, Err(SdkError::Sandbox { .. })));
+}
+
+#[tokio::test]
+async fn an_agent_whose_offsets_never_advance_is_an_error_not_a_hang() {
+    let agent = fake_agent().await.to_string();
+    let client = SandboxClient::new();
+    let read = client.read_to_end(&agent, "fw-1", "stuck", "stdout");
+    match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+        Ok(Err(e @ SdkError::Sandbox { .. })) => {
+            assert!(e.to_string().contains("no progress"), "{e}")
+        }
+        Ok(other) => panic!("expected a sandbox error, got {other:?}"),
+        Err(_) => panic!("read_to_end looped"),
+    }
+}
+
+#[tokio::test]
+async fn offsets_at_the_end_of_the_range_do_not_overflow() {
+    let agent = fake_agent().await.to_string();
+    let client = SandboxClient::new();
+    let chunk = client
+        .read(&agent, "fw-1", "huge", "stdout", 0)
+        .await
+        .unwrap();
+    assert_eq!(chunk.resume_offset(), u64::MAX);
+    assert_eq!(chunk.advance_from(u64::MAX), None);
+    // The next read, at u64::MAX, cannot advance: an error, no panic, no loop.
+    let result = client.read_to_end(&agent, "fw-1", "huge", "stdout").await;
+    assert!(
+        matches!(result, Err(SdkError::Sandbox { .. })),
+        "{result:?}"
+    );
 }

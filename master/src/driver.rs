@@ -172,8 +172,9 @@ pub struct Driver {
     frameworks: HashMap<ConnId, mpsc::Sender<v1::Event>>,
     /// Senders feeding each open agent stream.
     agents: HashMap<ConnId, mpsc::Sender<v1::MasterMessage>>,
-    /// Inputs produced by carrying out effects (a dropped conn), fed before the next
-    /// command so the core learns of it at once.
+    /// Inputs produced by carrying out effects (a dropped conn). [`Driver::carry_out`]
+    /// feeds them to the core before it returns, on every path (commands, calls,
+    /// Ticks, disconnects), so the core learns of a dropped conn at once.
     pending: VecDeque<Input>,
     /// Durations of the latest Ticks, one allocation interval's worth. The core has
     /// no clock and does not say which Tick ran the batch allocation, so
@@ -355,21 +356,25 @@ impl Driver {
     /// Feeds one input (and any it causes) and carries out the effects.
     fn feed(&mut self, input: Input) -> Result<(), DriverError> {
         self.pending.push_back(input);
-        while let Some(input) = self.pending.pop_front() {
+        self.carry_out()
+    }
+
+    /// Carries out the effects of the latest `handle`, in order, then feeds the core
+    /// the inputs that carrying them out queued (a conn dropped because its buffer
+    /// was full or its receiver gone) and carries out theirs, until none is left.
+    fn carry_out(&mut self) -> Result<(), DriverError> {
+        loop {
+            let effects = self.core.take_effects();
+            self.carry_out_effects(effects)?;
+            let Some(input) = self.pending.pop_front() else {
+                return Ok(());
+            };
             if let Err(e) = self.core.handle(input, Instant::now()) {
                 // Only calls have a caller to tell; for other inputs the core says why
                 // through effects (an ERROR event) and this is just a trace.
                 tracing::debug!(error = %e, "input refused by the core");
             }
-            self.carry_out()?;
         }
-        Ok(())
-    }
-
-    /// Carries out the effects of the latest `handle`, in order.
-    fn carry_out(&mut self) -> Result<(), DriverError> {
-        let effects = self.core.take_effects();
-        self.carry_out_effects(effects)
     }
 
     fn carry_out_effects(&mut self, effects: Vec<core::Effect>) -> Result<(), DriverError> {
@@ -488,6 +493,90 @@ mod tests {
             driver.pending.front(),
             Some(Input::FrameworkDisconnected { conn: c }) if *c == conn
         ));
+    }
+
+    /// Subscribes a framework through the driver; returns its header and the
+    /// receiving end of its event stream (SUBSCRIBED already read).
+    fn subscribe(driver: &mut Driver) -> (v1::CallHeader, mpsc::Receiver<v1::Event>) {
+        let (events, mut rx) = mpsc::channel(16);
+        let request = v1::SubscribeRequest {
+            framework_info: Some(v1::FrameworkInfo {
+                name: "fw".into(),
+                failover_timeout_seconds: 60.0,
+                ..Default::default()
+            }),
+            suppressed_roles: vec![],
+        };
+        driver
+            .on_command(Command::Subscribe {
+                conn: ConnId(1),
+                request,
+                events,
+            })
+            .unwrap();
+        let Some(v1::Event {
+            event: Some(v1::event::Event::Subscribed(s)),
+        }) = rx.try_recv().ok()
+        else {
+            panic!("expected SUBSCRIBED")
+        };
+        let header = v1::CallHeader {
+            framework_id: s.framework_id,
+            stream_id: s.stream_id,
+        };
+        (header, rx)
+    }
+
+    fn framework_connected(driver: &Driver) -> bool {
+        driver.core.snapshot().frameworks[0].connected
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_while_answering_a_call_is_reported_to_the_core_at_once() {
+        let (mut driver, _handle) = driver();
+        let (header, rx) = subscribe(&mut driver);
+        drop(rx); // the framework's stream is gone, its Drop report not yet in
+        let (reply, result) = oneshot::channel();
+        let call = Call::Reconcile(v1::ReconcileRequest {
+            header: Some(header.clone()),
+            tasks: vec![v1::ReconcileTask {
+                task_id: "t1".into(),
+                agent_id: String::new(),
+            }],
+        });
+        driver
+            .on_command(Command::Call {
+                header,
+                call,
+                reply,
+            })
+            .unwrap();
+        assert_eq!(result.await.unwrap(), Ok(()));
+        assert!(driver.pending.is_empty(), "{:?}", driver.pending);
+        assert!(
+            !framework_connected(&driver),
+            "the core knows the framework is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_on_a_tick_is_reported_to_the_core_at_once() {
+        let core = core::Master::new(
+            CoreConfig {
+                master_id: "m1".into(),
+                framework_heartbeat_interval: Duration::ZERO,
+                ..CoreConfig::default()
+            },
+            Registry::default(),
+            Instant::now(),
+        );
+        let (mut driver, _handle) =
+            Driver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1));
+        let (_header, rx) = subscribe(&mut driver);
+        drop(rx);
+        driver.on_tick().unwrap(); // a HEARTBEAT finds the stream closed
+        assert!(driver.pending.is_empty(), "{:?}", driver.pending);
+        assert!(!framework_connected(&driver));
     }
 
     #[test]

@@ -591,6 +591,7 @@ mod tests {
                 reason: "REASON_COMMAND_EXITED".into(),
                 exit_status: None,
                 updated: 2.0,
+                statistics: None,
             }],
             roles: vec![RoleView {
                 name: "*".into(),

@@ -3,6 +3,7 @@
 //! safely: fixed-point [`Resources`] maths and validation, and task-state helpers.
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod resources;
 pub mod states;
 

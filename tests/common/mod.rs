@@ -157,7 +157,19 @@ impl Cluster {
     }
 
     pub fn add_agent(&mut self, index: usize, resources: &str) {
-        let agent = start_agent(self.dir.path(), index, &self.master.addr, resources);
+        self.add_agent_with(index, resources, &[]);
+    }
+
+    /// Adds (or replaces) agent `index` started with `extra_flags` besides the usual
+    /// ones, e.g. `["--containerizers", "process,docker"]`.
+    pub fn add_agent_with(&mut self, index: usize, resources: &str, extra_flags: &[&str]) {
+        let agent = start_agent_with(
+            self.dir.path(),
+            index,
+            &self.master.addr,
+            resources,
+            extra_flags,
+        );
         if index < self.agents.len() {
             self.agents[index] = agent;
         } else {
@@ -226,8 +238,18 @@ pub fn start_master(dir: &Path, listen: &str, flags: &[String]) -> Proc {
 }
 
 pub fn start_agent(dir: &Path, index: usize, master: &str, resources: &str) -> Proc {
+    start_agent_with(dir, index, master, resources, &[])
+}
+
+pub fn start_agent_with(
+    dir: &Path,
+    index: usize,
+    master: &str,
+    resources: &str,
+    extra_flags: &[&str],
+) -> Proc {
     let work = dir.join(format!("agent{index}"));
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--master".into(),
         master.into(),
         "--listen".into(),
@@ -243,6 +265,7 @@ pub fn start_agent(dir: &Path, index: usize, master: &str, resources: &str) -> P
         "--registration-backoff".into(),
         "200ms".into(),
     ];
+    args.extend(extra_flags.iter().map(|f| f.to_string()));
     Proc::spawn(
         &format!("agent{index}"),
         &bin("strata-agent"),

@@ -7,14 +7,18 @@
 //!       ── recover(handles) at start (issue 6) / usage(id) (issue 3)
 //! ```
 //!
-//! Implementations: [`ProcessContainerizer`] (a process group per task) and
-//! [`FakeContainerizer`] (runs nothing, for scale runs). A cgroups-isolating process
-//! containerizer (issue 3) and a Docker one (issue 4) implement the same trait; a
-//! composing containerizer can pick one per task from the [`LaunchSpec`].
+//! Implementations: [`ProcessContainerizer`] (a process group per task),
+//! [`DockerContainerizer`] (a container on the Docker engine per task),
+//! [`FakeContainerizer`] (runs nothing, for scale runs), and
+//! [`ComposingContainerizer`], which picks the Docker one for tasks whose
+//! `TaskInfo.container` is DOCKER and the process one for the others. A
+//! cgroups-isolating process containerizer (issue 3) implements the same trait.
 //!
 //! The trait is object safe (methods return boxed futures) so the agent holds an
 //! `Arc<dyn Containerizer>` chosen at start.
 
+pub mod composing;
+pub mod docker;
 pub mod fake;
 pub mod process;
 
@@ -27,6 +31,8 @@ use serde::{Deserialize, Serialize};
 use strata_proto::Resources;
 use strata_proto::v1;
 
+pub use composing::ComposingContainerizer;
+pub use docker::{DockerContainerizer, DockerOptions};
 pub use fake::FakeContainerizer;
 pub use process::ProcessContainerizer;
 
@@ -123,13 +129,27 @@ pub struct Termination {
     pub limitation: Option<Limitation>,
 }
 
-/// Resource usage of a running container (filled in by cgroups, issue 3).
+/// Resource usage of a running container (filled in by cgroups, issue 3). `None`: the
+/// containerizer cannot tell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ResourceUsage {
+    /// cpu time, user + system.
     pub cpu_time_seconds: Option<f64>,
+    /// Memory in use now.
     pub mem_bytes: Option<u64>,
+    /// Most memory in use at once since the container started.
     pub mem_peak_bytes: Option<u64>,
     pub processes: Option<u64>,
+    pub threads: Option<u64>,
+    pub cpu_user_seconds: Option<f64>,
+    pub cpu_system_seconds: Option<f64>,
+    /// CFS periods, those in which the container was throttled, and the time it was.
+    pub cpus_nr_periods: Option<u64>,
+    pub cpus_nr_throttled: Option<u64>,
+    pub cpus_throttled_seconds: Option<f64>,
+    /// The limits the container runs under.
+    pub cpus_limit: Option<f64>,
+    pub mem_limit_bytes: Option<u64>,
 }
 
 /// Why a containerizer operation failed.
@@ -159,6 +179,15 @@ pub enum ContainerError {
     Signal { id: ContainerId, source: nix::Error },
     #[error("the {0} containerizer does not support this")]
     Unsupported(&'static str),
+    /// The Docker engine refused or failed an operation; the message is the engine's.
+    #[error("docker: {0}")]
+    Docker(String),
+    /// The task needs a containerizer this agent was not started with.
+    #[error("this agent does not run {0} tasks: start it with --containerizers process,docker")]
+    NotEnabled(&'static str),
+    /// The task's isolation (cgroup, namespace) cannot be set up; says why.
+    #[error("{0}")]
+    Isolation(String),
 }
 
 /// Runs tasks. See the module docs for the life of a container.

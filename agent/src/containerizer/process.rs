@@ -1,16 +1,22 @@
-//! The process containerizer: each task is a child process in its own process group,
-//! and the group is the unit of a kill (until cgroups make the cgroup the unit, issue 3).
+//! The process containerizer: each task is a child process in its own process group
+//! and, with cgroups isolation (issue 3, [`crate::isolation`]), in its own cgroup,
+//! which is then the unit of a kill.
 //!
 //! ```text
-//! launch: sandbox dir, stdout, stderr ─▶ /bin/sh -c CMD | exec CMD ARGS, cwd = sandbox,
-//!         setpgid(0, 0), uid/gid of the task's user (agent as root)
-//! wait:   reap the leader ─▶ SIGKILL what is left of the group (unless a kill is
-//!         running its grace period) ─▶ wait until no live process is in the group
-//! kill:   SIGTERM to the group ─▶ grace (ends early when the group is gone) ─▶ SIGKILL
+//! launch: sandbox dir, stdout, stderr ─▶ [cgroup created with the task's limits]
+//!         ─▶ /bin/sh -c CMD | exec CMD ARGS, cwd = sandbox, setpgid(0, 0),
+//!         [joins its cgroup, pid namespace] before exec, uid/gid of the task's user (agent as root)
+//! wait:   reap the leader ─▶ SIGKILL what is left of the cgroup / group (unless a kill
+//!         is running its grace period) ─▶ wait until nothing is left
+//!         ─▶ [OOM kill in the cgroup? memory limitation] ─▶ [remove the cgroup]
+//! kill:   SIGTERM to the cgroup / group ─▶ grace (ends early when it is empty) ─▶ SIGKILL
+//!         (cgroup: frozen, every process SIGKILLed, thawed)
+//! usage:  [statistics of the cgroup]
+//! recover:[cgroups of this agent that no task claims are destroyed]
 //! ```
 //!
-//! A process that leaves the group (`setsid`, a double-forked daemon) escapes; cgroups
-//! close that hole.
+//! Without cgroups a process that leaves the group (`setsid`, a double-forked daemon)
+//! escapes; in a cgroup nothing does.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -22,11 +28,16 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, User};
 use tokio::process::{Child, Command};
 
+use crate::cgroups::{Cgroups, Limits, limits::human_bytes};
+use crate::isolation::Isolation;
+use crate::isolation::child::ChildSetup;
 use crate::sandbox;
+use std::sync::Arc;
+use strata_proto::v1::TaskStatusReason;
 
 use super::{
     BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
-    Termination, task_environment,
+    Limitation, ResourceUsage, Termination, task_environment,
 };
 
 /// How often a kill or a wait looks whether the group is gone.
@@ -47,18 +58,40 @@ struct Proc {
     child: Option<Child>,
     /// Set by `kill`: when its grace period ends. `wait` leaves the group alone until then.
     kill_deadline: Option<Instant>,
+    /// The limits of its cgroup (named by the container id), when it has one.
+    cgroup: Option<Limits>,
 }
 
-/// Runs tasks as process groups. See the module docs.
+/// Runs tasks as process groups, in cgroups when the isolation says so. See the
+/// module docs.
 #[derive(Default)]
 pub struct ProcessContainerizer {
     /// Short critical sections only; never held across an `.await`.
     procs: Mutex<HashMap<ContainerId, Proc>>,
+    /// What every task gets, decided at agent start.
+    isolation: Isolation,
 }
 
 impl ProcessContainerizer {
+    /// Process groups only, no isolation.
     pub fn new() -> ProcessContainerizer {
         ProcessContainerizer::default()
+    }
+
+    /// With the isolation found at start ([`Isolation::detect`]).
+    pub fn with_isolation(isolation: Isolation) -> ProcessContainerizer {
+        ProcessContainerizer {
+            procs: Mutex::default(),
+            isolation,
+        }
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    fn cgroups(&self) -> Option<&Arc<Cgroups>> {
+        self.isolation.cgroups.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerId, Proc>> {
@@ -68,6 +101,9 @@ impl ProcessContainerizer {
     }
 
     fn launch_now(&self, spec: LaunchSpec) -> Result<ContainerHandle, ContainerError> {
+        if let Some(why) = &self.isolation.unavailable {
+            return Err(ContainerError::Isolation(why.clone()));
+        }
         let user = resolve_user(spec.user.as_deref())?;
         let open = |name: &str| {
             std::fs::OpenOptions::new()
@@ -117,17 +153,60 @@ impl ProcessContainerizer {
             }
         }
         if let Some(user) = &user {
-            // std drops the supplementary groups when root switches uid.
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
             cmd.env("USER", &user.name)
                 .env("LOGNAME", &user.name)
                 .env("HOME", &user.dir);
         }
         cmd.envs(task_environment(&spec));
 
-        let child = cmd
-            .spawn()
-            .map_err(|source| ContainerError::Spawn { program, source })?;
+        let cgroup = match self.cgroups() {
+            Some(cgroups) => {
+                let options = cgroups.options();
+                let limits =
+                    Limits::for_task(&spec.resources, options.enable_cfs, options.pids_max);
+                let join = cgroups.create(&spec.container_id.0, &limits).map_err(|e| {
+                    ContainerError::Isolation(format!("cannot set up the task's cgroup: {e}"))
+                })?;
+                Some((limits, join))
+            }
+            None => None,
+        };
+        let (limits, join) = match cgroup {
+            Some((limits, join)) => (Some(limits), join.0),
+            None => (None, Vec::new()),
+        };
+        let setup = ChildSetup {
+            join,
+            pid_namespace: self.isolation.pid_namespace,
+            credentials: None,
+        };
+        if setup.is_empty() {
+            if let Some(user) = &user {
+                // std drops the supplementary groups when root switches uid.
+                cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            }
+        } else {
+            // Joining a cgroup or namespace comes first, as root: the hook switches user.
+            ChildSetup {
+                credentials: user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+                ..setup
+            }
+            .install(&mut cmd);
+        }
+
+        let spawned = cmd.spawn();
+        drop(cmd); // closes the agent's copies of the cgroup files
+        let child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                if let Some(cgroups) = self.cgroups()
+                    && let Err(e) = cgroups.destroy(&spec.container_id.0)
+                {
+                    tracing::warn!(container = %spec.container_id, error = %e, "cannot remove the cgroup of a task that did not start");
+                }
+                return Err(ContainerError::Spawn { program, source });
+            }
+        };
         let pid = child.id().ok_or_else(|| ContainerError::Spawn {
             program: command.value.clone(),
             source: std::io::Error::other("the process ended before its pid was read"),
@@ -140,6 +219,7 @@ impl ProcessContainerizer {
                 pgid,
                 child: Some(child),
                 kill_deadline: None,
+                cgroup: limits,
             },
         );
         Ok(ContainerHandle {
@@ -149,7 +229,7 @@ impl ProcessContainerizer {
     }
 
     async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
-        let (mut child, pgid) = {
+        let (mut child, pgid, cgroup) = {
             let mut procs = self.lock();
             let proc = procs
                 .get_mut(&id)
@@ -158,9 +238,21 @@ impl ProcessContainerizer {
                 .child
                 .take()
                 .ok_or_else(|| ContainerError::AlreadyWaited(id.clone()))?;
-            (child, proc.pgid)
+            (child, proc.pgid, proc.cgroup)
         };
         let status = child.wait().await;
+        if let (Some(cgroups), Some(limits)) = (self.cgroups().cloned(), cgroup) {
+            let limitation = self.end_cgroup(&id, cgroups, &limits).await;
+            self.lock().remove(&id);
+            let status = status.map_err(|source| ContainerError::Wait {
+                id: id.clone(),
+                source,
+            })?;
+            return Ok(Termination {
+                exit: exit_kind(status),
+                limitation,
+            });
+        }
         // Whatever the leader left behind dies with it, unless a kill is giving it its
         // grace period.
         let mut sigkill_sent: Option<Instant> = None;
@@ -195,16 +287,95 @@ impl ProcessContainerizer {
         })
     }
 
+    /// After the leader of a container with a cgroup was reaped: waits for what is left
+    /// in the cgroup (a kill in its grace period), SIGKILLs it, tells whether the kernel
+    /// killed something for memory, and removes the cgroup.
+    async fn end_cgroup(
+        &self,
+        id: &ContainerId,
+        cgroups: Arc<Cgroups>,
+        limits: &Limits,
+    ) -> Option<Limitation> {
+        loop {
+            if cgroups.procs(&id.0).is_empty() {
+                break;
+            }
+            let deadline = self.lock().get(id).and_then(|p| p.kill_deadline);
+            if deadline.is_none_or(|d| Instant::now() >= d + KILL_SLACK) {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let oom = cgroups.oom_killed(&id.0);
+        let name = id.0.clone();
+        let destroyed = {
+            let cgroups = cgroups.clone();
+            tokio::task::spawn_blocking(move || cgroups.destroy(&name)).await
+        };
+        match destroyed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(container = %id, error = %e, "cannot destroy the task's cgroup")
+            }
+            Err(e) => tracing::warn!(container = %id, error = %e, "the cgroup destroyer failed"),
+        }
+        oom.then(|| Limitation {
+            reason: TaskStatusReason::ReasonContainerLimitationMemory,
+            message: match limits.mem_bytes {
+                Some(limit) => format!(
+                    "task used more than its memory limit of {} and was killed by the kernel",
+                    human_bytes(limit)
+                ),
+                None => "task ran out of memory and was killed by the kernel".to_string(),
+            },
+        })
+    }
+
+    /// A kill of a container in a cgroup: SIGTERM to every process in it, the grace,
+    /// then SIGKILL to everything (frozen first, so nothing forks away).
+    async fn kill_cgroup(
+        &self,
+        id: ContainerId,
+        cgroups: Arc<Cgroups>,
+        deadline: Instant,
+        grace: Duration,
+    ) -> Result<(), ContainerError> {
+        let signalled = cgroups.signal(&id.0, Signal::SIGTERM);
+        if signalled == 0 {
+            return Ok(());
+        }
+        tracing::debug!(container = %id, processes = signalled, ?grace, "sent SIGTERM to the cgroup");
+        loop {
+            if cgroups.procs(&id.0).is_empty() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL.min(deadline - now)).await;
+        }
+        tracing::debug!(container = %id, "grace period over; sending SIGKILL to the cgroup");
+        let name = id.0.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || cgroups.kill_now(&name)).await {
+            tracing::warn!(container = %id, error = %e, "the cgroup killer failed; wait will retry");
+        }
+        Ok(())
+    }
+
     async fn kill_inner(&self, id: ContainerId, grace: Duration) -> Result<(), ContainerError> {
         let deadline = Instant::now() + grace;
-        let pgid = {
+        let (pgid, cgroup) = {
             let mut procs = self.lock();
             let Some(proc) = procs.get_mut(&id) else {
                 return Ok(()); // already ended and reaped
             };
             proc.kill_deadline = Some(deadline);
-            proc.pgid
+            (proc.pgid, proc.cgroup.is_some())
         };
+        if cgroup && let Some(cgroups) = self.cgroups().cloned() {
+            return self.kill_cgroup(id, cgroups, deadline, grace).await;
+        }
         match killpg(pgid, Signal::SIGTERM) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Ok(()),
@@ -249,6 +420,59 @@ impl Containerizer for ProcessContainerizer {
 
     fn kill(&self, id: ContainerId, grace: Duration) -> BoxFuture<'_, Result<(), ContainerError>> {
         Box::pin(self.kill_inner(id, grace))
+    }
+
+    /// Re-attaching to a previous run's processes is issue 6: for now every cgroup
+    /// under this agent's slot is an orphan; its processes are killed and it is removed.
+    fn recover(
+        &self,
+        handles: Vec<ContainerHandle>,
+    ) -> BoxFuture<'_, Result<Vec<ContainerId>, ContainerError>> {
+        drop(handles);
+        let cgroups = self.cgroups().cloned();
+        Box::pin(async move {
+            if let Some(cgroups) = cgroups {
+                let removed = tokio::task::spawn_blocking(move || cgroups.remove_orphans(&[]))
+                    .await
+                    .unwrap_or_default();
+                if !removed.is_empty() {
+                    tracing::info!(
+                        count = removed.len(),
+                        "removed orphan cgroups of a previous run"
+                    );
+                }
+            }
+            Ok(Vec::new())
+        })
+    }
+
+    fn usage(&self, id: ContainerId) -> BoxFuture<'_, Result<ResourceUsage, ContainerError>> {
+        let limits = self.lock().get(&id).map(|p| p.cgroup);
+        Box::pin(async move {
+            let (Some(cgroups), Some(Some(limits))) = (self.cgroups(), limits) else {
+                return match limits {
+                    None => Err(ContainerError::NotFound(id)),
+                    Some(_) => Err(ContainerError::Unsupported("process (without cgroups)")),
+                };
+            };
+            let s = cgroups
+                .statistics(&id.0, &limits)
+                .ok_or_else(|| ContainerError::NotFound(id.clone()))?;
+            Ok(ResourceUsage {
+                cpu_time_seconds: s.cpus_total_time_secs,
+                mem_bytes: s.mem_total_bytes,
+                mem_peak_bytes: s.mem_peak_bytes,
+                processes: s.processes,
+                threads: s.threads,
+                cpu_user_seconds: s.cpus_user_time_secs,
+                cpu_system_seconds: s.cpus_system_time_secs,
+                cpus_nr_periods: s.cpus_nr_periods,
+                cpus_nr_throttled: s.cpus_nr_throttled,
+                cpus_throttled_seconds: s.cpus_throttled_time_secs,
+                cpus_limit: limits.cpus(),
+                mem_limit_bytes: limits.mem_bytes,
+            })
+        })
     }
 }
 

@@ -14,7 +14,11 @@
 //! tasks. Unreachable takes its resources out of the pool; its tasks become
 //! TASK_UNREACHABLE (partition-aware frameworks) or TASK_LOST. On re-registration the
 //! tasks the agent reports are the truth: they come back, and the ones it no longer
-//! runs become TASK_GONE (or TASK_LOST).
+//! runs become TASK_GONE (or TASK_LOST). A KILL that waited for the agent is sent
+//! once. A task a framework that is not partition aware was told is LOST (its agent
+//! went unreachable) is killed when the agent brings it back: that framework already
+//! considers it gone. Tasks reported ended stay known to their framework until it
+//! acknowledges their terminal update (see `tasks.rs`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -30,8 +34,15 @@ use super::state::{AgentStatus, OfferSeq, Task};
 use super::tasks::TaskIds;
 
 impl Master {
-    fn refuse_agent(&mut self, conn: ConnId, message: String) {
+    /// Refuses a registration on `conn` and closes it. When the stream belongs to a
+    /// registered agent (a second Register on it), that agent loses its stream: it is
+    /// disconnected first, so its offers are rescinded and the unreachable timer runs
+    /// (the driver drops the stream at once and reports no disconnect later).
+    fn refuse_agent(&mut self, conn: ConnId, message: String, now: Instant) {
         tracing::info!(?conn, %message, "agent registration refused");
+        if self.agent_conns.contains_key(&conn) {
+            self.agent_disconnected(conn, now);
+        }
         self.message_on(
             conn,
             v1::master_message::Message::Error(v1::AgentError { message }),
@@ -51,17 +62,22 @@ impl Master {
             self.refuse_agent(
                 conn,
                 "Register has no agent_info: send the agent's id, hostname and resources".into(),
+                now,
             );
             return;
         };
         if info.hostname.trim().is_empty() {
-            self.refuse_agent(conn, "the agent's hostname is empty: set --hostname".into());
+            self.refuse_agent(
+                conn,
+                "the agent's hostname is empty: set --hostname".into(),
+                now,
+            );
             return;
         }
         let total = match Resources::try_from_proto(&info.resources) {
             Ok(r) => r,
             Err(e) => {
-                self.refuse_agent(conn, format!("invalid agent resources: {e}"));
+                self.refuse_agent(conn, format!("invalid agent resources: {e}"), now);
                 return;
             }
         };
@@ -155,7 +171,8 @@ impl Master {
             }),
         );
 
-        self.reconcile_agent_tasks(key, register.tasks, now);
+        let was_unreachable = matches!(previous, Some((AgentStatus::Unreachable, _)));
+        self.reconcile_agent_tasks(key, register.tasks, was_unreachable, now);
 
         let used: Vec<UsedResources> = self
             .agents
@@ -177,10 +194,13 @@ impl Master {
     }
 
     /// Brings the master's view of the agent's tasks in line with what it reports.
+    /// `was_unreachable`: the agent comes back from UNREACHABLE (its tasks of
+    /// frameworks that are not partition aware were reported LOST).
     fn reconcile_agent_tasks(
         &mut self,
         key: AgentKey,
         reported: Vec<v1::RunningTask>,
+        was_unreachable: bool,
         now: Instant,
     ) {
         let Some(agent_id) = self.agents.get(&key).map(|a| a.id.clone()) else {
@@ -220,11 +240,23 @@ impl Master {
             };
             seen.insert((fk, info.task_id.clone()));
             let state = state_from_i32(rt.state);
-            if state == TaskState::Unspecified || is_terminal(state) {
-                // A terminal task's update is still queued on the agent and will come.
+            if state == TaskState::Unspecified {
                 continue;
             }
-            self.restore_task(key, &agent_id, fk, info, state, now);
+            if is_terminal(state) {
+                // Its update is still queued on the agent and will come; until it is
+                // acknowledged the framework knows the task as ended.
+                self.remember_reported_end(key, &agent_id, fk, &info.task_id, state, now);
+                continue;
+            }
+            self.restore_task(key, &agent_id, fk, info, state, was_unreachable, now);
+        }
+        // Ended tasks whose update the agent no longer holds: no update will come.
+        for fw in self.frameworks.values_mut() {
+            let fk = fw.key;
+            fw.ended.forget_where(|t| {
+                t.agent == key && !seen.contains(&(fk, t.status.task_id.clone()))
+            });
         }
 
         // Tasks the master placed here that the agent no longer runs.
@@ -255,7 +287,47 @@ impl Master {
         }
     }
 
-    /// One task the re-registering agent reports running.
+    /// A task the re-registering agent reports ended, with its update still to come:
+    /// the framework knows it as ended (unless the master still holds it live, which
+    /// the update will end).
+    fn remember_reported_end(
+        &mut self,
+        key: AgentKey,
+        agent_id: &str,
+        fk: FrameworkKey,
+        task_id: &str,
+        state: TaskState,
+        now: Instant,
+    ) {
+        let Some(fw) = self.frameworks.get(&fk) else {
+            return;
+        };
+        if fw.tasks.contains_key(task_id) || fw.ended.contains(task_id) {
+            return;
+        }
+        let ids = TaskIds {
+            task: task_id,
+            agent: agent_id,
+            framework: &fw.id,
+        };
+        let status = self.master_status(
+            ids,
+            state,
+            TaskStatusReason::ReasonReconciliation,
+            format!("agent '{agent_id}' re-registered with this task ended; its update follows"),
+            now,
+        );
+        if let Some(fw) = self.frameworks.get_mut(&fk) {
+            fw.ended.insert(key, agent_id.to_string(), status);
+        }
+    }
+
+    /// One task the re-registering agent reports running. A pending KILL is sent
+    /// (once). A task the master does not know, of a framework that is not partition
+    /// aware, on an agent back from UNREACHABLE was reported TASK_LOST to that
+    /// framework, which considers it gone: it is killed (and accounted, as KILLING,
+    /// until the agent reports it ended).
+    #[allow(clippy::too_many_arguments)]
     fn restore_task(
         &mut self,
         key: AgentKey,
@@ -263,6 +335,7 @@ impl Master {
         fk: FrameworkKey,
         info: v1::TaskInfo,
         state: TaskState,
+        was_unreachable: bool,
         now: Instant,
     ) {
         let Some(fw) = self.frameworks.get(&fk) else {
@@ -307,20 +380,43 @@ impl Master {
                         task_id: info.task_id.clone(),
                         kill_policy: policy,
                     };
-                    self.message_to(key, v1::master_message::Message::KillTask(kill));
+                    if self.message_to(key, v1::master_message::Message::KillTask(kill))
+                        && let Some(task) = self
+                            .frameworks
+                            .get_mut(&fk)
+                            .and_then(|f| f.tasks.get_mut(&info.task_id))
+                    {
+                        task.kill_pending = None;
+                    }
                 }
             }
             None => {
+                let told_lost = was_unreachable && !fw.partition_aware;
                 let resources = Resources::try_from_proto(&info.resources).unwrap_or_else(|e| {
                     tracing::warn!(task_id = %info.task_id, error = %e, "reported task has invalid resources; counted as none");
                     Resources::new()
                 });
                 let role = Master::task_role(&fw.roles, &resources);
+                let (state, status) = if told_lost {
+                    let message = format!(
+                        "agent '{agent_id}' came back with a task its framework was told is lost: killing it"
+                    );
+                    let status = self.master_status(
+                        ids,
+                        TaskState::TaskKilling,
+                        TaskStatusReason::ReasonReconciliation,
+                        message,
+                        now,
+                    );
+                    (TaskState::TaskKilling, status)
+                } else {
+                    (state, status)
+                };
                 let task = Task {
                     id: info.task_id.clone(),
                     name: info.name.clone(),
                     framework: fk,
-                    framework_id,
+                    framework_id: framework_id.clone(),
                     agent: key,
                     agent_id: agent_id.to_string(),
                     role,
@@ -331,9 +427,21 @@ impl Master {
                     seen_uuids: Vec::new(),
                     kill_pending: None,
                     updated_unix: self.unix(now),
+                    statistics: None,
                 };
                 self.add_task(task);
-                self.send_update(fk, status);
+                if told_lost {
+                    tracing::info!(task_id = %info.task_id, agent_id,
+                        "killing a task reported LOST to its framework while its agent was unreachable");
+                    let kill = v1::KillTask {
+                        framework_id,
+                        task_id: info.task_id.clone(),
+                        kill_policy: info.kill_policy,
+                    };
+                    self.message_to(key, v1::master_message::Message::KillTask(kill));
+                } else {
+                    self.send_update(fk, status);
+                }
             }
         }
     }
@@ -361,6 +469,7 @@ impl Master {
                 None => tracing::debug!(?conn, "status update without a status ignored"),
             },
             Some(v1::agent_message::Message::Heartbeat(_)) | None => {}
+            Some(v1::agent_message::Message::UsageReport(report)) => self.usage_report(key, report),
             Some(v1::agent_message::Message::ExecutorMessage(m)) => {
                 let Some(&fk) = self.framework_ids.get(&m.framework_id) else {
                     return;
@@ -376,6 +485,24 @@ impl Master {
                     data: m.data,
                 };
                 self.event_to(fk, v1::event::Event::Message(event));
+            }
+        }
+    }
+
+    /// The latest resource usage of an agent's tasks: kept per task for `/state`.
+    /// Tasks the agent does not run (or no longer runs) are ignored.
+    fn usage_report(&mut self, key: AgentKey, report: v1::UsageReport) {
+        for usage in report.tasks {
+            let Some(&fk) = self.framework_ids.get(&usage.framework_id) else {
+                continue;
+            };
+            if let Some(task) = self
+                .frameworks
+                .get_mut(&fk)
+                .and_then(|f| f.tasks.get_mut(&usage.task_id))
+                .filter(|t| t.agent == key && !strata_proto::is_terminal(t.state))
+            {
+                task.statistics = usage.statistics;
             }
         }
     }

@@ -269,6 +269,48 @@ pub struct TaskView {
     pub exit_status: Option<i32>,
     /// Unix seconds of the latest status.
     pub updated: f64,
+    /// The latest resource usage the agent reported for the task (cgroups), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<TaskStatistics>,
+}
+
+/// A task's resource usage as `/state` shows it (Mesos' `ResourceStatistics` names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TaskStatistics {
+    /// Unix seconds when the agent read it.
+    pub timestamp: f64,
+    pub processes: Option<u64>,
+    pub threads: Option<u64>,
+    pub cpus_user_time_secs: Option<f64>,
+    pub cpus_system_time_secs: Option<f64>,
+    pub cpus_total_time_secs: Option<f64>,
+    pub cpus_limit: Option<f64>,
+    pub cpus_nr_periods: Option<u64>,
+    pub cpus_nr_throttled: Option<u64>,
+    pub cpus_throttled_time_secs: Option<f64>,
+    pub mem_total_bytes: Option<u64>,
+    pub mem_peak_bytes: Option<u64>,
+    pub mem_limit_bytes: Option<u64>,
+}
+
+impl From<&strata_proto::v1::ResourceStatistics> for TaskStatistics {
+    fn from(s: &strata_proto::v1::ResourceStatistics) -> TaskStatistics {
+        TaskStatistics {
+            timestamp: s.timestamp,
+            processes: s.processes,
+            threads: s.threads,
+            cpus_user_time_secs: s.cpus_user_time_secs,
+            cpus_system_time_secs: s.cpus_system_time_secs,
+            cpus_total_time_secs: s.cpus_total_time_secs,
+            cpus_limit: s.cpus_limit,
+            cpus_nr_periods: s.cpus_nr_periods,
+            cpus_nr_throttled: s.cpus_nr_throttled,
+            cpus_throttled_time_secs: s.cpus_throttled_time_secs,
+            mem_total_bytes: s.mem_total_bytes,
+            mem_peak_bytes: s.mem_peak_bytes,
+            mem_limit_bytes: s.mem_limit_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

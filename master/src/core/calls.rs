@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!   KILL(task)         known ─▶ KillTask to its agent (kept pending while the agent is away)
+//!                      ended, unacknowledged ─▶ UPDATE with its terminal state
 //!                      unknown ─▶ UPDATE TASK_LOST (REASON_TASK_UNKNOWN), no error
-//!   ACKNOWLEDGE(agent) ─▶ AcknowledgeUpdate to the agent (NotFound for unknown agents)
+//!   ACKNOWLEDGE(agent) ─▶ AcknowledgeUpdate to the agent (NotFound for unknown agents);
+//!                         the terminal update's uuid forgets an ended task
 //!   MESSAGE(agent)     ─▶ FrameworkToTask to the agent (no delivery guarantee)
 //! ```
 
@@ -73,6 +75,16 @@ impl Master {
                 }
             }
             None => {
+                let ended = self
+                    .frameworks
+                    .get(&fk)
+                    .and_then(|f| f.ended.get(&req.task_id))
+                    .map(|ended| self.ended_task_status(ended, now));
+                if let Some(status) = ended {
+                    // Already over: tell the framework how it ended.
+                    self.send_update(fk, status);
+                    return Ok(());
+                }
                 let ids = TaskIds {
                     task: &req.task_id,
                     agent: &req.agent_id,
@@ -110,6 +122,11 @@ impl Master {
             return Err(CallError::InvalidArgument(
                 "ACKNOWLEDGE names no task_id".into(),
             ));
+        }
+        if let Some(fw) = self.frameworks.get_mut(&fk)
+            && fw.ended.acknowledge(&req.task_id, &req.uuid)
+        {
+            tracing::debug!(task_id = %req.task_id, "terminal update acknowledged; task forgotten");
         }
         let ak = self.known_agent(&req.agent_id)?;
         let ack = v1::AcknowledgeUpdate {

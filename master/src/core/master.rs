@@ -452,6 +452,7 @@ impl Framework {
             failover_deadline,
             suppressed: BTreeSet::new(),
             tasks: BTreeMap::new(),
+            ended: Default::default(),
             offers: BTreeSet::new(),
             used: Default::default(),
             next_heartbeat: now,

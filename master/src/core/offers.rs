@@ -4,12 +4,20 @@
 //! ```text
 //!   Tick ─▶ allocator.allocate ─▶ Offer records + one OFFERS event per framework
 //!   ACCEPT(offer ids, LAUNCH tasks, filters)
-//!     offers outstanding? the caller's? one agent?  ── no ─▶ InvalidArgument
+//!     the caller's? listed once? one agent?           ── no ─▶ InvalidArgument
+//!     all outstanding?  ── no ─▶ per task UPDATE TASK_DROPPED (TASK_LOST if not partition
+//!                                aware), REASON_INVALID_OFFERS; the valid offers return
 //!     per task: valid? unique id? fits what is left? ── no ─▶ UPDATE TASK_ERROR
 //!                                                    ── yes ─▶ STAGING + RunTask to agent
 //!     what is left ─▶ allocator.recover(filter = refuse_seconds)
-//!   DECLINE(offer ids, filters) ─▶ allocator.recover(filter)
+//!   DECLINE(offer ids, filters) ─▶ allocator.recover(filter); another framework's
+//!                                  offer ─▶ InvalidArgument
 //! ```
+//!
+//! An offer that is no longer outstanding (rescinded, expired, already accepted or
+//! declined) is a race the framework cannot avoid, so it is not a call error in
+//! either call: the call succeeds; ACCEPT answers each of its tasks with an update
+//! naming the offer (as Mesos does) and DECLINE has nothing left to decline.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
@@ -22,7 +30,7 @@ use super::api::CallError;
 use super::fastmap::FastMap;
 use super::master::{Master, after};
 use super::state::{Offer, OfferSeq, Task};
-use super::tasks::TaskIds;
+use super::tasks::{TaskIds, visible_state};
 use super::validate::{TaskProblem, fit_problem, refuse_duration, validate_task};
 
 /// Recognises repeated ids in a call: a linear scan for the usual handful, a hash
@@ -220,9 +228,9 @@ impl Master {
         }
     }
 
-    /// DECLINE: the offers' resources return under the filter. Offers that are not
-    /// outstanding or not the caller's are reported; the caller's valid ones are
-    /// declined anyway, so a race with a rescind does not strand resources.
+    /// DECLINE: the offers' resources return under the filter. Offers that are no
+    /// longer outstanding are skipped (see the module docs); another framework's
+    /// offers are InvalidArgument, and the caller's valid ones are declined anyway.
     pub(super) fn decline(
         &mut self,
         fk: FrameworkKey,
@@ -235,14 +243,14 @@ impl Master {
                 "DECLINE names no offers: list the offer ids to decline".into(),
             ));
         }
-        let (mut unknown, mut foreign, mut declined) = (Vec::new(), Vec::new(), 0usize);
+        let (mut unknown, mut foreign, mut declined) = (0usize, Vec::new(), 0usize);
         let mut seen = Dedup::default();
         for id in &req.offer_ids {
             if !seen.insert(id.as_str()) {
                 continue;
             }
             match self.named(fk, id) {
-                Named::Unknown => unknown.push(id.clone()),
+                Named::Unknown => unknown += 1,
                 Named::Foreign => foreign.push(id.clone()),
                 Named::Mine(seq) => {
                     if let Some(o) = self.remove_offer(seq) {
@@ -265,11 +273,12 @@ impl Master {
                 foreign.join(", ")
             )));
         }
-        if !unknown.is_empty() {
-            return Err(CallError::NotFound(format!(
-                "offer(s) {} are not outstanding (unknown, rescinded, or already accepted or declined){rest}",
-                unknown.join(", ")
-            )));
+        if unknown > 0 {
+            tracing::debug!(
+                unknown,
+                declined,
+                "DECLINE named offers that are no longer outstanding; skipped"
+            );
         }
         Ok(())
     }
@@ -289,6 +298,7 @@ impl Master {
         }
         let mut problem: Option<String> = None;
         let mut mine: Vec<OfferSeq> = Vec::new();
+        let mut unknown: Vec<&str> = Vec::new();
         let mut seen = Dedup::default();
         for id in &req.offer_ids {
             if !seen.insert(id.as_str()) {
@@ -296,13 +306,7 @@ impl Master {
                 continue;
             }
             match self.named(fk, id) {
-                Named::Unknown => {
-                    problem.get_or_insert_with(|| {
-                        format!(
-                            "offer '{id}' is not outstanding: it is unknown, was rescinded, or was already accepted or declined"
-                        )
-                    });
-                }
+                Named::Unknown => unknown.push(id),
                 Named::Foreign => {
                     problem.get_or_insert_with(|| {
                         format!("offer '{id}' was made to another framework")
@@ -338,6 +342,24 @@ impl Master {
                 }
             }
             return Err(CallError::InvalidArgument(problem));
+        }
+        if !unknown.is_empty() {
+            let why = match unknown.as_slice() {
+                [one] => format!("offer '{one}' is"),
+                many => format!("offers '{}' are", many.join("', '")),
+            };
+            let why = format!(
+                "{why} no longer outstanding (unknown, rescinded, or already accepted or declined)"
+            );
+            self.refuse_launches(fk, &req.operations, &why, now);
+            // The caller's valid offers in the call return, without a filter.
+            for seq in mine {
+                if let Some(o) = self.remove_offer(seq) {
+                    self.allocator
+                        .recover(o.agent, fk, &o.role, o.resources, None, now);
+                }
+            }
+            return Ok(());
         }
 
         let offers: Vec<Offer> = mine
@@ -382,6 +404,47 @@ impl Master {
             }
         }
         Ok(())
+    }
+
+    /// Answers every task of an ACCEPT whose offers are invalid with TASK_DROPPED
+    /// (TASK_LOST for frameworks that are not partition aware), REASON_INVALID_OFFERS.
+    fn refuse_launches(
+        &mut self,
+        fk: FrameworkKey,
+        operations: &[v1::Operation],
+        why: &str,
+        now: Instant,
+    ) {
+        let Some(fw) = self.frameworks.get(&fk) else {
+            return;
+        };
+        let state = visible_state(TaskState::TaskDropped, fw.partition_aware);
+        let framework_id = fw.id.clone();
+        let mut statuses = Vec::new();
+        for op in operations {
+            let Some(v1::operation::Operation::Launch(l)) = &op.operation else {
+                continue;
+            };
+            for task in &l.task_infos {
+                let ids = TaskIds {
+                    task: &task.task_id,
+                    agent: &task.agent_id,
+                    framework: &framework_id,
+                };
+                let message = format!("task '{}' was not launched: {why}", task.task_id);
+                statuses.push(self.master_status(
+                    ids,
+                    state,
+                    TaskStatusReason::ReasonInvalidOffers,
+                    message,
+                    now,
+                ));
+            }
+        }
+        for status in statuses {
+            self.counters.count_terminal(state);
+            self.send_update(fk, status);
+        }
     }
 
     /// Validates one task of an ACCEPT and launches it, or answers TASK_ERROR.
@@ -432,6 +495,7 @@ impl Master {
                     seen_uuids: Vec::new(),
                     kill_pending: None,
                     updated_unix: self.unix(now),
+                    statistics: None,
                 };
                 self.add_task(record);
                 let run = v1::RunTask {
@@ -467,6 +531,15 @@ impl Master {
         {
             return Err(duplicate(format!(
                 "task id '{id}' is already used by a live task of this framework: task ids must be unique"
+            )));
+        }
+        if self
+            .frameworks
+            .get(&l.fk)
+            .is_some_and(|f| f.ended.contains(id))
+        {
+            return Err(duplicate(format!(
+                "task id '{id}' belongs to a task that ended and whose terminal update is not acknowledged yet: task ids must be unique"
             )));
         }
         if let Some(i) = l

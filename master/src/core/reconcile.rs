@@ -1,8 +1,10 @@
 //! RECONCILE: the master tells a framework what it knows about its tasks.
 //!
-//! Implicit (no task ids): the state of every live task of the framework. Explicit:
-//! the state of each named task; for a task the master does not know, the answer
-//! depends on its agent, as in Mesos:
+//! Implicit (no task ids): the state of every live task of the framework, and of
+//! every ended task whose terminal update it has not acknowledged yet (as Mesos
+//! does: the framework may have missed that update). Explicit: the state of each
+//! named task, live or ended-unacknowledged; for a task the master does not know, the
+//! answer depends on its agent, as in Mesos:
 //!
 //! ```text
 //!   agent recovering (master restarted, agent not back yet) ─▶ no answer yet
@@ -16,12 +18,13 @@
 
 use std::time::Instant;
 
+use strata_proto::states::state_from_i32;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 
 use super::allocator::FrameworkKey;
 use super::api::CallError;
 use super::master::Master;
-use super::state::{AgentStatus, Task};
+use super::state::{AgentStatus, EndedTask, Task};
 use super::tasks::{TaskIds, visible_state};
 
 impl Master {
@@ -44,10 +47,17 @@ impl Master {
             for task in fw.tasks.values() {
                 answers.push(self.known_task_status(task, now));
             }
+            for ended in fw.ended.values() {
+                answers.push(self.ended_task_status(ended, now));
+            }
         } else {
             for wanted in &req.tasks {
                 if let Some(task) = fw.tasks.get(&wanted.task_id) {
                     answers.push(self.known_task_status(task, now));
+                    continue;
+                }
+                if let Some(ended) = fw.ended.get(&wanted.task_id) {
+                    answers.push(self.ended_task_status(ended, now));
                     continue;
                 }
                 let agent = self
@@ -115,6 +125,27 @@ impl Master {
             status.exit_status = last.exit_status;
             status.healthy = last.healthy;
         }
+        status
+    }
+
+    /// The terminal state of an ended, unacknowledged task, as a master answer
+    /// (reconciliation, or a KILL that came too late).
+    pub(super) fn ended_task_status(&self, ended: &EndedTask, now: Instant) -> v1::TaskStatus {
+        let last = &ended.status;
+        let ids = TaskIds {
+            task: &last.task_id,
+            agent: &ended.agent_id,
+            framework: &last.framework_id,
+        };
+        let mut status = self.master_status(
+            ids,
+            state_from_i32(last.state),
+            TaskStatusReason::ReasonReconciliation,
+            last.message.clone(),
+            now,
+        );
+        status.exit_status = last.exit_status;
+        status.healthy = last.healthy;
         status
     }
 }

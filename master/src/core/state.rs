@@ -12,7 +12,7 @@
 //! never rescan tasks; `offered` sums are added up from the outstanding offers when a
 //! snapshot asks, which keeps the offer hot path free of resource arithmetic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use strata_proto::Resources;
@@ -98,6 +98,8 @@ pub struct Framework {
     pub failover_deadline: Option<Instant>,
     pub suppressed: BTreeSet<String>,
     pub tasks: BTreeMap<String, Task>,
+    /// Tasks that ended but whose terminal update the framework has not acknowledged.
+    pub ended: EndedTasks,
     pub offers: BTreeSet<OfferSeq>,
     pub used: Resources,
     pub next_heartbeat: Instant,
@@ -106,6 +108,127 @@ pub struct Framework {
 impl Framework {
     pub fn conn(&self) -> Option<ConnId> {
         self.subscription.as_ref().map(|s| s.conn)
+    }
+}
+
+/// A task that reached a terminal state whose update the framework has not
+/// acknowledged yet. As in Mesos, the framework still knows it: reconciliation answers
+/// with its terminal state (not GONE or LOST), and the agent's retries of the update
+/// are forwarded until one is acknowledged. Its resources were released when it ended.
+#[derive(Debug, Clone)]
+pub struct EndedTask {
+    pub agent: AgentKey,
+    pub agent_id: String,
+    /// The terminal status. Its uuid is the one whose acknowledgement forgets the
+    /// task; empty when the master learned of the end from a re-registering agent and
+    /// the agent's update has not arrived yet.
+    pub status: v1::TaskStatus,
+    /// Insertion number: the oldest are forgotten first when there are too many.
+    seq: u64,
+}
+
+/// How many ended, unacknowledged tasks a framework keeps; beyond that the oldest
+/// are forgotten (reconciliation then answers for them as for unknown tasks). A
+/// framework that acknowledges its updates keeps next to none.
+pub const ENDED_TASKS: usize = 10_000;
+
+/// The ended, unacknowledged tasks of one framework, bounded by [`ENDED_TASKS`].
+#[derive(Debug, Default)]
+pub struct EndedTasks {
+    by_id: BTreeMap<String, EndedTask>,
+    /// (seq, task id), oldest first; entries whose task was forgotten or replaced
+    /// since are skipped (and compacted away when they pile up).
+    order: VecDeque<(u64, String)>,
+    next_seq: u64,
+}
+
+impl EndedTasks {
+    pub fn get(&self, task_id: &str) -> Option<&EndedTask> {
+        self.by_id.get(task_id)
+    }
+
+    pub fn get_mut(&mut self, task_id: &str) -> Option<&mut EndedTask> {
+        self.by_id.get_mut(task_id)
+    }
+
+    pub fn contains(&self, task_id: &str) -> bool {
+        self.by_id.contains_key(task_id)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    #[cfg(test)]
+    pub fn order_len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &EndedTask> {
+        self.by_id.values()
+    }
+
+    /// Remembers an ended task (replacing an earlier entry of the same id).
+    pub fn insert(&mut self, agent: AgentKey, agent_id: String, status: v1::TaskStatus) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let task_id = status.task_id.clone();
+        self.order.push_back((seq, task_id.clone()));
+        self.by_id.insert(
+            task_id,
+            EndedTask {
+                agent,
+                agent_id,
+                status,
+                seq,
+            },
+        );
+        while self.by_id.len() > ENDED_TASKS {
+            let Some((seq, id)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_id.get(&id).is_some_and(|t| t.seq == seq) {
+                self.by_id.remove(&id);
+            }
+        }
+        self.compact();
+    }
+
+    /// Forgets `task_id` if its terminal update has this `uuid`; returns whether it did.
+    pub fn acknowledge(&mut self, task_id: &str, uuid: &str) -> bool {
+        let matches = self
+            .by_id
+            .get(task_id)
+            .is_some_and(|t| !uuid.is_empty() && t.status.uuid == uuid);
+        if matches {
+            self.by_id.remove(task_id);
+            self.compact();
+        }
+        matches
+    }
+
+    /// Forgets the tasks `drop` picks.
+    pub fn forget_where(&mut self, mut drop: impl FnMut(&EndedTask) -> bool) {
+        self.by_id.retain(|_, t| !drop(t));
+        self.compact();
+    }
+
+    /// Drops stale order entries at the front, and rebuilds the order when stale
+    /// entries elsewhere outnumber the live ones: memory stays proportional to the
+    /// tasks kept.
+    fn compact(&mut self) {
+        while let Some((seq, id)) = self.order.front() {
+            if self.by_id.get(id).is_some_and(|t| t.seq == *seq) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.by_id.len() + 16 {
+            let by_id = &self.by_id;
+            self.order
+                .retain(|(seq, id)| by_id.get(id).is_some_and(|t| t.seq == *seq));
+        }
     }
 }
 
@@ -129,6 +252,8 @@ pub struct Task {
     /// agent re-registers with the task.
     pub kill_pending: Option<Option<v1::KillPolicy>>,
     pub updated_unix: f64,
+    /// The latest resource usage its agent reported (`UsageReport`), for `/state`.
+    pub statistics: Option<v1::ResourceStatistics>,
 }
 
 /// How many status uuids a task remembers.

@@ -12,6 +12,11 @@
 //! forwarded so the framework can acknowledge it and the agent stops retrying. A
 //! terminal state gives the task's resources back to the allocator exactly once and
 //! moves the task to the bounded list of completed tasks.
+//!
+//! A task that ended with an agent's update (one with a uuid) also stays known to its
+//! framework (`Framework::ended`) until that uuid is acknowledged, as in Mesos: a
+//! framework that was away when the update passed still gets the terminal state from
+//! reconciliation, and the agent's retry of the update reaches it.
 
 use std::time::Instant;
 
@@ -140,7 +145,9 @@ impl Master {
     }
 
     /// Ends a live task with a terminal `status`: resources back to the allocator
-    /// (once: the task leaves the live indices), counters, completed list.
+    /// (once: the task leaves the live indices), counters, completed list; an agent's
+    /// update (with a uuid) also keeps the task in `Framework::ended` until the
+    /// framework acknowledges it.
     pub(super) fn finish_task(
         &mut self,
         fk: FrameworkKey,
@@ -164,8 +171,14 @@ impl Master {
         self.counters.count_terminal(state);
         task.state = state;
         task.updated_unix = self.unix(now);
-        task.last_status = Some(status);
         task.kill_pending = None;
+        if !status.uuid.is_empty()
+            && let Some(fw) = self.frameworks.get_mut(&fk)
+        {
+            fw.ended
+                .insert(task.agent, task.agent_id.clone(), status.clone());
+        }
+        task.last_status = Some(status);
         self.completed.push_back(task);
         while self.completed.len() > COMPLETED_TASKS {
             self.completed.pop_front();
@@ -270,6 +283,18 @@ impl Master {
                 tracing::debug!(task_id = %status.task_id, from = ?task.state, to = ?new_state,
                     "illegal task state transition ignored");
             }
+        } else if let Some(ended) = self
+            .frameworks
+            .get_mut(&fk)
+            .and_then(|f| f.ended.get_mut(&status.task_id))
+            && ended.agent == ak
+            && ended.status.uuid.is_empty()
+            && is_terminal(new_state)
+            && !status.uuid.is_empty()
+        {
+            // The update of a task the agent reported ended when it re-registered:
+            // now its uuid is known, and acknowledging it forgets the task.
+            ended.status = status.clone();
         }
         match step {
             Transition::Changed if is_terminal(new_state) => {

@@ -126,7 +126,8 @@ pub fn validate_task_id(id: &str) -> Result<(), String> {
 }
 
 /// The checks of one task that need no context but the offers' agent: id, resources,
-/// command, agent, kill policy. Returns the task's validated resources.
+/// command, agent, kill policy, container (an image; port mappings within the task's
+/// ports). Returns the task's validated resources.
 pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resources, TaskProblem> {
     validate_task_id(&task.task_id).map_err(TaskProblem::invalid)?;
     let id = &task.task_id;
@@ -153,6 +154,8 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
     }
     validate_kill_policy(task.kill_policy.as_ref())
         .map_err(|m| TaskProblem::invalid(format!("task '{id}': {m}")))?;
+    strata_proto::container::validate(task, &resources)
+        .map_err(|e| TaskProblem::invalid(e.to_string()))?;
     Ok(resources)
 }
 

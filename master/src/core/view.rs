@@ -30,6 +30,7 @@ fn task_view(t: &Task) -> TaskView {
         reason,
         exit_status: last.and_then(|s| s.exit_status),
         updated: t.updated_unix,
+        statistics: t.statistics.as_ref().map(TaskStatistics::from),
     }
 }
 

@@ -245,6 +245,8 @@ fn heartbeats_keep_an_agent_reachable() {
     assert_eq!(sim.agent_view(&agent.id).status, "ACTIVE");
 }
 
+/// Partition-aware tasks come back; a task a framework that is not partition aware
+/// was told is LOST is killed, as that framework considers it gone.
 #[test]
 fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
     let mut sim = Sim::new();
@@ -277,10 +279,18 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
             hostname: "h1".into()
         }]
     );
-    let Message::Registered(r) = one(agent_messages(&effects, again.conn)) else {
+    let messages: [Message; 2] = agent_messages(&effects, again.conn)
+        .try_into()
+        .unwrap_or_else(|m| panic!("{m:?}"));
+    let [Message::Registered(r), Message::KillTask(kill)] = messages else {
         panic!("{effects:?}");
     };
     assert_eq!(r.agent_id, agent.id, "same id");
+    assert_eq!(
+        (kill.framework_id.as_str(), kill.task_id.as_str()),
+        (plain.id.as_str(), "n1"),
+        "the task its framework was told is lost is killed"
+    );
 
     let pa_updates = updates_for(&effects, pa.conn);
     assert_eq!(pa_updates.len(), 2, "{pa_updates:?}");
@@ -296,16 +306,18 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
         (pa_updates[1].task_id.as_str(), state_of(&pa_updates[1])),
         ("p2", TaskState::TaskGone)
     );
-    let [n] = updates_for(&effects, plain.conn).try_into().unwrap();
-    assert_eq!(
-        (n.task_id.as_str(), state_of(&n)),
-        ("n1", TaskState::TaskRunning),
-        "a lost task comes back"
+    assert!(
+        updates_for(&effects, plain.conn).is_empty(),
+        "no news for a task its framework considers gone"
     );
 
     assert_eq!(sim.task_state("p1").as_deref(), Some("TASK_RUNNING"));
     assert_eq!(sim.task_state("p2").as_deref(), Some("TASK_GONE"));
-    assert_eq!(sim.task_state("n1").as_deref(), Some("TASK_RUNNING"));
+    assert_eq!(
+        sim.task_state("n1").as_deref(),
+        Some("TASK_KILLING"),
+        "accounted until the agent reports it killed"
+    );
     let view = sim.agent_view(&agent.id);
     assert_eq!(
         (view.status.as_str(), view.used.clone()),
@@ -322,6 +334,63 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
         Resources::try_from_proto(&offered[0].resources).unwrap(),
         res("cpus:2;mem:768")
     );
+
+    // The agent kills it; the kill is not sent again on a later re-registration.
+    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskKilled, "k1");
+    let [n] = updates_for(&sim.effects(), plain.conn).try_into().unwrap();
+    assert_eq!(state_of(&n), TaskState::TaskKilled);
+    assert_eq!(sim.agent_view(&agent.id).used, res("cpus:1;mem:128"));
+    let (later, effects) = sim.reregister(
+        &again,
+        vec![running(&pa, "p1", "cpus:1;mem:128", TaskState::TaskRunning)],
+    );
+    assert!(
+        !agent_messages(&effects, later.conn)
+            .iter()
+            .any(|m| matches!(m, Message::KillTask(_))),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_second_register_refused_on_a_registered_stream_disconnects_the_agent() {
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    let agent = sim.add_agent("h1", "cpus:4;mem:1024");
+    let offers = offers_for(&sim.tick(), fw.conn);
+    // The same stream registers again, with resources the master refuses.
+    let mut info = agent.info.clone();
+    info.resources = vec![v1::Resource {
+        name: "cpus".into(),
+        scalar: f64::NAN,
+        ..Default::default()
+    }];
+    let message = v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Register(v1::Register {
+            agent_info: Some(info),
+            tasks: vec![],
+            version: "test".into(),
+        })),
+    };
+    sim.handle(Input::AgentMessage {
+        conn: agent.conn,
+        message,
+    })
+    .unwrap();
+    let effects = sim.effects();
+    assert!(effects.contains(&Effect::CloseAgent { conn: agent.conn }));
+    assert_eq!(
+        rescinds_for(&effects, fw.conn),
+        offer_ids(&offers),
+        "its offers are void"
+    );
+    assert_eq!(sim.agent_view(&agent.id).status, "DISCONNECTED");
+    assert!(offers_for(&sim.tick_after(1.0), fw.conn).is_empty());
+    // The driver dropped the stream: no AgentDisconnected follows. The unreachable
+    // timeout runs all the same.
+    sim.advance(Duration::from_secs(75));
+    sim.tick();
+    assert_eq!(sim.agent_view(&agent.id).status, "UNREACHABLE");
 }
 
 #[test]
@@ -525,4 +594,47 @@ fn executor_messages_reach_the_framework() {
             data: b"hi".to_vec()
         })]
     );
+}
+
+#[test]
+fn usage_reports_reach_state_for_the_agents_own_running_tasks() {
+    let mut sim = Sim::new();
+    let (agent, fw) = sim.running_task("cpus:4;mem:1024", "cpus:1;mem:128", "t1");
+    let stats = v1::ResourceStatistics {
+        timestamp: 1.5,
+        processes: Some(3),
+        cpus_total_time_secs: Some(0.25),
+        mem_total_bytes: Some(4096),
+        mem_limit_bytes: Some(128 << 20),
+        ..Default::default()
+    };
+    let report = |task_id: &str, framework_id: &str| v1::AgentMessage {
+        message: Some(v1::agent_message::Message::UsageReport(v1::UsageReport {
+            tasks: vec![v1::TaskUsage {
+                framework_id: framework_id.into(),
+                task_id: task_id.into(),
+                statistics: Some(stats),
+            }],
+        })),
+    };
+    // Unknown tasks and frameworks are ignored; nothing is sent to anyone.
+    for message in [
+        report("nope", &fw.id),
+        report("t1", "no-such-framework"),
+        report("t1", &fw.id),
+    ] {
+        sim.handle(Input::AgentMessage {
+            conn: agent.conn,
+            message,
+        })
+        .unwrap();
+    }
+    assert!(sim.effects().is_empty());
+    let state = sim.state_json();
+    let task = &state["tasks"][0];
+    assert_eq!(task["id"], "t1");
+    assert_eq!(task["statistics"]["processes"], 3);
+    assert_eq!(task["statistics"]["mem_limit_bytes"], 128 << 20);
+    assert_eq!(task["statistics"]["cpus_total_time_secs"], 0.25);
+    assert_eq!(task["statistics"]["threads"], serde_json::Value::Null);
 }

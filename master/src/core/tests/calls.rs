@@ -206,7 +206,7 @@ fn a_kill_for_a_disconnected_agent_is_delivered_when_it_returns() {
         state: TaskState::TaskRunning as i32,
         framework: None,
     };
-    let (again, effects) = sim.reregister(&agent, vec![running]);
+    let (again, effects) = sim.reregister(&agent, vec![running.clone()]);
     let msgs = agent_messages(&effects, again.conn);
     assert!(
         msgs.contains(&Message::KillTask(v1::KillTask {
@@ -216,10 +216,276 @@ fn a_kill_for_a_disconnected_agent_is_delivered_when_it_returns() {
         })),
         "{msgs:?}"
     );
+    // Sent once: the next re-registration (the task still dying) sends no KILL.
+    let (later, effects) = sim.reregister(&again, vec![running]);
+    let msgs = agent_messages(&effects, later.conn);
+    assert!(
+        !msgs.iter().any(|m| matches!(m, Message::KillTask(_))),
+        "{msgs:?}"
+    );
 }
 
 #[test]
-fn implicit_reconciliation_reports_every_live_task() {
+fn a_pending_kill_survives_the_task_going_lost() {
+    let mut sim = Sim::new();
+    let (agent, fw) = sim.running_task("cpus:4;mem:1024", "cpus:1;mem:128", "t1");
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskRunning, "u1");
+    sim.effects();
+    sim.handle(Input::AgentDisconnected { conn: agent.conn })
+        .unwrap();
+    sim.call(
+        &fw,
+        Call::Kill(v1::KillRequest {
+            header: None,
+            task_id: "t1".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    // The agent stays away: the task is LOST for this framework (not partition aware).
+    let effects = sim.tick_after(80.0);
+    let [lost] = updates_for(&effects, fw.conn).try_into().unwrap();
+    assert_eq!(state_of(&lost), TaskState::TaskLost);
+
+    // It comes back still running the task: the task is killed, not restored.
+    let running = v1::RunningTask {
+        framework_id: fw.id.clone(),
+        task: Some(task("t1", "cpus:1;mem:128")),
+        state: TaskState::TaskRunning as i32,
+        framework: None,
+    };
+    let (again, effects) = sim.reregister(&agent, vec![running]);
+    let msgs = agent_messages(&effects, again.conn);
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, Message::KillTask(k) if k.task_id == "t1")),
+        "{msgs:?}"
+    );
+    assert!(updates_for(&effects, fw.conn).is_empty());
+    assert_eq!(sim.task_state("t1").as_deref(), Some("TASK_KILLING"));
+}
+
+/// The scenario of `strata run -- sleep 5` across a master restart: the task
+/// finishes, the master restarts, the agent re-registers and resends TASK_FINISHED
+/// before the framework is back (the update is dropped); the framework re-subscribes
+/// and reconciles.
+#[test]
+fn a_task_that_finished_while_its_framework_was_away_reconciles_as_finished() {
+    let fw_info = v1::FrameworkInfo {
+        id: "fw-1".into(),
+        failover_timeout_seconds: 60.0,
+        ..framework_info("fw", &[], false)
+    };
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: "agent-1".into(),
+        hostname: "h1".into(),
+    });
+    registry.apply(&RegistryOp::AddFramework {
+        id: "fw-1".into(),
+        info: super::super::codec::encode_framework_info(&fw_info),
+    });
+    let mut sim = Sim::with(config(), registry);
+    let agent = SimAgent {
+        conn: ConnId(0),
+        id: "agent-1".into(),
+        info: v1::AgentInfo {
+            id: "agent-1".into(),
+            ..Sim::agent_info("h1", "cpus:4;mem:1024")
+        },
+    };
+    let finished = v1::RunningTask {
+        framework_id: "fw-1".into(),
+        task: Some(task("t1", "cpus:1;mem:128")),
+        state: TaskState::TaskFinished as i32,
+        framework: Some(fw_info.clone()),
+    };
+    let (agent, _) = sim.reregister(&agent, vec![finished]);
+    sim.agent_update(&agent, "fw-1", "t1", TaskState::TaskFinished, "u-fin");
+    assert!(
+        sim.effects()
+            .iter()
+            .all(|e| !matches!(e, Effect::ToFramework { .. })),
+        "nobody to tell yet"
+    );
+
+    let fw = sim.subscribe_info(fw_info);
+    assert_eq!(fw.id, "fw-1");
+    let ask = |agent_id: &str| {
+        Call::Reconcile(v1::ReconcileRequest {
+            header: None,
+            tasks: vec![v1::ReconcileTask {
+                task_id: "t1".into(),
+                agent_id: agent_id.into(),
+            }],
+        })
+    };
+    sim.call(&fw, ask(&agent.id)).unwrap();
+    let [answer] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(state_of(&answer), TaskState::TaskFinished, "{answer:?}");
+    assert_eq!(reason_of(&answer), TaskStatusReason::ReasonReconciliation);
+    assert!(answer.uuid.is_empty());
+    // Implicit reconciliation includes it too.
+    sim.call(
+        &fw,
+        Call::Reconcile(v1::ReconcileRequest {
+            header: None,
+            tasks: vec![],
+        }),
+    )
+    .unwrap();
+    let [answer] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(
+        (answer.task_id.as_str(), state_of(&answer)),
+        ("t1", TaskState::TaskFinished)
+    );
+
+    // The agent retries the update: it reaches the framework, which acknowledges it.
+    sim.agent_update(&agent, "fw-1", "t1", TaskState::TaskFinished, "u-fin");
+    let [update] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(
+        (state_of(&update), update.uuid.as_str()),
+        (TaskState::TaskFinished, "u-fin")
+    );
+    sim.call(
+        &fw,
+        Call::Acknowledge(v1::AcknowledgeRequest {
+            header: None,
+            agent_id: agent.id.clone(),
+            task_id: "t1".into(),
+            uuid: "u-fin".into(),
+        }),
+    )
+    .unwrap();
+    sim.effects();
+    // Acknowledged: forgotten, and answered as any task the agent does not run.
+    sim.call(&fw, ask(&agent.id)).unwrap();
+    let [answer] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(state_of(&answer), TaskState::TaskLost);
+    assert_eq!(sim.agent_view(&agent.id).used, Resources::new());
+}
+
+#[test]
+fn a_task_that_ended_unacknowledged_is_known_until_its_update_is_acknowledged() {
+    let mut sim = Sim::new();
+    let agent = sim.add_agent("h1", "cpus:4;mem:1024");
+    let mut info = v1::FrameworkInfo {
+        failover_timeout_seconds: 60.0,
+        ..framework_info("fw", &[], false)
+    };
+    let fw = sim.subscribe_info(info.clone());
+    info.id = fw.id.clone();
+    let offers = offers_for(&sim.tick(), fw.conn);
+    sim.accept(
+        &fw,
+        offer_ids(&offers),
+        vec![task("t1", "cpus:1;mem:128")],
+        refuse(0.0),
+    )
+    .unwrap();
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskRunning, "u1");
+    // The framework is away when the task fails.
+    sim.handle(Input::FrameworkDisconnected { conn: fw.conn })
+        .unwrap();
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskFailed, "u2");
+    assert_eq!(sim.agent_view(&agent.id).used, Resources::new(), "released");
+    let fw = sim.subscribe_info(info);
+    sim.effects();
+    let reconcile = |sim: &mut Sim| {
+        sim.call(
+            &fw,
+            Call::Reconcile(v1::ReconcileRequest {
+                header: None,
+                tasks: vec![v1::ReconcileTask {
+                    task_id: "t1".into(),
+                    agent_id: agent.id.clone(),
+                }],
+            }),
+        )
+        .unwrap();
+        one(updates_for(&sim.effects(), fw.conn))
+    };
+    assert_eq!(state_of(&reconcile(&mut sim)), TaskState::TaskFailed);
+
+    // A KILL that comes too late is answered with how the task ended.
+    sim.call(
+        &fw,
+        Call::Kill(v1::KillRequest {
+            header: None,
+            task_id: "t1".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let effects = sim.effects();
+    assert_eq!(
+        state_of(&one(updates_for(&effects, fw.conn))),
+        TaskState::TaskFailed
+    );
+    assert!(agent_messages(&effects, agent.conn).is_empty());
+
+    // Its id cannot be reused while the update is unacknowledged.
+    let offers = offers_for(&sim.tick_after(6.0), fw.conn);
+    sim.accept(
+        &fw,
+        offer_ids(&offers),
+        vec![task("t1", "cpus:1;mem:128")],
+        refuse(0.0),
+    )
+    .unwrap();
+    let refused = one(updates_for(&sim.effects(), fw.conn));
+    assert_eq!(
+        (state_of(&refused), reason_of(&refused)),
+        (
+            TaskState::TaskError,
+            TaskStatusReason::ReasonDuplicateTaskId
+        )
+    );
+
+    // An acknowledgement of another uuid does not forget it; the terminal one does.
+    let ack = |uuid: &str| {
+        Call::Acknowledge(v1::AcknowledgeRequest {
+            header: None,
+            agent_id: agent.id.clone(),
+            task_id: "t1".into(),
+            uuid: uuid.into(),
+        })
+    };
+    sim.call(&fw, ack("u1")).unwrap();
+    assert_eq!(state_of(&reconcile(&mut sim)), TaskState::TaskFailed);
+    sim.call(&fw, ack("u2")).unwrap();
+    assert_eq!(state_of(&reconcile(&mut sim)), TaskState::TaskLost);
+    assert_eq!(sim.m.metrics().tasks_failed_total, 1, "ended once");
+}
+
+#[test]
+fn ended_unacknowledged_tasks_are_bounded_per_framework() {
+    use super::super::state::{ENDED_TASKS, EndedTasks};
+    let mut ended = EndedTasks::default();
+    let status = |i: usize| v1::TaskStatus {
+        task_id: format!("t{i}"),
+        state: TaskState::TaskFinished as i32,
+        uuid: format!("u{i}"),
+        ..Default::default()
+    };
+    for i in 0..ENDED_TASKS + 50 {
+        ended.insert(super::super::allocator::AgentKey(1), "a".into(), status(i));
+    }
+    assert_eq!(ended.len(), ENDED_TASKS);
+    assert!(
+        !ended.contains("t0") && !ended.contains("t49"),
+        "oldest first"
+    );
+    assert!(ended.contains("t50"));
+    // Acknowledging in any order keeps the bookkeeping proportional.
+    for i in (50..ENDED_TASKS + 50).rev() {
+        assert!(ended.acknowledge(&format!("t{i}"), &format!("u{i}")));
+    }
+    assert_eq!((ended.len(), ended.order_len()), (0, 0));
+}
+
+#[test]
+fn implicit_reconciliation_reports_every_live_task_and_unacknowledged_ended_ones() {
     let mut sim = Sim::new();
     let fw = sim.subscribe("fw");
     let agent = sim.add_agent("h1", "cpus:4;mem:1024");
@@ -231,12 +497,25 @@ fn implicit_reconciliation_reports_every_live_task() {
             task("a", "cpus:1;mem:32"),
             task("b", "cpus:1;mem:32"),
             task("c", "cpus:1;mem:32"),
+            task("d", "cpus:1;mem:32"),
         ],
         None,
     )
     .unwrap();
     sim.agent_update(&agent, &fw.id, "a", TaskState::TaskRunning, "u1");
     sim.agent_update(&agent, &fw.id, "c", TaskState::TaskFinished, "u2");
+    sim.agent_update(&agent, &fw.id, "d", TaskState::TaskFinished, "u3");
+    // c's terminal update is acknowledged: c is forgotten. d's is not: d is reported.
+    sim.call(
+        &fw,
+        Call::Acknowledge(v1::AcknowledgeRequest {
+            header: None,
+            agent_id: agent.id.clone(),
+            task_id: "c".into(),
+            uuid: "u2".into(),
+        }),
+    )
+    .unwrap();
     sim.effects();
     sim.call(
         &fw,
@@ -255,7 +534,8 @@ fn implicit_reconciliation_reports_every_live_task() {
         got,
         vec![
             ("a".into(), TaskState::TaskRunning),
-            ("b".into(), TaskState::TaskStaging)
+            ("b".into(), TaskState::TaskStaging),
+            ("d".into(), TaskState::TaskFinished)
         ]
     );
     assert!(

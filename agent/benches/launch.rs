@@ -1,0 +1,131 @@
+//! Launch latency of a cgroup-isolated `true` task on one agent: from the RunTask the
+//! master sends to the TASK_RUNNING it receives (STARTING acknowledged on the way, as a
+//! master does), p50 and p99 over 1,000 launches, beside the floor measured in the
+//! same run: create a cgroup with the task's limits, fork, join it, exec `true`, wait.
+//!
+//! `cargo bench -p strata-agent --bench launch` (needs root and cgroups; `LAUNCHES=N`
+//! changes the count).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_agent::cgroups::{Cgroups, CgroupsOptions, Limits};
+use strata_agent::isolation::child::ChildSetup;
+use strata_agent::isolation::{IsolationMode, IsolationOptions, Isolator};
+use strata_proto::Resources;
+use strata_proto::v1::{self, TaskState};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let launches: usize = std::env::var("LAUNCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(bench(launches));
+}
+
+async fn bench(launches: usize) {
+    let root = format!("strata-bench-{}", std::process::id());
+    let cgroups_options = CgroupsOptions {
+        root: root.clone(),
+        ..CgroupsOptions::default()
+    };
+    let resources = Resources::parse("cpus:0.1;mem:32").unwrap();
+    let limits = Limits::for_task(&resources, true, None);
+
+    // The floor: what any cgroup-isolated launch costs, without the agent.
+    let floor_dir = tempfile::tempdir().unwrap();
+    let cgroups = Cgroups::detect(cgroups_options.clone(), floor_dir.path())
+        .expect("cgroups (run as root on a machine with cgroups)");
+    let mut floor = Vec::with_capacity(launches);
+    for i in 0..launches {
+        let id = format!("floor-{i}");
+        let t0 = Instant::now();
+        let join = cgroups.create(&id, &limits).expect("create");
+        let mut cmd = tokio::process::Command::new("true");
+        ChildSetup {
+            join: join.0,
+            ..ChildSetup::default()
+        }
+        .install(&mut cmd);
+        let status = cmd.status().await.expect("spawn true");
+        floor.push(t0.elapsed());
+        assert!(status.success());
+        cgroups.destroy(&id).expect("destroy");
+    }
+    drop(cgroups);
+
+    // Through the agent: RunTask → TASK_RUNNING.
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let mut o = options(master.addr, dir.path());
+    o.isolation = IsolationOptions {
+        mode: IsolationMode::Explicit(vec![Isolator::Cgroups]),
+        cgroups: cgroups_options,
+    };
+    o.resources = Resources::parse("cpus:2;mem:1024").unwrap();
+    let agent = TestAgent::start(o).await;
+    master.next_register().await;
+    let mut agent_times = Vec::with_capacity(launches);
+    for i in 0..launches {
+        let id = format!("true-{i}");
+        let task = v1::TaskInfo {
+            resources: resources.to_proto(),
+            ..shell_task(&id, "true")
+        };
+        let t0 = Instant::now();
+        master.run_task(framework(), task);
+        master.wait_state(&id, TaskState::TaskRunning).await;
+        agent_times.push(t0.elapsed());
+        master.follow(&id).await;
+    }
+    agent.stop().await;
+    master.stop().await;
+    for c in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{root}"));
+    }
+
+    floor.sort();
+    agent_times.sort();
+    let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
+    let (a50, a99) = (
+        percentile(&agent_times, 0.5),
+        percentile(&agent_times, 0.99),
+    );
+    println!("launch latency of a cgroup-isolated `true`, {launches} launches");
+    println!(
+        "  floor (mkdir+limits, fork, join, exec, wait):  p50 {:7.3} ms  p99 {:7.3} ms",
+        ms(f50),
+        ms(f99)
+    );
+    println!(
+        "  agent (RunTask -> TASK_RUNNING):               p50 {:7.3} ms  p99 {:7.3} ms",
+        ms(a50),
+        ms(a99)
+    );
+    println!(
+        "  ratio agent/floor:                             p50 {:7.2}x    p99 {:7.2}x",
+        ms(a50) / ms(f50),
+        ms(a99) / ms(f99)
+    );
+    println!(
+        "  goal p99 < 10 ms: {}",
+        if a99 < Duration::from_millis(10) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}

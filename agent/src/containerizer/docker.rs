@@ -1,0 +1,934 @@
+//! The Docker containerizer: each task is a container on the local Docker engine,
+//! driven through its Engine API (bollard) over the unix socket.
+//!
+//! ```text
+//! new:    connect (negotiate the API version) ─▶ remove containers labelled with this
+//!         agent's id that no task claims (orphans of an earlier run)
+//! launch: sandbox ─▶ image (pull policy) ─▶ create strata-<agent>-<container>
+//!         (labels, env, /mnt/sandbox, network, ports, cpus/mem limits, init)
+//!         ─▶ start ─▶ follow `logs` into the sandbox's stdout / stderr
+//! wait:   /wait ─▶ inspect (ExitCode, OOMKilled) ─▶ drain the logs ─▶ remove after
+//!         --docker-remove-delay (the reaper task)
+//! kill:   docker stop -t grace (SIGTERM to the container's init, which forwards it;
+//!         SIGKILL when the grace ends) ─▶ docker kill if stop failed
+//! ```
+//!
+//! When the engine is unreachable, launches fail with a message that names the socket;
+//! a wait that loses the engine for longer than [`ENGINE_LOSS_GRACE`] reports the task
+//! failed. Process tasks are not affected (the [`super::ComposingContainerizer`] routes
+//! them elsewhere).
+//!
+//! Containers run with Docker's init (`--init`) as PID 1: signals reach the command
+//! and zombies are reaped. A command killed by signal N makes the container exit
+//! with 128 + N, which [`exit_kind`] reads back as a signal.
+//!
+//! The task's user is not applied: users are named inside the image, which decides
+//! who runs the command. `usage` and `recover` (re-attaching after an agent restart,
+//! issue 6) are not implemented yet; an agent that restarts reports its Docker tasks
+//! lost and removes their containers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::errors::Error as EngineError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, PortMap};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use futures::StreamExt;
+use strata_proto::container::SANDBOX_MOUNT;
+use strata_proto::v1::{self, TaskStatusReason, docker_info, volume};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::sandbox;
+
+use super::{
+    BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
+    Limitation, Termination, task_environment,
+};
+
+/// The engine's socket when none is given.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// Label keys on every container the agent creates.
+pub const LABEL_AGENT: &str = "strata.agent_id";
+pub const LABEL_FRAMEWORK: &str = "strata.framework_id";
+pub const LABEL_TASK: &str = "strata.task_id";
+pub const LABEL_CONTAINER: &str = "strata.container_id";
+/// Container names start with this, then the agent id and the container id.
+pub const NAME_PREFIX: &str = "strata-";
+
+/// How long connecting to the engine (and negotiating the API version) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of ordinary requests (a pull or a stop may take longer; see their callers).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// How long a wait keeps retrying an engine that stopped answering before it gives
+/// the task up as failed.
+pub const ENGINE_LOSS_GRACE: Duration = Duration::from_secs(10);
+/// How long `wait` lets the log follower copy what is left after the container ended.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+/// CFS period for the cpu limit (Mesos and Docker use 100 ms).
+const CPU_PERIOD_US: i64 = 100_000;
+
+/// Settings of the Docker containerizer (`--docker-socket`, `--docker-remove-delay`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerOptions {
+    /// The engine's unix socket.
+    pub socket: PathBuf,
+    /// How long an ended container is kept (for `docker logs`/`inspect`) before the
+    /// agent removes it.
+    pub remove_delay: Duration,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        DockerOptions {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            remove_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One container this agent runs.
+struct Entry {
+    /// The container's name (`strata-<agent>-<container>`), which the engine accepts
+    /// wherever an id is expected.
+    name: String,
+    /// Copies the container's output into the sandbox; awaited by `wait`.
+    logs: Option<JoinHandle<()>>,
+    /// The memory limit, for the OOM message.
+    mem_mib: Option<f64>,
+    /// Set once `wait` runs, so a second wait is refused.
+    waited: bool,
+}
+
+/// Runs tasks as Docker containers. See the module docs.
+pub struct DockerContainerizer {
+    options: DockerOptions,
+    /// The connected client; `None` until the engine first answers. The lock is held
+    /// only to clone or store it, never across an `.await`.
+    client: Mutex<Option<Docker>>,
+    /// Whether the engine answered when the containerizer was created.
+    available_at_start: bool,
+    /// Short critical sections only; never held across an `.await`.
+    containers: Mutex<HashMap<ContainerId, Entry>>,
+    /// Ended containers to remove after `remove_delay`, handed to the reaper. Unbounded:
+    /// one small message per ended container, consumed as fast as timers fire.
+    removals: mpsc::UnboundedSender<(String, tokio::time::Instant)>,
+    /// The reaper task; owned here and stopped when the containerizer is dropped
+    /// (containers it had not removed yet are orphans the next start removes).
+    reaper: JoinHandle<()>,
+}
+
+impl Drop for DockerContainerizer {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+impl DockerContainerizer {
+    /// Connects to the engine at `options.socket` and removes the containers an earlier
+    /// run of agent `agent_id` left (they carry its label and no task claims them: the
+    /// agent does not re-attach to containers yet, issue 6). When the engine does not
+    /// answer the containerizer is created anyway ([`available`](Self::available) is
+    /// false) and every launch retries the connection. Must run inside a tokio runtime.
+    pub async fn new(options: DockerOptions, agent_id: &str) -> DockerContainerizer {
+        let (removals, removals_rx) = mpsc::unbounded_channel();
+        let client = connect(&options.socket).await;
+        let available_at_start = client.is_ok();
+        let reaper = tokio::spawn(reap(
+            client.as_ref().ok().cloned(),
+            options.socket.clone(),
+            removals_rx,
+        ));
+        let this = DockerContainerizer {
+            options,
+            client: Mutex::new(client.as_ref().ok().cloned()),
+            available_at_start,
+            containers: Mutex::new(HashMap::new()),
+            removals,
+            reaper,
+        };
+        match &client {
+            Ok(docker) => {
+                tracing::info!(socket = %this.options.socket.display(), api = %docker.client_version(), "Docker engine answers");
+                if !agent_id.is_empty()
+                    && let Err(e) = this.remove_orphans(docker, agent_id, &HashSet::new()).await
+                {
+                    tracing::warn!(error = %e, "cannot remove orphaned containers");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(socket = %this.options.socket.display(), error = %e, "the Docker engine does not answer; Docker tasks will fail until it does");
+            }
+        }
+        this
+    }
+
+    /// Whether the engine answered when the containerizer was created: the agent
+    /// advertises Docker only then.
+    pub fn available(&self) -> bool {
+        self.available_at_start
+    }
+
+    /// Kills and removes every container labelled with `agent_id` whose container id
+    /// is not in `keep`. Returns how many it removed.
+    pub async fn remove_orphans(
+        &self,
+        docker: &Docker,
+        agent_id: &str,
+        keep: &HashSet<ContainerId>,
+    ) -> Result<usize, ContainerError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_AGENT}={agent_id}")],
+        )]);
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.engine_error("cannot list containers", &e))?;
+        let mut removed = 0;
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            if labels
+                .get(LABEL_CONTAINER)
+                .is_some_and(|id| keep.contains(&ContainerId(id.clone())))
+            {
+                continue;
+            }
+            let Some(id) = c.id else { continue };
+            tracing::info!(container = %id, task_id = labels.get(LABEL_TASK).map(String::as_str).unwrap_or(""), "removing an orphaned container of an earlier run");
+            match docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "cannot remove an orphaned container")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContainerId, Entry>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client, connecting (again) when there is none yet.
+    async fn client(&self) -> Result<Docker, ContainerError> {
+        let cached = self
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(docker) = cached {
+            return Ok(docker);
+        }
+        let docker = connect(&self.options.socket)
+            .await
+            .map_err(|e| ContainerError::Docker(e.to_string()))?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(docker.clone());
+        Ok(docker)
+    }
+
+    /// A user-facing message for a failed engine request: the engine's own message
+    /// when it answered, else that it could not be reached.
+    fn engine_error(&self, what: &str, e: &EngineError) -> ContainerError {
+        ContainerError::Docker(describe_engine_error(what, e, &self.options.socket))
+    }
+
+    async fn launch_inner(&self, spec: LaunchSpec) -> Result<ContainerHandle, ContainerError> {
+        strata_proto::container::validate(&spec.task, &spec.resources)
+            .map_err(|e| ContainerError::Docker(e.message))?;
+        let container = spec.task.container.clone().unwrap_or_default();
+        let docker_info = container.docker.clone().ok_or_else(|| {
+            ContainerError::Docker("the task has no container.docker (no image)".into())
+        })?;
+        sandbox::prepare(&spec.sandbox)
+            .await
+            .map_err(|e| ContainerError::Sandbox(e.to_string()))?;
+        // Docker takes a relative bind source for a named volume: make it absolute.
+        let sandbox_dir = std::fs::canonicalize(&spec.sandbox).map_err(|e| {
+            ContainerError::Sandbox(format!("cannot resolve {}: {e}", spec.sandbox.display()))
+        })?;
+        let docker = self.client().await?;
+        let image = image_reference(docker_info.image.trim());
+        self.ensure_image(&docker, &image, &docker_info).await?;
+
+        let name = container_name(&spec.agent_id, &spec.container_id);
+        let body = container_body(
+            &spec,
+            &docker_info,
+            &container.volumes,
+            &sandbox_dir,
+            &image,
+        );
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                self.engine_error(
+                    &format!("cannot create the container of image '{image}'"),
+                    &e,
+                )
+            })?;
+        if let Err(e) = docker.start_container(&name, None).await {
+            let err = self.engine_error("cannot start the container", &e);
+            remove_now(&docker, &name).await;
+            return Err(err);
+        }
+        tracing::debug!(container = %spec.container_id, name = %name, %image, task_id = %spec.task.task_id, "container started");
+        let logs = tokio::spawn(follow_logs(
+            docker.clone(),
+            name.clone(),
+            spec.sandbox.clone(),
+        ));
+        let mem = spec.resources.mem();
+        self.lock().insert(
+            spec.container_id.clone(),
+            Entry {
+                name,
+                logs: Some(logs),
+                mem_mib: (!mem.is_zero()).then(|| mem.as_f64()),
+                waited: false,
+            },
+        );
+        Ok(ContainerHandle {
+            id: spec.container_id,
+            pid: None,
+        })
+    }
+
+    /// Makes sure `image` is on the engine, pulling it as the pull policy says.
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        image: &str,
+        info: &v1::DockerInfo,
+    ) -> Result<(), ContainerError> {
+        let policy = docker_info::PullPolicy::try_from(info.pull_policy).unwrap_or_default();
+        let always = info.force_pull || policy == docker_info::PullPolicy::Always;
+        if !always {
+            match docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_of(&e) == Some(404) => {
+                    if policy == docker_info::PullPolicy::Never {
+                        return Err(ContainerError::Docker(format!(
+                            "image '{image}' is not on this agent and the pull policy is NEVER: load it (docker pull / docker load) or allow pulls"
+                        )));
+                    }
+                }
+                Err(e) => {
+                    return Err(self.engine_error(&format!("cannot inspect image '{image}'"), &e));
+                }
+            }
+        }
+        tracing::info!(%image, "pulling image");
+        let mut pull = docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(image.to_string()),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(progress) = pull.next().await {
+            if let Err(e) = progress {
+                return Err(self.engine_error(&format!("cannot pull image '{image}'"), &e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
+        let (name, mem_mib) = {
+            let mut containers = self.lock();
+            let entry = containers
+                .get_mut(&id)
+                .ok_or_else(|| ContainerError::NotFound(id.clone()))?;
+            if entry.waited {
+                return Err(ContainerError::AlreadyWaited(id));
+            }
+            entry.waited = true;
+            (entry.name.clone(), entry.mem_mib)
+        };
+        let result = self.wait_for_end(&name).await;
+        let logs = self.lock().remove(&id).and_then(|e| e.logs);
+        if let Some(mut logs) = logs
+            && tokio::time::timeout(LOG_DRAIN, &mut logs).await.is_err()
+        {
+            tracing::warn!(container = %id, "the container's output did not end; stopped copying it");
+            logs.abort();
+        }
+        let state = match result {
+            Ok(state) => state,
+            Err(e) => {
+                let _ = self.removals.send((name, tokio::time::Instant::now()));
+                return Err(e);
+            }
+        };
+        self.schedule_removal(name).await;
+        let exit = exit_kind(state.exit_code);
+        let limitation = state.oom_killed.then(|| Limitation {
+            reason: TaskStatusReason::ReasonContainerLimitationMemory,
+            message: match mem_mib {
+                Some(mib) => format!(
+                    "the container used more than its memory limit of {mib} MiB and was killed ({})",
+                    exit.describe()
+                ),
+                None => format!("the container ran out of memory ({})", exit.describe()),
+            },
+        });
+        Ok(Termination { exit, limitation })
+    }
+
+    /// Waits until the container is not running, riding out a short loss of the
+    /// engine, and reads how it ended.
+    async fn wait_for_end(&self, name: &str) -> Result<EndState, ContainerError> {
+        let mut lost_since: Option<Instant> = None;
+        loop {
+            let attempt = async {
+                let docker = self.client().await?;
+                let mut wait = docker.wait_container(name, None);
+                match wait.next().await {
+                    // A non-zero exit comes back as an error carrying the code.
+                    Some(Ok(_)) | Some(Err(EngineError::DockerContainerWaitError { .. })) => {}
+                    Some(Err(e)) if status_of(&e) == Some(404) => {
+                        return Err(ContainerError::NotFound(ContainerId(name.to_string())));
+                    }
+                    Some(Err(e)) => {
+                        return Err(self.engine_error("cannot wait for the container", &e));
+                    }
+                    None => {
+                        return Err(ContainerError::Docker(
+                            "the engine closed the wait for the container".into(),
+                        ));
+                    }
+                }
+                let inspect = docker
+                    .inspect_container(name, None)
+                    .await
+                    .map_err(|e| self.engine_error("cannot inspect the container", &e))?;
+                let state = inspect.state.unwrap_or_default();
+                Ok::<_, ContainerError>(EndState {
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                })
+            };
+            match attempt.await {
+                Ok(state) => return Ok(state),
+                Err(ContainerError::NotFound(_)) => {
+                    return Err(ContainerError::Docker(format!(
+                        "container {name} disappeared (removed outside Strata?)"
+                    )));
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ENGINE_LOSS_GRACE {
+                        return Err(ContainerError::Docker(format!(
+                            "lost the Docker engine while container {name} ran: {message}"
+                        )));
+                    }
+                    tracing::warn!(container = %name, error = %message, "waiting for the Docker engine to answer again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn schedule_removal(&self, name: String) {
+        if self.options.remove_delay.is_zero() {
+            if let Ok(docker) = self.client().await {
+                remove_now(&docker, &name).await;
+            }
+            return;
+        }
+        let at = tokio::time::Instant::now() + self.options.remove_delay;
+        let _ = self.removals.send((name, at));
+    }
+
+    async fn kill_inner(&self, id: ContainerId, grace: Duration) -> Result<(), ContainerError> {
+        let Some(name) = self.lock().get(&id).map(|e| e.name.clone()) else {
+            return Ok(()); // already ended and forgotten
+        };
+        let docker = self.client().await?;
+        let seconds = grace.as_secs_f64().ceil().min(f64::from(i32::MAX)) as i32;
+        // `docker stop` answers when the container has stopped: give it the grace period.
+        let stopper = docker
+            .clone()
+            .with_timeout(grace + Duration::from_secs(REQUEST_TIMEOUT_SECS));
+        tracing::debug!(container = %id, %name, ?grace, "stopping the container");
+        let stopped = stopper
+            .stop_container(
+                &name,
+                Some(StopContainerOptions {
+                    t: Some(seconds),
+                    signal: None,
+                }),
+            )
+            .await;
+        match stopped {
+            Ok(()) => Ok(()),
+            // 304: already stopped; 404: already gone.
+            Err(e) if matches!(status_of(&e), Some(304) | Some(404)) => Ok(()),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "docker stop failed; killing the container");
+                match docker
+                    .kill_container(&name, Some(KillContainerOptions::default()))
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
+                    Err(e) => Err(self.engine_error("cannot kill the container", &e)),
+                }
+            }
+        }
+    }
+}
+
+impl Containerizer for DockerContainerizer {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerHandle, ContainerError>> {
+        Box::pin(self.launch_inner(spec))
+    }
+
+    fn wait(&self, id: ContainerId) -> BoxFuture<'_, Result<Termination, ContainerError>> {
+        Box::pin(self.wait_inner(id))
+    }
+
+    fn kill(&self, id: ContainerId, grace: Duration) -> BoxFuture<'_, Result<(), ContainerError>> {
+        Box::pin(self.kill_inner(id, grace))
+    }
+}
+
+/// How a container ended, from `inspect`.
+#[derive(Debug, Default)]
+struct EndState {
+    exit_code: i64,
+    oom_killed: bool,
+}
+
+/// Connects to the engine's unix socket and settles on an API version both speak
+/// (Debian's 20.10 engine speaks 1.41; bollard defaults to newer).
+pub async fn connect(socket: &Path) -> Result<Docker, ConnectError> {
+    let path = socket.display().to_string();
+    let docker =
+        Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| ConnectError {
+                socket: path.clone(),
+                reason: e.to_string(),
+            })?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(ConnectError {
+            socket: path,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ConnectError {
+            socket: path,
+            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// The engine could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the Docker engine at {socket} does not answer ({reason}): is dockerd running? (see --docker-socket)"
+)]
+pub struct ConnectError {
+    pub socket: String,
+    pub reason: String,
+}
+
+/// The HTTP status of an engine's answer, when it answered.
+fn status_of(e: &EngineError) -> Option<u16> {
+    match e {
+        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn describe_engine_error(what: &str, e: &EngineError, socket: &Path) -> String {
+    match e {
+        EngineError::DockerResponseServerError { message, .. } => {
+            format!("{what}: {}", message.trim())
+        }
+        EngineError::DockerStreamError { error } => format!("{what}: {}", error.trim()),
+        other => format!(
+            "{what}: the Docker engine at {} does not answer ({other}): is dockerd running?",
+            socket.display()
+        ),
+    }
+}
+
+/// Removes a container now (force: kills it if it runs); failures are logged.
+async fn remove_now(docker: &Docker, name: &str) {
+    let result = docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    match result {
+        Ok(()) => tracing::debug!(%name, "container removed"),
+        Err(e) if status_of(&e) == Some(404) => {}
+        Err(e) => tracing::warn!(%name, error = %e, "cannot remove the container"),
+    }
+}
+
+/// The reaper: removes ended containers when their delay is over. Ends when the
+/// containerizer drops its sender (or aborts it).
+async fn reap(
+    mut docker: Option<Docker>,
+    socket: PathBuf,
+    mut removals: mpsc::UnboundedReceiver<(String, tokio::time::Instant)>,
+) {
+    // Due times only grow by a constant delay, so a queue in arrival order is sorted.
+    let mut queue: std::collections::VecDeque<(String, tokio::time::Instant)> = Default::default();
+    loop {
+        let next_due = queue.front().map(|(_, at)| *at);
+        tokio::select! {
+            received = removals.recv() => match received {
+                Some(item) => queue.push_back(item),
+                None => return,
+            },
+            _ = async {
+                match next_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((name, _)) = queue.pop_front() else { continue };
+                if docker.is_none() {
+                    docker = connect(&socket).await.ok();
+                }
+                match &docker {
+                    Some(d) => remove_now(d, &name).await,
+                    None => tracing::warn!(%name, "cannot remove the container: the Docker engine does not answer"),
+                }
+            }
+        }
+    }
+}
+
+/// Copies the container's stdout and stderr, from its start until it ends, to the
+/// sandbox's `stdout` and `stderr` files (appending, as a process task's are).
+async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf) {
+    let open = |file: &str| {
+        let path = sandbox.join(file);
+        async move {
+            tokio::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .await
+        }
+    };
+    let (mut out, mut err) = match (open("stdout").await, open("stderr").await) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(%name, error = %e, "cannot open the sandbox's output files");
+            return;
+        }
+    };
+    let mut logs = docker.logs(
+        &name,
+        Some(LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }),
+    );
+    while let Some(chunk) = logs.next().await {
+        let written = match chunk {
+            Ok(bollard::container::LogOutput::StdOut { message })
+            | Ok(bollard::container::LogOutput::Console { message }) => {
+                write_all_flush(&mut out, &message).await
+            }
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                write_all_flush(&mut err, &message).await
+            }
+            Ok(bollard::container::LogOutput::StdIn { .. }) => Ok(()),
+            Err(e) => {
+                tracing::debug!(%name, error = %e, "the container's log stream ended");
+                break;
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(%name, error = %e, "cannot write the container's output to the sandbox");
+            break;
+        }
+    }
+}
+
+async fn write_all_flush(file: &mut tokio::fs::File, data: &[u8]) -> std::io::Result<()> {
+    file.write_all(data).await?;
+    file.flush().await
+}
+
+/// `strata-<agent id>-<container id>`, with characters Docker refuses in names
+/// replaced by '-'.
+pub fn container_name(agent_id: &str, container_id: &ContainerId) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{NAME_PREFIX}{}-{}",
+        clean(agent_id),
+        clean(&container_id.0)
+    )
+}
+
+/// The image with `:latest` added when it names no tag or digest (a pull of an
+/// untagged name would fetch every tag).
+pub fn image_reference(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || last.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// What the engine is asked to create for the task.
+fn container_body(
+    spec: &LaunchSpec,
+    docker: &v1::DockerInfo,
+    volumes: &[v1::Volume],
+    sandbox_dir: &Path,
+    image: &str,
+) -> ContainerCreateBody {
+    let command = &spec.command;
+    let (entrypoint, cmd) = if command.shell {
+        (
+            vec!["/bin/sh".to_string(), "-c".to_string()],
+            vec![command.value.clone()],
+        )
+    } else {
+        (vec![command.value.clone()], command.arguments.clone())
+    };
+    let env: Vec<String> = task_environment(spec)
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "STRATA_SANDBOX" {
+                format!("{k}={SANDBOX_MOUNT}")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    let labels = HashMap::from([
+        (LABEL_AGENT.to_string(), spec.agent_id.clone()),
+        (LABEL_FRAMEWORK.to_string(), spec.framework_id.clone()),
+        (LABEL_TASK.to_string(), spec.task.task_id.clone()),
+        (LABEL_CONTAINER.to_string(), spec.container_id.0.clone()),
+    ]);
+
+    let mut binds = vec![format!("{}:{SANDBOX_MOUNT}:rw", sandbox_dir.display())];
+    for v in volumes {
+        let mode = match volume::Mode::try_from(v.mode).unwrap_or_default() {
+            volume::Mode::Ro => "ro",
+            _ => "rw",
+        };
+        binds.push(format!("{}:{}:{mode}", v.host_path, v.container_path));
+    }
+    let network = match docker_info::Network::try_from(docker.network).unwrap_or_default() {
+        docker_info::Network::Unspecified | docker_info::Network::Host => "host",
+        docker_info::Network::Bridge => "bridge",
+        docker_info::Network::None => "none",
+    };
+    let mut exposed = Vec::new();
+    let mut bindings: PortMap = HashMap::new();
+    for m in &docker.port_mappings {
+        let protocol = if m.protocol.is_empty() {
+            "tcp"
+        } else {
+            m.protocol.as_str()
+        };
+        let key = format!("{}/{protocol}", m.container_port);
+        exposed.push(key.clone());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: None,
+                host_port: Some(m.host_port.to_string()),
+            });
+    }
+    let mem = spec.resources.mem();
+    let memory = (!mem.is_zero()).then(|| (mem.as_f64() * 1024.0 * 1024.0) as i64);
+    let cpus = spec.resources.cpus();
+    let (cpu_shares, cpu_quota) = if cpus.is_zero() {
+        (None, None)
+    } else {
+        let c = cpus.as_f64();
+        (
+            Some(((c * 1024.0) as i64).max(2)),
+            Some(((c * CPU_PERIOD_US as f64) as i64).max(1000)),
+        )
+    };
+    let host_config = HostConfig {
+        binds: Some(binds),
+        network_mode: Some(network.to_string()),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        memory,
+        // Swap equal to memory: no swap beyond the limit.
+        memory_swap: memory,
+        cpu_shares,
+        cpu_period: cpu_quota.map(|_| CPU_PERIOD_US),
+        cpu_quota,
+        init: Some(true),
+        // The agent copies the output from the engine's log: use a driver it can read.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_string()),
+            config: None,
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
+        env: Some(env),
+        working_dir: Some(SANDBOX_MOUNT.to_string()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// A container's exit code as an exit: with Docker's init as PID 1, a command killed
+/// by signal N exits the container with 128 + N.
+pub fn exit_kind(code: i64) -> ExitKind {
+    match code {
+        129..=159 => ExitKind::Signaled((code - 128) as i32),
+        c => ExitKind::Exited(i32::try_from(c).unwrap_or(-1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::Resources;
+
+    #[test]
+    fn names_and_images() {
+        assert_eq!(
+            container_name("a1/b", &ContainerId("c 1".into())),
+            "strata-a1-b-c-1"
+        );
+        assert_eq!(image_reference("busybox"), "busybox:latest");
+        assert_eq!(image_reference("busybox:1.36"), "busybox:1.36");
+        assert_eq!(
+            image_reference("registry:5000/team/app"),
+            "registry:5000/team/app:latest"
+        );
+        assert_eq!(image_reference("app@sha256:abc"), "app@sha256:abc");
+        assert_eq!(exit_kind(0), ExitKind::Exited(0));
+        assert_eq!(exit_kind(3), ExitKind::Exited(3));
+        assert_eq!(exit_kind(137), ExitKind::Signaled(9));
+    }
+
+    #[test]
+    fn the_container_carries_the_tasks_limits_ports_and_labels() {
+        let docker = v1::DockerInfo {
+            image: "busybox".into(),
+            network: docker_info::Network::Bridge as i32,
+            port_mappings: vec![docker_info::PortMapping {
+                host_port: 31000,
+                container_port: 80,
+                protocol: String::new(),
+            }],
+            ..Default::default()
+        };
+        let spec = LaunchSpec {
+            container_id: ContainerId("c1".into()),
+            agent_id: "a1".into(),
+            framework_id: "f1".into(),
+            framework: Default::default(),
+            task: v1::TaskInfo {
+                task_id: "t1".into(),
+                ..Default::default()
+            },
+            command: v1::CommandInfo {
+                shell: true,
+                value: "echo hi".into(),
+                ..Default::default()
+            },
+            resources: Resources::parse("cpus:0.5;mem:64;ports:[31000-31000]").unwrap(),
+            sandbox: PathBuf::from("/w/sb"),
+            user: None,
+        };
+        let vol = v1::Volume {
+            host_path: "/data".into(),
+            container_path: "/in".into(),
+            mode: volume::Mode::Ro as i32,
+        };
+        let body = container_body(&spec, &docker, &[vol], Path::new("/w/sb"), "busybox:latest");
+        assert_eq!(body.entrypoint.unwrap(), ["/bin/sh", "-c"]);
+        assert_eq!(body.cmd.unwrap(), ["echo hi"]);
+        let env = body.env.unwrap();
+        assert!(env.contains(&"STRATA_SANDBOX=/mnt/sandbox".to_string()));
+        assert!(env.contains(&"PORT0=31000".to_string()));
+        assert_eq!(body.labels.unwrap()[LABEL_TASK], "t1");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.cpu_quota, Some(50_000));
+        assert_eq!(host.cpu_period, Some(100_000));
+        assert_eq!(host.cpu_shares, Some(512));
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(
+            host.binds.unwrap(),
+            ["/w/sb:/mnt/sandbox:rw", "/data:/in:ro"]
+        );
+        let ports = host.port_bindings.unwrap();
+        assert_eq!(
+            ports["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
+            Some("31000")
+        );
+    }
+}

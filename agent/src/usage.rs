@@ -1,0 +1,150 @@
+//! Resource usage of the running tasks: served at `GET /monitor/statistics` and sent
+//! to the master every `--usage-report-interval` (a `UsageReport`).
+//!
+//! ```text
+//! reporter (every 5 s) / HTTP handler ─ Query::Containers ─▶ AgentLoop ─▶ (task, container)s
+//!       └─ Containerizer::usage(container) for each (cgroup files, off the loop)
+//!       └─ reporter: Query::ReportUsage ─▶ AgentLoop ─▶ master (if connected)
+//! ```
+//!
+//! Neither the loop nor a lock waits on the cgroup reads; a container whose
+//! containerizer cannot tell (no cgroups, fake, ended meanwhile) is left out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use strata_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::Query;
+use crate::containerizer::{Containerizer, ResourceUsage};
+
+/// One entry of `/monitor/statistics` (Mesos' shape: the executor is the task).
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorEntry {
+    pub framework_id: String,
+    pub executor_id: String,
+    pub task_id: String,
+    pub container_id: String,
+    pub statistics: Statistics,
+}
+
+/// Mesos' `ResourceStatistics` names; see `ResourceStatistics` in common.proto.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Statistics {
+    pub timestamp: f64,
+    pub processes: Option<u64>,
+    pub threads: Option<u64>,
+    pub cpus_user_time_secs: Option<f64>,
+    pub cpus_system_time_secs: Option<f64>,
+    pub cpus_total_time_secs: Option<f64>,
+    pub cpus_limit: Option<f64>,
+    pub cpus_nr_periods: Option<u64>,
+    pub cpus_nr_throttled: Option<u64>,
+    pub cpus_throttled_time_secs: Option<f64>,
+    pub mem_total_bytes: Option<u64>,
+    pub mem_peak_bytes: Option<u64>,
+    pub mem_limit_bytes: Option<u64>,
+}
+
+impl Statistics {
+    pub fn new(u: &ResourceUsage, timestamp: f64) -> Statistics {
+        Statistics {
+            timestamp,
+            processes: u.processes,
+            threads: u.threads,
+            cpus_user_time_secs: u.cpu_user_seconds,
+            cpus_system_time_secs: u.cpu_system_seconds,
+            cpus_total_time_secs: u.cpu_time_seconds,
+            cpus_limit: u.cpus_limit,
+            cpus_nr_periods: u.cpus_nr_periods,
+            cpus_nr_throttled: u.cpus_nr_throttled,
+            cpus_throttled_time_secs: u.cpus_throttled_seconds,
+            mem_total_bytes: u.mem_bytes,
+            mem_peak_bytes: u.mem_peak_bytes,
+            mem_limit_bytes: u.mem_limit_bytes,
+        }
+    }
+
+    pub fn to_proto(&self) -> v1::ResourceStatistics {
+        v1::ResourceStatistics {
+            timestamp: self.timestamp,
+            processes: self.processes,
+            threads: self.threads,
+            cpus_user_time_secs: self.cpus_user_time_secs,
+            cpus_system_time_secs: self.cpus_system_time_secs,
+            cpus_total_time_secs: self.cpus_total_time_secs,
+            cpus_limit: self.cpus_limit,
+            cpus_nr_periods: self.cpus_nr_periods,
+            cpus_nr_throttled: self.cpus_nr_throttled,
+            cpus_throttled_time_secs: self.cpus_throttled_time_secs,
+            mem_total_bytes: self.mem_total_bytes,
+            mem_peak_bytes: self.mem_peak_bytes,
+            mem_limit_bytes: self.mem_limit_bytes,
+        }
+    }
+}
+
+/// The usage of every running task whose containerizer can tell; `None` when the
+/// agent loop is gone (shutting down).
+pub(crate) async fn collect(
+    queries: &mpsc::Sender<Query>,
+    containerizer: &dyn Containerizer,
+) -> Option<Vec<MonitorEntry>> {
+    let (tx, rx) = oneshot::channel();
+    queries.send(Query::Containers(tx)).await.ok()?;
+    let containers = rx.await.ok()?;
+    let mut out = Vec::with_capacity(containers.len());
+    for (key, container) in containers {
+        let Ok(usage) = containerizer.usage(container.clone()).await else {
+            continue;
+        };
+        out.push(MonitorEntry {
+            framework_id: key.framework_id,
+            executor_id: key.task_id.clone(),
+            task_id: key.task_id,
+            container_id: container.0,
+            statistics: Statistics::new(&usage, strata_proto::now_unix_seconds()),
+        });
+    }
+    Some(out)
+}
+
+/// Sends a `UsageReport` every `interval` until `stop` resolves or the loop is gone.
+pub(crate) async fn report(
+    queries: mpsc::Sender<Query>,
+    containerizer: Arc<dyn Containerizer>,
+    interval: Duration,
+    stop: oneshot::Receiver<()>,
+) {
+    let interval = interval.max(Duration::from_millis(100));
+    let mut stop = std::pin::pin!(stop);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(entries) = collect(&queries, containerizer.as_ref()).await else {
+            return;
+        };
+        if entries.is_empty() {
+            continue;
+        }
+        let report = v1::UsageReport {
+            tasks: entries
+                .into_iter()
+                .map(|e| v1::TaskUsage {
+                    framework_id: e.framework_id,
+                    task_id: e.task_id,
+                    statistics: Some(e.statistics.to_proto()),
+                })
+                .collect(),
+        };
+        if queries.send(Query::ReportUsage(report)).await.is_err() {
+            return;
+        }
+    }
+}

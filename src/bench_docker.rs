@@ -1,0 +1,485 @@
+//! `strata bench docker`: Docker task launches through Strata against bare
+//! `docker run -d` of the same image with the same options, in one run.
+//!
+//! ```text
+//! master + one agent (--containerizers docker) in this process, the local engine
+//! 1. sequential: --launches tasks one at a time, ACCEPT ─▶ TASK_RUNNING each (p50, p99)
+//!    beside as many `docker run -d` one at a time (until the CLI returns: running)
+//! 2. burst: --burst tasks in one ACCEPT, time until all are TASK_RUNNING
+//!    beside as many `docker run -d` started at once, time until all returned
+//! ```
+//!
+//! Bare containers get what Strata gives its containers: `--init`, host network, the
+//! memory and cpu limits and a bind-mounted directory. Every container of the bench is
+//! killed and removed between phases. The closing lines are the ratios
+//! (Strata / bare; the goal is at most 1.2).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use strata_proto::v1::{self, scheduler_client::SchedulerClient};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+
+#[derive(clap::Args, Debug)]
+pub struct DockerBenchArgs {
+    /// The image both sides run (`sleep 3600` in it); scripts/docker-setup.sh builds the default.
+    #[arg(long, default_value = "strata-test/busybox:latest")]
+    pub image: String,
+    /// Sequential launches on each side.
+    #[arg(long, default_value_t = 50)]
+    pub launches: u32,
+    /// Containers launched at once on each side.
+    #[arg(long, default_value_t = 50)]
+    pub burst: u32,
+    /// cpus per container.
+    #[arg(long, default_value_t = 0.1)]
+    pub cpus: f64,
+    /// Memory per container, MiB.
+    #[arg(long, default_value_t = 32.0)]
+    pub mem: f64,
+    /// The engine's socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    pub docker_socket: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+/// What one side measured.
+struct Figures {
+    sequential: Vec<Duration>,
+    burst: Duration,
+}
+
+pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<u8> {
+    ensure!(
+        args.launches >= 1 && args.burst >= 1,
+        "--launches and --burst must be at least 1"
+    );
+    ensure!(
+        args.cpus > 0.0 && args.mem >= 8.0,
+        "--cpus must be positive and --mem at least 8"
+    );
+    docker_cli(&["image", "inspect", &args.image])
+        .await
+        .with_context(|| {
+            format!(
+                "image {} is not on the engine (scripts/docker-setup.sh builds the test image)",
+                args.image
+            )
+        })?;
+
+    let work = std::env::temp_dir().join(format!("strata-bench-docker-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let run_label = format!("strata.bench={}", uuid::Uuid::new_v4().simple());
+
+    let result = tokio::time::timeout(Duration::from_secs(args.timeout), async {
+        let strata = strata_side(&args, &work).await.context("Strata side")?;
+        let bare = bare_side(&args, &work, &run_label)
+            .await
+            .context("bare docker side")?;
+        Ok::<_, anyhow::Error>((strata, bare))
+    })
+    .await;
+    let _ = docker_rm_labelled(&run_label).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let (mut strata, mut bare) = result
+        .map_err(|_| anyhow::anyhow!("the bench did not finish within {} s", args.timeout))??;
+
+    strata.sequential.sort_unstable();
+    bare.sequential.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let line = |name: &str, s: Duration, b: Duration, unit_ms: bool| {
+        let (sv, bv, unit) = if unit_ms {
+            (ms(s), ms(b), "ms")
+        } else {
+            (s.as_secs_f64(), b.as_secs_f64(), "s")
+        };
+        println!(
+            "{name}: strata {sv:.1} {unit}, docker run -d {bv:.1} {unit}, ratio {:.2}",
+            s.as_secs_f64() / b.as_secs_f64().max(1e-9)
+        );
+    };
+    println!(
+        "docker bench: image {}, {} cpus, {} MiB, {} sequential launches, {} at once",
+        args.image, args.cpus, args.mem, args.launches, args.burst
+    );
+    line(
+        "launch_p50",
+        percentile(&strata.sequential, 0.50),
+        percentile(&bare.sequential, 0.50),
+        true,
+    );
+    line(
+        "launch_p99",
+        percentile(&strata.sequential, 0.99),
+        percentile(&bare.sequential, 0.99),
+        true,
+    );
+    line(
+        &format!("burst_{}_all_running", args.burst),
+        strata.burst,
+        bare.burst,
+        false,
+    );
+    Ok(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let n = sorted.len();
+    sorted[((n as f64 * p).ceil() as usize).clamp(1, n) - 1]
+}
+
+/// A master and one Docker agent in this process, and a framework measuring ACCEPT to
+/// TASK_RUNNING.
+async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figures> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let master_addr = listener.local_addr()?;
+    let mut master_opts = strata_master::MasterOptions::new(work.join("master"));
+    master_opts.allocation_interval = Duration::from_millis(20);
+    let mut parts = tokio::task::JoinSet::new();
+    parts.spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            strata_master::serve(listener, master_opts, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut opts = strata_agent::AgentOptions::new(master_addr.to_string(), work.join("agent"));
+    opts.resources = strata_proto::Resources::parse("cpus:256;mem:1048576;disk:100000")?;
+    opts.registration_backoff = Duration::from_millis(50);
+    opts.containerizer = strata_agent::ContainerizerConfig::Docker {
+        docker: strata_agent::DockerOptions {
+            socket: args.docker_socket.clone(),
+            remove_delay: Duration::ZERO,
+        },
+        process: false,
+    };
+    parts.spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            strata_agent::run(listener, opts, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    });
+
+    let result = async {
+        let mut fw = Framework::subscribe(&master_addr.to_string()).await?;
+        let mut sequential = Vec::new();
+        for i in 0..args.launches {
+            let ids = vec![format!("seq-{i}")];
+            let took = fw.launch_and_wait_running(&ids, args).await?;
+            sequential.push(took);
+        }
+        fw.kill_all().await?;
+        let ids: Vec<String> = (0..args.burst).map(|i| format!("burst-{i}")).collect();
+        let burst = fw.launch_and_wait_running(&ids, args).await?;
+        fw.kill_all().await?;
+        fw.teardown().await;
+        Ok::<_, anyhow::Error>(Figures { sequential, burst })
+    }
+    .await;
+    let _ = stop_tx.send(true);
+    while parts.join_next().await.is_some() {}
+    result
+}
+
+/// The bench's framework, on the raw gRPC API.
+struct Framework {
+    client: SchedulerClient<tonic::transport::Channel>,
+    events: tonic::Streaming<v1::Event>,
+    header: v1::CallHeader,
+    offers: Vec<v1::Offer>,
+    running: Vec<(String, String)>,
+}
+
+impl Framework {
+    async fn subscribe(master: &str) -> anyhow::Result<Framework> {
+        let mut client = SchedulerClient::connect(format!("http://{master}"))
+            .await
+            .context("connect to the master")?;
+        let info = v1::FrameworkInfo {
+            name: "strata-bench-docker".into(),
+            roles: vec!["*".into()],
+            ..Default::default()
+        };
+        let events = client
+            .subscribe(v1::SubscribeRequest {
+                framework_info: Some(info),
+                suppressed_roles: vec![],
+            })
+            .await?
+            .into_inner();
+        Ok(Framework {
+            client,
+            events,
+            header: v1::CallHeader::default(),
+            offers: Vec::new(),
+            running: Vec::new(),
+        })
+    }
+
+    /// The next event, with offers kept and updates acknowledged.
+    async fn next(&mut self) -> anyhow::Result<Option<v1::TaskStatus>> {
+        let event = self
+            .events
+            .next()
+            .await
+            .context("the master closed the event stream")?
+            .context("event stream")?;
+        match event.event {
+            Some(v1::event::Event::Subscribed(s)) => {
+                self.header = v1::CallHeader {
+                    framework_id: s.framework_id,
+                    stream_id: s.stream_id,
+                };
+            }
+            Some(v1::event::Event::Offers(o)) => self.offers.extend(o.offers),
+            Some(v1::event::Event::Rescind(r)) => self.offers.retain(|o| o.id != r.offer_id),
+            Some(v1::event::Event::Update(u)) => {
+                let Some(status) = u.status else {
+                    return Ok(None);
+                };
+                if !status.uuid.is_empty() {
+                    self.client
+                        .acknowledge(v1::AcknowledgeRequest {
+                            header: Some(self.header.clone()),
+                            agent_id: status.agent_id.clone(),
+                            task_id: status.task_id.clone(),
+                            uuid: status.uuid.clone(),
+                        })
+                        .await?;
+                }
+                return Ok(Some(status));
+            }
+            Some(v1::event::Event::Error(e)) => bail!("master error: {}", e.message),
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Launches `ids` in one ACCEPT on the first offer that holds them all; returns the
+    /// time from the ACCEPT until the last of them is TASK_RUNNING.
+    async fn launch_and_wait_running(
+        &mut self,
+        ids: &[String],
+        args: &DockerBenchArgs,
+    ) -> anyhow::Result<Duration> {
+        let each = strata_proto::Resources::cpus_mem(args.cpus, args.mem);
+        let mut all = strata_proto::Resources::new();
+        for _ in ids {
+            all.add(&each);
+        }
+        let offer = loop {
+            let fits = self.offers.iter().position(|o| {
+                strata_proto::Resources::try_from_proto(&o.resources)
+                    .is_ok_and(|r| r.contains(&all))
+            });
+            if let Some(i) = fits {
+                break self.offers.remove(i);
+            }
+            self.next().await?;
+        };
+        let tasks: Vec<v1::TaskInfo> = ids
+            .iter()
+            .map(|id| v1::TaskInfo {
+                task_id: id.clone(),
+                name: id.clone(),
+                agent_id: offer.agent_id.clone(),
+                resources: each.to_proto(),
+                command: Some(v1::CommandInfo {
+                    shell: false,
+                    value: "sleep".into(),
+                    arguments: vec!["3600".into()],
+                    ..Default::default()
+                }),
+                container: Some(v1::ContainerInfo {
+                    r#type: v1::container_info::Type::Docker as i32,
+                    docker: Some(v1::DockerInfo {
+                        image: args.image.clone(),
+                        ..Default::default()
+                    }),
+                    volumes: vec![],
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let started = Instant::now();
+        self.client
+            .accept(v1::AcceptRequest {
+                header: Some(self.header.clone()),
+                offer_ids: vec![offer.id.clone()],
+                operations: vec![v1::Operation {
+                    operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                        task_infos: tasks,
+                    })),
+                }],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            })
+            .await
+            .context("accept")?;
+        let mut waiting: HashMap<&str, ()> = ids.iter().map(|id| (id.as_str(), ())).collect();
+        while !waiting.is_empty() {
+            let Some(status) = self.next().await? else {
+                continue;
+            };
+            match status.state() {
+                v1::TaskState::TaskRunning => {
+                    if waiting.remove(status.task_id.as_str()).is_some() {
+                        self.running
+                            .push((status.task_id.clone(), status.agent_id.clone()));
+                    }
+                }
+                v1::TaskState::TaskStaging | v1::TaskState::TaskStarting => {}
+                other => bail!(
+                    "task {} went {}: {}",
+                    status.task_id,
+                    other.as_str_name(),
+                    status.message
+                ),
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Kills every running task at once and waits until all have ended.
+    async fn kill_all(&mut self) -> anyhow::Result<()> {
+        let running = std::mem::take(&mut self.running);
+        let mut left: HashMap<String, ()> = HashMap::new();
+        for (task_id, agent_id) in running {
+            self.client
+                .kill(v1::KillRequest {
+                    header: Some(self.header.clone()),
+                    task_id: task_id.clone(),
+                    agent_id,
+                    kill_policy: Some(v1::KillPolicy {
+                        grace_period_seconds: Some(0.0),
+                    }),
+                })
+                .await
+                .context("kill")?;
+            left.insert(task_id, ());
+        }
+        while !left.is_empty() {
+            if let Some(status) = self.next().await?
+                && strata_proto::is_terminal(status.state())
+            {
+                left.remove(&status.task_id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn teardown(&mut self) {
+        let _ = self
+            .client
+            .teardown(v1::TeardownRequest {
+                header: Some(self.header.clone()),
+            })
+            .await;
+    }
+}
+
+/// The same containers with the docker CLI.
+async fn bare_side(args: &DockerBenchArgs, work: &Path, label: &str) -> anyhow::Result<Figures> {
+    let sandbox = work.join("bare-sandbox");
+    std::fs::create_dir_all(&sandbox)?;
+    let quota = ((args.cpus * 100_000.0) as i64).max(1000).to_string();
+    let shares = ((args.cpus * 1024.0) as i64).max(2).to_string();
+    let mem = format!("{}m", args.mem as i64);
+    let volume = format!("{}:/mnt/sandbox:rw", sandbox.display());
+    let run_args: Vec<String> = [
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "host",
+        "--label",
+        label,
+        "--memory",
+        &mem,
+        "--memory-swap",
+        &mem,
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        &quota,
+        "--cpu-shares",
+        &shares,
+        "-v",
+        &volume,
+        "-w",
+        "/mnt/sandbox",
+        &args.image,
+        "sleep",
+        "3600",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+
+    let mut sequential = Vec::new();
+    for _ in 0..args.launches {
+        let started = Instant::now();
+        docker_cli(&run_args).await?;
+        sequential.push(started.elapsed());
+    }
+    docker_rm_labelled(label).await?;
+
+    let started = Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..args.burst {
+        let a: Vec<String> = run_args.iter().map(|s| s.to_string()).collect();
+        runs.spawn(async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            docker_cli(&a).await
+        });
+    }
+    while let Some(r) = runs.join_next().await {
+        r.context("docker run task")??;
+    }
+    let burst = started.elapsed();
+    docker_rm_labelled(label).await?;
+    Ok(Figures { sequential, burst })
+}
+
+async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .context("cannot run the docker CLI")?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn docker_rm_labelled(label: &str) -> anyhow::Result<()> {
+    let ids = docker_cli(&["ps", "-aq", "--filter", &format!("label={label}")]).await?;
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+    if !ids.is_empty() {
+        let mut a = vec!["rm", "-f"];
+        a.extend(ids);
+        docker_cli(&a).await?;
+    }
+    Ok(())
+}
