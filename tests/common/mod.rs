@@ -135,6 +135,28 @@ pub fn fast_master_flags() -> Vec<String> {
     .collect()
 }
 
+/// When a test fails, the tail of every log of the cluster is printed beside the
+/// failure, so that a failure on CI can be understood from its output alone.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for p in std::iter::once(&self.master).chain(self.agents.iter()) {
+            let text = p.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "---- last {} lines of {} ({}) ----\n{}",
+                tail.len(),
+                p.name,
+                p.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl Cluster {
     pub fn start(agents: usize) -> Cluster {
         Self::start_with(agents, fast_master_flags())
