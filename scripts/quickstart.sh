@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Quick start: builds Strata, brings up a local cluster (a master and two agents on
-# this machine) and runs the `hello` example scheduler against it. The cluster keeps
-# running until Ctrl-C.
+# Quick start: builds Strata, brings up a local cluster (a master, two agents and the
+# container framework on this machine) and deploys the example app
+# examples/apps/hello.yaml on it. The cluster keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MASTER=${STRATA_MASTER:-127.0.0.1:5050}
 WORK=${STRATA_WORK_DIR:-/tmp/strata-local}
-TASKS=${HELLO_TASKS:-10}
+APPS=${STRATA_SERVER:-127.0.0.1:8080}
+export STRATA_SERVER=$APPS STRATA_MASTER=$MASTER
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found: install Rust first (https://rustup.rs)" >&2
@@ -17,14 +18,15 @@ echo "==> building (release)"
 cargo build --release --quiet --workspace --bins --examples
 
 mkdir -p "$WORK"
-echo "==> starting the local cluster: master on $MASTER, two agents (logs: $WORK/local.log)"
-./target/release/strata local --master "$MASTER" --work-dir "$WORK" >"$WORK/local.log" 2>&1 &
+echo "==> starting the local cluster: master on $MASTER, two agents, App API on $APPS (logs: $WORK/local.log)"
+./target/release/strata local --master "$MASTER" --apps-listen "$APPS" --work-dir "$WORK" >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 trap 'echo; echo "==> stopping the local cluster"; kill $LOCAL_PID 2>/dev/null; wait $LOCAL_PID 2>/dev/null; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
   if curl -fsS "http://$MASTER/health" >/dev/null 2>&1 &&
-     [ "$(curl -fsS "http://$MASTER/state" | grep -o '"status":"ACTIVE"' | wc -l)" -ge 2 ]; then
+     [ "$(curl -fsS "http://$MASTER/state" | grep -o '"status":"ACTIVE"' | wc -l)" -ge 2 ] &&
+     curl -fsS "http://$APPS/v1/info" 2>/dev/null | grep -q '"connected":true'; then
     break
   fi
   if ! kill -0 $LOCAL_PID 2>/dev/null; then
@@ -33,12 +35,26 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-echo "==> running the hello scheduler: $TASKS tasks"
-./target/release/examples/hello --master "$MASTER" --tasks "$TASKS"
+S=./target/release/strata
+echo "==> deploying examples/apps/hello.yaml"
+$S app deploy -f examples/apps/hello.yaml --wait
+echo
+$S app list
+echo
+$S task list
+FIRST=$($S task list -o json | grep -o '"id": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+sleep 1
+echo
+echo "==> the output of $FIRST"
+$S task logs "$FIRST" | tail -3
 
 echo
-echo "==> the cluster is up. Try:"
-echo "    curl -s http://$MASTER/state | python3 -m json.tool | less"
-echo "    ./target/release/strata run --master $MASTER -- echo hello from strata"
+echo "==> the cluster is up, with the app 'hello' running. Try:"
+echo "    $S app show hello                  # its spec, tasks, health"
+echo "    $S task logs --follow $FIRST"
+echo "    $S app scale hello 4 --wait"
+echo "    $S agent list; $S framework list"
+echo "    $S run -- echo hello from strata   # one task, its output and exit status"
+echo "    ./target/release/examples/hello --master $MASTER --tasks 10   # a scheduler written with the SDK"
 echo "    press Ctrl-C here to stop the cluster"
 wait $LOCAL_PID

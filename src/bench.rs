@@ -42,13 +42,18 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Docker task launches (one at a time, and many at once) against bare `docker run -d`.
     Docker(crate::bench_docker::DockerBenchArgs),
+    /// Deploying N instances with `strata app deploy --wait`, beside Docker Swarm and
+    /// the engine's own `docker run -d` floor.
+    Apps(crate::bench_apps::AppsBenchArgs),
 }
 
 const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
-    if let Some(BenchKind::Docker(docker)) = args.kind {
-        return crate::bench_docker::bench_docker(docker).await;
+    match args.kind {
+        Some(BenchKind::Docker(docker)) => return crate::bench_docker::bench_docker(docker).await,
+        Some(BenchKind::Apps(apps)) => return crate::bench_apps::bench_apps(apps).await,
+        None => {}
     }
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");

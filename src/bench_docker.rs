@@ -457,7 +457,7 @@ async fn bare_side(args: &DockerBenchArgs, work: &Path, label: &str) -> anyhow::
     Ok(Figures { sequential, burst })
 }
 
-async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
+pub(crate) async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new("docker")
         .args(args)
         .output()
@@ -473,7 +473,7 @@ async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-async fn docker_rm_labelled(label: &str) -> anyhow::Result<()> {
+pub(crate) async fn docker_rm_labelled(label: &str) -> anyhow::Result<()> {
     let ids = docker_cli(&["ps", "-aq", "--filter", &format!("label={label}")]).await?;
     let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
     if !ids.is_empty() {

@@ -1,6 +1,6 @@
-//! `strata local`: a master and N agents in this one process, for trying Strata on one
-//! machine. The agents split the machine's cores and memory between them and get
-//! disjoint port ranges, so that what they offer adds up to the machine.
+//! `strata local`: a master, N agents and the container framework in this one process,
+//! for trying Strata on one machine. The agents split the machine's cores and memory
+//! between them and get disjoint port ranges, so that what they offer adds up to the machine.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,9 @@ pub struct LocalArgs {
     /// Docker tasks (`strata run --image`), `fake` runs nothing (for scale runs only).
     #[arg(long, default_value = "process")]
     pub containerizer: String,
+    /// Where the container framework's App API listens (`strata app ...` talks to it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub apps_listen: SocketAddr,
 }
 
 pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
@@ -99,6 +102,30 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         });
         println!("strata local: agent {} on {addr} ({resources})", i + 1);
     }
+    let apps_listener = TcpListener::bind(args.apps_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the App API", args.apps_listen))?;
+    let apps_addr = apps_listener.local_addr()?;
+    let serve_args = crate::app::serve::ServeArgs {
+        master: master_addr.to_string(),
+        listen: apps_addr,
+        state_dir: args.work_dir.join("apps"),
+        role: "*".to_string(),
+        name: "strata".to_string(),
+        failover_timeout: std::time::Duration::from_secs(7 * 24 * 3600),
+        tick: std::time::Duration::from_secs(1),
+    };
+    tasks.spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            crate::app::serve::run(serve_args, apps_listener, stop)
+                .await
+                .context("container framework")
+        }
+    });
+    println!(
+        "strata local: container framework, App API on http://{apps_addr} (`strata app list`)"
+    );
     println!("strata local: up; Ctrl-C stops it");
 
     let result = tokio::select! {

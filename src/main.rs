@@ -1,9 +1,13 @@
-//! `strata`: the command-line entry point (run one task, a local cluster, benchmarks).
+//! `strata`: the command-line entry point (run one task, a local cluster, the container
+//! framework and its CLI, benchmarks).
 
 use clap::{Parser, Subcommand};
 
+mod app;
 mod bench;
+mod bench_apps;
 mod bench_docker;
+mod cli;
 mod local;
 mod run;
 
@@ -26,6 +30,21 @@ enum Command {
     Local(local::LocalArgs),
     /// Measure launch throughput and latency: master, fake agents and a framework in one process.
     Bench(bench::BenchArgs),
+    /// Run the container framework: keep apps running, serve the App API.
+    Serve(app::serve::ServeArgs),
+    /// Deploy, inspect, scale, restart and remove apps (the container framework).
+    App(cli::AppArgs),
+    /// List tasks, read their logs, kill them.
+    Task(cli::TaskArgs),
+    /// List the cluster's agents (from the master).
+    Agent(cli::AgentArgs),
+    /// List the frameworks registered with the master.
+    Framework(cli::FrameworkArgs),
+    /// Print a shell completion script, e.g. `strata completions bash > /etc/bash_completion.d/strata`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +68,21 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Local(args) => local::local(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Serve(args) => app::serve::serve(args).await,
+            Command::App(args) => args.run().await,
+            Command::Task(args) => args.run().await,
+            Command::Agent(args) => args.run().await,
+            Command::Framework(args) => args.run().await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "strata",
+                    &mut std::io::stdout(),
+                );
+                Ok(0)
+            }
         }
     });
     match result {

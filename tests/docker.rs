@@ -122,3 +122,74 @@ fn strata_run_image_without_a_docker_agent_says_so() {
         "the timeout names the missing capability: {err}"
     );
 }
+
+/// The container framework with a Docker app: the example `examples/apps/web-docker.yaml`
+/// (busybox httpd, bridge network, an HTTP health check) deployed with the CLI.
+#[test]
+fn a_docker_app_from_the_examples_answers_on_its_ports() {
+    let cluster = docker_cluster();
+    let state_dir = cluster.dir.path().join("apps-state");
+    let serve = common::start_serve(
+        cluster.dir.path(),
+        &cluster.master.addr,
+        &state_dir,
+        "127.0.0.1:0",
+    );
+    let strata = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.args(args)
+            .env("STRATA_SERVER", &serve.addr)
+            .env("STRATA_MASTER", &cluster.master.addr);
+        run_with_timeout(cmd, Duration::from_secs(150))
+    };
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/web-docker.yaml");
+    let (code, out, err) = strata(&["app", "deploy", "-f", spec, "--wait", "--timeout", "120"]);
+    assert_eq!(
+        code,
+        0,
+        "deploy failed\nstdout:\n{out}\nstderr:\n{err}\nserve log:\n{}",
+        serve.log_text()
+    );
+
+    let (code, out, err) = strata(&["task", "list", "--app", "web-docker", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let tasks: serde_json::Value = serde_json::from_str(&out).expect("task list JSON");
+    let tasks = tasks.as_array().expect("a list");
+    assert_eq!(tasks.len(), 2, "{out}");
+    for t in tasks {
+        assert_eq!(t["state"], "TASK_RUNNING", "{t}");
+        assert_eq!(t["healthy"], true, "{t}");
+        let port = t["ports"][0].as_u64().expect("a host port");
+        let body = common::http_get(&format!("http://127.0.0.1:{port}/"))
+            .unwrap_or_else(|e| panic!("GET port {port}: {e}"));
+        assert!(
+            body.contains(&format!("hello from {}", t["id"].as_str().unwrap())),
+            "{body}"
+        );
+    }
+
+    let (code, _, err) = strata(&["app", "rm", "web-docker", "--wait", "--timeout", "60"]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    common::wait_until(
+        Duration::from_secs(30),
+        "the app's containers to go",
+        || {
+            ids.iter().all(|id| {
+                let out = Command::new("docker")
+                    .args([
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=strata.task_id={id}"),
+                    ])
+                    .output()
+                    .expect("docker ps");
+                out.stdout.is_empty()
+            })
+        },
+    );
+}

@@ -1,7 +1,8 @@
 //! Launch latency of a cgroup-isolated `true` task on one agent: from the RunTask the
 //! master sends to the TASK_RUNNING it receives (STARTING acknowledged on the way, as a
 //! master does), p50 and p99 over 1,000 launches, beside the floor measured in the
-//! same run: create a cgroup with the task's limits, fork, join it, exec `true`, wait.
+//! same run: create a cgroup with the task's limits, fork, join it, exec `true`, wait;
+//! and the floor with the monitor the agent puts above every process task (recovery).
 //!
 //! `cargo bench -p strata-agent --bench launch` (needs root and cgroups; `LAUNCHES=N`
 //! changes the count).
@@ -65,6 +66,25 @@ async fn bench(launches: usize) {
         assert!(status.success());
         cgroups.destroy(&id).expect("destroy");
     }
+    // The same with the monitor every process task now runs under (one more fork in
+    // the child, see `isolation::child`): what recovery costs a launch at the least.
+    let mut monitored = Vec::with_capacity(launches);
+    for i in 0..launches {
+        let id = format!("monitored-{i}");
+        let t0 = Instant::now();
+        let join = cgroups.create(&id, &limits).expect("create");
+        let mut cmd = tokio::process::Command::new("true");
+        ChildSetup {
+            join: join.0,
+            monitor: true,
+            ..ChildSetup::default()
+        }
+        .install(&mut cmd);
+        let status = cmd.status().await.expect("spawn true");
+        monitored.push(t0.elapsed());
+        assert!(status.success());
+        cgroups.destroy(&id).expect("destroy");
+    }
     drop(cgroups);
 
     // Through the agent: RunTask → TASK_RUNNING.
@@ -98,8 +118,10 @@ async fn bench(launches: usize) {
     }
 
     floor.sort();
+    monitored.sort();
     agent_times.sort();
     let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
+    let (m50, m99) = (percentile(&monitored, 0.5), percentile(&monitored, 0.99));
     let (a50, a99) = (
         percentile(&agent_times, 0.5),
         percentile(&agent_times, 0.99),
@@ -109,6 +131,11 @@ async fn bench(launches: usize) {
         "  floor (mkdir+limits, fork, join, exec, wait):  p50 {:7.3} ms  p99 {:7.3} ms",
         ms(f50),
         ms(f99)
+    );
+    println!(
+        "  floor with the task's monitor (one more fork): p50 {:7.3} ms  p99 {:7.3} ms",
+        ms(m50),
+        ms(m99)
     );
     println!(
         "  agent (RunTask -> TASK_RUNNING):               p50 {:7.3} ms  p99 {:7.3} ms",

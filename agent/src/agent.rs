@@ -5,14 +5,17 @@
 //!  master stream ─ RunTask/KillTask/Ack/... ─┐
 //!  container jobs ─ launched/exited/killed ──┤                       ┌─▶ status updates, heartbeats ─▶ master
 //!  timers ─ retries, checkpoint, reconnect ──┼─▶ AgentLoop ─ Action ─┼─▶ launch / wait / kill jobs (JoinSet)
-//!  HTTP handlers ─ Query (oneshot reply) ────┤    (TaskManager)      └─▶ checkpoint writes (blocking pool)
+//!  HTTP handlers ─ Query (oneshot reply) ────┤    (TaskManager)      ├─▶ checkpoint writes (blocking pool)
+//!  health checkers ─ HealthEvent ────────────┤                       └─▶ start / stop health checkers
 //!  shutdown signal ──────────────────────────┘
 //! ```
 //!
 //! Every job is spawned into the loop's `JoinSet` and carries its task's key back,
-//! even when it panics; on return the loop stops them all.
+//! even when it panics; on return the loop stops them all. Health checkers
+//! ([`crate::health`]) run as tasks of their own, one per checked task, aborted when the
+//! task stops running and when the loop returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -29,8 +32,9 @@ use tonic::transport::Endpoint;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
+use crate::health::{self, HealthEvent};
 use crate::link::{self, Backoff, Connection, LinkError};
-use crate::tasks::{Action, TaskKey, TaskManager, TaskView};
+use crate::tasks::{Action, TaskKey, TaskManager, TaskView, WaitError};
 
 /// After the kills of a shutdown have had their grace period, how much longer the
 /// agent waits for the tasks to end before it stops anyway.
@@ -39,6 +43,8 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// How long a stopping agent waits for its last updates to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Room for health checkers' news; a full queue makes checkers wait, not lose news.
+const HEALTH_QUEUE: usize = 256;
 
 /// A question from the HTTP API, answered by the loop.
 pub(crate) enum Query {
@@ -104,7 +110,7 @@ enum Job {
     Exited {
         key: TaskKey,
         container: ContainerId,
-        result: Result<Termination, String>,
+        result: Result<Termination, WaitError>,
     },
     Killed {
         key: TaskKey,
@@ -128,6 +134,7 @@ enum Event {
     Timer,
     Query(Query),
     CheckpointWritten(Result<Result<(), CheckpointError>, JoinError>),
+    Health(HealthEvent),
 }
 
 pub(crate) struct AgentLoop {
@@ -157,6 +164,11 @@ pub(crate) struct AgentLoop {
     last_checkpoint: Option<Instant>,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
+    /// The running health checkers, by task.
+    health_checks: HashMap<TaskKey, JoinHandle<()>>,
+    /// Cloned into each checker; the loop holds one, so `health_rx` never closes.
+    health_tx: mpsc::Sender<HealthEvent>,
+    health_rx: mpsc::Receiver<HealthEvent>,
 }
 
 impl AgentLoop {
@@ -175,6 +187,7 @@ impl AgentLoop {
         config.executor_shutdown_grace_period =
             config.executor_shutdown_grace_period.min(MAX_TIMER);
         config.checkpoint_interval = config.checkpoint_interval.min(MAX_TIMER);
+        let (health_tx, health_rx) = mpsc::channel(HEALTH_QUEUE);
         AgentLoop {
             config,
             identity,
@@ -194,6 +207,9 @@ impl AgentLoop {
             last_checkpoint: None,
             shutting_down: false,
             shutdown_deadline: None,
+            health_checks: HashMap::new(),
+            health_tx,
+            health_rx,
         }
     }
 
@@ -220,6 +236,7 @@ impl AgentLoop {
                 () = sleep_until(timer) => Event::Timer,
                 Some(q) = self.queries.recv() => Event::Query(q),
                 r = poll_join(&mut self.checkpoint_job) => Event::CheckpointWritten(r),
+                Some(h) = self.health_rx.recv() => Event::Health(h),
             };
             let now = Instant::now();
             self.handle(event, now);
@@ -243,10 +260,10 @@ impl AgentLoop {
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
             Event::Shutdown => {
-                // Without recovery (issue 6) a task whose agent is gone could never be
-                // reported on again, so a graceful shutdown kills every task (SIGTERM,
-                // grace, SIGKILL), as a Mesos agent without checkpointing does. Issue 6
-                // changes this: tasks will outlive the agent and be recovered.
+                // A graceful shutdown (SIGTERM, SIGINT, `strata local` stopping) kills
+                // every task (SIGTERM, grace, SIGKILL): an agent stopped on purpose
+                // leaves nothing behind. Tasks outlive an agent that dies (a crash,
+                // kill -9, the OOM killer) and the next run recovers them.
                 let grace = self.config.executor_shutdown_grace_period;
                 tracing::info!(?grace, "shutting down: killing all tasks");
                 self.shutting_down = true;
@@ -296,6 +313,10 @@ impl AgentLoop {
                     Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
                     Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
                 }
+            }
+            Event::Health(event) => {
+                let actions = self.manager.health(event, now);
+                self.execute(actions);
             }
         }
     }
@@ -432,11 +453,12 @@ impl AgentLoop {
                         key,
                         container,
                         JobKind::Wait,
-                        async move { containerizer.wait(id).await.map_err(|e| e.to_string()) },
+                        async move { Ok(containerizer.wait(id).await.map_err(WaitError::from)) },
                         |key, container, result| Job::Exited {
                             key,
                             container,
-                            result,
+                            // A panic of the containerizer is a failed wait.
+                            result: result.map_err(WaitError::Failed).and_then(|r| r),
                         },
                     );
                 }
@@ -463,6 +485,27 @@ impl AgentLoop {
                             result,
                         },
                     );
+                }
+                Action::StartHealthCheck {
+                    key,
+                    container,
+                    checker,
+                } => {
+                    let checker = health::run(
+                        *checker,
+                        key.clone(),
+                        container,
+                        self.containerizer.clone(),
+                        self.health_tx.clone(),
+                    );
+                    if let Some(old) = self.health_checks.insert(key, tokio::spawn(checker)) {
+                        old.abort();
+                    }
+                }
+                Action::StopHealthCheck { key } => {
+                    if let Some(checker) = self.health_checks.remove(&key) {
+                        checker.abort();
+                    }
                 }
             }
         }
@@ -650,6 +693,9 @@ impl AgentLoop {
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        for (_, checker) in self.health_checks.drain() {
+            checker.abort();
         }
         self.jobs.shutdown().await;
         self.connecting = None;

@@ -6,9 +6,12 @@
 //!   Ids and states are plain JSON for people; the protobuf messages ride along
 //!   hex-encoded so nothing of them is lost.
 //!
-//! Both are written atomically (temp file, fsync of the file, rename). Issue 6 builds
-//! recovery on this; a per-task append-only log would scale better than rewriting
-//! one file, and can replace it behind these functions.
+//! Both are written atomically (temp file, fsync of the file, rename), at most every
+//! `checkpoint_interval` (500 ms): a restarted agent recovers its tasks from it (see
+//! [`crate::containerizer::Containerizer::recover`]); what changed in the last interval
+//! before a crash is not in it (a task launched then is reported lost). A per-task
+//! append-only log would scale better than rewriting one file, and can replace it
+//! behind these functions.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,20 @@ pub struct TaskRecord {
     pub framework_info: String,
     /// Hex-encoded `strata.v1.TaskInfo`.
     pub task_info: String,
+    /// Set while a kill is in progress: a restarted agent kills the task again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<KillRecord>,
+}
+
+/// A kill in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillRecord {
+    pub grace_seconds: f64,
+    /// `framework`, `framework_shutdown`, `agent_shutdown` or `health_check`.
+    pub cause: String,
+    /// What the health check found (cause `health_check`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// One unacknowledged status update.

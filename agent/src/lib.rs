@@ -7,12 +7,20 @@
 //!            │                           │ launch / wait / kill                      │
 //!            │                           ▼                                           │
 //!            │            Containerizer (process | docker | fake | ...) ─▶ sandboxes │
+//!            │ health checkers (HTTP / TCP / COMMAND, one per checked task) ─▶ loop  │
 //! HTTP  ◀───▶│ /health /state /files/read ─ Query ─▶ AgentLoop                       │
 //!            └───────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Entry point: [`run`]. The binary `strata-agent` parses flags into [`AgentOptions`];
 //! `strata local` and `strata bench` call [`run`] directly, many agents per process.
+//!
+//! Recovery: tasks outlive an agent that dies. What the agent runs is checkpointed in
+//! its work dir (`checkpoint.json`: tasks, their containers, unacknowledged updates;
+//! `runtime/`: how each process task ended, written by the task's monitor, see
+//! [`isolation::child`]). A new run on the same work dir re-attaches to the tasks that
+//! still run and reports the real end of those that ended meanwhile
+//! ([`Containerizer::recover`]) before it registers with the master.
 // Unsafe code is denied everywhere but in `isolation::child`, the `pre_exec` hook that
 // joins a task to its cgroup and namespaces between fork and exec.
 #![deny(unsafe_code)]
@@ -22,6 +30,7 @@ pub mod cgroups;
 mod checkpoint;
 pub mod config;
 pub mod containerizer;
+mod health;
 mod http;
 pub mod isolation;
 mod link;
@@ -58,6 +67,8 @@ use crate::updates::StatusUpdates;
 
 /// How long the HTTP server may take to close its connections at shutdown.
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where process tasks' monitors record how their task ended, under the work dir.
+const RUNTIME_DIR: &str = "runtime";
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +85,14 @@ pub enum AgentError {
 ///
 /// `listener` serves the agent's HTTP API and its bound address (or
 /// `options.advertise_address`; `hostname:port` when bound to every interface) is what
-/// the agent advertises to the master. The
-/// agent dials `options.master`, registers (re-registering with the same id after a
-/// restart, from `WORK_DIR/agent_id`), and runs what the master sends. On shutdown it
-/// kills its tasks (SIGTERM, `executor_shutdown_grace_period`, SIGKILL), writes its
-/// checkpoint and returns.
+/// the agent advertises to the master. Before it registers, the agent recovers what a
+/// previous run left in its work dir: tasks that still run are re-attached (their
+/// processes, cgroups and containers), tasks that ended meanwhile are reported with
+/// their real end where it was recorded, and unacknowledged updates are sent again.
+/// The agent dials `options.master`, registers (re-registering with the same id and its
+/// recovered tasks after a restart, from `WORK_DIR/agent_id`), and runs what the master
+/// sends. On shutdown it kills its tasks (SIGTERM, `executor_shutdown_grace_period`,
+/// SIGKILL), writes its checkpoint and returns.
 pub async fn run(
     listener: TcpListener,
     options: AgentOptions,
@@ -105,20 +119,23 @@ pub async fn run(
         tracing::info!(isolation = %isolation.describe(), "process task isolation");
         isolation
     };
+    // The monitors of process tasks record their task's end here, for recovery.
+    let runtime_dir = work_dir.join(RUNTIME_DIR);
+    let process_containerizer = || {
+        ProcessContainerizer::with_isolation(process_isolation())
+            .with_runtime_dir(runtime_dir.clone())
+    };
     let containerizer: Arc<dyn Containerizer> = match &options.containerizer {
-        ContainerizerConfig::Process => {
-            Arc::new(ProcessContainerizer::with_isolation(process_isolation()))
-        }
+        ContainerizerConfig::Process => Arc::new(process_containerizer()),
         ContainerizerConfig::Fake { task_duration } => {
             Arc::new(FakeContainerizer::new(*task_duration))
         }
         ContainerizerConfig::Custom(c) => c.clone(),
         ContainerizerConfig::Docker { docker, process } => {
-            let process: Option<Arc<dyn Containerizer>> = process.then(|| {
-                Arc::new(ProcessContainerizer::with_isolation(process_isolation()))
-                    as Arc<dyn Containerizer>
-            });
-            // Removes the containers an earlier run of this agent left behind.
+            let process: Option<Arc<dyn Containerizer>> =
+                process.then(|| Arc::new(process_containerizer()) as Arc<dyn Containerizer>);
+            // Recovery (below) re-attaches to the containers of an earlier run and
+            // removes those no task claims.
             let docker = DockerContainerizer::new(docker.clone(), &agent_id).await;
             let mut names: Vec<&str> = Vec::new();
             if process.is_some() {
@@ -237,10 +254,15 @@ async fn recover(
         Err(e @ CheckpointError::Corrupt { .. }) => {
             let aside = checkpoint::set_aside(work_dir);
             tracing::error!(error = %e, moved_to = ?aside, "ignoring an unreadable checkpoint");
+            if let Err(e) = containerizer.recover(Vec::new()).await {
+                tracing::warn!(error = %e, "cleaning up after a previous run failed");
+            }
             return Ok(Vec::new());
         }
         Err(e) => return Err(e),
     };
+    // The containers of the tasks that had not ended (a terminal task's container is
+    // gone, or an orphan to remove).
     let handles: Vec<ContainerHandle> = state
         .tasks
         .iter()

@@ -14,6 +14,12 @@
 //!
 //! A task is forgotten (moved to the bounded list of completed tasks) once it is
 //! Terminated and its last update is acknowledged; its sandbox stays on disk.
+//!
+//! A task with a `health_check` gets a checker ([`crate::health`]) when it becomes
+//! Running ([`Action::StartHealthCheck`]), stopped when it is being killed or has ended
+//! ([`Action::StopHealthCheck`]). What the checker sees comes back through
+//! [`TaskManager::health`]: TASK_RUNNING updates with `healthy` set, or a kill whose
+//! TASK_KILLED says which check failed.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -23,8 +29,11 @@ use serde::Serialize;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 use strata_proto::{Resources, is_terminal, state_name};
 
-use crate::checkpoint::{self, TaskRecord, UpdateRecord};
-use crate::containerizer::{ContainerHandle, ContainerId, LaunchSpec, Termination};
+use crate::checkpoint::{self, KillRecord, TaskRecord, UpdateRecord};
+use crate::containerizer::{
+    ContainerError, ContainerHandle, ContainerId, LaunchSpec, Termination, task_environment,
+};
+use crate::health::{Checker, HealthEvent};
 use crate::sandbox;
 use crate::updates::{Ack, StatusUpdates};
 
@@ -67,11 +76,62 @@ impl Phase {
 }
 
 /// Who asked for a kill: it shapes the message of the TASK_KILLED update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum KillCause {
     Framework,
     FrameworkShutdown,
     AgentShutdown,
+    /// The task's health check failed too often; says how.
+    HealthCheck(String),
+}
+
+impl KillCause {
+    /// The checkpointed form of a kill in progress.
+    fn record(&self, grace: Duration) -> KillRecord {
+        let (cause, message) = match self {
+            KillCause::Framework => ("framework", String::new()),
+            KillCause::FrameworkShutdown => ("framework_shutdown", String::new()),
+            KillCause::AgentShutdown => ("agent_shutdown", String::new()),
+            KillCause::HealthCheck(m) => ("health_check", m.clone()),
+        };
+        KillRecord {
+            grace_seconds: grace.as_secs_f64(),
+            cause: cause.to_string(),
+            message,
+        }
+    }
+
+    /// A kill in progress, from the checkpoint.
+    fn restore(record: &KillRecord) -> (Duration, KillCause) {
+        let grace = Duration::try_from_secs_f64(record.grace_seconds)
+            .unwrap_or_default()
+            .min(MAX_GRACE);
+        let cause = match record.cause.as_str() {
+            "framework_shutdown" => KillCause::FrameworkShutdown,
+            "agent_shutdown" => KillCause::AgentShutdown,
+            "health_check" => KillCause::HealthCheck(record.message.clone()),
+            _ => KillCause::Framework,
+        };
+        (grace, cause)
+    }
+}
+
+/// Why `wait` could not tell how a container ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WaitError {
+    /// The containerizer lost track of it (or failed).
+    Failed(String),
+    /// It ended while the agent was down and nothing recorded how (after recovery).
+    EndedWhileDown(String),
+}
+
+impl From<ContainerError> for WaitError {
+    fn from(e: ContainerError) -> WaitError {
+        match e {
+            ContainerError::EndedWhileDown(message) => WaitError::EndedWhileDown(message),
+            other => WaitError::Failed(other.to_string()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -86,6 +146,8 @@ struct Task {
     state: TaskState,
     /// Set once a kill is asked for: its grace period and cause.
     kill: Option<(Duration, KillCause)>,
+    /// The health last reported (tasks with a health check, once checked).
+    healthy: Option<bool>,
 }
 
 /// What the agent loop must do for the task manager.
@@ -106,6 +168,14 @@ pub(crate) enum Action {
         key: TaskKey,
         container: ContainerId,
     },
+    /// Start checking the health of the task, which is running in `container`.
+    StartHealthCheck {
+        key: TaskKey,
+        container: ContainerId,
+        checker: Box<Checker>,
+    },
+    /// Stop checking the health of the task (if it is checked).
+    StopHealthCheck { key: TaskKey },
 }
 
 /// A task as `/state` shows it.
@@ -120,6 +190,9 @@ pub struct TaskView {
     pub pid: Option<u32>,
     /// Status updates not yet acknowledged.
     pub pending_updates: usize,
+    /// What the task's health check found last; `None`: no health check, or no result
+    /// yet.
+    pub healthy: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +322,17 @@ impl TaskManager {
             );
             return actions;
         };
+        if let Some(check) = &info.health_check
+            && let Err(e) = strata_proto::health::validate(check)
+        {
+            reject(
+                self,
+                &mut actions,
+                TaskStatusReason::ReasonTaskInvalid,
+                format!("invalid health check: {e}"),
+            );
+            return actions;
+        }
         let user = [&command.user, &framework.user]
             .into_iter()
             .find(|u| !u.is_empty())
@@ -279,6 +363,7 @@ impl TaskManager {
                 phase: Phase::Launching,
                 state: TaskState::TaskStaging,
                 kill: None,
+                healthy: None,
             },
         );
         self.dirty = true;
@@ -406,7 +491,7 @@ impl TaskManager {
                     key: key.clone(),
                     container: container.clone(),
                 });
-                if let Some((grace, _)) = task.kill {
+                if let Some((grace, _)) = task.kill.clone() {
                     // Killed while launching: never report it running.
                     if self.transition(key, Phase::Killing) {
                         self.report_killing(key, now, &mut actions);
@@ -426,6 +511,7 @@ impl TaskManager {
                         now,
                         &mut actions,
                     );
+                    self.start_health_check(key, &mut actions);
                 }
             }
             Err(message) => {
@@ -457,28 +543,35 @@ impl TaskManager {
         &mut self,
         key: &TaskKey,
         container: &ContainerId,
-        result: Result<Termination, String>,
+        result: Result<Termination, WaitError>,
         now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(task) = self.tasks.get(key).filter(|t| &t.container_id == container) else {
             return actions;
         };
-        let kill = task.kill;
+        let kill = task.kill.clone();
+        let checked = task.info.health_check.is_some();
         if !self.transition(key, Phase::Terminated) {
             return actions;
         }
+        if checked {
+            actions.push(Action::StopHealthCheck { key: key.clone() });
+        }
+        let health_kill = matches!(kill, Some((_, KillCause::HealthCheck(_))));
         let (state, reason, message, exit_status) = match (result, kill) {
             (Ok(t), Some((_, cause))) => {
-                let why = match cause {
+                let why = match &cause {
                     KillCause::Framework => "task killed",
                     KillCause::FrameworkShutdown => {
                         "task killed because its framework was shut down"
                     }
                     KillCause::AgentShutdown => "task killed because the agent is shutting down",
+                    KillCause::HealthCheck(message) => message.as_str(),
                 };
                 let reason = match cause {
                     KillCause::FrameworkShutdown => TaskStatusReason::ReasonFrameworkRemoved,
+                    KillCause::HealthCheck(_) => TaskStatusReason::ReasonTaskHealthCheckFailed,
                     _ => TaskStatusReason::ReasonTaskKilled,
                 };
                 (
@@ -508,21 +601,85 @@ impl TaskManager {
                     Some(t.exit.exit_status()),
                 ),
             },
-            (Err(message), Some(_)) => (
+            (
+                Err(WaitError::Failed(message) | WaitError::EndedWhileDown(message)),
+                Some((_, KillCause::HealthCheck(why))),
+            ) => (
+                TaskState::TaskKilled,
+                TaskStatusReason::ReasonTaskHealthCheckFailed,
+                format!("{why} ({message})"),
+                None,
+            ),
+            (Err(WaitError::Failed(message) | WaitError::EndedWhileDown(message)), Some(_)) => (
                 TaskState::TaskKilled,
                 TaskStatusReason::ReasonTaskKilled,
                 message,
                 None,
             ),
-            (Err(message), None) => (
+            (Err(WaitError::Failed(message)), None) => (
                 TaskState::TaskFailed,
                 TaskStatusReason::ReasonExecutorTerminated,
                 format!("lost track of the task: {message}"),
                 None,
             ),
+            (Err(WaitError::EndedWhileDown(message)), None) => (
+                TaskState::TaskFailed,
+                TaskStatusReason::ReasonAgentRestarted,
+                message,
+                None,
+            ),
         };
         tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, state = state_name(state), %message, "task ended");
-        self.report(key, state, reason, message, exit_status, now, &mut actions);
+        let mut status = self.status(key, state, reason, message, exit_status);
+        if health_kill {
+            status.healthy = Some(false);
+        }
+        self.report_status(key, status, now, &mut actions);
+        actions
+    }
+
+    /// A health checker has news: report the task's health (a TASK_RUNNING update with
+    /// `healthy` set) and/or kill it (its kill policy applies). News of a task that is
+    /// no longer running in that container is stale and ignored.
+    pub(crate) fn health(&mut self, event: HealthEvent, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let key = &event.key;
+        let running = self.tasks.get(key).is_some_and(|t| {
+            t.container_id == event.container
+                && t.phase == Phase::Running
+                && t.info.health_check.is_some()
+        });
+        if !running {
+            tracing::debug!(framework_id = %key.framework_id, task_id = %key.task_id, "health news of a task no longer running; ignored");
+            return actions;
+        }
+        let verdict = event.verdict;
+        if let Some(healthy) = verdict.report {
+            if let Some(task) = self.tasks.get_mut(key) {
+                task.healthy = Some(healthy);
+            }
+            let mut status = self.status(
+                key,
+                TaskState::TaskRunning,
+                TaskStatusReason::ReasonTaskHealthCheckStatusUpdated,
+                verdict.message.clone(),
+                None,
+            );
+            status.healthy = Some(healthy);
+            self.report_status(key, status, now, &mut actions);
+        }
+        if verdict.kill {
+            if let Some(task) = self.tasks.get_mut(key) {
+                task.healthy = Some(false);
+            }
+            self.kill(
+                key,
+                None,
+                KillCause::HealthCheck(verdict.message),
+                now,
+                &mut actions,
+            );
+        }
         actions
     }
 
@@ -587,6 +744,7 @@ impl TaskManager {
                 container_id: t.container_id.0.clone(),
                 pid: t.handle.as_ref().and_then(|h| h.pid),
                 pending_updates: self.updates.len(key),
+                healthy: t.healthy,
             })
             .collect();
         active.sort_by(|a, b| (&a.framework_id, &a.task_id).cmp(&(&b.framework_id, &b.task_id)));
@@ -603,6 +761,7 @@ impl TaskManager {
                 container_id: String::new(),
                 pid: None,
                 pending_updates: 0,
+                healthy: None,
             })
             .collect();
         (active, completed)
@@ -646,6 +805,7 @@ impl TaskManager {
                 container: t.handle.clone(),
                 framework_info: checkpoint::encode(&t.framework),
                 task_info: checkpoint::encode(&t.info),
+                kill: t.kill.as_ref().map(|(grace, cause)| cause.record(*grace)),
             })
             .collect();
         tasks.sort_by(|a, b| (&a.framework_id, &a.task_id).cmp(&(&b.framework_id, &b.task_id)));
@@ -671,9 +831,12 @@ impl TaskManager {
     }
 
     /// Takes back what a previous run checkpointed. Tasks whose container the
-    /// containerizer `recovered` are running again (and waited for); the other
-    /// unfinished tasks are reported lost: this agent cannot re-attach to them yet
-    /// (issue 6). Pending updates are queued again, to be sent on registration.
+    /// containerizer `recovered` are running again (or being killed again, when a kill
+    /// was in progress) and waited for: a container that ended while the agent was down
+    /// is reported by its wait like any other. The other unfinished tasks are reported
+    /// lost: the containerizer could not find them (a launch the checkpoint did not
+    /// see complete, a containerizer that cannot recover). Pending updates are queued
+    /// again, to be sent on registration, in order per task.
     pub(crate) fn restore(
         &mut self,
         state: checkpoint::State,
@@ -711,12 +874,15 @@ impl TaskManager {
                 task_id: r.task_id,
             };
             let state = TaskState::from_str_name(&r.state).unwrap_or(TaskState::TaskStaging);
-            let running = recovered.contains(&r.container_id) && !is_terminal(state);
-            let phase = if is_terminal(state) || !running {
-                Phase::Terminated
-            } else {
-                Phase::Running
+            let running =
+                r.container.is_some() && recovered.contains(&r.container_id) && !is_terminal(state);
+            let kill = r.kill.as_ref().map(KillCause::restore);
+            let phase = match (running, &kill) {
+                (false, _) => Phase::Terminated,
+                (true, Some(_)) => Phase::Killing,
+                (true, None) => Phase::Running,
             };
+            let launching = r.container.is_none();
             self.tasks.insert(
                 key.clone(),
                 Task {
@@ -727,22 +893,37 @@ impl TaskManager {
                     sandbox: r.sandbox,
                     phase,
                     state,
-                    kill: None,
+                    kill: kill.clone(),
+                    healthy: None,
                 },
             );
             if running {
+                tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, container = %r.container_id, killing = kill.is_some(), "task recovered");
                 actions.push(Action::Wait {
                     key: key.clone(),
-                    container: r.container_id,
+                    container: r.container_id.clone(),
                 });
+                match kill {
+                    // The kill was in progress when the agent stopped: it starts again.
+                    Some((grace, _)) => actions.push(Action::Kill {
+                        key: key.clone(),
+                        container: r.container_id,
+                        grace,
+                    }),
+                    None => self.start_health_check(&key, &mut actions),
+                }
             } else if !is_terminal(state) {
-                let message = "the agent restarted and could not recover the task (its processes may still run)".to_string();
-                tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, "task not recovered after an agent restart; reporting it lost");
+                let message = if launching {
+                    "the agent restarted while the task was launching; it was not recovered (what had started of it was cleaned up, if the containerizer could find it)"
+                } else {
+                    "the agent restarted and could not recover the task (its processes may still run)"
+                };
+                tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, launching, "task not recovered after an agent restart; reporting it lost");
                 self.report(
                     &key,
                     TaskState::TaskLost,
                     TaskStatusReason::ReasonAgentRestarted,
-                    message,
+                    message.to_string(),
                     None,
                     now,
                     &mut actions,
@@ -795,6 +976,67 @@ impl TaskManager {
         if let Some(head) = self.updates.push(key, status, now) {
             actions.push(Action::Send(head));
         }
+    }
+
+    /// Sets the task's state to the update's and queues the update.
+    fn report_status(
+        &mut self,
+        key: &TaskKey,
+        status: v1::TaskStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Some(task) = self.tasks.get_mut(key) {
+            task.state = strata_proto::states::state_from_i32(status.state);
+        }
+        self.queue(key, status, now, actions);
+    }
+
+    /// Starts the health checker of a task that has just become Running, if it has a
+    /// health check. The check was validated when the task arrived; the environment is
+    /// the one the task was given.
+    fn start_health_check(&self, key: &TaskKey, actions: &mut Vec<Action>) {
+        let Some(task) = self.tasks.get(key) else {
+            return;
+        };
+        let Some(check) = &task.info.health_check else {
+            return;
+        };
+        let spec = match strata_proto::health::validate(check) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::error!(framework_id = %key.framework_id, task_id = %key.task_id, error = %e, "invalid health check of a running task; not checking it");
+                return;
+            }
+        };
+        let command = task.info.command.clone().unwrap_or_default();
+        let user = [&command.user, &task.framework.user]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .cloned();
+        let spec_for_env = LaunchSpec {
+            container_id: task.container_id.clone(),
+            agent_id: self.agent_id.clone(),
+            framework_id: key.framework_id.clone(),
+            framework: task.framework.clone(),
+            task: task.info.clone(),
+            command,
+            resources: Resources::try_from_proto(&task.info.resources).unwrap_or_default(),
+            sandbox: task.sandbox.clone(),
+            user: user.clone(),
+        };
+        let checker = Checker {
+            spec,
+            sandbox: task.sandbox.clone(),
+            env: task_environment(&spec_for_env),
+            user,
+            in_container: strata_proto::container::is_docker(&task.info),
+        };
+        actions.push(Action::StartHealthCheck {
+            key: key.clone(),
+            container: task.container_id.clone(),
+            checker: Box::new(checker),
+        });
     }
 
     /// Sets the task's state and queues the update that says so.
@@ -857,11 +1099,15 @@ impl TaskManager {
             .or_else(|| grace_of(task.info.kill_policy.as_ref()))
             .unwrap_or(default)
             .min(MAX_GRACE);
-        task.kill = Some((grace, cause));
         tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, ?grace, ?cause, "killing task");
+        task.kill = Some((grace, cause));
         if task.phase == Phase::Running {
             let container = task.container_id.clone();
+            let checked = task.info.health_check.is_some();
             if self.transition(key, Phase::Killing) {
+                if checked {
+                    actions.push(Action::StopHealthCheck { key: key.clone() });
+                }
                 self.report_killing(key, now, actions);
                 actions.push(Action::Kill {
                     key: key.clone(),
@@ -1028,10 +1274,7 @@ mod tests {
         let starting = sent(&actions);
         assert_eq!(starting[0].0, TaskState::TaskStarting);
         let c = launch_container(&actions);
-        let handle = ContainerHandle {
-            id: c.clone(),
-            pid: Some(42),
-        };
+        let handle = ContainerHandle::new(c.clone(), Some(42));
         let actions = m.launched(&key("t1"), &c, Ok(handle), now);
         assert!(actions.iter().any(|a| matches!(a, Action::Wait { .. })));
         assert!(
@@ -1085,10 +1328,7 @@ mod tests {
         let actions = m.launched(
             &key("t1"),
             &c,
-            Ok(ContainerHandle {
-                id: c.clone(),
-                pid: None,
-            }),
+            Ok(ContainerHandle::new(c.clone(), None)),
             now,
         );
         assert_eq!(sent(&actions)[0].0, TaskState::TaskKilling);
@@ -1136,6 +1376,152 @@ mod tests {
     }
 
     #[test]
+    fn health_news_becomes_updates_and_a_kill_with_its_reason() {
+        use crate::health::Verdict;
+        let now = Instant::now();
+        let mut m = manager(false);
+        let mut r = run("t1", vec![]);
+        r.task.as_mut().unwrap().health_check = Some(v1::HealthCheck {
+            r#type: v1::health_check::Type::Tcp as i32,
+            port: 31000,
+            consecutive_failures: Some(2),
+            ..Default::default()
+        });
+        let c = launch_container(&m.run_task(r, now));
+        let handle = ContainerHandle::new(c.clone(), Some(42));
+        let actions = m.launched(&key("t1"), &c, Ok(handle), now);
+        let running = sent(&actions);
+        assert_eq!(running[0].0, TaskState::TaskRunning);
+        let checker = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::StartHealthCheck {
+                    key: k,
+                    container,
+                    checker,
+                } if *k == key("t1") && *container == c => Some(checker),
+                _ => None,
+            })
+            .expect("the checker starts with TASK_RUNNING");
+        assert_eq!(checker.spec.consecutive_failures, 2);
+        assert_eq!(
+            checker.spec.delay,
+            Duration::from_secs(15),
+            "defaults apply"
+        );
+        assert!(
+            checker
+                .env
+                .iter()
+                .any(|(k, v)| k == "STRATA_TASK_ID" && v == "t1")
+        );
+        ack(&mut m, "t1", &running[0].1, now);
+
+        let event = |container: &ContainerId, report, kill, message: &str| HealthEvent {
+            key: key("t1"),
+            container: container.clone(),
+            verdict: Verdict {
+                report,
+                kill,
+                message: message.into(),
+            },
+        };
+        // News about another container of the task is stale.
+        let other = ContainerId::random();
+        assert!(
+            m.health(event(&other, Some(false), true, "old"), now)
+                .is_empty()
+        );
+
+        let actions = m.health(event(&c, Some(false), false, "health check failed: x"), now);
+        let update = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a health update");
+        assert_eq!(update.state, TaskState::TaskRunning as i32);
+        assert_eq!(update.healthy, Some(false));
+        assert_eq!(
+            update.reason,
+            TaskStatusReason::ReasonTaskHealthCheckStatusUpdated as i32
+        );
+        assert_eq!(update.message, "health check failed: x");
+        assert_eq!(m.views().0[0].healthy, Some(false));
+        ack(&mut m, "t1", &update.uuid, now);
+
+        let actions = m.health(
+            event(&c, None, true, "health check failed 2 times in a row: x"),
+            now,
+        );
+        assert!(
+            sent(&actions).is_empty(),
+            "no KILLING without the capability"
+        );
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::StopHealthCheck { .. }))
+        );
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Kill { grace, .. } if *grace == Duration::from_secs(3))
+            )
+        );
+        assert_eq!(m.phase(&key("t1")), Some(Phase::Killing));
+        // The checker may have had news in flight: ignored once the task is killing.
+        assert!(
+            m.health(event(&c, Some(true), false, "late"), now)
+                .is_empty()
+        );
+
+        let exit = Termination {
+            exit: ExitKind::Signaled(15),
+            limitation: None,
+        };
+        let actions = m.exited(&key("t1"), &c, Ok(exit), now);
+        let killed = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("the terminal update");
+        assert_eq!(killed.state, TaskState::TaskKilled as i32);
+        assert_eq!(killed.healthy, Some(false));
+        assert_eq!(
+            killed.reason,
+            TaskStatusReason::ReasonTaskHealthCheckFailed as i32
+        );
+        assert_eq!(
+            killed.message,
+            "health check failed 2 times in a row: x (killed by signal 15 (SIGTERM))"
+        );
+    }
+
+    #[test]
+    fn a_task_with_a_bad_health_check_is_refused() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let mut r = run("t1", vec![]);
+        r.task.as_mut().unwrap().health_check = Some(v1::HealthCheck {
+            r#type: v1::health_check::Type::Command as i32,
+            ..Default::default()
+        });
+        let actions = m.run_task(r, now);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Launch(_))));
+        let Some(Action::Send(status)) = actions.first() else {
+            panic!("a TASK_ERROR: {actions:?}");
+        };
+        assert_eq!(status.state, TaskState::TaskError as i32);
+        assert_eq!(
+            status.message,
+            "invalid health check: health_check.command is empty: a COMMAND check needs a shell command"
+        );
+    }
+
+    #[test]
     fn checkpoint_roundtrip_reports_unrecovered_tasks_lost() {
         let now = Instant::now();
         let mut m = manager(true);
@@ -1144,10 +1530,7 @@ mod tests {
         m.launched(
             &key("t1"),
             &c,
-            Ok(ContainerHandle {
-                id: c.clone(),
-                pid: Some(7),
-            }),
+            Ok(ContainerHandle::new(c.clone(), Some(7))),
             now,
         );
         let state = m.checkpoint();
@@ -1171,5 +1554,82 @@ mod tests {
             ]
         );
         assert_eq!(restarted.registered("agent-1", now).len(), 1);
+    }
+
+    #[test]
+    fn recovered_tasks_run_again_kills_resume_and_unknown_ends_fail() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let mut containers = Vec::new();
+        for id in ["t1", "t2"] {
+            let c = launch_container(&m.run_task(run(id, vec![]), now));
+            m.launched(
+                &key(id),
+                &c,
+                Ok(ContainerHandle::new(c.clone(), Some(7))),
+                now,
+            );
+            containers.push(c);
+        }
+        let kill = m.kill_task(
+            v1::KillTask {
+                framework_id: "fw".into(),
+                task_id: "t2".into(),
+                kill_policy: Some(v1::KillPolicy {
+                    grace_period_seconds: Some(5.0),
+                }),
+            },
+            now,
+        );
+        assert!(kill.iter().any(|a| matches!(a, Action::Kill { .. })));
+        let json = serde_json::to_string(&m.checkpoint()).unwrap();
+        let state: checkpoint::State = serde_json::from_str(&json).unwrap();
+
+        let mut restarted = manager(false);
+        let actions = restarted.restore(state, &containers, now);
+        assert_eq!(restarted.phase(&key("t1")), Some(Phase::Running));
+        assert_eq!(restarted.phase(&key("t2")), Some(Phase::Killing));
+        let waits = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Wait { .. }))
+            .count();
+        assert_eq!(waits, 2);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Kill { key: k, grace, .. }
+                if *k == key("t2") && *grace == Duration::from_secs(5))),
+            "the kill in progress starts again: {actions:?}"
+        );
+        assert_eq!(restarted.running_tasks().len(), 2);
+
+        let message = "the task ended while the agent was down and its outcome is unknown: x";
+        let ended = restarted.exited(
+            &key("t1"),
+            &containers[0],
+            Err(WaitError::EndedWhileDown(message.into())),
+            now,
+        );
+        assert!(ended.is_empty(), "RUNNING is still unacknowledged");
+        let pending: Vec<v1::TaskStatus> = restarted.updates.pending(&key("t1")).cloned().collect();
+        let last = pending.last().unwrap();
+        assert_eq!(last.state, TaskState::TaskFailed as i32);
+        assert_eq!(last.reason, TaskStatusReason::ReasonAgentRestarted as i32);
+        assert_eq!(last.message, message);
+        assert_eq!(last.exit_status, None);
+
+        let exit = Termination {
+            exit: ExitKind::Signaled(9),
+            limitation: None,
+        };
+        restarted.exited(&key("t2"), &containers[1], Ok(exit), now);
+        let last = restarted
+            .updates
+            .pending(&key("t2"))
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(last.state, TaskState::TaskKilled as i32);
+        assert_eq!(last.message, "task killed (killed by signal 9 (SIGKILL))");
     }
 }

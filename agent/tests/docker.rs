@@ -317,6 +317,69 @@ async fn a_kill_of_a_container_that_honours_sigterm_is_quick() {
     master.stop().await;
 }
 
+#[tokio::test]
+async fn a_command_health_check_runs_inside_the_container() {
+    let setup = Setup::new();
+    let (mut master, agent) = start(&setup, Duration::ZERO).await;
+    let mut task = docker_task("checked", "cpus:0.1;mem:32", "sleep 600", image(IMAGE));
+    task.health_check = Some(v1::HealthCheck {
+        r#type: v1::health_check::Type::Command as i32,
+        // Inside the container the sandbox is /mnt/sandbox, and the check's cwd.
+        command: r#"test "$STRATA_SANDBOX" = /mnt/sandbox && test ! -e flag"#.into(),
+        delay_seconds: Some(0.0),
+        interval_seconds: Some(0.2),
+        timeout_seconds: Some(5.0),
+        consecutive_failures: Some(1),
+        ..Default::default()
+    });
+    task.kill_policy = Some(v1::KillPolicy {
+        grace_period_seconds: Some(2.0),
+    });
+    master.run_task(framework(), task);
+    let healthy = loop {
+        let s = master.next_update().await;
+        master.ack(&s);
+        assert!(
+            !strata_proto::is_terminal(state_of(&s)),
+            "task ended: {s:?}"
+        );
+        if s.healthy.is_some() {
+            break s;
+        }
+    };
+    assert_eq!(healthy.healthy, Some(true), "{healthy:?}");
+    assert_eq!(
+        reason_of(&healthy),
+        TaskStatusReason::ReasonTaskHealthCheckStatusUpdated
+    );
+    assert!(
+        healthy.message.contains("(in the container)"),
+        "{}",
+        healthy.message
+    );
+
+    std::fs::write(agent.sandbox("checked").join("flag"), b"down").unwrap();
+    let rest = master.follow("checked").await;
+    assert_eq!(names(&rest), ["TASK_RUNNING", "TASK_KILLED"], "{rest:?}");
+    assert_eq!(rest[0].healthy, Some(false));
+    let killed = &rest[1];
+    assert_eq!(killed.healthy, Some(false));
+    assert_eq!(
+        reason_of(killed),
+        TaskStatusReason::ReasonTaskHealthCheckFailed
+    );
+    assert!(
+        killed.message.starts_with("health check failed: command `")
+            && killed
+                .message
+                .contains("(in the container) exited with status 1"),
+        "{}",
+        killed.message
+    );
+    agent.stop().await;
+    master.stop().await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

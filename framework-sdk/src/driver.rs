@@ -805,13 +805,26 @@ impl DriverHandle {
     /// Kills a task: SIGTERM, `grace` (`None`: the task's kill policy, default 3 s),
     /// then SIGKILL. The outcome arrives as a status update (TASK_KILLED).
     pub async fn kill(&self, task_id: &str, grace: Option<Duration>) -> Result<(), SdkError> {
+        self.kill_on(task_id, "", grace).await
+    }
+
+    /// Like [`kill`](DriverHandle::kill), naming the agent the task runs on (empty: not
+    /// known). With the agent named, a master that does not know the task yet (it
+    /// restarted and the agent has not re-registered) waits for the agent instead of
+    /// answering TASK_LOST.
+    pub async fn kill_on(
+        &self,
+        task_id: &str,
+        agent_id: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), SdkError> {
         if task_id.is_empty() {
             return Err(SdkError::InvalidArgument("kill needs a task id".into()));
         }
         let request = |header| v1::KillRequest {
             header: Some(header),
             task_id: task_id.to_string(),
-            agent_id: String::new(),
+            agent_id: agent_id.to_string(),
             kill_policy: grace.map(|g| v1::KillPolicy {
                 grace_period_seconds: Some(g.as_secs_f64()),
             }),

@@ -73,6 +73,7 @@ pub struct TaskBuilder {
     grace: Option<Duration>,
     data: Vec<u8>,
     docker: Option<DockerSpec>,
+    health_check: Option<v1::HealthCheck>,
 }
 
 impl TaskBuilder {
@@ -94,6 +95,7 @@ impl TaskBuilder {
             grace: None,
             data: Vec::new(),
             docker: None,
+            health_check: None,
         }
     }
 
@@ -202,6 +204,47 @@ impl TaskBuilder {
     /// Opaque bytes carried with the task.
     pub fn data(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.data = data.into();
+        self
+    }
+
+    /// A health check the agent runs next to the task once it is TASK_RUNNING (Mesos
+    /// semantics): HTTP (`GET http://127.0.0.1:<port><path>`, 200-399 is healthy), TCP
+    /// (a connection to 127.0.0.1:`port` is accepted) or COMMAND (`/bin/sh -c command`
+    /// in the sandbox with the task's environment, inside the container for Docker
+    /// tasks; exit status 0 is healthy). Unset durations take Mesos' defaults
+    /// ([`strata_proto::health::defaults`]: delay 15 s, interval 10 s, timeout 20 s,
+    /// grace period 0, 3 consecutive failures).
+    ///
+    /// The scheduler sees the first result and every change of health as a
+    /// TASK_RUNNING update with `healthy` set and reason
+    /// REASON_TASK_HEALTH_CHECK_STATUS_UPDATED; after `consecutive_failures` failures in
+    /// a row (0: never) the agent kills the task, which ends TASK_KILLED with `healthy`
+    /// false and reason REASON_TASK_HEALTH_CHECK_FAILED. A bad check (no type, HTTP/TCP
+    /// without a port, COMMAND without a command, a negative duration) makes the task
+    /// TASK_ERROR. HTTP and TCP checks name a host port: for a port picked by
+    /// [`build_for`](TaskBuilder::build_for), set `health_check.port` on the built
+    /// `TaskInfo` to its `PORT0` (the first `ports` range).
+    ///
+    /// ```
+    /// use strata_framework_sdk::TaskBuilder;
+    /// use strata_framework_sdk::v1;
+    ///
+    /// let task = TaskBuilder::new("web-1")
+    ///     .shell("test -e ready && sleep 3600")
+    ///     .cpus(0.1)
+    ///     .health_check(v1::HealthCheck {
+    ///         r#type: v1::health_check::Type::Command as i32,
+    ///         command: "test -e ready".into(),
+    ///         interval_seconds: Some(5.0),
+    ///         consecutive_failures: Some(3),
+    ///         ..Default::default()
+    ///     })
+    ///     .build("agent-1")
+    ///     .unwrap();
+    /// assert!(task.health_check.is_some());
+    /// ```
+    pub fn health_check(mut self, check: v1::HealthCheck) -> Self {
+        self.health_check = Some(check);
         self
     }
 
@@ -445,6 +488,7 @@ impl TaskBuilder {
                 .collect(),
             data: self.data.clone(),
             container: self.container(ports)?,
+            health_check: self.health_check.clone(),
         })
     }
 

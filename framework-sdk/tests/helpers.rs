@@ -294,3 +294,29 @@ fn a_docker_task_maps_its_ports_to_ports_picked_from_the_offer() {
         .unwrap_err();
     assert!(err.to_string().contains("no image"), "{err}");
 }
+
+#[test]
+fn a_health_check_rides_along_with_the_task() {
+    let check = v1::HealthCheck {
+        r#type: v1::health_check::Type::Http as i32,
+        path: "/ready".into(),
+        port: 31000,
+        interval_seconds: Some(2.0),
+        consecutive_failures: Some(5),
+        ..Default::default()
+    };
+    let task = TaskBuilder::new("web-1")
+        .shell("serve")
+        .cpus(0.1)
+        .resources(&res("ports:[31000-31000]"))
+        .health_check(check.clone())
+        .build("a")
+        .unwrap();
+    assert_eq!(task.health_check, Some(check));
+    let plain = TaskBuilder::new("p")
+        .shell("true")
+        .cpus(0.1)
+        .build("a")
+        .unwrap();
+    assert_eq!(plain.health_check, None, "no health check unless asked for");
+}

@@ -1,9 +1,11 @@
 //! Strata's wire contract: the generated tonic/prost code for the scheduler, agent and
 //! operator APIs (`v1`), plus the pieces every crate needs to read that wire data
-//! safely: fixed-point [`Resources`] maths and validation, and task-state helpers.
+//! safely: fixed-point [`Resources`] maths and validation, validation of containers
+//! and health checks, and task-state helpers.
 #![forbid(unsafe_code)]
 
 pub mod container;
+pub mod health;
 pub mod resources;
 pub mod states;
 

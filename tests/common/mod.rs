@@ -139,6 +139,12 @@ pub fn fast_master_flags() -> Vec<String> {
 /// failure, so that a failure on CI can be understood from its output alone.
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // The agents die with kill -9 (Proc's drop); their tasks would outlive them,
+        // as they are meant to for a restarted agent, but not beyond the test.
+        for a in &mut self.agents {
+            a.kill9();
+            reap_agent_cgroups(&a.log_text());
+        }
         if !std::thread::panicking() {
             return;
         }
@@ -172,7 +178,12 @@ impl Cluster {
             master_flags,
         };
         for i in 0..agents {
-            cluster.add_agent(i, "cpus:2;mem:1024;disk:1000;ports:[31000-31100]");
+            // Distinct port ranges: the agents share this machine's network.
+            let from = 31000 + 200 * i;
+            cluster.add_agent(
+                i,
+                &format!("cpus:2;mem:1024;disk:1000;ports:[{from}-{}]", from + 100),
+            );
         }
         cluster.wait_for_agents(agents);
         cluster
@@ -402,4 +413,125 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> (i32, String, St
         std::fs::read_to_string(&out).unwrap_or_default(),
         std::fs::read_to_string(&err).unwrap_or_default(),
     )
+}
+
+/// A plain HTTP/1.1 request with an optional JSON body: (status code, body).
+pub fn http_request(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status code")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+/// Starts `strata serve` (the container framework) against `master`, with its state
+/// in `state_dir`; `addr` is "127.0.0.1:0" or the address it had before a restart.
+pub fn start_serve(dir: &Path, master: &str, state_dir: &Path, addr: &str) -> Proc {
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--master".into(),
+        master.into(),
+        "--listen".into(),
+        addr.into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--tick".into(),
+        "200ms".into(),
+    ];
+    Proc::spawn(
+        "strata-serve",
+        &bin("strata"),
+        &args,
+        &dir.join(format!("serve-{}.log", unique())),
+    )
+}
+
+/// Kills every process left in the cgroups of an agent (its root is named in the
+/// agent's log: "... under strata/agent-XXXX, ...") and removes the cgroups.
+pub fn reap_agent_cgroups(agent_log: &str) {
+    let Some(root) = agent_log
+        .split("under strata/")
+        .nth(1)
+        .and_then(|s| s.split([',', ' ', '\n', '\u{1b}']).next())
+        .map(|leaf| format!("strata/{leaf}"))
+    else {
+        return;
+    };
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let bases: Vec<PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+        .collect();
+    for base in bases {
+        let top = base.join(&root);
+        if top.is_dir() {
+            collect_dirs(&top, &mut dirs);
+        }
+    }
+    for _ in 0..50 {
+        let mut left = false;
+        for d in &dirs {
+            if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    left = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        if !left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Deepest first.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
 }

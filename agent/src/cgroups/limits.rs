@@ -18,6 +18,7 @@
 //! level; the v1 forms are exercised for real by the agent's cgroup tests.
 
 use cgroups_rs::fs::{MaxValue, Resources as CgroupResources};
+use serde::{Deserialize, Serialize};
 use strata_proto::Resources;
 
 use super::CgroupVersion;
@@ -36,7 +37,8 @@ pub const MIN_CFS_QUOTA_US: i64 = 1_000;
 pub const MIB: u64 = 1024 * 1024;
 
 /// The limits of one task's cgroup. `None` leaves the kernel's default (unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Checkpointed with the task's container (recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Limits {
     /// Thousandths of a cpu, as the task asked.
     pub cpus_milli: Option<i64>,

@@ -1,12 +1,12 @@
 //! The composing containerizer: one agent, several ways to run tasks. A task whose
 //! `TaskInfo.container` is of type DOCKER goes to the Docker containerizer, every other
-//! task to the process one; `wait`, `kill` and `usage` follow the container to the
-//! containerizer that launched it.
+//! task to the process one; `wait`, `kill`, `usage` and `exec` follow the container to
+//! the containerizer that launched it.
 //!
 //! ```text
 //! launch(spec) ── container.type DOCKER? ──yes──▶ docker  ─┐ remembers which one
 //!                                        └─no───▶ process ─┘ ran each ContainerId
-//! wait / kill / usage(id) ──▶ the one that launched id
+//! wait / kill / usage / exec(id) ──▶ the one that launched id
 //! ```
 //!
 //! A task for a containerizer the agent was not started with fails to launch with a
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, LaunchSpec,
+    BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
     ResourceUsage, Termination,
 };
 
@@ -146,6 +146,19 @@ impl Containerizer for ComposingContainerizer {
                 .owner_of(&id)
                 .ok_or_else(|| ContainerError::NotFound(id.clone()))?;
             self.get(which)?.usage(id).await
+        })
+    }
+
+    fn exec(
+        &self,
+        id: ContainerId,
+        command: String,
+    ) -> BoxFuture<'_, Result<ExitKind, ContainerError>> {
+        Box::pin(async move {
+            let which = self
+                .owner_of(&id)
+                .ok_or_else(|| ContainerError::NotFound(id.clone()))?;
+            self.get(which)?.exec(id, command).await
         })
     }
 }

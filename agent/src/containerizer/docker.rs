@@ -2,8 +2,10 @@
 //! driven through its Engine API (bollard) over the unix socket.
 //!
 //! ```text
-//! new:    connect (negotiate the API version) ─▶ remove containers labelled with this
-//!         agent's id that no task claims (orphans of an earlier run)
+//! new:    connect (negotiate the API version)
+//! recover: inspect the checkpointed containers ─▶ re-attach (wait, logs from where
+//!         they stopped) ─▶ remove containers labelled with this agent's id that no
+//!         task claims (orphans of an earlier run)
 //! launch: sandbox ─▶ image (pull policy) ─▶ create strata-<agent>-<container>
 //!         (labels, env, /mnt/sandbox, network, ports, cpus/mem limits, init)
 //!         ─▶ start ─▶ follow `logs` into the sandbox's stdout / stderr
@@ -11,6 +13,8 @@
 //!         --docker-remove-delay (the reaper task)
 //! kill:   docker stop -t grace (SIGTERM to the container's init, which forwards it;
 //!         SIGKILL when the grace ends) ─▶ docker kill if stop failed
+//! exec:   docker exec /bin/sh -c CMD in /mnt/sandbox (COMMAND health checks) ─▶ its
+//!         exit code; dropped before the end: its process is SIGKILLed by host pid
 //! ```
 //!
 //! When the engine is unreachable, launches fail with a message that names the socket;
@@ -23,9 +27,16 @@
 //! with 128 + N, which [`exit_kind`] reads back as a signal.
 //!
 //! The task's user is not applied: users are named inside the image, which decides
-//! who runs the command. `usage` and `recover` (re-attaching after an agent restart,
-//! issue 6) are not implemented yet; an agent that restarts reports its Docker tasks
-//! lost and removes their containers.
+//! who runs the command. `usage` is not implemented yet.
+//!
+//! Recovery (an agent that died and restarted): the containers keep running without
+//! the agent. `recover` inspects each checkpointed container by name: one that exists
+//! (running or exited) is taken back, its output copied again into the sandbox from
+//! where the previous run stopped (the engine's log is read from its start and the
+//! bytes already in `stdout` / `stderr` are skipped: exact, no duplicates, as long as
+//! the engine keeps the whole log), and `wait` reports its end (exit code, OOM) as
+//! usual; one that is gone is reported with an unknown outcome. Then the containers
+//! labelled with this agent's id that no task claims are removed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -34,12 +45,16 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding, PortMap};
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, PortBinding, PortMap,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use strata_proto::container::SANDBOX_MOUNT;
 use strata_proto::v1::{self, TaskStatusReason, docker_info, volume};
 use tokio::io::AsyncWriteExt;
@@ -50,7 +65,7 @@ use crate::sandbox;
 
 use super::{
     BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
-    Limitation, Termination, task_environment,
+    Limitation, Recovery, Termination, task_environment,
 };
 
 /// The engine's socket when none is given.
@@ -72,6 +87,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 pub const ENGINE_LOSS_GRACE: Duration = Duration::from_secs(10);
 /// How long `wait` lets the log follower copy what is left after the container ended.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
+/// How long an exec whose output has ended may take to report its exit code.
+const EXEC_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// CFS period for the cpu limit (Mesos and Docker use 100 ms).
 const CPU_PERIOD_US: i64 = 100_000;
 
@@ -94,6 +111,19 @@ impl Default for DockerOptions {
     }
 }
 
+/// What a restarted agent needs to find a Docker task again; checkpointed in its
+/// [`ContainerHandle`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DockerRecovery {
+    /// The container's name (`strata-<agent>-<container>`, with the agent id of the
+    /// launch).
+    pub name: String,
+    /// The task's sandbox, where its output goes.
+    pub sandbox: PathBuf,
+    /// The memory limit, for the OOM message.
+    pub mem_mib: Option<f64>,
+}
+
 /// One container this agent runs.
 struct Entry {
     /// The container's name (`strata-<agent>-<container>`), which the engine accepts
@@ -105,6 +135,8 @@ struct Entry {
     mem_mib: Option<f64>,
     /// Set once `wait` runs, so a second wait is refused.
     waited: bool,
+    /// Recovered from a checkpoint but gone from the engine: its end is unknown.
+    missing: bool,
 }
 
 /// Runs tasks as Docker containers. See the module docs.
@@ -115,6 +147,9 @@ pub struct DockerContainerizer {
     client: Mutex<Option<Docker>>,
     /// Whether the engine answered when the containerizer was created.
     available_at_start: bool,
+    /// The agent id at start: containers labelled with it that no task claims are
+    /// removed by `recover`.
+    agent_id: String,
     /// Short critical sections only; never held across an `.await`.
     containers: Mutex<HashMap<ContainerId, Entry>>,
     /// Ended containers to remove after `remove_delay`, handed to the reaper. Unbounded:
@@ -132,9 +167,9 @@ impl Drop for DockerContainerizer {
 }
 
 impl DockerContainerizer {
-    /// Connects to the engine at `options.socket` and removes the containers an earlier
-    /// run of agent `agent_id` left (they carry its label and no task claims them: the
-    /// agent does not re-attach to containers yet, issue 6). When the engine does not
+    /// Connects to the engine at `options.socket`. `agent_id` is the id this agent had
+    /// in an earlier run (empty: none): [`Containerizer::recover`] removes the
+    /// containers carrying its label that no task claims. When the engine does not
     /// answer the containerizer is created anyway ([`available`](Self::available) is
     /// false) and every launch retries the connection. Must run inside a tokio runtime.
     pub async fn new(options: DockerOptions, agent_id: &str) -> DockerContainerizer {
@@ -150,6 +185,7 @@ impl DockerContainerizer {
             options,
             client: Mutex::new(client.as_ref().ok().cloned()),
             available_at_start,
+            agent_id: agent_id.to_string(),
             containers: Mutex::new(HashMap::new()),
             removals,
             reaper,
@@ -157,11 +193,6 @@ impl DockerContainerizer {
         match &client {
             Ok(docker) => {
                 tracing::info!(socket = %this.options.socket.display(), api = %docker.client_version(), "Docker engine answers");
-                if !agent_id.is_empty()
-                    && let Err(e) = this.remove_orphans(docker, agent_id, &HashSet::new()).await
-                {
-                    tracing::warn!(error = %e, "cannot remove orphaned containers");
-                }
             }
             Err(e) => {
                 tracing::warn!(socket = %this.options.socket.display(), error = %e, "the Docker engine does not answer; Docker tasks will fail until it does");
@@ -306,20 +337,28 @@ impl DockerContainerizer {
             docker.clone(),
             name.clone(),
             spec.sandbox.clone(),
+            false,
         ));
         let mem = spec.resources.mem();
+        let mem_mib = (!mem.is_zero()).then(|| mem.as_f64());
         self.lock().insert(
             spec.container_id.clone(),
             Entry {
-                name,
+                name: name.clone(),
                 logs: Some(logs),
-                mem_mib: (!mem.is_zero()).then(|| mem.as_f64()),
+                mem_mib,
                 waited: false,
+                missing: false,
             },
         );
         Ok(ContainerHandle {
             id: spec.container_id,
             pid: None,
+            recovery: Some(Recovery::Docker(DockerRecovery {
+                name,
+                sandbox: spec.sandbox,
+                mem_mib,
+            })),
         })
     }
 
@@ -365,7 +404,7 @@ impl DockerContainerizer {
     }
 
     async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
-        let (name, mem_mib) = {
+        let (name, mem_mib, missing) = {
             let mut containers = self.lock();
             let entry = containers
                 .get_mut(&id)
@@ -374,8 +413,14 @@ impl DockerContainerizer {
                 return Err(ContainerError::AlreadyWaited(id));
             }
             entry.waited = true;
-            (entry.name.clone(), entry.mem_mib)
+            (entry.name.clone(), entry.mem_mib, entry.missing)
         };
+        if missing {
+            self.lock().remove(&id);
+            return Err(ContainerError::EndedWhileDown(format!(
+                "the task ended while the agent was down and its outcome is unknown: its container {name} no longer exists"
+            )));
+        }
         let result = self.wait_for_end(&name).await;
         let logs = self.lock().remove(&id).and_then(|e| e.logs);
         if let Some(mut logs) = logs
@@ -509,6 +554,169 @@ impl DockerContainerizer {
             }
         }
     }
+
+    /// Takes back the Docker tasks of `handles` (see the module docs), then removes the
+    /// containers labelled with this agent's id that none of them claims.
+    async fn recover_inner(
+        &self,
+        handles: Vec<ContainerHandle>,
+    ) -> Result<Vec<ContainerId>, ContainerError> {
+        let docker = self.client().await.ok();
+        let mut recovered = Vec::new();
+        for handle in handles {
+            let Some(Recovery::Docker(info)) = handle.recovery else {
+                continue;
+            };
+            let id = handle.id;
+            let missing = match &docker {
+                Some(docker) => match docker.inspect_container(&info.name, None).await {
+                    Ok(_) => false,
+                    Err(e) if status_of(&e) == Some(404) => true,
+                    // `wait` rides out an engine that does not answer, then fails.
+                    Err(e) => {
+                        tracing::warn!(container = %id, name = %info.name, error = %e, "cannot inspect a recovered container");
+                        false
+                    }
+                },
+                None => false,
+            };
+            tracing::info!(container = %id, name = %info.name, missing, "recovered a Docker task");
+            let logs = match (&docker, missing) {
+                (Some(docker), false) => Some(tokio::spawn(follow_logs(
+                    docker.clone(),
+                    info.name.clone(),
+                    info.sandbox.clone(),
+                    true,
+                ))),
+                _ => None,
+            };
+            self.lock().insert(
+                id.clone(),
+                Entry {
+                    name: info.name,
+                    logs,
+                    mem_mib: info.mem_mib,
+                    waited: false,
+                    missing,
+                },
+            );
+            recovered.push(id);
+        }
+        if let Some(docker) = &docker
+            && !self.agent_id.is_empty()
+        {
+            let keep: HashSet<ContainerId> = recovered.iter().cloned().collect();
+            if let Err(e) = self.remove_orphans(docker, &self.agent_id, &keep).await {
+                tracing::warn!(error = %e, "cannot remove orphaned containers");
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// `docker exec` of `/bin/sh -c command` in the container's sandbox; see
+    /// [`Containerizer::exec`].
+    async fn exec_inner(
+        &self,
+        id: ContainerId,
+        command: String,
+    ) -> Result<ExitKind, ContainerError> {
+        let name = self
+            .lock()
+            .get(&id)
+            .map(|e| e.name.clone())
+            .ok_or_else(|| ContainerError::NotFound(id.clone()))?;
+        let docker = self.client().await?;
+        let exec = docker
+            .create_exec(
+                &name,
+                ExecConfig {
+                    cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), command]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    working_dir: Some(SANDBOX_MOUNT.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.engine_error("cannot exec in the container", &e))?;
+        let mut guard = ExecGuard {
+            docker: Some(docker.clone()),
+            exec_id: exec.id.clone(),
+        };
+        let started = docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| self.engine_error("cannot start the exec", &e))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            // The output is not kept; its end is the command's end.
+            while let Some(chunk) = output.next().await {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        }
+        // The engine may take a moment to record the exit code after the stream ends.
+        let deadline = Instant::now() + EXEC_EXIT_WAIT;
+        loop {
+            let inspect = docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(|e| self.engine_error("cannot inspect the exec", &e))?;
+            if inspect.running != Some(true)
+                && let Some(code) = inspect.exit_code
+            {
+                guard.docker = None;
+                return Ok(exit_kind(code));
+            }
+            if Instant::now() >= deadline {
+                return Err(ContainerError::Docker(
+                    "the exec's output ended but the engine reports no exit code".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Kills the process of an exec that is dropped before it ended (a health check that
+/// ran out of time): the engine has no API to stop an exec, so the agent SIGKILLs its
+/// host pid, best effort.
+struct ExecGuard {
+    /// `None` once the exec has ended.
+    docker: Option<Docker>,
+    exec_id: String,
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        let Some(docker) = self.docker.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let exec_id = std::mem::take(&mut self.exec_id);
+        runtime.spawn(async move {
+            match docker.inspect_exec(&exec_id).await {
+                Ok(inspect) if inspect.running == Some(true) => {
+                    if let Some(pid) = inspect.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0)
+                        && let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+                    {
+                        tracing::warn!(exec = %exec_id, pid, error = %e, "cannot stop a health check command in a container");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(exec = %exec_id, error = %e, "cannot inspect an abandoned exec"),
+            }
+        });
+    }
 }
 
 impl Containerizer for DockerContainerizer {
@@ -526,6 +734,21 @@ impl Containerizer for DockerContainerizer {
 
     fn kill(&self, id: ContainerId, grace: Duration) -> BoxFuture<'_, Result<(), ContainerError>> {
         Box::pin(self.kill_inner(id, grace))
+    }
+
+    fn recover(
+        &self,
+        handles: Vec<ContainerHandle>,
+    ) -> BoxFuture<'_, Result<Vec<ContainerId>, ContainerError>> {
+        Box::pin(self.recover_inner(handles))
+    }
+
+    fn exec(
+        &self,
+        id: ContainerId,
+        command: String,
+    ) -> BoxFuture<'_, Result<ExitKind, ContainerError>> {
+        Box::pin(self.exec_inner(id, command))
     }
 }
 
@@ -645,24 +868,32 @@ async fn reap(
 
 /// Copies the container's stdout and stderr, from its start until it ends, to the
 /// sandbox's `stdout` and `stderr` files (appending, as a process task's are).
-async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf) {
+/// `resume`: a restarted agent takes over from an earlier run, which copied what is
+/// already in the files: the engine's log is read again from its start and as many
+/// bytes of each stream as the file holds are skipped.
+async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf, resume: bool) {
     let open = |file: &str| {
         let path = sandbox.join(file);
         async move {
-            tokio::fs::OpenOptions::new()
+            let f = tokio::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
                 .open(&path)
-                .await
+                .await?;
+            let len = f.metadata().await?.len();
+            Ok::<_, std::io::Error>((f, len))
         }
     };
-    let (mut out, mut err) = match (open("stdout").await, open("stderr").await) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(%name, error = %e, "cannot open the sandbox's output files");
-            return;
-        }
-    };
+    let ((mut out, out_len), (mut err, err_len)) =
+        match (open("stdout").await, open("stderr").await) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(%name, error = %e, "cannot open the sandbox's output files");
+                return;
+            }
+        };
+    // Bytes of each stream already in the sandbox, not to be written again.
+    let (mut skip_out, mut skip_err) = if resume { (out_len, err_len) } else { (0, 0) };
     let mut logs = docker.logs(
         &name,
         Some(LogsOptions {
@@ -676,10 +907,12 @@ async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf) {
         let written = match chunk {
             Ok(bollard::container::LogOutput::StdOut { message })
             | Ok(bollard::container::LogOutput::Console { message }) => {
-                write_all_flush(&mut out, &message).await
+                let rest = skip(&message, &mut skip_out);
+                write_all_flush(&mut out, rest).await
             }
             Ok(bollard::container::LogOutput::StdErr { message }) => {
-                write_all_flush(&mut err, &message).await
+                let rest = skip(&message, &mut skip_err);
+                write_all_flush(&mut err, rest).await
             }
             Ok(bollard::container::LogOutput::StdIn { .. }) => Ok(()),
             Err(e) => {
@@ -694,7 +927,19 @@ async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf) {
     }
 }
 
+/// What is left of `data` once the first `*to_skip` bytes (across calls) are dropped.
+fn skip<'a>(data: &'a [u8], to_skip: &mut u64) -> &'a [u8] {
+    let n = usize::try_from(*to_skip)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    *to_skip -= n as u64;
+    &data[n..]
+}
+
 async fn write_all_flush(file: &mut tokio::fs::File, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
     file.write_all(data).await?;
     file.flush().await
 }
@@ -853,6 +1098,16 @@ pub fn exit_kind(code: i64) -> ExitKind {
 mod tests {
     use super::*;
     use strata_proto::Resources;
+
+    #[test]
+    fn resumed_logs_skip_what_the_sandbox_has() {
+        let mut left = 5;
+        assert_eq!(skip(b"abc", &mut left), b"");
+        assert_eq!(left, 2);
+        assert_eq!(skip(b"defgh", &mut left), b"fgh");
+        assert_eq!(left, 0);
+        assert_eq!(skip(b"ij", &mut left), b"ij");
+    }
 
     #[test]
     fn names_and_images() {

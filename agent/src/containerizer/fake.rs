@@ -50,12 +50,7 @@ impl Containerizer for FakeContainerizer {
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerHandle, ContainerError>> {
         self.lock()
             .insert(spec.container_id.clone(), Arc::new(Notify::new()));
-        Box::pin(async move {
-            Ok(ContainerHandle {
-                id: spec.container_id,
-                pid: None,
-            })
-        })
+        Box::pin(async move { Ok(ContainerHandle::new(spec.container_id, None)) })
     }
 
     fn wait(&self, id: ContainerId) -> BoxFuture<'_, Result<Termination, ContainerError>> {

@@ -4,7 +4,9 @@
 //! agent ── launch(spec) ──▶ Containerizer ──▶ ContainerHandle (checkpointed)
 //!       ── wait(id) ──────▶                ──▶ Termination (once, when it has ended)
 //!       ── kill(id, grace)▶ SIGTERM to the whole container, grace, SIGKILL
-//!       ── recover(handles) at start (issue 6) / usage(id) (issue 3)
+//!       ── recover(handles) at start: re-attach to a previous run's containers
+//!       ── usage(id): cgroup statistics
+//!       ── exec(id, command): a COMMAND health check inside the container (Docker)
 //! ```
 //!
 //! Implementations: [`ProcessContainerizer`] (a process group per task),
@@ -77,12 +79,35 @@ pub struct LaunchSpec {
 }
 
 /// What `launch` returns and the agent checkpoints, so that a restarted agent can
-/// find the container again (issue 6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// find the container again ([`Containerizer::recover`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerHandle {
     pub id: ContainerId,
-    /// The process (group leader) of a process container.
+    /// The process (group leader) of a process container: the task's monitor.
     pub pid: Option<u32>,
+    /// What the containerizer that launched it needs to find it again; `None` for
+    /// containerizers that cannot recover (and in checkpoints of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+}
+
+impl ContainerHandle {
+    /// A handle that carries nothing to recover the container with.
+    pub fn new(id: ContainerId, pid: Option<u32>) -> ContainerHandle {
+        ContainerHandle {
+            id,
+            pid,
+            recovery: None,
+        }
+    }
+}
+
+/// How a restarted agent finds a container again, per containerizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "containerizer", rename_all = "snake_case")]
+pub enum Recovery {
+    Process(process::ProcessRecovery),
+    Docker(docker::DockerRecovery),
 }
 
 /// How a container ended.
@@ -188,6 +213,10 @@ pub enum ContainerError {
     /// The task's isolation (cgroup, namespace) cannot be set up; says why.
     #[error("{0}")]
     Isolation(String),
+    /// A recovered container ended while the agent was down and nothing recorded how;
+    /// says what is known.
+    #[error("{0}")]
+    EndedWhileDown(String),
 }
 
 /// Runs tasks. See the module docs for the life of a container.
@@ -214,9 +243,14 @@ pub trait Containerizer: Send + Sync + 'static {
     /// Killing a container that has ended is not an error.
     fn kill(&self, id: ContainerId, grace: Duration) -> BoxFuture<'_, Result<(), ContainerError>>;
 
-    /// Re-attaches to containers a previous agent run launched (issue 6). Returns the
-    /// ids it recovered; the agent reports the others' tasks as lost. The default
-    /// recovers nothing.
+    /// Re-attaches to containers a previous agent run launched, from their checkpointed
+    /// handles (those of other containerizers are ignored), and cleans up what a
+    /// previous run left that no handle claims (orphan cgroups, containers). Returns
+    /// the ids it recovered: `wait` then works for each, whether the container still
+    /// runs or ended while the agent was down (resolving at once with how it ended, or
+    /// with [`ContainerError::EndedWhileDown`] when nothing recorded it); `kill` and
+    /// `usage` work for those that run. The agent reports the other tasks lost. Called
+    /// once, at start, before any launch. The default recovers nothing.
     fn recover(
         &self,
         handles: Vec<ContainerHandle>,
@@ -229,6 +263,21 @@ pub trait Containerizer: Send + Sync + 'static {
     fn usage(&self, id: ContainerId) -> BoxFuture<'_, Result<ResourceUsage, ContainerError>> {
         let name = self.name();
         drop(id);
+        Box::pin(async move { Err(ContainerError::Unsupported(name)) })
+    }
+
+    /// Runs `/bin/sh -c command` inside the running container, in its sandbox and with
+    /// its environment, and resolves with how the command ended: the COMMAND health
+    /// checks of tasks whose container has its own filesystem (Docker). Dropping the
+    /// future stops the command (best effort). The default cannot: process tasks'
+    /// checks run on the host.
+    fn exec(
+        &self,
+        id: ContainerId,
+        command: String,
+    ) -> BoxFuture<'_, Result<ExitKind, ContainerError>> {
+        let name = self.name();
+        drop((id, command));
         Box::pin(async move { Err(ContainerError::Unsupported(name)) })
     }
 }

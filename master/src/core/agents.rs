@@ -289,7 +289,9 @@ impl Master {
 
     /// A task the re-registering agent reports ended, with its update still to come:
     /// the framework knows it as ended (unless the master still holds it live, which
-    /// the update will end).
+    /// the update will end). A live task that was UNREACHABLE (its agent was away) is
+    /// ended now: its agent is back, so it is no longer unreachable, and its resources
+    /// are free (the agent is added back to the allocator without them).
     fn remember_reported_end(
         &mut self,
         key: AgentKey,
@@ -302,7 +304,14 @@ impl Master {
         let Some(fw) = self.frameworks.get(&fk) else {
             return;
         };
-        if fw.tasks.contains_key(task_id) || fw.ended.contains(task_id) {
+        let came_back = match fw.tasks.get(task_id) {
+            Some(t) if t.agent == key => {
+                matches!(t.state, TaskState::TaskUnreachable | TaskState::TaskUnknown)
+            }
+            Some(_) => return,
+            None => false,
+        };
+        if (fw.tasks.contains_key(task_id) && !came_back) || fw.ended.contains(task_id) {
             return;
         }
         let ids = TaskIds {
@@ -317,6 +326,10 @@ impl Master {
             format!("agent '{agent_id}' re-registered with this task ended; its update follows"),
             now,
         );
+        if came_back {
+            // No uuid: `finish_task` does not remember it; it is remembered below.
+            self.finish_task(fk, task_id, status.clone(), now);
+        }
         if let Some(fw) = self.frameworks.get_mut(&fk) {
             fw.ended.insert(key, agent_id.to_string(), status);
         }

@@ -4,7 +4,10 @@
 //! ```text
 //!   KILL(task)         known ─▶ KillTask to its agent (kept pending while the agent is away)
 //!                      ended, unacknowledged ─▶ UPDATE with its terminal state
-//!                      unknown ─▶ UPDATE TASK_LOST (REASON_TASK_UNKNOWN), no error
+//!                      unknown ─▶ UPDATE TASK_LOST (REASON_TASK_UNKNOWN), no error; but
+//!                        its agent not re-registered since a master restart ─▶ no answer
+//!                        its agent unreachable ─▶ TASK_UNREACHABLE (LOST if not partition
+//!                        aware), as reconciliation answers: the task may still run
 //!   ACKNOWLEDGE(agent) ─▶ AcknowledgeUpdate to the agent (NotFound for unknown agents);
 //!                         the terminal update's uuid forgets an ended task
 //!   MESSAGE(agent)     ─▶ FrameworkToTask to the agent (no delivery guarantee)
@@ -17,7 +20,8 @@ use strata_proto::v1::{self, TaskState, TaskStatusReason};
 use super::allocator::{AgentKey, FrameworkKey};
 use super::api::CallError;
 use super::master::Master;
-use super::tasks::TaskIds;
+use super::state::AgentStatus;
+use super::tasks::{TaskIds, visible_state};
 use super::validate::validate_kill_policy;
 
 impl Master {
@@ -90,14 +94,48 @@ impl Master {
                     agent: &req.agent_id,
                     framework: &framework_id,
                 };
-                let message = format!(
-                    "cannot kill task '{}': the master knows no live task with this id",
-                    req.task_id
-                );
+                // A terminal answer only when the task's agent could not still run it
+                // unbeknown to this master (as reconciliation answers).
+                let agent = self
+                    .agent_ids
+                    .get(&req.agent_id)
+                    .and_then(|k| self.agents.get(k))
+                    .map(|a| a.status);
+                // No agent named, and agents still to re-register after a master
+                // restart: one of them may run it. Their re-registration tells.
+                let any_recovering = || {
+                    self.agents
+                        .values()
+                        .any(|a| a.status == AgentStatus::Recovering)
+                };
+                if req.agent_id.is_empty() && any_recovering() {
+                    tracing::debug!(task_id = %req.task_id,
+                        "kill of an unknown task naming no agent while agents re-register: no answer");
+                    return Ok(());
+                }
+                let (state, reason, why) = match agent {
+                    Some(AgentStatus::Recovering) => {
+                        tracing::debug!(task_id = %req.task_id, agent_id = %req.agent_id,
+                            "kill of a task whose agent has not re-registered yet: no answer");
+                        return Ok(());
+                    }
+                    Some(AgentStatus::Unreachable) => (
+                        TaskState::TaskUnreachable,
+                        TaskStatusReason::ReasonAgentUnreachable,
+                        "its agent is unreachable",
+                    ),
+                    _ => (
+                        TaskState::TaskLost,
+                        TaskStatusReason::ReasonTaskUnknown,
+                        "the master knows no live task with this id",
+                    ),
+                };
+                let partition_aware = self.frameworks.get(&fk).is_some_and(|f| f.partition_aware);
+                let message = format!("cannot kill task '{}': {why}", req.task_id);
                 let status = self.master_status(
                     ids,
-                    TaskState::TaskLost,
-                    TaskStatusReason::ReasonTaskUnknown,
+                    visible_state(state, partition_aware),
+                    reason,
                     message,
                     now,
                 );

@@ -9,7 +9,10 @@
 //!
 //! An update moves a task only along these arrows; anything else (a retry, a stale
 //! update, an update after a terminal one) leaves the task as it is but is still
-//! forwarded so the framework can acknowledge it and the agent stops retrying. A
+//! forwarded so the framework can acknowledge it and the agent stops retrying. The
+//! exception: a non-terminal update of a task its framework knows as ended (below), or
+//! no longer knows, is older than the end; the master acknowledges it itself instead of
+//! showing the framework a task going back from an ended state. A
 //! terminal state gives the task's resources back to the allocator exactly once and
 //! moves the task to the bounded list of completed tasks.
 //!
@@ -263,6 +266,7 @@ impl Master {
         };
         let new_state = state_from_i32(status.state);
         let mut step = Transition::Illegal;
+        let mut stale = false;
         if let Some(task) = self
             .frameworks
             .get_mut(&fk)
@@ -288,13 +292,33 @@ impl Master {
             .get_mut(&fk)
             .and_then(|f| f.ended.get_mut(&status.task_id))
             && ended.agent == ak
-            && ended.status.uuid.is_empty()
-            && is_terminal(new_state)
-            && !status.uuid.is_empty()
         {
-            // The update of a task the agent reported ended when it re-registered:
-            // now its uuid is known, and acknowledging it forgets the task.
-            ended.status = status.clone();
+            if !is_terminal(new_state) {
+                stale = true;
+            } else if ended.status.uuid.is_empty() && !status.uuid.is_empty() {
+                // The update of a task the agent reported ended when it re-registered:
+                // now its uuid is known, and acknowledging it forgets the task.
+                ended.status = status.clone();
+            }
+        } else if !is_terminal(new_state) {
+            stale = true;
+        }
+        if stale {
+            // Non-terminal news of a task its framework knows as ended, or no longer
+            // knows: older than the end, since an agent sends a task's next update only
+            // once the previous one is acknowledged. It is a retry queued before the
+            // terminal update the agent reported when it re-registered, or a stale
+            // duplicate. The framework is not told the task went back; the master
+            // acknowledges the update itself so that the agent moves on.
+            if !status.uuid.is_empty() {
+                let ack = v1::AcknowledgeUpdate {
+                    framework_id: status.framework_id.clone(),
+                    task_id: status.task_id.clone(),
+                    uuid: status.uuid.clone(),
+                };
+                self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
+            }
+            return;
         }
         match step {
             Transition::Changed if is_terminal(new_state) => {

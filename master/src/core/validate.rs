@@ -127,7 +127,7 @@ pub fn validate_task_id(id: &str) -> Result<(), String> {
 
 /// The checks of one task that need no context but the offers' agent: id, resources,
 /// command, agent, kill policy, container (an image; port mappings within the task's
-/// ports). Returns the task's validated resources.
+/// ports), health check. Returns the task's validated resources.
 pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resources, TaskProblem> {
     validate_task_id(&task.task_id).map_err(TaskProblem::invalid)?;
     let id = &task.task_id;
@@ -156,6 +156,10 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
         .map_err(|m| TaskProblem::invalid(format!("task '{id}': {m}")))?;
     strata_proto::container::validate(task, &resources)
         .map_err(|e| TaskProblem::invalid(e.to_string()))?;
+    if let Some(check) = &task.health_check {
+        strata_proto::health::validate(check)
+            .map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
+    }
     Ok(resources)
 }
 

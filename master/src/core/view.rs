@@ -217,13 +217,28 @@ impl Master {
     /// Checks that the indices agree with each other and that every agent's resources
     /// add up: free (allocator) + offered + used by tasks == total.
     pub(super) fn check_invariants(&self) -> Result<(), String> {
-        for (key, agent) in &self.agents {
+        let mut keys: Vec<super::allocator::AgentKey> = self.agents.keys().copied().collect();
+        keys.sort_unstable();
+        self.check_agents_invariants(&keys)?;
+        self.check_frameworks_invariants()
+    }
+
+    /// The per-agent part of [`Master::check_invariants`], for these agents (unknown
+    /// keys are skipped): the simulation checks the agents each step touched.
+    pub(super) fn check_agents_invariants(
+        &self,
+        keys: &[super::allocator::AgentKey],
+    ) -> Result<(), String> {
+        for key in keys {
+            let Some(agent) = self.agents.get(key) else {
+                continue;
+            };
             let mut offered = Resources::new();
             for seq in &agent.offers {
                 let o = self
                     .offers
                     .get(seq)
-                    .ok_or(format!("agent {} lists unknown offer {seq}", agent.id))?;
+                    .ok_or_else(|| format!("agent {} lists unknown offer {seq}", agent.id))?;
                 if o.agent != *key {
                     return Err(format!("offer {seq} is listed on the wrong agent"));
                 }
@@ -242,7 +257,7 @@ impl Master {
                     .frameworks
                     .get(fk)
                     .and_then(|f| f.tasks.get(tid))
-                    .ok_or(format!("agent {} lists unknown task {tid}", agent.id))?;
+                    .ok_or_else(|| format!("agent {} lists unknown task {tid}", agent.id))?;
                 if t.agent != *key {
                     return Err(format!("task {tid} is listed on the wrong agent"));
                 }
@@ -282,6 +297,11 @@ impl Master {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The per-framework part of [`Master::check_invariants`].
+    fn check_frameworks_invariants(&self) -> Result<(), String> {
         for (fk, fw) in &self.frameworks {
             let mut used = Resources::new();
             for (tid, t) in &fw.tasks {

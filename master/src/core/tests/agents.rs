@@ -352,6 +352,156 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
     );
 }
 
+/// Found by the simulation (`sim.rs`): an agent back from UNREACHABLE that reports a
+/// task ended (its update still queued) used to leave the task TASK_UNREACHABLE on an
+/// ACTIVE agent until the update came, its resources counted by the allocator but not
+/// by the books. It ends now, with the reported state; the agent's update follows and
+/// its acknowledgement forgets the task.
+#[test]
+fn an_unreachable_task_reported_ended_when_its_agent_returns_ends_at_once() {
+    let mut sim = Sim::new();
+    let (agent, pa, _plain) = two_frameworks_on_one_agent(&mut sim);
+    sim.advance(Duration::from_secs(80));
+    sim.tick();
+    assert_eq!(sim.task_state("p1").as_deref(), Some("TASK_UNREACHABLE"));
+
+    let (again, effects) = sim.reregister(
+        &agent,
+        vec![running(&pa, "p1", "cpus:1;mem:128", TaskState::TaskFailed)],
+    );
+    sim.m.check_invariants().unwrap();
+    assert!(
+        updates_for(&effects, pa.conn).is_empty(),
+        "the agent's update follows"
+    );
+    assert_eq!(sim.task_state("p1").as_deref(), Some("TASK_FAILED"));
+    let view = sim.agent_view(&agent.id);
+    assert_eq!(
+        (view.status.as_str(), view.used),
+        ("ACTIVE", Resources::new())
+    );
+    // Its resources are offered again.
+    let effects = sim.tick_after(6.0);
+    let offered: Vec<_> = [pa.conn, _plain.conn]
+        .iter()
+        .flat_map(|c| offers_for(&effects, *c))
+        .collect();
+    assert_eq!(
+        Resources::try_from_proto(&offered[0].resources).unwrap(),
+        res("cpus:4;mem:1024")
+    );
+    // Until the update is acknowledged the framework knows the task as failed.
+    sim.call(&pa, Call::Reconcile(v1::ReconcileRequest::default()))
+        .unwrap();
+    let [r] = updates_for(&sim.effects(), pa.conn).try_into().unwrap();
+    assert_eq!(
+        (r.task_id.as_str(), state_of(&r)),
+        ("p1", TaskState::TaskFailed)
+    );
+
+    sim.agent_update(&again, &pa.id, "p1", TaskState::TaskFailed, "f1");
+    let [u] = updates_for(&sim.effects(), pa.conn).try_into().unwrap();
+    assert_eq!(
+        (state_of(&u), u.uuid.as_str()),
+        (TaskState::TaskFailed, "f1")
+    );
+    let ack = v1::AcknowledgeRequest {
+        header: None,
+        agent_id: agent.id.clone(),
+        task_id: "p1".into(),
+        uuid: "f1".into(),
+    };
+    sim.call(&pa, Call::Acknowledge(ack)).unwrap();
+    sim.effects();
+    sim.call(&pa, Call::Reconcile(v1::ReconcileRequest::default()))
+        .unwrap();
+    assert!(updates_for(&sim.effects(), pa.conn).is_empty(), "forgotten");
+    sim.m.check_invariants().unwrap();
+}
+
+/// Found by the simulation (`sim.rs`): an agent re-registers (here after a master
+/// restart) with a task it reports FAILED while an older RUNNING update of that task
+/// is still unacknowledged; the agent resends that one first. The master, which knows
+/// the task ended (reconciliation says FAILED), used to forward the RUNNING: the
+/// framework saw the task go back to running. Now the master acknowledges it itself,
+/// and the framework next sees the FAILED update; so too for non-terminal updates of
+/// tasks the master no longer knows (stale duplicates).
+#[test]
+fn an_update_older_than_a_reported_end_is_acknowledged_not_forwarded() {
+    let fw_info = v1::FrameworkInfo {
+        id: "fw-1".into(),
+        failover_timeout_seconds: 3600.0,
+        ..framework_info("fw", &[], true)
+    };
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: "agent-1".into(),
+        hostname: "h1".into(),
+    });
+    registry.apply(&RegistryOp::AddFramework {
+        id: "fw-1".into(),
+        info: super::super::codec::encode_framework_info(&fw_info),
+    });
+    let mut sim = Sim::with(config(), registry);
+    let fw = sim.subscribe_info(fw_info);
+    let agent = SimAgent {
+        conn: ConnId(0),
+        id: "agent-1".into(),
+        info: v1::AgentInfo {
+            id: "agent-1".into(),
+            ..Sim::agent_info("h1", "cpus:4;mem:1024")
+        },
+    };
+    let failed = running(&fw, "t1", "cpus:1;mem:128", TaskState::TaskFailed);
+    let (agent, effects) = sim.reregister(&agent, vec![failed]);
+    assert!(updates_for(&effects, fw.conn).is_empty());
+    sim.call(&fw, Call::Reconcile(v1::ReconcileRequest::default()))
+        .unwrap();
+    let [r] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(state_of(&r), TaskState::TaskFailed);
+
+    // The older RUNNING comes first (and once more, duplicated).
+    for _ in 0..2 {
+        sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskRunning, "u1");
+        let effects = sim.effects();
+        assert!(updates_for(&effects, fw.conn).is_empty(), "{effects:?}");
+        assert_eq!(
+            agent_messages(&effects, agent.conn),
+            vec![Message::Acknowledge(v1::AcknowledgeUpdate {
+                framework_id: fw.id.clone(),
+                task_id: "t1".into(),
+                uuid: "u1".into(),
+            })]
+        );
+    }
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskFailed, "u2");
+    let [u] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(
+        (state_of(&u), u.uuid.as_str()),
+        (TaskState::TaskFailed, "u2")
+    );
+
+    // Acknowledged, the task is forgotten; a stale duplicate of the RUNNING that
+    // arrives now is no news either.
+    let ack = v1::AcknowledgeRequest {
+        header: None,
+        agent_id: agent.id.clone(),
+        task_id: "t1".into(),
+        uuid: "u2".into(),
+    };
+    sim.call(&fw, Call::Acknowledge(ack)).unwrap();
+    sim.effects();
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskRunning, "u1");
+    let effects = sim.effects();
+    assert!(updates_for(&effects, fw.conn).is_empty(), "{effects:?}");
+    assert_eq!(
+        agent_messages(&effects, agent.conn).len(),
+        1,
+        "acknowledged"
+    );
+    sim.m.check_invariants().unwrap();
+}
+
 #[test]
 fn a_second_register_refused_on_a_registered_stream_disconnects_the_agent() {
     let mut sim = Sim::new();

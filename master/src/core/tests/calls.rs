@@ -184,6 +184,125 @@ fn kill_goes_to_the_agent_and_an_unknown_task_is_reported_lost() {
     assert!(lost.message.contains("cannot kill task 'ghost'"));
 }
 
+/// Found by the simulation (`sim.rs`): after a master restart, a KILL of a task whose
+/// agent had not re-registered yet was answered TASK_LOST, a terminal state, though the
+/// task ran on and came back with its agent. Now the master answers as reconciliation
+/// does: nothing while the agent is recovering, TASK_UNREACHABLE while it is
+/// unreachable.
+#[test]
+fn a_kill_of_a_task_the_master_cannot_know_yet_is_not_answered_lost() {
+    let fw_info = v1::FrameworkInfo {
+        id: "fw-1".into(),
+        failover_timeout_seconds: 3600.0,
+        ..framework_info("fw", &[], true)
+    };
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: "agent-1".into(),
+        hostname: "h1".into(),
+    });
+    registry.apply(&RegistryOp::AddFramework {
+        id: "fw-1".into(),
+        info: super::super::codec::encode_framework_info(&fw_info),
+    });
+    let mut sim = Sim::with(config(), registry);
+    let fw = sim.subscribe_info(fw_info.clone());
+    let kill = || {
+        Call::Kill(v1::KillRequest {
+            header: None,
+            task_id: "t1".into(),
+            agent_id: "agent-1".into(),
+            kill_policy: None,
+        })
+    };
+    sim.call(&fw, kill()).unwrap();
+    assert!(
+        updates_for(&sim.effects(), fw.conn).is_empty(),
+        "agent-1 has not re-registered: the master cannot know its tasks"
+    );
+
+    // The re-register timeout passes: the agent is unreachable, the task may come back.
+    sim.advance(Duration::from_secs(601));
+    sim.tick();
+    sim.call(&fw, kill()).unwrap();
+    let [u] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(
+        (u.task_id.as_str(), state_of(&u), reason_of(&u)),
+        (
+            "t1",
+            TaskState::TaskUnreachable,
+            TaskStatusReason::ReasonAgentUnreachable
+        )
+    );
+
+    // It comes back; now the kill goes to the agent.
+    let agent = SimAgent {
+        conn: ConnId(0),
+        id: "agent-1".into(),
+        info: v1::AgentInfo {
+            id: "agent-1".into(),
+            ..Sim::agent_info("h1", "cpus:4;mem:1024")
+        },
+    };
+    let running = v1::RunningTask {
+        framework_id: "fw-1".into(),
+        task: Some(task("t1", "cpus:1;mem:128")),
+        state: TaskState::TaskRunning as i32,
+        framework: Some(fw_info),
+    };
+    let (agent, effects) = sim.reregister(&agent, vec![running]);
+    let [back] = updates_for(&effects, fw.conn).try_into().unwrap();
+    assert_eq!(state_of(&back), TaskState::TaskRunning);
+    sim.call(&fw, kill()).unwrap();
+    let killed = agent_messages(&sim.effects(), agent.conn);
+    assert!(matches!(killed.as_slice(), [Message::KillTask(k)] if k.task_id == "t1"));
+}
+
+/// Found by the fault-injection suite (tests/faults.rs): a KILL naming no agent, of a
+/// task the master does not know because it restarted and the task's agent has not
+/// re-registered yet, was answered TASK_LOST; the task came back running with its
+/// agent. While any agent is still to re-register the master gives no answer.
+#[test]
+fn a_kill_naming_no_agent_is_not_answered_while_agents_re_register() {
+    let fw_info = v1::FrameworkInfo {
+        id: "fw-1".into(),
+        failover_timeout_seconds: 3600.0,
+        ..framework_info("fw", &[], true)
+    };
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: "agent-1".into(),
+        hostname: "h1".into(),
+    });
+    registry.apply(&RegistryOp::AddFramework {
+        id: "fw-1".into(),
+        info: super::super::codec::encode_framework_info(&fw_info),
+    });
+    let mut sim = Sim::with(config(), registry);
+    let fw = sim.subscribe_info(fw_info);
+    let kill = || {
+        Call::Kill(v1::KillRequest {
+            header: None,
+            task_id: "t1".into(),
+            agent_id: String::new(),
+            kill_policy: None,
+        })
+    };
+    sim.call(&fw, kill()).unwrap();
+    assert!(
+        updates_for(&sim.effects(), fw.conn).is_empty(),
+        "agent-1 may still run t1: no answer yet"
+    );
+    // Once no agent is left to re-register, an unknown task is lost.
+    sim.advance(Duration::from_secs(601));
+    sim.tick();
+    let _ = sim.effects();
+    sim.call(&fw, kill()).unwrap();
+    let [u] = updates_for(&sim.effects(), fw.conn).try_into().unwrap();
+    assert_eq!(u.task_id, "t1");
+    assert_ne!(state_of(&u), TaskState::TaskRunning);
+}
+
 #[test]
 fn a_kill_for_a_disconnected_agent_is_delivered_when_it_returns() {
     let mut sim = Sim::new();

@@ -13,6 +13,7 @@ mod allocation;
 mod calls;
 mod chaos;
 mod frameworks;
+mod sim;
 mod validation;
 
 /// A master under test with its own clock and connection numbers.

@@ -1,0 +1,1256 @@
+//! The container framework's state machine: apps, tasks and deployments in memory,
+//! driven by API calls, offers, status updates and a periodic tick. Each entry point
+//! returns the actions to take (launch, decline, kill, revive, ...) and records what
+//! must be persisted before they are taken; nothing here does I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use strata_framework_sdk::offer_resources;
+use strata_proto::is_terminal;
+use strata_proto::v1::{self, TaskState};
+use strata_proto::{RangeSet, Resources, Scalar};
+
+use super::constraints::{Compiled, Placement};
+use super::plan::{self, Plan};
+use super::records::{AppRecord, BackoffState, DeploymentRecord, TaskRecord, rfc3339};
+use super::spec::{AppSpec, PortSpec, SpecError};
+use super::view::{AppView, DeploymentView, TaskFailureView, TaskView};
+
+/// How long declined offers stay away (revive brings them back when demand changes).
+pub const DECLINE_REFUSE_SECONDS: f64 = 120.0;
+/// A kill not answered within this time is sent again.
+pub const KILL_RETRY_SECONDS: f64 = 30.0;
+/// A task not running this long after its launch is killed and replaced (Marathon's
+/// task_launch_timeout).
+pub const LAUNCH_TIMEOUT_SECONDS: f64 = 300.0;
+/// How often tasks not known to be running are reconciled explicitly, and how long
+/// pending launches may go without an offer before offers are revived again.
+pub const RECONCILE_SECONDS: f64 = 30.0;
+
+/// What the service must do, in order, after the writes are persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Launch {
+        offer_id: String,
+        tasks: Vec<v1::TaskInfo>,
+    },
+    Decline {
+        offer_ids: Vec<String>,
+        refuse_seconds: f64,
+    },
+    Kill {
+        task_id: String,
+        /// The agent it runs on (empty: not known).
+        agent_id: String,
+        grace_seconds: f64,
+    },
+    Revive,
+    Suppress,
+    /// Explicit reconciliation of these tasks, then implicit (all tasks).
+    Reconcile(Vec<v1::ReconcileTask>),
+    /// Explicit reconciliation of these tasks only.
+    ReconcileTasks(Vec<v1::ReconcileTask>),
+}
+
+/// A change to persist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    App(String, Option<Box<AppRecord>>),
+    Task(String, Option<Box<TaskRecord>>),
+    FrameworkId(String),
+}
+
+/// A refused API call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("app \"{0}\" not found")]
+    AppNotFound(String),
+    #[error("task \"{0}\" not found")]
+    TaskNotFound(String),
+    #[error("app \"{0}\" already exists")]
+    AppExists(String),
+    #[error("app \"{0}\" is being destroyed")]
+    Destroying(String),
+    #[error("spec refused: {0}")]
+    Refused(SpecError),
+}
+
+#[derive(Default)]
+pub struct Core {
+    apps: BTreeMap<String, AppRecord>,
+    tasks: BTreeMap<String, TaskRecord>,
+    framework_id: Option<String>,
+    /// Why an app's pending launches did not happen in the latest offer round.
+    waiting: HashMap<String, String>,
+    suppressed: bool,
+    last_pending: u32,
+    /// When offers last arrived, revive was last sent, and tasks were last reconciled.
+    last_offers: f64,
+    last_revive: f64,
+    last_reconcile: f64,
+    writes: Vec<Write>,
+    seq: u64,
+}
+
+impl Core {
+    /// The state as persisted.
+    pub fn restore(
+        apps: Vec<AppRecord>,
+        tasks: Vec<TaskRecord>,
+        framework_id: Option<String>,
+    ) -> Core {
+        Core {
+            apps: apps.into_iter().map(|a| (a.spec.id.clone(), a)).collect(),
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            framework_id,
+            ..Core::default()
+        }
+    }
+
+    pub fn framework_id(&self) -> Option<&str> {
+        self.framework_id.as_deref()
+    }
+
+    /// Writes accumulated since the last call, to persist before acting.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
+    fn save_app(&mut self, id: &str) {
+        let rec = self.apps.get(id).cloned().map(Box::new);
+        self.writes.push(Write::App(id.to_string(), rec));
+    }
+
+    fn save_task(&mut self, id: &str) {
+        let rec = self.tasks.get(id).cloned().map(Box::new);
+        self.writes.push(Write::Task(id.to_string(), rec));
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        format!("{prefix}.{}", &u[..12])
+    }
+
+    fn new_version(&self, app: Option<&AppRecord>, now: f64) -> String {
+        let mut v = rfc3339(now);
+        if let Some(a) = app
+            && a.version >= v
+        {
+            // Two changes within a millisecond (or a clock step back): stay ordered.
+            v = format!("{}+{}", a.version, self.seq + 1);
+        }
+        v
+    }
+
+    // ---- API -------------------------------------------------------------------
+
+    /// Creates the app, or updates it (a rolling update when anything but
+    /// `instances` changes, a scale otherwise). `create_only` refuses an existing id.
+    pub fn deploy(
+        &mut self,
+        spec: AppSpec,
+        create_only: bool,
+        now: f64,
+    ) -> Result<(AppView, Vec<Action>), ApiError> {
+        let id = spec.id.clone();
+        let existing = self.apps.get(&id).cloned();
+        if let Some(a) = &existing {
+            if create_only {
+                return Err(ApiError::AppExists(id));
+            }
+            if a.destroying {
+                return Err(ApiError::Destroying(id));
+            }
+        }
+        let record = match existing {
+            None => {
+                let version = self.new_version(None, now);
+                AppRecord {
+                    deployment: Some(self.deployment("create", &id, &version, now)),
+                    spec,
+                    version,
+                    destroying: false,
+                    backoff: BackoffState::default(),
+                    last_failure: None,
+                }
+            }
+            Some(a) => {
+                let a = &a;
+                let mut same_config = a.spec.clone();
+                same_config.instances = spec.instances;
+                let mut rec = a.clone();
+                if same_config == spec {
+                    if a.spec.instances != spec.instances {
+                        rec.deployment = Some(self.deployment("scale", &id, &a.version, now));
+                        rec.spec = spec;
+                    }
+                } else {
+                    let version = self.new_version(Some(a), now);
+                    rec.deployment = Some(self.deployment("update", &id, &version, now));
+                    rec.version = version;
+                    rec.spec = spec;
+                    rec.backoff = BackoffState::default();
+                }
+                rec
+            }
+        };
+        self.apps.insert(id.clone(), record);
+        self.save_app(&id);
+        // Demand changed: offers declined for the old demand may fit now.
+        self.last_pending = 0;
+        let actions = self.tick(now);
+        Ok((self.app_view(&id, now).expect("just inserted"), actions))
+    }
+
+    pub fn scale(
+        &mut self,
+        id: &str,
+        instances: u32,
+        now: f64,
+    ) -> Result<(AppView, Vec<Action>), ApiError> {
+        let mut spec = self.live_app(id)?.spec.clone();
+        if instances > 10_000 {
+            return Err(ApiError::Refused(SpecError {
+                field: "instances".into(),
+                reason: format!("{instances} is more than 10000"),
+            }));
+        }
+        spec.instances = instances;
+        self.deploy(spec, false, now)
+    }
+
+    pub fn restart(&mut self, id: &str, now: f64) -> Result<(AppView, Vec<Action>), ApiError> {
+        let a = self.live_app(id)?.clone();
+        let version = self.new_version(Some(&a), now);
+        let deployment = self.deployment("restart", id, &version, now);
+        let rec = self.apps.get_mut(id).expect("checked");
+        rec.version = version;
+        rec.deployment = Some(deployment);
+        rec.backoff = BackoffState::default();
+        self.save_app(id);
+        self.last_pending = 0;
+        let actions = self.tick(now);
+        Ok((self.app_view(id, now).expect("exists"), actions))
+    }
+
+    pub fn destroy(&mut self, id: &str, now: f64) -> Result<(AppView, Vec<Action>), ApiError> {
+        let a = self
+            .apps
+            .get(id)
+            .ok_or_else(|| ApiError::AppNotFound(id.to_string()))?;
+        if !a.destroying {
+            let version = a.version.clone();
+            let deployment = self.deployment("destroy", id, &version, now);
+            let rec = self.apps.get_mut(id).expect("checked");
+            rec.destroying = true;
+            rec.deployment = Some(deployment);
+            self.save_app(id);
+        }
+        let view = self.app_view(id, now).expect("exists");
+        let actions = self.tick(now);
+        Ok((view, actions))
+    }
+
+    /// Kills one task; its app replaces it.
+    pub fn kill_task(
+        &mut self,
+        task_id: &str,
+        now: f64,
+    ) -> Result<(TaskView, Vec<Action>), ApiError> {
+        if !self.tasks.contains_key(task_id) {
+            return Err(ApiError::TaskNotFound(task_id.to_string()));
+        }
+        let mut actions = Vec::new();
+        self.request_kill(task_id, now, &mut actions);
+        actions.extend(self.tick(now));
+        let view = self.task_view(self.tasks.get(task_id).expect("checked"));
+        Ok((view, actions))
+    }
+
+    fn live_app(&self, id: &str) -> Result<&AppRecord, ApiError> {
+        match self.apps.get(id) {
+            None => Err(ApiError::AppNotFound(id.to_string())),
+            Some(a) if a.destroying => Err(ApiError::Destroying(id.to_string())),
+            Some(a) => Ok(a),
+        }
+    }
+
+    fn deployment(&mut self, kind: &str, app: &str, version: &str, now: f64) -> DeploymentRecord {
+        DeploymentRecord {
+            id: self.next_id(app),
+            kind: kind.to_string(),
+            version: version.to_string(),
+            started_at: now,
+        }
+    }
+
+    // ---- scheduler events ------------------------------------------------------
+
+    /// Subscribed (first time or again): remember the id, and reconcile every task.
+    pub fn subscribed(&mut self, framework_id: &str, now: f64) -> Vec<Action> {
+        if self.framework_id.as_deref() != Some(framework_id) {
+            self.framework_id = Some(framework_id.to_string());
+            self.writes
+                .push(Write::FrameworkId(framework_id.to_string()));
+        }
+        self.suppressed = false;
+        self.last_pending = 0;
+        self.last_reconcile = now;
+        self.last_revive = now;
+        self.last_offers = now;
+        let tasks = self
+            .tasks
+            .values()
+            .map(|t| v1::ReconcileTask {
+                task_id: t.id.clone(),
+                agent_id: t.agent_id.clone(),
+            })
+            .collect();
+        vec![Action::Reconcile(tasks), Action::Revive]
+    }
+
+    /// A status update for one of our tasks (or one we do not know: it is killed).
+    pub fn status(&mut self, status: &v1::TaskStatus, now: f64) -> Vec<Action> {
+        let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+        tracing::info!(
+            task = %status.task_id,
+            state = state.as_str_name(),
+            healthy = ?status.healthy,
+            uuid = %status.uuid,
+            reason = status.reason().as_str_name(),
+            message = %status.message,
+            "status update"
+        );
+        let mut actions = Vec::new();
+        let Some(task) = self.tasks.get_mut(&status.task_id) else {
+            if !is_terminal(state) && state != TaskState::TaskUnknown {
+                tracing::warn!(task = %status.task_id, "killing a task this framework does not know");
+                actions.push(Action::Kill {
+                    task_id: status.task_id.clone(),
+                    agent_id: status.agent_id.clone(),
+                    grace_seconds: 3.0,
+                });
+            }
+            return actions;
+        };
+        let gone = is_terminal(state)
+            || (state == TaskState::TaskUnknown
+                && status.reason() == v1::TaskStatusReason::ReasonReconciliation);
+        if gone {
+            let task = self.tasks.remove(&status.task_id).expect("present");
+            self.save_task(&status.task_id);
+            let expected =
+                task.is_killing() || self.apps.get(&task.app_id).is_none_or(|a| a.destroying);
+            if !expected && let Some(app) = self.apps.get_mut(&task.app_id) {
+                let b = &app.spec.backoff;
+                let delay = if app.backoff.delay <= 0.0 {
+                    b.seconds
+                } else {
+                    (app.backoff.delay * b.factor).min(b.max_seconds)
+                };
+                app.backoff = BackoffState {
+                    delay,
+                    until: now + delay,
+                };
+                app.last_failure = Some(TaskFailureView {
+                    task_id: task.id.clone(),
+                    state: state.as_str_name().to_string(),
+                    message: status.message.clone(),
+                    timestamp: rfc3339(now),
+                });
+                let app_id = task.app_id.clone();
+                self.save_app(&app_id);
+            }
+        } else {
+            if state != TaskState::Unspecified && state != TaskState::TaskUnknown {
+                task.state = state.as_str_name().to_string();
+            }
+            if let Some(h) = status.healthy {
+                task.healthy = Some(h);
+            }
+            match state {
+                TaskState::TaskRunning => {
+                    task.unreachable_since = None;
+                    if task.started_at.is_none() {
+                        task.started_at = Some(now);
+                    }
+                }
+                TaskState::TaskUnreachable if task.unreachable_since.is_none() => {
+                    task.unreachable_since = Some(now);
+                }
+                _ => {}
+            }
+            if !status.message.is_empty() {
+                task.message = status.message.clone();
+            }
+            let id = status.task_id.clone();
+            self.save_task(&id);
+        }
+        actions.extend(self.tick(now));
+        actions
+    }
+
+    /// Periodic work: kills the plans ask for, deployments that finished, apps
+    /// destroyed, kills to retry, and suppress/revive as demand changes.
+    pub fn tick(&mut self, now: f64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut pending = 0;
+        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
+        for id in app_ids {
+            let plan = self.plan_for(&id, now);
+            for t in &plan.kill {
+                self.request_kill(t, now, &mut actions);
+            }
+            let app = self.apps.get(&id).expect("listed");
+            let (destroying, has_deployment, backoff_until) =
+                (app.destroying, app.deployment.is_some(), app.backoff.until);
+            if destroying && self.tasks.values().all(|t| t.app_id != id) {
+                self.apps.remove(&id);
+                self.waiting.remove(&id);
+                self.save_app(&id);
+                continue;
+            }
+            if plan.converged && has_deployment {
+                self.apps.get_mut(&id).expect("listed").deployment = None;
+                self.waiting.remove(&id);
+                self.save_app(&id);
+            }
+            if plan.launch > 0 && backoff_until <= now {
+                pending += plan.launch;
+            }
+        }
+        // Launches that never got going, and killed tasks whose agent stays away.
+        let mut expired = Vec::new();
+        let mut stale_launches = Vec::new();
+        for t in self.tasks.values() {
+            let unreachable_limit = self
+                .apps
+                .get(&t.app_id)
+                .map(|a| a.spec.unreachable_replace_seconds)
+                .unwrap_or(60.0);
+            if t.is_killing()
+                && t.unreachable_since
+                    .is_some_and(|since| now - since >= unreachable_limit)
+            {
+                // The master keeps the kill for when the agent returns; a task that
+                // comes back unknown to us is killed on its first update.
+                expired.push(t.id.clone());
+            } else if !t.is_killing()
+                && matches!(
+                    t.task_state(),
+                    TaskState::TaskStaging | TaskState::TaskStarting
+                )
+                && now - t.staged_at >= LAUNCH_TIMEOUT_SECONDS
+            {
+                stale_launches.push(t.id.clone());
+            }
+        }
+        for id in expired {
+            self.tasks.remove(&id);
+            self.save_task(&id);
+        }
+        for id in stale_launches {
+            tracing::warn!(task = %id, "not running {LAUNCH_TIMEOUT_SECONDS} s after its launch: killed and replaced");
+            self.request_kill(&id, now, &mut actions);
+        }
+        // Kills not answered in time are sent again.
+        let grace: HashMap<String, f64> = self
+            .apps
+            .iter()
+            .map(|(k, a)| (k.clone(), a.spec.kill_grace_period_seconds))
+            .collect();
+        let mut resend = Vec::new();
+        for t in self.tasks.values_mut() {
+            if let Some(at) = t.kill_requested_at
+                && now - at >= KILL_RETRY_SECONDS
+            {
+                t.kill_requested_at = Some(now);
+                resend.push((
+                    t.id.clone(),
+                    t.agent_id.clone(),
+                    grace.get(&t.app_id).copied().unwrap_or(3.0),
+                ));
+            }
+        }
+        for (id, agent_id, g) in resend {
+            self.save_task(&id);
+            actions.push(Action::Kill {
+                task_id: id,
+                agent_id,
+                grace_seconds: g,
+            });
+        }
+        // Something pending and no offer for a while (a lost revive, a filter): revive.
+        let starved = pending > 0
+            && now - self.last_offers >= RECONCILE_SECONDS
+            && now - self.last_revive >= RECONCILE_SECONDS;
+        if pending > 0 && (self.suppressed || pending > self.last_pending || starved) {
+            self.suppressed = false;
+            self.last_revive = now;
+            actions.push(Action::Revive);
+        } else if pending == 0 && !self.suppressed {
+            self.suppressed = true;
+            actions.push(Action::Suppress);
+        }
+        self.last_pending = pending;
+        // Tasks whose state we are not sure of are reconciled now and then.
+        if now - self.last_reconcile >= RECONCILE_SECONDS {
+            self.last_reconcile = now;
+            let unsure: Vec<v1::ReconcileTask> = self
+                .tasks
+                .values()
+                .filter(|t| !t.is_running() || t.is_killing())
+                .map(|t| v1::ReconcileTask {
+                    task_id: t.id.clone(),
+                    agent_id: t.agent_id.clone(),
+                })
+                .collect();
+            if !unsure.is_empty() {
+                actions.push(Action::ReconcileTasks(unsure));
+            }
+        }
+        actions
+    }
+
+    /// A REVIVE did not reach the master: the next tick tries again.
+    pub fn revive_failed(&mut self) {
+        self.suppressed = true;
+    }
+
+    fn request_kill(&mut self, task_id: &str, now: f64, actions: &mut Vec<Action>) {
+        let Some(t) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        if t.kill_requested_at.is_some() {
+            return;
+        }
+        t.kill_requested_at = Some(now);
+        let grace = self
+            .apps
+            .get(&t.app_id)
+            .map(|a| a.spec.kill_grace_period_seconds)
+            .unwrap_or(3.0);
+        let agent_id = t.agent_id.clone();
+        self.save_task(task_id);
+        actions.push(Action::Kill {
+            task_id: task_id.to_string(),
+            agent_id,
+            grace_seconds: grace,
+        });
+    }
+
+    fn live_tasks(&self, app_id: &str) -> Vec<&TaskRecord> {
+        self.tasks.values().filter(|t| t.app_id == app_id).collect()
+    }
+
+    fn plan_for(&self, app_id: &str, now: f64) -> Plan {
+        match self.apps.get(app_id) {
+            Some(app) => plan::plan(app, &self.live_tasks(app_id), now),
+            None => Plan::default(),
+        }
+    }
+
+    /// Offers: launch what is pending where it fits and the constraints allow;
+    /// decline the rest.
+    pub fn offers(&mut self, offers: Vec<v1::Offer>, now: f64) -> Vec<Action> {
+        self.last_offers = now;
+        // What each app still needs, in app order.
+        let mut wanted: Vec<(String, u32)> = Vec::new();
+        for (id, app) in &self.apps {
+            if app.destroying || app.backoff.until > now {
+                continue;
+            }
+            let plan = plan::plan(app, &self.live_tasks(id), now);
+            if plan.launch > 0 {
+                wanted.push((id.clone(), plan.launch));
+            }
+        }
+        let mut actions = Vec::new();
+        if wanted.is_empty() {
+            let ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
+            if !ids.is_empty() {
+                actions.push(Action::Decline {
+                    offer_ids: ids,
+                    refuse_seconds: DECLINE_REFUSE_SECONDS,
+                });
+            }
+            actions.extend(self.tick(now));
+            return actions;
+        }
+
+        let mut largest = Largest::default();
+        let mut unmet: HashMap<String, String> = HashMap::new();
+        let mut placed_any: HashMap<String, bool> = HashMap::new();
+        let mut unused = Vec::new();
+        for offer in offers {
+            let Ok(mut available) = offer_resources(&offer) else {
+                unused.push(offer.id.clone());
+                continue;
+            };
+            let available_unreserved = available.unreserved();
+            available = available_unreserved;
+            largest.see(&available);
+            let placement = Placement {
+                hostname: offer.hostname.clone(),
+                attributes: offer
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone()))
+                    .collect(),
+            };
+            let mut launched: Vec<v1::TaskInfo> = Vec::new();
+            // Round robin over the apps until nothing more fits on this offer.
+            loop {
+                let mut progress = false;
+                for (app_id, left) in wanted.iter_mut() {
+                    if *left == 0 {
+                        continue;
+                    }
+                    match self.try_place(app_id, &offer, &placement, &available, now) {
+                        Ok((task, used)) => {
+                            available.subtract(&used);
+                            launched.push(task);
+                            *left -= 1;
+                            progress = true;
+                            placed_any.insert(app_id.clone(), true);
+                        }
+                        Err(reason) => {
+                            if let Some(r) = reason {
+                                unmet.insert(app_id.clone(), r);
+                            }
+                        }
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            }
+            if launched.is_empty() {
+                unused.push(offer.id.clone());
+            } else {
+                actions.push(Action::Launch {
+                    offer_id: offer.id.clone(),
+                    tasks: launched,
+                });
+            }
+        }
+        for (app_id, left) in &wanted {
+            if *left == 0 {
+                self.waiting.remove(app_id);
+                continue;
+            }
+            let reason = match unmet.get(app_id) {
+                Some(r) => r.clone(),
+                None => {
+                    let app = self.apps.get(app_id).expect("listed");
+                    largest.why_not(&needs_of(&app.spec))
+                }
+            };
+            if !placed_any.contains_key(app_id) || !reason.is_empty() {
+                self.waiting.insert(app_id.clone(), reason);
+            }
+        }
+        if !unused.is_empty() {
+            actions.push(Action::Decline {
+                offer_ids: unused,
+                refuse_seconds: DECLINE_REFUSE_SECONDS,
+            });
+        }
+        actions.extend(self.tick(now));
+        actions
+    }
+
+    /// Places one task of `app_id` on the offer: Ok(task, resources used), or
+    /// Err(Some(reason)) when a constraint forbids it, Err(None) when it does not fit.
+    fn try_place(
+        &mut self,
+        app_id: &str,
+        offer: &v1::Offer,
+        placement: &Placement,
+        available: &Resources,
+        now: f64,
+    ) -> Result<(v1::TaskInfo, Resources), Option<String>> {
+        let app = self.apps.get(app_id).ok_or(None)?;
+        let spec = &app.spec;
+        // Resources first.
+        let mut needs = needs_of(spec);
+        let free_ports = available.ports();
+        let mut ports: Vec<u16> = Vec::new();
+        let mut taken = RangeSet::new();
+        for p in &spec.ports {
+            let want = match p {
+                PortSpec::Host(h) => *h,
+                PortSpec::Mapping(m) => m.host_port,
+            };
+            if want != 0 {
+                if !free_ports.contains_value(want as u64) || taken.contains_value(want as u64) {
+                    return Err(None);
+                }
+                taken.insert(want as u64, want as u64);
+                ports.push(want);
+            } else {
+                ports.push(0);
+            }
+        }
+        for slot in ports.iter_mut() {
+            if *slot == 0 {
+                let mut left = free_ports.clone();
+                left.remove(&taken);
+                let one = left.take_lowest(1).ok_or(None)?;
+                let v = one.ranges()[0].0;
+                taken.insert(v, v);
+                *slot = v as u16;
+            }
+        }
+        if !taken.is_empty() {
+            needs = needs.with_ranges("ports", taken);
+        }
+        if !available.contains(&needs) {
+            return Err(None);
+        }
+        // Then constraints, against where the app's tasks run.
+        if !spec.constraints.is_empty() {
+            let compiled = Compiled::new(&spec.constraints).map_err(|e| Some(e.to_string()))?;
+            let placed: Vec<Placement> = self
+                .tasks
+                .values()
+                .filter(|t| t.app_id == app_id && !t.is_killing())
+                .map(|t| Placement {
+                    hostname: t.hostname.clone(),
+                    attributes: t.attributes.clone(),
+                })
+                .collect();
+            let refs: Vec<&Placement> = placed.iter().collect();
+            compiled
+                .check(placement, &refs)
+                .map_err(|unmet| Some(unmet.to_string()))?;
+        }
+        let task_id = self.next_id(app_id);
+        let app = self.apps.get(app_id).expect("checked");
+        let task = build_task(app, &task_id, &offer.agent_id, &needs, &ports);
+        let record = TaskRecord {
+            id: task_id.clone(),
+            app_id: app_id.to_string(),
+            version: app.version.clone(),
+            agent_id: offer.agent_id.clone(),
+            hostname: offer.hostname.clone(),
+            agent_address: offer.agent_address.clone(),
+            attributes: placement.attributes.clone(),
+            ports,
+            state: TaskState::TaskStaging.as_str_name().to_string(),
+            healthy: None,
+            staged_at: now,
+            started_at: None,
+            message: String::new(),
+            kill_requested_at: None,
+            unreachable_since: None,
+            checked: !app.spec.health_checks.is_empty(),
+        };
+        self.tasks.insert(task_id.clone(), record);
+        self.save_task(&task_id);
+        Ok((task, needs))
+    }
+
+    /// A launch the master refused or that was never sent: forget the tasks (the plan
+    /// launches them again). When the outcome is unknown (a timeout), keep them: the
+    /// next reconciliation says what became of them.
+    pub fn launch_failed(&mut self, task_ids: &[String], now: f64) -> Vec<Action> {
+        for id in task_ids {
+            if let Some(t) = self.tasks.get(id)
+                && t.task_state() == TaskState::TaskStaging
+            {
+                self.tasks.remove(id);
+                self.save_task(id);
+            }
+        }
+        self.tick(now)
+    }
+
+    // ---- views -----------------------------------------------------------------
+
+    pub fn app_ids(&self) -> Vec<String> {
+        self.apps.keys().cloned().collect()
+    }
+
+    pub fn app_view(&self, id: &str, now: f64) -> Option<AppView> {
+        let app = self.apps.get(id)?;
+        let tasks = self.live_tasks(id);
+        let c = plan::counts(app, &tasks);
+        let p = plan::plan(app, &tasks, now);
+        let deployment = app.deployment.as_ref().map(|d| DeploymentView {
+            id: d.id.clone(),
+            app_id: id.to_string(),
+            kind: d.kind.clone(),
+            version: d.version.clone(),
+            started_at: rfc3339(d.started_at),
+            target_instances: if app.destroying {
+                0
+            } else {
+                app.spec.instances
+            },
+            ready_instances: p.ready,
+            waiting: self.waiting_reason(app, id, &p, now),
+        });
+        Some(AppView {
+            id: id.to_string(),
+            spec: app.spec.clone(),
+            version: app.version.clone(),
+            instances: if app.destroying {
+                0
+            } else {
+                app.spec.instances
+            },
+            tasks_staged: c.staged,
+            tasks_running: c.running,
+            tasks_healthy: c.healthy,
+            tasks_unhealthy: c.unhealthy,
+            tasks_old_version: c.old_version,
+            deployment,
+            last_failure: app.last_failure.clone(),
+            backoff_seconds: (app.backoff.until > now).then_some(app.backoff.until - now),
+        })
+    }
+
+    fn waiting_reason(&self, app: &AppRecord, id: &str, p: &Plan, now: f64) -> String {
+        if app.backoff.until > now && p.launch > 0 {
+            return format!(
+                "restart backoff: next launch in {:.1} s",
+                app.backoff.until - now
+            );
+        }
+        if p.launch == 0 {
+            if app.deployment.is_none() || p.converged || app.destroying {
+                return String::new();
+            }
+            let n = app.spec.instances;
+            return if p.ready < n {
+                format!(
+                    "waiting for {} new task(s) to be running and healthy",
+                    n - p.ready
+                )
+            } else {
+                "waiting for old tasks to be killed".to_string()
+            };
+        }
+        self.waiting.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn apps(&self, now: f64) -> Vec<AppView> {
+        self.apps
+            .keys()
+            .filter_map(|id| self.app_view(id, now))
+            .collect()
+    }
+
+    pub fn deployments(&self, now: f64) -> Vec<DeploymentView> {
+        self.apps(now)
+            .into_iter()
+            .filter_map(|a| a.deployment)
+            .collect()
+    }
+
+    pub fn task_view(&self, t: &TaskRecord) -> TaskView {
+        TaskView {
+            id: t.id.clone(),
+            app_id: t.app_id.clone(),
+            version: t.version.clone(),
+            agent_id: t.agent_id.clone(),
+            hostname: t.hostname.clone(),
+            agent_address: t.agent_address.clone(),
+            state: t.state.clone(),
+            healthy: t.healthy,
+            ports: t.ports.clone(),
+            staged_at: rfc3339(t.staged_at),
+            started_at: t.started_at.map(rfc3339),
+            message: t.message.clone(),
+        }
+    }
+
+    pub fn tasks(&self, app: Option<&str>) -> Result<Vec<TaskView>, ApiError> {
+        if let Some(a) = app
+            && !self.apps.contains_key(a)
+        {
+            return Err(ApiError::AppNotFound(a.to_string()));
+        }
+        let mut out: Vec<TaskView> = self
+            .tasks
+            .values()
+            .filter(|t| app.is_none_or(|a| t.app_id == a))
+            .map(|t| self.task_view(t))
+            .collect();
+        out.sort_by(|a, b| a.app_id.cmp(&b.app_id).then(a.staged_at.cmp(&b.staged_at)));
+        Ok(out)
+    }
+
+    pub fn task(&self, id: &str) -> Result<TaskView, ApiError> {
+        self.tasks
+            .get(id)
+            .map(|t| self.task_view(t))
+            .ok_or_else(|| ApiError::TaskNotFound(id.to_string()))
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+/// The scalar resources one task of the app needs (ports are added per offer).
+fn needs_of(spec: &AppSpec) -> Resources {
+    let mut r = Resources::new();
+    for (name, v) in [("cpus", spec.cpus), ("mem", spec.mem), ("disk", spec.disk)] {
+        if let Some(s) = Scalar::from_f64(v)
+            && s.is_positive()
+        {
+            r = r.with_scalar(name, s);
+        }
+    }
+    r
+}
+
+/// The largest amount of each resource seen in one offer of a round, to say why
+/// nothing fits.
+#[derive(Default)]
+struct Largest {
+    scalars: BTreeMap<String, Scalar>,
+    ports: u64,
+    offers: u32,
+}
+
+impl Largest {
+    fn see(&mut self, r: &Resources) {
+        self.offers += 1;
+        for name in ["cpus", "mem", "disk"] {
+            let v = r.scalar(name);
+            let e = self.scalars.entry(name.to_string()).or_insert(v);
+            if v > *e {
+                *e = v;
+            }
+        }
+        self.ports = self.ports.max(r.ports().count());
+    }
+
+    fn why_not(&self, needs: &Resources) -> String {
+        if self.offers == 0 {
+            return "waiting for offers".to_string();
+        }
+        let mut short = Vec::new();
+        let mut have = Vec::new();
+        for name in ["cpus", "mem", "disk"] {
+            let need = needs.scalar(name);
+            let best = self.scalars.get(name).copied().unwrap_or_default();
+            if need.is_positive() && best < need {
+                short.push(format!("{name} {need}"));
+                have.push(format!("{name} {best}"));
+            }
+        }
+        if short.is_empty() {
+            let wanted: Vec<String> = ["cpus", "mem", "disk"]
+                .iter()
+                .filter(|n| needs.scalar(n).is_positive())
+                .map(|n| format!("{n} {}", needs.scalar(n)))
+                .collect();
+            return format!(
+                "no offer fits: needs {} (and its ports); no single offer has all of it",
+                wanted.join(", ")
+            );
+        }
+        format!(
+            "no offer fits: needs {}, largest offer has {}",
+            short.join(", "),
+            have.join(", ")
+        )
+    }
+}
+
+/// The TaskInfo for one instance.
+fn build_task(
+    app: &AppRecord,
+    task_id: &str,
+    agent_id: &str,
+    resources: &Resources,
+    ports: &[u16],
+) -> v1::TaskInfo {
+    let spec = &app.spec;
+    let mut env: HashMap<String, String> = spec.env.clone().into_iter().collect();
+    env.insert("STRATA_APP_ID".into(), spec.id.clone());
+    env.insert("STRATA_APP_VERSION".into(), app.version.clone());
+    let command = match (&spec.cmd, spec.args.as_slice()) {
+        (Some(cmd), _) => v1::CommandInfo {
+            shell: true,
+            value: cmd.clone(),
+            arguments: vec![],
+            environment: env,
+            user: spec.user.clone().unwrap_or_default(),
+        },
+        (None, [program, rest @ ..]) if spec.image.is_none() => v1::CommandInfo {
+            shell: false,
+            value: program.clone(),
+            arguments: rest.to_vec(),
+            environment: env,
+            user: spec.user.clone().unwrap_or_default(),
+        },
+        (None, args) => v1::CommandInfo {
+            shell: false,
+            value: String::new(),
+            arguments: args.to_vec(),
+            environment: env,
+            user: spec.user.clone().unwrap_or_default(),
+        },
+    };
+    let container = spec.image.as_ref().map(|image| {
+        let network = match spec.network.as_deref() {
+            Some("bridge") => v1::docker_info::Network::Bridge,
+            Some("none") => v1::docker_info::Network::None,
+            _ => v1::docker_info::Network::Host,
+        };
+        let pull = match spec.pull.as_deref() {
+            Some("always") => v1::docker_info::PullPolicy::Always,
+            Some("never") => v1::docker_info::PullPolicy::Never,
+            _ => v1::docker_info::PullPolicy::IfNotPresent,
+        };
+        let port_mappings = spec
+            .ports
+            .iter()
+            .zip(ports)
+            .filter_map(|(p, host)| match p {
+                PortSpec::Mapping(m) => m.container_port.map(|c| v1::docker_info::PortMapping {
+                    host_port: *host as u32,
+                    container_port: c as u32,
+                    protocol: m.protocol.clone().unwrap_or_default(),
+                }),
+                PortSpec::Host(_) => None,
+            })
+            .collect();
+        v1::ContainerInfo {
+            r#type: v1::container_info::Type::Docker as i32,
+            docker: Some(v1::DockerInfo {
+                image: image.clone(),
+                network: network as i32,
+                port_mappings,
+                pull_policy: pull as i32,
+                force_pull: false,
+            }),
+            volumes: vec![],
+        }
+    });
+    let health_check = spec.health_checks.first().map(|h| {
+        let kind = match h.protocol.as_str() {
+            "http" => v1::health_check::Type::Http,
+            "tcp" => v1::health_check::Type::Tcp,
+            _ => v1::health_check::Type::Command,
+        };
+        v1::HealthCheck {
+            r#type: kind as i32,
+            path: h.path.clone().unwrap_or_default(),
+            port: ports.get(h.port_index).copied().unwrap_or(0) as u32,
+            command: h.command.clone().unwrap_or_default(),
+            delay_seconds: Some(h.delay_seconds),
+            interval_seconds: Some(h.interval_seconds),
+            timeout_seconds: Some(h.timeout_seconds),
+            grace_period_seconds: Some(h.grace_period_seconds),
+            consecutive_failures: Some(h.max_consecutive_failures),
+        }
+    });
+    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+    labels.insert("strata.app".into(), spec.id.clone());
+    labels.insert("strata.version".into(), app.version.clone());
+    v1::TaskInfo {
+        task_id: task_id.to_string(),
+        name: spec.id.clone(),
+        agent_id: agent_id.to_string(),
+        resources: resources.to_proto(),
+        command: Some(command),
+        kill_policy: Some(v1::KillPolicy {
+            grace_period_seconds: Some(spec.kill_grace_period_seconds),
+        }),
+        labels,
+        data: vec![],
+        container,
+        health_check,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> AppSpec {
+        AppSpec::from_json(json).unwrap()
+    }
+
+    fn offer(id: &str, agent: &str, host: &str, cpus: f64) -> v1::Offer {
+        v1::Offer {
+            id: id.into(),
+            framework_id: "fw".into(),
+            agent_id: agent.into(),
+            hostname: host.into(),
+            role: "*".into(),
+            resources: Resources::parse(&format!("cpus:{cpus};mem:1024;ports:[31000-31010]"))
+                .unwrap()
+                .to_proto(),
+            attributes: vec![],
+            agent_address: format!("{host}:5051"),
+        }
+    }
+
+    fn launched(actions: &[Action]) -> Vec<v1::TaskInfo> {
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Launch { tasks, .. } => tasks.clone(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    fn status(task: &str, state: TaskState) -> v1::TaskStatus {
+        v1::TaskStatus {
+            task_id: task.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn launches_what_fits_then_suppresses_and_revives_on_new_demand() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        let (_, actions) = c
+            .deploy(
+                spec(serde_json::json!({"id": "a", "cmd": "x", "instances": 2, "cpus": 1})),
+                false,
+                1.0,
+            )
+            .unwrap();
+        assert!(actions.contains(&Action::Revive), "{actions:?}");
+        let actions = c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0);
+        let tasks = launched(&actions);
+        assert_eq!(tasks.len(), 2);
+        for t in &tasks {
+            c.status(&status(&t.task_id, TaskState::TaskRunning), 3.0);
+        }
+        // Converged: nothing pending, offers suppressed, the deployment is over.
+        let actions = c.tick(4.0);
+        assert!(c.apps(4.0)[0].deployment.is_none());
+        assert!(
+            actions.contains(&Action::Suppress) || c.suppressed,
+            "{actions:?}"
+        );
+        // A new instance wanted: revive.
+        let (_, actions) = c.scale("a", 3, 5.0).unwrap();
+        assert!(actions.contains(&Action::Revive), "{actions:?}");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_and_a_new_version_resets_it() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(
+            spec(serde_json::json!({"id": "a", "cmd": "x", "cpus": 1,
+                "backoff": {"seconds": 2, "factor": 2, "max_seconds": 5}})),
+            false,
+            1.0,
+        )
+        .unwrap();
+        let mut now = 2.0;
+        let mut delays = Vec::new();
+        for i in 0..4 {
+            let tasks = launched(&c.offers(vec![offer(&format!("o{i}"), "ag1", "h1", 4.0)], now));
+            assert_eq!(tasks.len(), 1, "launch {i} at {now}");
+            c.status(&status(&tasks[0].task_id, TaskState::TaskFailed), now);
+            let wait = c.apps(now)[0].backoff_seconds.expect("backing off");
+            delays.push((wait * 1000.0).round() / 1000.0);
+            // Nothing is launched while backing off.
+            assert!(launched(&c.offers(vec![offer("x", "ag1", "h1", 4.0)], now + 0.1)).is_empty());
+            now += wait + 0.01;
+        }
+        assert_eq!(delays, vec![2.0, 4.0, 5.0, 5.0]);
+        let (view, _) = c.restart("a", now).unwrap();
+        assert!(view.backoff_seconds.is_none());
+    }
+
+    #[test]
+    fn an_unknown_running_task_is_killed_and_a_reconciled_gone_task_is_replaced() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        let actions = c.status(&status("stranger", TaskState::TaskRunning), 1.0);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Kill { task_id, .. } if task_id == "stranger"))
+        );
+
+        c.deploy(
+            spec(serde_json::json!({"id": "a", "cmd": "x", "cpus": 1})),
+            false,
+            1.0,
+        )
+        .unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        assert_eq!(tasks.len(), 1);
+        // After a restart, the master says it never heard of it.
+        c.status(&status(&tasks[0].task_id, TaskState::TaskGone), 3.0);
+        assert!(c.tasks(None).unwrap().is_empty());
+        assert_eq!(c.apps(3.0)[0].tasks_staged, 0);
+    }
+
+    #[test]
+    fn a_task_stuck_in_staging_is_killed_after_the_launch_timeout() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(
+            spec(serde_json::json!({"id": "a", "cmd": "x", "cpus": 1})),
+            false,
+            1.0,
+        )
+        .unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        let actions = c.tick(2.0 + LAUNCH_TIMEOUT_SECONDS + 1.0);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Kill { task_id, .. } if *task_id == tasks[0].task_id)),
+            "{actions:?}"
+        );
+        // And a replacement is wanted at once.
+        let more = launched(&c.offers(
+            vec![offer("o2", "ag1", "h1", 4.0)],
+            2.0 + LAUNCH_TIMEOUT_SECONDS + 2.0,
+        ));
+        assert_eq!(more.len(), 1);
+    }
+
+    #[test]
+    fn unmet_resources_and_constraints_are_explained() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(
+            spec(serde_json::json!({"id": "big", "cmd": "x", "cpus": 2})),
+            false,
+            1.0,
+        )
+        .unwrap();
+        c.offers(vec![offer("o1", "ag1", "h1", 1.5)], 2.0);
+        let d = c.apps(2.0)[0].deployment.clone().unwrap();
+        assert_eq!(
+            d.waiting,
+            "no offer fits: needs cpus 2, largest offer has cpus 1.5"
+        );
+
+        c.deploy(
+            spec(
+                serde_json::json!({"id": "u", "cmd": "x", "cpus": 0.1, "instances": 2,
+                "constraints": ["hostname UNIQUE"]}),
+            ),
+            false,
+            3.0,
+        )
+        .unwrap();
+        let tasks = launched(&c.offers(vec![offer("o2", "ag1", "h1", 1.0)], 4.0));
+        assert_eq!(tasks.len(), 1);
+        let u = c.app_view("u", 4.0).unwrap();
+        let waiting = u.deployment.unwrap().waiting;
+        assert!(waiting.contains("hostname UNIQUE"), "{waiting}");
+    }
+}

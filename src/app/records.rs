@@ -1,0 +1,110 @@
+//! What the container framework persists: apps (spec, version, deployment, backoff)
+//! and tasks (where they run, their last known state).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use strata_proto::v1::TaskState;
+
+use super::spec::AppSpec;
+use super::view::TaskFailureView;
+
+/// One app as the framework keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub spec: AppSpec,
+    /// The configuration version tasks are launched with (changes with everything in
+    /// the spec but `instances`, and on restart).
+    pub version: String,
+    /// Set by `app rm`: every task is killed and the app removed once none is left.
+    #[serde(default)]
+    pub destroying: bool,
+    #[serde(default)]
+    pub deployment: Option<DeploymentRecord>,
+    #[serde(default)]
+    pub backoff: BackoffState,
+    #[serde(default)]
+    pub last_failure: Option<TaskFailureView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    /// create, update, scale, restart or destroy.
+    pub kind: String,
+    pub version: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: f64,
+}
+
+/// The restart backoff of an app: the current delay and when launching may resume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackoffState {
+    /// The delay applied after the latest failure (0: none yet).
+    pub delay: f64,
+    /// Seconds since the Unix epoch before which no task of the app is launched.
+    pub until: f64,
+}
+
+/// One task of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub app_id: String,
+    pub version: String,
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_address: String,
+    /// The agent's attributes (for constraints).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    /// The last state reported (as its Mesos name, e.g. `TASK_RUNNING`).
+    pub state: String,
+    #[serde(default)]
+    pub healthy: Option<bool>,
+    pub staged_at: f64,
+    #[serde(default)]
+    pub started_at: Option<f64>,
+    #[serde(default)]
+    pub message: String,
+    /// The framework asked for it to be killed (at this time): it no longer counts
+    /// towards the app's instances, and its end is not a failure.
+    #[serde(default)]
+    pub kill_requested_at: Option<f64>,
+    /// When the task became unreachable (its agent stopped answering).
+    #[serde(default)]
+    pub unreachable_since: Option<f64>,
+    /// Launched with a health check (its health counts only then).
+    #[serde(default)]
+    pub checked: bool,
+}
+
+impl TaskRecord {
+    pub fn task_state(&self) -> TaskState {
+        TaskState::from_str_name(&self.state).unwrap_or(TaskState::Unspecified)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.task_state() == TaskState::TaskRunning
+    }
+
+    pub fn is_killing(&self) -> bool {
+        self.kill_requested_at.is_some()
+    }
+}
+
+/// Seconds since the Unix epoch, as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339(epoch: f64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs_f64(epoch.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, in seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

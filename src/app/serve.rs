@@ -1,0 +1,158 @@
+//! `strata serve`: runs the container framework (subscribes to the master as the
+//! framework `strata`, serves the App API, keeps apps running) until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_framework_sdk::{Driver, DriverOptions};
+use strata_proto::v1;
+use tokio::net::TcpListener;
+
+use super::core::Core;
+use super::service::{AppScheduler, Service};
+use super::store::Store;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The master's address.
+    #[arg(long, default_value = "127.0.0.1:5050", env = "STRATA_MASTER")]
+    pub master: String,
+    /// Where the App API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the framework keeps its state (apps, tasks, its framework id).
+    #[arg(long, default_value = "/var/lib/strata/apps")]
+    pub state_dir: PathBuf,
+    /// The role the framework subscribes with.
+    #[arg(long, default_value = "*")]
+    pub role: String,
+    /// The framework's name at the master.
+    #[arg(long, default_value = "strata")]
+    pub name: String,
+    /// How long the master keeps the framework's tasks while it is away (Marathon: a week).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub failover_timeout: Duration,
+    /// How often deployments are re-evaluated.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "strata serve: master {}; App API listening on {}",
+        args.master,
+        listener.local_addr()?
+    );
+    run(args, listener, shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// Runs the framework on `listener` until `stop` resolves. Used by `strata serve`
+/// and `strata local`.
+pub async fn run(
+    args: ServeArgs,
+    listener: TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Store::open(&args.state_dir)?;
+    let loaded = store.load()?;
+    tracing::info!(
+        apps = loaded.apps.len(),
+        tasks = loaded.tasks.len(),
+        framework_id = ?loaded.framework_id,
+        "state loaded"
+    );
+    let framework = v1::FrameworkInfo {
+        id: loaded.framework_id.clone().unwrap_or_default(),
+        name: args.name.clone(),
+        user: String::new(),
+        roles: vec![args.role.clone()],
+        failover_timeout_seconds: args.failover_timeout.as_secs_f64(),
+        capabilities: vec![
+            v1::FrameworkCapability::PartitionAware as i32,
+            v1::FrameworkCapability::TaskKillingState as i32,
+        ],
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        principal: String::new(),
+    };
+    let core = Core::restore(loaded.apps, loaded.tasks, loaded.framework_id);
+    let (service, actions) = Service::new(core, store, args.master.clone());
+    let executor = tokio::spawn(service.clone().executor(actions));
+    let driver = Driver::new(
+        args.master.clone(),
+        framework,
+        AppScheduler {
+            service: service.clone(),
+        },
+    )
+    .with_options(DriverOptions::default());
+    let handle = driver.handle();
+    service.set_driver(handle.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let api = super::api::router(service.clone());
+    let http = tokio::spawn({
+        let stop = stopped();
+        async move {
+            axum::serve(listener, api)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    });
+    let ticker = tokio::spawn(service.clone().tick_loop(args.tick, stopped()));
+    let mut driver_task = tokio::spawn(driver.run());
+
+    tokio::pin!(stop);
+    let outcome = tokio::select! {
+        _ = &mut stop => None,
+        r = &mut driver_task => Some(r),
+    };
+    // Stop without tearing down: the master keeps the tasks for the failover timeout.
+    handle.stop();
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    executor.abort();
+    match tokio::time::timeout(Duration::from_secs(5), http).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "App API server"),
+        Err(_) => tracing::warn!("App API server did not stop within 5 s"),
+        _ => {}
+    }
+    match outcome {
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+            Ok(())
+        }
+        Some(Ok(Ok(_))) => Ok(()),
+        Some(Ok(Err(e))) => Err(anyhow::anyhow!(e).context("the framework stopped")),
+        Some(Err(e)) => Err(anyhow::anyhow!("the framework driver panicked: {e}")),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

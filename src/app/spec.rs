@@ -1,0 +1,2026 @@
+//! App specs: what a user deploys (YAML or JSON), parsed and validated with the
+//! offending field named.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An app: `instances` copies of a command or a Docker image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Lower-case letters, digits, '-' and '.', starting and ending with a letter or
+    /// digit, at most 63 characters.
+    pub id: String,
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// A shell command (`/bin/sh -c`). With `image`, the command run in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    /// Without `cmd`: the program and its arguments (`args[0]` is the program). With
+    /// `image` and no `cmd`: the arguments passed to the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A Docker image: the task runs in a container of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Docker networking: host (default), bridge or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Docker image pull policy: if-not-present (default), always or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<String>,
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// MB.
+    #[serde(default = "default_mem")]
+    pub mem: f64,
+    /// MB.
+    #[serde(default)]
+    pub disk: f64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Host ports, one per entry; tasks see `$PORT0`, `$PORT1`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Placement constraints, e.g. `hostname UNIQUE` or `["rack", "CLUSTER", "a"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheckSpec>,
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Seconds between SIGTERM and SIGKILL when a task is killed.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_period_seconds: f64,
+    /// How long a task on an unreachable agent may stay unreachable before it is
+    /// replaced.
+    #[serde(default = "default_unreachable")]
+    pub unreachable_replace_seconds: f64,
+    /// Run the task as this user (when the agent runs as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One port: a number (the host port; 0 = any offered port) or a mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Host(u16),
+    Mapping(PortMapping),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// The host port; 0 (default) = any offered port.
+    #[serde(default)]
+    pub host_port: u16,
+    /// Docker bridge networking: the port inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    /// tcp (default) or udp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A placement constraint on agents: a field (`hostname` or an agent attribute),
+/// an operator and, for most operators, a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ConstraintRepr", into = "ConstraintRepr")]
+pub struct Constraint {
+    pub field: String,
+    pub operator: Operator,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ConstraintRepr {
+    /// `"hostname UNIQUE"`, `"rack CLUSTER a"`, `"rack LIKE r[12]"`.
+    Text(String),
+    /// `["hostname", "UNIQUE"]`, `["rack", "MAX_PER", "2"]`.
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operator {
+    /// At most one task per distinct value of the field.
+    Unique,
+    /// Only on agents whose field equals the value.
+    Cluster(String),
+    /// At most n tasks per distinct value of the field.
+    MaxPer(u32),
+    /// Only on agents whose field matches the regex (the whole value).
+    Like(String),
+    /// Only on agents whose field does not match the regex (the whole value).
+    Unlike(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// http, tcp or command.
+    pub protocol: String,
+    /// http: the request path (default "/").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// http and tcp: which of the app's ports to check.
+    #[serde(default)]
+    pub port_index: usize,
+    /// command: the shell command; exit 0 is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default = "default_hc_delay")]
+    pub delay_seconds: f64,
+    #[serde(default = "default_hc_interval")]
+    pub interval_seconds: f64,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "default_hc_grace")]
+    pub grace_period_seconds: f64,
+    /// Kill and replace the task after this many failures in a row; 0 = never.
+    #[serde(default = "default_hc_failures")]
+    pub max_consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeStrategy {
+    /// The share of `instances` that must stay healthy during a rolling update, 0..=1.
+    #[serde(default = "one")]
+    pub minimum_health_capacity: f64,
+    /// The share of `instances` that may run above `instances` during one, 0..=1.
+    #[serde(default = "one")]
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+/// The delay before replacing a failed task: `seconds`, multiplied by `factor` on each
+/// failure up to `max_seconds`; reset by a new version of the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "one")]
+    pub seconds: f64,
+    #[serde(default = "default_backoff_factor")]
+    pub factor: f64,
+    #[serde(default = "default_backoff_max")]
+    pub max_seconds: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            seconds: 1.0,
+            factor: default_backoff_factor(),
+            max_seconds: default_backoff_max(),
+        }
+    }
+}
+
+fn default_instances() -> u32 {
+    1
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_mem() -> f64 {
+    128.0
+}
+fn default_kill_grace() -> f64 {
+    3.0
+}
+fn default_unreachable() -> f64 {
+    60.0
+}
+fn default_hc_delay() -> f64 {
+    15.0
+}
+fn default_hc_interval() -> f64 {
+    10.0
+}
+fn default_hc_timeout() -> f64 {
+    20.0
+}
+fn default_hc_grace() -> f64 {
+    300.0
+}
+fn default_hc_failures() -> u32 {
+    3
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_backoff_factor() -> f64 {
+    1.15
+}
+fn default_backoff_max() -> f64 {
+    300.0
+}
+
+/// Why a spec was refused: the offending field (a path such as
+/// `health_checks[0].port_index`) and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+        SpecError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The field named by errors about the document as a whole (not a mapping, text after
+/// the JSON object, several YAML documents). Syntax errors are named by the field
+/// being read when the parser met them.
+const ROOT_FIELD: &str = "spec";
+
+const MAX_INSTANCES: u32 = 10_000;
+const MAX_CPUS: f64 = 1024.0;
+const MIN_MEM: f64 = 4.0;
+
+impl AppSpec {
+    /// Parses a spec written in YAML or JSON, then validates it. Text that looks like
+    /// a JSON object (`{` then `"` or `}`) is parsed as JSON, for its better messages;
+    /// anything else as YAML (which includes flow mappings such as `{id: web}`).
+    pub fn parse(text: &str) -> Result<AppSpec, SpecError> {
+        let looks_like_json = text
+            .trim_start()
+            .strip_prefix('{')
+            .is_some_and(|rest| rest.trim_start().starts_with(['"', '}']));
+        if looks_like_json {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let spec =
+                serde_path_to_error::deserialize::<_, AppSpec>(&mut de).map_err(path_error)?;
+            de.end()
+                .map_err(|e| SpecError::new(ROOT_FIELD, e.to_string()))?;
+            return spec.validated();
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize::<_, AppSpec>(de)
+            .map_err(path_error)?
+            .validated()
+    }
+
+    /// Builds a spec from a JSON value (e.g. an HTTP request body), then validates it.
+    pub fn from_json(value: serde_json::Value) -> Result<AppSpec, SpecError> {
+        serde_path_to_error::deserialize::<_, AppSpec>(value)
+            .map_err(path_error)?
+            .validated()
+    }
+
+    fn validated(self) -> Result<AppSpec, SpecError> {
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every rule; the first failure names its field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_id(&self.id)?;
+        if self.instances > MAX_INSTANCES {
+            return Err(SpecError::new(
+                "instances",
+                format!("{} is more than {MAX_INSTANCES}", self.instances),
+            ));
+        }
+        self.validate_command()?;
+        if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= MAX_CPUS) {
+            return Err(SpecError::new(
+                "cpus",
+                format!(
+                    "must be more than 0 and at most {MAX_CPUS}, got {}",
+                    self.cpus
+                ),
+            ));
+        }
+        at_least("mem", self.mem, MIN_MEM)?;
+        at_least("disk", self.disk, 0.0)?;
+        for (key, value) in &self.env {
+            if key.is_empty() {
+                return Err(SpecError::new("env", "a variable name is empty"));
+            }
+            if key.contains('=') || key.contains('\0') {
+                return Err(SpecError::new(
+                    "env",
+                    format!("variable name {key:?} contains '=' or NUL"),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(SpecError::new(
+                    format!("env.{key}"),
+                    "the value contains NUL",
+                ));
+            }
+        }
+        self.validate_docker()?;
+        self.validate_ports()?;
+        for (i, constraint) in self.constraints.iter().enumerate() {
+            if let Some(reason) = constraint.problem() {
+                return Err(SpecError::new(format!("constraints[{i}]"), reason));
+            }
+        }
+        for (i, check) in self.health_checks.iter().enumerate() {
+            check.validate(&format!("health_checks[{i}]"), self.ports.len())?;
+        }
+        if self.health_checks.len() > 1 {
+            return Err(SpecError::new(
+                "health_checks[1]",
+                "one health check per app is supported (the agent runs one per task)",
+            ));
+        }
+        self.upgrade_strategy.validate()?;
+        self.backoff.validate()?;
+        seconds(
+            "kill_grace_period_seconds",
+            self.kill_grace_period_seconds,
+            0.0,
+        )?;
+        seconds(
+            "unreachable_replace_seconds",
+            self.unreachable_replace_seconds,
+            0.0,
+        )?;
+        if let Some(user) = &self.user
+            && user.is_empty()
+        {
+            return Err(SpecError::new("user", "must not be empty"));
+        }
+        if self.labels.keys().any(String::is_empty) {
+            return Err(SpecError::new("labels", "a label key is empty"));
+        }
+        Ok(())
+    }
+
+    /// Exactly one of `cmd`, `args` or `image`; `image` may come with either.
+    fn validate_command(&self) -> Result<(), SpecError> {
+        if self.cmd.is_some() && !self.args.is_empty() {
+            return Err(SpecError::new(
+                "args",
+                "cmd and args are mutually exclusive",
+            ));
+        }
+        if self.cmd.is_none() && self.args.is_empty() && self.image.is_none() {
+            return Err(SpecError::new(
+                "cmd",
+                "one of cmd, args or image is required",
+            ));
+        }
+        if let Some(cmd) = &self.cmd {
+            if cmd.trim().is_empty() {
+                return Err(SpecError::new("cmd", "must not be empty"));
+            }
+            if cmd.contains('\0') {
+                return Err(SpecError::new("cmd", "contains NUL"));
+            }
+        }
+        for (i, arg) in self.args.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(SpecError::new(format!("args[{i}]"), "contains NUL"));
+            }
+        }
+        if self.image.is_none() && self.args.first().is_some_and(|program| program.is_empty()) {
+            return Err(SpecError::new("args[0]", "the program must not be empty"));
+        }
+        if let Some(image) = &self.image
+            && image.trim().is_empty()
+        {
+            return Err(SpecError::new("image", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_docker(&self) -> Result<(), SpecError> {
+        for (field, value, allowed) in [
+            ("network", &self.network, &["host", "bridge", "none"][..]),
+            (
+                "pull",
+                &self.pull,
+                &["if-not-present", "always", "never"][..],
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            if self.image.is_none() {
+                return Err(SpecError::new(field, "only with image"));
+            }
+            one_of(field, value, allowed)?;
+        }
+        Ok(())
+    }
+
+    fn validate_ports(&self) -> Result<(), SpecError> {
+        let bridge = self.image.is_some() && self.network.as_deref() == Some("bridge");
+        let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let (field, host_port) = match port {
+                PortSpec::Host(host_port) => {
+                    if bridge {
+                        return Err(SpecError::new(
+                            format!("ports[{i}]"),
+                            "with network bridge every port needs a container_port",
+                        ));
+                    }
+                    (format!("ports[{i}]"), *host_port)
+                }
+                PortSpec::Mapping(mapping) => {
+                    let container_port = format!("ports[{i}].container_port");
+                    match (bridge, mapping.container_port) {
+                        (true, None) => {
+                            return Err(SpecError::new(
+                                container_port,
+                                "with network bridge every port needs a container_port",
+                            ));
+                        }
+                        (false, Some(_)) => {
+                            return Err(SpecError::new(
+                                container_port,
+                                "only with image and network bridge",
+                            ));
+                        }
+                        _ => {}
+                    }
+                    if let Some(protocol) = &mapping.protocol {
+                        one_of(&format!("ports[{i}].protocol"), protocol, &["tcp", "udp"])?;
+                    }
+                    (format!("ports[{i}].host_port"), mapping.host_port)
+                }
+            };
+            if host_port != 0
+                && let Some(first) = seen.insert(host_port, i)
+            {
+                return Err(SpecError::new(
+                    field,
+                    format!("host port {host_port} is also ports[{first}]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HealthCheckSpec {
+    fn validate(&self, at: &str, ports: usize) -> Result<(), SpecError> {
+        let field = |name: &str| format!("{at}.{name}");
+        one_of(
+            &field("protocol"),
+            &self.protocol,
+            &["http", "tcp", "command"],
+        )?;
+        let command = self.protocol == "command";
+        if command {
+            match &self.command {
+                None => {
+                    return Err(SpecError::new(
+                        field("command"),
+                        "required with protocol command",
+                    ));
+                }
+                Some(c) if c.trim().is_empty() => {
+                    return Err(SpecError::new(field("command"), "must not be empty"));
+                }
+                Some(_) => {}
+            }
+        } else {
+            if self.command.is_some() {
+                return Err(SpecError::new(
+                    field("command"),
+                    "only with protocol command",
+                ));
+            }
+            if self.port_index >= ports {
+                return Err(SpecError::new(
+                    field("port_index"),
+                    format!(
+                        "port_index {} but the app has {ports} port(s)",
+                        self.port_index
+                    ),
+                ));
+            }
+        }
+        if let Some(path) = &self.path {
+            if self.protocol != "http" {
+                return Err(SpecError::new(field("path"), "only with protocol http"));
+            }
+            if !path.starts_with('/') {
+                return Err(SpecError::new(
+                    field("path"),
+                    format!("must start with '/', got {path:?}"),
+                ));
+            }
+        }
+        seconds(&field("delay_seconds"), self.delay_seconds, 0.0)?;
+        positive(&field("interval_seconds"), self.interval_seconds)?;
+        seconds(&field("interval_seconds"), self.interval_seconds, 0.0)?;
+        positive(&field("timeout_seconds"), self.timeout_seconds)?;
+        seconds(&field("timeout_seconds"), self.timeout_seconds, 0.0)?;
+        seconds(
+            &field("grace_period_seconds"),
+            self.grace_period_seconds,
+            0.0,
+        )?;
+        Ok(())
+    }
+}
+
+impl UpgradeStrategy {
+    fn validate(&self) -> Result<(), SpecError> {
+        for (name, value) in [
+            ("minimum_health_capacity", self.minimum_health_capacity),
+            ("maximum_over_capacity", self.maximum_over_capacity),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SpecError::new(
+                    format!("upgrade_strategy.{name}"),
+                    format!("must be between 0 and 1, got {value}"),
+                ));
+            }
+        }
+        if self.minimum_health_capacity == 1.0 && self.maximum_over_capacity == 0.0 {
+            return Err(SpecError::new(
+                "upgrade_strategy",
+                "minimum_health_capacity 1 with maximum_over_capacity 0: such an update \
+                 could never make progress (no old task may stop, no new task may start)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Backoff {
+    fn validate(&self) -> Result<(), SpecError> {
+        seconds("backoff.seconds", self.seconds, 0.0)?;
+        at_least("backoff.factor", self.factor, 1.0)?;
+        seconds("backoff.max_seconds", self.max_seconds, 0.0)?;
+        if !(self.max_seconds.is_finite() && self.max_seconds >= self.seconds) {
+            return Err(SpecError::new(
+                "backoff.max_seconds",
+                format!(
+                    "must be at least backoff.seconds ({}), got {}",
+                    self.seconds, self.max_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_id(id: &str) -> Result<(), SpecError> {
+    let reason = if id.is_empty() {
+        "must not be empty".to_string()
+    } else if id.len() > 63 {
+        format!("{} characters, at most 63", id.len())
+    } else if let Some(c) = id
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+    {
+        format!("{c:?} is not allowed: lower-case letters, digits, '-' and '.' only")
+    } else if !id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !id.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "must start and end with a lower-case letter or a digit".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::new("id", reason))
+}
+
+fn at_least(field: &str, value: f64, min: f64) -> Result<(), SpecError> {
+    if value.is_finite() && value >= min {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("must be a number of at least {min}, got {value}"),
+        ))
+    }
+}
+
+/// The longest duration a spec may name: a year (what the agent accepts for health
+/// checks, and far below what timers can hold).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A duration in seconds: at least `min`, at most a year.
+fn seconds(field: &str, value: f64, min: f64) -> Result<(), SpecError> {
+    at_least(field, value, min)?;
+    if value > MAX_SECONDS {
+        return Err(SpecError::new(
+            field,
+            format!("must be at most {MAX_SECONDS} seconds (a year), got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn positive(field: &str, value: f64) -> Result<(), SpecError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("must be a number more than 0, got {value}"),
+        ))
+    }
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), SpecError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("expected one of {}, got {value:?}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// Turns a deserialization error into a [`SpecError`] naming the path of the field.
+fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> SpecError {
+    let mut field = match err.path().to_string() {
+        root if root == "." => String::new(),
+        path => path,
+    };
+    let mut reason = err.inner().to_string();
+    // serde_yaml names the path itself (or that of a parent): drop it.
+    if let Some((prefix, rest)) = reason.split_once(": ")
+        && field.strip_prefix(prefix).is_some_and(|after| {
+            after.is_empty() || after.starts_with('.') || after.starts_with('[')
+        })
+    {
+        reason = rest.to_string();
+    }
+    let join = |field: &str, name: &str| {
+        if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
+    if let Some((name, tail)) = reason
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        field = join(&field, name);
+        reason = format!("missing field{tail}");
+    } else if let Some((name, tail)) = reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        // serde_path_to_error usually has the unknown key as the last segment already.
+        if field != name && !field.ends_with(&format!(".{name}")) {
+            field = join(&field, name);
+        }
+        reason = format!("unknown field{tail}");
+    } else if let Some(tail) =
+        reason.strip_prefix("data did not match any variant of untagged enum PortSpec")
+    {
+        reason = format!(
+            "expected a host port number (0-65535) or a mapping of host_port, \
+             container_port, protocol and name{tail}"
+        );
+    } else if let Some(tail) =
+        reason.strip_prefix("data did not match any variant of untagged enum ConstraintRepr")
+    {
+        reason = format!(
+            "expected a string such as \"rack CLUSTER a\" or a list of strings such as \
+             [\"rack\", \"CLUSTER\", \"a\"]{tail}"
+        );
+    }
+    if field.is_empty() {
+        field = ROOT_FIELD.to_string();
+    }
+    SpecError { field, reason }
+}
+
+impl Operator {
+    fn name(&self) -> &'static str {
+        match self {
+            Operator::Unique => "UNIQUE",
+            Operator::Cluster(_) => "CLUSTER",
+            Operator::MaxPer(_) => "MAX_PER",
+            Operator::Like(_) => "LIKE",
+            Operator::Unlike(_) => "UNLIKE",
+        }
+    }
+
+    fn value(&self) -> Option<String> {
+        match self {
+            Operator::Unique => None,
+            Operator::Cluster(v) | Operator::Like(v) | Operator::Unlike(v) => Some(v.clone()),
+            Operator::MaxPer(n) => Some(n.to_string()),
+        }
+    }
+}
+
+impl Constraint {
+    /// Parses the parts of a constraint, without the checks of [`Constraint::problem`].
+    fn from_parts(field: &str, operator: &str, value: Option<&str>) -> Result<Constraint, String> {
+        let name = operator.to_ascii_uppercase();
+        let needs_value = || match value {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(format!("{name} needs a value")),
+        };
+        let operator = match name.as_str() {
+            "UNIQUE" => match value {
+                Some(v) if !v.is_empty() => {
+                    return Err(format!("UNIQUE takes no value, got {v:?}"));
+                }
+                _ => Operator::Unique,
+            },
+            "CLUSTER" => Operator::Cluster(needs_value()?),
+            "LIKE" => Operator::Like(needs_value()?),
+            "UNLIKE" => Operator::Unlike(needs_value()?),
+            "MAX_PER" => {
+                let v = needs_value()?;
+                match v.parse::<u32>() {
+                    Ok(n) if n > 0 => Operator::MaxPer(n),
+                    _ => return Err(format!("MAX_PER needs a positive integer, got {v:?}")),
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown operator {operator:?}, expected UNIQUE, CLUSTER, MAX_PER, LIKE \
+                     or UNLIKE"
+                ));
+            }
+        };
+        Ok(Constraint {
+            field: field.to_string(),
+            operator,
+        })
+    }
+
+    /// `"FIELD OPERATOR [VALUE]"`: the value is the rest of the text after the operator,
+    /// so that a regex may contain spaces.
+    fn from_text(text: &str) -> Result<Constraint, String> {
+        fn split_word(s: &str) -> (&str, &str) {
+            match s.find(char::is_whitespace) {
+                Some(i) => (&s[..i], s[i..].trim_start()),
+                None => (s, ""),
+            }
+        }
+        let text = text.trim();
+        let (field, rest) = split_word(text);
+        let (operator, value) = split_word(rest);
+        if field.is_empty() {
+            return Err("empty constraint, expected e.g. \"hostname UNIQUE\"".to_string());
+        }
+        if operator.is_empty() {
+            return Err(format!(
+                "{text:?} has no operator, expected e.g. \"{text} UNIQUE\""
+            ));
+        }
+        Constraint::from_parts(field, operator, Some(value).filter(|v| !v.is_empty()))
+    }
+
+    /// What is wrong with a constraint, if anything.
+    fn problem(&self) -> Option<String> {
+        if self.field.is_empty() {
+            return Some("the field must not be empty".to_string());
+        }
+        match &self.operator {
+            Operator::Unique => None,
+            Operator::MaxPer(0) => Some("MAX_PER needs a positive integer, got 0".to_string()),
+            Operator::MaxPer(_) => None,
+            Operator::Cluster(v) | Operator::Like(v) | Operator::Unlike(v) if v.is_empty() => {
+                Some(format!("{} needs a value", self.operator.name()))
+            }
+            Operator::Cluster(_) => None,
+            Operator::Like(re) | Operator::Unlike(re) => whole_value_regex(re).err().map(|e| {
+                // regex's syntax errors span lines (the pattern, a caret, the error).
+                let e = e.to_string();
+                let e = e
+                    .lines()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or(&e);
+                format!("invalid regex {re:?}: {e}")
+            }),
+        }
+    }
+}
+
+/// Compiles a LIKE/UNLIKE pattern so that it must match a whole value. The pattern
+/// must also be valid on its own, so that e.g. `a)|(b` cannot escape the anchoring.
+pub(super) fn whole_value_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(pattern)?;
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+impl fmt::Display for Constraint {
+    /// The canonical text form, `FIELD OPERATOR [VALUE]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.operator.name())?;
+        match self.operator.value() {
+            Some(value) => write!(f, " {value}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TryFrom<ConstraintRepr> for Constraint {
+    type Error = String;
+
+    fn try_from(repr: ConstraintRepr) -> Result<Constraint, String> {
+        let constraint = match repr {
+            ConstraintRepr::Text(text) => Constraint::from_text(&text)?,
+            ConstraintRepr::List(parts) => match parts.as_slice() {
+                [field, operator] => Constraint::from_parts(field, operator, None)?,
+                [field, operator, value] => Constraint::from_parts(field, operator, Some(value))?,
+                _ => {
+                    return Err(format!(
+                        "expected [field, operator] or [field, operator, value], got {} \
+                         element(s)",
+                        parts.len()
+                    ));
+                }
+            },
+        };
+        match constraint.problem() {
+            Some(reason) => Err(reason),
+            None => Ok(constraint),
+        }
+    }
+}
+
+impl From<Constraint> for ConstraintRepr {
+    /// The canonical text, unless it would not read back as the same constraint (a
+    /// field with whitespace, a value with leading or trailing whitespace): then a list.
+    fn from(constraint: Constraint) -> ConstraintRepr {
+        let text = constraint.to_string();
+        if Constraint::from_text(&text).as_ref() == Ok(&constraint) {
+            ConstraintRepr::Text(text)
+        } else {
+            let mut parts = vec![
+                constraint.field.clone(),
+                constraint.operator.name().to_string(),
+            ];
+            parts.extend(constraint.operator.value());
+            ConstraintRepr::List(parts)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+id: web.frontend-1
+instances: 3
+image: nginx:1.27
+args: ["-g", "daemon off;"]
+network: bridge
+pull: always
+cpus: 0.5
+mem: 256
+disk: 1024
+env:
+  MODE: prod
+  EMPTY: ""
+ports:
+  - host_port: 0
+    container_port: 80
+    protocol: tcp
+    name: http
+  - {host_port: 8443, container_port: 443, protocol: udp, name: quic}
+constraints:
+  - hostname UNIQUE
+  - rack CLUSTER a
+  - ["rack", "MAX_PER", "2"]
+  - zone like eu-(west|north) [0-9]
+  - [disk, UNLIKE, "hdd|tape"]
+health_checks:
+  - protocol: http
+    path: /healthz
+    port_index: 0
+    delay_seconds: 5
+    interval_seconds: 2
+    timeout_seconds: 1.5
+    grace_period_seconds: 30
+    max_consecutive_failures: 0
+upgrade_strategy:
+  minimum_health_capacity: 0.5
+  maximum_over_capacity: 0.25
+backoff: {seconds: 2, factor: 2, max_seconds: 60}
+kill_grace_period_seconds: 10
+unreachable_replace_seconds: 120
+user: nobody
+labels: {team: web, tier: ""}
+"#;
+
+    fn hc(protocol: &str) -> HealthCheckSpec {
+        HealthCheckSpec {
+            protocol: protocol.to_string(),
+            path: None,
+            port_index: 0,
+            command: None,
+            delay_seconds: 15.0,
+            interval_seconds: 10.0,
+            timeout_seconds: 20.0,
+            grace_period_seconds: 300.0,
+            max_consecutive_failures: 3,
+        }
+    }
+
+    fn c(field: &str, operator: Operator) -> Constraint {
+        Constraint {
+            field: field.to_string(),
+            operator,
+        }
+    }
+
+    fn full() -> AppSpec {
+        AppSpec {
+            id: "web.frontend-1".into(),
+            instances: 3,
+            cmd: None,
+            args: vec!["-g".into(), "daemon off;".into()],
+            image: Some("nginx:1.27".into()),
+            network: Some("bridge".into()),
+            pull: Some("always".into()),
+            cpus: 0.5,
+            mem: 256.0,
+            disk: 1024.0,
+            env: [("MODE", "prod"), ("EMPTY", "")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![
+                PortSpec::Mapping(PortMapping {
+                    host_port: 0,
+                    container_port: Some(80),
+                    protocol: Some("tcp".into()),
+                    name: Some("http".into()),
+                }),
+                PortSpec::Mapping(PortMapping {
+                    host_port: 8443,
+                    container_port: Some(443),
+                    protocol: Some("udp".into()),
+                    name: Some("quic".into()),
+                }),
+            ],
+            constraints: vec![
+                c("hostname", Operator::Unique),
+                c("rack", Operator::Cluster("a".into())),
+                c("rack", Operator::MaxPer(2)),
+                c("zone", Operator::Like("eu-(west|north) [0-9]".into())),
+                c("disk", Operator::Unlike("hdd|tape".into())),
+            ],
+            health_checks: vec![HealthCheckSpec {
+                path: Some("/healthz".into()),
+                delay_seconds: 5.0,
+                interval_seconds: 2.0,
+                timeout_seconds: 1.5,
+                grace_period_seconds: 30.0,
+                max_consecutive_failures: 0,
+                ..hc("http")
+            }],
+            upgrade_strategy: UpgradeStrategy {
+                minimum_health_capacity: 0.5,
+                maximum_over_capacity: 0.25,
+            },
+            backoff: Backoff {
+                seconds: 2.0,
+                factor: 2.0,
+                max_seconds: 60.0,
+            },
+            kill_grace_period_seconds: 10.0,
+            unreachable_replace_seconds: 120.0,
+            user: Some("nobody".into()),
+            labels: [("team", "web"), ("tier", "")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// A valid command app to break one rule at a time.
+    fn base() -> AppSpec {
+        AppSpec::parse("id: app\ncmd: sleep 1000\n").unwrap()
+    }
+
+    /// A valid image app.
+    fn image() -> AppSpec {
+        AppSpec {
+            image: Some("busybox".into()),
+            cmd: None,
+            ..base()
+        }
+    }
+
+    #[track_caller]
+    fn refused(spec: AppSpec, field: &str) -> SpecError {
+        let err = spec.validate().expect_err("should be refused");
+        assert_eq!(err.field, field, "{err}");
+        err
+    }
+
+    #[track_caller]
+    fn parse_refused(text: &str, field: &str) -> SpecError {
+        let err = AppSpec::parse(text).expect_err("should be refused");
+        assert_eq!(err.field, field, "{err}");
+        err
+    }
+
+    #[track_caller]
+    fn constraint_refused(constraint: &str, reason_part: &str) {
+        let text =
+            format!("id: app\ncmd: x\nconstraints:\n  - hostname UNIQUE\n  - {constraint}\n");
+        let err = parse_refused(&text, "constraints[1]");
+        assert!(err.reason.contains(reason_part), "{err}");
+    }
+
+    #[track_caller]
+    fn constraint(text: &str) -> Constraint {
+        serde_json::from_value(serde_json::json!(text)).unwrap()
+    }
+
+    #[test]
+    fn full_yaml_parses_every_field() {
+        assert_eq!(AppSpec::parse(FULL).unwrap(), full());
+    }
+
+    #[test]
+    fn full_json_parses() {
+        let json = serde_json::to_string_pretty(&full()).unwrap();
+        assert!(json.starts_with('{'));
+        assert_eq!(AppSpec::parse(&json).unwrap(), full());
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(AppSpec::from_json(value).unwrap(), full());
+    }
+
+    #[test]
+    fn yaml_flow_mapping_starting_with_a_brace_parses() {
+        let spec = AppSpec::parse("{id: web, cmd: sleep 1, instances: 2}").unwrap();
+        assert_eq!(spec.instances, 2);
+        let err = parse_refused("{id: web, cmd: sleep 1, instances: z}", "instances");
+        assert!(err.reason.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn round_trip_json_and_yaml() {
+        for spec in [full(), base(), image()] {
+            let value = serde_json::to_value(&spec).unwrap();
+            assert_eq!(AppSpec::from_json(value).unwrap(), spec);
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(AppSpec::parse(&json).unwrap(), spec);
+            let yaml = serde_yaml::to_string(&spec).unwrap();
+            assert_eq!(AppSpec::parse(&yaml).unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn constraints_serialize_as_canonical_text() {
+        let value = serde_json::to_value(&full().constraints).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([
+                "hostname UNIQUE",
+                "rack CLUSTER a",
+                "rack MAX_PER 2",
+                "zone LIKE eu-(west|north) [0-9]",
+                "disk UNLIKE hdd|tape",
+            ])
+        );
+    }
+
+    #[test]
+    fn constraints_that_text_cannot_carry_serialize_as_lists() {
+        for constraint in [
+            c("my rack", Operator::Cluster("a".into())),
+            c("rack", Operator::Like(" a".into())),
+            c("rack", Operator::Cluster("a ".into())),
+        ] {
+            let value = serde_json::to_value(&constraint).unwrap();
+            assert!(value.is_array(), "{value}");
+            assert_eq!(
+                serde_json::from_value::<Constraint>(value).unwrap(),
+                constraint
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_applied() {
+        let spec = base();
+        assert_eq!(spec.instances, 1);
+        assert_eq!(spec.cpus, 1.0);
+        assert_eq!(spec.mem, 128.0);
+        assert_eq!(spec.disk, 0.0);
+        assert_eq!(spec.backoff, Backoff::default());
+        assert_eq!(
+            (
+                spec.backoff.seconds,
+                spec.backoff.factor,
+                spec.backoff.max_seconds
+            ),
+            (1.0, 1.15, 300.0)
+        );
+        assert_eq!(
+            (
+                spec.upgrade_strategy.minimum_health_capacity,
+                spec.upgrade_strategy.maximum_over_capacity
+            ),
+            (1.0, 1.0)
+        );
+        assert_eq!(spec.kill_grace_period_seconds, 3.0);
+        assert_eq!(spec.unreachable_replace_seconds, 60.0);
+        assert!(spec.args.is_empty() && spec.ports.is_empty() && spec.env.is_empty());
+        assert!(spec.constraints.is_empty() && spec.health_checks.is_empty());
+        assert_eq!(
+            (spec.image, spec.network, spec.pull, spec.user),
+            (None, None, None, None)
+        );
+
+        let spec = AppSpec::parse(
+            "id: app\ncmd: x\nports: [0]\nhealth_checks: [{protocol: tcp}]\n\
+             backoff: {factor: 2}\nupgrade_strategy: {maximum_over_capacity: 0.5}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.health_checks, vec![hc("tcp")]);
+        let h = &spec.health_checks[0];
+        assert_eq!(
+            (
+                h.delay_seconds,
+                h.interval_seconds,
+                h.timeout_seconds,
+                h.grace_period_seconds,
+                h.max_consecutive_failures,
+                h.port_index
+            ),
+            (15.0, 10.0, 20.0, 300.0, 3, 0)
+        );
+        assert_eq!(
+            (spec.backoff.seconds, spec.backoff.max_seconds),
+            (1.0, 300.0)
+        );
+        assert_eq!(spec.upgrade_strategy.minimum_health_capacity, 1.0);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = parse_refused("id: app\ncmd: x\nhelth_checks: []\n", "helth_checks");
+        assert!(
+            err.reason.starts_with("unknown field, expected one of"),
+            "{err}"
+        );
+        let err = parse_refused(
+            "id: app\ncmd: x\nports: [0]\nhealth_checks: [{protocol: tcp, prot: 1}]\n",
+            "health_checks[0].prot",
+        );
+        assert!(err.reason.starts_with("unknown field"), "{err}");
+        parse_refused("id: app\ncmd: x\nbackoff: {secs: 1}\n", "backoff.secs");
+        let err =
+            AppSpec::from_json(serde_json::json!({"id": "app", "cmd": "x", "helth_checks": []}))
+                .unwrap_err();
+        assert_eq!(err.field, "helth_checks");
+        assert!(
+            err.reason.starts_with("unknown field, expected one of"),
+            "{err}"
+        );
+        parse_refused(
+            r#"{"id": "app", "cmd": "x", "upgrade_strategy": {"min": 1}}"#,
+            "upgrade_strategy.min",
+        );
+    }
+
+    #[test]
+    fn type_errors_are_named() {
+        let text = "id: app\ncmd: x\nports: [0]\nhealth_checks:\n  - protocol: tcp\n    port_index: first\n";
+        let err = parse_refused(text, "health_checks[0].port_index");
+        assert!(err.reason.starts_with("invalid type"), "{err}");
+        let err = AppSpec::from_json(serde_json::json!({
+            "id": "app", "cmd": "x", "health_checks": [{"protocol": "tcp", "port_index": "first"}]
+        }))
+        .unwrap_err();
+        assert_eq!(err.field, "health_checks[0].port_index");
+        parse_refused(
+            r#"{"id": "app", "cmd": "x", "health_checks": [{"protocol": "tcp", "port_index": -1}]}"#,
+            "health_checks[0].port_index",
+        );
+        parse_refused("id: app\ncmd: x\ninstances: -1\n", "instances");
+        parse_refused("id: app\ncmd: x\nenv: {A: [1]}\n", "env.A");
+        let err = parse_refused("id: app\ncmd: x\nports: [70000]\n", "ports[0]");
+        assert!(err.reason.contains("host port number"), "{err}");
+        parse_refused("id: app\ncmd: x\nports: [{host_prot: 1}]\n", "ports[0]");
+        let err = parse_refused(
+            "id: app\ncmd: x\nconstraints: [hostname UNIQUE, 7]\n",
+            "constraints[1]",
+        );
+        assert!(err.reason.contains("such as"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_malformed_documents() {
+        let err = parse_refused("cmd: x\n", "id");
+        assert!(err.reason.starts_with("missing field"), "{err}");
+        parse_refused(
+            "id: app\ncmd: x\nhealth_checks: [{port_index: 0}]\n",
+            "health_checks[0].protocol",
+        );
+        parse_refused("- a\n", ROOT_FIELD);
+        // serde_yaml reports a syntax error where deserialization reaches it.
+        for text in [
+            "id: \"unclosed\ncmd: x\n",
+            "id: app\n\tcmd: x\n",
+            "id: app\ncmd: [x\n",
+        ] {
+            let err = AppSpec::parse(text).unwrap_err();
+            assert!(err.reason.contains("line"), "{err}");
+        }
+        parse_refused(r#"{"id": "app", "cmd": "x"} trailing"#, ROOT_FIELD);
+        // So does serde_json.
+        let err = parse_refused(r#"{"id": "app", "cmd": }"#, "cmd");
+        assert!(err.reason.starts_with("expected value at line 1"), "{err}");
+        let err = AppSpec::parse(r#"{"id": "app", "cmd": "x","#).unwrap_err();
+        assert!(err.reason.contains("EOF"), "{err}");
+        let err = parse_refused("{}", "id");
+        assert!(err.reason.starts_with("missing field"), "{err}");
+        assert!(AppSpec::parse(r#"{"id": "app", "cmd": "x"}"#).is_ok());
+    }
+
+    #[test]
+    fn parse_and_from_json_validate() {
+        parse_refused("id: App\ncmd: x\n", "id");
+        let err =
+            AppSpec::from_json(serde_json::json!({"id": "app", "cmd": "x", "mem": 1})).unwrap_err();
+        assert_eq!(err.field, "mem");
+    }
+
+    #[test]
+    fn spec_error_displays_field_and_reason() {
+        let err = SpecError::new("cpus", "must be more than 0");
+        assert_eq!(err.to_string(), "cpus: must be more than 0");
+        let json = serde_json::to_string(&err).unwrap();
+        assert_eq!(serde_json::from_str::<SpecError>(&json).unwrap(), err);
+    }
+
+    #[test]
+    fn id_rules() {
+        for ok in ["a", "0", "web", "my-app.v2", "a--b..c", &"a".repeat(63)] {
+            let spec = AppSpec {
+                id: ok.to_string(),
+                ..base()
+            };
+            assert_eq!(spec.validate(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "Web",
+            "my_app",
+            "-web",
+            "web-",
+            ".web",
+            "web.",
+            "a/b",
+            "wéb",
+            &"a".repeat(64),
+        ] {
+            refused(
+                AppSpec {
+                    id: bad.to_string(),
+                    ..base()
+                },
+                "id",
+            );
+        }
+    }
+
+    #[test]
+    fn instances_at_most_10000() {
+        assert!(
+            AppSpec {
+                instances: 10_000,
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            AppSpec {
+                instances: 0,
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        refused(
+            AppSpec {
+                instances: 10_001,
+                ..base()
+            },
+            "instances",
+        );
+    }
+
+    #[test]
+    fn command_rules() {
+        let args = vec!["sleep".to_string(), "1".to_string()];
+        // Accepted: cmd, args, image, image + cmd, image + args.
+        assert!(base().validate().is_ok());
+        assert!(
+            AppSpec {
+                cmd: None,
+                args: args.clone(),
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(image().validate().is_ok());
+        assert!(
+            AppSpec {
+                cmd: Some("x".into()),
+                ..image()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            AppSpec {
+                args: args.clone(),
+                ..image()
+            }
+            .validate()
+            .is_ok()
+        );
+        // Refused.
+        refused(
+            AppSpec {
+                cmd: None,
+                ..base()
+            },
+            "cmd",
+        );
+        refused(
+            AppSpec {
+                args: args.clone(),
+                ..base()
+            },
+            "args",
+        );
+        refused(
+            AppSpec {
+                cmd: Some("x".into()),
+                args: args.clone(),
+                ..image()
+            },
+            "args",
+        );
+        refused(
+            AppSpec {
+                cmd: Some(" ".into()),
+                ..base()
+            },
+            "cmd",
+        );
+        refused(
+            AppSpec {
+                cmd: Some("a\0b".into()),
+                ..base()
+            },
+            "cmd",
+        );
+        refused(
+            AppSpec {
+                cmd: None,
+                args: vec![String::new()],
+                ..base()
+            },
+            "args[0]",
+        );
+        refused(
+            AppSpec {
+                cmd: None,
+                args: vec!["a".into(), "\0".into()],
+                ..base()
+            },
+            "args[1]",
+        );
+        refused(
+            AppSpec {
+                image: Some(String::new()),
+                ..image()
+            },
+            "image",
+        );
+        parse_refused("id: app\n", "cmd");
+        parse_refused("id: app\nargs: []\n", "cmd");
+    }
+
+    #[test]
+    fn resource_rules() {
+        for ok in [0.001, 1.0, 1024.0] {
+            assert!(AppSpec { cpus: ok, ..base() }.validate().is_ok(), "{ok}");
+        }
+        for bad in [0.0, -1.0, 1024.5, f64::NAN, f64::INFINITY] {
+            refused(
+                AppSpec {
+                    cpus: bad,
+                    ..base()
+                },
+                "cpus",
+            );
+        }
+        assert!(AppSpec { mem: 4.0, ..base() }.validate().is_ok());
+        for bad in [3.99, 0.0, -128.0, f64::NAN, f64::INFINITY] {
+            refused(AppSpec { mem: bad, ..base() }, "mem");
+        }
+        assert!(
+            AppSpec {
+                disk: 0.0,
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            refused(
+                AppSpec {
+                    disk: bad,
+                    ..base()
+                },
+                "disk",
+            );
+        }
+        parse_refused("id: app\ncmd: x\ncpus: .nan\n", "cpus");
+        parse_refused("id: app\ncmd: x\nmem: .inf\n", "mem");
+    }
+
+    #[test]
+    fn env_rules() {
+        let env = |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect();
+        assert!(
+            AppSpec {
+                env: env("A_1", ""),
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        refused(
+            AppSpec {
+                env: env("", "x"),
+                ..base()
+            },
+            "env",
+        );
+        refused(
+            AppSpec {
+                env: env("A=B", "x"),
+                ..base()
+            },
+            "env",
+        );
+        refused(
+            AppSpec {
+                env: env("A\0", "x"),
+                ..base()
+            },
+            "env",
+        );
+        refused(
+            AppSpec {
+                env: env("A", "x\0"),
+                ..base()
+            },
+            "env.A",
+        );
+    }
+
+    fn mapping(host_port: u16, container_port: Option<u16>) -> PortSpec {
+        PortSpec::Mapping(PortMapping {
+            host_port,
+            container_port,
+            protocol: None,
+            name: None,
+        })
+    }
+
+    #[test]
+    fn port_rules() {
+        let ok = AppSpec {
+            ports: vec![
+                PortSpec::Host(0),
+                PortSpec::Host(0),
+                PortSpec::Host(80),
+                mapping(81, None),
+            ],
+            ..base()
+        };
+        assert!(ok.validate().is_ok());
+        let err = refused(
+            AppSpec {
+                ports: vec![PortSpec::Host(80), PortSpec::Host(80)],
+                ..base()
+            },
+            "ports[1]",
+        );
+        assert!(err.reason.contains("ports[0]"), "{err}");
+        refused(
+            AppSpec {
+                ports: vec![PortSpec::Host(80), mapping(80, None)],
+                ..base()
+            },
+            "ports[1].host_port",
+        );
+        // container_port: only with image and network bridge.
+        refused(
+            AppSpec {
+                ports: vec![mapping(0, Some(80))],
+                ..base()
+            },
+            "ports[0].container_port",
+        );
+        refused(
+            AppSpec {
+                ports: vec![mapping(0, Some(80))],
+                ..image()
+            },
+            "ports[0].container_port",
+        );
+        let host = AppSpec {
+            network: Some("host".into()),
+            ports: vec![mapping(0, Some(80))],
+            ..image()
+        };
+        refused(host, "ports[0].container_port");
+        let bridge = AppSpec {
+            network: Some("bridge".into()),
+            ..image()
+        };
+        assert!(
+            AppSpec {
+                ports: vec![mapping(0, Some(80)), mapping(8080, Some(80))],
+                ..bridge.clone()
+            }
+            .validate()
+            .is_ok()
+        );
+        // With network bridge every port needs one.
+        refused(
+            AppSpec {
+                ports: vec![mapping(0, Some(80)), mapping(0, None)],
+                ..bridge.clone()
+            },
+            "ports[1].container_port",
+        );
+        refused(
+            AppSpec {
+                ports: vec![PortSpec::Host(0)],
+                ..bridge.clone()
+            },
+            "ports[0]",
+        );
+        // Protocol.
+        for (protocol, valid) in [
+            ("tcp", true),
+            ("udp", true),
+            ("TCP", false),
+            ("sctp", false),
+        ] {
+            let spec = AppSpec {
+                ports: vec![PortSpec::Mapping(PortMapping {
+                    host_port: 0,
+                    container_port: None,
+                    protocol: Some(protocol.into()),
+                    name: None,
+                })],
+                ..base()
+            };
+            if valid {
+                assert!(spec.validate().is_ok(), "{protocol}");
+            } else {
+                refused(spec, "ports[0].protocol");
+            }
+        }
+    }
+
+    #[test]
+    fn network_and_pull_rules() {
+        for network in ["host", "bridge", "none"] {
+            assert!(
+                AppSpec {
+                    network: Some(network.into()),
+                    ..image()
+                }
+                .validate()
+                .is_ok()
+            );
+        }
+        refused(
+            AppSpec {
+                network: Some("overlay".into()),
+                ..image()
+            },
+            "network",
+        );
+        refused(
+            AppSpec {
+                network: Some("host".into()),
+                ..base()
+            },
+            "network",
+        );
+        for pull in ["if-not-present", "always", "never"] {
+            assert!(
+                AppSpec {
+                    pull: Some(pull.into()),
+                    ..image()
+                }
+                .validate()
+                .is_ok()
+            );
+        }
+        refused(
+            AppSpec {
+                pull: Some("sometimes".into()),
+                ..image()
+            },
+            "pull",
+        );
+        refused(
+            AppSpec {
+                pull: Some("always".into()),
+                ..base()
+            },
+            "pull",
+        );
+    }
+
+    #[test]
+    fn constraint_text_forms() {
+        assert_eq!(
+            constraint("hostname UNIQUE"),
+            c("hostname", Operator::Unique)
+        );
+        assert_eq!(
+            constraint("  hostname   unique  "),
+            c("hostname", Operator::Unique)
+        );
+        assert_eq!(
+            constraint("rack CLUSTER a"),
+            c("rack", Operator::Cluster("a".into()))
+        );
+        assert_eq!(
+            constraint("rack cluster a b"),
+            c("rack", Operator::Cluster("a b".into()))
+        );
+        assert_eq!(constraint("rack MAX_PER 2"), c("rack", Operator::MaxPer(2)));
+        assert_eq!(constraint("rack max_per 2"), c("rack", Operator::MaxPer(2)));
+        assert_eq!(
+            constraint("rack LIKE r[12]"),
+            c("rack", Operator::Like("r[12]".into()))
+        );
+        assert_eq!(
+            constraint("rack Like a  b|c"),
+            c("rack", Operator::Like("a  b|c".into()))
+        );
+        assert_eq!(
+            constraint("rack\tUNLIKE r3"),
+            c("rack", Operator::Unlike("r3".into()))
+        );
+    }
+
+    #[test]
+    fn constraint_list_forms() {
+        let list = |v: serde_json::Value| serde_json::from_value::<Constraint>(v).unwrap();
+        assert_eq!(
+            list(serde_json::json!(["hostname", "UNIQUE"])),
+            c("hostname", Operator::Unique)
+        );
+        assert_eq!(
+            list(serde_json::json!(["hostname", "UNIQUE", ""])),
+            c("hostname", Operator::Unique)
+        );
+        assert_eq!(
+            list(serde_json::json!(["rack", "CLUSTER", "a"])),
+            c("rack", Operator::Cluster("a".into()))
+        );
+        assert_eq!(
+            list(serde_json::json!(["rack", "max_per", "3"])),
+            c("rack", Operator::MaxPer(3))
+        );
+        assert_eq!(
+            list(serde_json::json!(["my rack", "LIKE", " a b"])),
+            c("my rack", Operator::Like(" a b".into()))
+        );
+        assert_eq!(
+            list(serde_json::json!(["rack", "UNLIKE", "r3"])),
+            c("rack", Operator::Unlike("r3".into()))
+        );
+        let spec = AppSpec::parse(
+            "id: app\ncmd: x\nconstraints:\n  - [rack, CLUSTER, a]\n  - [hostname, UNIQUE]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.constraints,
+            vec![
+                c("rack", Operator::Cluster("a".into())),
+                c("hostname", Operator::Unique)
+            ]
+        );
+    }
+
+    #[test]
+    fn constraint_display_is_canonical_text() {
+        assert_eq!(
+            c("hostname", Operator::Unique).to_string(),
+            "hostname UNIQUE"
+        );
+        assert_eq!(
+            c("rack", Operator::Cluster("a".into())).to_string(),
+            "rack CLUSTER a"
+        );
+        assert_eq!(c("rack", Operator::MaxPer(2)).to_string(), "rack MAX_PER 2");
+        assert_eq!(
+            c("rack", Operator::Like("r[12]".into())).to_string(),
+            "rack LIKE r[12]"
+        );
+        assert_eq!(
+            c("rack", Operator::Unlike("r 3".into())).to_string(),
+            "rack UNLIKE r 3"
+        );
+        assert_eq!(constraint("rack max_per +2").to_string(), "rack MAX_PER 2");
+    }
+
+    #[test]
+    fn constraint_parse_errors_name_the_constraint() {
+        constraint_refused("hostname", "no operator");
+        constraint_refused("\"\"", "empty constraint");
+        constraint_refused("hostname FOO", "unknown operator");
+        constraint_refused("hostname GROUP_BY", "unknown operator");
+        constraint_refused("hostname UNIQUE a", "UNIQUE takes no value");
+        constraint_refused("rack CLUSTER", "CLUSTER needs a value");
+        constraint_refused("rack LIKE", "LIKE needs a value");
+        constraint_refused("rack UNLIKE", "UNLIKE needs a value");
+        constraint_refused("rack MAX_PER", "MAX_PER needs a value");
+        constraint_refused("rack MAX_PER 0", "positive integer");
+        constraint_refused("rack MAX_PER -1", "positive integer");
+        constraint_refused("rack MAX_PER two", "positive integer");
+        constraint_refused("rack MAX_PER 1.5", "positive integer");
+        constraint_refused("rack LIKE r[12", "invalid regex");
+        constraint_refused("rack UNLIKE (a", "invalid regex");
+        constraint_refused("rack LIKE a)|(b", "invalid regex");
+        constraint_refused("[hostname]", "expected [field, operator]");
+        constraint_refused("[rack, CLUSTER, a, b]", "expected [field, operator]");
+        constraint_refused("[\"\", UNIQUE]", "field must not be empty");
+        constraint_refused("[rack, CLUSTER, \"\"]", "CLUSTER needs a value");
+        let err = AppSpec::from_json(
+            serde_json::json!({"id": "app", "cmd": "x", "constraints": ["rack LIKE ("]}),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "constraints[0]");
+    }
+
+    #[test]
+    fn constraint_rules_in_validate() {
+        // Constraints built in code, not parsed, are validated too.
+        for bad in [
+            c("", Operator::Unique),
+            c("rack", Operator::Cluster(String::new())),
+            c("rack", Operator::MaxPer(0)),
+            c("rack", Operator::Like(String::new())),
+            c("rack", Operator::Like("(".into())),
+            c("rack", Operator::Unlike("[".into())),
+        ] {
+            let spec = AppSpec {
+                constraints: vec![c("hostname", Operator::Unique), bad],
+                ..base()
+            };
+            refused(spec, "constraints[1]");
+        }
+    }
+
+    #[test]
+    fn health_check_rules() {
+        let with = |checks: Vec<HealthCheckSpec>, ports: usize| AppSpec {
+            ports: vec![PortSpec::Host(0); ports],
+            health_checks: checks,
+            ..base()
+        };
+        assert!(with(vec![hc("http")], 1).validate().is_ok());
+        refused(with(vec![hc("http"), hc("tcp")], 1), "health_checks[1]");
+        let command = HealthCheckSpec {
+            command: Some("true".into()),
+            ..hc("command")
+        };
+        assert!(with(vec![command.clone()], 0).validate().is_ok());
+        refused(with(vec![hc("grpc")], 1), "health_checks[0].protocol");
+        refused(with(vec![hc("HTTP")], 1), "health_checks[0].protocol");
+        let err = refused(
+            with(
+                vec![
+                    hc("tcp"),
+                    HealthCheckSpec {
+                        port_index: 1,
+                        ..hc("http")
+                    },
+                ],
+                1,
+            ),
+            "health_checks[1].port_index",
+        );
+        assert_eq!(err.reason, "port_index 1 but the app has 1 port(s)");
+        refused(with(vec![hc("tcp")], 0), "health_checks[0].port_index");
+        refused(with(vec![hc("command")], 0), "health_checks[0].command");
+        refused(
+            with(
+                vec![HealthCheckSpec {
+                    command: Some(" ".into()),
+                    ..hc("command")
+                }],
+                0,
+            ),
+            "health_checks[0].command",
+        );
+        refused(
+            with(
+                vec![HealthCheckSpec {
+                    command: Some("true".into()),
+                    ..hc("http")
+                }],
+                1,
+            ),
+            "health_checks[0].command",
+        );
+        assert!(
+            with(
+                vec![HealthCheckSpec {
+                    path: Some("/".into()),
+                    ..hc("http")
+                }],
+                1
+            )
+            .validate()
+            .is_ok()
+        );
+        refused(
+            with(
+                vec![HealthCheckSpec {
+                    path: Some("health".into()),
+                    ..hc("http")
+                }],
+                1,
+            ),
+            "health_checks[0].path",
+        );
+        refused(
+            with(
+                vec![HealthCheckSpec {
+                    path: Some("/".into()),
+                    ..hc("tcp")
+                }],
+                1,
+            ),
+            "health_checks[0].path",
+        );
+        refused(
+            with(
+                vec![HealthCheckSpec {
+                    path: Some("/".into()),
+                    ..command.clone()
+                }],
+                1,
+            ),
+            "health_checks[0].path",
+        );
+        // Durations.
+        let zeros = HealthCheckSpec {
+            delay_seconds: 0.0,
+            grace_period_seconds: 0.0,
+            ..hc("tcp")
+        };
+        assert!(with(vec![zeros], 1).validate().is_ok());
+        for (field, set) in [
+            (
+                "delay_seconds",
+                (|h: &mut HealthCheckSpec, v| h.delay_seconds = v) as fn(&mut HealthCheckSpec, f64),
+            ),
+            ("interval_seconds", |h, v| h.interval_seconds = v),
+            ("timeout_seconds", |h, v| h.timeout_seconds = v),
+            ("grace_period_seconds", |h, v| h.grace_period_seconds = v),
+        ] {
+            let positive = matches!(field, "interval_seconds" | "timeout_seconds");
+            for v in [-1.0, f64::NAN, f64::INFINITY, 0.0] {
+                let mut check = hc("tcp");
+                set(&mut check, v);
+                let spec = with(vec![check], 1);
+                if v == 0.0 && !positive {
+                    assert!(spec.validate().is_ok(), "{field} {v}");
+                } else {
+                    refused(spec, &format!("health_checks[0].{field}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn upgrade_strategy_rules() {
+        let with = |minimum_health_capacity, maximum_over_capacity| AppSpec {
+            upgrade_strategy: UpgradeStrategy {
+                minimum_health_capacity,
+                maximum_over_capacity,
+            },
+            ..base()
+        };
+        for (min, max) in [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.99, 0.0), (1.0, 0.01)] {
+            assert!(with(min, max).validate().is_ok(), "{min} {max}");
+        }
+        refused(with(-0.1, 1.0), "upgrade_strategy.minimum_health_capacity");
+        refused(with(1.1, 1.0), "upgrade_strategy.minimum_health_capacity");
+        refused(
+            with(f64::NAN, 1.0),
+            "upgrade_strategy.minimum_health_capacity",
+        );
+        refused(with(1.0, 1.5), "upgrade_strategy.maximum_over_capacity");
+        refused(with(0.5, -1.0), "upgrade_strategy.maximum_over_capacity");
+        let err = refused(with(1.0, 0.0), "upgrade_strategy");
+        assert!(err.reason.contains("could never make progress"), "{err}");
+    }
+
+    #[test]
+    fn backoff_rules() {
+        let with = |seconds, factor, max_seconds| AppSpec {
+            backoff: Backoff {
+                seconds,
+                factor,
+                max_seconds,
+            },
+            ..base()
+        };
+        assert!(with(0.0, 1.0, 0.0).validate().is_ok());
+        assert!(with(5.0, 3.0, 5.0).validate().is_ok());
+        refused(with(-1.0, 1.15, 300.0), "backoff.seconds");
+        refused(with(f64::NAN, 1.15, 300.0), "backoff.seconds");
+        refused(with(1.0, 0.9, 300.0), "backoff.factor");
+        refused(with(1.0, f64::INFINITY, 300.0), "backoff.factor");
+        refused(with(10.0, 1.15, 5.0), "backoff.max_seconds");
+        refused(with(1.0, 1.15, f64::INFINITY), "backoff.max_seconds");
+    }
+
+    #[test]
+    fn grace_unreachable_user_and_label_rules() {
+        assert!(
+            AppSpec {
+                kill_grace_period_seconds: 0.0,
+                unreachable_replace_seconds: 0.0,
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            refused(
+                AppSpec {
+                    kill_grace_period_seconds: bad,
+                    ..base()
+                },
+                "kill_grace_period_seconds",
+            );
+            refused(
+                AppSpec {
+                    unreachable_replace_seconds: bad,
+                    ..base()
+                },
+                "unreachable_replace_seconds",
+            );
+        }
+        refused(
+            AppSpec {
+                user: Some(String::new()),
+                ..base()
+            },
+            "user",
+        );
+        let labels = [(String::new(), "x".to_string())].into_iter().collect();
+        refused(AppSpec { labels, ..base() }, "labels");
+    }
+
+    #[test]
+    fn whole_value_regex_is_anchored() {
+        let re = whole_value_regex("a|b").unwrap();
+        assert!(re.is_match("a") && re.is_match("b"));
+        assert!(!re.is_match("ab") && !re.is_match("xa") && !re.is_match(""));
+        assert!(whole_value_regex("a)|(b").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! The App API's JSON bodies: what the server answers and the CLI reads.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::AppSpec;
+
+/// An error answer: `{"error": "...", "field": "..."}` with a 4xx/5xx status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// For a refused spec: the field at fault, e.g. `health_checks[0].port_index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /v1/apps`, `GET /v1/apps/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppView {
+    pub id: String,
+    pub spec: AppSpec,
+    /// The current version: an RFC 3339 timestamp of the change that made it.
+    pub version: String,
+    /// Desired instances (`spec.instances`, 0 while the app is being destroyed).
+    pub instances: u32,
+    /// Tasks not yet running (STAGING, STARTING).
+    pub tasks_staged: u32,
+    pub tasks_running: u32,
+    /// Running tasks whose health checks pass (all running tasks when there are none).
+    pub tasks_healthy: u32,
+    pub tasks_unhealthy: u32,
+    /// Running tasks of an older version (during a rolling update).
+    pub tasks_old_version: u32,
+    /// The deployment in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentView>,
+    /// The latest task failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<TaskFailureView>,
+    /// Seconds until the next launch is allowed (restart backoff), if waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailureView {
+    pub task_id: String,
+    pub state: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+/// `GET /v1/tasks`, `GET /v1/tasks/{id}`, `GET /v1/apps/{id}/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub app_id: String,
+    /// The app version the task was launched with.
+    pub version: String,
+    pub agent_id: String,
+    pub hostname: String,
+    /// host:port of the agent's HTTP endpoint (sandbox files: `/files/read`).
+    pub agent_address: String,
+    /// The Mesos-style state name, e.g. `TASK_RUNNING`.
+    pub state: String,
+    /// Unset when the app has no health checks or no result arrived yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    pub ports: Vec<u16>,
+    /// RFC 3339.
+    pub staged_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `GET /v1/deployments`, and the answer to every call that changes an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub id: String,
+    pub app_id: String,
+    /// create, update, scale, restart or destroy.
+    pub kind: String,
+    /// The app version being deployed.
+    pub version: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Instances asked for, instances of the new version running (and healthy).
+    pub target_instances: u32,
+    pub ready_instances: u32,
+    /// Why the deployment is not progressing right now, e.g.
+    /// `no offer fits: needs cpus 2, largest offer has cpus 1.5`, or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+}
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoView {
+    pub framework_id: Option<String>,
+    pub master: String,
+    pub connected: bool,
+    pub apps: u32,
+    pub tasks: u32,
+    pub deployments: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/apps/{id}/scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub instances: u32,
+}

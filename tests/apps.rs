@@ -1,0 +1,576 @@
+//! The container framework end to end: `strata serve` with a real master and agents,
+//! driven through the App API (and the CLI where the user would use it).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Proc, http_request, start_serve, wait_until};
+use serde_json::{Value, json};
+
+/// A cluster with the container framework running on it.
+struct Apps {
+    cluster: Cluster,
+    serve: Proc,
+    state_dir: PathBuf,
+}
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.serve.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("---- last lines of strata serve ----\n{}", tail.join("\n"));
+        }
+    }
+}
+
+impl Apps {
+    fn start(agents: usize) -> Apps {
+        let cluster = Cluster::start(agents);
+        let state_dir = cluster.dir.path().join("apps-state");
+        let serve = start_serve(
+            cluster.dir.path(),
+            &cluster.master.addr,
+            &state_dir,
+            "127.0.0.1:0",
+        );
+        let apps = Apps {
+            cluster,
+            serve,
+            state_dir,
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the framework to subscribe",
+            || apps.get("/v1/info")["connected"] == true,
+        );
+        apps
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.serve.addr, path)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, body) = http_request("GET", &self.url(path), None)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let text = body.map(|b| b.to_string());
+        let (code, body) = http_request(method, &self.url(path), text.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (code, v)
+    }
+
+    fn deploy(&self, spec: Value) -> Value {
+        let id = spec["id"].as_str().unwrap().to_string();
+        let (code, v) = self.call("PUT", &format!("/v1/apps/{id}"), Some(spec));
+        assert_eq!(code, 200, "deploy: {v}");
+        v
+    }
+
+    fn tasks(&self, app: &str) -> Vec<Value> {
+        self.get(&format!("/v1/tasks?app={app}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn running(&self, app: &str) -> Vec<Value> {
+        self.tasks(app)
+            .into_iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .collect()
+    }
+
+    /// Waits until the app has converged (no deployment) with `n` running tasks.
+    fn wait_converged(&self, app: &str, n: usize, timeout: Duration) {
+        wait_until(timeout, &format!("app {app} to run {n} instances"), || {
+            let a = self.get(&format!("/v1/apps/{app}"));
+            a["deployment"].is_null() && a["tasks_running"] == n && self.tasks(app).len() == n
+        });
+    }
+
+    /// Non-terminal tasks of the framework at the master.
+    fn master_live_tasks(&self) -> Vec<Value> {
+        self.cluster.state()["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| {
+                let s = t["state"].as_str().unwrap_or("");
+                matches!(
+                    s,
+                    "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING" | "TASK_KILLING"
+                )
+            })
+            .collect()
+    }
+}
+
+fn pid_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn five_instances_run_a_killed_one_is_replaced_and_scale_down_kills_the_newest() {
+    let apps = Apps::start(2);
+    let pids = pid_dir();
+    let dir = pids.path().display().to_string();
+    apps.deploy(json!({
+        "id": "sleeper",
+        "instances": 5,
+        "cmd": format!("echo $$ > {dir}/$STRATA_TASK_ID; exec sleep 1000"),
+        "cpus": 0.1,
+        "mem": 32,
+        "backoff": {"seconds": 0.2},
+    }));
+    apps.wait_converged("sleeper", 5, Duration::from_secs(60));
+    let before: Vec<String> = apps
+        .running("sleeper")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+
+    // Kill one task's process from outside the cluster.
+    let victim = before[0].clone();
+    let pid: i32 = std::fs::read_to_string(pids.path().join(&victim))
+        .expect("the task wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the task's process");
+    wait_until(Duration::from_secs(60), "a replacement", || {
+        let ids: Vec<String> = apps
+            .running("sleeper")
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.len() == 5 && !ids.contains(&victim)
+    });
+    let app = apps.get("/v1/apps/sleeper");
+    assert_eq!(app["last_failure"]["task_id"], victim.as_str(), "{app}");
+    assert_eq!(app["last_failure"]["state"], "TASK_FAILED", "{app}");
+
+    // Scale to 2: the three youngest go.
+    let mut by_age = apps.running("sleeper");
+    by_age.sort_by(|a, b| {
+        a["staged_at"]
+            .as_str()
+            .cmp(&b["staged_at"].as_str())
+            .then(a["id"].as_str().cmp(&b["id"].as_str()))
+    });
+    let oldest: Vec<String> = by_age[..2]
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let (code, v) = apps.call(
+        "POST",
+        "/v1/apps/sleeper/scale",
+        Some(json!({"instances": 2})),
+    );
+    assert_eq!(code, 200, "{v}");
+    apps.wait_converged("sleeper", 2, Duration::from_secs(60));
+    let mut left: Vec<String> = apps
+        .running("sleeper")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut want = oldest.clone();
+    want.sort();
+    // Staged within the same millisecond, two tasks tie on age; the survivors must
+    // still be among the oldest.
+    assert_eq!(left, want, "the two oldest tasks stay");
+    wait_until(
+        Duration::from_secs(30),
+        "the master to show 2 tasks",
+        || apps.master_live_tasks().len() == 2,
+    );
+
+    // Destroy: everything goes, the app disappears.
+    let (code, _) = apps.call("DELETE", "/v1/apps/sleeper", None);
+    assert_eq!(code, 200);
+    wait_until(Duration::from_secs(60), "the app to be gone", || {
+        apps.call("GET", "/v1/apps/sleeper", None).0 == 404
+    });
+    wait_until(Duration::from_secs(30), "no task at the master", || {
+        apps.master_live_tasks().is_empty()
+    });
+}
+
+/// The path of busybox (installed by scripts/docker-setup.sh); its httpd serves
+/// health checks.
+fn busybox() -> String {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if std::path::Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("busybox is missing: scripts/test.sh installs busybox-static");
+}
+
+#[test]
+fn a_rolling_update_never_drops_below_the_healthy_instances_asked_for() {
+    let apps = Apps::start(2);
+    let bb = busybox();
+    let spec = |version: &str| {
+        json!({
+            "id": "web",
+            "instances": 3,
+            // Each instance takes a second to come up, so the update is seen in progress.
+            "cmd": format!("mkdir -p www && echo {version} > www/index.html && sleep 1 && exec {bb} httpd -f -p 127.0.0.1:$PORT0 -h www"),
+            "cpus": 0.1,
+            "mem": 32,
+            "ports": [0],
+            "env": {"VERSION": version},
+            "health_checks": [{
+                "protocol": "http", "path": "/", "port_index": 0,
+                "delay_seconds": 0, "interval_seconds": 0.3, "timeout_seconds": 2,
+                "grace_period_seconds": 10, "max_consecutive_failures": 3
+            }],
+            "upgrade_strategy": {"minimum_health_capacity": 1.0, "maximum_over_capacity": 0.34},
+        })
+    };
+    apps.deploy(spec("v1"));
+    wait_until(Duration::from_secs(60), "3 healthy v1 tasks", || {
+        let a = apps.get("/v1/apps/web");
+        a["deployment"].is_null() && a["tasks_healthy"] == 3
+    });
+    let v1_ids: Vec<String> = apps
+        .tasks("web")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+
+    apps.deploy(spec("v2"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut samples = 0;
+    loop {
+        let tasks = apps.tasks("web");
+        let healthy = tasks
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING" && t["healthy"] == true)
+            .count();
+        assert!(
+            healthy >= 3,
+            "only {healthy} healthy instances during the update: {tasks:#?}"
+        );
+        samples += 1;
+        let app = apps.get("/v1/apps/web");
+        if app["deployment"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the update did not finish: {app}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(samples > 3, "sampled during the update");
+    let tasks = apps.tasks("web");
+    assert_eq!(tasks.len(), 3, "{tasks:#?}");
+    for t in &tasks {
+        assert!(!v1_ids.contains(&t["id"].as_str().unwrap().to_string()));
+        assert_eq!(t["healthy"], true);
+        // The new version answers on its port.
+        let port = t["ports"][0].as_u64().unwrap();
+        let body = common::http_get(&format!("http://127.0.0.1:{port}/index.html")).unwrap();
+        assert_eq!(body.trim(), "v2");
+    }
+}
+
+#[test]
+fn hostname_unique_on_two_agents_runs_two_and_names_the_constraint() {
+    let apps = Apps::start(2);
+    apps.deploy(json!({
+        "id": "spread",
+        "instances": 3,
+        "cmd": "sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+        "constraints": ["hostname UNIQUE"],
+    }));
+    wait_until(Duration::from_secs(60), "two running and a reason", || {
+        let a = apps.get("/v1/apps/spread");
+        a["tasks_running"] == 2
+            && a["deployment"]["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("hostname UNIQUE"))
+    });
+    let hosts: std::collections::BTreeSet<String> = apps
+        .running("spread")
+        .iter()
+        .map(|t| t["hostname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(hosts.len(), 2, "one per host");
+    // It stays that way.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(apps.tasks("spread").len(), 2);
+}
+
+#[test]
+fn a_framework_restarted_mid_deployment_completes_it_without_duplicates() {
+    let mut apps = Apps::start(2);
+    apps.deploy(json!({
+        "id": "steady",
+        "instances": 6,
+        "cmd": "sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+    }));
+    // Kill the framework as soon as the first tasks are known.
+    wait_until(Duration::from_secs(30), "a first task", || {
+        !apps.tasks("steady").is_empty()
+    });
+    let framework_id = apps.get("/v1/info")["framework_id"].clone();
+    let addr = apps.serve.addr.clone();
+    apps.serve.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    apps.serve = start_serve(
+        apps.cluster.dir.path(),
+        &apps.cluster.master.addr,
+        &apps.state_dir,
+        &addr,
+    );
+    wait_until(Duration::from_secs(30), "re-subscription", || {
+        apps.call("GET", "/v1/info", None).1["connected"] == true
+    });
+    assert_eq!(
+        apps.get("/v1/info")["framework_id"],
+        framework_id,
+        "the same framework id"
+    );
+    apps.wait_converged("steady", 6, Duration::from_secs(60));
+    // Exactly the framework's 6 tasks run at the master: no duplicate, no orphan.
+    std::thread::sleep(Duration::from_secs(1));
+    let at_master = apps.master_live_tasks();
+    assert_eq!(at_master.len(), 6, "{at_master:#?}");
+    let mut ours: Vec<String> = apps
+        .tasks("steady")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut theirs: Vec<String> = at_master
+        .iter()
+        .map(|t| {
+            t["task_id"]
+                .as_str()
+                .or(t["id"].as_str())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn bad_specs_are_refused_with_the_field_named_and_change_nothing() {
+    let apps = Apps::start(1);
+    let cases = [
+        (json!({"id": "Bad_Id", "cmd": "true"}), "id"),
+        (json!({"id": "a", "cmd": "true", "cpus": -1}), "cpus"),
+        (
+            json!({"id": "a", "cmd": "true", "instances": "three"}),
+            "instances",
+        ),
+        (json!({"id": "a"}), "cmd"),
+        (
+            json!({"id": "a", "cmd": "true", "helth_checks": []}),
+            "helth_checks",
+        ),
+        (
+            json!({"id": "a", "cmd": "true", "health_checks": [{"protocol": "http", "port_index": 1}]}),
+            "health_checks[0].port_index",
+        ),
+        (
+            json!({"id": "a", "cmd": "true", "constraints": ["hostname SOMETIMES"]}),
+            "constraints[0]",
+        ),
+    ];
+    for (spec, field) in cases {
+        let (code, body) = apps.call("POST", "/v1/apps", Some(spec.clone()));
+        assert_eq!(code, 422, "{spec} → {body}");
+        assert!(
+            body["field"].as_str().is_some_and(|f| f.starts_with(field)),
+            "{spec}: expected field {field}, got {body}"
+        );
+    }
+    let (code, body) = apps.call("POST", "/v1/apps/nope/scale", Some(json!({"instances": 2})));
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(apps.get("/v1/apps"), json!([]), "nothing was created");
+}
+
+/// Runs the `strata` CLI against this cluster: (exit code, stdout, stderr).
+fn cli(apps: &Apps, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args)
+        .env("STRATA_SERVER", &apps.serve.addr)
+        .env("STRATA_MASTER", &apps.cluster.master.addr);
+    common::run_with_timeout(cmd, Duration::from_secs(120))
+}
+
+#[test]
+fn the_cli_deploys_the_example_lists_scales_kills_and_refuses_bad_files() {
+    let apps = Apps::start(2);
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/hello.yaml");
+    let (code, out, err) = cli(&apps, &["app", "deploy", "-f", hello, "--wait"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("2/2 running"), "{out}");
+
+    let (code, out, _) = cli(&apps, &["app", "list"]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("hello")).expect(&out);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["hello", "2", "2", "2"], "{out}");
+
+    let (code, out, _) = cli(&apps, &["task", "list", "--app", "hello", "-o", "json"]);
+    assert_eq!(code, 0);
+    let tasks: Value = serde_json::from_str(&out).unwrap();
+    let first = tasks[0]["id"].as_str().unwrap().to_string();
+
+    // The task's output, read from its agent.
+    wait_until(Duration::from_secs(20), "the task's output", || {
+        let (code, out, _) = cli(&apps, &["task", "logs", &first]);
+        code == 0 && out.contains(&format!("hello from {first}"))
+    });
+
+    // Killing a task gets it replaced.
+    let (code, _, err) = cli(&apps, &["task", "kill", &first]);
+    assert_eq!(code, 0, "{err}");
+    wait_until(Duration::from_secs(30), "a replacement", || {
+        let ids: Vec<String> = apps
+            .running("hello")
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.len() == 2 && !ids.contains(&first)
+    });
+
+    let (code, _, err) = cli(&apps, &["app", "scale", "hello", "3", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(apps.running("hello").len(), 3);
+
+    // Bad files: refused before anything is sent, with the field named.
+    let dir = tempfile::tempdir().unwrap();
+    for (text, field) in [
+        ("id: hello\ncmd: x\ninstances: -1\n", "instances"),
+        (
+            "id: hello\ncmd: x\nhealth_checks: [{protocol: http, port_index: 0}]\n",
+            "health_checks[0].port_index",
+        ),
+        (
+            "id: hello\ncmd: x\nconstraints: [\"hostname OFTEN\"]\n",
+            "constraints[0]",
+        ),
+        ("id: hello\ncmd: x\nmem: lots\n", "mem"),
+    ] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = cli(&apps, &["app", "deploy", "-f", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{text}: {out}{err}");
+        assert!(err.contains(field), "{text}: expected {field} in: {err}");
+    }
+    // Nothing changed.
+    assert_eq!(apps.get("/v1/apps/hello")["instances"], 3);
+
+    // Unknown app: the server's reason.
+    let (code, _, err) = cli(&apps, &["app", "show", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("app \"nope\" not found"), "{err}");
+
+    let (code, _, err) = cli(&apps, &["app", "rm", "hello", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&apps, &["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("strata"), "a completion script");
+}
+
+#[test]
+fn a_task_failing_its_health_check_is_killed_and_replaced() {
+    let apps = Apps::start(1);
+    let flags = pid_dir();
+    let dir = flags.path().display().to_string();
+    apps.deploy(json!({
+        "id": "checked",
+        "cmd": "exec sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+        "health_checks": [{
+            "protocol": "command",
+            "command": format!("test ! -e {dir}/$STRATA_TASK_ID"),
+            "delay_seconds": 0, "interval_seconds": 0.2, "grace_period_seconds": 0,
+            "max_consecutive_failures": 2
+        }],
+        "backoff": {"seconds": 0.1},
+    }));
+    apps.wait_converged("checked", 1, Duration::from_secs(30));
+    let first = apps.running("checked")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(apps.running("checked")[0]["healthy"], true);
+    std::fs::write(flags.path().join(&first), "").unwrap();
+    wait_until(Duration::from_secs(30), "a healthy replacement", || {
+        let running = apps.running("checked");
+        running.len() == 1 && running[0]["id"] != first.as_str() && running[0]["healthy"] == true
+    });
+    let app = apps.get("/v1/apps/checked");
+    assert_eq!(app["last_failure"]["task_id"], first.as_str(), "{app}");
+    assert_eq!(app["last_failure"]["state"], "TASK_KILLED", "{app}");
+}
+
+#[test]
+fn tasks_on_an_agent_that_stays_unreachable_are_replaced_elsewhere() {
+    let mut apps = Apps::start(2);
+    apps.deploy(json!({
+        "id": "survivor",
+        "instances": 2,
+        "cmd": "exec sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+        "constraints": ["hostname UNIQUE"],
+        "unreachable_replace_seconds": 1,
+    }));
+    apps.wait_converged("survivor", 2, Duration::from_secs(30));
+    // Lose agent 1 for good (its tasks keep running, unreachable to the master).
+    apps.cluster.agents[1].kill9();
+    wait_until(
+        Duration::from_secs(30),
+        "the task to be unreachable",
+        || {
+            apps.tasks("survivor")
+                .iter()
+                .any(|t| t["state"] == "TASK_UNREACHABLE")
+        },
+    );
+    // UNIQUE and one agent left: the replacement waits, saying why; a new agent gets it.
+    apps.cluster
+        .add_agent(2, "cpus:2;mem:1024;disk:1000;ports:[31400-31500]");
+    wait_until(
+        Duration::from_secs(60),
+        "a replacement on the new agent",
+        || {
+            let running = apps.running("survivor");
+            running.len() == 2 && running.iter().any(|t| t["hostname"] == "agent2.test")
+        },
+    );
+    // The unreachable task is no longer counted.
+    wait_until(Duration::from_secs(30), "the app to converge", || {
+        apps.get("/v1/apps/survivor")["deployment"].is_null()
+    });
+}
