@@ -8,7 +8,8 @@
 //! `launch_latency_p99: X ms`.
 //!
 //! `strata bench docker` measures Docker task launches against bare `docker run -d`
-//! instead (see `bench_docker.rs`).
+//! instead (see `bench_docker.rs`); `strata bench failover` a master restart under
+//! 10,000 agents and 100,000 tasks (see `bench_failover.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -45,7 +46,13 @@ pub enum BenchKind {
     /// Deploying N instances with `strata app deploy --wait`, beside Docker Swarm and
     /// the engine's own `docker run -d` floor.
     Apps(crate::bench_apps::AppsBenchArgs),
+    /// Master failover at scale: N simulated agents with T tasks re-register after a
+    /// master restart; time until all are back (see `bench_failover.rs`).
+    Failover(failover::FailoverBenchArgs),
 }
+
+#[path = "bench_failover.rs"]
+mod failover;
 
 const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
 
@@ -53,6 +60,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     match args.kind {
         Some(BenchKind::Docker(docker)) => return crate::bench_docker::bench_docker(docker).await,
         Some(BenchKind::Apps(apps)) => return crate::bench_apps::bench_apps(apps).await,
+        Some(BenchKind::Failover(failover)) => return failover::bench_failover(failover).await,
         None => {}
     }
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");

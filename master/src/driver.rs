@@ -4,16 +4,25 @@
 //! ```text
 //!  gRPC/HTTP handlers ──Command (bounded)──────────▶ ┌──────────────┐ ─ToFramework─▶ per-conn mpsc ─▶ Subscribe stream
 //!  stream wrappers' Drop ──Disconnect (unbounded)──▶ │ driver task  │ ─ToAgent─────▶ per-conn mpsc ─▶ Attach stream
-//!  interval (100 ms) ──Tick────────────────────────▶ │ core::Master │ ─Persist─────▶ Store (synchronous, durable)
+//!  interval (100 ms) ──Tick────────────────────────▶ │ core::Master │ ─Persist─────▶ Store (append; one sync per batch)
 //!  shutdown ───────────────────────────────────────▶ └──────────────┘ ─Close*──────▶ drop the conn's sender
 //! ```
 //!
-//! Effects are carried out in order, right after the `handle` that produced them; a
-//! `Persist` is durable before the next effect is looked at. A connection whose
-//! buffer is full or whose receiver is gone is dropped, and the core is told it
-//! disconnected (a framework re-subscribes, an agent re-registers). A store failure
-//! is fatal: the driver stops and [`crate::serve`] returns the error, as a Mesos
-//! master aborts when its registry fails.
+//! Effects are carried out in order, right after the `handle` that produced them,
+//! with one exception that keeps the rule "a `Persist` is durable before anything
+//! that follows it is carried out": group commit. The driver takes the commands that
+//! are already queued as one batch (up to [`MAX_BATCH`]); each `Persist` is appended
+//! to the store, and every effect after the first appended `Persist` that the store
+//! has yet to make durable (and every call's reply) is held, in order, until the
+//! batch ends with one [`Store::sync`]; then the held effects go out. A registration
+//! storm of N agents costs one fsync per batch, not N, and nobody hears of a change
+//! before it is durable. A read (snapshot, metrics) ends the batch first: operators
+//! never see what is not durable.
+//!
+//! A connection whose buffer is full or whose receiver is gone is dropped, and the
+//! core is told it disconnected (a framework re-subscribes, an agent re-registers). A
+//! store failure is fatal: the driver stops and [`crate::serve`] returns the error, as
+//! a Mesos master aborts when its registry fails; held effects are never sent.
 //!
 //! Snapshot and metrics reads go through the same command channel, so operators see
 //! the state between two inputs, never in the middle of one.
@@ -35,13 +44,20 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// handlers wait: back-pressure on clients instead of unbounded memory.
 pub const COMMAND_BUFFER: usize = 4096;
 /// Events buffered per framework stream before the framework counts as too slow and
-/// its stream is dropped (it re-subscribes). Generous: a burst of thousands of task
-/// updates must not cost a framework its subscription, and a tokio channel allocates
-/// its slots as they fill, so an idle stream costs nothing for its capacity.
-pub const FRAMEWORK_BUFFER: usize = 65_536;
+/// its stream is dropped (it re-subscribes). Generous: the largest legitimate burst
+/// is one implicit RECONCILE, answered at once with an update per task (100,000 tasks
+/// after a master failover at the scale of `strata bench failover`), plus the offers
+/// and updates around it; a smaller bound drops such a framework on every
+/// reconciliation, for good. A tokio channel allocates its slots as they fill, so an
+/// idle stream costs nothing for its capacity; a framework that stops reading holds
+/// at most this many events (some 100 MB) before it is dropped.
+pub const FRAMEWORK_BUFFER: usize = 262_144;
 /// Messages buffered per agent stream before the agent counts as stuck and its stream
 /// is dropped (it re-registers). Covers one accept launching thousands of tasks there.
 pub const AGENT_BUFFER: usize = 16_384;
+/// Most commands handled as one batch, between two store syncs. Bounds how long an
+/// effect can be held behind the batch's sync.
+pub const MAX_BATCH: usize = 256;
 
 /// What a handler asks of the driver.
 #[derive(Debug)]
@@ -183,6 +199,20 @@ pub struct Driver {
     recent_ticks: VecDeque<Duration>,
     /// How many Ticks `recent_ticks` keeps.
     ticks_per_allocation: usize,
+    /// Ops appended to the store since its last sync.
+    unsynced: bool,
+    /// What waits for the store's next sync, in order (see the module docs).
+    held: Vec<Held>,
+}
+
+/// Something the driver does only once the ops persisted before it are durable.
+#[allow(clippy::large_enum_variant)] // as `core::Effect`: moved once, straight out
+enum Held {
+    Effect(core::Effect),
+    Reply(
+        oneshot::Sender<Result<(), CallError>>,
+        Result<(), CallError>,
+    ),
 }
 
 impl Driver {
@@ -212,6 +242,8 @@ impl Driver {
             pending: VecDeque::new(),
             recent_ticks: VecDeque::with_capacity(ticks_per_allocation),
             ticks_per_allocation,
+            unsynced: false,
+            held: Vec::new(),
         };
         (driver, handle)
     }
@@ -243,7 +275,7 @@ impl Driver {
                 }
                 command = self.commands.recv() => {
                     let Some(command) = command else { break Ok(()) };
-                    if let Err(e) = self.on_command(command) {
+                    if let Err(e) = self.on_batch(command) {
                         break Err(e);
                     }
                 }
@@ -274,10 +306,31 @@ impl Driver {
                 }
             }
         }
-        Ok(())
+        self.commit()
     }
 
+    /// `first` and the commands queued behind it (up to [`MAX_BATCH`] in all), then
+    /// one store sync for all of them (see the module docs).
+    fn on_batch(&mut self, first: Command) -> Result<(), DriverError> {
+        self.handle_command(first)?;
+        for _ in 1..MAX_BATCH {
+            match self.commands.try_recv() {
+                Ok(command) => self.handle_command(command)?,
+                Err(_) => break,
+            }
+        }
+        self.commit()
+    }
+
+    /// One command, committed at once (no batching).
+    #[cfg(test)]
     fn on_command(&mut self, command: Command) -> Result<(), DriverError> {
+        self.handle_command(command)?;
+        self.commit()
+    }
+
+    /// One command; what it persists is appended, not yet synced (see [`Driver::commit`]).
+    fn handle_command(&mut self, command: Command) -> Result<(), DriverError> {
         match command {
             Command::Subscribe {
                 conn,
@@ -318,13 +371,20 @@ impl Driver {
                 let result = self
                     .core
                     .handle(Input::Call { header, call }, Instant::now());
-                let _ = reply.send(result);
                 self.carry_out()?;
+                // The caller hears of the call's outcome once what it changed is durable.
+                if self.unsynced {
+                    self.held.push(Held::Reply(reply, result));
+                } else {
+                    let _ = reply.send(result);
+                }
             }
             Command::Snapshot(reply) => {
+                self.commit()?;
                 let _ = reply.send(self.core.snapshot());
             }
             Command::Metrics(reply) => {
+                self.commit()?;
                 let mut metrics = self.core.metrics();
                 metrics.allocation_run_ms = self.allocation_run_ms();
                 let _ = reply.send(metrics);
@@ -342,7 +402,8 @@ impl Driver {
             self.recent_ticks.pop_front();
         }
         self.recent_ticks.push_back(started.elapsed());
-        self.carry_out()
+        self.carry_out()?;
+        self.commit()
     }
 
     /// The longest Tick of the latest allocation interval, in milliseconds.
@@ -353,10 +414,32 @@ impl Driver {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 
-    /// Feeds one input (and any it causes) and carries out the effects.
+    /// Feeds one input (and any it causes) and carries out the effects (holding those
+    /// behind an unsynced `Persist`).
     fn feed(&mut self, input: Input) -> Result<(), DriverError> {
         self.pending.push_back(input);
         self.carry_out()
+    }
+
+    /// Makes the appended ops durable with one sync, then carries out what waited for
+    /// it, in order, and the inputs that caused (a dropped conn), until nothing waits.
+    fn commit(&mut self) -> Result<(), DriverError> {
+        while self.unsynced || !self.held.is_empty() {
+            if self.unsynced {
+                self.store.sync()?;
+                self.unsynced = false;
+            }
+            for held in std::mem::take(&mut self.held) {
+                match held {
+                    Held::Effect(effect) => self.carry_out_effect(effect)?,
+                    Held::Reply(reply, result) => {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+            self.carry_out()?;
+        }
+        Ok(())
     }
 
     /// Carries out the effects of the latest `handle`, in order, then feeds the core
@@ -377,56 +460,71 @@ impl Driver {
         }
     }
 
+    /// Appends each `Persist` to the store; carries out the other effects, or holds
+    /// them if an appended `Persist` is not synced yet.
     fn carry_out_effects(&mut self, effects: Vec<core::Effect>) -> Result<(), DriverError> {
         for effect in effects {
-            match effect {
-                core::Effect::ToFramework { conn, event } => {
-                    let Some(tx) = self.frameworks.get(&conn) else {
-                        tracing::trace!(conn = conn.0, "event for a closed framework stream");
-                        continue;
-                    };
-                    if let Err(e) = tx.try_send(event) {
-                        tracing::warn!(
-                            conn = conn.0,
-                            reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                                "buffer full"
-                            } else {
-                                "stream closed"
-                            },
-                            "dropping framework stream; the framework will re-subscribe"
-                        );
-                        self.frameworks.remove(&conn);
-                        self.pending
-                            .push_back(Input::FrameworkDisconnected { conn });
-                    }
-                }
-                core::Effect::CloseFramework { conn } => {
+            if self.unsynced && !matches!(effect, core::Effect::Persist(_)) {
+                self.held.push(Held::Effect(effect));
+            } else {
+                self.carry_out_effect(effect)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one effect; a `Persist` is appended to the store (durable at the
+    /// next [`Driver::commit`]).
+    fn carry_out_effect(&mut self, effect: core::Effect) -> Result<(), DriverError> {
+        match effect {
+            core::Effect::ToFramework { conn, event } => {
+                let Some(tx) = self.frameworks.get(&conn) else {
+                    tracing::trace!(conn = conn.0, "event for a closed framework stream");
+                    return Ok(());
+                };
+                if let Err(e) = tx.try_send(event) {
+                    tracing::warn!(
+                        conn = conn.0,
+                        reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            "buffer full"
+                        } else {
+                            "stream closed"
+                        },
+                        "dropping framework stream; the framework will re-subscribe"
+                    );
                     self.frameworks.remove(&conn);
+                    self.pending
+                        .push_back(Input::FrameworkDisconnected { conn });
                 }
-                core::Effect::ToAgent { conn, message } => {
-                    let Some(tx) = self.agents.get(&conn) else {
-                        tracing::trace!(conn = conn.0, "message for a closed agent stream");
-                        continue;
-                    };
-                    if let Err(e) = tx.try_send(message) {
-                        tracing::warn!(
-                            conn = conn.0,
-                            reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                                "buffer full"
-                            } else {
-                                "stream closed"
-                            },
-                            "dropping agent stream; the agent will re-register"
-                        );
-                        self.agents.remove(&conn);
-                        self.pending.push_back(Input::AgentDisconnected { conn });
-                    }
-                }
-                core::Effect::CloseAgent { conn } => {
+            }
+            core::Effect::CloseFramework { conn } => {
+                self.frameworks.remove(&conn);
+            }
+            core::Effect::ToAgent { conn, message } => {
+                let Some(tx) = self.agents.get(&conn) else {
+                    tracing::trace!(conn = conn.0, "message for a closed agent stream");
+                    return Ok(());
+                };
+                if let Err(e) = tx.try_send(message) {
+                    tracing::warn!(
+                        conn = conn.0,
+                        reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            "buffer full"
+                        } else {
+                            "stream closed"
+                        },
+                        "dropping agent stream; the agent will re-register"
+                    );
                     self.agents.remove(&conn);
+                    self.pending.push_back(Input::AgentDisconnected { conn });
                 }
-                core::Effect::Persist(op) => {
-                    self.store.apply(&op)?;
+            }
+            core::Effect::CloseAgent { conn } => {
+                self.agents.remove(&conn);
+            }
+            core::Effect::Persist(op) => {
+                if self.store.append(&op)? {
+                    self.unsynced = true;
                 }
             }
         }
@@ -608,6 +706,163 @@ mod tests {
                 source: std::io::Error::other("disk gone"),
             })
         }
+    }
+
+    /// A store that counts what it is asked to do; its syncs fail when `broken`.
+    #[derive(Clone, Default)]
+    struct CountingStore {
+        appended: Arc<std::sync::Mutex<Vec<crate::core::RegistryOp>>>,
+        syncs: Arc<AtomicU64>,
+        broken: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Store for CountingStore {
+        fn load(&mut self) -> Result<crate::core::Registry, StoreError> {
+            Ok(Default::default())
+        }
+        fn apply(&mut self, op: &crate::core::RegistryOp) -> Result<(), StoreError> {
+            self.append(op)?;
+            self.sync()
+        }
+        fn append(&mut self, op: &crate::core::RegistryOp) -> Result<bool, StoreError> {
+            self.appended.lock().unwrap().push(op.clone());
+            Ok(true)
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(StoreError::Io {
+                    path: "registry.log".into(),
+                    source: std::io::Error::other("disk gone"),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Queues `n` new agents' registrations; returns their streams' receivers.
+    async fn queue_registrations(
+        handle: &DriverHandle,
+        n: usize,
+    ) -> Vec<mpsc::Receiver<v1::MasterMessage>> {
+        let resources = strata_proto::Resources::parse("cpus:1;mem:128")
+            .unwrap()
+            .to_proto();
+        let mut streams = Vec::new();
+        for i in 0..n {
+            let (messages, rx) = mpsc::channel(16);
+            let register = v1::Register {
+                agent_info: Some(v1::AgentInfo {
+                    hostname: format!("node{i}"),
+                    resources: resources.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            handle
+                .send(Command::AgentAttach {
+                    conn: handle.next_conn(),
+                    register,
+                    peer: None,
+                    messages,
+                })
+                .await
+                .unwrap();
+            streams.push(rx);
+        }
+        streams
+    }
+
+    fn is_registered(m: &v1::MasterMessage) -> bool {
+        matches!(m.message, Some(v1::master_message::Message::Registered(_)))
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_registrations_costs_one_sync() {
+        let store = CountingStore::default();
+        let core = core::Master::new(
+            CoreConfig {
+                master_id: "m1".into(),
+                ..CoreConfig::default()
+            },
+            Registry::default(),
+            Instant::now(),
+        );
+        let (mut driver, handle) =
+            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+        let mut streams = queue_registrations(&handle, 10).await;
+        let first = driver.commands.recv().await.unwrap();
+        driver.on_batch(first).unwrap();
+        assert_eq!(store.appended.lock().unwrap().len(), 10);
+        assert_eq!(store.syncs.load(Ordering::SeqCst), 1);
+        for rx in &mut streams {
+            assert!(is_registered(&rx.try_recv().unwrap()));
+        }
+        assert!(driver.held.is_empty() && !driver.unsynced);
+    }
+
+    #[tokio::test]
+    async fn nothing_that_follows_an_op_goes_out_before_the_op_is_durable() {
+        let store = CountingStore::default();
+        store.broken.store(true, Ordering::SeqCst);
+        let core = core::Master::new(
+            CoreConfig {
+                master_id: "m1".into(),
+                ..CoreConfig::default()
+            },
+            Registry::default(),
+            Instant::now(),
+        );
+        let (mut driver, handle) =
+            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+        let mut streams = queue_registrations(&handle, 3).await;
+        let first = driver.commands.recv().await.unwrap();
+        let err = driver.on_batch(first).unwrap_err();
+        assert!(matches!(err, DriverError::Store(_)), "{err}");
+        assert_eq!(store.appended.lock().unwrap().len(), 3);
+        for rx in &mut streams {
+            assert!(
+                rx.try_recv().is_err(),
+                "Registered sent before its op was durable"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_answered_once_what_it_persisted_is_durable() {
+        let store = CountingStore::default();
+        let core = core::Master::new(
+            CoreConfig {
+                master_id: "m1".into(),
+                ..CoreConfig::default()
+            },
+            Registry::default(),
+            Instant::now(),
+        );
+        let (mut driver, _handle) =
+            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+        let (header, _events) = subscribe(&mut driver);
+        assert_eq!(store.syncs.load(Ordering::SeqCst), 1, "AddFramework synced");
+        // TEARDOWN persists RemoveFramework; its sync fails: no answer goes out.
+        store.broken.store(true, Ordering::SeqCst);
+        let (reply, result) = oneshot::channel();
+        let call = Call::Teardown(v1::TeardownRequest {
+            header: Some(header.clone()),
+        });
+        let err = driver
+            .on_command(Command::Call {
+                header,
+                call,
+                reply,
+            })
+            .unwrap_err();
+        assert!(matches!(err, DriverError::Store(_)), "{err}");
+        assert!(matches!(
+            store.appended.lock().unwrap().last(),
+            Some(crate::core::RegistryOp::RemoveFramework { .. })
+        ));
+        drop(driver);
+        assert!(result.await.is_err(), "answered before the op was durable");
     }
 
     #[test]

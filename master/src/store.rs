@@ -6,15 +6,26 @@
 //! ```text
 //!   WORK_DIR/registry.lock   held (flock) while a master uses the dir
 //!   WORK_DIR/registry.json   snapshot: {"version":1,"seq":N,"registry":{...}}
-//!   WORK_DIR/registry.log    JSON lines {"seq":N+1,"op":{...}} appended and fsynced per op
+//!   WORK_DIR/registry.log    JSON lines {"seq":N+1,"op":{...}} appended, fsynced per batch
 //! ```
 //!
-//! `apply` appends one line and fsyncs it before returning, so the driver can act on
-//! the operation knowing it is durable. Every [`COMPACT_EVERY`] operations (and on
-//! `flush`, at shutdown) the registry is written to `registry.json.tmp`, fsynced,
-//! renamed over `registry.json` and the directory fsynced; then the log is emptied.
-//! A crash between the rename and the truncation is harmless: log lines whose `seq`
-//! the snapshot already covers are skipped on load.
+//! Group commit: the driver [`Store::append`]s every operation of a batch of inputs and
+//! then calls [`Store::sync`] once, and holds back every effect that followed an
+//! operation until that `sync` returns (see `crate::driver`). `append` only buffers
+//! the line; `sync` writes the buffered lines with one `write` and one `fdatasync`, so
+//! a storm of N registrations costs one fsync per batch instead of N. `apply` is
+//! `append` + `sync`. An operation that would not change the registry (an agent
+//! re-admitted with the hostname the registry already holds, a framework
+//! re-subscribing with the FrameworkInfo it already holds) is not written at all: the
+//! registry it recovers to is the same, so there is nothing to make durable (it is
+//! durable at the latest by the `sync` that covers the operation that made it true).
+//!
+//! Every [`COMPACT_EVERY`] operations, or as many as the registry has entries if that
+//! is more (so that compacting stays linear in the operations), and on `flush` at
+//! shutdown, the registry is written to `registry.json.tmp`, fsynced, renamed over
+//! `registry.json` and the directory fsynced; then the log is emptied. A crash between
+//! the rename and the truncation is harmless: log lines whose `seq` the snapshot
+//! already covers are skipped on load.
 //!
 //! A torn last line (the master died mid-write) is dropped with a warning; any other
 //! unreadable line or snapshot is an error at start, naming the file and line.
@@ -29,16 +40,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Registry, RegistryOp};
 
-/// Where the registry is kept. Owned by the driver task; every call is synchronous
-/// and durable when it returns `Ok`.
+/// Where the registry is kept. Owned by the driver task; every call is synchronous.
+/// `apply` and `sync` make what they cover durable before they return `Ok`.
 pub trait Store: Send {
     /// The registry as persisted so far.
     fn load(&mut self) -> Result<Registry, StoreError>;
     /// Persists one operation durably.
     fn apply(&mut self, op: &RegistryOp) -> Result<(), StoreError>;
+    /// Records one operation, after those appended before it; it is durable once the
+    /// next [`Store::sync`] returns `Ok`. Returns whether a sync is needed before
+    /// acting on it (false: it is durable already). The default persists it at once.
+    fn append(&mut self, op: &RegistryOp) -> Result<bool, StoreError> {
+        self.apply(op)?;
+        Ok(false)
+    }
+    /// Makes every operation appended so far durable (group commit: one fsync for
+    /// all of them). The default has nothing to do, `append` being durable.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Makes everything compact and durable (called at shutdown).
     fn flush(&mut self) -> Result<(), StoreError> {
-        Ok(())
+        self.sync()
+    }
+}
+
+/// Whether applying `op` to `registry` changes it. An operation that does not is not
+/// worth a write: the registry recovers to the same either way.
+pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
+    match op {
+        RegistryOp::AdmitAgent { id, hostname } => {
+            registry.agents.get(id) != Some(hostname) || registry.unreachable.contains_key(id)
+        }
+        RegistryOp::MarkUnreachable { id, unix_time } => {
+            registry.unreachable.get(id) != Some(unix_time)
+        }
+        RegistryOp::RemoveAgent { id } => {
+            registry.agents.contains_key(id) || registry.unreachable.contains_key(id)
+        }
+        RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
+        RegistryOp::RemoveFramework { id } => registry.frameworks.contains_key(id),
     }
 }
 
@@ -130,8 +171,12 @@ pub struct FileStore {
     registry: Registry,
     /// The sequence number of the last op applied.
     seq: u64,
-    /// Ops appended since the last compaction.
+    /// Ops written to the log since the last compaction.
     since_compaction: u64,
+    /// Lines appended and not yet written (see [`Store::sync`]).
+    pending: Vec<u8>,
+    /// How many ops `pending` holds.
+    pending_ops: u64,
 }
 
 impl FileStore {
@@ -170,6 +215,8 @@ impl FileStore {
             registry,
             seq: snapshot_seq,
             since_compaction: 0,
+            pending: Vec::new(),
+            pending_ops: 0,
         };
         store.replay(&mut log, &log_path)?;
         Ok(store)
@@ -244,8 +291,10 @@ impl FileStore {
         Ok(())
     }
 
-    /// Writes the registry to `registry.json` atomically and empties the log.
+    /// Writes the registry to `registry.json` atomically and empties the log (after
+    /// writing what is appended: the snapshot covers it).
     pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let dest = self.dir.join(SNAPSHOT_FILE);
         let snapshot = Snapshot {
@@ -271,31 +320,71 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Writes the appended lines to the log and fsyncs it, if there are any.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let log_path = self.dir.join(LOG_FILE);
+        self.log.write_all(&self.pending).map_err(io(&log_path))?;
+        self.log.sync_data().map_err(io(&log_path))?;
+        self.since_compaction += self.pending_ops;
+        self.pending.clear();
+        self.pending_ops = 0;
+        Ok(())
+    }
+
+    /// Ops after which the log is folded into the snapshot: [`COMPACT_EVERY`], or the
+    /// registry's size when larger, so that a snapshot's cost (proportional to the
+    /// registry) is spread over at least as many ops.
+    fn compact_after(&self) -> u64 {
+        let size = self.registry.agents.len()
+            + self.registry.unreachable.len()
+            + self.registry.frameworks.len();
+        COMPACT_EVERY.max(size as u64)
+    }
+}
+
 impl Store for FileStore {
     fn load(&mut self) -> Result<Registry, StoreError> {
         Ok(self.registry.clone())
     }
 
     fn apply(&mut self, op: &RegistryOp) -> Result<(), StoreError> {
+        self.append(op)?;
+        self.sync()
+    }
+
+    fn append(&mut self, op: &RegistryOp) -> Result<bool, StoreError> {
+        if !changes_registry(&self.registry, op) {
+            // Nothing to write. It is durable once what is pending is (the registry
+            // in memory is the durable one plus the pending ops).
+            return Ok(!self.pending.is_empty());
+        }
         let entry = LogLine {
             seq: self.seq + 1,
             op: op.clone(),
         };
-        let mut line = serde_json::to_vec(&entry)?;
-        line.push(b'\n');
-        let log_path = self.dir.join(LOG_FILE);
-        self.log.write_all(&line).map_err(io(&log_path))?;
-        self.log.sync_data().map_err(io(&log_path))?;
+        let line = serde_json::to_vec(&entry)?;
+        self.pending.extend_from_slice(&line);
+        self.pending.push(b'\n');
+        self.pending_ops += 1;
         self.seq = entry.seq;
         self.registry.apply(op);
-        self.since_compaction += 1;
-        if self.since_compaction >= COMPACT_EVERY {
+        Ok(true)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
+        if self.since_compaction >= self.compact_after() {
             self.compact()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
         if self.since_compaction > 0 {
             self.compact()
         } else {
@@ -474,6 +563,101 @@ mod tests {
         std::fs::write(dir.path().join(SNAPSHOT_FILE), "{not json").unwrap();
         let err = FileStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::CorruptSnapshot { .. }), "{err}");
+    }
+
+    #[test]
+    fn ops_that_change_nothing_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(dir.path()).unwrap();
+        s.apply(&admit("a1")).unwrap();
+        let info = RegistryOp::AddFramework {
+            id: "f1".into(),
+            info: vec![1],
+        };
+        s.apply(&info).unwrap();
+        // Re-admitted with the same hostname, re-subscribed with the same info.
+        s.apply(&admit("a1")).unwrap();
+        s.apply(&info).unwrap();
+        let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        // What changes something is written: a new hostname, back from unreachable.
+        s.apply(&RegistryOp::AdmitAgent {
+            id: "a1".into(),
+            hostname: "moved".into(),
+        })
+        .unwrap();
+        s.apply(&RegistryOp::MarkUnreachable {
+            id: "a1".into(),
+            unix_time: 1.0,
+        })
+        .unwrap();
+        s.apply(&RegistryOp::AdmitAgent {
+            id: "a1".into(),
+            hostname: "moved".into(),
+        })
+        .unwrap();
+        s.apply(&RegistryOp::RemoveFramework { id: "f9".into() })
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(log.lines().count(), 5, "{log}");
+        drop(s);
+        let r = FileStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(r.agents.get("a1").map(String::as_str), Some("moved"));
+        assert!(r.unreachable.is_empty());
+        assert_eq!(r.frameworks.len(), 1);
+    }
+
+    #[test]
+    fn appended_ops_are_written_by_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            for i in 0..10 {
+                assert!(s.append(&admit(&format!("a{i}"))).unwrap(), "needs a sync");
+            }
+            // Changes nothing, but what makes it true is not durable yet.
+            assert!(s.append(&admit("a0")).unwrap());
+            let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+            assert!(log.is_empty(), "appended ops are not written before sync");
+            s.sync().unwrap();
+            let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+            assert_eq!(log.lines().count(), 10);
+            // Changes nothing and nothing is pending: durable already.
+            assert!(!s.append(&admit("a0")).unwrap());
+            // Appended and never synced: as if the master died before the fsync.
+            s.append(&admit("lost")).unwrap();
+        }
+        let r = FileStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(r.agents.len(), 10);
+        assert!(!r.agents.contains_key("lost"));
+    }
+
+    #[test]
+    fn compaction_waits_for_as_many_ops_as_the_registry_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::open(dir.path()).unwrap();
+        let n = COMPACT_EVERY + 500;
+        for i in 0..n {
+            s.append(&admit(&format!("a{i}"))).unwrap();
+        }
+        s.sync().unwrap();
+        // One sync of n ops into a registry of n entries: compacted.
+        let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert!(log.is_empty());
+        // The next COMPACT_EVERY ops do not compact a registry larger than that.
+        for i in 0..COMPACT_EVERY {
+            s.apply(&RegistryOp::MarkUnreachable {
+                id: format!("a{i}"),
+                unix_time: 1.0,
+            })
+            .unwrap();
+        }
+        let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(log.lines().count() as u64, COMPACT_EVERY);
+        drop(s);
+        let r = FileStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(r.agents.len() as u64, n);
+        assert_eq!(r.unreachable.len() as u64, COMPACT_EVERY);
     }
 
     #[test]
