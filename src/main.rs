@@ -3,6 +3,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the master's gRPC streams allocate and free on
+/// every worker thread, and glibc's arena locks were a quarter of the CPU time of a
+/// 10,000-agent re-registration storm (`strata bench failover`, perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod app;
 mod bench;
 mod bench_apps;

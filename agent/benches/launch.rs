@@ -6,6 +6,14 @@
 //!
 //! `cargo bench -p strata-agent --bench launch` (needs root and cgroups; `LAUNCHES=N`
 //! changes the count).
+//!
+//! The agent's work dir (sandboxes, status files, checkpoint) is a temporary directory
+//! under `$TMPDIR`; the bench prints its filesystem. Where that is ext4 without a
+//! journal (this machine's root filesystem), every file creation scans the inodes
+//! deleted in the last 30 s (ext4's `recently_deleted`, which only runs without a
+//! journal): over successive runs perf showed a third of the agent's CPU there and its
+//! p50 climbing from 2.6 to 7 ms while the floor, which creates no files, stayed put.
+//! `TMPDIR=/dev/shm` (tmpfs), or any journalled filesystem, takes that out.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,6 +30,19 @@ use strata_proto::v1::{self, TaskState};
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
+}
+
+/// The filesystem `path` is on, by name where it is a common one.
+fn filesystem(path: &std::path::Path) -> String {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+    match nix::sys::statfs::statfs(path).map(|s| s.filesystem_type()) {
+        Ok(t) if t == EXT4_SUPER_MAGIC => "ext4".into(),
+        Ok(t) if t == TMPFS_MAGIC => "tmpfs".into(),
+        Ok(t) if t == XFS_SUPER_MAGIC => "xfs".into(),
+        Ok(t) if t == BTRFS_SUPER_MAGIC => "btrfs".into(),
+        Ok(t) => format!("{t:?}"),
+        Err(e) => format!("unknown ({e})"),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -89,6 +110,7 @@ async fn bench(launches: usize) {
 
     // Through the agent: RunTask → TASK_RUNNING.
     let dir = tempfile::tempdir().unwrap();
+    let fs = filesystem(dir.path());
     let mut master = FakeMaster::start().await;
     let mut o = options(master.addr, dir.path());
     o.isolation = IsolationOptions {
@@ -127,6 +149,10 @@ async fn bench(launches: usize) {
         percentile(&agent_times, 0.99),
     );
     println!("launch latency of a cgroup-isolated `true`, {launches} launches");
+    println!(
+        "  agent work dir: {} (filesystem {fs})",
+        dir.path().display()
+    );
     println!(
         "  floor (mkdir+limits, fork, join, exec, wait):  p50 {:7.3} ms  p99 {:7.3} ms",
         ms(f50),

@@ -15,6 +15,12 @@ use anyhow::Context;
 use clap::Parser;
 use strata_master::{FileStore, MasterOptions, parse_duration, parse_weights};
 
+/// mimalloc instead of glibc's malloc: gRPC streams allocate and free on every worker
+/// thread, and glibc's arena locks took a quarter of the CPU of a 10,000-agent
+/// re-registration storm (`strata bench failover`: 3.3 s with glibc, 1.6 s with this).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Strata master: offers agents' resources to frameworks.
 #[derive(Parser, Debug)]
 #[command(name = "strata-master", version)]
