@@ -574,3 +574,82 @@ fn tasks_on_an_agent_that_stays_unreachable_are_replaced_elsewhere() {
         apps.get("/v1/apps/survivor")["deployment"].is_null()
     });
 }
+
+#[test]
+fn draining_an_agent_moves_its_instances_to_the_other_and_survives_reactivation() {
+    let apps = Apps::start(2);
+    apps.deploy(json!({
+        "id": "movable",
+        "instances": 4,
+        "cmd": "sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+    }));
+    apps.wait_converged("movable", 4, Duration::from_secs(60));
+    let agents: Vec<String> = apps.cluster.state()["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    // Drain the agent that runs the most instances.
+    let on = |id: &str| {
+        apps.running("movable")
+            .iter()
+            .filter(|t| t["agent_id"] == id)
+            .count()
+    };
+    let drained = agents.iter().max_by_key(|a| on(a)).unwrap().clone();
+    let other = agents.iter().find(|a| **a != drained).unwrap().clone();
+    assert!(on(&drained) > 0);
+
+    let (code, out, err) = cli(
+        &apps,
+        &["agent", "drain", &drained, "--max-grace-period", "1s"],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("draining"), "{out}");
+    wait_until(
+        Duration::from_secs(60),
+        "all 4 instances on the other agent and the agent DRAINED",
+        || {
+            let state = apps.cluster.state();
+            let drained_state = state["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["id"] == drained.as_str())
+                .map(|a| a["maintenance"].clone());
+            on(&other) == 4
+                && apps.running("movable").len() == 4
+                && drained_state == Some(json!("DRAINED"))
+        },
+    );
+    let (code, out, _) = cli(&apps, &["agent", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(DRAINED)"), "{out}");
+    // Nothing goes back to a drained agent, even when asked for more.
+    let (code, v) = apps.call(
+        "POST",
+        "/v1/apps/movable/scale",
+        Some(json!({"instances": 5})),
+    );
+    assert_eq!(code, 200, "scale: {v}");
+    apps.wait_converged("movable", 5, Duration::from_secs(60));
+    assert_eq!(on(&drained), 0);
+
+    // Reactivated: offered again, and a later scale-up may use it.
+    let (code, out, err) = cli(&apps, &["agent", "reactivate", &drained]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let (code, _, err) = cli(&apps, &["agent", "reactivate", &drained]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nothing to reactivate"), "{err}");
+    let state = apps.cluster.state();
+    let maintenance = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == drained.as_str())
+        .map(|a| a["maintenance"].clone());
+    assert_eq!(maintenance, Some(Value::Null));
+}

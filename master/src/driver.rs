@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use strata_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{self, Call, CallError, ConnId, Input, Metrics, StateSnapshot};
+use crate::core::{self, Call, CallError, ConnId, Input, Metrics, OperatorCall, StateSnapshot};
 use crate::store::{Store, StoreError};
 
 /// How often the driver sends `Input::Tick`.
@@ -86,6 +86,11 @@ pub enum Command {
     Call {
         header: v1::CallHeader,
         call: Call,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// An operator call (weights, maintenance); the core's verdict goes to `reply`.
+    Operator {
+        call: OperatorCall,
         reply: oneshot::Sender<Result<(), CallError>>,
     },
     /// A consistent view of the state.
@@ -148,6 +153,14 @@ impl DriverHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Runs an operator call through the core; answered once what it changed is
+    /// durable.
+    pub async fn operator(&self, call: OperatorCall) -> Result<Result<(), CallError>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Operator { call, reply }).await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -371,13 +384,11 @@ impl Driver {
                 let result = self
                     .core
                     .handle(Input::Call { header, call }, Instant::now());
-                self.carry_out()?;
-                // The caller hears of the call's outcome once what it changed is durable.
-                if self.unsynced {
-                    self.held.push(Held::Reply(reply, result));
-                } else {
-                    let _ = reply.send(result);
-                }
+                self.answer(reply, result)?;
+            }
+            Command::Operator { call, reply } => {
+                let result = self.core.handle(Input::Operator(call), Instant::now());
+                self.answer(reply, result)?;
             }
             Command::Snapshot(reply) => {
                 self.commit()?;
@@ -389,6 +400,22 @@ impl Driver {
                 metrics.allocation_run_ms = self.allocation_run_ms();
                 let _ = reply.send(metrics);
             }
+        }
+        Ok(())
+    }
+
+    /// Carries out a call's effects; the caller hears of its outcome once what it
+    /// changed is durable.
+    fn answer(
+        &mut self,
+        reply: oneshot::Sender<Result<(), CallError>>,
+        result: Result<(), CallError>,
+    ) -> Result<(), DriverError> {
+        self.carry_out()?;
+        if self.unsynced {
+            self.held.push(Held::Reply(reply, result));
+        } else {
+            let _ = reply.send(result);
         }
         Ok(())
     }

@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::core::{
-    AgentView, Call, CallError, ConnId, ErrorCode, FrameworkView, RoleView, StateSnapshot, TaskView,
+    AgentView, Call, CallError, ConnId, ErrorCode, FrameworkView, OperatorCall, RoleView,
+    StateSnapshot, TaskView, grace_from_secs,
 };
 use crate::driver::{AGENT_BUFFER, Command, DriverGone, DriverHandle, FRAMEWORK_BUFFER};
 
@@ -398,6 +399,78 @@ impl v1::operator_server::Operator for OperatorService {
             roles: s.roles.iter().map(role_state).collect(),
         }))
     }
+
+    async fn update_weights(
+        &self,
+        request: Request<v1::UpdateWeightsRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let weights = request
+            .into_inner()
+            .weights
+            .into_iter()
+            .map(|w| (w.role, w.weight))
+            .collect();
+        self.operate(OperatorCall::UpdateWeights(weights)).await
+    }
+
+    async fn deactivate_agent(
+        &self,
+        request: Request<v1::AgentMaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let r = request.into_inner();
+        if r.max_grace_period_seconds.is_some() {
+            return Err(Status::invalid_argument(
+                "max_grace_period_seconds applies to DrainAgent only",
+            ));
+        }
+        let call = OperatorCall::DeactivateAgent {
+            agent_id: r.agent_id,
+        };
+        self.operate(call).await
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<v1::AgentMaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let r = request.into_inner();
+        let max_grace_period =
+            grace_from_secs(r.max_grace_period_seconds).map_err(|e| call_error_status(&e))?;
+        let call = OperatorCall::DrainAgent {
+            agent_id: r.agent_id,
+            max_grace_period,
+        };
+        self.operate(call).await
+    }
+
+    async fn reactivate_agent(
+        &self,
+        request: Request<v1::AgentMaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let r = request.into_inner();
+        if r.max_grace_period_seconds.is_some() {
+            return Err(Status::invalid_argument(
+                "max_grace_period_seconds applies to DrainAgent only",
+            ));
+        }
+        let call = OperatorCall::ReactivateAgent {
+            agent_id: r.agent_id,
+        };
+        self.operate(call).await
+    }
+}
+
+impl OperatorService {
+    async fn operate(
+        &self,
+        call: OperatorCall,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        self.driver
+            .operator(call)
+            .await?
+            .map_err(|e| call_error_status(&e))?;
+        Ok(Response::new(v1::MaintenanceResponse {}))
+    }
 }
 
 /// The whole state as the operator API's `GetStateResponse`.
@@ -432,6 +505,7 @@ fn agent_state(a: &AgentView) -> v1::AgentState {
         used: a.used.to_proto(),
         offered: a.offered.to_proto(),
         registered_time: a.registered_time,
+        maintenance: a.maintenance.unwrap_or_default().to_string(),
     }
 }
 
@@ -565,6 +639,7 @@ mod tests {
                 used: Resources::cpus_mem(1.0, 128.0),
                 offered: Resources::new(),
                 registered_time: 1.0,
+                maintenance: Some("DRAINING"),
             }],
             frameworks: vec![FrameworkView {
                 id: "f1".into(),

@@ -4,6 +4,15 @@
 //! - `GET /health`: `200 ok` while the driver runs, `503` once it has stopped.
 //! - `GET /metrics`: Prometheus text exposition of [`Metrics`], names
 //!   `strata_master_<field>`; fields ending in `_total` are counters, others gauges.
+//! - `GET /weights`: `[{"role": R, "weight": W}]` for every role; `PUT /weights` with
+//!   the same shape sets the roles named (kept in the registry).
+//! - `POST /maintenance/deactivate`, `/maintenance/drain`, `/maintenance/reactivate`
+//!   with `{"agent_id": ID}` (drain also takes `"max_grace_period_seconds"`): see
+//!   [`OperatorCall`]. Kept in the registry.
+//!
+//! Operator calls answer `200 {}` once what they changed is durable, `400` for a
+//! malformed or invalid request, `404` for an unknown agent, `409` when the agent is
+//! not in a state the call applies to; the body says why.
 //!
 //! [`router`] builds one axum router holding these and the gRPC services, with
 //! [`access`] in front of every request and a fallback that answers 404 to HTTP
@@ -14,10 +23,11 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 use strata_proto::v1;
 
-use crate::core::Metrics;
+use crate::core::{CallError, ErrorCode, Metrics, OperatorCall, grace_from_secs};
 use crate::driver::DriverHandle;
 use crate::grpc::{AgentLinkService, MAX_MESSAGE_BYTES, OperatorService, SchedulerService};
 
@@ -27,6 +37,10 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
         .route("/state", get(state))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/weights", get(weights).put(update_weights))
+        .route("/maintenance/deactivate", post(deactivate))
+        .route("/maintenance/drain", post(drain))
+        .route("/maintenance/reactivate", post(reactivate))
         .with_state(driver.clone());
     let mut routes = tonic::service::Routes::from(http)
         .add_service(
@@ -68,7 +82,7 @@ async fn fallback(request: Request) -> Response {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint {}: try /state, /health or /metrics\n",
+            "no such endpoint {}: try /state, /health, /metrics, /weights or /maintenance/*\n",
             request.uri().path()
         ),
     )
@@ -102,6 +116,135 @@ async fn metrics(State(driver): State<DriverHandle>) -> Response {
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
+}
+
+/// One role's weight, as `/weights` reads and writes it (Mesos' shape).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleWeight {
+    pub role: String,
+    pub weight: f64,
+}
+
+/// The body of `/maintenance/*`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    pub agent_id: String,
+    /// Drain only: the longest grace period between SIGTERM and SIGKILL.
+    #[serde(default)]
+    pub max_grace_period_seconds: Option<f64>,
+}
+
+async fn weights(State(driver): State<DriverHandle>) -> Response {
+    match driver.snapshot().await {
+        Ok(snapshot) => {
+            let weights: Vec<RoleWeight> = snapshot
+                .roles
+                .into_iter()
+                .map(|r| RoleWeight {
+                    role: r.name,
+                    weight: r.weight,
+                })
+                .collect();
+            axum::Json(weights).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn update_weights(
+    State(driver): State<DriverHandle>,
+    body: Result<axum::Json<Vec<RoleWeight>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let weights = match body {
+        Ok(axum::Json(w)) => w.into_iter().map(|w| (w.role, w.weight)).collect(),
+        Err(e) => return bad_body(e, r#"[{"role": "web", "weight": 2}]"#),
+    };
+    operate(&driver, OperatorCall::UpdateWeights(weights)).await
+}
+
+async fn deactivate(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+    maintain(&driver, body, Action::Deactivate).await
+}
+
+async fn reactivate(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+    maintain(&driver, body, Action::Reactivate).await
+}
+
+async fn drain(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+    maintain(&driver, body, Action::Drain).await
+}
+
+type MaintenanceBody =
+    Result<axum::Json<MaintenanceRequest>, axum::extract::rejection::JsonRejection>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Action {
+    Deactivate,
+    Drain,
+    Reactivate,
+}
+
+/// One `/maintenance/*` call: the body checked, then the operator call.
+async fn maintain(driver: &DriverHandle, body: MaintenanceBody, action: Action) -> Response {
+    let drain = action == Action::Drain;
+    let r = match body {
+        Ok(axum::Json(r)) => r,
+        Err(e) => {
+            let example = if drain {
+                r#"{"agent_id": "ID", "max_grace_period_seconds": 10}"#
+            } else {
+                r#"{"agent_id": "ID"}"#
+            };
+            return bad_body(e, example);
+        }
+    };
+    if !drain && r.max_grace_period_seconds.is_some() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "max_grace_period_seconds applies to /maintenance/drain only\n",
+        )
+            .into_response();
+    }
+    let agent_id = r.agent_id;
+    let call = match action {
+        Action::Deactivate => OperatorCall::DeactivateAgent { agent_id },
+        Action::Reactivate => OperatorCall::ReactivateAgent { agent_id },
+        Action::Drain => match grace_from_secs(r.max_grace_period_seconds) {
+            Ok(max_grace_period) => OperatorCall::DrainAgent {
+                agent_id,
+                max_grace_period,
+            },
+            Err(e) => return refused(&e),
+        },
+    };
+    operate(driver, call).await
+}
+
+fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("{}: send JSON like {example}\n", e.body_text()),
+    )
+        .into_response()
+}
+
+async fn operate(driver: &DriverHandle, call: OperatorCall) -> Response {
+    match driver.operator(call).await {
+        Ok(Ok(())) => axum::Json(serde_json::json!({})).into_response(),
+        Ok(Err(e)) => refused(&e),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+fn refused(e: &CallError) -> Response {
+    let status = match e.code() {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
+    };
+    (status, format!("{e}\n")).into_response()
 }
 
 /// The Prometheus text exposition of `m`: for each field, `# HELP`, `# TYPE` and the

@@ -76,10 +76,16 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
             registry.unreachable.get(id) != Some(unix_time)
         }
         RegistryOp::RemoveAgent { id } => {
-            registry.agents.contains_key(id) || registry.unreachable.contains_key(id)
+            registry.agents.contains_key(id)
+                || registry.unreachable.contains_key(id)
+                || registry.maintenance.contains_key(id)
         }
         RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
         RegistryOp::RemoveFramework { id } => registry.frameworks.contains_key(id),
+        RegistryOp::SetWeight { role, weight } => registry.weights.get(role) != Some(weight),
+        RegistryOp::SetMaintenance { id, maintenance } => {
+            registry.maintenance.get(id) != maintenance.as_ref()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `strata agent list` and `strata framework list`: the cluster as the master's
-//! `GET /state` shows it.
+//! `GET /state` shows it; `strata agent deactivate|drain|reactivate`: maintenance
+//! through the master's `POST /maintenance/*`.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,26 @@ pub enum AgentCommand {
     /// List the agents the master knows, with their resources.
     #[command(visible_alias = "ls")]
     List,
+    /// Stop offering an agent's resources; its tasks keep running.
+    Deactivate {
+        /// The agent's id (`strata agent list`).
+        agent_id: String,
+    },
+    /// Stop offering an agent's resources and kill its tasks (the container framework
+    /// puts them elsewhere); the agent is DRAINED once none is left.
+    Drain {
+        /// The agent's id (`strata agent list`).
+        agent_id: String,
+        /// The longest grace period between SIGTERM and SIGKILL, e.g. `30s` (the
+        /// task's own when shorter; default: the task's own).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_grace_period: Option<std::time::Duration>,
+    },
+    /// End a deactivation or a drain: the agent's resources are offered again.
+    Reactivate {
+        /// The agent's id (`strata agent list`).
+        agent_id: String,
+    },
 }
 
 /// `strata framework ...`.
@@ -40,8 +61,51 @@ impl AgentCommand {
                 }
                 Ok(0)
             }
+            AgentCommand::Deactivate { agent_id } => {
+                maintain(global, "deactivate", &agent_id, None).await
+            }
+            AgentCommand::Drain {
+                agent_id,
+                max_grace_period,
+            } => maintain(global, "drain", &agent_id, max_grace_period).await,
+            AgentCommand::Reactivate { agent_id } => {
+                maintain(global, "reactivate", &agent_id, None).await
+            }
         }
     }
+}
+
+/// `POST /maintenance/<action>` on the master, then a line saying what it did.
+async fn maintain(
+    global: &Global,
+    action: &str,
+    agent_id: &str,
+    max_grace_period: Option<std::time::Duration>,
+) -> anyhow::Result<u8> {
+    let mut body = serde_json::json!({ "agent_id": agent_id });
+    if let Some(grace) = max_grace_period {
+        body["max_grace_period_seconds"] = grace.as_secs_f64().into();
+    }
+    let client = global.master_client();
+    let _: serde_json::Value = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/maintenance/{action}"),
+            Some(&body),
+        )
+        .await?;
+    match global.output {
+        Output::Json => print_json(&serde_json::json!({ "agent_id": agent_id, "action": action }))?,
+        Output::Table => println!(
+            "agent {agent_id}: {}",
+            match action {
+                "deactivate" => "deactivated (its tasks keep running)",
+                "drain" => "draining (its tasks are being killed)",
+                _ => "reactivated",
+            }
+        ),
+    }
+    Ok(0)
 }
 
 impl FrameworkCommand {
@@ -80,6 +144,8 @@ pub struct MasterAgent {
     pub address: String,
     /// ACTIVE, DISCONNECTED, UNREACHABLE or RECOVERING.
     pub status: String,
+    /// DEACTIVATED, DRAINING, DRAINED, or none.
+    pub maintenance: Option<String>,
     /// Resources as `{"cpus": 4.0, "mem": 4096.0, "cpus(role)": 1.0, "ports": "[...]"}`.
     pub total: BTreeMap<String, serde_json::Value>,
     pub used: BTreeMap<String, serde_json::Value>,
@@ -148,7 +214,10 @@ pub fn agents_table(state: &MasterState) -> Table {
                 format_mb(scalar(&a.total, "mem"))
             ),
             tasks.to_string(),
-            a.status.clone(),
+            match &a.maintenance {
+                Some(m) => format!("{} ({})", a.status, m),
+                None => a.status.clone(),
+            },
         ]);
     }
     table
@@ -191,7 +260,8 @@ mod tests {
                  "used": {"cpus": 1.0, "cpus(web)": 0.5, "mem": 512.0},
                  "offered": {}, "registered_time": 1.7e9},
                 {"id": "a2", "hostname": "node2", "address": "10.0.0.2:5051",
-                 "status": "UNREACHABLE", "attributes": {}, "total": {}, "used": {},
+                 "status": "UNREACHABLE", "maintenance": "DRAINING",
+                 "attributes": {}, "total": {}, "used": {},
                  "offered": {}, "registered_time": 1.7e9}
             ],
             "frameworks": [
@@ -227,7 +297,7 @@ mod tests {
             agents_table(&state).render(),
             "ID   HOSTNAME   ADDRESS         CPUS    MEM       TASKS   STATE\n\
              a1   node1      10.0.0.1:5051   1.5/4   512M/8G   2       ACTIVE\n\
-             a2   node2      10.0.0.2:5051   0/0     0M/0M     0       UNREACHABLE\n"
+             a2   node2      10.0.0.2:5051   0/0     0M/0M     0       UNREACHABLE (DRAINING)\n"
         );
     }
 

@@ -190,7 +190,17 @@ impl Master {
             })
             .collect();
         self.allocator.add_agent(key, total, &used);
-        self.pending_agents.insert(key);
+        if self
+            .agents
+            .get(&key)
+            .is_some_and(|a| a.maintenance.is_some())
+        {
+            // Under maintenance: known, not offered; a draining agent's tasks go.
+            self.allocator.deactivate_agent(key);
+            self.drain_tasks(key);
+        } else {
+            self.pending_agents.insert(key);
+        }
     }
 
     /// Brings the master's view of the agent's tasks in line with what it reports.

@@ -41,6 +41,9 @@ pub enum Input {
     /// A unary scheduler call. Its header is checked (framework known, stream current)
     /// before anything else; the result is returned by `handle`.
     Call { header: v1::CallHeader, call: Call },
+    /// An operator's call (role weights, agent maintenance); the result is returned by
+    /// `handle`.
+    Operator(OperatorCall),
     /// Timers: allocation batches, heartbeats, agent and framework timeouts, filter and
     /// offer expiry. The driver sends it every 100 ms.
     Tick,
@@ -58,6 +61,39 @@ pub enum Call {
     Reconcile(v1::ReconcileRequest),
     Message(v1::MessageRequest),
     Teardown(v1::TeardownRequest),
+}
+
+/// What operators ask of the master (HTTP `/weights` and `/maintenance/*`). What they
+/// change is kept in the registry: it survives a master restart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorCall {
+    /// Sets the DRF weight of each named role (positive and finite; roles not named
+    /// keep theirs). Overrides the `--weights` flag from then on.
+    UpdateWeights(Vec<(String, f64)>),
+    /// The agent's resources are no longer offered (outstanding offers are
+    /// rescinded); its tasks keep running.
+    DeactivateAgent { agent_id: String },
+    /// Deactivates the agent and kills every task on it, waiting at most
+    /// `max_grace_period` between SIGTERM and SIGKILL (the task's own kill policy
+    /// when shorter). The agent is DRAINING while tasks remain, DRAINED after.
+    DrainAgent {
+        agent_id: String,
+        max_grace_period: Option<Duration>,
+    },
+    /// Ends a deactivation or drain: the agent's resources are offered again.
+    ReactivateAgent { agent_id: String },
+}
+
+/// An agent under maintenance, as the registry keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Maintenance {
+    /// Not offered; tasks keep running.
+    Deactivated,
+    /// Not offered; its tasks are killed (also those it reports when it re-registers).
+    Draining {
+        /// The longest grace period between SIGTERM and SIGKILL, seconds.
+        max_grace_period_seconds: Option<f64>,
+    },
 }
 
 /// What the core asks the driver to do.
@@ -171,6 +207,13 @@ pub enum RegistryOp {
     AddFramework { id: String, info: Vec<u8> },
     /// A framework was torn down or its failover timeout passed.
     RemoveFramework { id: String },
+    /// An operator set a role's weight.
+    SetWeight { role: String, weight: f64 },
+    /// An operator put an agent under maintenance (`Some`) or ended it (`None`).
+    SetMaintenance {
+        id: String,
+        maintenance: Option<Maintenance>,
+    },
 }
 
 /// The registry as loaded at start (the fold of every `RegistryOp` persisted so far).
@@ -182,6 +225,12 @@ pub struct Registry {
     pub unreachable: BTreeMap<String, f64>,
     /// Frameworks: id → prost-encoded FrameworkInfo.
     pub frameworks: BTreeMap<String, Vec<u8>>,
+    /// Role weights operators set (they override the `--weights` flag).
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Agents under maintenance: id → what.
+    #[serde(default)]
+    pub maintenance: BTreeMap<String, Maintenance>,
 }
 
 impl Registry {
@@ -198,6 +247,7 @@ impl Registry {
             RegistryOp::RemoveAgent { id } => {
                 self.agents.remove(id);
                 self.unreachable.remove(id);
+                self.maintenance.remove(id);
             }
             RegistryOp::AddFramework { id, info } => {
                 self.frameworks.insert(id.clone(), info.clone());
@@ -205,6 +255,17 @@ impl Registry {
             RegistryOp::RemoveFramework { id } => {
                 self.frameworks.remove(id);
             }
+            RegistryOp::SetWeight { role, weight } => {
+                self.weights.insert(role.clone(), *weight);
+            }
+            RegistryOp::SetMaintenance { id, maintenance } => match maintenance {
+                Some(m) => {
+                    self.maintenance.insert(id.clone(), *m);
+                }
+                None => {
+                    self.maintenance.remove(id);
+                }
+            },
         }
     }
 }
@@ -230,6 +291,8 @@ pub struct AgentView {
     /// `RECOVERING` (known from the registry after a master restart, not re-registered
     /// yet; its resources are unknown until it does).
     pub status: String,
+    /// `DEACTIVATED`, `DRAINING` (tasks being killed), `DRAINED`, or none.
+    pub maintenance: Option<&'static str>,
     pub attributes: BTreeMap<String, String>,
     pub total: Resources,
     pub used: Resources,

@@ -25,7 +25,7 @@ use super::tasks::{TaskIds, visible_state};
 use super::validate::validate_kill_policy;
 
 impl Master {
-    fn framework_id(&self, fk: FrameworkKey) -> String {
+    pub(super) fn framework_id(&self, fk: FrameworkKey) -> String {
         self.frameworks
             .get(&fk)
             .map(|f| f.id.clone())

@@ -169,6 +169,13 @@ impl Master {
                 }
                 return result;
             }
+            Input::Operator(call) => {
+                let result = self.operator(call, now);
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "operator call refused");
+                }
+                return result;
+            }
             Input::Tick => self.tick(now),
         }
         Ok(())
@@ -337,8 +344,12 @@ impl Master {
     }
 
     /// Loads what the previous run persisted: agents to wait for, unreachable agents,
-    /// frameworks to wait for.
+    /// frameworks to wait for, operators' weights and maintenance.
     fn recover_registry(&mut self, registry: Registry, now: Instant) {
+        // Set at runtime after the flag was: they win over `--weights`.
+        for (role, weight) in &registry.weights {
+            self.set_weight(role, *weight);
+        }
         for (id, hostname) in &registry.agents {
             let unreachable = registry.unreachable.contains_key(id);
             let key = self.new_agent_key();
@@ -370,6 +381,11 @@ impl Master {
             );
             self.agents.insert(key, agent);
             self.agent_ids.insert(id.clone(), key);
+        }
+        for (id, maintenance) in &registry.maintenance {
+            if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
+                agent.maintenance = Some(*maintenance);
+            }
         }
         for (id, bytes) in &registry.frameworks {
             let mut info = match decode_framework_info(bytes) {
@@ -426,6 +442,7 @@ impl Agent {
             offers: BTreeSet::new(),
             tasks: BTreeSet::new(),
             used: Default::default(),
+            maintenance: None,
         }
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! Modules: `master` (state, dispatch, timers), `agents`, `frameworks`, `tasks` (state
 //! machine, status updates), `offers` (allocation → offers, ACCEPT, DECLINE), `calls`
-//! (KILL, ACKNOWLEDGE, MESSAGE), `reconcile`, `validate`, `view` (snapshot, metrics),
+//! (KILL, ACKNOWLEDGE, MESSAGE), `maintenance` (operators' weights and agent
+//! maintenance), `reconcile`, `validate`, `view` (snapshot, metrics),
 //! `allocator` + `drf` (hierarchical DRF), `codec` (registry encoding), `rng`.
 
 pub mod api;
@@ -28,6 +29,7 @@ mod codec;
 mod drf;
 mod fastmap;
 mod frameworks;
+mod maintenance;
 mod offers;
 mod reconcile;
 mod rng;
@@ -39,4 +41,5 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+pub use maintenance::grace_from_secs;
 pub use master::Master;

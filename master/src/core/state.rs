@@ -67,6 +67,8 @@ pub struct Agent {
     /// UNREACHABLE ones).
     pub tasks: BTreeSet<(FrameworkKey, String)>,
     pub used: Resources,
+    /// Set by an operator (kept in the registry): its resources are not offered.
+    pub maintenance: Option<super::api::Maintenance>,
 }
 
 impl Agent {

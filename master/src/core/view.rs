@@ -56,6 +56,7 @@ impl Master {
                 hostname: a.hostname.clone(),
                 address: a.address.clone(),
                 status: a.status.name().to_string(),
+                maintenance: super::maintenance::maintenance_name(a.maintenance, a.tasks.len()),
                 attributes: a
                     .attributes
                     .iter()
