@@ -1,6 +1,8 @@
 //! `strata local`: a master, N agents and the container framework in this one process,
 //! for trying Strata on one machine. The agents split the machine's cores and memory
 //! between them and get disjoint port ranges, so that what they offer adds up to the machine.
+//! Each agent has a `rack` attribute (`rack-1`, `rack-2`, alternating), so that
+//! constraints on attributes (`rack MAX_PER 3`, `rack CLUSTER rack-1`) can be tried.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +93,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         );
         opts.resources = strata_proto::Resources::parse(&resources)?;
         opts.hostname = Some(format!("strata-agent-{}", i + 1));
+        opts.attributes = vec![("rack".to_string(), format!("rack-{}", i % 2 + 1))];
         opts.containerizer = containerizer.clone();
         tasks.spawn({
             let stop = stopped(stop_rx.clone());

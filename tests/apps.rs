@@ -653,3 +653,110 @@ fn draining_an_agent_moves_its_instances_to_the_other_and_survives_reactivation(
         .map(|a| a["maintenance"].clone());
     assert_eq!(maintenance, Some(Value::Null));
 }
+
+/// A partition: the agent is frozen (SIGSTOP) past the master's ping timeout, then
+/// thawed. The partition-aware framework sees TASK_UNREACHABLE, then TASK_RUNNING
+/// again for the same task; the task's process was never killed or replaced.
+#[test]
+fn a_partitioned_agent_comes_back_and_its_task_was_never_killed() {
+    let apps = Apps::start(1);
+    apps.deploy(json!({
+        "id": "steady",
+        "instances": 1,
+        "cmd": "exec sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+        "unreachable_replace_seconds": 3600,
+    }));
+    apps.wait_converged("steady", 1, Duration::from_secs(60));
+    let task = task_id_of_app(&apps, "steady");
+    let pid_before = task_pid(&task).expect("the task's process");
+
+    let agent_pid = nix::unistd::Pid::from_raw(apps.cluster.agents[0].child.id() as i32);
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let thaw = Thaw(agent_pid);
+    wait_until(Duration::from_secs(30), "the agent unreachable", || {
+        apps.cluster.state()["agents"][0]["status"] == "UNREACHABLE"
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "TASK_UNREACHABLE at the framework",
+        || updates_of(&apps, &task).contains(&"TASK_UNREACHABLE".to_string()),
+    );
+    drop(thaw);
+    wait_until(
+        Duration::from_secs(60),
+        "the agent back and the task RUNNING",
+        || {
+            let states = updates_of(&apps, &task);
+            apps.cluster.state()["agents"][0]["status"] == "ACTIVE"
+                && states
+                    .iter()
+                    .rposition(|s| s == "TASK_RUNNING")
+                    .zip(states.iter().position(|s| s == "TASK_UNREACHABLE"))
+                    .is_some_and(|(running, unreachable)| running > unreachable)
+        },
+    );
+    apps.wait_converged("steady", 1, Duration::from_secs(30));
+    assert_eq!(task_id_of_app(&apps, "steady"), task, "not replaced");
+    assert_eq!(
+        task_pid(&task),
+        Some(pid_before),
+        "the same process ran throughout"
+    );
+    let states = updates_of(&apps, &task);
+    assert!(
+        !states
+            .iter()
+            .any(|s| matches!(s.as_str(), "TASK_KILLED" | "TASK_LOST" | "TASK_FAILED")),
+        "{states:?}"
+    );
+}
+
+/// Sends SIGCONT when dropped, so a failing test never leaves the agent frozen.
+struct Thaw(nix::unistd::Pid);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+fn task_id_of_app(apps: &Apps, app: &str) -> String {
+    let tasks = apps.tasks(app);
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    tasks[0]["id"]
+        .as_str()
+        .or(tasks[0]["task_id"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// The states of the status updates for `task` the framework logged, in order.
+fn updates_of(apps: &Apps, task: &str) -> Vec<String> {
+    common::strip_ansi(&apps.serve.log_text())
+        .lines()
+        .filter(|l| l.contains("status update") && l.contains(task))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("state="))
+                .map(|s| s.trim_matches('"').to_string())
+        })
+        .collect()
+}
+
+/// The pid of the process whose environment names `task` (the task's own, not its
+/// monitor: that one is the agent's fork and carries no task environment).
+fn task_pid(task: &str) -> Option<i32> {
+    let wanted = format!("STRATA_TASK_ID={task}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|b| *b == 0)
+                .any(|v| v == wanted.as_bytes())
+                .then_some(pid)
+        })
+}

@@ -3,11 +3,16 @@
 //! framework are killed with -9 at points chosen from a seed, then started again.
 //! Afterwards: the desired number of instances runs; no process runs that no
 //! framework knows about; no task was reported in two terminal states; every status
-//! update reached the framework (nothing is left unacknowledged on the agents).
+//! update reached the framework (the state the master last knew of every task, live or
+//! ended, is one the framework was told, and nothing is left unacknowledged on the
+//! agents).
 //!
-//! The seed is printed; `STRATA_FAULT_SEED=N` replays the schedule of seed N (the
-//! same faults at the same points; how the cluster reacts still depends on timing),
-//! `STRATA_FAULT_STEPS` changes the number of steps (default 10).
+//! The schedule is drawn from the seed before anything runs (the same number of
+//! random draws at every step, whatever happens), and holds at least one kill -9 of the
+//! master, of an agent and of the framework. The seed and the schedule are printed;
+//! `STRATA_FAULT_SEED=N` replays the schedule of seed N (the same faults at the same
+//! points; how the cluster reacts still depends on timing), `STRATA_FAULT_STEPS`
+//! changes the number of steps (default 10, at least 3).
 
 mod common;
 
@@ -15,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Proc, http_request, start_serve, wait_until};
+use common::{Cluster, Proc, http_request, start_serve, strip_ansi, wait_until};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 
@@ -169,23 +174,6 @@ fn task_processes(app: &str) -> BTreeMap<i32, String> {
     out
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// (task, state) of every status update the framework processes logged.
 fn updates_seen(logs: &[PathBuf]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -198,8 +186,6 @@ fn updates_seen(logs: &[PathBuf]) -> Vec<(String, String)> {
                     .map(|v| v.trim_matches('"').to_string())
             };
             if let (Some(t), Some(s)) = (field("task"), field("state")) {
-                let reason = field("reason").unwrap_or_default();
-                let _ = reason;
                 out.push((t, s));
             }
         }
@@ -218,9 +204,106 @@ const TERMINAL: [&str; 8] = [
     "TASK_GONE_BY_OPERATOR",
 ];
 
-fn run_schedule(seed: u64, steps: usize) {
-    eprintln!("fault schedule: seed {seed}, {steps} steps (replay: STRATA_FAULT_SEED={seed})");
+/// One step of a schedule.
+#[derive(Debug, Clone, PartialEq)]
+enum Fault {
+    Scale(u32),
+    KillMaster,
+    KillAgent(usize),
+    KillFramework,
+    RollingUpdate,
+    /// Kill the task at this fraction of the framework's task list (if it has any).
+    KillTask(f64),
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    fault: Fault,
+    /// How long a killed process stays down.
+    down: Duration,
+    /// How long to wait after the step.
+    pause: Duration,
+}
+
+/// The schedule of `seed`: every step takes the same draws, so it depends on the seed
+/// alone. Steps are replaced (from the same generator) until the master, an agent
+/// and the framework are each killed at least once.
+fn schedule(seed: u64, steps: usize) -> Vec<Step> {
+    assert!(steps >= 3, "a schedule needs at least 3 steps");
     let mut rng = StdRng::seed_from_u64(seed);
+    let draw = |rng: &mut StdRng| {
+        let pause = Duration::from_millis(rng.random_range(100..1500));
+        let down = Duration::from_millis(rng.random_range(100..1500));
+        let what = rng.random_range(0..7);
+        let scale = rng.random_range(2..=9);
+        let agent = rng.random_range(0..AGENTS);
+        let fraction: f64 = rng.random();
+        let fault = match what {
+            0 => Fault::Scale(scale),
+            1 => Fault::KillMaster,
+            2 | 3 => Fault::KillAgent(agent),
+            4 => Fault::KillFramework,
+            5 => Fault::RollingUpdate,
+            _ => Fault::KillTask(fraction),
+        };
+        Step { fault, down, pause }
+    };
+    let mut out: Vec<Step> = (0..steps).map(|_| draw(&mut rng)).collect();
+    let kinds = |out: &[Step]| {
+        [
+            out.iter().any(|s| s.fault == Fault::KillMaster),
+            out.iter().any(|s| matches!(s.fault, Fault::KillAgent(_))),
+            out.iter().any(|s| s.fault == Fault::KillFramework),
+        ]
+    };
+    for (kind, fault) in [
+        Fault::KillMaster,
+        Fault::KillAgent(rng.random_range(0..AGENTS)),
+        Fault::KillFramework,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        while !kinds(&out)[kind] {
+            // Replace a step whose kind is not the only one of its kind.
+            let i = rng.random_range(0..steps);
+            let mut without = out.clone();
+            without[i].fault = Fault::Scale(5);
+            let before = kinds(&out);
+            let after = kinds(&without);
+            if (0..3).all(|k| !before[k] || after[k]) {
+                out[i].fault = fault.clone();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn schedules_depend_on_the_seed_alone_and_kill_everything() {
+    for seed in 0..200 {
+        let a = schedule(seed, 3);
+        let b = schedule(seed, 3);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert!(a.iter().any(|s| s.fault == Fault::KillMaster), "{a:?}");
+        assert!(
+            a.iter().any(|s| matches!(s.fault, Fault::KillAgent(_))),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|s| s.fault == Fault::KillFramework), "{a:?}");
+    }
+    assert_ne!(
+        format!("{:?}", schedule(1, 10)),
+        format!("{:?}", schedule(2, 10))
+    );
+}
+
+fn run_schedule(seed: u64, steps: usize) {
+    let plan = schedule(seed, steps);
+    eprintln!("fault schedule: seed {seed}, {steps} steps (replay: STRATA_FAULT_SEED={seed})");
+    for (i, step) in plan.iter().enumerate() {
+        eprintln!("  planned step {i}: {step:?}");
+    }
     let cluster = Cluster::start(AGENTS);
     let state_dir = cluster.dir.path().join("apps-state");
     let serve = start_serve(
@@ -259,13 +342,12 @@ fn run_schedule(seed: u64, steps: usize) {
         Some(spec(desired, version)),
     );
 
-    for step in 0..steps {
-        let pause = Duration::from_millis(rng.random_range(100..1500));
-        let down = Duration::from_millis(rng.random_range(100..1500));
-        let what = rng.random_range(0..7);
-        let note = match what {
-            0 => {
-                desired = rng.random_range(2..=9);
+    let mut killed = [0usize; 3];
+    for (i, step) in plan.iter().enumerate() {
+        let down = step.down;
+        let note = match step.fault {
+            Fault::Scale(n) => {
+                desired = n;
                 w.api_ok(
                     "PUT",
                     &format!("/v1/apps/{}", w.app),
@@ -273,25 +355,27 @@ fn run_schedule(seed: u64, steps: usize) {
                 );
                 format!("scale to {desired}")
             }
-            1 => {
+            Fault::KillMaster => {
                 w.cluster.master.kill9();
                 std::thread::sleep(down);
                 w.cluster.restart_master();
+                killed[0] += 1;
                 format!("master kill -9, down {down:?}")
             }
-            2 | 3 => {
-                let k = rng.random_range(0..AGENTS);
+            Fault::KillAgent(k) => {
                 w.cluster.agents[k].kill9();
                 std::thread::sleep(down);
                 w.cluster.add_agent(k, &agent_resources(k));
+                killed[1] += 1;
                 format!("agent {k} kill -9, down {down:?}")
             }
-            4 => {
+            Fault::KillFramework => {
                 w.restart_framework(down);
                 w.wait_framework();
+                killed[2] += 1;
                 format!("framework kill -9, down {down:?}")
             }
-            5 => {
+            Fault::RollingUpdate => {
                 version += 1;
                 w.api_ok(
                     "PUT",
@@ -300,21 +384,25 @@ fn run_schedule(seed: u64, steps: usize) {
                 );
                 format!("rolling update to version {version}")
             }
-            _ => {
+            Fault::KillTask(fraction) => {
                 let tasks = w.tasks();
                 if tasks.is_empty() {
                     "kill a task: none yet".to_string()
                 } else {
-                    let t = &tasks[rng.random_range(0..tasks.len())];
-                    let id = task_id_of(t);
+                    let index = ((fraction * tasks.len() as f64) as usize).min(tasks.len() - 1);
+                    let id = task_id_of(&tasks[index]);
                     let _ = w.api("POST", &format!("/v1/tasks/{id}/kill"), None);
                     format!("kill task {id}")
                 }
             }
         };
-        eprintln!("step {step}: {note}; then {pause:?}");
-        std::thread::sleep(pause);
+        eprintln!("step {i}: {note}; then {:?}", step.pause);
+        std::thread::sleep(step.pause);
     }
+    assert!(
+        killed.iter().all(|k| *k > 0),
+        "the master, an agent and the framework were each killed: {killed:?}"
+    );
 
     // Everything heals.
     w.cluster.wait_for_agents(AGENTS);
@@ -349,6 +437,14 @@ fn run_schedule(seed: u64, steps: usize) {
     // 3. No task reported in two terminal states.
     let mut terminal: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let seen = updates_seen(&w.serve_logs);
+    // The check reads the framework's logs: they must hold the updates (every task
+    // running now was reported RUNNING), or the checks below would pass on nothing.
+    for task in &ours {
+        assert!(
+            seen.iter().any(|(t, s)| t == task && s == "TASK_RUNNING"),
+            "no TASK_RUNNING for {task} in the framework's logs: is the log format what updates_seen reads?"
+        );
+    }
     let history = |task: &str| -> Vec<String> {
         seen.iter()
             .filter(|(t, _)| t == task)
@@ -383,7 +479,22 @@ fn run_schedule(seed: u64, steps: usize) {
         );
     }
 
-    // 4. Every status update reached the framework: no agent holds one unacknowledged.
+    // 4. Every status update reached the framework: the state the master last knew of
+    // each task, live or ended (the ended ones since its latest restart), is one the
+    // framework was told of; and no agent holds an update unacknowledged.
+    for t in w.cluster.state()["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let task = task_id_of(&t);
+        let state = t["state"].as_str().unwrap_or_default().to_string();
+        assert!(
+            seen.contains(&(task.clone(), state.clone())),
+            "the master says {task} is {state}; the framework never heard it: {:?}",
+            history(&task)
+        );
+    }
     wait_until(Duration::from_secs(30), "no unacknowledged update", || {
         w.cluster.agents.iter().all(|a| {
             common::http_json(&format!("http://{}/state", a.addr))["tasks"]
@@ -407,10 +518,10 @@ fn kill_9_of_master_agents_and_framework_loses_and_duplicates_nothing() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     {
-        Some(seed) => run_schedule(seed, steps),
+        Some(seed) => run_schedule(seed, steps.max(3)),
         None => {
             for seed in [1, 2] {
-                run_schedule(seed, steps);
+                run_schedule(seed, steps.max(3));
             }
         }
     }

@@ -133,7 +133,7 @@ enum Event {
     Job(Result<Job, JoinError>),
     Timer,
     Query(Query),
-    CheckpointWritten(Result<Result<(), CheckpointError>, JoinError>),
+    CheckpointWritten(Result<Result<bool, CheckpointError>, JoinError>),
     Health(HealthEvent),
 }
 
@@ -157,10 +157,16 @@ pub(crate) struct AgentLoop {
     /// Launch, wait and kill jobs of the containers.
     jobs: JoinSet<Job>,
     queries: mpsc::Receiver<Query>,
-    /// Changes not yet in the checkpoint.
+    /// Writes the checkpoint, ahead (here) and durably (on the blocking pool).
+    writer: Arc<checkpoint::Writer>,
+    /// Sequence number of the last state taken for the checkpoint.
+    checkpoint_seq: u64,
+    /// Changes not yet in a durable checkpoint.
     checkpoint_pending: bool,
-    /// The write in flight, on the blocking pool.
-    checkpoint_job: Option<JoinHandle<Result<(), CheckpointError>>>,
+    /// Changes not yet in any checkpoint write (ahead or durable, done or started).
+    checkpoint_unwritten: bool,
+    /// The durable write in flight, on the blocking pool.
+    checkpoint_job: Option<JoinHandle<Result<bool, CheckpointError>>>,
     last_checkpoint: Option<Instant>,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
@@ -188,6 +194,7 @@ impl AgentLoop {
             config.executor_shutdown_grace_period.min(MAX_TIMER);
         config.checkpoint_interval = config.checkpoint_interval.min(MAX_TIMER);
         let (health_tx, health_rx) = mpsc::channel(HEALTH_QUEUE);
+        let writer = Arc::new(checkpoint::Writer::new(config.work_dir.clone()));
         AgentLoop {
             config,
             identity,
@@ -202,7 +209,10 @@ impl AgentLoop {
             heartbeat: None,
             jobs: JoinSet::new(),
             queries,
+            writer,
+            checkpoint_seq: 0,
             checkpoint_pending: true,
+            checkpoint_unwritten: true,
             checkpoint_job: None,
             last_checkpoint: None,
             shutting_down: false,
@@ -309,7 +319,7 @@ impl AgentLoop {
             Event::CheckpointWritten(result) => {
                 self.checkpoint_job = None;
                 match result {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
                     Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
                 }
@@ -419,6 +429,15 @@ impl AgentLoop {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
+        // What the world will see (a container started, an update sent) is in the
+        // checkpoint first: an agent killed right after never forgets a task it
+        // launched, nor re-opens one whose end it reported.
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch(_) | Action::Send(_)))
+        {
+            self.write_ahead();
+        }
         for action in actions {
             match action {
                 Action::Send(status) => {
@@ -618,11 +637,33 @@ impl AgentLoop {
         .min()
     }
 
-    /// Starts a checkpoint write when something changed and the last one is old enough.
-    fn maybe_checkpoint(&mut self, now: Instant) {
+    /// Notes the task manager's changes since the last look.
+    fn note_changes(&mut self) {
         if self.manager.take_dirty() {
             self.checkpoint_pending = true;
+            self.checkpoint_unwritten = true;
         }
+    }
+
+    /// Writes the changes not yet written, now, on the loop's thread (a small file, no
+    /// fsync; the next durable write follows within `checkpoint_interval`).
+    fn write_ahead(&mut self) {
+        self.note_changes();
+        if !self.checkpoint_unwritten {
+            return;
+        }
+        self.checkpoint_unwritten = false;
+        self.checkpoint_seq += 1;
+        let state = self.manager.checkpoint();
+        if let Err(e) = self.writer.write_ahead(self.checkpoint_seq, &state) {
+            tracing::error!(error = %e, "cannot write the checkpoint ahead");
+        }
+    }
+
+    /// Starts a durable checkpoint write when something changed and the last one is
+    /// old enough.
+    fn maybe_checkpoint(&mut self, now: Instant) {
+        self.note_changes();
         if !self.checkpoint_pending || self.checkpoint_job.is_some() {
             return;
         }
@@ -633,11 +674,18 @@ impl AgentLoop {
             return;
         }
         let state = self.manager.checkpoint();
-        let work_dir = self.config.work_dir.clone();
+        let writer = self.writer.clone();
+        // Changes after this point are not in this write (`take_dirty` tells), and
+        // anything before it is covered once it lands.
+        if self.checkpoint_unwritten {
+            self.checkpoint_seq += 1;
+        }
+        let seq = self.checkpoint_seq;
         self.checkpoint_pending = false;
+        self.checkpoint_unwritten = false;
         self.last_checkpoint = Some(now);
         self.checkpoint_job = Some(tokio::task::spawn_blocking(move || {
-            checkpoint::write(&work_dir, &state)
+            writer.write_durable(seq, &state)
         }));
     }
 
@@ -680,9 +728,10 @@ impl AgentLoop {
         }
         self.manager.take_dirty();
         let state = self.manager.checkpoint();
-        let work_dir = self.config.work_dir.clone();
-        match tokio::task::spawn_blocking(move || checkpoint::write(&work_dir, &state)).await {
-            Ok(Ok(())) => {}
+        let writer = self.writer.clone();
+        let seq = self.checkpoint_seq + 1;
+        match tokio::task::spawn_blocking(move || writer.write_durable(seq, &state)).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write the final checkpoint"),
             Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
         }

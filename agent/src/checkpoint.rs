@@ -6,12 +6,16 @@
 //!   Ids and states are plain JSON for people; the protobuf messages ride along
 //!   hex-encoded so nothing of them is lost.
 //!
-//! Both are written atomically (temp file, fsync of the file, rename), at most every
-//! `checkpoint_interval` (500 ms): a restarted agent recovers its tasks from it (see
-//! [`crate::containerizer::Containerizer::recover`]); what changed in the last interval
-//! before a crash is not in it (a task launched then is reported lost). A per-task
-//! append-only log would scale better than rewriting one file, and can replace it
-//! behind these functions.
+//! Both are replaced atomically (temp file, rename). The checkpoint is written ahead:
+//! before the agent starts a container or sends a status update, the state that led
+//! to it is in the file ([`Writer::write_ahead`], no fsync: what a killed agent wrote
+//! is in the page cache and survives it), so a restarted agent never forgets a task it
+//! launched, nor re-opens one whose end it reported. At most every
+//! `checkpoint_interval` (500 ms) the file is rewritten with an fsync
+//! ([`Writer::write_durable`]) for the machine's own crashes (after which process
+//! tasks are gone anyway). A restarted agent recovers its tasks from it (see
+//! [`crate::containerizer::Containerizer::recover`]). A per-task append-only log would
+//! scale better than rewriting one file, and can replace it behind these functions.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,7 +113,11 @@ pub fn read_agent_id(work_dir: &Path) -> Result<Option<String>, CheckpointError>
 }
 
 pub fn write_agent_id(work_dir: &Path, id: &str) -> Result<(), CheckpointError> {
-    write_atomic(&work_dir.join(AGENT_ID_FILE), format!("{id}\n").as_bytes())
+    write_atomic(
+        &work_dir.join(AGENT_ID_FILE),
+        format!("{id}\n").as_bytes(),
+        Flush::Yes,
+    )
 }
 
 /// The checkpoint, if there is one.
@@ -133,13 +141,65 @@ pub fn read(work_dir: &Path) -> Result<Option<State>, CheckpointError> {
     Ok(Some(state))
 }
 
-pub fn write(work_dir: &Path, state: &State) -> Result<(), CheckpointError> {
+fn write_state(work_dir: &Path, state: &State, sync: Flush) -> Result<(), CheckpointError> {
     let path = work_dir.join(CHECKPOINT_FILE);
     let bytes = serde_json::to_vec(state).map_err(|e| CheckpointError::Write {
         path: path.clone(),
         source: e.into(),
     })?;
-    write_atomic(&path, &bytes)
+    write_atomic(&path, &bytes, sync)
+}
+
+/// Whether a write waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    Yes,
+    No,
+}
+
+/// The one writer of a work dir's checkpoint, shared by the agent's loop (writes
+/// ahead, on its own thread) and the blocking pool (durable rewrites). Every state
+/// carries the sequence number it was taken at; a state older than the one on disk is
+/// never written, so a slow durable rewrite cannot undo a newer write ahead.
+#[derive(Debug)]
+pub struct Writer {
+    work_dir: PathBuf,
+    /// Sequence number of the state on disk.
+    written: std::sync::Mutex<u64>,
+}
+
+impl Writer {
+    pub fn new(work_dir: PathBuf) -> Writer {
+        Writer {
+            work_dir,
+            written: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Writes `state` (taken at `seq`) without an fsync, unless a newer one is on disk.
+    pub fn write_ahead(&self, seq: u64, state: &State) -> Result<bool, CheckpointError> {
+        self.write_if_newer(seq, state, Flush::No)
+    }
+
+    /// Writes `state` (taken at `seq`) with an fsync, unless a newer one is on disk.
+    pub fn write_durable(&self, seq: u64, state: &State) -> Result<bool, CheckpointError> {
+        self.write_if_newer(seq, state, Flush::Yes)
+    }
+
+    fn write_if_newer(
+        &self,
+        seq: u64,
+        state: &State,
+        sync: Flush,
+    ) -> Result<bool, CheckpointError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if *written > seq || (*written == seq && sync == Flush::No) {
+            return Ok(false);
+        }
+        write_state(&self.work_dir, state, sync)?;
+        *written = seq;
+        Ok(true)
+    }
 }
 
 /// Moves an unreadable checkpoint aside so the agent can start afresh and a person
@@ -162,7 +222,7 @@ pub fn ensure_writable(work_dir: &Path) -> Result<(), CheckpointError> {
     std::fs::remove_file(&probe).map_err(err)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+fn write_atomic(path: &Path, bytes: &[u8], sync: Flush) -> Result<(), CheckpointError> {
     let err = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
@@ -170,7 +230,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
-    f.sync_data().map_err(err)?;
+    if sync == Flush::Yes {
+        f.sync_data().map_err(err)?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).map_err(err)
 }
@@ -221,7 +283,7 @@ mod tests {
             tasks: vec![],
             updates: vec![],
         };
-        write(dir.path(), &state).unwrap();
+        write_state(dir.path(), &state, Flush::Yes).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(state));
 
         std::fs::write(dir.path().join(CHECKPOINT_FILE), "{not json").unwrap();
@@ -231,6 +293,27 @@ mod tests {
         ));
         assert!(set_aside(dir.path()).is_some());
         assert_eq!(read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stale_state_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::new(dir.path().to_path_buf());
+        let state = |agent_id: &str| State {
+            version: VERSION,
+            agent_id: agent_id.into(),
+            tasks: vec![],
+            updates: vec![],
+        };
+        assert!(writer.write_ahead(2, &state("two")).unwrap());
+        // A durable rewrite of an older state, finishing late, is dropped.
+        assert!(!writer.write_durable(1, &state("one")).unwrap());
+        assert_eq!(read(dir.path()).unwrap().unwrap().agent_id, "two");
+        // The same state made durable is written again; ahead of it, it is not.
+        assert!(writer.write_durable(2, &state("two")).unwrap());
+        assert!(!writer.write_ahead(2, &state("two")).unwrap());
+        assert!(writer.write_ahead(3, &state("three")).unwrap());
+        assert_eq!(read(dir.path()).unwrap().unwrap().agent_id, "three");
     }
 
     #[test]

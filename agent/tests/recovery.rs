@@ -587,6 +587,84 @@ async fn a_task_killed_for_memory_while_the_agent_is_down_fails_with_the_memory_
     master.stop().await;
 }
 
+/// The uuids of the updates pending in the checkpoint, by task.
+fn pending_uuids(checkpoint: &serde_json::Value, task_id: &str) -> Vec<String> {
+    checkpoint["updates"]
+        .as_array()
+        .map(|us| {
+            us.iter()
+                .filter(|u| u["task_id"] == task_id)
+                .filter_map(|u| u["uuid"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_update_is_checkpointed_before_it_is_sent_so_an_ended_task_stays_ended() {
+    let mut h = Harness::new("ahead");
+    let mut master = FakeMaster::start().await;
+    h.start(&master).await;
+    master.next_register().await;
+
+    master.run_task(framework(), shell_task("brief", "exec sleep 1000"));
+    // The checkpoint is read the moment an update arrives, never waited for.
+    loop {
+        let s = master.next_update().await;
+        let c = h.checkpoint();
+        assert!(
+            pending_uuids(&c, "brief").contains(&s.uuid),
+            "{} reached the master before the checkpoint: {c}",
+            strata_proto::state_name(state_of(&s))
+        );
+        if state_of(&s) == TaskState::TaskRunning {
+            let task = &c["tasks"][0];
+            assert!(
+                task["container"]["recovery"].is_object(),
+                "RUNNING sent before the container was checkpointed: {c}"
+            );
+            master.ack(&s);
+            break;
+        }
+        master.ack(&s);
+    }
+
+    master.kill_task("brief", Some(1.0));
+    let killed = loop {
+        let s = master.next_update().await;
+        let c = h.checkpoint();
+        assert!(
+            pending_uuids(&c, "brief").contains(&s.uuid),
+            "{} reached the master before the checkpoint: {c}",
+            strata_proto::state_name(state_of(&s))
+        );
+        if strata_proto::is_terminal(state_of(&s)) {
+            break s;
+        }
+        master.ack(&s);
+    };
+    assert_eq!(state_of(&killed), TaskState::TaskKilled, "{killed:?}");
+    // Killed the moment TASK_KILLED left, before it was acknowledged.
+    h.kill9();
+
+    h.start(&master).await;
+    let register = master.next_register().await;
+    let registered = registered_tasks(&register);
+    assert!(
+        registered
+            .get("brief")
+            .is_none_or(|s| *s == TaskState::TaskKilled),
+        "the restarted agent re-opened a task whose end it had reported: {registered:?}"
+    );
+    let again = master.next_update().await;
+    assert_eq!(state_of(&again), TaskState::TaskKilled, "{again:?}");
+    assert_eq!(again.uuid, killed.uuid, "the same update, by its uuid");
+    master.ack(&again);
+
+    h.stop().await;
+    master.stop().await;
+}
+
 #[tokio::test]
 async fn updates_not_acknowledged_before_a_kill_9_are_sent_again_in_order() {
     let mut h = Harness::new("resend");

@@ -535,3 +535,21 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// `s` without the terminal colour codes tracing writes into logs.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
