@@ -16,7 +16,9 @@ pub struct Plan {
     /// Tasks of the current version that are running and healthy.
     pub ready: u32,
     /// The app has converged: exactly `instances` ready tasks of the current version,
-    /// no other task left.
+    /// no other task left, not even one being killed (as in Marathon, a deployment
+    /// ends once its kills are confirmed; a killed task whose agent stays away is
+    /// given up after `unreachable_replace_seconds`).
     pub converged: bool,
 }
 
@@ -117,7 +119,8 @@ pub fn plan(app: &AppRecord, tasks: &[&TaskRecord], now: f64) -> Plan {
 
     if old.is_empty() {
         out.launch = (n - new.len()) as u32;
-        out.converged = new.len() == n && new_healthy == n;
+        let killing = tasks.iter().any(|t| t.is_killing());
+        out.converged = new.len() == n && new_healthy == n && !killing && out.kill.is_empty();
         return out;
     }
 
@@ -236,6 +239,26 @@ mod tests {
         let p = plan(&a, &refs, 10.0);
         assert_eq!(p.launch, 0);
         assert_eq!(p.kill, vec!["t4", "t3", "t2"]);
+    }
+
+    #[test]
+    fn a_deployment_ends_only_once_its_kills_are_confirmed() {
+        let a = app(2, 1.0, 1.0, false);
+        let mut ts: Vec<TaskRecord> = (0..3)
+            .map(|i| task(&format!("t{i}"), "v2", "TASK_RUNNING", None, i as f64))
+            .collect();
+        let p = plan(&a, &ts.iter().collect::<Vec<_>>(), 10.0);
+        assert_eq!(p.kill, vec!["t2"]);
+        assert!(!p.converged, "a kill still to make");
+        // Killed but not yet ended (TASK_KILLING): still in progress.
+        ts[2].kill_requested_at = Some(10.0);
+        ts[2].state = "TASK_KILLING".into();
+        let p = plan(&a, &ts.iter().collect::<Vec<_>>(), 11.0);
+        assert!(p.kill.is_empty() && p.launch == 0);
+        assert!(!p.converged, "an old task is still being killed");
+        // Ended: gone from the live tasks.
+        ts.pop();
+        assert!(plan(&a, &ts.iter().collect::<Vec<_>>(), 12.0).converged);
     }
 
     #[test]
