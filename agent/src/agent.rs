@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Room for health checkers' news; a full queue makes checkers wait, not lose news.
 const HEALTH_QUEUE: usize = 256;
+/// Most events handled between two checkpoint writes.
+const MAX_BATCH: usize = 256;
 
 /// A question from the HTTP API, answered by the loop.
 pub(crate) enum Query {
@@ -159,6 +162,8 @@ pub(crate) struct AgentLoop {
     queries: mpsc::Receiver<Query>,
     /// Writes the checkpoint, ahead (here) and durably (on the blocking pool).
     writer: Arc<checkpoint::Writer>,
+    /// Actions of this batch of events, done (after one checkpoint write) by `flush`.
+    deferred: Vec<Action>,
     /// Sequence number of the last state taken for the checkpoint.
     checkpoint_seq: u64,
     /// Changes not yet in a durable checkpoint.
@@ -210,6 +215,7 @@ impl AgentLoop {
             jobs: JoinSet::new(),
             queries,
             writer,
+            deferred: Vec::new(),
             checkpoint_seq: 0,
             checkpoint_pending: true,
             checkpoint_unwritten: true,
@@ -232,24 +238,22 @@ impl AgentLoop {
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
         self.execute(initial);
+        self.flush();
         // The first attempt starts at once; only failures back off.
         self.start_connect();
         loop {
-            let timer = self.next_timer();
-            let event = tokio::select! {
-                () = &mut shutdown, if !self.shutting_down => Event::Shutdown,
-                r = poll_boxed(&mut self.connecting) => Event::Connected(r),
-                () = sleep_until(self.reconnect_at) => Event::ReconnectDue,
-                m = next_message(&mut self.inbound) => Event::FromMaster(m),
-                () = tick(&mut self.heartbeat) => Event::Heartbeat,
-                Some(j) = self.jobs.join_next(), if !self.jobs.is_empty() => Event::Job(j),
-                () = sleep_until(timer) => Event::Timer,
-                Some(q) = self.queries.recv() => Event::Query(q),
-                r = poll_join(&mut self.checkpoint_job) => Event::CheckpointWritten(r),
-                Some(h) = self.health_rx.recv() => Event::Health(h),
-            };
+            let event = self.next_event(shutdown.as_mut()).await;
             let now = Instant::now();
             self.handle(event, now);
+            // Whatever else is ready joins this batch, so that one checkpoint write
+            // covers all of it (a write per event is quadratic in the tasks run).
+            for _ in 1..MAX_BATCH {
+                let Some(event) = self.next_event(shutdown.as_mut()).now_or_never() else {
+                    break;
+                };
+                self.handle(event, now);
+            }
+            self.flush();
             self.maybe_checkpoint(now);
             if self.shutting_down {
                 if self.manager.all_terminated() {
@@ -265,6 +269,24 @@ impl AgentLoop {
             }
         }
         self.finish().await;
+    }
+
+    /// The next thing to handle. Every branch is cancel-safe: `run` also polls this
+    /// once without waiting, and a branch that is not ready loses nothing.
+    async fn next_event<S: Future<Output = ()>>(&mut self, shutdown: Pin<&mut S>) -> Event {
+        let timer = self.next_timer();
+        tokio::select! {
+            () = shutdown, if !self.shutting_down => Event::Shutdown,
+            r = poll_boxed(&mut self.connecting) => Event::Connected(r),
+            () = sleep_until(self.reconnect_at) => Event::ReconnectDue,
+            m = next_message(&mut self.inbound) => Event::FromMaster(m),
+            () = tick(&mut self.heartbeat) => Event::Heartbeat,
+            Some(j) = self.jobs.join_next(), if !self.jobs.is_empty() => Event::Job(j),
+            () = sleep_until(timer) => Event::Timer,
+            Some(q) = self.queries.recv() => Event::Query(q),
+            r = poll_join(&mut self.checkpoint_job) => Event::CheckpointWritten(r),
+            Some(h) = self.health_rx.recv() => Event::Health(h),
+        }
     }
 
     fn handle(&mut self, event: Event, now: Instant) {
@@ -428,10 +450,19 @@ impl AgentLoop {
         self.execute(actions);
     }
 
+    /// Queues what the task manager asked for; [`Self::flush`] does it.
     fn execute(&mut self, actions: Vec<Action>) {
-        // What the world will see (a container started, an update sent) is in the
-        // checkpoint first: an agent killed right after never forgets a task it
-        // launched, nor re-opens one whose end it reported.
+        self.deferred.extend(actions);
+    }
+
+    /// Does the queued actions, in order. What the world will see (a container
+    /// started, an update sent) is in the checkpoint first: an agent killed right
+    /// after never forgets a task it launched, nor re-opens one whose end it reported.
+    fn flush(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let actions = std::mem::take(&mut self.deferred);
         if actions
             .iter()
             .any(|a| matches!(a, Action::Launch(_) | Action::Send(_)))
@@ -612,6 +643,8 @@ impl AgentLoop {
     }
 
     fn disconnect(&mut self) {
+        // Updates of this batch go out on the stream they were meant for.
+        self.flush();
         self.outbound = None;
         self.inbound = None;
         self.heartbeat = None;
@@ -723,6 +756,7 @@ impl AgentLoop {
     /// Stops what is left: writes the last checkpoint, lets the last updates leave,
     /// stops every job.
     async fn finish(mut self) {
+        self.flush();
         if let Some(job) = self.checkpoint_job.take() {
             let _ = job.await;
         }
