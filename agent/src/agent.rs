@@ -244,13 +244,20 @@ impl AgentLoop {
         loop {
             let event = self.next_event(shutdown.as_mut()).await;
             let now = Instant::now();
+            let mut more = !matches!(event, Event::Timer);
             self.handle(event, now);
             // Whatever else is ready joins this batch, so that one checkpoint write
-            // covers all of it (a write per event is quadratic in the tasks run).
+            // covers all of it (a write per event is quadratic in the tasks run). A
+            // timer ends the batch: what it is due for (a durable checkpoint, the
+            // shutdown deadline) is dealt with below, and until then it stays due.
             for _ in 1..MAX_BATCH {
+                if !more {
+                    break;
+                }
                 let Some(event) = self.next_event(shutdown.as_mut()).now_or_never() else {
                     break;
                 };
+                more = !matches!(event, Event::Timer);
                 self.handle(event, now);
             }
             self.flush();
