@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Proc, http_request, start_serve, wait_until};
+use common::{Cluster, Proc, http_request, start_serve, start_serve_with, wait_until};
 use serde_json::{Value, json};
 
 /// A cluster with the container framework running on it.
@@ -29,13 +29,18 @@ impl Drop for Apps {
 
 impl Apps {
     fn start(agents: usize) -> Apps {
-        let cluster = Cluster::start(agents);
+        Self::on(Cluster::start(agents), &[])
+    }
+
+    /// The framework (started with `serve_flags`) on a cluster already up.
+    fn on(cluster: Cluster, serve_flags: &[&str]) -> Apps {
         let state_dir = cluster.dir.path().join("apps-state");
-        let serve = start_serve(
+        let serve = start_serve_with(
             cluster.dir.path(),
             &cluster.master.addr,
             &state_dir,
             "127.0.0.1:0",
+            serve_flags,
         );
         let apps = Apps {
             cluster,
@@ -290,6 +295,43 @@ fn a_rolling_update_never_drops_below_the_healthy_instances_asked_for() {
         let body = common::http_get(&format!("http://127.0.0.1:{port}/index.html")).unwrap();
         assert_eq!(body.trim(), "v2");
     }
+}
+
+#[test]
+fn with_a_role_the_framework_runs_tasks_on_that_roles_reservation() {
+    // One agent: 1 cpu reserved for role web, 0.5 shared. A task of 1.2 cpus fits
+    // only with the reservation.
+    let mut cluster = Cluster::start_with(0, common::fast_master_flags());
+    cluster.add_agent(
+        0,
+        "cpus(web):1;cpus:0.5;mem:512;disk:1000;ports:[31000-31100]",
+    );
+    cluster.wait_for_agents(1);
+    let apps = Apps::on(cluster, &["--role", "web"]);
+    apps.deploy(
+        json!({"id": "reserved", "instances": 1, "cmd": "sleep 1000", "cpus": 1.2, "mem": 32}),
+    );
+    apps.wait_converged("reserved", 1, Duration::from_secs(60));
+    // The master accounts it under the reservation and the shared pool.
+    let task = apps
+        .master_live_tasks()
+        .into_iter()
+        .next()
+        .expect("the task at the master");
+    let text = task["resources"].to_string();
+    assert!(text.contains("web"), "{text}");
+    // A second instance does not fit (0.3 cpus left) and the deployment says so.
+    apps.call(
+        "POST",
+        "/v1/apps/reserved/scale",
+        Some(json!({"instances": 2})),
+    );
+    wait_until(Duration::from_secs(30), "the reason it waits", || {
+        apps.get("/v1/apps/reserved")["deployment"]["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("needs cpus 1.2"))
+    });
+    assert_eq!(apps.running("reserved").len(), 1);
 }
 
 #[test]

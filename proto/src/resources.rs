@@ -477,6 +477,80 @@ impl Resources {
         }
     }
 
+    /// Where `wanted` (amounts by name; roles in it are ignored) comes from in `self`
+    /// for a framework in `role`: from the entries reserved for `role` first, the rest
+    /// unreserved, as Marathon takes its role's reservations before shared resources.
+    /// `None` when it does not fit. The result [`contains`](Resources::contains) is
+    /// inside `self`, so it can be launched from an offer and subtracted from it.
+    pub fn pick(&self, wanted: &Resources, role: &str) -> Option<Resources> {
+        let mut out = Resources::new();
+        let reserved_role = (role != "*").then(|| role.to_string());
+        let find = |name: &str, role: &Option<String>| {
+            self.entries
+                .iter()
+                .find(|e| e.name == name && &e.role == role)
+                .map(|e| &e.value)
+        };
+        for w in &wanted.entries {
+            let reserved = reserved_role
+                .as_ref()
+                .and_then(|r| find(&w.name, &Some(r.clone())));
+            let unreserved = find(&w.name, &None);
+            match &w.value {
+                Value::Scalar(need) => {
+                    let from_reserved = match reserved {
+                        Some(Value::Scalar(have)) => (*have).min(*need),
+                        _ => Scalar::ZERO,
+                    };
+                    let rest = *need - from_reserved;
+                    let have_unreserved = match unreserved {
+                        Some(Value::Scalar(have)) => *have,
+                        _ => Scalar::ZERO,
+                    };
+                    if rest > have_unreserved {
+                        return None;
+                    }
+                    for (amount, r) in [(from_reserved, &reserved_role), (rest, &None)] {
+                        out.add_entry(Entry {
+                            name: w.name.clone(),
+                            role: r.clone(),
+                            value: Value::Scalar(amount),
+                        });
+                    }
+                }
+                Value::Ranges(need) => {
+                    // The part of `need` inside the reservation, and the rest.
+                    let mut from_reserved = need.clone();
+                    match reserved {
+                        Some(Value::Ranges(have)) => {
+                            let mut outside = need.clone();
+                            outside.remove(have);
+                            from_reserved.remove(&outside);
+                        }
+                        _ => from_reserved = RangeSet::new(),
+                    }
+                    let mut rest = need.clone();
+                    rest.remove(&from_reserved);
+                    let fits = match unreserved {
+                        Some(Value::Ranges(have)) => have.contains(&rest),
+                        _ => rest.is_empty(),
+                    };
+                    if !fits {
+                        return None;
+                    }
+                    for (ranges, r) in [(from_reserved, &reserved_role), (rest, &None)] {
+                        out.add_entry(Entry {
+                            name: w.name.clone(),
+                            role: r.clone(),
+                            value: Value::Ranges(ranges),
+                        });
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Validates and normalises wire resources.
     pub fn try_from_proto(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
         let mut out = Resources::new();
@@ -774,5 +848,41 @@ mod tests {
     fn json_form() {
         let j = serde_json::to_string(&res("cpus:0.5;ports:[1-2]")).unwrap();
         assert_eq!(j, r#"{"cpus":0.5,"ports":"[1-2]"}"#);
+    }
+
+    #[test]
+    fn pick_takes_the_roles_reservation_first_then_unreserved() {
+        let offer =
+            res("cpus(web):1;cpus:2;mem:512;mem(web):128;ports(web):[80-80];ports:[31000-31009]");
+        let wanted = res("cpus:1.5;mem:256;ports:[80-80,31000-31000]");
+        let picked = offer.pick(&wanted, "web").unwrap();
+        assert_eq!(
+            picked,
+            res("cpus(web):1;cpus:0.5;mem(web):128;mem:128;ports(web):[80-80];ports:[31000-31000]")
+        );
+        assert!(offer.contains(&picked));
+        assert_eq!(picked.cpus(), wanted.cpus());
+        let mut left = offer.clone();
+        left.subtract(&picked);
+        assert_eq!(left.cpus(), Scalar::from_f64(1.5).unwrap());
+    }
+
+    #[test]
+    fn pick_refuses_what_does_not_fit_and_ignores_other_roles() {
+        let offer = res("cpus(db):4;cpus:1;mem:512");
+        // Only the unreserved cpu counts for role web, and for `*`.
+        assert!(offer.pick(&res("cpus:2;mem:64"), "web").is_none());
+        assert!(offer.pick(&res("cpus:2;mem:64"), "*").is_none());
+        assert_eq!(
+            offer.pick(&res("cpus:1;mem:64"), "*").unwrap(),
+            res("cpus:1;mem:64")
+        );
+        // A port outside everything offered.
+        assert!(offer.pick(&res("ports:[80-80]"), "db").is_none());
+        // Four reserved and one unreserved cpus for db.
+        assert_eq!(
+            offer.pick(&res("cpus:5"), "db").unwrap(),
+            res("cpus(db):4;cpus:1")
+        );
     }
 }

@@ -588,8 +588,9 @@ impl Core {
                 unused.push(offer.id.clone());
                 continue;
             };
-            let available_unreserved = available.unreserved();
-            available = available_unreserved;
+            // The offer's role: the unreserved resources, and those reserved for the
+            // framework's role (which tasks take first).
+            available = available.allocatable_to(offer_role(&offer));
             largest.see(&available);
             let placement = Placement {
                 hostname: offer.hostname.clone(),
@@ -706,9 +707,7 @@ impl Core {
         if !taken.is_empty() {
             needs = needs.with_ranges("ports", taken);
         }
-        if !available.contains(&needs) {
-            return Err(None);
-        }
+        let needs = available.pick(&needs, offer_role(offer)).ok_or(None)?;
         // Then constraints, against where the app's tasks run.
         if !spec.constraints.is_empty() {
             let compiled = Compiled::new(&spec.constraints).map_err(|e| Some(e.to_string()))?;
@@ -906,6 +905,15 @@ fn needs_of(spec: &AppSpec) -> Resources {
         }
     }
     r
+}
+
+/// The role an offer was made to (`*` when it names none).
+fn offer_role(offer: &v1::Offer) -> &str {
+    if offer.role.is_empty() {
+        "*"
+    } else {
+        &offer.role
+    }
 }
 
 /// The largest amount of each resource seen in one offer of a round, to say why
@@ -1252,5 +1260,41 @@ mod tests {
         let u = c.app_view("u", 4.0).unwrap();
         let waiting = u.deployment.unwrap().waiting;
         assert!(waiting.contains("hostname UNIQUE"), "{waiting}");
+    }
+
+    #[test]
+    fn tasks_take_the_roles_reservation_first_and_never_another_roles() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(
+            spec(
+                serde_json::json!({"id": "a", "cmd": "x", "instances": 2, "cpus": 1.5, "mem": 64}),
+            ),
+            false,
+            1.0,
+        )
+        .unwrap();
+        // Offered to role web: one cpu reserved for it, two shared, and (should a
+        // master ever send it) a cpu of another role, which must not be used.
+        let mut o = offer("o1", "ag1", "h1", 0.0);
+        o.role = "web".into();
+        o.resources = Resources::parse("cpus(web):1;cpus:2;cpus(db):1;mem:1024")
+            .unwrap()
+            .to_proto();
+        let tasks = launched(&c.offers(vec![o.clone()], 2.0));
+        assert_eq!(tasks.len(), 2, "3 cpus of web and * fit two tasks of 1.5");
+        let used: Vec<Resources> = tasks
+            .iter()
+            .map(|t| Resources::try_from_proto(&t.resources).unwrap())
+            .collect();
+        assert_eq!(
+            used[0],
+            Resources::parse("cpus(web):1;cpus:0.5;mem:64").unwrap()
+        );
+        assert_eq!(used[1], Resources::parse("cpus:1.5;mem:64").unwrap());
+        let offered = Resources::try_from_proto(&o.resources).unwrap();
+        let mut both = used[0].clone();
+        both.add(&used[1]);
+        assert!(offered.contains(&both));
     }
 }

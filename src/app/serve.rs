@@ -25,7 +25,8 @@ pub struct ServeArgs {
     /// Where the framework keeps its state (apps, tasks, its framework id).
     #[arg(long, default_value = "/var/lib/strata/apps")]
     pub state_dir: PathBuf,
-    /// The role the framework subscribes with.
+    /// The role the framework subscribes with; tasks take the resources reserved for
+    /// it first, then unreserved ones.
     #[arg(long, default_value = "*")]
     pub role: String,
     /// The framework's name at the master.

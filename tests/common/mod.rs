@@ -455,7 +455,18 @@ pub fn http_request(method: &str, url: &str, body: Option<&str>) -> Result<(u16,
 /// Starts `strata serve` (the container framework) against `master`, with its state
 /// in `state_dir`; `addr` is "127.0.0.1:0" or the address it had before a restart.
 pub fn start_serve(dir: &Path, master: &str, state_dir: &Path, addr: &str) -> Proc {
-    let args: Vec<String> = vec![
+    start_serve_with(dir, master, state_dir, addr, &[])
+}
+
+/// [`start_serve`] with `extra` flags besides the usual ones, e.g. `["--role", "web"]`.
+pub fn start_serve_with(
+    dir: &Path,
+    master: &str,
+    state_dir: &Path,
+    addr: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut args: Vec<String> = vec![
         "serve".into(),
         "--master".into(),
         master.into(),
@@ -466,6 +477,7 @@ pub fn start_serve(dir: &Path, master: &str, state_dir: &Path, addr: &str) -> Pr
         "--tick".into(),
         "200ms".into(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     Proc::spawn(
         "strata-serve",
         &bin("strata"),
