@@ -81,7 +81,9 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
                 || registry.maintenance.contains_key(id)
         }
         RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
-        RegistryOp::RemoveFramework { id } => registry.frameworks.contains_key(id),
+        RegistryOp::RemoveFramework { id } => {
+            registry.frameworks.contains_key(id) || !registry.removed_frameworks.contains(id)
+        }
         RegistryOp::SetWeight { role, weight } => registry.weights.get(role) != Some(weight),
         RegistryOp::SetMaintenance { id, maintenance } => {
             registry.maintenance.get(id) != maintenance.as_ref()
@@ -602,15 +604,19 @@ mod tests {
             hostname: "moved".into(),
         })
         .unwrap();
+        // A removal is remembered once (the id is refused after a restart too).
+        s.apply(&RegistryOp::RemoveFramework { id: "f9".into() })
+            .unwrap();
         s.apply(&RegistryOp::RemoveFramework { id: "f9".into() })
             .unwrap();
         let log = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
-        assert_eq!(log.lines().count(), 5, "{log}");
+        assert_eq!(log.lines().count(), 6, "{log}");
         drop(s);
         let r = FileStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(r.agents.get("a1").map(String::as_str), Some("moved"));
         assert!(r.unreachable.is_empty());
         assert_eq!(r.frameworks.len(), 1);
+        assert_eq!(r.removed_frameworks, vec!["f9".to_string()]);
     }
 
     #[test]

@@ -216,6 +216,11 @@ pub enum RegistryOp {
     },
 }
 
+/// How many removed framework ids are remembered, in memory and in the registry (to
+/// refuse their re-subscription, kill their tasks agents still report, and acknowledge
+/// their stray updates, across master restarts too).
+pub const REMOVED_FRAMEWORKS: usize = 10_000;
+
 /// The registry as loaded at start (the fold of every `RegistryOp` persisted so far).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Registry {
@@ -231,6 +236,10 @@ pub struct Registry {
     /// Agents under maintenance: id → what.
     #[serde(default)]
     pub maintenance: BTreeMap<String, Maintenance>,
+    /// Frameworks removed (torn down, or their failover timeout passed), oldest first,
+    /// the last [`REMOVED_FRAMEWORKS`] of them.
+    #[serde(default)]
+    pub removed_frameworks: Vec<String>,
 }
 
 impl Registry {
@@ -254,6 +263,14 @@ impl Registry {
             }
             RegistryOp::RemoveFramework { id } => {
                 self.frameworks.remove(id);
+                if !self.removed_frameworks.contains(id) {
+                    self.removed_frameworks.push(id.clone());
+                    let over = self
+                        .removed_frameworks
+                        .len()
+                        .saturating_sub(REMOVED_FRAMEWORKS);
+                    self.removed_frameworks.drain(..over);
+                }
             }
             RegistryOp::SetWeight { role, weight } => {
                 self.weights.insert(role.clone(), *weight);

@@ -37,9 +37,6 @@ pub(super) fn after(now: Instant, d: Duration) -> Instant {
 
 /// How many terminal tasks are kept for `/state`.
 pub const COMPLETED_TASKS: usize = 1000;
-/// How many removed framework ids are remembered (to refuse their re-subscription and
-/// acknowledge their stray updates).
-const REMOVED_FRAMEWORKS: usize = 10_000;
 /// Agent health is checked at most this often.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -386,6 +383,9 @@ impl Master {
             if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
                 agent.maintenance = Some(*maintenance);
             }
+        }
+        for id in &registry.removed_frameworks {
+            self.remember_removed(id.clone());
         }
         for (id, bytes) in &registry.frameworks {
             let mut info = match decode_framework_info(bytes) {

@@ -94,6 +94,56 @@ fn teardown_kills_tasks_returns_resources_and_forgets_the_framework() {
 }
 
 #[test]
+fn a_removed_framework_stays_removed_after_a_master_restart() {
+    let mut sim = Sim::new();
+    let (agent, fw) = sim.running_task("cpus:4;mem:1024", "cpus:1;mem:128", "t1");
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: agent.id.clone(),
+        hostname: "h1".into(),
+    });
+    let registry = fold(registry, &sim.effects());
+    sim.call(&fw, Call::Teardown(v1::TeardownRequest { header: None }))
+        .unwrap();
+    let registry = fold(registry, &sim.effects());
+    assert_eq!(registry.removed_frameworks, vec![fw.id.clone()]);
+    assert!(registry.frameworks.is_empty());
+
+    // A new master from that registry. The agent was down and still runs the task
+    // (it never got the shutdown): the master kills it at once, not after the
+    // framework's failover timeout.
+    let mut sim = Sim::with(config(), registry);
+    let (back, effects) = sim.reregister(&agent, vec![running(&fw, "t1", "cpus:1;mem:128")]);
+    assert_eq!(
+        agent_messages(&effects, back.conn)
+            .into_iter()
+            .filter(|m| matches!(m, Message::ShutdownFramework(s) if s.framework_id == fw.id))
+            .count(),
+        1,
+        "{effects:?}"
+    );
+    assert!(sim.m.snapshot().frameworks.is_empty());
+    // And the old id cannot subscribe again.
+    let conn = sim.conn();
+    sim.handle(Input::Subscribe {
+        conn,
+        request: v1::SubscribeRequest {
+            framework_info: Some(v1::FrameworkInfo {
+                id: fw.id.clone(),
+                ..framework_info("fw", &[], false)
+            }),
+            suppressed_roles: vec![],
+        },
+    })
+    .unwrap();
+    let effects = sim.effects();
+    assert!(
+        matches!(&events_for(&effects, conn)[..], [Event::Error(e)] if e.message.contains("was removed")),
+        "{effects:?}"
+    );
+}
+
+#[test]
 fn a_framework_that_fails_over_in_time_keeps_its_tasks() {
     let mut sim = Sim::new();
     let agent = sim.add_agent("h1", "cpus:4;mem:1024");

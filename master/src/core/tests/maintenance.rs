@@ -19,26 +19,6 @@ fn kills(effects: &[Effect], conn: ConnId) -> Vec<v1::KillTask> {
         .collect()
 }
 
-fn running(fw: &SimFramework, task_id: &str, resources: &str) -> v1::RunningTask {
-    v1::RunningTask {
-        framework_id: fw.id.clone(),
-        task: Some(task(task_id, resources)),
-        state: TaskState::TaskRunning as i32,
-        framework: Some(v1::FrameworkInfo {
-            id: fw.id.clone(),
-            ..framework_info("fw", &[], true)
-        }),
-    }
-}
-
-/// The registry the persisted ops of `effects` fold into, on top of `registry`.
-fn fold(mut registry: Registry, effects: &[Effect]) -> Registry {
-    for op in persisted(effects) {
-        registry.apply(&op);
-    }
-    registry
-}
-
 #[test]
 fn a_deactivated_agent_is_not_offered_keeps_its_tasks_and_comes_back_when_reactivated() {
     let mut sim = Sim::new();

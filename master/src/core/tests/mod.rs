@@ -445,6 +445,27 @@ pub fn agent_messages(effects: &[Effect], conn: ConnId) -> Vec<Message> {
         .collect()
 }
 
+/// A task an agent reports when it re-registers.
+pub fn running(fw: &SimFramework, task_id: &str, resources: &str) -> v1::RunningTask {
+    v1::RunningTask {
+        framework_id: fw.id.clone(),
+        task: Some(task(task_id, resources)),
+        state: v1::TaskState::TaskRunning as i32,
+        framework: Some(v1::FrameworkInfo {
+            id: fw.id.clone(),
+            ..framework_info("fw", &[], true)
+        }),
+    }
+}
+
+/// The registry the persisted ops of `effects` fold into, on top of `registry`.
+pub fn fold(mut registry: Registry, effects: &[Effect]) -> Registry {
+    for op in persisted(effects) {
+        registry.apply(&op);
+    }
+    registry
+}
+
 pub fn persisted(effects: &[Effect]) -> Vec<RegistryOp> {
     effects
         .iter()
