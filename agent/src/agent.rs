@@ -457,9 +457,17 @@ impl AgentLoop {
         self.execute(actions);
     }
 
-    /// Queues what the task manager asked for; [`Self::flush`] does it.
+    /// Queues what the task manager asked for; [`Self::flush`] does it. An update
+    /// issued while not registered is not queued: the manager keeps it and sends it
+    /// again (stamped with the agent id) on registration, so queuing it too would send
+    /// it twice.
     fn execute(&mut self, actions: Vec<Action>) {
-        self.deferred.extend(actions);
+        let registered = self.outbound.is_some();
+        self.deferred.extend(
+            actions
+                .into_iter()
+                .filter(|a| registered || !matches!(a, Action::Send(_))),
+        );
     }
 
     /// Does the queued actions, in order. What the world will see (a container
