@@ -90,9 +90,25 @@ pub struct Core {
     last_reconcile: f64,
     writes: Vec<Write>,
     seq: u64,
+    /// The framework's role (`*` when unset).
+    role: String,
 }
 
 impl Core {
+    /// The role the framework subscribes with: apps may accept its reservations.
+    pub fn with_role(mut self, role: &str) -> Core {
+        self.role = role.to_string();
+        self
+    }
+
+    fn role(&self) -> &str {
+        if self.role.is_empty() {
+            "*"
+        } else {
+            &self.role
+        }
+    }
+
     /// The state as persisted.
     pub fn restore(
         apps: Vec<AppRecord>,
@@ -154,6 +170,17 @@ impl Core {
         now: f64,
     ) -> Result<(AppView, Vec<Action>), ApiError> {
         let id = spec.id.clone();
+        for (i, role) in spec.accepted_resource_roles.iter().flatten().enumerate() {
+            if role != "*" && role != self.role() {
+                return Err(ApiError::Refused(SpecError {
+                    field: format!("accepted_resource_roles[{i}]"),
+                    reason: format!(
+                        "'{role}' is neither '*' nor the framework's role '{}'",
+                        self.role()
+                    ),
+                }));
+            }
+        }
         let existing = self.apps.get(&id).cloned();
         if let Some(a) = &existing {
             if create_only {
@@ -707,7 +734,21 @@ impl Core {
         if !taken.is_empty() {
             needs = needs.with_ranges("ports", taken);
         }
-        let needs = available.pick(&needs, offer_role(offer)).ok_or(None)?;
+        let needs = match &spec.accepted_resource_roles {
+            None => available.pick(&needs, offer_role(offer)),
+            Some(roles) => {
+                let role = offer_role(offer);
+                let mut allowed = Resources::new();
+                if roles.iter().any(|r| r == "*") {
+                    allowed.add(&available.unreserved());
+                }
+                if role != "*" && roles.iter().any(|r| r == role) {
+                    allowed.add(&available.reserved_for(role));
+                }
+                allowed.pick(&needs, role)
+            }
+        }
+        .ok_or(None)?;
         // Then constraints, against where the app's tasks run.
         if !spec.constraints.is_empty() {
             let compiled = Compiled::new(&spec.constraints).map_err(|e| Some(e.to_string()))?;
@@ -1296,5 +1337,55 @@ mod tests {
         let mut both = used[0].clone();
         both.add(&used[1]);
         assert!(offered.contains(&both));
+    }
+
+    #[test]
+    fn accepted_resource_roles_limit_what_tasks_use() {
+        let mut c = Core::default().with_role("web");
+        c.subscribed("fw", 0.0);
+        let err = c
+            .deploy(
+                spec(serde_json::json!({"id": "x", "cmd": "x", "accepted_resource_roles": ["*", "db"]})),
+                false,
+                1.0,
+            )
+            .unwrap_err();
+        match err {
+            ApiError::Refused(e) => {
+                assert_eq!(e.field, "accepted_resource_roles[1]");
+                assert!(e.reason.contains("framework's role 'web'"), "{}", e.reason);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(c.app_ids().is_empty(), "nothing was changed");
+
+        for (id, roles) in [("shared", "*"), ("reserved", "web")] {
+            c.deploy(
+                spec(
+                    serde_json::json!({"id": id, "cmd": "x", "instances": 3, "cpus": 1, "mem": 64,
+                    "accepted_resource_roles": [roles]}),
+                ),
+                false,
+                1.0,
+            )
+            .unwrap();
+        }
+        let mut o = offer("o1", "ag1", "h1", 0.0);
+        o.role = "web".into();
+        // Only the web app takes the reservation, so it needs reserved mem too.
+        o.resources = Resources::parse("cpus(web):1;mem(web):64;cpus:1;mem:960")
+            .unwrap()
+            .to_proto();
+        let tasks = launched(&c.offers(vec![o], 2.0));
+        assert_eq!(tasks.len(), 2, "one cpu for each app");
+        for t in &tasks {
+            let used = Resources::try_from_proto(&t.resources).unwrap();
+            let want = if t.task_id.starts_with("reserved") {
+                "cpus(web):1;mem(web):64"
+            } else {
+                "cpus:1;mem:64"
+            };
+            assert_eq!(used, Resources::parse(want).unwrap(), "{}", t.task_id);
+        }
     }
 }

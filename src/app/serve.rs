@@ -84,7 +84,7 @@ pub async fn run(
             .unwrap_or_default(),
         principal: String::new(),
     };
-    let core = Core::restore(loaded.apps, loaded.tasks, loaded.framework_id);
+    let core = Core::restore(loaded.apps, loaded.tasks, loaded.framework_id).with_role(&args.role);
     let (service, actions) = Service::new(core, store, args.master.clone());
     let executor = tokio::spawn(service.clone().executor(actions));
     let driver = Driver::new(

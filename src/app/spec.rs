@@ -65,6 +65,10 @@ pub struct AppSpec {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The roles whose resources the tasks may use: `*` (unreserved) and the
+    /// framework's role (its reservations). Unset: both, reservations first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_resource_roles: Option<Vec<String>>,
 }
 
 /// One port: a number (the host port; 0 = any offered port) or a mapping.
@@ -368,6 +372,27 @@ impl AppSpec {
         }
         if self.labels.keys().any(String::is_empty) {
             return Err(SpecError::new("labels", "a label key is empty"));
+        }
+        if let Some(roles) = &self.accepted_resource_roles {
+            if roles.is_empty() {
+                return Err(SpecError::new(
+                    "accepted_resource_roles",
+                    "must name at least one role (leave it out to accept all)",
+                ));
+            }
+            for (i, role) in roles.iter().enumerate() {
+                let bad = role.is_empty()
+                    || role == "."
+                    || role == ".."
+                    || role.starts_with('-')
+                    || role.chars().any(|c| c.is_whitespace() || c.is_control());
+                if bad {
+                    return Err(SpecError::new(
+                        format!("accepted_resource_roles[{i}]"),
+                        format!("{role:?} is not a role name"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -925,6 +950,7 @@ kill_grace_period_seconds: 10
 unreachable_replace_seconds: 120
 user: nobody
 labels: {team: web, tier: ""}
+accepted_resource_roles: ["*", web]
 "#;
 
     fn hc(protocol: &str) -> HealthCheckSpec {
@@ -1010,6 +1036,7 @@ labels: {team: web, tier: ""}
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            accepted_resource_roles: Some(vec!["*".into(), "web".into()]),
         }
     }
 
@@ -2022,5 +2049,24 @@ labels: {team: web, tier: ""}
         assert!(re.is_match("a") && re.is_match("b"));
         assert!(!re.is_match("ab") && !re.is_match("xa") && !re.is_match(""));
         assert!(whole_value_regex("a)|(b").is_err());
+    }
+
+    #[test]
+    fn accepted_resource_roles_rules() {
+        let base = serde_json::json!({"id": "a", "cmd": "x"});
+        let with = |roles: serde_json::Value| {
+            let mut v = base.clone();
+            v["accepted_resource_roles"] = roles;
+            AppSpec::from_json(v)
+        };
+        assert!(with(serde_json::json!(["*", "web"])).is_ok());
+        assert_eq!(
+            with(serde_json::json!([])).unwrap_err().field,
+            "accepted_resource_roles"
+        );
+        assert_eq!(
+            with(serde_json::json!(["*", "a b"])).unwrap_err().field,
+            "accepted_resource_roles[1]"
+        );
     }
 }
