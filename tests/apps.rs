@@ -700,6 +700,103 @@ fn draining_an_agent_moves_its_instances_to_the_other_and_survives_reactivation(
 /// thawed. The partition-aware framework sees TASK_UNREACHABLE, then TASK_RUNNING
 /// again for the same task; the task's process was never killed or replaced.
 #[test]
+fn an_agent_marked_gone_kills_its_tasks_and_stops_and_its_instances_move() {
+    let mut apps = Apps::start(2);
+    let pids = pid_dir();
+    let dir = pids.path().display().to_string();
+    apps.deploy(json!({
+        "id": "doomed",
+        "instances": 4,
+        "cmd": format!("echo $$ > {dir}/$STRATA_TASK_ID; exec sleep 1000"),
+        "cpus": 0.1,
+        "mem": 32,
+        "backoff": {"seconds": 0.2},
+    }));
+    apps.wait_converged("doomed", 4, Duration::from_secs(60));
+    let state = apps.cluster.state();
+    let agents = state["agents"].as_array().unwrap().clone();
+    let on = |id: &str| -> Vec<String> {
+        apps.running("doomed")
+            .iter()
+            .filter(|t| t["agent_id"] == id)
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let gone = agents
+        .iter()
+        .max_by_key(|a| on(a["id"].as_str().unwrap()).len())
+        .unwrap();
+    let gone_id = gone["id"].as_str().unwrap().to_string();
+    let gone_addr = gone["address"].as_str().unwrap().to_string();
+    let other_id = agents
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .find(|id| *id != gone_id)
+        .unwrap();
+    let victims: Vec<i32> = on(&gone_id)
+        .iter()
+        .map(|t| {
+            std::fs::read_to_string(pids.path().join(t))
+                .expect("the task wrote its pid")
+                .trim()
+                .parse()
+                .expect("a pid")
+        })
+        .collect();
+    assert!(!victims.is_empty());
+
+    let (code, out, err) = cli(&apps, &["agent", "gone", &gone_id]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("marked gone"), "{out}");
+    wait_until(
+        Duration::from_secs(60),
+        "the agent GONE and all 4 instances on the other agent",
+        || {
+            let status = apps.cluster.state()["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["id"] == gone_id.as_str())
+                .map(|a| a["status"].clone());
+            status == Some(json!("GONE"))
+                && on(&other_id).len() == 4
+                && apps.running("doomed").len() == 4
+        },
+    );
+    // The agent was refused when it tried to come back: it killed its tasks and
+    // stopped with an error.
+    let index = apps
+        .cluster
+        .agents
+        .iter()
+        .position(|a| a.addr == gone_addr)
+        .expect("the gone agent's process");
+    let agent = &mut apps.cluster.agents[index];
+    wait_until(Duration::from_secs(30), "the gone agent to exit", || {
+        agent.child.try_wait().ok().flatten().is_some()
+    });
+    let status = agent.child.try_wait().unwrap().unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(
+        agent.log_text().contains("marked this agent gone"),
+        "{}",
+        agent.log_text()
+    );
+    for pid in victims {
+        let alive = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            None::<nix::sys::signal::Signal>,
+        )
+        .is_ok();
+        assert!(!alive, "task process {pid} of the gone agent still runs");
+    }
+    // Operator calls on it are refused with the reason.
+    let (code, _, err) = cli(&apps, &["agent", "reactivate", &gone_id]);
+    assert_ne!(code, 0);
+    assert!(err.contains("marked gone"), "{err}");
+}
+
+#[test]
 fn a_partitioned_agent_comes_back_and_its_task_was_never_killed() {
     let apps = Apps::start(1);
     apps.deploy(json!({

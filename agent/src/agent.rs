@@ -175,6 +175,8 @@ pub(crate) struct AgentLoop {
     last_checkpoint: Option<Instant>,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
+    /// Set when the master said an operator marked this agent gone (its message).
+    gone: Option<String>,
     /// The running health checkers, by task.
     health_checks: HashMap<TaskKey, JoinHandle<()>>,
     /// Cloned into each checker; the loop holds one, so `health_rx` never closes.
@@ -223,19 +225,21 @@ impl AgentLoop {
             last_checkpoint: None,
             shutting_down: false,
             shutdown_deadline: None,
+            gone: None,
             health_checks: HashMap::new(),
             health_tx,
             health_rx,
         }
     }
 
-    /// Runs until `shutdown` resolves and the tasks have been killed (or the shutdown
-    /// deadline passed). `initial` are actions from recovery.
+    /// Runs until `shutdown` resolves, or the master says this agent was marked gone,
+    /// and the tasks have been killed (or the shutdown deadline passed). `initial` are
+    /// actions from recovery. Returns the master's message when the agent is gone.
     pub(crate) async fn run(
         mut self,
         initial: Vec<Action>,
         shutdown: impl Future<Output = ()> + Send,
-    ) {
+    ) -> Option<String> {
         let mut shutdown = std::pin::pin!(shutdown);
         self.execute(initial);
         self.flush();
@@ -275,7 +279,9 @@ impl AgentLoop {
                 }
             }
         }
+        let gone = self.gone.take();
         self.finish().await;
+        gone
     }
 
     /// The next thing to handle. Every branch is cancel-safe: `run` also polls this
@@ -303,17 +309,19 @@ impl AgentLoop {
                 // every task (SIGTERM, grace, SIGKILL): an agent stopped on purpose
                 // leaves nothing behind. Tasks outlive an agent that dies (a crash,
                 // kill -9, the OOM killer) and the next run recovers them.
-                let grace = self.config.executor_shutdown_grace_period;
-                tracing::info!(?grace, "shutting down: killing all tasks");
-                self.shutting_down = true;
-                self.shutdown_deadline = Some(now + grace + SHUTDOWN_SLACK);
-                let actions = self.manager.shutdown(grace, now);
-                self.execute(actions);
+                tracing::info!("shutting down: killing all tasks");
+                self.begin_shutdown(now);
             }
             Event::Connected(result) => {
                 self.connecting = None;
                 match result {
                     Ok(conn) => self.on_registered(conn, now),
+                    Err(LinkError::Gone(message)) => {
+                        // The master already reported its tasks gone: none may run on.
+                        tracing::error!(%message, "the master marked this agent gone: killing all tasks and stopping");
+                        self.gone = Some(message);
+                        self.begin_shutdown(now);
+                    }
                     Err(e) => {
                         let delay = self.schedule_reconnect(now);
                         tracing::warn!(error = %e, retry_in = ?delay, "registration with the master failed");
@@ -358,6 +366,18 @@ impl AgentLoop {
                 self.execute(actions);
             }
         }
+    }
+
+    /// Kills every task (SIGTERM, grace, SIGKILL); the loop ends when all have ended.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let grace = self.config.executor_shutdown_grace_period;
+        self.shutting_down = true;
+        self.shutdown_deadline = Some(now + grace + SHUTDOWN_SLACK);
+        let actions = self.manager.shutdown(grace, now);
+        self.execute(actions);
     }
 
     fn on_registered(&mut self, conn: Connection, now: Instant) {

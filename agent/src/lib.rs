@@ -79,6 +79,9 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[source] std::io::Error),
+    /// The master refused the agent for good; its tasks were killed.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// Runs an agent until `shutdown` resolves.
@@ -92,7 +95,8 @@ pub enum AgentError {
 /// The agent dials `options.master`, registers (re-registering with the same id and its
 /// recovered tasks after a restart, from `WORK_DIR/agent_id`), and runs what the master
 /// sends. On shutdown it kills its tasks (SIGTERM, `executor_shutdown_grace_period`,
-/// SIGKILL), writes its checkpoint and returns.
+/// SIGKILL), writes its checkpoint and returns; so too, with [`AgentError::Gone`], when
+/// the master refuses it because an operator marked it gone.
 pub async fn run(
     listener: TcpListener,
     options: AgentOptions,
@@ -216,7 +220,7 @@ pub async fn run(
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
         checkpoint_interval: options.checkpoint_interval,
     };
-    AgentLoop::new(config, identity, containerizer, manager, endpoint, query_rx)
+    let gone = AgentLoop::new(config, identity, containerizer, manager, endpoint, query_rx)
         .run(initial, shutdown)
         .await;
 
@@ -231,7 +235,10 @@ pub async fn run(
         server.abort();
         let _ = server.await;
     }
-    Ok(())
+    match gone {
+        Some(message) => Err(AgentError::Gone(message)),
+        None => Ok(()),
+    }
 }
 
 /// Loads the checkpoint of a previous run, asks the containerizer to recover its

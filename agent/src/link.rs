@@ -5,6 +5,7 @@
 //! dial ─▶ Attach(stream) ─▶ send Register{agent_info, tasks, version}
 //!      ◀─ Registered{agent_id, heartbeat}  → Connection (the agent loop pumps it)
 //!      ◀─ AgentError / anything else / timeout → LinkError, retry after a backoff
+//!      ◀─ AgentError { gone } → LinkError::Gone: the agent kills its tasks and stops
 //! ```
 //!
 //! [`connect`] is one attempt; the agent loop owns the retry schedule ([`Backoff`]:
@@ -42,6 +43,8 @@ pub(crate) enum LinkError {
     Rpc(#[from] tonic::Status),
     #[error("the master refused the registration: {0}")]
     Refused(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("the master closed the stream before answering the registration")]
     Closed,
     #[error("the master answered the registration with something else")]
@@ -99,6 +102,9 @@ async fn attempt(endpoint: Endpoint, register: v1::Register) -> Result<Connectio
             inbound,
             registered,
         }),
+        Some(v1::MasterMessage {
+            message: Some(master_message::Message::Error(e)),
+        }) if e.gone => Err(LinkError::Gone(e.message)),
         Some(v1::MasterMessage {
             message: Some(master_message::Message::Error(e)),
         }) => Err(LinkError::Refused(e.message)),

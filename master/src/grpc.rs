@@ -458,6 +458,22 @@ impl v1::operator_server::Operator for OperatorService {
         };
         self.operate(call).await
     }
+
+    async fn mark_agent_gone(
+        &self,
+        request: Request<v1::AgentMaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let r = request.into_inner();
+        if r.max_grace_period_seconds.is_some() {
+            return Err(Status::invalid_argument(
+                "max_grace_period_seconds applies to DrainAgent only",
+            ));
+        }
+        let call = OperatorCall::MarkAgentGone {
+            agent_id: r.agent_id,
+        };
+        self.operate(call).await
+    }
 }
 
 impl OperatorService {

@@ -6,7 +6,8 @@
 //!   `strata_master_<field>`; fields ending in `_total` are counters, others gauges.
 //! - `GET /weights`: `[{"role": R, "weight": W}]` for every role; `PUT /weights` with
 //!   the same shape sets the roles named (kept in the registry).
-//! - `POST /maintenance/deactivate`, `/maintenance/drain`, `/maintenance/reactivate`
+//! - `POST /maintenance/deactivate`, `/maintenance/drain`, `/maintenance/reactivate`,
+//!   `/maintenance/gone`
 //!   with `{"agent_id": ID}` (drain also takes `"max_grace_period_seconds"`): see
 //!   [`OperatorCall`]. Kept in the registry.
 //!
@@ -41,6 +42,7 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
         .route("/maintenance/deactivate", post(deactivate))
         .route("/maintenance/drain", post(drain))
         .route("/maintenance/reactivate", post(reactivate))
+        .route("/maintenance/gone", post(gone))
         .with_state(driver.clone());
     let mut routes = tonic::service::Routes::from(http)
         .add_service(
@@ -176,6 +178,10 @@ async fn drain(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Res
     maintain(&driver, body, Action::Drain).await
 }
 
+async fn gone(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+    maintain(&driver, body, Action::Gone).await
+}
+
 type MaintenanceBody =
     Result<axum::Json<MaintenanceRequest>, axum::extract::rejection::JsonRejection>;
 
@@ -184,6 +190,7 @@ enum Action {
     Deactivate,
     Drain,
     Reactivate,
+    Gone,
 }
 
 /// One `/maintenance/*` call: the body checked, then the operator call.
@@ -211,6 +218,7 @@ async fn maintain(driver: &DriverHandle, body: MaintenanceBody, action: Action) 
     let call = match action {
         Action::Deactivate => OperatorCall::DeactivateAgent { agent_id },
         Action::Reactivate => OperatorCall::ReactivateAgent { agent_id },
+        Action::Gone => OperatorCall::MarkAgentGone { agent_id },
         Action::Drain => match grace_from_secs(r.max_grace_period_seconds) {
             Ok(max_grace_period) => OperatorCall::DrainAgent {
                 agent_id,
@@ -280,6 +288,7 @@ fn help(field: &str) -> String {
         "agents_active" => "Agents registered and connected.",
         "agents_disconnected" => "Agents whose stream closed, within their timeout.",
         "agents_unreachable" => "Agents marked unreachable.",
+        "agents_gone" => "Agents an operator marked gone.",
         "frameworks_connected" => "Frameworks with an open subscription.",
         "frameworks_disconnected" => {
             "Frameworks without a subscription, within their failover timeout."

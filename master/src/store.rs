@@ -81,6 +81,12 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
                 || registry.maintenance.contains_key(id)
         }
         RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
+        RegistryOp::MarkAgentGone { id } => {
+            !registry.gone.contains(id)
+                || registry.agents.contains_key(id)
+                || registry.unreachable.contains_key(id)
+                || registry.maintenance.contains_key(id)
+        }
         RegistryOp::RemoveFramework { id } => {
             registry.frameworks.contains_key(id) || !registry.removed_frameworks.contains(id)
         }

@@ -1,5 +1,5 @@
 //! `strata agent list` and `strata framework list`: the cluster as the master's
-//! `GET /state` shows it; `strata agent deactivate|drain|reactivate`: maintenance
+//! `GET /state` shows it; `strata agent deactivate|drain|reactivate|gone`: maintenance
 //! through the master's `POST /maintenance/*`.
 
 use std::collections::BTreeMap;
@@ -37,6 +37,12 @@ pub enum AgentCommand {
         /// The agent's id (`strata agent list`).
         agent_id: String,
     },
+    /// Mark an agent gone for good (decommissioned, wiped): its tasks end
+    /// TASK_GONE_BY_OPERATOR and it may never register again. Cannot be undone.
+    Gone {
+        /// The agent's id (`strata agent list`).
+        agent_id: String,
+    },
 }
 
 /// `strata framework ...`.
@@ -71,6 +77,7 @@ impl AgentCommand {
             AgentCommand::Reactivate { agent_id } => {
                 maintain(global, "reactivate", &agent_id, None).await
             }
+            AgentCommand::Gone { agent_id } => maintain(global, "gone", &agent_id, None).await,
         }
     }
 }
@@ -101,6 +108,7 @@ async fn maintain(
             match action {
                 "deactivate" => "deactivated (its tasks keep running)",
                 "drain" => "draining (its tasks are being killed)",
+                "gone" => "marked gone (its tasks ended; it may not register again)",
                 _ => "reactivated",
             }
         ),

@@ -84,6 +84,7 @@ impl AgentLink for Link {
         if refuse {
             let error = v1::AgentError {
                 message: "not now, try again later".into(),
+                gone: false,
             };
             let _ = tx.send(Ok(v1::MasterMessage {
                 message: Some(master_message::Message::Error(error)),

@@ -39,14 +39,22 @@ impl Master {
     /// disconnected first, so its offers are rescinded and the unreachable timer runs
     /// (the driver drops the stream at once and reports no disconnect later).
     fn refuse_agent(&mut self, conn: ConnId, message: String, now: Instant) {
-        tracing::info!(?conn, %message, "agent registration refused");
+        self.refuse_agent_with(
+            conn,
+            v1::AgentError {
+                message,
+                gone: false,
+            },
+            now,
+        );
+    }
+
+    fn refuse_agent_with(&mut self, conn: ConnId, error: v1::AgentError, now: Instant) {
+        tracing::info!(?conn, message = %error.message, gone = error.gone, "agent registration refused");
         if self.agent_conns.contains_key(&conn) {
             self.agent_disconnected(conn, now);
         }
-        self.message_on(
-            conn,
-            v1::master_message::Message::Error(v1::AgentError { message }),
-        );
+        self.message_on(conn, v1::master_message::Message::Error(error));
         self.emit(Effect::CloseAgent { conn });
     }
 
@@ -93,6 +101,26 @@ impl Master {
         } else {
             info.id.clone()
         };
+        if let Some(agent) = self
+            .agent_ids
+            .get(&id)
+            .and_then(|k| self.agents.get(k))
+            .filter(|a| a.status == AgentStatus::Gone)
+        {
+            let message = format!(
+                "agent '{}' was marked gone by an operator and may not register again: start it with an empty --work-dir to join as a new agent",
+                agent.id
+            );
+            self.refuse_agent_with(
+                conn,
+                v1::AgentError {
+                    message,
+                    gone: true,
+                },
+                now,
+            );
+            return;
+        }
         let (key, previous) = match self.agent_ids.get(&id) {
             Some(&key) => (
                 key,
@@ -568,7 +596,7 @@ impl Master {
                     now.saturating_duration_since(agent.last_seen) >= limit
                 }
                 AgentStatus::Recovering => agent.reregister_deadline.is_some_and(|d| now >= d),
-                AgentStatus::Unreachable => false,
+                AgentStatus::Unreachable | AgentStatus::Gone => false,
             };
             if expired {
                 lost.push(agent.key);
@@ -622,5 +650,44 @@ impl Master {
                 now,
             );
         }
+    }
+
+    /// An operator marked the agent gone: its stream is closed, its offers are
+    /// rescinded, its tasks end TASK_GONE_BY_OPERATOR, and it never comes back.
+    pub(super) fn mark_gone(&mut self, key: AgentKey, now: Instant) {
+        let Some(agent) = self.agents.get_mut(&key) else {
+            return;
+        };
+        agent.status = AgentStatus::Gone;
+        agent.reregister_deadline = None;
+        agent.maintenance = None;
+        let id = agent.id.clone();
+        let conn = agent.conn.take();
+        let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
+        let tasks: Vec<(FrameworkKey, String)> = agent.tasks.iter().cloned().collect();
+        tracing::warn!(agent_id = %id, tasks = tasks.len(), "agent marked gone by an operator");
+        self.emit(Effect::Persist(RegistryOp::MarkAgentGone {
+            id: id.clone(),
+        }));
+        if let Some(conn) = conn {
+            self.agent_conns.remove(&conn);
+            self.emit(Effect::CloseAgent { conn });
+        }
+        for offer_id in offers {
+            self.rescind_offer(offer_id, true, now);
+        }
+        let message = format!("agent '{id}' was marked gone by an operator");
+        for (fk, task_id) in tasks {
+            self.master_transition(
+                fk,
+                &task_id,
+                TaskState::TaskGoneByOperator,
+                TaskStatusReason::ReasonAgentRemoved,
+                message.clone(),
+                now,
+            );
+        }
+        self.allocator.remove_agent(key);
+        self.pending_agents.remove(&key);
     }
 }

@@ -1,7 +1,7 @@
 //! The types that cross the core's boundary: inputs, effects, errors, configuration,
 //! the registry (what survives a restart) and the state snapshot served to operators.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,10 @@ pub enum OperatorCall {
     },
     /// Ends a deactivation or drain: the agent's resources are offered again.
     ReactivateAgent { agent_id: String },
+    /// The agent is gone for good (the machine was decommissioned or wiped): its tasks
+    /// are reported TASK_GONE_BY_OPERATOR (TASK_LOST to frameworks that are not
+    /// partition aware), and it may never register again. Cannot be undone.
+    MarkAgentGone { agent_id: String },
 }
 
 /// An agent under maintenance, as the registry keeps it.
@@ -207,6 +211,8 @@ pub enum RegistryOp {
     AddFramework { id: String, info: Vec<u8> },
     /// A framework was torn down or its failover timeout passed.
     RemoveFramework { id: String },
+    /// An operator marked an agent gone.
+    MarkAgentGone { id: String },
     /// An operator set a role's weight.
     SetWeight { role: String, weight: f64 },
     /// An operator put an agent under maintenance (`Some`) or ended it (`None`).
@@ -240,6 +246,9 @@ pub struct Registry {
     /// the last [`REMOVED_FRAMEWORKS`] of them.
     #[serde(default)]
     pub removed_frameworks: Vec<String>,
+    /// Agents an operator marked gone: never admitted again.
+    #[serde(default)]
+    pub gone: BTreeSet<String>,
 }
 
 impl Registry {
@@ -271,6 +280,12 @@ impl Registry {
                         .saturating_sub(REMOVED_FRAMEWORKS);
                     self.removed_frameworks.drain(..over);
                 }
+            }
+            RegistryOp::MarkAgentGone { id } => {
+                self.agents.remove(id);
+                self.unreachable.remove(id);
+                self.maintenance.remove(id);
+                self.gone.insert(id.clone());
             }
             RegistryOp::SetWeight { role, weight } => {
                 self.weights.insert(role.clone(), *weight);
@@ -306,7 +321,8 @@ pub struct AgentView {
     pub address: String,
     /// `ACTIVE`, `DISCONNECTED` (stream gone, timeout running), `UNREACHABLE`, or
     /// `RECOVERING` (known from the registry after a master restart, not re-registered
-    /// yet; its resources are unknown until it does).
+    /// yet; its resources are unknown until it does), or `GONE` (marked gone by an
+    /// operator: it may never register again).
     pub status: String,
     /// `DEACTIVATED`, `DRAINING` (tasks being killed), `DRAINED`, or none.
     pub maintenance: Option<&'static str>,
@@ -407,6 +423,7 @@ pub struct Metrics {
     pub agents_active: u64,
     pub agents_disconnected: u64,
     pub agents_unreachable: u64,
+    pub agents_gone: u64,
     pub frameworks_connected: u64,
     pub frameworks_disconnected: u64,
     pub tasks_staging: u64,

@@ -124,6 +124,11 @@ impl Master {
                         TaskStatusReason::ReasonAgentUnreachable,
                         "its agent is unreachable",
                     ),
+                    Some(AgentStatus::Gone) => (
+                        TaskState::TaskGoneByOperator,
+                        TaskStatusReason::ReasonAgentRemoved,
+                        "its agent was marked gone by an operator",
+                    ),
                     _ => (
                         TaskState::TaskLost,
                         TaskStatusReason::ReasonTaskUnknown,

@@ -6,6 +6,8 @@
 //!   DrainAgent ──────▶ as Deactivate, and KillTask for every task on it (grace capped)
 //!                      DRAINING while tasks remain, DRAINED when none is left
 //!   ReactivateAgent ─▶ offered again ── Persist(SetMaintenance None)
+//!   MarkAgentGone ───▶ its stream closed, offers rescinded, tasks TASK_GONE_BY_OPERATOR,
+//!                      GONE for good (refused when it registers) ── Persist(MarkAgentGone)
 //!   agent re-registers under maintenance ─▶ kept out of the allocator; a draining
 //!                      agent's reported tasks are killed (see `agents.rs`)
 //! ```
@@ -17,7 +19,7 @@ use strata_proto::v1;
 use super::allocator::AgentKey;
 use super::api::{CallError, Maintenance, OperatorCall, RegistryOp};
 use super::master::Master;
-use super::state::OfferSeq;
+use super::state::{AgentStatus, OfferSeq};
 use super::validate::validate_role;
 
 impl Master {
@@ -40,6 +42,11 @@ impl Master {
                 };
                 self.set_maintenance(key, Some(maintenance), now);
                 self.drain_tasks(key);
+                Ok(())
+            }
+            OperatorCall::MarkAgentGone { agent_id } => {
+                let key = self.maintained_agent(&agent_id)?;
+                self.mark_gone(key, now);
                 Ok(())
             }
             OperatorCall::ReactivateAgent { agent_id } => {
@@ -93,16 +100,27 @@ impl Master {
         self.allocator.set_weight(role, weight);
     }
 
-    /// The agent an operator call names.
+    /// The agent an operator call names (not one marked gone: nothing more can be
+    /// done to it).
     fn maintained_agent(&self, agent_id: &str) -> Result<AgentKey, CallError> {
         if agent_id.is_empty() {
             return Err(CallError::InvalidArgument("no agent_id given".into()));
         }
-        self.agent_ids.get(agent_id).copied().ok_or_else(|| {
+        let key = self.agent_ids.get(agent_id).copied().ok_or_else(|| {
             CallError::NotFound(format!(
                 "agent '{agent_id}' is unknown to this master: see /state for its agents"
             ))
-        })
+        })?;
+        if self
+            .agents
+            .get(&key)
+            .is_some_and(|a| a.status == AgentStatus::Gone)
+        {
+            return Err(CallError::FailedPrecondition(format!(
+                "agent '{agent_id}' was marked gone"
+            )));
+        }
+        Ok(key)
     }
 
     /// Puts an agent under maintenance or ends it, in the registry and the allocator.

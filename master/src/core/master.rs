@@ -379,6 +379,13 @@ impl Master {
             self.agents.insert(key, agent);
             self.agent_ids.insert(id.clone(), key);
         }
+        for id in &registry.gone {
+            let key = self.new_agent_key();
+            let agent =
+                Agent::placeholder(key, id.clone(), String::new(), AgentStatus::Gone, now, None);
+            self.agents.insert(key, agent);
+            self.agent_ids.insert(id.clone(), key);
+        }
         for (id, maintenance) in &registry.maintenance {
             if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
                 agent.maintenance = Some(*maintenance);

@@ -82,6 +82,10 @@ impl Master {
                             TaskState::TaskUnreachable,
                             "the task's agent is unreachable",
                         ),
+                        AgentStatus::Gone => (
+                            TaskState::TaskGoneByOperator,
+                            "the task's agent was marked gone by an operator",
+                        ),
                     },
                 };
                 let ids = TaskIds {

@@ -33,6 +33,9 @@ pub enum AgentStatus {
     Unreachable,
     /// Known from the registry after a master restart and not re-registered yet.
     Recovering,
+    /// Marked gone by an operator: its tasks were reported TASK_GONE_BY_OPERATOR and
+    /// it may never register again. Kept (in the registry too) to refuse it.
+    Gone,
 }
 
 impl AgentStatus {
@@ -42,6 +45,7 @@ impl AgentStatus {
             AgentStatus::Disconnected => "DISCONNECTED",
             AgentStatus::Unreachable => "UNREACHABLE",
             AgentStatus::Recovering => "RECOVERING",
+            AgentStatus::Gone => "GONE",
         }
     }
 }

@@ -180,6 +180,7 @@ impl Master {
                 AgentStatus::Active => m.agents_active += 1,
                 AgentStatus::Disconnected | AgentStatus::Recovering => m.agents_disconnected += 1,
                 AgentStatus::Unreachable => m.agents_unreachable += 1,
+                AgentStatus::Gone => m.agents_gone += 1,
             }
             if matches!(a.status, AgentStatus::Active | AgentStatus::Disconnected) {
                 total.add(&a.total);

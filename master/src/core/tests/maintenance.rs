@@ -310,3 +310,81 @@ fn a_maintenance_grace_never_lengthens_the_tasks_own() {
         vec![("plain".into(), Some(10.0)), ("quick".into(), Some(0.5))]
     );
 }
+
+#[test]
+fn an_agent_marked_gone_ends_its_tasks_and_never_comes_back() {
+    let mut sim = Sim::new();
+    let (agent, fw) = sim.running_task("cpus:4;mem:1024", "cpus:1;mem:128", "t1");
+    sim.agent_update(&agent, &fw.id, "t1", TaskState::TaskRunning, "u1");
+    let mut registry = Registry::default();
+    registry.apply(&RegistryOp::AdmitAgent {
+        id: agent.id.clone(),
+        hostname: "h1".into(),
+    });
+    let registry = fold(registry, &sim.effects());
+
+    operator(
+        &mut sim,
+        OperatorCall::MarkAgentGone {
+            agent_id: agent.id.clone(),
+        },
+    )
+    .unwrap();
+    let effects = sim.effects();
+    assert_eq!(
+        persisted(&effects),
+        vec![RegistryOp::MarkAgentGone {
+            id: agent.id.clone()
+        }]
+    );
+    assert!(effects.contains(&Effect::CloseAgent { conn: agent.conn }));
+    // The framework is not partition aware: TASK_GONE_BY_OPERATOR reaches it as LOST.
+    let update = one(updates_for(&effects, fw.conn));
+    assert_eq!(state_of(&update), TaskState::TaskLost);
+    assert_eq!(reason_of(&update), v1::TaskStatusReason::ReasonAgentRemoved);
+    assert!(update.message.contains("marked gone"), "{update:?}");
+    assert_eq!(sim.agent_view(&agent.id).status, "GONE");
+    assert!(sim.agent_view(&agent.id).used.is_empty());
+    assert!(offers_for(&sim.tick_after(2.0), fw.conn).is_empty());
+    sim.m.check_invariants().unwrap();
+    // Nothing more can be done to it, and it may not come back.
+    let err = operator(
+        &mut sim,
+        OperatorCall::ReactivateAgent {
+            agent_id: agent.id.clone(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, CallError::FailedPrecondition(_)), "{err:?}");
+    let refused = |sim: &mut Sim| {
+        let (back, effects) = sim.reregister(&agent, vec![running(&fw, "t1", "cpus:1;mem:128")]);
+        let refused = agent_messages(&effects, back.conn)
+            .iter()
+            .any(|m| matches!(m, Message::Error(e) if e.message.contains("marked gone")));
+        refused && effects.contains(&Effect::CloseAgent { conn: back.conn })
+    };
+    assert!(refused(&mut sim));
+    assert_eq!(sim.agent_view(&agent.id).status, "GONE");
+
+    // A new master from the registry: still gone, still refused, and reconciling a
+    // task on it says TASK_GONE_BY_OPERATOR to a partition-aware framework.
+    let registry = fold(registry, &effects);
+    assert!(registry.gone.contains(&agent.id));
+    assert!(!registry.agents.contains_key(&agent.id));
+    let mut sim = Sim::with(config(), registry);
+    assert_eq!(sim.agent_view(&agent.id).status, "GONE");
+    assert!(refused(&mut sim));
+    let pa = sim.subscribe_info(framework_info("pa", &[], true));
+    sim.effects();
+    let reconcile = v1::ReconcileRequest {
+        header: None,
+        tasks: vec![v1::ReconcileTask {
+            task_id: "t9".into(),
+            agent_id: agent.id.clone(),
+        }],
+    };
+    sim.call(&pa, Call::Reconcile(reconcile)).unwrap();
+    let answer = one(updates_for(&sim.effects(), pa.conn));
+    assert_eq!(state_of(&answer), TaskState::TaskGoneByOperator);
+    sim.m.check_invariants().unwrap();
+}
