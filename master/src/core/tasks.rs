@@ -300,7 +300,17 @@ impl Master {
                 // now its uuid is known, and acknowledging it forgets the task.
                 ended.status = status.clone();
             }
-        } else if !is_terminal(new_state) {
+        } else if !is_terminal(new_state)
+            || self
+                .frameworks
+                .get(&fk)
+                .and_then(|f| f.tasks.get(&status.task_id))
+                .is_some_and(|t| t.agent != ak)
+        {
+            // Also a terminal update from an agent that does not hold the task while
+            // the framework's live task of that id runs on another agent (an old
+            // retry of a reused task id): forwarding it would tell the framework its
+            // live task ended.
             stale = true;
         }
         if stale {

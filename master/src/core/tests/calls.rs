@@ -88,8 +88,20 @@ fn an_update_from_another_agent_does_not_touch_the_task() {
     let mut sim = Sim::new();
     let (_agent, fw) = sim.running_task("cpus:4;mem:1024", "cpus:1;mem:128", "t1");
     let other = sim.add_agent("h2", "cpus:1;mem:128");
+    sim.effects();
     sim.agent_update(&other, &fw.id, "t1", TaskState::TaskFinished, "x");
     assert_eq!(sim.task_state("t1").as_deref(), Some("TASK_STAGING"));
+    // The framework is not told its live task ended; the master acknowledges the
+    // other agent's update itself so that its retries stop.
+    let effects = sim.effects();
+    assert!(updates_for(&effects, fw.conn).is_empty(), "{effects:?}");
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, Effect::ToAgent { conn, message: v1::MasterMessage {
+            message: Some(Message::Acknowledge(a)) } } if *conn == other.conn && a.uuid == "x")
+        ),
+        "{effects:?}"
+    );
 }
 
 #[test]
