@@ -26,6 +26,10 @@ pub const LAUNCH_TIMEOUT_SECONDS: f64 = 300.0;
 /// How often tasks not known to be running are reconciled explicitly, and how long
 /// pending launches may go without an offer before offers are revived again.
 pub const RECONCILE_SECONDS: f64 = 30.0;
+/// A failure this long after the previous backoff ended starts the backoff over.
+pub const BACKOFF_RESET_SECONDS: f64 = 600.0;
+/// After this long without offers, a deployment's waiting reason says so.
+const QUIET_OFFERS_SECONDS: f64 = 10.0;
 
 /// What the service must do, in order, after the writes are persisted.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,8 +294,10 @@ impl Core {
         }
         let mut actions = Vec::new();
         self.request_kill(task_id, now, &mut actions);
+        // The view is taken before the tick: a tick may forget the task (one killed
+        // while unreachable past its app's limit).
+        let view = self.task_view(&self.tasks[task_id]);
         actions.extend(self.tick(now));
-        let view = self.task_view(self.tasks.get(task_id).expect("checked"));
         Ok((view, actions))
     }
 
@@ -371,7 +377,10 @@ impl Core {
                 task.is_killing() || self.apps.get(&task.app_id).is_none_or(|a| a.destroying);
             if !expected && let Some(app) = self.apps.get_mut(&task.app_id) {
                 let b = &app.spec.backoff;
-                let delay = if app.backoff.delay <= 0.0 {
+                // A failure long after the last one starts over (Kubernetes resets a
+                // crash-loop backoff after 10 minutes without trouble).
+                let fresh = now - app.backoff.until >= BACKOFF_RESET_SECONDS;
+                let delay = if app.backoff.delay <= 0.0 || fresh {
                     b.seconds
                 } else {
                     (app.backoff.delay * b.factor).min(b.max_seconds)
@@ -873,7 +882,15 @@ impl Core {
                 "waiting for old tasks to be killed".to_string()
             };
         }
-        self.waiting.get(id).cloned().unwrap_or_default()
+        // What the last offers said, or that none came: offers stop when the cluster
+        // is full, when every agent's offer is filtered, or when the master is away.
+        let quiet = now - self.last_offers;
+        match self.waiting.get(id) {
+            Some(reason) if quiet < QUIET_OFFERS_SECONDS => reason.clone(),
+            Some(reason) => format!("{reason} (no offer for {quiet:.0} s)"),
+            None if quiet < QUIET_OFFERS_SECONDS => "waiting for offers".to_string(),
+            None => format!("waiting for offers: none for {quiet:.0} s"),
+        }
     }
 
     pub fn apps(&self, now: f64) -> Vec<AppView> {
@@ -1024,6 +1041,16 @@ fn build_task(
     let mut env: HashMap<String, String> = spec.env.clone().into_iter().collect();
     env.insert("STRATA_APP_ID".into(), spec.id.clone());
     env.insert("STRATA_APP_VERSION".into(), app.version.clone());
+    // PORTn in the spec's order (what port_index and the task view use); the agent
+    // would otherwise number the task's ports in ascending order.
+    for (i, port) in ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), port.to_string());
+    }
+    if let Some(first) = ports.first() {
+        env.insert("PORT".into(), first.to_string());
+        let all: Vec<String> = ports.iter().map(u16::to_string).collect();
+        env.insert("PORTS".into(), all.join(","));
+    }
     let command = match (&spec.cmd, spec.args.as_slice()) {
         (Some(cmd), _) => v1::CommandInfo {
             shell: true,
@@ -1192,6 +1219,21 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_numbered_in_the_specs_order() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "cpus": 1, "ports": [31005, 0],
+            "health_checks": [{"protocol": "tcp", "port_index": 0}]});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        let env = &tasks[0].command.as_ref().unwrap().environment;
+        assert_eq!(env.get("PORT0").map(String::as_str), Some("31005"));
+        assert_eq!(env.get("PORT1").map(String::as_str), Some("31000"));
+        assert_eq!(env.get("PORTS").map(String::as_str), Some("31005,31000"));
+        assert_eq!(tasks[0].health_check.as_ref().unwrap().port, 31005);
+    }
+
+    #[test]
     fn failures_back_off_exponentially_and_a_new_version_resets_it() {
         let mut c = Core::default();
         c.subscribed("fw", 0.0);
@@ -1215,6 +1257,12 @@ mod tests {
             now += wait + 0.01;
         }
         assert_eq!(delays, vec![2.0, 4.0, 5.0, 5.0]);
+        // A failure long after the last backoff ended starts over at `seconds`.
+        let tasks = launched(&c.offers(vec![offer("o9", "ag1", "h1", 4.0)], now));
+        now += BACKOFF_RESET_SECONDS;
+        c.status(&status(&tasks[0].task_id, TaskState::TaskFailed), now);
+        let wait = c.apps(now)[0].backoff_seconds.expect("backing off");
+        assert!((wait - 2.0).abs() < 1e-6, "{wait}");
         let (view, _) = c.restart("a", now).unwrap();
         assert!(view.backoff_seconds.is_none());
     }

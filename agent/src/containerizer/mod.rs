@@ -284,7 +284,9 @@ pub trait Containerizer: Send + Sync + 'static {
 
 /// The environment Strata gives every task, on top of the command's own:
 /// `STRATA_SANDBOX`, `STRATA_TASK_ID`, `STRATA_FRAMEWORK_ID`, `STRATA_AGENT_ID`, and
-/// for the task's ports `PORT0..PORTn`, `PORT` (= `PORT0`) and `PORTS` (comma separated).
+/// for the task's ports `PORT0..PORTn`, `PORT` (= `PORT0`) and `PORTS` (comma separated)
+/// in ascending order, unless the command sets `PORT0` itself (a framework that knows
+/// which port is which, as the container framework does with its spec's order).
 /// The Strata variables come last so a command cannot fake them.
 pub fn task_environment(spec: &LaunchSpec) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = spec
@@ -302,6 +304,12 @@ pub fn task_environment(spec: &LaunchSpec) -> Vec<(String, String)> {
         .flat_map(|&(b, e)| b..=e)
         .take(1000)
         .collect();
+    let framework_numbered = env.iter().any(|(k, _)| k == "PORT0");
+    let ports = if framework_numbered {
+        Vec::new()
+    } else {
+        ports
+    };
     for (i, port) in ports.iter().enumerate() {
         env.push((format!("PORT{i}"), port.to_string()));
     }
@@ -375,5 +383,21 @@ mod tests {
         assert_eq!(get("PORTS"), Some("31000,31001,31005"));
         assert_eq!(get("STRATA_TASK_ID"), Some("t1"));
         assert_eq!(get("STRATA_SANDBOX"), Some("/w/sb"));
+
+        // A framework that numbers the ports itself keeps its order.
+        let mut spec = spec;
+        for (k, v) in [("PORT0", "31005"), ("PORT1", "31000"), ("PORT", "31005")] {
+            spec.command.environment.insert(k.into(), v.into());
+        }
+        let env = task_environment(&spec);
+        let get = |k: &str| {
+            env.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("PORT0"), vec!["31005"]);
+        assert_eq!(get("PORT1"), vec!["31000"]);
+        assert!(get("PORT2").is_empty() && get("PORTS").is_empty());
     }
 }
