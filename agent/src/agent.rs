@@ -498,11 +498,15 @@ impl AgentLoop {
             return;
         }
         let actions = std::mem::take(&mut self.deferred);
+        // A launch whose task is not in the checkpoint is not started: an agent that
+        // restarted would not know it (its process would be orphaned). It fails with
+        // the reason instead. Updates still go out: they are retried from memory.
+        let mut unwritten = None;
         if actions
             .iter()
             .any(|a| matches!(a, Action::Launch(_) | Action::Send(_)))
         {
-            self.write_ahead();
+            unwritten = self.write_ahead().err();
         }
         for action in actions {
             match action {
@@ -519,11 +523,21 @@ impl AgentLoop {
                         task_id: spec.task.task_id.clone(),
                     };
                     let container = spec.container_id.clone();
+                    let refused = unwritten.clone();
                     self.spawn_job(
                         key.clone(),
                         container.clone(),
                         JobKind::Launch,
-                        async move { containerizer.launch(*spec).await.map_err(|e| e.to_string()) },
+                        async move {
+                            match refused {
+                                Some(e) => {
+                                    Err(format!("the agent cannot write its checkpoint: {e}"))
+                                }
+                                None => {
+                                    containerizer.launch(*spec).await.map_err(|e| e.to_string())
+                                }
+                            }
+                        },
                         move |key, container, result| Job::Launched {
                             key,
                             container,
@@ -715,16 +729,23 @@ impl AgentLoop {
 
     /// Writes the changes not yet written, now, on the loop's thread (a small file, no
     /// fsync; the next durable write follows within `checkpoint_interval`).
-    fn write_ahead(&mut self) {
+    fn write_ahead(&mut self) -> Result<(), String> {
         self.note_changes();
         if !self.checkpoint_unwritten {
-            return;
+            return Ok(());
         }
-        self.checkpoint_unwritten = false;
         self.checkpoint_seq += 1;
         let state = self.manager.checkpoint();
-        if let Err(e) = self.writer.write_ahead(self.checkpoint_seq, &state) {
-            tracing::error!(error = %e, "cannot write the checkpoint ahead");
+        match self.writer.write_ahead(self.checkpoint_seq, &state) {
+            Ok(_) => {
+                self.checkpoint_unwritten = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Left unwritten: the next write-ahead or durable write tries again.
+                tracing::error!(error = %e, "cannot write the checkpoint ahead");
+                Err(e.to_string())
+            }
         }
     }
 

@@ -185,6 +185,41 @@ async fn a_failing_command_reports_its_exit_status() {
 }
 
 #[tokio::test]
+async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    master.next_register().await;
+
+    // A directory where the checkpoint goes: every write of it fails.
+    let checkpoint = dir.path().join("checkpoint.json");
+    let _ = std::fs::remove_file(&checkpoint);
+    std::fs::create_dir_all(checkpoint.join("blocker")).unwrap();
+    let marker = dir.path().join("started");
+    let command = format!("touch {}", marker.display());
+    master.run_task(framework(), shell_task("unwritten-1", &command));
+    let last = master.follow("unwritten-1").await.pop().unwrap();
+    assert_eq!(state_of(&last), TaskState::TaskFailed);
+    assert!(
+        last.message.contains("cannot write its checkpoint"),
+        "{}",
+        last.message
+    );
+    assert!(!marker.exists(), "the command must not have run");
+
+    // Once the checkpoint can be written again, tasks start.
+    std::fs::remove_dir_all(&checkpoint).unwrap();
+    master.run_task(framework(), shell_task("written-1", &command));
+    let last = master.follow("written-1").await.pop().unwrap();
+    assert_eq!(state_of(&last), TaskState::TaskFinished);
+    assert!(marker.exists());
+
+    agent.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
 async fn environment_arguments_and_sandbox_reach_the_process() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();

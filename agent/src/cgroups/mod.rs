@@ -107,6 +107,15 @@ pub enum CgroupsError {
         path: String,
         source: cgroups_rs::fs::error::Error,
     },
+    #[error(
+        "cgroup {path}: {file} reads {got} after writing {want}: the memory limit is not in force"
+    )]
+    MemoryLimit {
+        path: String,
+        file: &'static str,
+        want: u64,
+        got: String,
+    },
     #[error("cannot open {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -119,6 +128,13 @@ pub enum CgroupsError {
         path: String,
         source: cgroups_rs::fs::error::Error,
     },
+}
+
+/// A pid read from `cgroup.procs` that names one process. cgroups-rs reads a line it
+/// cannot parse as pid 0, and kill(0) or a negative pid would signal a whole process
+/// group (pid 0: the agent's own).
+fn signalable(p: cgroups_rs::CgroupPid) -> Option<u64> {
+    (p.pid > 0 && p.pid <= i32::MAX as u64).then_some(p.pid)
 }
 
 /// Open `cgroup.procs` files of a new cgroup, one per hierarchy. A process that writes
@@ -292,6 +308,40 @@ impl Cgroups {
         Cgroup::load_with_specified_controllers(self.hier.boxed(), path, self.controllers.clone())
     }
 
+    /// Fails unless the memory limit files of `cg` hold `limits` (the kernel rounds a
+    /// limit down to whole pages).
+    fn check_memory(&self, cg: &Cgroup, path: &str, limits: &Limits) -> Result<(), CgroupsError> {
+        let Some(want) = limits.mem_bytes else {
+            return Ok(());
+        };
+        let Some(mem): Option<&MemController> = cg.controller_of() else {
+            return Ok(());
+        };
+        let files: &[&'static str] = match self.version {
+            CgroupVersion::V1 if self.memsw => {
+                &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            }
+            CgroupVersion::V1 => &["memory.limit_in_bytes"],
+            CgroupVersion::V2 => &["memory.max"],
+        };
+        for &file in files {
+            let got = std::fs::read_to_string(mem.path().join(file)).unwrap_or_default();
+            let got = got.trim();
+            let in_force = got
+                .parse::<u64>()
+                .is_ok_and(|v| v <= want && want - v < 64 * 1024);
+            if !in_force {
+                return Err(CgroupsError::MemoryLimit {
+                    path: path.to_string(),
+                    file,
+                    want,
+                    got: got.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Creates a container's cgroup with its limits and opens its `cgroup.procs` files
     /// for the child to join.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<JoinFiles, CgroupsError> {
@@ -309,6 +359,12 @@ impl Cgroups {
         if let Err(source) = cg.apply(&resources) {
             let _ = cg.delete();
             return Err(CgroupsError::Limits { path, source });
+        }
+        // cgroups-rs ignores a failed write of the memory limits (it does check the
+        // cpu ones): read them back, since a task must never run without its limit.
+        if let Err(e) = self.check_memory(&cg, &path, limits) {
+            let _ = cg.delete();
+            return Err(e);
         }
         let mut dirs: Vec<PathBuf> = cg
             .subsystems()
@@ -335,7 +391,7 @@ impl Cgroups {
     /// The processes in a container's cgroup (every hierarchy), sorted.
     pub fn procs(&self, id: &str) -> Vec<u64> {
         let cg = self.load(&self.path_of(id));
-        let mut pids: Vec<u64> = cg.procs().into_iter().map(|p| p.pid).collect();
+        let mut pids: Vec<u64> = cg.procs().into_iter().filter_map(signalable).collect();
         pids.sort_unstable();
         pids.dedup();
         pids
@@ -435,8 +491,8 @@ impl Cgroups {
                 }
             }
         });
-        for p in cg.procs() {
-            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
+        for pid in cg.procs().into_iter().filter_map(signalable) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         if let Some(f) = freezer
             && (frozen || !matches!(f.state(), Ok(FreezerState::Thawed)))

@@ -253,7 +253,7 @@ fn format_status(buf: &mut [u8; 32], prefix: &[u8], n: i32) -> usize {
 /// # Safety
 /// Called in a forked child of a multi-threaded process; only async-signal-safe calls.
 unsafe fn run_monitor(task: libc::pid_t, status_fd: i32) -> ! {
-    // SAFETY (each call): close_range/close, prctl, sigaction, sigemptyset, sigprocmask,
+    // SAFETY (each call): close_range/close, prctl, open, sigaction, sigemptyset, sigprocmask,
     // waitpid, write, setrlimit, kill, getpid and _exit are raw syscalls (or, for
     // sigemptyset, a write to a stack value) listed as async-signal-safe in
     // signal-safety(7) (close_range and prctl are plain syscalls); the buffers are on
@@ -264,6 +264,17 @@ unsafe fn run_monitor(task: libc::pid_t, status_fd: i32) -> ! {
         close_from_to(3, status_fd);
         // What `ps` shows (else the name of the agent's thread that forked it).
         libc::prctl(libc::PR_SET_NAME, c"strata-monitor".as_ptr(), 0, 0, 0);
+        // Never the OOM killer's pick in the task's memory cgroup: the task is (the
+        // monitor is a copy of the agent, far larger than a small task). Allowed as
+        // root; elsewhere the write fails and nothing changes.
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"-1000".as_ptr().cast(), 5);
+            libc::close(fd);
+        }
         let mut ignore: libc::sigaction = std::mem::zeroed();
         ignore.sa_sigaction = libc::SIG_IGN;
         libc::sigemptyset(&mut ignore.sa_mask);
