@@ -21,12 +21,17 @@ mkdir -p "$WORK"
 echo "==> starting the local cluster: master on $MASTER, two agents, App API on $APPS (logs: $WORK/local.log)"
 ./target/release/strata local --master "$MASTER" --apps-listen "$APPS" --work-dir "$WORK" >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
-trap 'echo; echo "==> stopping the local cluster"; kill $LOCAL_PID 2>/dev/null; wait $LOCAL_PID 2>/dev/null; exit 0' INT TERM
+stop_cluster() { kill $LOCAL_PID 2>/dev/null; wait $LOCAL_PID 2>/dev/null; }
+trap 'echo; echo "==> stopping the local cluster"; stop_cluster; exit 0' INT TERM
+# A step that fails stops the cluster too: nothing is left running behind an error.
+trap 'rc=$?; if [ $rc -ne 0 ]; then echo "error: the quick start failed; stopping the local cluster (its log: $WORK/local.log)" >&2; stop_cluster; fi' EXIT
 
-for _ in $(seq 1 100); do
+ready=0
+for _ in $(seq 1 150); do
   if curl -fsS "http://$MASTER/health" >/dev/null 2>&1 &&
      [ "$(curl -fsS "http://$MASTER/state" | grep -o '"status":"ACTIVE"' | wc -l)" -ge 2 ] &&
      curl -fsS "http://$APPS/v1/info" 2>/dev/null | grep -q '"connected":true'; then
+    ready=1
     break
   fi
   if ! kill -0 $LOCAL_PID 2>/dev/null; then
@@ -34,6 +39,11 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.2
 done
+if [ $ready = 0 ]; then
+  echo "error: the local cluster did not come up within 30 s; the end of its log:" >&2
+  tail -20 "$WORK/local.log" >&2
+  exit 1
+fi
 
 S=./target/release/strata
 echo "==> deploying examples/apps/hello.yaml"

@@ -20,7 +20,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 missing=()
-for tool in curl procps:pgrep; do
+for tool in curl procps:pgrep python3; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done
