@@ -88,12 +88,28 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
                 || registry.maintenance.contains_key(id)
         }
         RegistryOp::RemoveFramework { id } => {
-            registry.frameworks.contains_key(id) || !registry.removed_frameworks.contains(id)
+            registry.frameworks.contains_key(id)
+                || !registry.removed_frameworks.contains(id)
+                || registry.lost_tasks.iter().any(|t| &t.framework_id == id)
         }
         RegistryOp::SetWeight { role, weight } => registry.weights.get(role) != Some(weight),
         RegistryOp::SetMaintenance { id, maintenance } => {
             registry.maintenance.get(id) != maintenance.as_ref()
         }
+        RegistryOp::MarkTaskLost {
+            framework_id,
+            task_id,
+            agent_id,
+        } => !registry.lost_tasks.iter().any(|t| {
+            &t.framework_id == framework_id && &t.task_id == task_id && &t.agent_id == agent_id
+        }),
+        RegistryOp::ForgetLostTask {
+            framework_id,
+            task_id,
+        } => registry
+            .lost_tasks
+            .iter()
+            .any(|t| &t.framework_id == framework_id && &t.task_id == task_id),
     }
 }
 
@@ -473,6 +489,45 @@ mod tests {
         assert_eq!(r.agents.get("a1").map(String::as_str), Some("a1.example"));
         assert_eq!(r.unreachable.get("a1"), Some(&12.5));
         assert_eq!(r.frameworks.get("f1"), Some(&vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn tasks_told_lost_survive_reopen_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let lost = |fw: &str, task: &str| RegistryOp::MarkTaskLost {
+            framework_id: fw.into(),
+            task_id: task.into(),
+            agent_id: "a1".into(),
+        };
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            for op in [lost("f1", "t1"), lost("f1", "t2"), lost("f2", "t1")] {
+                s.apply(&op).unwrap();
+            }
+            // The same again changes nothing and is not written.
+            assert!(!changes_registry(&s.load().unwrap(), &lost("f1", "t1")));
+            s.apply(&RegistryOp::ForgetLostTask {
+                framework_id: "f1".into(),
+                task_id: "t2".into(),
+            })
+            .unwrap();
+            s.apply(&RegistryOp::RemoveFramework { id: "f2".into() })
+                .unwrap();
+        }
+        let mut s = FileStore::open(dir.path()).unwrap();
+        let r = s.load().unwrap();
+        let kept: Vec<_> = r
+            .lost_tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.framework_id.as_str(),
+                    t.task_id.as_str(),
+                    t.agent_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(kept, [("f1", "t1", "a1")]);
     }
 
     #[test]

@@ -284,7 +284,15 @@ impl Master {
             if is_terminal(state) {
                 // Its update is still queued on the agent and will come; until it is
                 // acknowledged the framework knows the task as ended.
-                self.remember_reported_end(key, &agent_id, fk, &info.task_id, state, now);
+                self.remember_reported_end(
+                    key,
+                    &agent_id,
+                    fk,
+                    &info.task_id,
+                    state,
+                    was_unreachable,
+                    now,
+                );
                 continue;
             }
             self.restore_task(key, &agent_id, fk, info, state, was_unreachable, now);
@@ -330,6 +338,7 @@ impl Master {
     /// the update will end). A live task that was UNREACHABLE (its agent was away) is
     /// ended now: its agent is back, so it is no longer unreachable, and its resources
     /// are free (the agent is added back to the allocator without them).
+    #[allow(clippy::too_many_arguments)]
     fn remember_reported_end(
         &mut self,
         key: AgentKey,
@@ -337,9 +346,10 @@ impl Master {
         fk: FrameworkKey,
         task_id: &str,
         state: TaskState,
+        was_unreachable: bool,
         now: Instant,
     ) {
-        let Some(fw) = self.frameworks.get(&fk) else {
+        let Some(fw) = self.frameworks.get_mut(&fk) else {
             return;
         };
         let came_back = match fw.tasks.get(task_id) {
@@ -352,6 +362,15 @@ impl Master {
         if (fw.tasks.contains_key(task_id) && !came_back) || fw.ended.contains(task_id) {
             return;
         }
+        if fw.lost.holds(task_id, key) {
+            return; // known: its update is acknowledged here, not forwarded
+        }
+        if was_unreachable && !fw.partition_aware && !came_back {
+            // Its framework was told it is LOST: that stays its end (`LostTasks`).
+            self.mark_task_lost(fk, task_id, key);
+            return;
+        }
+        let fw = &self.frameworks[&fk];
         let ids = TaskIds {
             task: task_id,
             agent: agent_id,
@@ -442,7 +461,9 @@ impl Master {
                 }
             }
             None => {
-                let told_lost = was_unreachable && !fw.partition_aware;
+                // Also when the agent re-registers again before the task has ended.
+                let told_lost =
+                    (was_unreachable && !fw.partition_aware) || fw.lost.holds(&info.task_id, key);
                 let resources = Resources::try_from_proto(&info.resources).unwrap_or_else(|e| {
                     tracing::warn!(task_id = %info.task_id, error = %e, "reported task has invalid resources; counted as none");
                     Resources::new()
@@ -482,6 +503,7 @@ impl Master {
                 };
                 self.add_task(task);
                 if told_lost {
+                    self.mark_task_lost(fk, &info.task_id, key);
                     tracing::info!(task_id = %info.task_id, agent_id,
                         "killing a task reported LOST to its framework while its agent was unreachable");
                     let kill = v1::KillTask {

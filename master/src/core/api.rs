@@ -220,6 +220,26 @@ pub enum RegistryOp {
         id: String,
         maintenance: Option<Maintenance>,
     },
+    /// A task its framework (not partition aware) was told is TASK_LOST came back
+    /// with its agent: LOST stays its end for that framework (`LostTasks`).
+    MarkTaskLost {
+        framework_id: String,
+        task_id: String,
+        agent_id: String,
+    },
+    /// The framework launched a new task with the id of a task it was told is LOST.
+    ForgetLostTask {
+        framework_id: String,
+        task_id: String,
+    },
+}
+
+/// A task its framework was told is LOST, in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostTaskRecord {
+    pub framework_id: String,
+    pub task_id: String,
+    pub agent_id: String,
 }
 
 /// How many removed framework ids are remembered, in memory and in the registry (to
@@ -249,6 +269,10 @@ pub struct Registry {
     /// Agents an operator marked gone: never admitted again.
     #[serde(default)]
     pub gone: BTreeSet<String>,
+    /// Tasks told LOST that came back with their agent, oldest first, the last
+    /// [`super::state::LOST_TASKS`] of them.
+    #[serde(default)]
+    pub lost_tasks: Vec<LostTaskRecord>,
 }
 
 impl Registry {
@@ -272,6 +296,7 @@ impl Registry {
             }
             RegistryOp::RemoveFramework { id } => {
                 self.frameworks.remove(id);
+                self.lost_tasks.retain(|t| &t.framework_id != id);
                 if !self.removed_frameworks.contains(id) {
                     self.removed_frameworks.push(id.clone());
                     let over = self
@@ -298,6 +323,31 @@ impl Registry {
                     self.maintenance.remove(id);
                 }
             },
+            RegistryOp::MarkTaskLost {
+                framework_id,
+                task_id,
+                agent_id,
+            } => {
+                self.lost_tasks
+                    .retain(|t| !(&t.framework_id == framework_id && &t.task_id == task_id));
+                self.lost_tasks.push(LostTaskRecord {
+                    framework_id: framework_id.clone(),
+                    task_id: task_id.clone(),
+                    agent_id: agent_id.clone(),
+                });
+                let over = self
+                    .lost_tasks
+                    .len()
+                    .saturating_sub(super::state::LOST_TASKS);
+                self.lost_tasks.drain(..over);
+            }
+            RegistryOp::ForgetLostTask {
+                framework_id,
+                task_id,
+            } => {
+                self.lost_tasks
+                    .retain(|t| !(&t.framework_id == framework_id && &t.task_id == task_id));
+            }
         }
     }
 }

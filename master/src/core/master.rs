@@ -405,6 +405,35 @@ impl Master {
             info.id = id.clone();
             self.add_recovered_framework(info, now);
         }
+        for lost in &registry.lost_tasks {
+            let (Some(&fk), Some(&ak)) = (
+                self.framework_ids.get(&lost.framework_id),
+                self.agent_ids.get(&lost.agent_id),
+            ) else {
+                continue;
+            };
+            if let Some(fw) = self.frameworks.get_mut(&fk) {
+                fw.lost.insert(&lost.task_id, ak);
+            }
+        }
+    }
+
+    /// Notes that `task_id` of `fk`, on `ak`, is one its framework was told is LOST
+    /// (see [`super::state::LostTasks`]), in memory and in the registry.
+    pub(super) fn mark_task_lost(&mut self, fk: FrameworkKey, task_id: &str, ak: AgentKey) {
+        let Some(fw) = self.frameworks.get_mut(&fk) else {
+            return;
+        };
+        fw.lost.insert(task_id, ak);
+        let framework_id = fw.id.clone();
+        if let Some(agent) = self.agents.get(&ak) {
+            let op = RegistryOp::MarkTaskLost {
+                framework_id,
+                task_id: task_id.to_string(),
+                agent_id: agent.id.clone(),
+            };
+            self.emit(Effect::Persist(op));
+        }
     }
 
     /// Adds a framework this master knows of but that has not subscribed to it.
@@ -477,6 +506,7 @@ impl Framework {
             suppressed: BTreeSet::new(),
             tasks: BTreeMap::new(),
             ended: Default::default(),
+            lost: Default::default(),
             offers: BTreeSet::new(),
             used: Default::default(),
             next_heartbeat: now,

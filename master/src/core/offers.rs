@@ -26,7 +26,7 @@ use strata_proto::Resources;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 
 use super::allocator::{AgentKey, Allocation, FrameworkKey};
-use super::api::CallError;
+use super::api::{CallError, Effect, RegistryOp};
 use super::fastmap::FastMap;
 use super::master::{Master, after};
 use super::state::{Offer, OfferSeq, Task};
@@ -473,10 +473,16 @@ impl Master {
                 self.send_update(l.fk, status);
             }
             Ok((resources, pool)) => {
-                let Some(fw) = self.frameworks.get(&l.fk) else {
+                let Some(fw) = self.frameworks.get_mut(&l.fk) else {
                     return;
                 };
                 let framework = fw.info.clone();
+                if fw.lost.remove(&task.task_id) {
+                    self.emit(Effect::Persist(RegistryOp::ForgetLostTask {
+                        framework_id: framework.id.clone(),
+                        task_id: task.task_id.clone(),
+                    }));
+                }
                 l.pools[pool].1.subtract(&resources);
                 l.launched.insert(task.task_id.clone());
                 task.agent_id = l.agent_id.clone();

@@ -13,8 +13,9 @@
 //!   agent unknown or not given                               ─▶ TASK_UNKNOWN
 //! ```
 //!
-//! Frameworks that are not partition aware get TASK_LOST for the last three. Every
-//! answer carries REASON_RECONCILIATION and no uuid.
+//! Frameworks that are not partition aware get TASK_LOST for the last three, and for
+//! a task they were told is LOST that came back with its agent (the master is killing
+//! it: `LostTasks`). Every answer carries REASON_RECONCILIATION and no uuid.
 
 use std::time::Instant;
 
@@ -118,9 +119,17 @@ impl Master {
         };
         let last = task.last_status.as_ref();
         let message = last.map(|s| s.message.clone()).unwrap_or_default();
+        let told_lost = self
+            .frameworks
+            .get(&task.framework)
+            .is_some_and(|f| f.lost.holds(&task.id, task.agent));
         let mut status = self.master_status(
             ids,
-            task.state,
+            if told_lost {
+                TaskState::TaskLost
+            } else {
+                task.state
+            },
             TaskStatusReason::ReasonReconciliation,
             message,
             now,

@@ -106,6 +106,9 @@ pub struct Framework {
     pub tasks: BTreeMap<String, Task>,
     /// Tasks that ended but whose terminal update the framework has not acknowledged.
     pub ended: EndedTasks,
+    /// Tasks it was told are TASK_LOST that came back with their agent (frameworks
+    /// that are not partition aware).
+    pub lost: LostTasks,
     pub offers: BTreeSet<OfferSeq>,
     pub used: Resources,
     pub next_heartbeat: Instant,
@@ -131,6 +134,49 @@ pub struct EndedTask {
     pub status: v1::TaskStatus,
     /// Insertion number: the oldest are forgotten first when there are too many.
     seq: u64,
+}
+
+/// How many tasks told TASK_LOST that came back a framework remembers.
+pub const LOST_TASKS: usize = 10_000;
+
+/// The tasks of a framework that is not partition aware that it was told are
+/// TASK_LOST (their agent was unreachable) and that came back with their agent. The
+/// master kills them; LOST stays their one end for the framework: the master
+/// acknowledges their updates itself and answers reconciliation with LOST. Keyed by
+/// task id, with the agent that holds the task; bounded by [`LOST_TASKS`], oldest
+/// forgotten first.
+#[derive(Debug, Default)]
+pub struct LostTasks {
+    by_id: BTreeMap<String, AgentKey>,
+    order: VecDeque<String>,
+}
+
+impl LostTasks {
+    pub fn insert(&mut self, task_id: &str, agent: AgentKey) {
+        if self.by_id.insert(task_id.to_string(), agent).is_none() {
+            self.order.push_back(task_id.to_string());
+        }
+        while self.by_id.len() > LOST_TASKS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// Whether `task_id` on `agent` is one of them.
+    pub fn holds(&self, task_id: &str, agent: AgentKey) -> bool {
+        self.by_id.get(task_id) == Some(&agent)
+    }
+
+    /// Forgets `task_id` (the framework launched a new task with that id); whether
+    /// it was one.
+    pub fn remove(&mut self, task_id: &str) -> bool {
+        let was = self.by_id.remove(task_id).is_some();
+        if was {
+            self.order.retain(|t| t != task_id);
+        }
+        was
+    }
 }
 
 /// How many ended, unacknowledged tasks a framework keeps; beyond that the oldest

@@ -264,6 +264,14 @@ impl Master {
             }
             return;
         };
+        if self
+            .frameworks
+            .get(&fk)
+            .is_some_and(|f| f.lost.holds(&status.task_id, ak))
+        {
+            self.lost_task_update(fk, ak, status, now);
+            return;
+        }
         let new_state = state_from_i32(status.state);
         let mut step = Transition::Illegal;
         let mut stale = false;
@@ -343,6 +351,41 @@ impl Master {
         // Forward everything, retries included: the framework's acknowledgement is
         // what stops the agent from retrying.
         self.send_update(fk, status);
+    }
+
+    /// An update of a task its framework was told is LOST (see [`super::state::LostTasks`]):
+    /// it ends the task here, and the master acknowledges it itself; the framework
+    /// hears nothing more of the task.
+    fn lost_task_update(
+        &mut self,
+        fk: FrameworkKey,
+        ak: AgentKey,
+        mut status: v1::TaskStatus,
+        now: Instant,
+    ) {
+        let new_state = state_from_i32(status.state);
+        let live = self
+            .frameworks
+            .get(&fk)
+            .and_then(|f| f.tasks.get(&status.task_id))
+            .filter(|t| t.agent == ak)
+            .map(|t| t.state);
+        if !status.uuid.is_empty() {
+            let ack = v1::AcknowledgeUpdate {
+                framework_id: status.framework_id.clone(),
+                task_id: status.task_id.clone(),
+                uuid: std::mem::take(&mut status.uuid),
+            };
+            self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
+        }
+        if let Some(from) = live
+            && is_terminal(new_state)
+            && transition(from, new_state) == Transition::Changed
+        {
+            // Without its uuid: nobody acknowledges it, so it is not kept as ended.
+            let task_id = status.task_id.clone();
+            self.finish_task(fk, &task_id, status, now);
+        }
     }
 
     /// The role a task reported by an agent is accounted under: the reservation role

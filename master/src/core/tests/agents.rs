@@ -246,7 +246,8 @@ fn heartbeats_keep_an_agent_reachable() {
 }
 
 /// Partition-aware tasks come back; a task a framework that is not partition aware
-/// was told is LOST is killed, as that framework considers it gone.
+/// was told is LOST is killed, as that framework considers it gone, and LOST stays
+/// its one end for that framework: it hears nothing more of it.
 #[test]
 fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
     let mut sim = Sim::new();
@@ -274,10 +275,17 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
     );
     assert_eq!(
         persisted(&effects),
-        vec![RegistryOp::AdmitAgent {
-            id: agent.id.clone(),
-            hostname: "h1".into()
-        }]
+        vec![
+            RegistryOp::AdmitAgent {
+                id: agent.id.clone(),
+                hostname: "h1".into()
+            },
+            RegistryOp::MarkTaskLost {
+                framework_id: plain.id.clone(),
+                task_id: "n1".into(),
+                agent_id: agent.id.clone()
+            }
+        ]
     );
     let messages: [Message; 2] = agent_messages(&effects, again.conn)
         .try_into()
@@ -335,11 +343,30 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
         res("cpus:2;mem:768")
     );
 
-    // The agent kills it; the kill is not sent again on a later re-registration.
-    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskKilled, "k1");
+    // Reconciliation while it is being killed: LOST, as the framework was told.
+    sim.call(&plain, Call::Reconcile(v1::ReconcileRequest::default()))
+        .unwrap();
     let [n] = updates_for(&sim.effects(), plain.conn).try_into().unwrap();
-    assert_eq!(state_of(&n), TaskState::TaskKilled);
+    assert_eq!(state_of(&n), TaskState::TaskLost);
+
+    // The agent kills it: its update is acknowledged by the master, not forwarded;
+    // the kill is not sent again on a later re-registration.
+    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskRunning, "r9");
+    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskKilled, "k1");
+    let effects = sim.effects();
+    assert!(updates_for(&effects, plain.conn).is_empty(), "{effects:?}");
+    let acked: Vec<_> = agent_messages(&effects, again.conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Acknowledge(a) => Some(a.uuid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, ["r9", "k1"]);
     assert_eq!(sim.agent_view(&agent.id).used, res("cpus:1;mem:128"));
+    // A retry of the update changes nothing and is acknowledged again.
+    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskKilled, "k1");
+    assert!(updates_for(&sim.effects(), plain.conn).is_empty());
     let (later, effects) = sim.reregister(
         &again,
         vec![running(&pa, "p1", "cpus:1;mem:128", TaskState::TaskRunning)],
@@ -350,6 +377,40 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
             .any(|m| matches!(m, Message::KillTask(_))),
         "{effects:?}"
     );
+}
+
+/// A task its framework (not partition aware) was told is LOST that ended while its
+/// agent was away: the agent's update of that end is acknowledged by the master, not
+/// forwarded, and the framework's view stays LOST.
+#[test]
+fn a_lost_task_that_ended_meanwhile_stays_lost_for_its_framework() {
+    let mut sim = Sim::new();
+    let (agent, _pa, plain) = two_frameworks_on_one_agent(&mut sim);
+    sim.advance(Duration::from_secs(80));
+    sim.tick();
+    assert_eq!(sim.task_state("n1").as_deref(), Some("TASK_LOST"));
+    sim.effects();
+
+    let (again, effects) = sim.reregister(
+        &agent,
+        vec![running(
+            &plain,
+            "n1",
+            "cpus:1;mem:128",
+            TaskState::TaskFailed,
+        )],
+    );
+    assert!(updates_for(&effects, plain.conn).is_empty(), "{effects:?}");
+    sim.agent_update(&again, &plain.id, "n1", TaskState::TaskFailed, "f1");
+    let effects = sim.effects();
+    assert!(updates_for(&effects, plain.conn).is_empty(), "{effects:?}");
+    assert!(
+        agent_messages(&effects, again.conn)
+            .iter()
+            .any(|m| matches!(m, Message::Acknowledge(a) if a.uuid == "f1")),
+        "{effects:?}"
+    );
+    sim.m.check_invariants().unwrap();
 }
 
 /// Found by the simulation (`sim.rs`): an agent back from UNREACHABLE that reports a

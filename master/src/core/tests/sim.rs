@@ -57,10 +57,9 @@
 //!   runs, fit in its total;
 //! - one terminal state per task, as each framework sees it: an update repeated with
 //!   the same uuid carries the same state; after a terminal state only that same state
-//!   may come again (retries, reconciliation). The one exception is Mesos'
-//!   TASK_LOST for frameworks that are not partition aware: the master says LOST when
-//!   it loses the agent, and if the agent comes back the task is killed (its updates
-//!   follow), so LOST is final only for partition-aware frameworks.
+//!   may come again (retries, reconciliation). TASK_LOST too, for frameworks that
+//!   are not partition aware: if the agent comes back the master kills the task and
+//!   keeps its updates from the framework.
 //!
 //! At the end of each walk everything heals (agents resume and reconnect, frameworks
 //! re-subscribe, in-flight messages arrive, kills complete, acknowledgements flow)
@@ -723,7 +722,6 @@ impl World {
         let state = state_from_i32(status.state);
         let from_master = status.source == TaskStatusSource::SourceMaster as i32;
         let f = &mut self.frameworks[fi];
-        let partition_aware = f.spec.partition_aware;
         let name = f.name();
         if status.framework_id != f.id {
             let msg = format!("{name} got an update of framework {}", status.framework_id);
@@ -784,11 +782,7 @@ impl World {
                 Some(_) => {}
                 None => {
                     view.last = Some(state);
-                    // TASK_LOST from the master is final only for partition-aware
-                    // frameworks (see the module docs).
-                    let provisional =
-                        state == TaskState::TaskLost && from_master && !partition_aware;
-                    if is_terminal(state) && !provisional {
+                    if is_terminal(state) {
                         view.ended = Some(state);
                     }
                 }
