@@ -3,9 +3,13 @@
 //! master does), p50 and p99 over 1,000 launches, beside the floor measured in the
 //! same run: create a cgroup with the task's limits, fork, join it, exec `true`, wait;
 //! and the floor with the monitor the agent puts above every process task (recovery).
+//! Everything is measured twice: with the kernel's default, where about 1% of cgroup
+//! joins wait 10-25 ms for an RCU grace period, and with `favordynmods` set on the
+//! cgroup2 mount (the agent's `--cgroups-favor-dynmods`, see `cgroups::dynmods`);
+//! the host's setting is put back at the end.
 //!
 //! `cargo bench -p strata-agent --bench launch` (needs root and cgroups; `LAUNCHES=N`
-//! changes the count).
+//! changes the count, `SLOWEST=N` lists the N slowest launches through the agent).
 //!
 //! The agent's work dir (sandboxes, status files, checkpoint) is a temporary directory
 //! under `$TMPDIR`; the bench prints its filesystem. Where that is ext4 without a
@@ -21,7 +25,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use strata_agent::cgroups::{Cgroups, CgroupsOptions, Limits};
+use strata_agent::cgroups::{Cgroups, CgroupsOptions, Limits, dynmods};
 use strata_agent::isolation::child::ChildSetup;
 use strata_agent::isolation::{IsolationMode, IsolationOptions, Isolator};
 use strata_proto::Resources;
@@ -59,9 +63,36 @@ fn main() {
 }
 
 async fn bench(launches: usize) {
+    let slowest: usize = std::env::var("SLOWEST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Both ways the kernel can take a task into its cgroups; the host's setting is
+    // put back afterwards.
+    let before =
+        dynmods::cgroup2_mount().map(|m| m.super_options.iter().any(|o| o == "favordynmods"));
+    println!("launch latency of a cgroup-isolated `true`, {launches} launches per figure");
+    for favor in [false, true] {
+        if before.is_some()
+            && let Err(e) = dynmods::set(favor)
+        {
+            println!("  favordynmods {favor}: cannot set it ({e}); skipped");
+            continue;
+        }
+        measure(launches, favor, slowest).await;
+    }
+    if let Some(was) = before {
+        dynmods::set(was).expect("put favordynmods back as it was");
+    }
+}
+
+/// The floor and the agent, with the kernel's favordynmods on or off (the agent's
+/// `--cgroups-favor-dynmods`).
+async fn measure(launches: usize, favor: bool, slowest: usize) {
     let root = format!("strata-bench-{}", std::process::id());
     let cgroups_options = CgroupsOptions {
         root: root.clone(),
+        favor_dynmods: favor,
         ..CgroupsOptions::default()
     };
     let resources = Resources::parse("cpus:0.1;mem:32").unwrap();
@@ -121,6 +152,8 @@ async fn bench(launches: usize) {
     let agent = TestAgent::start(o).await;
     master.next_register().await;
     let mut agent_times = Vec::with_capacity(launches);
+    let mut when = Vec::with_capacity(launches);
+    let bench_start = Instant::now();
     for i in 0..launches {
         let id = format!("true-{i}");
         let task = v1::TaskInfo {
@@ -131,6 +164,7 @@ async fn bench(launches: usize) {
         master.run_task(framework(), task);
         master.wait_state(&id, TaskState::TaskRunning).await;
         agent_times.push(t0.elapsed());
+        when.push((t0.elapsed(), i, t0 - bench_start));
         master.follow(&id).await;
     }
     agent.stop().await;
@@ -139,6 +173,21 @@ async fn bench(launches: usize) {
         let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/{root}"));
     }
 
+    println!(
+        "favordynmods {} (agent work dir {}, {fs}):",
+        if favor { "on" } else { "off" },
+        dir.path().display()
+    );
+    // `SLOWEST=N`: the N slowest launches through the agent, with when they started
+    // (to tell a periodic cause from a growing one).
+    when.sort_by_key(|w| std::cmp::Reverse(w.0));
+    for (took, i, at) in when.iter().take(slowest) {
+        println!(
+            "  slow launch #{i} at {:.3} s: {:.3} ms",
+            at.as_secs_f64(),
+            ms(*took)
+        );
+    }
     floor.sort();
     monitored.sort();
     agent_times.sort();
@@ -147,11 +196,6 @@ async fn bench(launches: usize) {
     let (a50, a99) = (
         percentile(&agent_times, 0.5),
         percentile(&agent_times, 0.99),
-    );
-    println!("launch latency of a cgroup-isolated `true`, {launches} launches");
-    println!(
-        "  agent work dir: {} (filesystem {fs})",
-        dir.path().display()
     );
     println!(
         "  floor (mkdir+limits, fork, join, exec, wait):  p50 {:7.3} ms  p99 {:7.3} ms",
