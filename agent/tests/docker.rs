@@ -297,11 +297,21 @@ async fn the_cpu_limit_shows_in_the_containers_cgroup_and_a_kill_ends_it_within_
 async fn a_kill_of_a_container_that_honours_sigterm_is_quick() {
     let setup = Setup::new();
     let (mut master, agent) = start(&setup, Duration::ZERO).await;
+    // The marker says the command runs under the container's init: a SIGTERM sent
+    // before the init has set up its signal handling would be ignored by pid 1 (the
+    // kill would then take the whole grace period, which is right, but not this test).
     master.run_task(
         framework(),
-        docker_task("sleeper", "cpus:0.1;mem:32", "sleep 600", image(IMAGE)),
+        docker_task(
+            "sleeper",
+            "cpus:0.1;mem:32",
+            "touch started && exec sleep 600",
+            image(IMAGE),
+        ),
     );
     master.wait_state("sleeper", TaskState::TaskRunning).await;
+    let marker = agent.sandbox("sleeper").join("started");
+    eventually("the command to start", || marker.exists()).await;
     let asked = Instant::now();
     master.kill_task("sleeper", Some(10.0));
     let updates = master.follow("sleeper").await;
