@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use strata_agent::AgentOptions;
-use strata_agent::cgroups::{Cgroups, CgroupsOptions, Limits};
+use strata_agent::cgroups::{Cgroups, CgroupsOptions, Limits, dynmods};
 use strata_agent::isolation::{IsolationMode, IsolationOptions, Isolator};
 use strata_proto::Resources;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
@@ -128,6 +128,48 @@ async fn a_task_over_its_memory_limit_is_killed_by_the_kernel() {
         last.message,
         "task used more than its memory limit of 64 MiB and was killed by the kernel"
     );
+
+    agent.stop().await;
+    master.stop().await;
+    remove_root(&root);
+}
+
+/// A child the kernel kills for memory ends the whole task (as Mesos' memory isolator
+/// does), even though the task's own process would run on.
+#[tokio::test]
+async fn a_child_killed_for_memory_ends_the_task() {
+    require_cgroups();
+    init_tracing();
+    let root = root_for("memchild");
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(isolated_options(
+        master.addr,
+        dir.path(),
+        &root,
+        vec![Isolator::Cgroups],
+    ))
+    .await;
+    master.next_register().await;
+
+    master.run_task(
+        framework(),
+        task(
+            "parent",
+            "python3 -c \"x = b'x' * (128 * 1024 * 1024)\"; sleep 600",
+            "cpus:0.5;mem:64",
+        ),
+    );
+    let updates = tokio::time::timeout(Duration::from_secs(60), master.follow("parent"))
+        .await
+        .expect("the task still runs a minute after its child was killed for memory");
+    let last = updates.last().unwrap();
+    assert_eq!(state_of(last), TaskState::TaskFailed, "{last:?}");
+    assert_eq!(
+        TaskStatusReason::try_from(last.reason).unwrap(),
+        TaskStatusReason::ReasonContainerLimitationMemory
+    );
+    assert!(last.message.contains("64 MiB"), "{}", last.message);
 
     agent.stop().await;
     master.stop().await;
@@ -266,6 +308,54 @@ async fn a_double_forked_daemon_dies_with_its_task_and_the_cgroup_goes() {
 
     agent.stop().await;
     master.stop().await;
+    remove_root(&root);
+}
+
+/// `--cgroups-favor-dynmods` sets the kernel's option on the cgroup2 mount and keeps
+/// the mount's other options; the test puts the host's setting back.
+#[test]
+fn favor_dynmods_is_set_on_the_cgroup2_mount() {
+    require_cgroups();
+    let before =
+        dynmods::cgroup2_mount().expect("a cgroup2 mount (on a v1 host: /sys/fs/cgroup/unified)");
+    let root = root_for("dynmods");
+    let dir = tempfile::tempdir().unwrap();
+    let cgroups = Cgroups::detect(
+        CgroupsOptions {
+            root: root.clone(),
+            favor_dynmods: true,
+            ..CgroupsOptions::default()
+        },
+        dir.path(),
+    )
+    .expect("cgroups");
+    let after = dynmods::cgroup2_mount().unwrap();
+    let was_on = before.super_options.iter().any(|o| o == "favordynmods");
+    dynmods::set(was_on).unwrap();
+    assert!(
+        cgroups.describe().contains("favordynmods on"),
+        "{}",
+        cgroups.describe()
+    );
+    assert!(
+        after.super_options.iter().any(|o| o == "favordynmods"),
+        "{after:?}"
+    );
+    let others = |m: &dynmods::MountLine| {
+        m.super_options
+            .iter()
+            .filter(|o| *o != "favordynmods")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(others(&after), others(&before));
+    assert_eq!(after.mount_options, before.mount_options);
+    assert_eq!(
+        dynmods::cgroup2_mount().unwrap(),
+        before,
+        "put back as it was"
+    );
+    drop(cgroups);
     remove_root(&root);
 }
 

@@ -63,6 +63,10 @@ const SIGKILL_WAIT: Duration = Duration::from_secs(10);
 /// How often the monitor of a task adopted after a restart (no longer the agent's
 /// child, so not waitable) is looked for in /proc.
 const ADOPTED_POLL: Duration = Duration::from_millis(200);
+/// How often a running task's memory cgroup is checked for an OOM kill: a task one
+/// of whose processes the kernel killed for memory is ended at once, as Mesos'
+/// memory isolator does (else a task whose child died of it runs on, degraded).
+const OOM_POLL: Duration = Duration::from_secs(1);
 /// Suffix of the files the monitors write their task's end to, in the runtime dir.
 const STATUS_SUFFIX: &str = ".status";
 
@@ -355,32 +359,55 @@ impl ProcessContainerizer {
                 proc.stale_group,
             )
         };
-        let exit: Result<ExitKind, ContainerError> = match end {
-            EndSource::Child(mut child) => {
-                child
-                    .wait()
-                    .await
-                    .map(exit_kind)
-                    .map_err(|source| ContainerError::Wait {
-                        id: id.clone(),
-                        source,
-                    })
-            }
-            EndSource::Adopted { pid, start_time } => {
-                while monitor_alive(pid, start_time) {
-                    tokio::time::sleep(ADOPTED_POLL).await;
+        let ended = async {
+            match end {
+                EndSource::Child(mut child) => {
+                    child
+                        .wait()
+                        .await
+                        .map(exit_kind)
+                        .map_err(|source| ContainerError::Wait {
+                            id: id.clone(),
+                            source,
+                        })
                 }
-                let sigkilled = self.lock().get(&id).is_some_and(|p| p.sigkilled);
-                match recorded_end(&id, status_file.as_deref(), true) {
-                    // The kill's SIGKILL ended the monitor with the task: nothing was
-                    // recorded, but how the task ended is known.
-                    Err(ContainerError::EndedWhileDown(_)) if sigkilled => {
-                        Ok(ExitKind::Signaled(Signal::SIGKILL as i32))
+                EndSource::Adopted { pid, start_time } => {
+                    while monitor_alive(pid, start_time) {
+                        tokio::time::sleep(ADOPTED_POLL).await;
                     }
-                    other => other,
+                    let sigkilled = self.lock().get(&id).is_some_and(|p| p.sigkilled);
+                    match recorded_end(&id, status_file.as_deref(), true) {
+                        // The kill's SIGKILL ended the monitor with the task: nothing was
+                        // recorded, but how the task ended is known.
+                        Err(ContainerError::EndedWhileDown(_)) if sigkilled => {
+                            Ok(ExitKind::Signaled(Signal::SIGKILL as i32))
+                        }
+                        other => other,
+                    }
                 }
+                EndSource::Ended => recorded_end(&id, status_file.as_deref(), false),
             }
-            EndSource::Ended => recorded_end(&id, status_file.as_deref(), false),
+        };
+        let mut ended = std::pin::pin!(ended);
+        let watched = self
+            .cgroups()
+            .cloned()
+            .filter(|_| cgroup.is_some_and(|l| l.mem_bytes.is_some()));
+        let exit: Result<ExitKind, ContainerError> = match watched {
+            None => ended.await,
+            Some(cgroups) => loop {
+                tokio::select! {
+                    exit = &mut ended => break exit,
+                    () = tokio::time::sleep(OOM_POLL) => {}
+                }
+                if cgroups.oom_killed(&id.0) {
+                    tracing::info!(container = %id, "the kernel killed a process of the task for memory: ending the task");
+                    let name = id.0.clone();
+                    let killer = cgroups.clone();
+                    let _ = tokio::task::spawn_blocking(move || killer.kill_now(&name)).await;
+                    break ended.await;
+                }
+            },
         };
         let limitation = match (self.cgroups().cloned(), cgroup) {
             (Some(cgroups), Some(limits)) => self.end_cgroup(&id, cgroups, &limits).await,
