@@ -373,8 +373,18 @@ impl Core {
         if gone {
             let task = self.tasks.remove(&status.task_id).expect("present");
             self.save_task(&status.task_id);
-            let expected =
-                task.is_killing() || self.apps.get(&task.app_id).is_none_or(|a| a.destroying);
+            // A launch that never reached the cluster (the service stopped between
+            // recording the task and launching it): the master has never heard of it.
+            // That is no failure of the app's, and no reason to back off.
+            let never_launched = task.started_at.is_none()
+                && status.reason() == v1::TaskStatusReason::ReasonReconciliation
+                && matches!(
+                    state,
+                    TaskState::TaskGone | TaskState::TaskUnknown | TaskState::TaskDropped
+                );
+            let expected = never_launched
+                || task.is_killing()
+                || self.apps.get(&task.app_id).is_none_or(|a| a.destroying);
             if !expected && let Some(app) = self.apps.get_mut(&task.app_id) {
                 let b = &app.spec.backoff;
                 // A failure long after the last one starts over (Kubernetes resets a
@@ -1286,10 +1296,19 @@ mod tests {
         .unwrap();
         let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
         assert_eq!(tasks.len(), 1);
-        // After a restart, the master says it never heard of it.
-        c.status(&status(&tasks[0].task_id, TaskState::TaskGone), 3.0);
+        // After a restart, the master says it never heard of it: replaced at once,
+        // with no backoff and no failure recorded.
+        let mut gone = status(&tasks[0].task_id, TaskState::TaskGone);
+        gone.reason = v1::TaskStatusReason::ReasonReconciliation as i32;
+        c.status(&gone, 3.0);
         assert!(c.tasks(None).unwrap().is_empty());
-        assert_eq!(c.apps(3.0)[0].tasks_staged, 0);
+        let view = &c.apps(3.0)[0];
+        assert_eq!(view.tasks_staged, 0);
+        assert!(view.backoff_seconds.is_none() && view.last_failure.is_none());
+        assert_eq!(
+            launched(&c.offers(vec![offer("o2", "ag1", "h1", 4.0)], 3.5)).len(),
+            1
+        );
     }
 
     #[test]
