@@ -250,14 +250,9 @@ impl Master {
             status.agent_id = agent.id.clone();
         }
         let Some(&fk) = self.framework_ids.get(&status.framework_id) else {
-            if self.removed_frameworks.contains(&status.framework_id) && !status.uuid.is_empty() {
+            if self.removed_frameworks.contains(&status.framework_id) {
                 // Nobody will acknowledge it: stop the agent's retries.
-                let ack = v1::AcknowledgeUpdate {
-                    framework_id: status.framework_id.clone(),
-                    task_id: status.task_id.clone(),
-                    uuid: status.uuid.clone(),
-                };
-                self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
+                self.acknowledge_here(ak, &status);
             } else {
                 tracing::debug!(framework_id = %status.framework_id, task_id = %status.task_id,
                     "status update for an unknown framework dropped");
@@ -328,14 +323,7 @@ impl Master {
             // terminal update the agent reported when it re-registered, or a stale
             // duplicate. The framework is not told the task went back; the master
             // acknowledges the update itself so that the agent moves on.
-            if !status.uuid.is_empty() {
-                let ack = v1::AcknowledgeUpdate {
-                    framework_id: status.framework_id.clone(),
-                    task_id: status.task_id.clone(),
-                    uuid: status.uuid.clone(),
-                };
-                self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
-            }
+            self.acknowledge_here(ak, &status);
             return;
         }
         match step {
@@ -351,6 +339,20 @@ impl Master {
         // Forward everything, retries included: the framework's acknowledgement is
         // what stops the agent from retrying.
         self.send_update(fk, status);
+    }
+
+    /// The master acknowledges an agent's update itself (one no framework will
+    /// acknowledge), so that the agent stops retrying it.
+    fn acknowledge_here(&mut self, ak: AgentKey, status: &v1::TaskStatus) {
+        if status.uuid.is_empty() {
+            return;
+        }
+        let ack = v1::AcknowledgeUpdate {
+            framework_id: status.framework_id.clone(),
+            task_id: status.task_id.clone(),
+            uuid: status.uuid.clone(),
+        };
+        self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
     }
 
     /// An update of a task its framework was told is LOST (see [`super::state::LostTasks`]):
@@ -370,14 +372,8 @@ impl Master {
             .and_then(|f| f.tasks.get(&status.task_id))
             .filter(|t| t.agent == ak)
             .map(|t| t.state);
-        if !status.uuid.is_empty() {
-            let ack = v1::AcknowledgeUpdate {
-                framework_id: status.framework_id.clone(),
-                task_id: status.task_id.clone(),
-                uuid: std::mem::take(&mut status.uuid),
-            };
-            self.message_to(ak, v1::master_message::Message::Acknowledge(ack));
-        }
+        self.acknowledge_here(ak, &status);
+        status.uuid.clear();
         if let Some(from) = live
             && is_terminal(new_state)
             && transition(from, new_state) == Transition::Changed
