@@ -508,16 +508,21 @@ fn run_schedule(seed: u64, steps: usize) {
     );
 }
 
+/// A number from the environment; a value that is not one fails the test rather than
+/// silently running the default.
+fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}")),
+    )
+}
+
 #[test]
 fn kill_9_of_master_agents_and_framework_loses_and_duplicates_nothing() {
-    let steps = std::env::var("STRATA_FAULT_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    match std::env::var("STRATA_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    let steps = env_number("STRATA_FAULT_STEPS").map_or(10, |n| n as usize);
+    match env_number("STRATA_FAULT_SEED") {
         Some(seed) => run_schedule(seed, steps.max(3)),
         None => {
             for seed in [1, 2] {
