@@ -273,6 +273,19 @@ fn a_rolling_update_never_drops_below_the_healthy_instances_asked_for() {
             healthy >= 3,
             "only {healthy} healthy instances during the update: {tasks:#?}"
         );
+        // And what a client sees: at least 3 instances answer. Every running task of
+        // the sample is asked (a kill between the sample and the probe comes only
+        // after a newer task, already running in the sample, became healthy).
+        let answering = tasks
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .filter_map(|t| t["ports"][0].as_u64())
+            .filter(|port| common::http_get(&format!("http://127.0.0.1:{port}/index.html")).is_ok())
+            .count();
+        assert!(
+            answering >= 3,
+            "only {answering} instances answered during the update: {tasks:#?}"
+        );
         samples += 1;
         let app = apps.get("/v1/apps/web");
         if app["deployment"].is_null() {
