@@ -78,14 +78,23 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
     };
     let (cpus, mem) = machine_share(args.agents);
     for i in 0..args.agents {
-        let addr = SocketAddr::new(master_addr.ip(), master_addr.port() + 1 + i);
+        let port = master_addr.port().checked_add(1 + i).with_context(|| {
+            format!(
+                "no port left above the master's {} for agent {}",
+                master_addr.port(),
+                i + 1
+            )
+        })?;
+        let addr = SocketAddr::new(master_addr.ip(), port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for agent {}", i + 1))?;
-        let ports_from = 31000 + u32::from(i) * 1000;
+        // 1,000 ports each from 31000, fewer when that would pass 65535.
+        let per = ((65_535 - 31_000) / u32::from(args.agents)).min(1000);
+        let ports_from = 31_000 + u32::from(i) * per;
         let resources = format!(
             "cpus:{cpus};mem:{mem};disk:10000;ports:[{ports_from}-{}]",
-            ports_from + 999
+            ports_from + per - 1
         );
         let mut opts = strata_agent::AgentOptions::new(
             master_addr.to_string(),
