@@ -19,15 +19,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found: install Rust first (https://rustup.rs), then run this again" >&2
   exit 1
 fi
+# promtool (package prometheus) lints the master's /metrics; the tests fail without it.
 missing=()
-for tool in curl procps:pgrep python3; do
+for tool in curl procps:pgrep python3 prometheus:promtool; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   need_root_for "installing ${missing[*]}"
   log "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # No recommends: prometheus would bring prometheus-node-exporter, another service.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Only promtool is wanted: the Prometheus server the package starts is not.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
 

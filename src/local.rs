@@ -107,6 +107,12 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         tasks.spawn({
             let stop = stopped(stop_rx.clone());
             async move {
+                // `strata local` stopping stops the whole cluster: nothing is left
+                // running behind it.
+                let stop = async move {
+                    stop.await;
+                    strata_agent::Shutdown::KillTasks
+                };
                 strata_agent::run(listener, opts, stop)
                     .await
                     .with_context(|| format!("agent {}", i + 1))

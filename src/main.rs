@@ -1,18 +1,16 @@
 //! `strata`: the command-line entry point (run one task, a local cluster, the container
-//! framework and its CLI, benchmarks).
+//! framework and its CLI). The benchmarks are the `strata-bench` binary (`bench/`).
 
 use clap::{Parser, Subcommand};
+use strata_master::logging::{LogFormat, init_logging};
 
 /// mimalloc instead of glibc's malloc: the master's gRPC streams allocate and free on
 /// every worker thread, and glibc's arena locks were a quarter of the CPU time of a
-/// 10,000-agent re-registration storm (`strata bench failover`, perf).
+/// 10,000-agent re-registration storm (`strata-bench failover`, perf).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
-mod bench;
-mod bench_apps;
-mod bench_docker;
 mod cli;
 mod local;
 mod run;
@@ -26,6 +24,10 @@ mod run;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` (coloured on a terminal only) or `json` (one object
+    /// per line). `RUST_LOG` sets the level (default warn).
+    #[arg(long, global = true, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -34,8 +36,6 @@ enum Command {
     Run(run::RunArgs),
     /// Run a master and two agents on this machine.
     Local(local::LocalArgs),
-    /// Measure launch throughput and latency: master, fake agents and a framework in one process.
-    Bench(bench::BenchArgs),
     /// Run the container framework: keep apps running, serve the App API.
     Serve(app::serve::ServeArgs),
     /// Deploy, inspect, scale, restart and remove apps (the container framework).
@@ -55,13 +55,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(cli.log_format, "warn") {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +70,6 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Local(args) => local::local(args).await,
-            Command::Bench(args) => bench::bench(args).await,
             Command::Serve(args) => app::serve::serve(args).await,
             Command::App(args) => args.run().await,
             Command::Task(args) => args.run().await,

@@ -58,10 +58,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub user: Option<String>,
     /// Give up when no offer fits within this time (e.g. 30s, 2m, 500ms).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = strata_proto::duration::parse)]
     pub offer_timeout: Duration,
-    /// Time between SIGTERM and SIGKILL when the task is killed (Ctrl-C).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Time between SIGTERM and SIGKILL when the task is killed (Ctrl-C), e.g. 3s.
+    #[arg(long, default_value = "3s", value_parser = strata_proto::duration::parse)]
     pub kill_grace: Duration,
     /// Run the task in a Docker container of this image (on agents started with
     /// --containerizers process,docker).
@@ -147,28 +147,6 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
-}
-
-/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad = || format!("'{s}' is not a duration like 500ms, 30s, 2m or 1h");
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(bad());
-    }
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
 }
 
 /// The task as the arguments describe it.
@@ -798,14 +776,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 mod tests {
     use super::*;
 
+    /// `strata run` as clap parses it (the flags are `RunArgs`, flattened).
+    #[derive(clap::Parser, Debug)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn run_flags(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        use clap::Parser;
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--", "true"]);
+        Run::try_parse_from(argv).map(|r| r.args)
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn duration_flags_take_the_one_duration_syntax() {
+        let args = run_flags(&[]).unwrap();
+        assert_eq!(
+            (args.offer_timeout, args.kill_grace),
+            (Duration::from_secs(30), Duration::from_secs(3))
+        );
+        let args = run_flags(&["--offer-timeout", "1m30s", "--kill-grace", "500ms"]).unwrap();
+        assert_eq!(
+            (args.offer_timeout, args.kill_grace),
+            (Duration::from_secs(90), Duration::from_millis(500))
+        );
+        // A number without a unit is refused, with the form that is expected.
+        let err = run_flags(&["--offer-timeout", "30"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--offer-timeout")
+                && err.contains("invalid duration '30': '30' has no unit")
+                && err.contains("e.g. 30s, 500ms, 2m or 1h30m"),
+            "{err}"
+        );
+        let err = run_flags(&["--kill-grace=-1s"]).unwrap_err().to_string();
+        assert!(err.contains("cannot be negative"), "{err}");
     }
 
     #[test]

@@ -56,6 +56,61 @@ fn hello_runs_50_tasks_across_two_agents() {
 }
 
 #[test]
+fn sweep_runs_30_tasks_at_most_4_at_once_retries_failures_and_gathers_every_output() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running");
+    std::fs::create_dir(&running).unwrap();
+    let peaks = dir.path().join("peaks");
+    // Each try marks itself running while it sleeps and notes how many tries are;
+    // even parameters fail their first try, odd ones their first two.
+    let command = format!(
+        "mkdir {r}/$P.$ATTEMPT; ls {r} | wc -l >> {p}; sleep 0.3; rmdir {r}/$P.$ATTEMPT; \
+         [ $ATTEMPT -gt $((P % 2)) ] || exit 3; echo $P squared is $((P * P))",
+        r = running.display(),
+        p = peaks.display()
+    );
+    let mut cmd = Command::new(common::example("sweep"));
+    cmd.args(["--master", &cluster.master.addr, "--tasks", "30"]);
+    cmd.args(["--max-running", "4", "--retries", "2"]);
+    cmd.args(["--command", &command]);
+    let (code, out, err) = run_with_timeout(cmd, Duration::from_secs(240));
+    assert_eq!(code, 0, "sweep failed\nstdout:\n{out}\nstderr:\n{err}");
+
+    let expected: String = (0..30)
+        .map(|p| format!("{p}\t{p} squared is {}\n", p * p))
+        .collect();
+    assert_eq!(out, expected, "every output, in parameter order");
+    assert_eq!(
+        err.matches("trying again").count(),
+        45,
+        "30 first tries and 15 second tries failed and were retried\n{err}"
+    );
+    let peaks: Vec<usize> = std::fs::read_to_string(&peaks)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 75, "75 tries ran");
+    let peak = peaks.iter().max().copied().unwrap_or_default();
+    assert!(peak <= 4, "at most 4 tries ran at once, saw {peak}");
+    assert!(peak >= 2, "tries ran side by side, at most {peak} at once");
+
+    // Every try ran under a task id of its own; the framework is gone.
+    let state = cluster.state();
+    let in_state = |s: &str| tasks(&state).iter().filter(|t| t["state"] == s).count();
+    assert_eq!(
+        (in_state("TASK_FINISHED"), in_state("TASK_FAILED")),
+        (30, 45)
+    );
+    assert!(
+        tasks(&state).iter().any(|t| t["id"] == "sweep-1-2"),
+        "an odd parameter's third try"
+    );
+    assert_eq!(state["frameworks"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
 fn strata_run_prints_output_and_exits_with_the_task_status() {
     let cluster = Cluster::start(1);
     let mut cmd = strata();

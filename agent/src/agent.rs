@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tonic::transport::Endpoint;
 
+use crate::Shutdown;
 use crate::checkpoint::{self, CheckpointError};
 use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
 use crate::health::{self, HealthEvent};
@@ -40,6 +41,8 @@ use crate::tasks::{Action, TaskKey, TaskManager, TaskView, WaitError};
 /// After the kills of a shutdown have had their grace period, how much longer the
 /// agent waits for the tasks to end before it stops anyway.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+/// How long an agent stopping with its tasks running waits for launches in flight.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound of the loop's configurable timers.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// How long a stopping agent waits for its last updates to leave.
@@ -128,7 +131,7 @@ enum Job {
 // allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum Event {
-    Shutdown,
+    Shutdown(Shutdown),
     Connected(Result<Connection, LinkError>),
     ReconnectDue,
     FromMaster(Result<Option<v1::MasterMessage>, tonic::Status>),
@@ -136,7 +139,7 @@ enum Event {
     Job(Result<Job, JoinError>),
     Timer,
     Query(Query),
-    CheckpointWritten(Result<Result<bool, CheckpointError>, JoinError>),
+    CheckpointSynced(Result<Result<(), CheckpointError>, JoinError>),
     Health(HealthEvent),
 }
 
@@ -160,21 +163,24 @@ pub(crate) struct AgentLoop {
     /// Launch, wait and kill jobs of the containers.
     jobs: JoinSet<Job>,
     queries: mpsc::Receiver<Query>,
-    /// Writes the checkpoint, ahead (here) and durably (on the blocking pool).
-    writer: Arc<checkpoint::Writer>,
+    /// Writes the checkpoint ahead (here); its fsyncs run on the blocking pool.
+    log: checkpoint::Log,
     /// Actions of this batch of events, done (after one checkpoint write) by `flush`.
     deferred: Vec<Action>,
-    /// Sequence number of the last state taken for the checkpoint.
-    checkpoint_seq: u64,
-    /// Changes not yet in a durable checkpoint.
-    checkpoint_pending: bool,
-    /// Changes not yet in any checkpoint write (ahead or durable, done or started).
-    checkpoint_unwritten: bool,
-    /// The durable write in flight, on the blocking pool.
-    checkpoint_job: Option<JoinHandle<Result<bool, CheckpointError>>>,
-    last_checkpoint: Option<Instant>,
+    /// Checkpoint writes not yet made durable by a sync.
+    checkpoint_unsynced: bool,
+    /// The last checkpoint write failed (said once in the log, until one works).
+    checkpoint_failing: bool,
+    /// The sync in flight, on the blocking pool.
+    sync_job: Option<JoinHandle<Result<(), CheckpointError>>>,
+    last_sync: Option<Instant>,
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
+    /// Set when the agent stops leaving its tasks running: when it stops at the
+    /// latest (launches in flight may finish until then, so none is cut in half).
+    leaving: Option<Instant>,
+    /// Launches started and not yet finished.
+    launches_in_flight: usize,
     /// Set when the master said an operator marked this agent gone (its message).
     gone: Option<String>,
     /// The running health checkers, by task.
@@ -201,7 +207,7 @@ impl AgentLoop {
             config.executor_shutdown_grace_period.min(MAX_TIMER);
         config.checkpoint_interval = config.checkpoint_interval.min(MAX_TIMER);
         let (health_tx, health_rx) = mpsc::channel(HEALTH_QUEUE);
-        let writer = Arc::new(checkpoint::Writer::new(config.work_dir.clone()));
+        let log = checkpoint::Log::open(config.work_dir.clone());
         AgentLoop {
             config,
             identity,
@@ -216,15 +222,16 @@ impl AgentLoop {
             heartbeat: None,
             jobs: JoinSet::new(),
             queries,
-            writer,
+            log,
             deferred: Vec::new(),
-            checkpoint_seq: 0,
-            checkpoint_pending: true,
-            checkpoint_unwritten: true,
-            checkpoint_job: None,
-            last_checkpoint: None,
+            checkpoint_unsynced: false,
+            checkpoint_failing: false,
+            sync_job: None,
+            last_sync: None,
             shutting_down: false,
             shutdown_deadline: None,
+            leaving: None,
+            launches_in_flight: 0,
             gone: None,
             health_checks: HashMap::new(),
             health_tx,
@@ -238,7 +245,7 @@ impl AgentLoop {
     pub(crate) async fn run(
         mut self,
         initial: Vec<Action>,
-        shutdown: impl Future<Output = ()> + Send,
+        shutdown: impl Future<Output = Shutdown> + Send,
     ) -> Option<String> {
         let mut shutdown = std::pin::pin!(shutdown);
         self.execute(initial);
@@ -266,6 +273,21 @@ impl AgentLoop {
             }
             self.flush();
             self.maybe_checkpoint(now);
+            if let Some(deadline) = self.leaving {
+                if self.launches_in_flight == 0 {
+                    tracing::info!(
+                        "stopping; the tasks keep running and the next run recovers them"
+                    );
+                    break;
+                }
+                if now >= deadline {
+                    tracing::warn!(
+                        launches = self.launches_in_flight,
+                        "launches still in flight at the stop deadline; stopping anyway"
+                    );
+                    break;
+                }
+            }
             if self.shutting_down {
                 if self.manager.all_terminated() {
                     tracing::info!("all tasks have ended");
@@ -286,10 +308,11 @@ impl AgentLoop {
 
     /// The next thing to handle. Every branch is cancel-safe: `run` also polls this
     /// once without waiting, and a branch that is not ready loses nothing.
-    async fn next_event<S: Future<Output = ()>>(&mut self, shutdown: Pin<&mut S>) -> Event {
+    async fn next_event<S: Future<Output = Shutdown>>(&mut self, shutdown: Pin<&mut S>) -> Event {
         let timer = self.next_timer();
+        let stopping = self.shutting_down || self.leaving.is_some();
         tokio::select! {
-            () = shutdown, if !self.shutting_down => Event::Shutdown,
+            mode = shutdown, if !stopping => Event::Shutdown(mode),
             r = poll_boxed(&mut self.connecting) => Event::Connected(r),
             () = sleep_until(self.reconnect_at) => Event::ReconnectDue,
             m = next_message(&mut self.inbound) => Event::FromMaster(m),
@@ -297,18 +320,29 @@ impl AgentLoop {
             Some(j) = self.jobs.join_next(), if !self.jobs.is_empty() => Event::Job(j),
             () = sleep_until(timer) => Event::Timer,
             Some(q) = self.queries.recv() => Event::Query(q),
-            r = poll_join(&mut self.checkpoint_job) => Event::CheckpointWritten(r),
+            r = poll_join(&mut self.sync_job) => Event::CheckpointSynced(r),
             Some(h) = self.health_rx.recv() => Event::Health(h),
         }
     }
 
     fn handle(&mut self, event: Event, now: Instant) {
         match event {
-            Event::Shutdown => {
-                // A graceful shutdown (SIGTERM, SIGINT, `strata local` stopping) kills
-                // every task (SIGTERM, grace, SIGKILL): an agent stopped on purpose
-                // leaves nothing behind. Tasks outlive an agent that dies (a crash,
-                // kill -9, the OOM killer) and the next run recovers them.
+            Event::Shutdown(Shutdown::KeepTasks) => {
+                // SIGTERM or SIGINT: a restart or an upgrade (what `systemctl
+                // restart` sends). The tasks run on and the next run recovers them,
+                // as after a crash; the agent only lets launches in flight finish, so
+                // that none is recorded half-started. Nothing new arrives meanwhile.
+                tracing::info!(
+                    launches_in_flight = self.launches_in_flight,
+                    "stopping the agent; its tasks keep running"
+                );
+                self.disconnect();
+                self.connecting = None;
+                self.reconnect_at = None;
+                self.leaving = Some(now + LEAVE_TIMEOUT);
+            }
+            Event::Shutdown(Shutdown::KillTasks) => {
+                // SIGUSR1, `strata local` stopping: the agent leaves nothing behind.
                 tracing::info!("shutting down: killing all tasks");
                 self.begin_shutdown(now);
             }
@@ -323,7 +357,8 @@ impl AgentLoop {
                         self.begin_shutdown(now);
                     }
                     Err(e) => {
-                        let delay = self.schedule_reconnect(now);
+                        let unreachable = matches!(e, LinkError::Connect(_));
+                        let delay = self.schedule_reconnect(now, unreachable);
                         tracing::warn!(error = %e, retry_in = ?delay, "registration with the master failed");
                     }
                 }
@@ -336,7 +371,7 @@ impl AgentLoop {
                     _ => "the master closed the stream".to_string(),
                 };
                 self.disconnect();
-                let delay = self.schedule_reconnect(now);
+                let delay = self.schedule_reconnect(now, false);
                 tracing::warn!(%reason, retry_in = ?delay, "lost the master; will re-register");
             }
             Event::Heartbeat => self.send(agent_message::Message::Heartbeat(v1::AgentHeartbeat {})),
@@ -353,11 +388,11 @@ impl AgentLoop {
                 self.execute(actions);
             }
             Event::Query(q) => self.answer(q),
-            Event::CheckpointWritten(result) => {
-                self.checkpoint_job = None;
+            Event::CheckpointSynced(result) => {
+                self.sync_job = None;
                 match result {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot sync the checkpoint"),
                     Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
                 }
             }
@@ -383,7 +418,7 @@ impl AgentLoop {
     fn on_registered(&mut self, conn: Connection, now: Instant) {
         let registered = conn.registered;
         if registered.agent_id.is_empty() {
-            let delay = self.schedule_reconnect(now);
+            let delay = self.schedule_reconnect(now, false);
             tracing::warn!(retry_in = ?delay, "the master registered the agent without an id; retrying");
             return;
         }
@@ -457,7 +492,10 @@ impl AgentLoop {
                 key,
                 container,
                 result,
-            } => self.manager.launched(&key, &container, result, now),
+            } => {
+                self.launches_in_flight = self.launches_in_flight.saturating_sub(1);
+                self.manager.launched(&key, &container, result, now)
+            }
             Job::Exited {
                 key,
                 container,
@@ -524,6 +562,7 @@ impl AgentLoop {
                     };
                     let container = spec.container_id.clone();
                     let refused = unwritten.clone();
+                    self.launches_in_flight += 1;
                     self.spawn_job(
                         key.clone(),
                         container.clone(),
@@ -685,8 +724,10 @@ impl AgentLoop {
         self.connecting = Some(Box::pin(link::connect(self.endpoint.clone(), register)));
     }
 
-    fn schedule_reconnect(&mut self, now: Instant) -> Duration {
-        let delay = self.backoff.next_delay();
+    /// Schedules the next registration attempt; `unreachable`: the last one could not
+    /// reach the master at all (see [`Backoff::next_delay`]).
+    fn schedule_reconnect(&mut self, now: Instant, unreachable: bool) -> Duration {
+        let delay = self.backoff.next_delay(unreachable);
         self.reconnect_at = Some(now + delay);
         delay
     }
@@ -700,11 +741,7 @@ impl AgentLoop {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        let checkpoint = match (
-            self.checkpoint_pending,
-            &self.checkpoint_job,
-            self.last_checkpoint,
-        ) {
+        let checkpoint = match (self.checkpoint_unsynced, &self.sync_job, self.last_sync) {
             (true, None, Some(last)) => Some(last + self.config.checkpoint_interval),
             (true, None, None) => Some(Instant::now()),
             _ => None,
@@ -713,69 +750,65 @@ impl AgentLoop {
             self.manager.next_retry(),
             checkpoint,
             self.shutdown_deadline,
+            self.leaving,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Notes the task manager's changes since the last look.
-    fn note_changes(&mut self) {
-        if self.manager.take_dirty() {
-            self.checkpoint_pending = true;
-            self.checkpoint_unwritten = true;
-        }
-    }
-
-    /// Writes the changes not yet written, now, on the loop's thread (a small file, no
-    /// fsync; the next durable write follows within `checkpoint_interval`).
+    /// Writes what changed since the last write, now, on the loop's thread: the
+    /// changed tasks' lines appended to the log (no fsync; a sync follows within
+    /// `checkpoint_interval`), or a snapshot when one is due. What a failed write
+    /// missed stays changed, for the next write.
     fn write_ahead(&mut self) -> Result<(), String> {
-        self.note_changes();
-        if !self.checkpoint_unwritten {
+        let changes = self.manager.take_changes();
+        if changes.is_empty() {
             return Ok(());
         }
-        self.checkpoint_seq += 1;
-        let state = self.manager.checkpoint();
-        match self.writer.write_ahead(self.checkpoint_seq, &state) {
-            Ok(_) => {
-                self.checkpoint_unwritten = false;
+        let written = if changes.all || self.log.wants_compaction() {
+            self.log.compact(self.manager.checkpoint())
+        } else {
+            self.log.append(&self.manager.task_changes(&changes))
+        };
+        match written {
+            Ok(()) => {
+                if std::mem::take(&mut self.checkpoint_failing) {
+                    tracing::info!("the checkpoint can be written again");
+                }
+                self.checkpoint_unsynced = true;
                 Ok(())
             }
             Err(e) => {
-                // Left unwritten: the next write-ahead or durable write tries again.
-                tracing::error!(error = %e, "cannot write the checkpoint ahead");
+                self.manager.keep_changes(changes);
+                // Said once, not at every batch while the disk stays full.
+                if !std::mem::replace(&mut self.checkpoint_failing, true) {
+                    tracing::error!(error = %e, "cannot write the checkpoint: launches fail until it can be written again");
+                } else {
+                    tracing::debug!(error = %e, "cannot write the checkpoint");
+                }
                 Err(e.to_string())
             }
         }
     }
 
-    /// Starts a durable checkpoint write when something changed and the last one is
-    /// old enough.
+    /// Writes what this batch changed, and starts a sync of the checkpoint when it
+    /// has unsynced writes and the last sync is old enough.
     fn maybe_checkpoint(&mut self, now: Instant) {
-        self.note_changes();
-        if !self.checkpoint_pending || self.checkpoint_job.is_some() {
+        let _ = self.write_ahead();
+        if !self.checkpoint_unsynced || self.sync_job.is_some() {
             return;
         }
         if self
-            .last_checkpoint
+            .last_sync
             .is_some_and(|last| now < last + self.config.checkpoint_interval)
         {
             return;
         }
-        let state = self.manager.checkpoint();
-        let writer = self.writer.clone();
-        // Changes after this point are not in this write (`take_dirty` tells), and
-        // anything before it is covered once it lands.
-        if self.checkpoint_unwritten {
-            self.checkpoint_seq += 1;
-        }
-        let seq = self.checkpoint_seq;
-        self.checkpoint_pending = false;
-        self.checkpoint_unwritten = false;
-        self.last_checkpoint = Some(now);
-        self.checkpoint_job = Some(tokio::task::spawn_blocking(move || {
-            writer.write_durable(seq, &state)
-        }));
+        let job = self.log.sync_job();
+        self.checkpoint_unsynced = false;
+        self.last_sync = Some(now);
+        self.sync_job = Some(tokio::task::spawn_blocking(move || job.run()));
     }
 
     fn answer(&mut self, query: Query) {
@@ -813,15 +846,13 @@ impl AgentLoop {
     /// stops every job.
     async fn finish(mut self) {
         self.flush();
-        if let Some(job) = self.checkpoint_job.take() {
+        if let Some(job) = self.sync_job.take() {
             let _ = job.await;
         }
-        self.manager.take_dirty();
-        let state = self.manager.checkpoint();
-        let writer = self.writer.clone();
-        let seq = self.checkpoint_seq + 1;
-        match tokio::task::spawn_blocking(move || writer.write_durable(seq, &state)).await {
-            Ok(Ok(_)) => {}
+        let _ = self.write_ahead();
+        let job = self.log.sync_job();
+        match tokio::task::spawn_blocking(move || job.run()).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write the final checkpoint"),
             Err(e) => tracing::error!(error = %e, "the checkpoint writer failed"),
         }

@@ -19,10 +19,6 @@ pub enum ConfigError {
     AttributeForm { part: String },
     #[error("attribute '{name}' is given twice")]
     DuplicateAttribute { name: String },
-    #[error(
-        "invalid duration '{input}': expected a number with a unit, e.g. 500ms, 10s, 5m, 1h (at most a year)"
-    )]
-    Duration { input: String },
     #[error("invalid master address '{input}': {reason} (expected host:port, e.g. 127.0.0.1:5050)")]
     Master { input: String, reason: String },
 }
@@ -74,7 +70,7 @@ pub struct AgentOptions {
     /// it, the master never dials the agent.
     pub master: String,
     /// Root of everything the agent writes: its id (`agent_id`), its checkpoint
-    /// (`checkpoint.json`) and the task sandboxes (`frameworks/<fw>/tasks/<task>/`).
+    /// (`checkpoint.json` and `checkpoint.log`) and the task sandboxes (`frameworks/<fw>/tasks/<task>/`).
     pub work_dir: PathBuf,
     /// What the agent offers to the master. [`crate::resolve_resources`] detects them and
     /// applies the `--resources` overrides; empty means the agent offers nothing.
@@ -100,9 +96,11 @@ pub struct AgentOptions {
     pub registration_backoff_max: Duration,
     /// Grace between SIGTERM and SIGKILL when a kill names no kill policy (3 s).
     pub default_kill_grace: Duration,
-    /// Grace given to every task when the agent shuts down (Mesos: 5 s).
+    /// Grace given to every task when the agent shuts down killing its tasks
+    /// ([`crate::Shutdown::KillTasks`]; Mesos: 5 s).
     pub executor_shutdown_grace_period: Duration,
-    /// Least time between two checkpoint writes; changes in between are coalesced.
+    /// Least time between two fsyncs of the checkpoint (writes ahead of launches and
+    /// updates are not waited for).
     pub checkpoint_interval: Duration,
     /// What the process containerizer isolates tasks with (`--isolation`, `--cgroups-*`).
     pub isolation: crate::isolation::IsolationOptions,
@@ -156,32 +154,10 @@ pub fn parse_attributes(input: &str) -> Result<Vec<(String, String)>, ConfigErro
     Ok(out)
 }
 
-/// The longest duration a flag accepts.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Parses `500ms`, `10s`, `1.5s`, `5m`, `1h` or a bare number of seconds (at most a year).
-pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
-    let err = || ConfigError::Duration {
-        input: input.to_string(),
-    };
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| err())?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(err()),
-    };
-    Duration::try_from_secs_f64(value * scale)
-        .ok()
-        .filter(|d| *d <= MAX_DURATION)
-        .ok_or_else(err)
-}
+/// Parses a duration flag: `500ms`, `10s`, `1.5s`, `5m`, `1h` (humantime's syntax,
+/// shared by every Strata binary: [`strata_proto::duration`]), at most a year. `0`
+/// alone is zero; a number without a unit is refused.
+pub use strata_proto::duration::parse as parse_duration;
 
 /// The gRPC URI of the master: `host:port` becomes `http://host:port`.
 pub fn master_uri(input: &str) -> Result<String, ConfigError> {
@@ -246,13 +222,13 @@ mod tests {
     fn durations_parse() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("99999999999999h").is_err());
+        for bad in ["", "1.5", "10", "-1s", "10 parsecs", "99999999999999h"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.to_string().contains("e.g. 30s, 500ms"), "{bad}: {e}");
+        }
     }
 
     #[test]

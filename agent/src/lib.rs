@@ -13,10 +13,11 @@
 //! ```
 //!
 //! Entry point: [`run`]. The binary `strata-agent` parses flags into [`AgentOptions`];
-//! `strata local` and `strata bench` call [`run`] directly, many agents per process.
+//! `strata local` and `strata-bench` call [`run`] directly, many agents per process.
 //!
-//! Recovery: tasks outlive an agent that dies. What the agent runs is checkpointed in
-//! its work dir (`checkpoint.json`: tasks, their containers, unacknowledged updates;
+//! Recovery: tasks outlive an agent that dies or is stopped with
+//! [`Shutdown::KeepTasks`]. What the agent runs is checkpointed in its work dir
+//! ([`checkpoint`]: tasks, their containers, unacknowledged updates;
 //! `runtime/`: how each process task ended, written by the task's monitor, see
 //! [`isolation::child`]). A new run on the same work dir re-attaches to the tasks that
 //! still run and reports the real end of those that ended meanwhile
@@ -27,13 +28,14 @@
 
 mod agent;
 pub mod cgroups;
-mod checkpoint;
+pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
 mod health;
 mod http;
 pub mod isolation;
 mod link;
+pub mod logging;
 pub mod resources_detect;
 pub mod sandbox;
 mod tasks;
@@ -84,6 +86,18 @@ pub enum AgentError {
     Gone(String),
 }
 
+/// What an agent's shutdown does to its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Stop the agent and leave its tasks running; the next run on the same work dir
+    /// recovers them. The agent binary does this on SIGTERM and SIGINT (a restart, an
+    /// upgrade under systemd), as a Mesos agent does.
+    KeepTasks,
+    /// Kill every task (SIGTERM, `executor_shutdown_grace_period`, SIGKILL), then
+    /// stop. The agent binary does this on SIGUSR1; `strata local` when it stops.
+    KillTasks,
+}
+
 /// Runs an agent until `shutdown` resolves.
 ///
 /// `listener` serves the agent's HTTP API and its bound address (or
@@ -94,13 +108,14 @@ pub enum AgentError {
 /// their real end where it was recorded, and unacknowledged updates are sent again.
 /// The agent dials `options.master`, registers (re-registering with the same id and its
 /// recovered tasks after a restart, from `WORK_DIR/agent_id`), and runs what the master
-/// sends. On shutdown it kills its tasks (SIGTERM, `executor_shutdown_grace_period`,
-/// SIGKILL), writes its checkpoint and returns; so too, with [`AgentError::Gone`], when
-/// the master refuses it because an operator marked it gone.
+/// sends. When `shutdown` resolves it writes its checkpoint and returns, leaving its
+/// tasks running or killing them first, as the [`Shutdown`] says; it kills them and
+/// returns [`AgentError::Gone`] when the master refuses it because an operator marked
+/// it gone.
 pub async fn run(
     listener: TcpListener,
     options: AgentOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Shutdown> + Send + 'static,
 ) -> Result<(), AgentError> {
     let work_dir = options.work_dir.clone();
     checkpoint::ensure_writable(&work_dir).map_err(AgentError::WorkDir)?;

@@ -1,6 +1,8 @@
 //! `strata-agent`: parses flags, checks them before anything starts (exit 2 with a
 //! clear message when they are wrong), binds the HTTP listener, prints
-//! `strata-agent listening on ADDR`, and runs the agent until SIGINT or SIGTERM.
+//! `strata-agent listening on ADDR`, and runs the agent until SIGINT or SIGTERM (stop;
+//! the tasks keep running and the next run recovers them) or SIGUSR1 (kill the tasks,
+//! then stop).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -9,7 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use strata_agent::{AgentOptions, ContainerizerConfig, DockerOptions, config, resolve_resources};
+use strata_agent::logging::{LogFormat, init_logging};
+use strata_agent::{
+    AgentOptions, ContainerizerConfig, DockerOptions, Shutdown, config, resolve_resources,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ContainerizerKind {
@@ -110,6 +115,10 @@ struct Args {
     /// How often the tasks' resource usage is sent to the master.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     usage_report_interval: Duration,
+    /// Log lines on stderr: 'text' (coloured on a terminal only) or 'json' (one object
+    /// per line). RUST_LOG sets the level (default info).
+    #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn parse_isolation(s: &str) -> Result<strata_agent::isolation::IsolationMode, String> {
@@ -192,13 +201,10 @@ fn main() -> ExitCode {
         ContainerizerConfig::Process
     };
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(args.log_format, "info") {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
 
     let mut options = AgentOptions::new(args.master, args.work_dir);
     options.resources = resources;
@@ -241,24 +247,31 @@ fn serve(listen: std::net::SocketAddr, options: AgentOptions) -> anyhow::Result<
         let bound = listener
             .local_addr()
             .context("cannot read the bound address")?;
-        println!("strata-agent listening on {bound}");
+        // The handlers first: a SIGTERM sent as soon as the line below is read must
+        // stop the agent gracefully, not kill it.
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+        println!("strata-agent listening on {bound}");
         strata_agent::run(listener, options, shutdown)
             .await
             .context("agent failed")
     })
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+/// Resolves on the first SIGINT or SIGTERM (stop, leaving the tasks running: a
+/// restart or an upgrade) or SIGUSR1 (kill every task, then stop).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = Shutdown> + Send + 'static>
+{
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     Ok(async move {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        let (name, mode) = tokio::select! {
+            _ = int.recv() => ("SIGINT", Shutdown::KeepTasks),
+            _ = term.recv() => ("SIGTERM", Shutdown::KeepTasks),
+            _ = usr1.recv() => ("SIGUSR1", Shutdown::KillTasks),
         };
-        tracing::info!(signal = name, "shutting down");
+        tracing::info!(signal = name, ?mode, "shutting down");
+        mode
     })
 }

@@ -9,18 +9,16 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use strata_proto::validate::{self, IdKind};
+
 /// Largest chunk `read` returns, whatever the caller asks for.
 pub const MAX_READ: u64 = 4 * 1024 * 1024;
 
 /// Why a sandbox could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("invalid {kind} id '{id}': {reason}")]
-    InvalidId {
-        kind: &'static str,
-        id: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidId(#[from] strata_proto::validate::InvalidId),
     #[error("cannot create sandbox {path}: {source}")]
     Create {
         path: PathBuf,
@@ -61,32 +59,15 @@ impl LogFile {
     }
 }
 
-/// Checks that a framework or task id can safely name a directory: non-empty, at most
-/// 255 bytes, no '/', no NUL, no "..", and not ".".
+/// Checks that a framework or task id (`kind` is "framework" or "task") can safely
+/// name a directory. The rule is the one the master applies at SUBSCRIBE and ACCEPT,
+/// [`strata_proto::validate`], so a task the master let through is never refused here.
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), SandboxError> {
-    let bad = |reason| {
-        Err(SandboxError::InvalidId {
-            kind,
-            id: id.to_string(),
-            reason,
-        })
+    let kind = match kind {
+        "framework" => IdKind::Framework,
+        _ => IdKind::Task,
     };
-    if id.is_empty() {
-        return bad("it is empty");
-    }
-    if id.len() > 255 {
-        return bad("it is longer than 255 bytes");
-    }
-    if id.contains('/') {
-        return bad("it contains '/'");
-    }
-    if id.contains('\0') {
-        return bad("it contains a NUL byte");
-    }
-    if id.contains("..") || id == "." {
-        return bad("it contains '..' or is '.'");
-    }
-    Ok(())
+    Ok(validate::path_component(kind, id)?)
 }
 
 /// The sandbox directory of a task. The ids must have passed [`validate_id`].
@@ -253,16 +234,25 @@ mod tests {
             ".",
             "a/b",
             "../x",
-            "x..y",
+            "a\\b",
             "a\0b",
             &"x".repeat(256),
         ] {
+            let err = validate_id("task", bad).expect_err(bad);
             assert!(
-                validate_id("task", bad).is_err(),
-                "{bad:?} should be refused"
+                err.to_string().starts_with("invalid task id '"),
+                "{bad:?}: {err}"
             );
         }
-        for good in ["web.1", "task-42", "a_b", ".hidden", "é"] {
+        let err = validate_id("framework", "a/b").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid framework id 'a/b': it contains '/'"),
+            "{err}"
+        );
+        // `..` inside one component cannot leave the sandbox root: the master accepts
+        // such ids, so the agent must too.
+        for good in ["web.1", "task-42", "a_b", ".hidden", "é", "x..y", "a..b"] {
             assert!(
                 validate_id("task", good).is_ok(),
                 "{good:?} should be accepted"

@@ -21,7 +21,7 @@
 //! [`TaskManager::health`]: TASK_RUNNING updates with `healthy` set, or a kill whose
 //! TASK_KILLED says which check failed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,20 @@ struct Task {
     healthy: Option<bool>,
 }
 
+/// What changed for the checkpoint since the manager was last asked.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// More than tasks changed: write a whole snapshot.
+    pub all: bool,
+    pub tasks: HashSet<TaskKey>,
+}
+
+impl Changes {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.all && self.tasks.is_empty()
+    }
+}
+
 /// What the agent loop must do for the task manager.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -216,8 +230,11 @@ pub(crate) struct TaskManager {
     /// Whether the containerizer's launches are worth a TASK_STARTING.
     reports_starting: bool,
     shutting_down: bool,
-    /// Something a checkpoint holds changed since the last `take_dirty`.
-    dirty: bool,
+    /// Tasks whose checkpointed state changed since the last `take_changes`.
+    changed: HashSet<TaskKey>,
+    /// Something beyond single tasks changed (the agent id): the next checkpoint
+    /// write is a whole snapshot.
+    changed_all: bool,
 }
 
 impl TaskManager {
@@ -238,7 +255,8 @@ impl TaskManager {
             default_kill_grace,
             reports_starting,
             shutting_down: false,
-            dirty: false,
+            changed: HashSet::new(),
+            changed_all: false,
         }
     }
 
@@ -246,9 +264,43 @@ impl TaskManager {
         &self.agent_id
     }
 
-    /// Whether a checkpoint is due; resets the flag.
-    pub(crate) fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+    /// What changed since the last call: the checkpoint writes it.
+    pub(crate) fn take_changes(&mut self) -> Changes {
+        Changes {
+            all: std::mem::take(&mut self.changed_all),
+            tasks: std::mem::take(&mut self.changed),
+        }
+    }
+
+    /// Gives back changes a failed checkpoint write did not record.
+    pub(crate) fn keep_changes(&mut self, changes: Changes) {
+        self.changed_all |= changes.all;
+        self.changed.extend(changes.tasks);
+    }
+
+    /// The checkpoint lines of the changed tasks: each task's whole record (none once
+    /// forgotten) and its whole update queue.
+    pub(crate) fn task_changes(&self, changes: &Changes) -> Vec<checkpoint::TaskChange> {
+        changes
+            .tasks
+            .iter()
+            .map(|key| checkpoint::TaskChange {
+                framework_id: key.framework_id.clone(),
+                task_id: key.task_id.clone(),
+                task: self.tasks.get(key).map(|t| task_record(key, t)),
+                updates: self.update_records(key).collect(),
+            })
+            .collect()
+    }
+
+    fn update_records<'a>(&'a self, key: &'a TaskKey) -> impl Iterator<Item = UpdateRecord> + 'a {
+        self.updates.pending(key).map(|s| UpdateRecord {
+            framework_id: s.framework_id.clone(),
+            task_id: s.task_id.clone(),
+            uuid: s.uuid.clone(),
+            state: state_name(strata_proto::states::state_from_i32(s.state)).to_string(),
+            status: checkpoint::encode(s),
+        })
     }
 
     /// The master asked to run a task.
@@ -366,7 +418,7 @@ impl TaskManager {
                 healthy: None,
             },
         );
-        self.dirty = true;
+        self.changed.insert(key.clone());
         if self.reports_starting {
             self.report(
                 &key,
@@ -456,7 +508,7 @@ impl TaskManager {
         let mut actions = Vec::new();
         match self.updates.acknowledge(&key, &ack.uuid, now) {
             Ack::Acked { next, .. } => {
-                self.dirty = true;
+                self.changed.insert(key.clone());
                 actions.extend(next.map(Action::Send));
                 self.forget_if_done(&key);
             }
@@ -486,7 +538,7 @@ impl TaskManager {
         match result {
             Ok(handle) => {
                 task.handle = Some(handle);
-                self.dirty = true;
+                self.changed.insert(key.clone());
                 actions.push(Action::Wait {
                     key: key.clone(),
                     container: container.clone(),
@@ -702,7 +754,7 @@ impl TaskManager {
         if self.agent_id != agent_id {
             self.agent_id = agent_id.to_string();
             self.updates.restamp_agent(agent_id);
-            self.dirty = true;
+            self.changed_all = true;
         }
         self.updates
             .heads(now)
@@ -791,39 +843,23 @@ impl TaskManager {
             .map(|c| (c.sandbox.clone(), c.state))
     }
 
-    /// Everything a restarted agent needs, for the checkpoint file.
+    /// Everything a restarted agent needs, for a checkpoint snapshot.
     pub(crate) fn checkpoint(&self) -> checkpoint::State {
         let mut tasks: Vec<TaskRecord> = self
             .tasks
             .iter()
-            .map(|(key, t)| TaskRecord {
-                framework_id: key.framework_id.clone(),
-                task_id: key.task_id.clone(),
-                state: state_name(t.state).to_string(),
-                sandbox: t.sandbox.clone(),
-                container_id: t.container_id.clone(),
-                container: t.handle.clone(),
-                framework_info: checkpoint::encode(&t.framework),
-                task_info: checkpoint::encode(&t.info),
-                kill: t.kill.as_ref().map(|(grace, cause)| cause.record(*grace)),
-            })
+            .map(|(key, t)| task_record(key, t))
             .collect();
         tasks.sort_by(|a, b| (&a.framework_id, &a.task_id).cmp(&(&b.framework_id, &b.task_id)));
         let mut keys: Vec<&TaskKey> = self.updates.keys().collect();
         keys.sort();
         let updates = keys
             .into_iter()
-            .flat_map(|key| self.updates.pending(key))
-            .map(|s| UpdateRecord {
-                framework_id: s.framework_id.clone(),
-                task_id: s.task_id.clone(),
-                uuid: s.uuid.clone(),
-                state: state_name(strata_proto::states::state_from_i32(s.state)).to_string(),
-                status: checkpoint::encode(s),
-            })
+            .flat_map(|key| self.update_records(key))
             .collect();
         checkpoint::State {
             version: checkpoint::VERSION,
+            generation: 0,
             agent_id: self.agent_id.clone(),
             tasks,
             updates,
@@ -932,7 +968,7 @@ impl TaskManager {
                 self.forget_if_done(&key);
             }
         }
-        self.dirty = true;
+        self.changed_all = true;
         // Nothing is sent before the agent registers; registration resends the heads.
         actions.retain(|a| !matches!(a, Action::Send(_)));
         actions
@@ -972,7 +1008,7 @@ impl TaskManager {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        self.dirty = true;
+        self.changed.insert(key.clone());
         if let Some(head) = self.updates.push(key, status, now) {
             actions.push(Action::Send(head));
         }
@@ -1101,6 +1137,7 @@ impl TaskManager {
             .min(MAX_GRACE);
         tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, ?grace, ?cause, "killing task");
         task.kill = Some((grace, cause));
+        self.changed.insert(key.clone());
         if task.phase == Phase::Running {
             let container = task.container_id.clone();
             let checked = task.info.health_check.is_some();
@@ -1129,7 +1166,7 @@ impl TaskManager {
             return false;
         }
         task.phase = to;
-        self.dirty = true;
+        self.changed.insert(key.clone());
         true
     }
 
@@ -1159,7 +1196,7 @@ impl TaskManager {
                     self.completed.remove(&old);
                 }
             }
-            self.dirty = true;
+            self.changed.insert(key.clone());
         }
     }
 
@@ -1169,9 +1206,34 @@ impl TaskManager {
         }
     }
 
+    /// The head of every task's update queue: (task id, uuid).
+    #[cfg(test)]
+    fn updates_for_tests(&self) -> Vec<(String, String)> {
+        self.updates
+            .keys()
+            .filter_map(|k| self.updates.pending(k).next())
+            .map(|s| (s.task_id.clone(), s.uuid.clone()))
+            .collect()
+    }
+
     #[cfg(test)]
     fn phase(&self, key: &TaskKey) -> Option<Phase> {
         self.tasks.get(key).map(|t| t.phase)
+    }
+}
+
+/// A task's checkpointed form.
+fn task_record(key: &TaskKey, t: &Task) -> TaskRecord {
+    TaskRecord {
+        framework_id: key.framework_id.clone(),
+        task_id: key.task_id.clone(),
+        state: state_name(t.state).to_string(),
+        sandbox: t.sandbox.clone(),
+        container_id: t.container_id.clone(),
+        container: t.handle.clone(),
+        framework_info: checkpoint::encode(&t.framework),
+        task_info: checkpoint::encode(&t.info),
+        kill: t.kill.as_ref().map(|(grace, cause)| cause.record(*grace)),
     }
 }
 
@@ -1300,6 +1362,75 @@ mod tests {
         assert_eq!(
             m.lookup(&key("t1")).map(|(_, s)| s),
             Some(TaskState::TaskFinished)
+        );
+    }
+
+    /// Writes what changed, as the agent loop does, and checks that the checkpoint
+    /// read back is the manager's whole state.
+    fn write_and_compare(m: &mut TaskManager, log: &mut checkpoint::Log, dir: &Path) {
+        let changes = m.take_changes();
+        if changes.all || log.wants_compaction() {
+            log.compact(m.checkpoint()).unwrap();
+        } else {
+            log.append(&m.task_changes(&changes)).unwrap();
+        }
+        let mut on_disk = checkpoint::read(dir).unwrap().unwrap();
+        on_disk.generation = 0;
+        assert_eq!(on_disk, m.checkpoint());
+    }
+
+    #[test]
+    fn the_changes_written_add_up_to_the_whole_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = checkpoint::Log::open(dir.path().to_path_buf());
+        let now = Instant::now();
+        let mut m = manager(true);
+        let capable = vec![v1::FrameworkCapability::TaskKillingState as i32];
+        let mut containers = HashMap::new();
+        for id in ["a", "b", "c"] {
+            let actions = m.run_task(run(id, capable.clone()), now);
+            containers.insert(id, launch_container(&actions));
+            write_and_compare(&mut m, &mut log, dir.path());
+        }
+        for id in ["a", "b", "c"] {
+            let c = containers[id].clone();
+            let handle = ContainerHandle::new(c.clone(), Some(42));
+            m.launched(&key(id), &c, Ok(handle), now);
+            write_and_compare(&mut m, &mut log, dir.path());
+        }
+        // Acknowledgements, a kill in progress, an end and a forgotten task.
+        for (id, uuid) in m.updates_for_tests() {
+            ack(&mut m, &id, &uuid, now);
+            write_and_compare(&mut m, &mut log, dir.path());
+        }
+        m.kill_task(
+            v1::KillTask {
+                framework_id: "fw".into(),
+                task_id: "b".into(),
+                ..Default::default()
+            },
+            now,
+        );
+        write_and_compare(&mut m, &mut log, dir.path());
+        let exit = Termination {
+            exit: ExitKind::Exited(0),
+            limitation: None,
+        };
+        m.exited(&key("c"), &containers["c"], Ok(exit), now);
+        write_and_compare(&mut m, &mut log, dir.path());
+        for _ in 0..4 {
+            for (id, uuid) in m.updates_for_tests() {
+                ack(&mut m, &id, &uuid, now);
+                write_and_compare(&mut m, &mut log, dir.path());
+            }
+        }
+        assert!(m.lookup(&key("c")).is_some() && !m.tasks.contains_key(&key("c")));
+        // A new agent id restamps every update: a whole snapshot.
+        m.registered("agent-2", now);
+        write_and_compare(&mut m, &mut log, dir.path());
+        assert_eq!(
+            checkpoint::read(dir.path()).unwrap().unwrap().agent_id,
+            "agent-2"
         );
     }
 

@@ -184,22 +184,74 @@ async fn a_failing_command_reports_its_exit_status() {
     master.stop().await;
 }
 
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: a disk that
+/// can fill up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test mounts a tmpfs: run it as root (as scripts/test.sh and CI do)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("cannot run mount");
+        assert!(status.success(), "mount of a tmpfs failed");
+        SmallDisk { dir }
+    }
+
+    /// Fills the disk to the last byte; returns the file that holds the space.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount("4m");
+    let work_dir = disk.dir.path().join("agent");
     let mut master = FakeMaster::start().await;
-    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    let agent = TestAgent::start(options(master.addr, &work_dir)).await;
     master.next_register().await;
 
-    // A directory where the checkpoint goes: every write of it fails.
-    let checkpoint = dir.path().join("checkpoint.json");
-    let _ = std::fs::remove_file(&checkpoint);
-    std::fs::create_dir_all(checkpoint.join("blocker")).unwrap();
-    let marker = dir.path().join("started");
-    let command = format!("touch {}", marker.display());
-    master.run_task(framework(), shell_task("unwritten-1", &command));
-    let last = master.follow("unwritten-1").await.pop().unwrap();
+    // Lines longer than a page, so that a full disk cannot take them in the slack
+    // of the log's last page.
+    let padding = "x".repeat(8192);
+    let task = |id: &str, marker: &std::path::Path| {
+        shell_task(id, &format!("touch {} # {padding}", marker.display()))
+    };
+    let marker = disk.dir.path().join("started-1");
+    master.run_task(framework(), task("written-1", &marker));
+    let last = master.follow("written-1").await.pop().unwrap();
+    assert_eq!(state_of(&last), TaskState::TaskFinished);
+    master.ack(&last);
+
+    // The disk fills up: the launch cannot be recorded, so it does not start.
+    let filler = disk.fill();
+    let marker = disk.dir.path().join("started-2");
+    master.run_task(framework(), task("unwritten-2", &marker));
+    let last = master.follow("unwritten-2").await.pop().unwrap();
     assert_eq!(state_of(&last), TaskState::TaskFailed);
     assert!(
         last.message.contains("cannot write its checkpoint"),
@@ -207,15 +259,27 @@ async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
         last.message
     );
     assert!(!marker.exists(), "the command must not have run");
+    master.ack(&last);
 
-    // Once the checkpoint can be written again, tasks start.
-    std::fs::remove_dir_all(&checkpoint).unwrap();
-    master.run_task(framework(), shell_task("written-1", &command));
-    let last = master.follow("written-1").await.pop().unwrap();
-    assert_eq!(state_of(&last), TaskState::TaskFinished);
-    assert!(marker.exists());
-
+    // Once there is room again, tasks start, and what was written is whole: a
+    // restarted agent reads it back (a half-written line would be corrupt).
+    std::fs::remove_file(filler).unwrap();
+    let marker = disk.dir.path().join("started-3");
+    master.run_task(
+        framework(),
+        shell_task(
+            "written-3",
+            &format!("touch {}; exec sleep 1000", marker.display()),
+        ),
+    );
+    master.wait_state("written-3", TaskState::TaskRunning).await;
+    eventually("the third task runs", || marker.exists()).await;
     agent.stop().await;
+    let state = strata_agent::checkpoint::read(&work_dir)
+        .expect("the checkpoint reads back after a full disk")
+        .expect("there is a checkpoint");
+    let tasks: Vec<&str> = state.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert!(tasks.contains(&"written-3"), "{tasks:?}");
     master.stop().await;
 }
 
@@ -623,6 +687,15 @@ async fn bad_run_tasks_are_refused_and_the_agent_keeps_working() {
         master.ack(&s);
     }
     assert!(!dir.path().join("escape").exists());
+    // `..` inside one id is an ordinary directory name: the master lets it through
+    // (the same rule, strata_proto::validate), so the agent runs it in its sandbox.
+    master.run_task(framework(), shell_task("a..b", "echo dots"));
+    let s = master.follow("a..b").await.pop().unwrap();
+    assert_eq!(state_of(&s), TaskState::TaskFinished, "{}", s.message);
+    assert_eq!(
+        std::fs::read_to_string(agent.sandbox("a..b").join("stdout")).unwrap(),
+        "dots\n"
+    );
 
     let mut bad_resources = shell_task("bad-res", "true");
     bad_resources.resources = vec![v1::Resource {
@@ -735,7 +808,36 @@ async fn the_files_api_refuses_unknown_tasks_and_files() {
 }
 
 #[tokio::test]
-async fn shutdown_kills_running_tasks_and_checkpoints_their_updates() {
+async fn a_shutdown_that_keeps_tasks_leaves_them_running_and_the_next_run_adopts_them() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    master.next_register().await;
+    master.run_task(
+        framework(),
+        shell_task("stay-1", "echo $$ > pid; exec sleep 1000"),
+    );
+    master.wait_state("stay-1", TaskState::TaskRunning).await;
+    let pid = read_pid(&agent.sandbox("stay-1").join("pid")).await;
+
+    agent.stop_keeping_tasks().await;
+    assert!(process_alive(pid), "the task runs on without its agent");
+
+    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    let register = master.next_register().await;
+    assert_eq!(register.tasks.len(), 1);
+    assert_eq!(register.tasks[0].state, TaskState::TaskRunning as i32);
+    let (_, state) = agent.get_json("/state").await;
+    assert_eq!(state["tasks"][0]["task_id"], "stay-1", "{state}");
+    assert_eq!(state["tasks"][0]["state"], "TASK_RUNNING", "{state}");
+    agent.stop().await;
+    assert!(!process_alive(pid));
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_that_kills_tasks_checkpoints_their_updates() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut master = FakeMaster::start().await;
@@ -752,12 +854,15 @@ async fn shutdown_kills_running_tasks_and_checkpoints_their_updates() {
     assert_eq!(state["tasks"][0]["state"], "TASK_RUNNING");
 
     agent.stop().await;
-    assert!(!process_alive(pid), "a graceful shutdown kills the tasks");
+    assert!(
+        !process_alive(pid),
+        "a shutdown with KillTasks kills the tasks"
+    );
     let killed = master.next_update().await;
     assert_eq!(state_of(&killed), TaskState::TaskKilled);
-    let checkpoint = std::fs::read_to_string(dir.path().join("checkpoint.json")).unwrap();
+    let checkpoint = strata_agent::checkpoint::read(dir.path()).unwrap().unwrap();
     assert!(
-        checkpoint.contains(&killed.uuid),
+        checkpoint.updates.iter().any(|u| u.uuid == killed.uuid),
         "the unacknowledged update is checkpointed"
     );
 

@@ -29,6 +29,14 @@ fn bad_flags_exit_2_with_a_clear_message() {
     assert!(err.contains("rack") && err.contains("name:value"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--status-retry-interval", "soon"]);
     assert!(err.contains("soon"), "{err}");
+    // One duration syntax for every binary: a number needs its unit.
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--status-retry-interval", "10"]);
+    assert!(
+        err.contains("--status-retry-interval")
+            && err.contains("invalid duration '10': '10' has no unit")
+            && err.contains("e.g. 30s, 500ms, 2m or 1h30m"),
+        "{err}"
+    );
     let err = run_expecting_usage_error(&["--work-dir", wd, "--master", "nowhere"]);
     assert!(err.contains("nowhere"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--containerizer", "lxc"]);

@@ -201,13 +201,19 @@ impl Harness {
         self.addr = None;
     }
 
-    /// SIGTERM to the agent, which kills its tasks and stops.
+    /// SIGUSR1 to the agent, which kills its tasks and stops (tests end with it).
     async fn stop(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGUSR1)
+            .await
+    }
+
+    /// Sends `signal` to the agent and waits for it to exit successfully.
+    async fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal) {
         let Some(mut child) = self.agent.take() else {
             return;
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
         let status =
             tokio::time::timeout(TIMEOUT, tokio::task::spawn_blocking(move || child.wait()))
                 .await
@@ -259,9 +265,10 @@ impl Harness {
 
     /// The checkpoint as JSON (empty object when there is none yet).
     fn checkpoint(&self) -> serde_json::Value {
-        std::fs::read(self.work_dir().join("checkpoint.json"))
+        strata_agent::checkpoint::read(self.work_dir())
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .flatten()
+            .and_then(|state| serde_json::to_value(state).ok())
             .unwrap_or(serde_json::json!({}))
     }
 
@@ -475,6 +482,50 @@ async fn a_running_task_survives_a_kill_9_of_its_agent_and_is_killed_normally_af
     );
 
     h.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_agent_and_leaves_its_tasks_running_for_the_next_run() {
+    let mut h = Harness::new("sigterm");
+    let mut master = FakeMaster::start().await;
+    h.start(&master).await;
+    master.next_register().await;
+
+    master.run_task(
+        framework(),
+        shell_task("upgrade", "echo $$ > pid; exec sleep 1000"),
+    );
+    master.wait_state("upgrade", TaskState::TaskRunning).await;
+    let pid = read_pid(&h.sandbox("upgrade").join("pid")).await;
+
+    // What `systemctl restart strata-agent` sends.
+    h.signal_and_wait(nix::sys::signal::Signal::SIGTERM).await;
+    assert!(
+        process_alive(pid),
+        "SIGTERM to the agent leaves its task running"
+    );
+
+    h.start(&master).await;
+    let register = master.next_register().await;
+    assert_eq!(
+        registered_tasks(&register),
+        HashMap::from([("upgrade".to_string(), TaskState::TaskRunning)]),
+        "the next run recovers the task"
+    );
+    assert!(process_alive(pid), "the same process still runs");
+
+    // SIGUSR1 kills the tasks, then stops the agent.
+    h.stop().await;
+    // (A RUNNING whose acknowledgement the first run did not see comes again first.)
+    let killed = loop {
+        let update = master.next_update().await;
+        if strata_proto::is_terminal(state_of(&update)) {
+            break update;
+        }
+    };
+    assert_eq!(state_of(&killed), TaskState::TaskKilled, "{killed:?}");
+    assert!(!process_alive(pid), "SIGUSR1 kills the agent's tasks");
     master.stop().await;
 }
 

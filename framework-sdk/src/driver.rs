@@ -12,6 +12,7 @@
 //!            │  capped)     heartbeats     │                               │
 //!            └─────────────────────────────┼───────────────────────────────┘
 //!   DriverHandle (cloneable) ── Accept/Decline/Kill/... with CallHeader{framework id, stream id}
+//!                          ├── send(message) ─▶ Scheduler::message, between events
 //!                          └── stop / abort / teardown ─▶ run() returns
 //! ```
 //!
@@ -20,13 +21,21 @@
 //! roles suppressed at that moment (`DriverOptions::suppressed_roles`, then every
 //! SUPPRESS and REVIVE), so a reconnect does not undo a suppress. While no
 //! subscription is live, calls fail fast with [`SdkError::Disconnected`].
+//!
+//! Messages sent with [`DriverHandle::send`] are delivered by the same loop, in every
+//! phase (subscribed, subscribing, backing off), so a scheduler hears from its own work
+//! even while the master is away. Once a stop or a teardown is under way, the
+//! automatic acknowledgement of an update is skipped (and one already in flight may
+//! fail quietly): the framework is going away, and the agent's retries of the update
+//! go to whoever takes it over (after a stop) or are acknowledged by the master (after
+//! a teardown).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::{self, event, scheduler_client::SchedulerClient};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::Code;
 use tonic::codec::Streaming;
 use tonic::transport::{Channel, Endpoint};
@@ -81,7 +90,10 @@ impl Default for DriverOptions {
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Runs a [`Scheduler`] against a master. See the module docs for the life cycle.
-pub struct Driver<S> {
+///
+/// `M` is the scheduler's message type ([`Scheduler<M>`]); it is inferred from the
+/// scheduler and is `()` for schedulers that take no messages.
+pub struct Driver<S, M = ()> {
     /// `host:port` (or an `http://` URI) of the master.
     master: String,
     /// Sent on every SUBSCRIBE; its `id` is updated from SUBSCRIBED so re-subscriptions
@@ -90,10 +102,12 @@ pub struct Driver<S> {
     options: DriverOptions,
     scheduler: S,
     /// The handle given to callbacks; the driver shares its state.
-    handle: DriverHandle,
+    handle: DriverHandle<M>,
+    /// Messages from [`DriverHandle::send`], for [`Scheduler::message`].
+    inbox: mpsc::UnboundedReceiver<M>,
 }
 
-impl<S: Scheduler> Driver<S> {
+impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
     /// A driver for `scheduler`, subscribing to the master at `master` (`host:port`)
     /// as `framework`. Set `framework.id` to fail over an existing framework. Nothing
     /// happens until [`run`](Driver::run).
@@ -106,6 +120,7 @@ impl<S: Scheduler> Driver<S> {
             framework.roles.clone()
         };
         let (control, _) = watch::channel(None);
+        let (outbox, inbox) = mpsc::unbounded_channel();
         let handle = DriverHandle {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -119,6 +134,7 @@ impl<S: Scheduler> Driver<S> {
                     stopped: false,
                 }),
                 control,
+                outbox,
             }),
         };
         Driver {
@@ -127,6 +143,7 @@ impl<S: Scheduler> Driver<S> {
             options,
             scheduler,
             handle,
+            inbox,
         }
     }
 
@@ -149,7 +166,7 @@ impl<S: Scheduler> Driver<S> {
 
     /// A handle for use outside the callbacks (a Ctrl-C handler, a timer). The same
     /// handle is passed to every callback.
-    pub fn handle(&self) -> DriverHandle {
+    pub fn handle(&self) -> DriverHandle<M> {
         self.handle.clone()
     }
 
@@ -183,11 +200,21 @@ impl<S: Scheduler> Driver<S> {
             if let Some(request) = control.borrow_and_update().clone() {
                 return request.into_result();
             }
-            let attempt = tokio::select! {
-                biased;
-                _ = control.changed() => None,
-                attempt = self.subscribe_once(&endpoint) => Some(attempt),
-            };
+            let subscribing = subscribe_once(
+                &self.master,
+                &self.framework,
+                &self.options,
+                self.handle.suppressed_roles(),
+                &endpoint,
+            );
+            let attempt = deliver_until(
+                &mut self.scheduler,
+                &self.handle,
+                &mut self.inbox,
+                &mut control,
+                subscribing,
+            )
+            .await;
             let Some(attempt) = attempt else { continue };
             match attempt {
                 Ok((client, stream, subscribed)) => {
@@ -249,62 +276,14 @@ impl<S: Scheduler> Driver<S> {
                 // Make the last attempt at the deadline rather than sleeping past it.
                 delay = delay.min(limit.saturating_sub(started.elapsed()));
             }
-            tokio::select! {
-                _ = control.changed() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// One connect + SUBSCRIBE + wait for SUBSCRIBED.
-    async fn subscribe_once(&self, endpoint: &Endpoint) -> Result<Subscription, Attempt> {
-        let timeout = self.options.call_timeout;
-        let channel = endpoint.connect().await.map_err(|e| {
-            Attempt::Retry(format!(
-                "cannot connect to the master at {}: {}",
-                self.master,
-                chain(&e)
-            ))
-        })?;
-        let mut client = SchedulerClient::new(channel);
-        let request = v1::SubscribeRequest {
-            framework_info: Some(self.framework.clone()),
-            suppressed_roles: self.handle.suppressed_roles(),
-        };
-        let mut stream = match tokio::time::timeout(timeout, client.subscribe(request)).await {
-            Err(_) => {
-                return Err(Attempt::Retry(format!(
-                    "no answer to SUBSCRIBE within {timeout:?}"
-                )));
-            }
-            Ok(Err(status)) => return Err(Attempt::from_status(status)),
-            Ok(Ok(response)) => response.into_inner(),
-        };
-        let first = match tokio::time::timeout(timeout, stream.message()).await {
-            Err(_) => {
-                return Err(Attempt::Retry(format!(
-                    "no SUBSCRIBED event within {timeout:?}"
-                )));
-            }
-            Ok(Err(status)) => return Err(Attempt::from_status(status)),
-            Ok(Ok(None)) => {
-                return Err(Attempt::Retry(
-                    "the master closed the stream before SUBSCRIBED".into(),
-                ));
-            }
-            Ok(Ok(Some(event))) => event.event,
-        };
-        match first {
-            Some(event::Event::Subscribed(s))
-                if !s.framework_id.is_empty() && !s.stream_id.is_empty() =>
-            {
-                Ok((client, stream, s))
-            }
-            Some(event::Event::Subscribed(_)) => Err(Attempt::Retry(
-                "SUBSCRIBED carried no framework id or stream id".into(),
-            )),
-            Some(event::Event::Error(e)) => Err(Attempt::Fatal(SdkError::Master(e.message))),
-            _ => Err(Attempt::Retry("the first event was not SUBSCRIBED".into())),
+            deliver_until(
+                &mut self.scheduler,
+                &self.handle,
+                &mut self.inbox,
+                &mut control,
+                tokio::time::sleep(delay),
+            )
+            .await;
         }
     }
 
@@ -330,13 +309,16 @@ impl<S: Scheduler> Driver<S> {
     }
 
     /// Reads events until the stream breaks, the scheduler stops the driver, or a
-    /// fatal event arrives.
+    /// fatal event arrives; delivers the scheduler's messages between events.
     async fn pump(
         &mut self,
         mut stream: Streaming<v1::Event>,
         control: &mut watch::Receiver<Option<StopRequest>>,
         silence: Duration,
     ) -> Pump {
+        // Only the master's events (heartbeats included) push the deadline back, not
+        // the scheduler's own messages.
+        let mut deadline = tokio::time::Instant::now() + silence;
         loop {
             let next = tokio::select! {
                 biased;
@@ -345,32 +327,41 @@ impl<S: Scheduler> Driver<S> {
                         // Cannot happen while the driver holds the sender; stop rather than spin.
                         return Pump::Stop(StopRequest::Stop);
                     }
-                    None
+                    Next::Control
                 }
-                next = tokio::time::timeout(silence, stream.message()) => Some(next),
-            };
-            let Some(next) = next else {
-                if let Some(request) = control.borrow_and_update().clone() {
-                    return Pump::Stop(request);
-                }
-                continue;
+                event = tokio::time::timeout_at(deadline, stream.message()) => Next::Event(event),
+                // Never `None`: the driver's own handle holds a sender.
+                Some(message) = self.inbox.recv() => Next::Message(message),
             };
             let event = match next {
-                Err(_) => {
+                Next::Control => {
+                    if let Some(request) = control.borrow_and_update().clone() {
+                        return Pump::Stop(request);
+                    }
+                    continue;
+                }
+                Next::Message(message) => {
+                    self.scheduler.message(&self.handle, message).await;
+                    continue;
+                }
+                Next::Event(Err(_)) => {
                     return Pump::Broken(format!(
                         "nothing (not even a heartbeat) from the master for {silence:?}"
                     ));
                 }
-                Ok(Err(status)) => {
+                Next::Event(Ok(Err(status))) => {
                     return Pump::Broken(format!(
                         "the event stream failed: {}: {}",
                         status.code(),
                         status.message()
                     ));
                 }
-                Ok(Ok(None)) => return Pump::Broken("the master closed the event stream".into()),
-                Ok(Ok(Some(event))) => event,
+                Next::Event(Ok(Ok(None))) => {
+                    return Pump::Broken("the master closed the event stream".into());
+                }
+                Next::Event(Ok(Ok(Some(event)))) => event,
             };
+            deadline = tokio::time::Instant::now() + silence;
             if let Some(fatal) = self.dispatch(event).await {
                 return Pump::Fatal(fatal);
             }
@@ -407,16 +398,21 @@ impl<S: Scheduler> Driver<S> {
                     )
                 });
                 self.scheduler.status_update(handle, status).await;
-                // After stop or teardown the acknowledgement is moot: a torn-down
-                // framework has nothing to acknowledge, and after a stop the update is
-                // redelivered to whoever takes the framework over.
-                let stopping = handle.shared.control.borrow().is_some();
+                // After a stop or during a teardown (from this callback or from another
+                // task) the acknowledgement is moot: a torn-down framework has nothing to
+                // acknowledge (the master acknowledges for it), and after a stop the
+                // update is redelivered to whoever takes the framework over.
                 if let Some((agent_id, task_id, uuid)) = ack
-                    && !stopping
+                    && !handle.ending()
                     && let Err(e) = handle.acknowledge_ids(&agent_id, &task_id, &uuid).await
                 {
-                    // The agent retries unacknowledged updates, so this one comes again.
-                    tracing::warn!(%task_id, error = %e, "could not acknowledge a status update");
+                    if handle.ending() {
+                        // A teardown or stop began while the call was in flight.
+                        tracing::debug!(%task_id, error = %e, "acknowledgement dropped: the driver is stopping");
+                    } else {
+                        // The agent retries unacknowledged updates, so this one comes again.
+                        tracing::warn!(%task_id, error = %e, "could not acknowledge a status update");
+                    }
                 }
             }
             Some(event::Event::Message(m)) => {
@@ -433,6 +429,99 @@ impl<S: Scheduler> Driver<S> {
         }
         None
     }
+}
+
+/// Waits for `until`, handing the scheduler the messages sent to it meanwhile (the
+/// driver's loop outside a live subscription). `None` when a stop request came first.
+async fn deliver_until<S, M, F>(
+    scheduler: &mut S,
+    handle: &DriverHandle<M>,
+    inbox: &mut mpsc::UnboundedReceiver<M>,
+    control: &mut watch::Receiver<Option<StopRequest>>,
+    until: F,
+) -> Option<F::Output>
+where
+    S: Scheduler<M>,
+    M: Send + 'static,
+    F: Future,
+{
+    let mut until = std::pin::pin!(until);
+    loop {
+        tokio::select! {
+            biased;
+            _ = control.changed() => return None,
+            out = &mut until => return Some(out),
+            // Never `None`: the driver's own handle holds a sender.
+            Some(message) = inbox.recv() => scheduler.message(handle, message).await,
+        }
+    }
+}
+
+/// One connect + SUBSCRIBE + wait for SUBSCRIBED.
+async fn subscribe_once(
+    master: &str,
+    framework: &v1::FrameworkInfo,
+    options: &DriverOptions,
+    suppressed_roles: Vec<String>,
+    endpoint: &Endpoint,
+) -> Result<Subscription, Attempt> {
+    let timeout = options.call_timeout;
+    let channel = endpoint.connect().await.map_err(|e| {
+        Attempt::Retry(format!(
+            "cannot connect to the master at {master}: {}",
+            chain(&e)
+        ))
+    })?;
+    let mut client = SchedulerClient::new(channel);
+    let request = v1::SubscribeRequest {
+        framework_info: Some(framework.clone()),
+        suppressed_roles,
+    };
+    let mut stream = match tokio::time::timeout(timeout, client.subscribe(request)).await {
+        Err(_) => {
+            return Err(Attempt::Retry(format!(
+                "no answer to SUBSCRIBE within {timeout:?}"
+            )));
+        }
+        Ok(Err(status)) => return Err(Attempt::from_status(status)),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    let first = match tokio::time::timeout(timeout, stream.message()).await {
+        Err(_) => {
+            return Err(Attempt::Retry(format!(
+                "no SUBSCRIBED event within {timeout:?}"
+            )));
+        }
+        Ok(Err(status)) => return Err(Attempt::from_status(status)),
+        Ok(Ok(None)) => {
+            return Err(Attempt::Retry(
+                "the master closed the stream before SUBSCRIBED".into(),
+            ));
+        }
+        Ok(Ok(Some(event))) => event.event,
+    };
+    match first {
+        Some(event::Event::Subscribed(s))
+            if !s.framework_id.is_empty() && !s.stream_id.is_empty() =>
+        {
+            Ok((client, stream, s))
+        }
+        Some(event::Event::Subscribed(_)) => Err(Attempt::Retry(
+            "SUBSCRIBED carried no framework id or stream id".into(),
+        )),
+        Some(event::Event::Error(e)) => Err(Attempt::Fatal(SdkError::Master(e.message))),
+        _ => Err(Attempt::Retry("the first event was not SUBSCRIBED".into())),
+    }
+}
+
+/// What woke the event loop of a live subscription.
+enum Next<M> {
+    /// A stop request (or a spurious wake-up of the control channel).
+    Control,
+    /// The next item of the event stream, or the silence deadline passing.
+    Event(Result<Result<Option<v1::Event>, tonic::Status>, tokio::time::error::Elapsed>),
+    /// A message for [`Scheduler::message`].
+    Message(M),
 }
 
 /// A connected client, its event stream and the SUBSCRIBED that opened it.
@@ -579,21 +668,38 @@ struct State {
     stopped: bool,
 }
 
-struct Shared {
+struct Shared<M> {
     state: Mutex<State>,
     /// Stop requests; `run` watches it between events and while backing off.
     control: watch::Sender<Option<StopRequest>>,
+    /// Messages for [`Scheduler::message`]. Unbounded, on purpose: the scheduler is
+    /// the only consumer and its own spawned work the only producer, so what is queued
+    /// is what the scheduler chose to start; a bound would make `send` wait, and a
+    /// callback that sends to its own scheduler when the queue is full would wait for
+    /// itself forever. Work that can outrun the scheduler (a feed rather than a result)
+    /// is bounded by the scheduler (a semaphore, or a channel of its own).
+    outbox: mpsc::UnboundedSender<M>,
 }
 
-/// The scheduler's way to talk to the master: cheap to clone, usable from callbacks
-/// and from other tasks. Every call carries the framework id and the current stream
-/// id; while the driver is re-subscribing calls fail with [`SdkError::Disconnected`].
-#[derive(Clone)]
-pub struct DriverHandle {
-    shared: Arc<Shared>,
+/// The scheduler's way to talk to the master, and to itself: cheap to clone, usable
+/// from callbacks and from other tasks. Every call carries the framework id and the
+/// current stream id; while the driver is re-subscribing calls fail with
+/// [`SdkError::Disconnected`]. `M` is the scheduler's message type
+/// ([`send`](DriverHandle::send)); `()` unless the scheduler implements
+/// [`Scheduler<M>`] for another.
+pub struct DriverHandle<M = ()> {
+    shared: Arc<Shared<M>>,
 }
 
-impl std::fmt::Debug for DriverHandle {
+impl<M> Clone for DriverHandle<M> {
+    fn clone(&self) -> Self {
+        DriverHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for DriverHandle<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.lock();
         f.debug_struct("DriverHandle")
@@ -604,7 +710,7 @@ impl std::fmt::Debug for DriverHandle {
     }
 }
 
-impl DriverHandle {
+impl<M> DriverHandle<M> {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave this small state inconsistent; keep going.
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -624,6 +730,29 @@ impl DriverHandle {
     /// Whether a subscription is live right now.
     pub fn is_connected(&self) -> bool {
         self.lock().session.is_some()
+    }
+
+    /// Sends `message` to the scheduler: the driver calls [`Scheduler::message`] with
+    /// it after the callback running now (if any) returns, between two events, in the
+    /// order messages were sent. The way for work spawned from a callback (reading a
+    /// task's output, a timer, a call to another service) to hand its result back to
+    /// the scheduler's `&mut self`. Never waits. Fails with [`SdkError::Stopped`] once
+    /// the driver is stopping or has stopped (the message is dropped).
+    pub fn send(&self, message: M) -> Result<(), SdkError> {
+        let stopping = self.shared.control.borrow().is_some();
+        if stopping || self.lock().stopped {
+            return Err(SdkError::Stopped);
+        }
+        self.shared
+            .outbox
+            .send(message)
+            .map_err(|_| SdkError::Stopped)
+    }
+
+    /// Whether the driver is on its way out: a stop, abort or teardown was asked for.
+    fn ending(&self) -> bool {
+        let stopping = self.shared.control.borrow().is_some();
+        stopping || self.lock().tearing_down
     }
 
     /// The roles the framework has suppressed (options, then SUPPRESS and REVIVE),
@@ -878,7 +1007,8 @@ impl DriverHandle {
         .await
     }
 
-    /// Sends opaque data to a task (no delivery guarantee).
+    /// Sends opaque data to a task (no delivery guarantee). To hand something to your
+    /// own scheduler instead, use [`send`](DriverHandle::send).
     pub async fn message(
         &self,
         agent_id: &str,

@@ -6,16 +6,17 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
 use strata_framework_sdk::{
-    Driver, DriverHandle, DriverOptions, OfferPool, Scheduler, SdkError, TaskBuilder, v1,
+    Driver, DriverHandle, DriverOptions, OfferPool, Scheduler, SdkError, TaskBuilder, state_of, v1,
 };
 use strata_proto::v1::scheduler_server::{self, SchedulerServer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Code, Request, Response, Status};
 
@@ -61,14 +62,32 @@ struct Service {
     /// Ends every open event stream; TEARDOWN fires them before answering, as a real
     /// master closes the framework's stream when it removes the framework.
     closers: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
+    /// Set by TEARDOWN: later calls are recorded and refused with NOT_FOUND, as the
+    /// real master refuses calls of a framework it removed.
+    torn_down: Arc<AtomicBool>,
+    /// When set, TEARDOWN (once the framework is removed and the call recorded) waits
+    /// for this before answering: a teardown still in flight, held open by the test.
+    hold_teardown: Option<Arc<Notify>>,
 }
 
 impl Service {
     async fn record(&self, call: Call) -> Result<Response<v1::CallResponse>, Status> {
+        self.record_as(call, self.torn_down.load(Ordering::SeqCst))
+            .await
+    }
+
+    async fn record_as(
+        &self,
+        call: Call,
+        removed: bool,
+    ) -> Result<Response<v1::CallResponse>, Status> {
         self.calls
             .send(call)
             .await
             .map_err(|_| Status::internal("the test is gone"))?;
+        if removed {
+            return Err(Status::not_found("unknown framework 'fw-1'"));
+        }
         Ok(Response::new(v1::CallResponse {}))
     }
 }
@@ -160,13 +179,18 @@ impl scheduler_server::Scheduler for Service {
         &self,
         r: Request<v1::TeardownRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
+        self.torn_down.store(true, Ordering::SeqCst);
         let closers: Vec<_> = self.closers.lock().unwrap().drain(..).collect();
         for close in closers {
             let _ = close.send(());
         }
         // Let the driver see its stream end before the call returns.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        self.record(Call::Teardown(r.into_inner())).await
+        let answer = self.record_as(Call::Teardown(r.into_inner()), false).await;
+        if let Some(hold) = &self.hold_teardown {
+            hold.notified().await;
+        }
+        answer
     }
 }
 
@@ -178,6 +202,8 @@ struct FakeMaster {
     /// Dropping or firing it kills the master: its runtime, connections included, goes away.
     kill: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Lets a held TEARDOWN answer (see [`FakeMaster::holding_teardown`]).
+    release_teardown: Arc<Notify>,
 }
 
 impl FakeMaster {
@@ -186,15 +212,28 @@ impl FakeMaster {
     }
 
     fn start_on(addr: SocketAddr, refuse: Option<Code>) -> FakeMaster {
+        Self::start_with(addr, refuse, false)
+    }
+
+    /// A master whose TEARDOWN removes the framework at once but answers only after
+    /// `release_teardown`.
+    fn holding_teardown() -> FakeMaster {
+        Self::start_with("127.0.0.1:0".parse().unwrap(), None, true)
+    }
+
+    fn start_with(addr: SocketAddr, refuse: Option<Code>, hold_teardown: bool) -> FakeMaster {
         let (sub_tx, subscriptions) = mpsc::channel(16);
         let (call_tx, calls) = mpsc::channel(64);
         let (kill, killed) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let release_teardown = Arc::new(Notify::new());
         let service = Service {
             subscriptions: sub_tx,
             calls: call_tx,
             refuse,
             closers: Arc::default(),
+            torn_down: Arc::default(),
+            hold_teardown: hold_teardown.then(|| release_teardown.clone()),
         };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -222,6 +261,7 @@ impl FakeMaster {
             calls,
             kill: Some(kill),
             thread: Some(thread),
+            release_teardown,
         }
     }
 
@@ -918,4 +958,336 @@ async fn a_bad_master_address_is_refused() {
         driver.run().await,
         Err(SdkError::InvalidArgument(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------
+// Messages from the scheduler's own work: `DriverHandle::send` -> `Scheduler::message`.
+
+/// What a [`Gatherer`] saw.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Update(String),
+    Disconnected,
+    /// A message, and whether the driver was subscribed when it arrived.
+    Output(String, bool),
+}
+
+/// A batch scheduler in miniature: on TASK_FINISHED it spawns a "fetch" of the
+/// task's output that hands its result back with `DriverHandle::send`; once all
+/// `expected` outputs are in, it tears the framework down.
+struct Gatherer {
+    heard: mpsc::Sender<Heard>,
+    /// How many outputs end the run; 0: never.
+    expected: usize,
+    /// What `message` received, in order.
+    outputs: Vec<String>,
+}
+
+impl Scheduler<String> for Gatherer {
+    async fn disconnected(&mut self, _driver: &DriverHandle<String>) {
+        let _ = self.heard.send(Heard::Disconnected).await;
+    }
+
+    async fn offers(&mut self, _driver: &DriverHandle<String>, _offers: Vec<v1::Offer>) {}
+
+    async fn status_update(&mut self, driver: &DriverHandle<String>, status: v1::TaskStatus) {
+        if state_of(&status) == v1::TaskState::TaskFinished {
+            let driver = driver.clone();
+            let task_id = status.task_id.clone();
+            tokio::spawn(async move {
+                // The fetch takes a while; the driver handles other events meanwhile.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                for line in ["one", "two", "three"] {
+                    driver.send(format!("{task_id}: {line}")).unwrap();
+                }
+            });
+        }
+        let _ = self.heard.send(Heard::Update(status.task_id)).await;
+    }
+
+    async fn message(&mut self, driver: &DriverHandle<String>, output: String) {
+        self.outputs.push(output.clone());
+        let _ = self
+            .heard
+            .send(Heard::Output(output, driver.is_connected()))
+            .await;
+        if self.outputs.len() == self.expected {
+            driver.teardown().await.unwrap();
+        }
+    }
+}
+
+/// Starts a driver for a `Gatherer` and subscribes it as fw-1 on stream s-1.
+async fn gathering_driver(
+    master: &mut FakeMaster,
+    expected: usize,
+    heartbeat: f64,
+) -> (
+    DriverHandle<String>,
+    mpsc::Receiver<Heard>,
+    tokio::task::JoinHandle<Result<Gatherer, SdkError>>,
+    Subscription,
+) {
+    let (heard_tx, heard) = mpsc::channel(64);
+    let gatherer = Gatherer {
+        heard: heard_tx,
+        expected,
+        outputs: Vec::new(),
+    };
+    let driver = Driver::new(
+        master.addr.to_string(),
+        v1::FrameworkInfo::default(),
+        gatherer,
+    )
+    .with_options(fast_options());
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    let sub = master.subscription().await;
+    sub.send(subscribed("fw-1", "s-1", heartbeat)).await;
+    within(
+        async {
+            while !handle.is_connected() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+        "the driver to subscribe",
+    )
+    .await;
+    (handle, heard, run, sub)
+}
+
+async fn next_heard(heard: &mut mpsc::Receiver<Heard>) -> Heard {
+    within(heard.recv(), "a scheduler callback")
+        .await
+        .expect("the driver ended")
+}
+
+#[tokio::test]
+async fn a_message_sent_from_a_spawned_task_reaches_the_message_callback_in_order() {
+    let mut master = FakeMaster::start();
+    let (_handle, mut heard, run, sub) = gathering_driver(&mut master, 3, 15.0).await;
+
+    sub.send(update("t-1", v1::TaskState::TaskFinished, "uuid-1"))
+        .await;
+    assert_eq!(next_heard(&mut heard).await, Heard::Update("t-1".into()));
+    // The driver went on (acknowledged the update) while the fetch was running.
+    let Call::Acknowledge(ack) = master.call().await else {
+        panic!("expected ACKNOWLEDGE")
+    };
+    assert_eq!(ack.uuid, "uuid-1");
+
+    for line in ["one", "two", "three"] {
+        assert_eq!(
+            next_heard(&mut heard).await,
+            Heard::Output(format!("t-1: {line}"), true),
+            "messages arrive in the order they were sent"
+        );
+    }
+    // The last output made the scheduler tear down, from inside `message`.
+    assert!(matches!(master.call().await, Call::Teardown(t) if t.header == header("fw-1", "s-1")));
+    let gatherer = within(run, "run to return")
+        .await
+        .unwrap()
+        .expect("teardown makes run return Ok");
+    assert_eq!(
+        gatherer.outputs,
+        ["t-1: one", "t-1: two", "t-1: three"],
+        "the scheduler's own state holds every output"
+    );
+}
+
+#[tokio::test]
+async fn messages_are_delivered_while_the_driver_is_resubscribing() {
+    let mut master = FakeMaster::start();
+    let (handle, mut heard, run, sub) = gathering_driver(&mut master, 0, 15.0).await;
+
+    drop(sub); // the master ends the stream
+    assert_eq!(next_heard(&mut heard).await, Heard::Disconnected);
+    // The driver subscribes again; the master does not answer yet.
+    let again = master.subscription().await;
+    handle.send("while away".into()).unwrap();
+    assert_eq!(
+        next_heard(&mut heard).await,
+        Heard::Output("while away".into(), false)
+    );
+
+    handle.stop();
+    within(run, "run to return").await.unwrap().unwrap();
+    drop(again);
+    assert!(
+        matches!(handle.send("too late".into()), Err(SdkError::Stopped)),
+        "a stopped driver takes no more messages"
+    );
+}
+
+#[tokio::test]
+async fn the_schedulers_messages_do_not_hide_a_silent_master() {
+    let mut master = FakeMaster::start();
+    // 50 ms heartbeats: silence for 250 ms means the subscription is dead.
+    let (handle, mut heard, run, _sub) = gathering_driver(&mut master, 0, 0.05).await;
+    let ticker = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            while handle.send("tick".into()).is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let disconnected = within(
+        async {
+            loop {
+                match heard.recv().await {
+                    Some(Heard::Disconnected) => return true,
+                    Some(_) => continue,
+                    None => return false,
+                }
+            }
+        },
+        "the driver to give the silent master up",
+    )
+    .await;
+    assert!(disconnected);
+    handle.stop();
+    within(run, "run to return").await.unwrap().unwrap();
+    within(ticker, "the ticker to stop").await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// What a log subscriber shows.
+
+/// Everything the SDK logs on this thread, formatted as `tracing_subscriber::fmt`
+/// prints it for a user who installed it. Tests run the driver on a current-thread
+/// runtime, so the thread's subscriber sees the driver's events.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_message_to_a_scheduler_without_a_message_callback_is_dropped_with_a_warning() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let mut master = FakeMaster::start();
+    let (handle, _seen, _run, _sub) = subscribed_driver(&mut master, fast_options(), vec![]).await;
+    handle.send(()).unwrap();
+    within(
+        async {
+            while logs.warnings().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+        "a warning",
+    )
+    .await;
+    let warnings = logs.warnings();
+    assert!(
+        warnings[0].contains("does not implement Scheduler::message"),
+        "{warnings:?}"
+    );
+    handle.stop();
+}
+
+/// A scheduler whose `status_update` tells the test it is running, then waits for the
+/// test to let it return.
+struct Gated {
+    entered: mpsc::Sender<String>,
+    gate: Arc<Notify>,
+}
+
+impl Scheduler for Gated {
+    async fn offers(&mut self, _driver: &DriverHandle, _offers: Vec<v1::Offer>) {}
+
+    async fn status_update(&mut self, _driver: &DriverHandle, status: v1::TaskStatus) {
+        let _ = self.entered.send(status.task_id).await;
+        self.gate.notified().await;
+    }
+}
+
+#[tokio::test]
+async fn a_teardown_racing_the_automatic_acknowledgement_is_quiet() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let mut master = FakeMaster::holding_teardown();
+    let (entered_tx, mut entered) = mpsc::channel(4);
+    let gate = Arc::new(Notify::new());
+    let scheduler = Gated {
+        entered: entered_tx,
+        gate: gate.clone(),
+    };
+    let driver = Driver::new(
+        master.addr.to_string(),
+        v1::FrameworkInfo::default(),
+        scheduler,
+    )
+    .with_options(fast_options());
+    let handle = driver.handle();
+    let run = tokio::spawn(driver.run());
+    let sub = master.subscription().await;
+    sub.send(subscribed("fw-1", "s-1", 15.0)).await;
+
+    // An update is in the scheduler's hands when a Ctrl-C handler tears down...
+    sub.send(update("t-1", v1::TaskState::TaskRunning, "uuid-1"))
+        .await;
+    assert_eq!(
+        within(entered.recv(), "status_update").await.as_deref(),
+        Some("t-1")
+    );
+    let teardown = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.teardown().await }
+    });
+    // ... and the master has removed the framework (the answer is still on its way)
+    // when the callback returns.
+    assert!(matches!(master.call().await, Call::Teardown(_)));
+    gate.notify_one();
+
+    // The acknowledgement the master would refuse is not sent.
+    master.no_call().await;
+    master.release_teardown.notify_one();
+    within(teardown, "teardown to return")
+        .await
+        .unwrap()
+        .unwrap();
+    within(run, "run to return")
+        .await
+        .unwrap()
+        .expect("teardown makes run return Ok");
+    assert_eq!(
+        logs.warnings(),
+        Vec::<String>::new(),
+        "a clean teardown logs no warning"
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! - `GET /state`: JSON of the core's [`StateSnapshot`](crate::core::StateSnapshot).
 //! - `GET /health`: `200 ok` while the driver runs, `503` once it has stopped.
-//! - `GET /metrics`: Prometheus text exposition of [`Metrics`], names
-//!   `strata_master_<field>`; fields ending in `_total` are counters, others gauges.
+//! - `GET /metrics`: Prometheus text exposition of [`Metrics`] as
+//!   [`METRIC_FAMILIES`] names it: `strata_master_*`, counters (and only counters)
+//!   ending in `_total`, units in seconds and bytes.
 //! - `GET /weights`: `[{"role": R, "weight": W}]` for every role; `PUT /weights` with
 //!   the same shape sets the roles named (kept in the registry).
 //! - `POST /maintenance/deactivate`, `/maintenance/drain`, `/maintenance/reactivate`,
@@ -11,7 +12,9 @@
 //!   with `{"agent_id": ID}` (drain also takes `"max_grace_period_seconds"`): see
 //!   [`OperatorCall`]. Kept in the registry.
 //!
-//! Operator calls answer `200 {}` once what they changed is durable, `400` for a
+//! The bodies of `PUT /weights` and `POST /maintenance/*` are read as JSON whatever
+//! the `Content-Type` says (`curl -d` sends a form type), up to axum's default limit
+//! of 2 MB. Operator calls answer `200 {}` once what they changed is durable, `400` for a
 //! malformed or invalid request, `404` for an unknown agent, `409` when the agent is
 //! not in a state the call applies to; the body says why.
 //!
@@ -20,6 +23,7 @@
 //! clients and `UNIMPLEMENTED` to gRPC clients.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -155,35 +159,30 @@ async fn weights(State(driver): State<DriverHandle>) -> Response {
     }
 }
 
-async fn update_weights(
-    State(driver): State<DriverHandle>,
-    body: Result<axum::Json<Vec<RoleWeight>>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let weights = match body {
-        Ok(axum::Json(w)) => w.into_iter().map(|w| (w.role, w.weight)).collect(),
-        Err(e) => return bad_body(e, r#"[{"role": "web", "weight": 2}]"#),
+async fn update_weights(State(driver): State<DriverHandle>, body: Bytes) -> Response {
+    let weights: Vec<RoleWeight> = match json_body(&body, r#"[{"role": "web", "weight": 2}]"#) {
+        Ok(w) => w,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
+    let weights = weights.into_iter().map(|w| (w.role, w.weight)).collect();
     operate(&driver, OperatorCall::UpdateWeights(weights)).await
 }
 
-async fn deactivate(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+async fn deactivate(State(driver): State<DriverHandle>, body: Bytes) -> Response {
     maintain(&driver, body, Action::Deactivate).await
 }
 
-async fn reactivate(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+async fn reactivate(State(driver): State<DriverHandle>, body: Bytes) -> Response {
     maintain(&driver, body, Action::Reactivate).await
 }
 
-async fn drain(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+async fn drain(State(driver): State<DriverHandle>, body: Bytes) -> Response {
     maintain(&driver, body, Action::Drain).await
 }
 
-async fn gone(State(driver): State<DriverHandle>, body: MaintenanceBody) -> Response {
+async fn gone(State(driver): State<DriverHandle>, body: Bytes) -> Response {
     maintain(&driver, body, Action::Gone).await
 }
-
-type MaintenanceBody =
-    Result<axum::Json<MaintenanceRequest>, axum::extract::rejection::JsonRejection>;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Action {
@@ -194,18 +193,16 @@ enum Action {
 }
 
 /// One `/maintenance/*` call: the body checked, then the operator call.
-async fn maintain(driver: &DriverHandle, body: MaintenanceBody, action: Action) -> Response {
+async fn maintain(driver: &DriverHandle, body: Bytes, action: Action) -> Response {
     let drain = action == Action::Drain;
-    let r = match body {
-        Ok(axum::Json(r)) => r,
-        Err(e) => {
-            let example = if drain {
-                r#"{"agent_id": "ID", "max_grace_period_seconds": 10}"#
-            } else {
-                r#"{"agent_id": "ID"}"#
-            };
-            return bad_body(e, example);
-        }
+    let example = if drain {
+        r#"{"agent_id": "ID", "max_grace_period_seconds": 10}"#
+    } else {
+        r#"{"agent_id": "ID"}"#
+    };
+    let r: MaintenanceRequest = match json_body(&body, example) {
+        Ok(r) => r,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     if !drain && r.max_grace_period_seconds.is_some() {
         return (
@@ -230,12 +227,26 @@ async fn maintain(driver: &DriverHandle, body: MaintenanceBody, action: Action) 
     operate(driver, call).await
 }
 
-fn bad_body(e: axum::extract::rejection::JsonRejection, example: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        format!("{}: send JSON like {example}\n", e.body_text()),
-    )
-        .into_response()
+/// The request body parsed as JSON, whatever its `Content-Type` says (`curl -d` sends
+/// `application/x-www-form-urlencoded`, and operators type the examples as written), or
+/// the text of a `400`: what is wrong, and `example`.
+//
+// NOTE: accepting any Content-Type lets a web page post a "simple" cross-site request
+// (a form) to these operator endpoints with a JSON-looking body (CSRF). Acceptable while
+// the operator endpoints have no authentication at all; when `access` authenticates
+// operators, it must refuse cross-site requests (check `Origin`/`Sec-Fetch-Site`, or
+// require credentials a browser does not attach on its own).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, String> {
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        "the request has no body".to_string()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(value) => return Ok(value),
+            Err(e) if e.is_syntax() || e.is_eof() => format!("the body is not valid JSON ({e})"),
+            Err(e) => format!("the body is not what this endpoint takes ({e})"),
+        }
+    };
+    Err(format!("{reason}: send JSON like {example}\n"))
 }
 
 async fn operate(driver: &DriverHandle, call: OperatorCall) -> Response {
@@ -255,69 +266,220 @@ fn refused(e: &CallError) -> Response {
     (status, format!("{e}\n")).into_response()
 }
 
-/// The Prometheus text exposition of `m`: for each field, `# HELP`, `# TYPE` and the
-/// sample `strata_master_<field> <value>`.
+/// Whether a metric only ever grows (until the master restarts) or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A monotonically increasing total; its name ends in `_total`.
+    Counter,
+    /// A current value; its name never ends in `_total`.
+    Gauge,
+}
+
+/// How one field of [`Metrics`] is exposed: the Prometheus name is not always the
+/// field's (`cpus_total` is a gauge, so it is `strata_master_cpus_capacity`; units are
+/// Prometheus' base units, seconds and bytes).
+#[derive(Debug)]
+pub struct MetricFamily {
+    /// The [`Metrics`] field it reads.
+    pub field: &'static str,
+    /// The full metric name.
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    /// The sample's value, in the unit `name` says.
+    pub value: fn(&Metrics) -> f64,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+macro_rules! family {
+    ($field:ident, $name:literal, $kind:ident, $help:literal) => {
+        family!($field * 1.0, $name, $kind, $help)
+    };
+    ($field:ident * $scale:expr, $name:literal, $kind:ident, $help:literal) => {
+        MetricFamily {
+            field: stringify!($field),
+            name: concat!("strata_master_", $name),
+            kind: MetricKind::$kind,
+            help: $help,
+            // Counters stay far below 2^53, where f64 would round them.
+            value: |m| m.$field as f64 * $scale,
+        }
+    };
+}
+
+/// Every metric of `GET /metrics`, in the order it is written. A test checks that every
+/// [`Metrics`] field is here, and `promtool check metrics` checks the names and types.
+pub const METRIC_FAMILIES: &[MetricFamily] = &[
+    family!(
+        agents_active,
+        "agents_active",
+        Gauge,
+        "Agents registered and connected."
+    ),
+    family!(
+        agents_disconnected,
+        "agents_disconnected",
+        Gauge,
+        "Agents whose stream closed, within their timeout."
+    ),
+    family!(
+        agents_unreachable,
+        "agents_unreachable",
+        Gauge,
+        "Agents marked unreachable."
+    ),
+    family!(
+        agents_gone,
+        "agents_gone",
+        Gauge,
+        "Agents an operator marked gone."
+    ),
+    family!(
+        frameworks_connected,
+        "frameworks_connected",
+        Gauge,
+        "Frameworks with an open subscription."
+    ),
+    family!(
+        frameworks_disconnected,
+        "frameworks_disconnected",
+        Gauge,
+        "Frameworks without a subscription, within their failover timeout."
+    ),
+    family!(
+        tasks_staging,
+        "tasks_staging",
+        Gauge,
+        "Tasks launched and not yet running."
+    ),
+    family!(tasks_running, "tasks_running", Gauge, "Tasks running."),
+    family!(
+        tasks_finished_total,
+        "tasks_finished_total",
+        Counter,
+        "Tasks that finished."
+    ),
+    family!(
+        tasks_failed_total,
+        "tasks_failed_total",
+        Counter,
+        "Tasks that failed."
+    ),
+    family!(
+        tasks_killed_total,
+        "tasks_killed_total",
+        Counter,
+        "Tasks that were killed."
+    ),
+    family!(tasks_lost_total, "tasks_lost_total", Counter, "Tasks lost."),
+    family!(
+        tasks_error_total,
+        "tasks_error_total",
+        Counter,
+        "Tasks refused as invalid (TASK_ERROR)."
+    ),
+    family!(
+        outstanding_offers,
+        "outstanding_offers",
+        Gauge,
+        "Offers sent and not yet answered."
+    ),
+    family!(
+        offers_sent_total,
+        "offers_sent_total",
+        Counter,
+        "Offers sent to frameworks."
+    ),
+    family!(
+        offers_declined_total,
+        "offers_declined_total",
+        Counter,
+        "Offers declined by frameworks."
+    ),
+    family!(
+        offers_rescinded_total,
+        "offers_rescinded_total",
+        Counter,
+        "Offers rescinded by the master."
+    ),
+    family!(
+        calls_refused_total,
+        "calls_refused_total",
+        Counter,
+        "Scheduler calls refused."
+    ),
+    family!(
+        allocation_runs_total,
+        "allocation_runs_total",
+        Counter,
+        "Batch allocation runs."
+    ),
+    family!(
+        allocation_run_ms * 1e-3,
+        "allocation_run_seconds",
+        Gauge,
+        "Longest master tick (batch allocation and timers) in the latest allocation interval, seconds."
+    ),
+    family!(
+        cpus_total,
+        "cpus_capacity",
+        Gauge,
+        "CPUs of active agents and of disconnected ones within their timeout."
+    ),
+    family!(cpus_used, "cpus_used", Gauge, "CPUs used by tasks."),
+    family!(
+        cpus_offered,
+        "cpus_offered",
+        Gauge,
+        "CPUs in outstanding offers."
+    ),
+    family!(
+        mem_total * MIB,
+        "mem_capacity_bytes",
+        Gauge,
+        "Memory of active agents and of disconnected ones within their timeout, bytes."
+    ),
+    family!(
+        mem_used * MIB,
+        "mem_used_bytes",
+        Gauge,
+        "Memory used by tasks, bytes."
+    ),
+    family!(
+        mem_offered * MIB,
+        "mem_offered_bytes",
+        Gauge,
+        "Memory in outstanding offers, bytes."
+    ),
+];
+
+/// The Prometheus text exposition of `m`: for each of [`METRIC_FAMILIES`], `# HELP`,
+/// `# TYPE` and the sample.
 pub fn prometheus_text(m: &Metrics) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let serde_json::Value::Object(fields) = serde_json::to_value(m).unwrap_or_default() else {
-        return out;
-    };
-    for (field, value) in fields {
-        let name = format!("strata_master_{field}");
-        let kind = if field.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
+    for f in METRIC_FAMILIES {
+        let kind = match f.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
         };
-        let value = match value {
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => u8::from(b).to_string(),
-            // serde_json writes NaN and infinities as null.
-            _ => "NaN".to_string(),
-        };
-        let _ = writeln!(out, "# HELP {name} {}", help(&field));
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        let _ = writeln!(out, "{} {}", f.name, sample_value((f.value)(m)));
     }
     out
 }
 
-fn help(field: &str) -> String {
-    let text = match field {
-        "agents_active" => "Agents registered and connected.",
-        "agents_disconnected" => "Agents whose stream closed, within their timeout.",
-        "agents_unreachable" => "Agents marked unreachable.",
-        "agents_gone" => "Agents an operator marked gone.",
-        "frameworks_connected" => "Frameworks with an open subscription.",
-        "frameworks_disconnected" => {
-            "Frameworks without a subscription, within their failover timeout."
-        }
-        "tasks_staging" => "Tasks launched and not yet running.",
-        "tasks_running" => "Tasks running.",
-        "tasks_finished_total" => "Tasks that finished.",
-        "tasks_failed_total" => "Tasks that failed.",
-        "tasks_killed_total" => "Tasks that were killed.",
-        "tasks_lost_total" => "Tasks lost.",
-        "tasks_error_total" => "Tasks refused as invalid (TASK_ERROR).",
-        "outstanding_offers" => "Offers sent and not yet answered.",
-        "offers_sent_total" => "Offers sent to frameworks.",
-        "offers_declined_total" => "Offers declined by frameworks.",
-        "offers_rescinded_total" => "Offers rescinded by the master.",
-        "calls_refused_total" => "Scheduler calls refused.",
-        "allocation_runs_total" => "Batch allocation runs.",
-        "allocation_run_ms" => {
-            "Longest master tick (batch allocation and timers) in the latest allocation interval, milliseconds."
-        }
-        "cpus_total" => "CPUs of all active agents.",
-        "cpus_used" => "CPUs used by tasks.",
-        "cpus_offered" => "CPUs in outstanding offers.",
-        "mem_total" => "Memory of all active agents, MiB.",
-        "mem_used" => "Memory used by tasks, MiB.",
-        "mem_offered" => "Memory in outstanding offers, MiB.",
-        other => return format!("Strata master {}.", other.replace('_', " ")),
-    };
-    text.to_string()
+/// A sample value as Prometheus' text format spells it (`NaN`, `+Inf`, `-Inf`).
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +491,7 @@ mod tests {
         let m = Metrics {
             agents_active: 3,
             allocation_run_ms: 1.5,
+            mem_total: 2.0,
             ..Metrics::default()
         };
         let text = prometheus_text(&m);
@@ -341,7 +504,9 @@ mod tests {
             )
         );
         assert!(text.contains("# TYPE strata_master_offers_sent_total counter\n"));
-        assert!(text.contains("strata_master_allocation_run_ms 1.5\n"));
+        assert!(text.contains("strata_master_allocation_run_seconds 0.0015\n"));
+        assert!(text.contains("# TYPE strata_master_cpus_capacity gauge\n"));
+        assert!(text.contains("strata_master_mem_capacity_bytes 2097152\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
         let fields = serde_json::to_value(&m).unwrap().as_object().unwrap().len();
         assert_eq!(samples, fields);
@@ -352,11 +517,44 @@ mod tests {
     }
 
     #[test]
-    fn nan_gauges_are_written_as_nan() {
+    fn every_metrics_field_is_exposed_once_and_only_counters_end_in_total() {
+        let fields: Vec<String> = serde_json::to_value(Metrics::default())
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut exposed: Vec<&str> = METRIC_FAMILIES.iter().map(|f| f.field).collect();
+        exposed.sort_unstable();
+        let mut sorted = fields.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            exposed, sorted,
+            "a Metrics field without a METRIC_FAMILIES entry"
+        );
+        for f in METRIC_FAMILIES {
+            assert_eq!(
+                f.name.ends_with("_total"),
+                f.kind == MetricKind::Counter,
+                "{}: counters and only counters end in _total",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn nan_and_infinite_gauges_are_written_as_prometheus_spells_them() {
         let m = Metrics {
             cpus_total: f64::NAN,
+            mem_used: f64::INFINITY,
             ..Metrics::default()
         };
-        assert!(prometheus_text(&m).contains("strata_master_cpus_total NaN\n"));
+        let text = prometheus_text(&m);
+        assert!(text.contains("strata_master_cpus_capacity NaN\n"), "{text}");
+        assert!(
+            text.contains("strata_master_mem_used_bytes +Inf\n"),
+            "{text}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! prints `strata-master listening on ADDR` to stdout, and runs until SIGINT or
 //! SIGTERM, then shuts down gracefully.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use strata_master::logging::{LogFormat, init_logging};
 use strata_master::{FileStore, MasterOptions, parse_duration, parse_weights};
 
 /// mimalloc instead of glibc's malloc: gRPC streams allocate and free on every worker
@@ -58,6 +59,10 @@ struct Args {
     /// On shutdown, how long open connections get to finish.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
+    /// Log lines on stderr: `text` (coloured on a terminal only) or `json` (one object
+    /// per line). `RUST_LOG` sets the level (default info).
+    #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 /// Role weights as parsed from `--weights`.
@@ -70,14 +75,10 @@ fn parse_weights_flag(s: &str) -> Result<Weights, strata_master::OptionsError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if let Err(e) = init_logging(args.log_format, "info") {
+        eprintln!("strata-master: {e}");
+        return ExitCode::from(1);
+    }
 
     let options = MasterOptions {
         work_dir: args.work_dir.clone(),

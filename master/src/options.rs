@@ -1,6 +1,7 @@
 //! The master's options ([`MasterOptions`]) and the small typed parsers behind its
-//! flags: durations such as `500ms`, `1s`, `10m`, `2h` ([`parse_duration`]) and role
-//! weights such as `role=2,other=1` ([`parse_weights`]).
+//! flags: durations such as `500ms`, `1s`, `10m`, `2h` ([`parse_duration`], the one
+//! duration syntax of every Strata flag, [`strata_proto::duration`]) and role weights
+//! such as `role=2,other=1` ([`parse_weights`]).
 //!
 //! Options are validated once, before anything starts ([`MasterOptions::validate`]);
 //! the core then trusts them.
@@ -132,10 +133,6 @@ pub enum OptionsError {
     #[error("max agent ping timeouts must be at least 1")]
     ZeroPingTimeouts,
     #[error(
-        "invalid duration '{input}': {reason} (expected a number and a unit: ms, s, m, h or d, e.g. 500ms, 1s, 10m, 2h)"
-    )]
-    Duration { input: String, reason: String },
-    #[error(
         "invalid weights '{input}': {reason} (expected role=weight[,role=weight...], e.g. prod=2,dev=1)"
     )]
     Weights { input: String, reason: String },
@@ -147,35 +144,10 @@ pub enum OptionsError {
     Weight { role: String, weight: f64 },
 }
 
-/// Parses a duration: a non-negative decimal number followed by a unit, `ms`, `s`,
-/// `m`, `h` or `d` (`500ms`, `1s`, `1.5s`, `10m`, `2h`). `0` alone is zero.
-pub fn parse_duration(input: &str) -> Result<Duration, OptionsError> {
-    let err = |reason: &str| OptionsError::Duration {
-        input: input.to_string(),
-        reason: reason.to_string(),
-    };
-    let s = input.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| err("missing unit"))?;
-    let (number, unit) = s.split_at(split);
-    if number.is_empty() {
-        return Err(err("missing number"));
-    }
-    let value: f64 = number.parse().map_err(|_| err("not a number"))?;
-    let unit_seconds = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(err("unknown unit")),
-    };
-    Duration::try_from_secs_f64(value * unit_seconds).map_err(|_| err("out of range"))
-}
+/// Parses a duration flag: `500ms`, `1s`, `1.5s`, `10m`, `2h`, `1d` (humantime's
+/// syntax, shared by every Strata binary; `0` alone is zero, a number without a unit
+/// is refused).
+pub use strata_proto::duration::parse as parse_duration;
 
 /// Parses role weights `role=2,other=1.5`. Roles must be unique and weights finite
 /// and positive. An empty string gives no weights.
@@ -250,11 +222,10 @@ mod tests {
     #[test]
     fn bad_durations_say_what_is_wrong() {
         for bad in [
-            "", "1", "s", "-1s", "1x", "1 s", "1.2.3s", "abc", "1e400h", "ms",
+            "", "1", "s", "-1s", "1x", "1.2.3s", "abc", "1e400h", "ms", "400d",
         ] {
             let e = parse_duration(bad).unwrap_err();
-            assert!(matches!(e, OptionsError::Duration { .. }), "{bad}: {e}");
-            assert!(e.to_string().contains("e.g. 500ms"), "{e}");
+            assert!(e.to_string().contains("e.g. 30s, 500ms"), "{bad}: {e}");
         }
     }
 

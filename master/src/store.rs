@@ -9,6 +9,18 @@
 //!   WORK_DIR/registry.log    JSON lines {"seq":N+1,"op":{...}} appended, fsynced per batch
 //! ```
 //!
+//! **Format version.** The snapshot's `version` ([`REGISTRY_VERSION`]) says how to read
+//! the snapshot and the log after it. A new registry gets a snapshot at once (empty,
+//! `seq` 0), and every compaction writes one, so every registry this master wrote
+//! carries its version. A registry without one (a snapshot without `version`, or only
+//! a log, as masters before versioning left it when they stopped before their first
+//! compaction) is read as version 1: a missing snapshot is written at open, a snapshot
+//! without `version` gains it at the next compaction. A registry of a newer version is
+//! refused at start ([`StoreError::NewerVersion`]), never guessed at. A master that
+//! changes the format bumps the version and compacts at open, before it appends
+//! anything in the new format, so that an older master finds the newer version in the
+//! snapshot rather than log lines it cannot read.
+//!
 //! Group commit: the driver [`Store::append`]s every operation of a batch of inputs and
 //! then calls [`Store::sync`] once, and holds back every effect that followed an
 //! operation until that `sync` returns (see `crate::driver`). `append` only buffers
@@ -27,8 +39,13 @@
 //! the rename and the truncation is harmless: log lines whose `seq` the snapshot
 //! already covers are skipped on load.
 //!
-//! A torn last line (the master died mid-write) is dropped with a warning; any other
-//! unreadable line or snapshot is an error at start, naming the file and line.
+//! A torn last line (no trailing newline: the master died mid-write, before the `sync`
+//! that would have made it durable, so nothing acted on it) is dropped with a warning,
+//! even if what is there parses. A complete line that does not parse is not torn: it
+//! was written whole, by a newer master or by something that damaged the file, and
+//! dropping it could lose what a framework or agent was told was durable. It is an
+//! error at start ([`StoreError::UnreadableLogLine`]) naming the file and line, as is
+//! an unreadable snapshot.
 //!
 //! [`MemoryStore`] keeps nothing across restarts, for tests and benchmarks.
 
@@ -135,6 +152,22 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
+        "registry log {path} line {line} cannot be read: {reason}. The line is complete, so it is not a torn write: if a newer strata-master wrote it, run that one on this work dir; otherwise the file is damaged: restore it from a backup, or move the work dir away to start empty"
+    )]
+    UnreadableLogLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error(
+        "registry {path} is format version {version}, written by a newer strata-master; this strata-master reads version {supported} and older: run the newer strata-master on this work dir (or move the work dir away to start empty)"
+    )]
+    NewerVersion {
+        path: PathBuf,
+        version: u64,
+        supported: u32,
+    },
+    #[error(
         "registry snapshot {path} is corrupt: {reason}; restore it from a backup or move the work dir away to start empty"
     )]
     CorruptSnapshot { path: PathBuf, reason: String },
@@ -173,10 +206,16 @@ const LOCK_FILE: &str = "registry.lock";
 const SNAPSHOT_FILE: &str = "registry.json";
 const SNAPSHOT_TMP: &str = "registry.json.tmp";
 const LOG_FILE: &str = "registry.log";
-const SNAPSHOT_VERSION: u32 = 1;
+
+/// The registry format this master writes, and the newest it reads (see the module
+/// docs). Version 1: the snapshot `{"version","seq","registry"}` and log lines
+/// `{"seq","op"}`.
+pub const REGISTRY_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
+    /// Absent in a snapshot written before versioning: version 1.
+    #[serde(default = "version_1")]
     version: u32,
     /// The last log sequence number folded into `registry`.
     seq: u64,
@@ -230,7 +269,9 @@ impl FileStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
 
-        let (registry, snapshot_seq) = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
+        let has_snapshot = snapshot.is_some();
+        let (registry, snapshot_seq) = snapshot.unwrap_or_default();
         let log_path = dir.join(LOG_FILE);
         let mut log = OpenOptions::new()
             .create(true)
@@ -249,6 +290,11 @@ impl FileStore {
             pending_ops: 0,
         };
         store.replay(&mut log, &log_path)?;
+        if !has_snapshot {
+            // A new registry (or one a master before versioning left without a
+            // snapshot): written now, so that it carries its format version.
+            store.compact()?;
+        }
         Ok(store)
     }
 
@@ -263,9 +309,6 @@ impl FileStore {
         let mut offset: u64 = 0;
         let mut line_no = 0usize;
         let mut buf = Vec::new();
-        // A line that did not parse: (line number, its offset, why). Only allowed as
-        // the last line of the file (a torn write).
-        let mut bad: Option<(usize, u64, String)> = None;
         loop {
             buf.clear();
             let n = reader.read_until(b'\n', &mut buf).map_err(io(path))?;
@@ -273,50 +316,49 @@ impl FileStore {
                 break;
             }
             line_no += 1;
-            if let Some((line, _, reason)) = bad.take() {
-                return Err(StoreError::CorruptLog {
-                    path: path.to_path_buf(),
-                    line,
-                    reason,
-                });
+            if buf.last() != Some(&b'\n') {
+                // The last line, torn: its write never completed, so neither did the
+                // sync that would have let anything act on it.
+                tracing::warn!(
+                    path = %path.display(),
+                    line = line_no,
+                    bytes = n,
+                    "dropping a torn last line of the registry log (the master stopped mid-write)"
+                );
+                log.set_len(offset).map_err(io(path))?;
+                log.sync_all().map_err(io(path))?;
+                break;
             }
             let text = String::from_utf8_lossy(&buf);
             let text = text.trim();
             if !text.is_empty() {
-                match serde_json::from_str::<LogLine>(text) {
-                    Ok(entry) if entry.seq <= self.seq => {
-                        // Already folded into the snapshot (a crash after compaction
-                        // but before the log was emptied), or out of order.
-                        if self.since_compaction > 0 {
-                            return Err(StoreError::CorruptLog {
-                                path: path.to_path_buf(),
-                                line: line_no,
-                                reason: format!(
-                                    "sequence number {} does not follow {}",
-                                    entry.seq, self.seq
-                                ),
-                            });
-                        }
+                let entry = serde_json::from_str::<LogLine>(text).map_err(|e| {
+                    StoreError::UnreadableLogLine {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        reason: e.to_string(),
                     }
-                    Ok(entry) => {
-                        self.registry.apply(&entry.op);
-                        self.seq = entry.seq;
-                        self.since_compaction += 1;
+                })?;
+                if entry.seq <= self.seq {
+                    // Already folded into the snapshot (a crash after compaction
+                    // but before the log was emptied), or out of order.
+                    if self.since_compaction > 0 {
+                        return Err(StoreError::CorruptLog {
+                            path: path.to_path_buf(),
+                            line: line_no,
+                            reason: format!(
+                                "sequence number {} does not follow {}",
+                                entry.seq, self.seq
+                            ),
+                        });
                     }
-                    Err(e) => bad = Some((line_no, offset, e.to_string())),
+                } else {
+                    self.registry.apply(&entry.op);
+                    self.seq = entry.seq;
+                    self.since_compaction += 1;
                 }
             }
             offset += n as u64;
-        }
-        if let Some((line, at, reason)) = bad {
-            tracing::warn!(
-                path = %path.display(),
-                line,
-                %reason,
-                "dropping a torn last line of the registry log (the master stopped mid-write)"
-            );
-            log.set_len(at).map_err(io(path))?;
-            log.sync_all().map_err(io(path))?;
         }
         Ok(())
     }
@@ -328,7 +370,7 @@ impl FileStore {
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let dest = self.dir.join(SNAPSHOT_FILE);
         let snapshot = Snapshot {
-            version: SNAPSHOT_VERSION,
+            version: REGISTRY_VERSION,
             seq: self.seq,
             registry: self.registry.clone(),
         };
@@ -423,29 +465,46 @@ impl Store for FileStore {
     }
 }
 
-fn read_snapshot(path: &Path) -> Result<(Registry, u64), StoreError> {
+/// The version of a registry that does not say.
+fn version_1<T: From<u8>>() -> T {
+    T::from(1)
+}
+
+/// The snapshot's registry and the last sequence number it covers; `None` when there
+/// is no snapshot yet.
+fn read_snapshot(path: &Path) -> Result<Option<(Registry, u64)>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Registry::default(), 0));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path)(e)),
     };
-    let snapshot: Snapshot =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptSnapshot {
+    let corrupt = |e: serde_json::Error| StoreError::CorruptSnapshot {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    // The version first: a newer layout must be refused for its version, not for
+    // whatever in it this master cannot parse.
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default = "version_1")]
+        version: u64,
+    }
+    let Version { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if version > u64::from(REGISTRY_VERSION) {
+        return Err(StoreError::NewerVersion {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if snapshot.version != SNAPSHOT_VERSION {
-        return Err(StoreError::CorruptSnapshot {
-            path: path.to_path_buf(),
-            reason: format!(
-                "version {} is not supported (this master reads version {SNAPSHOT_VERSION})",
-                snapshot.version
-            ),
+            version,
+            supported: REGISTRY_VERSION,
         });
     }
-    Ok((snapshot.registry, snapshot.seq))
+    if version == 0 {
+        return Err(StoreError::CorruptSnapshot {
+            path: path.to_path_buf(),
+            reason: "format version 0 does not exist".to_string(),
+        });
+    }
+    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    Ok(Some((snapshot.registry, snapshot.seq)))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -620,10 +679,179 @@ mod tests {
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let err = FileStore::open(dir.path()).unwrap_err();
         match &err {
-            StoreError::CorruptLog { line, .. } => assert_eq!(*line, 2),
+            StoreError::UnreadableLogLine { line, .. } => assert_eq!(*line, 2),
             other => panic!("unexpected {other}"),
         }
         assert!(err.to_string().contains("registry.log"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_even_when_it_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+        }
+        // The whole line made it, its newline did not: the write (and so the sync the
+        // master waited for before acting on it) never completed.
+        let path = dir.path().join(LOG_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":2,"op":{"AdmitAgent":{"id":"a2","hostname":"a2.example"}}}"#)
+            .unwrap();
+        drop(f);
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            let agents = s.load().unwrap().agents;
+            assert_eq!(agents.keys().collect::<Vec<_>>(), ["a1"]);
+            s.apply(&admit("a3")).unwrap();
+        }
+        let r = FileStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(r.agents.keys().collect::<Vec<_>>(), ["a1", "a3"]);
+    }
+
+    #[test]
+    fn a_complete_last_line_that_does_not_parse_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+        }
+        // As a newer master with an operation this one does not know would write it.
+        let path = dir.path().join(LOG_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"op\":{\"SetQuota\":{\"role\":\"web\"}}}\n")
+            .unwrap();
+        drop(f);
+        let before = std::fs::read(&path).unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        match &err {
+            StoreError::UnreadableLogLine { line, .. } => assert_eq!(*line, 2),
+            other => panic!("unexpected {other}"),
+        }
+        let message = err.to_string();
+        for wanted in [
+            path.display().to_string().as_str(),
+            "line 2",
+            "SetQuota",
+            "not a torn write",
+            "newer strata-master",
+            "restore it from a backup",
+        ] {
+            assert!(message.contains(wanted), "{wanted:?} in {message}");
+        }
+        // Nothing was truncated: the newer master can still read it.
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_new_registry_carries_its_format_version_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = FileStore::open(dir.path()).unwrap();
+        let snapshot: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(snapshot["version"], REGISTRY_VERSION);
+        assert_eq!(snapshot["seq"], 0);
+    }
+
+    #[test]
+    fn a_registry_of_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        // A layout this master cannot parse: refused for its version, not its shape.
+        std::fs::write(&snapshot, r#"{"version": 2, "registry": {"shards": []}}"#).unwrap();
+        let err = FileStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::NewerVersion {
+                    version: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        for wanted in [
+            snapshot.display().to_string().as_str(),
+            "format version 2",
+            "reads version 1 and older",
+            "run the newer strata-master",
+        ] {
+            assert!(message.contains(wanted), "{wanted:?} in {message}");
+        }
+        // Left as it was.
+        assert!(
+            std::fs::read_to_string(&snapshot)
+                .unwrap()
+                .contains("shards")
+        );
+    }
+
+    #[test]
+    fn a_log_left_without_a_snapshot_by_an_older_master_is_read_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a master before versioning left when it died before its first compaction.
+        std::fs::write(
+            dir.path().join(LOG_FILE),
+            concat!(
+                r#"{"seq":1,"op":{"AdmitAgent":{"id":"a1","hostname":"a1.example"}}}"#,
+                "\n",
+                r#"{"seq":2,"op":{"SetWeight":{"role":"web","weight":3.0}}}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            let r = s.load().unwrap();
+            assert_eq!(r.agents.get("a1").map(String::as_str), Some("a1.example"));
+            assert_eq!(r.weights.get("web"), Some(&3.0));
+            // Upgraded: a versioned snapshot holds it all now.
+            let snapshot: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap())
+                    .unwrap();
+            assert_eq!(snapshot["version"], REGISTRY_VERSION);
+            assert_eq!(snapshot["seq"], 2);
+            s.apply(&admit("a2")).unwrap();
+        }
+        let r = FileStore::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(r.agents.len(), 2);
+        assert_eq!(r.weights.get("web"), Some(&3.0));
+    }
+
+    #[test]
+    fn a_snapshot_without_a_version_is_read_as_version_1_and_upgraded_on_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            s.apply(&admit("a1")).unwrap();
+            s.flush().unwrap();
+        }
+        let mut snapshot: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        snapshot.as_object_mut().unwrap().remove("version");
+        std::fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        {
+            let mut s = FileStore::open(dir.path()).unwrap();
+            assert_eq!(s.load().unwrap().agents.len(), 1);
+            s.apply(&admit("a2")).unwrap();
+            s.flush().unwrap();
+        }
+        let snapshot: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(snapshot["version"], REGISTRY_VERSION);
+        assert_eq!(
+            FileStore::open(dir.path())
+                .unwrap()
+                .load()
+                .unwrap()
+                .agents
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -50,7 +50,19 @@ fn bad_flags_exit_2_with_a_reason() {
                 "--allocation-interval",
                 "5x",
             ],
-            "unknown unit",
+            "unknown unit 'x'",
+        ),
+        (
+            // One duration syntax for every binary: a number needs its unit.
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--default-refuse",
+                "30",
+            ],
+            "invalid duration '30': '30' has no unit; write a number and a unit, e.g. 30s",
         ),
         (
             &[

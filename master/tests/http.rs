@@ -109,3 +109,181 @@ fn tonic_prost_codec()
 -> tonic_prost::ProstCodec<strata_proto::v1::GetStateRequest, strata_proto::v1::GetStateResponse> {
     tonic_prost::ProstCodec::default()
 }
+
+/// Prometheus' own linter, on the `/metrics` of a real master with an agent registered:
+/// exit 0 and not one warning (counter and gauge names, base units, help texts).
+#[tokio::test]
+async fn metrics_pass_promtool_check_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let mut agent = attach(&master, register(agent_info("node1")))
+        .await
+        .expect("attach");
+    registered(&mut agent).await;
+    let text = http_get(&master, "/metrics").await.text().await.unwrap();
+    // The agent's cpus:4 and mem:4096 (MiB), as gauges in base units.
+    assert!(
+        text.contains("# TYPE strata_master_cpus_capacity gauge\nstrata_master_cpus_capacity 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nstrata_master_mem_capacity_bytes 4294967296\n"),
+        "{text}"
+    );
+    assert!(!text.contains("strata_master_cpus_total"), "{text}");
+
+    let out = promtool_check_metrics(&text);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\nexposition:\n{text}",
+        out.status
+    );
+    master.stop().await.unwrap();
+}
+
+/// `promtool check metrics` with `text` on its stdin. Fails the test when promtool is
+/// missing: the check is part of the suite, never skipped.
+fn promtool_check_metrics(text: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed ({e}): it checks the master's /metrics; install Debian's \
+             `prometheus` package (apt-get install prometheus, as scripts/test.sh does)"
+        ),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    child.wait_with_output().expect("wait for promtool")
+}
+
+/// README.md's weights example, run as written with curl (whose `-d` sends
+/// `Content-Type: application/x-www-form-urlencoded`), against this master.
+#[tokio::test]
+async fn the_readme_weights_example_works_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("PUT") && l.contains("/weights"))
+        .expect("README.md shows `curl -X PUT .../weights`");
+    assert!(example.contains("127.0.0.1:5050"), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    // The shell runs the line as a user would paste it (the `# ...` comment included).
+    let command = example.replace("127.0.0.1:5050", &master.addr.to_string());
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .await
+        .expect("run sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(127),
+        "curl is not installed (scripts/test.sh installs it): {stderr}"
+    );
+    assert!(out.status.success(), "{command}: {stdout}{stderr}");
+    assert_eq!(stdout, "{}", "{command}");
+
+    let weights: serde_json::Value = http_get(&master, "/weights").await.json().await.unwrap();
+    assert!(
+        weights
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"role": "web", "weight": 3.0})),
+        "{weights}"
+    );
+    let state = state_json(&master).await;
+    let web = state["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap_or_else(|| panic!("role web in {state}"));
+    assert_eq!(web["weight"], 3.0, "{state}");
+    master.stop().await.unwrap();
+}
+
+/// `PUT /weights` and `POST /maintenance/*` read their body as JSON whatever the
+/// Content-Type says; a body that is not JSON is a 400 that shows what to send.
+#[tokio::test]
+async fn operator_bodies_are_json_whatever_the_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    for (content_type, weight) in [
+        (None, 2.0),
+        (Some("application/x-www-form-urlencoded"), 4.0),
+        (Some("text/plain"), 5.0),
+    ] {
+        let mut request = http
+            .put(master.url("/weights"))
+            .body(format!(r#"[{{"role": "batch", "weight": {weight}}}]"#));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{content_type:?}");
+        assert_eq!(r.text().await.unwrap(), "{}");
+        let weights: serde_json::Value = http_get(&master, "/weights").await.json().await.unwrap();
+        assert!(
+            weights
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!({"role": "batch", "weight": weight})),
+            "{content_type:?}: {weights}"
+        );
+    }
+    // A maintenance call without a content type is read too: the agent is unknown.
+    let r = http
+        .post(master.url("/maintenance/deactivate"))
+        .body(r#"{"agent_id": "nope"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text().await.unwrap().contains("unknown to this master"),
+        "the body was read"
+    );
+
+    for (path, body, wanted) in [
+        ("/weights", "role=web&weight=3", "not valid JSON"),
+        ("/weights", "", "no body"),
+        ("/weights", r#"{"web": 3}"#, "not what this endpoint takes"),
+        ("/maintenance/drain", "agent_id=x", "not valid JSON"),
+    ] {
+        let request = if path == "/weights" {
+            http.put(master.url(path))
+        } else {
+            http.post(master.url(path))
+        };
+        let r = request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path} {body:?}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(wanted), "{path} {body:?}: {text}");
+        assert!(text.contains("send JSON like"), "{path} {body:?}: {text}");
+    }
+    master.stop().await.unwrap();
+}

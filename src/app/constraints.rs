@@ -1,10 +1,11 @@
 //! Placement constraints evaluated against agents, with Marathon's semantics.
+//!
+//! The constraints are the spec's own ([`Constraint`]): their regexes were compiled,
+//! within a size limit, when the spec was parsed, so placement compiles nothing.
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
-
-use super::spec::{Constraint, Operator, whole_value_regex};
+use super::spec::{Constraint, Operator};
 
 /// An agent a task runs on or could run on: its hostname and attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,135 +45,99 @@ pub struct Unmet {
     pub reason: String,
 }
 
-/// An app's constraints, ready to check against many candidates (regexes compiled
-/// once).
-#[derive(Debug, Clone)]
-pub struct Compiled {
-    rules: Vec<Rule>,
+/// Whether a task may be placed on `candidate`, given the agents of the app's live
+/// tasks (`placed`, one entry per task). The first unmet constraint is returned.
+///
+/// Nothing is compiled here: LIKE and UNLIKE carry the regex compiled when the spec
+/// was parsed ([`super::spec::Pattern`]), and a candidate that satisfies every
+/// constraint costs no allocation.
+pub fn check(
+    constraints: &[Constraint],
+    candidate: &Placement,
+    placed: &[&Placement],
+) -> Result<(), Unmet> {
+    constraints
+        .iter()
+        .try_for_each(|c| check_one(c, candidate, placed))
 }
 
-#[derive(Debug, Clone)]
-struct Rule {
-    text: String,
-    field: String,
-    check: Check,
-}
-
-#[derive(Debug, Clone)]
-enum Check {
-    Unique,
-    Cluster(String),
-    MaxPer(u32),
-    Like(Regex),
-    Unlike(Regex),
-}
-
-impl Compiled {
-    /// Compiles constraints; LIKE and UNLIKE regexes must match whole values.
-    pub fn new(constraints: &[Constraint]) -> Result<Compiled, regex::Error> {
-        let rules = constraints
+fn check_one(
+    constraint: &Constraint,
+    candidate: &Placement,
+    placed: &[&Placement],
+) -> Result<(), Unmet> {
+    let unmet = |reason: String| {
+        Err(Unmet {
+            constraint: constraint.to_string(),
+            reason,
+        })
+    };
+    let field = constraint.field.as_str();
+    let Some(value) = candidate.field(field) else {
+        return match constraint.operator {
+            Operator::Unlike(_) => Ok(()),
+            _ => unmet(format!(
+                "host {} has no attribute {field}",
+                candidate.hostname
+            )),
+        };
+    };
+    let sharing = || {
+        placed
             .iter()
-            .map(|c| {
-                let check = match &c.operator {
-                    Operator::Unique => Check::Unique,
-                    Operator::Cluster(value) => Check::Cluster(value.clone()),
-                    Operator::MaxPer(n) => Check::MaxPer(*n),
-                    Operator::Like(re) => Check::Like(whole_value_regex(re)?),
-                    Operator::Unlike(re) => Check::Unlike(whole_value_regex(re)?),
-                };
-                Ok(Rule {
-                    text: c.to_string(),
-                    field: c.field.clone(),
-                    check,
-                })
-            })
-            .collect::<Result<_, regex::Error>>()?;
-        Ok(Compiled { rules })
-    }
-
-    /// Whether a task may be placed on `candidate`, given the agents of the app's live
-    /// tasks (`placed`, one entry per task). The first unmet constraint is returned.
-    pub fn check(&self, candidate: &Placement, placed: &[&Placement]) -> Result<(), Unmet> {
-        self.rules
-            .iter()
-            .try_for_each(|rule| rule.check(candidate, placed))
-    }
-}
-
-impl Rule {
-    fn check(&self, candidate: &Placement, placed: &[&Placement]) -> Result<(), Unmet> {
-        let unmet = |reason: String| {
-            Err(Unmet {
-                constraint: self.text.clone(),
-                reason,
-            })
-        };
-        let field = self.field.as_str();
-        let Some(value) = candidate.field(field) else {
-            return match self.check {
-                Check::Unlike(_) => Ok(()),
-                _ => unmet(format!(
-                    "host {} has no attribute {field}",
-                    candidate.hostname
-                )),
-            };
-        };
-        let sharing = || {
-            placed
-                .iter()
-                .filter(|p| p.field(field) == Some(value))
-                .count()
-        };
-        match &self.check {
-            Check::Unique => {
-                if sharing() > 0 {
-                    return unmet(format!(
-                        "a task already runs on {}",
-                        Placement::describe(field, value)
-                    ));
-                }
-            }
-            Check::Cluster(wanted) => {
-                if value != wanted {
-                    return unmet(format!(
-                        "host {} has {field}={value}, not {wanted}",
-                        candidate.hostname
-                    ));
-                }
-            }
-            Check::MaxPer(max) => {
-                let count = sharing();
-                if count >= *max as usize {
-                    return unmet(format!(
-                        "{count} task(s) already run on {} (at most {max})",
-                        Placement::describe(field, value)
-                    ));
-                }
-            }
-            Check::Like(re) => {
-                if !re.is_match(value) {
-                    return unmet(format!(
-                        "host {} has {field}={value}, which does not match the regex",
-                        candidate.hostname
-                    ));
-                }
-            }
-            Check::Unlike(re) => {
-                if re.is_match(value) {
-                    return unmet(format!(
-                        "host {} has {field}={value}, which matches the regex",
-                        candidate.hostname
-                    ));
-                }
+            .filter(|p| p.field(field) == Some(value))
+            .count()
+    };
+    match &constraint.operator {
+        Operator::Unique => {
+            if sharing() > 0 {
+                return unmet(format!(
+                    "a task already runs on {}",
+                    Placement::describe(field, value)
+                ));
             }
         }
-        Ok(())
+        Operator::Cluster(wanted) => {
+            if value != wanted {
+                return unmet(format!(
+                    "host {} has {field}={value}, not {wanted}",
+                    candidate.hostname
+                ));
+            }
+        }
+        Operator::MaxPer(max) => {
+            let count = sharing();
+            if count >= *max as usize {
+                return unmet(format!(
+                    "{count} task(s) already run on {} (at most {max})",
+                    Placement::describe(field, value)
+                ));
+            }
+        }
+        Operator::Like(pattern) => {
+            if !pattern.matches_whole(value) {
+                return unmet(format!(
+                    "host {} has {field}={value}, which does not match the regex",
+                    candidate.hostname
+                ));
+            }
+        }
+        Operator::Unlike(pattern) => {
+            if pattern.matches_whole(value) {
+                return unmet(format!(
+                    "host {} has {field}={value}, which matches the regex",
+                    candidate.hostname
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::spec::Pattern;
 
     fn agent(hostname: &str, attributes: &[(&str, &str)]) -> Placement {
         Placement {
@@ -184,15 +149,33 @@ mod tests {
         }
     }
 
-    fn compiled(constraints: &[(&str, Operator)]) -> Compiled {
-        let constraints: Vec<Constraint> = constraints
-            .iter()
-            .map(|(field, operator)| Constraint {
-                field: field.to_string(),
-                operator: operator.clone(),
-            })
-            .collect();
-        Compiled::new(&constraints).unwrap()
+    /// An app's constraints, checked with [`check`].
+    struct Rules(Vec<Constraint>);
+
+    impl Rules {
+        fn check(&self, candidate: &Placement, placed: &[&Placement]) -> Result<(), Unmet> {
+            check(&self.0, candidate, placed)
+        }
+    }
+
+    fn compiled(constraints: &[(&str, Operator)]) -> Rules {
+        Rules(
+            constraints
+                .iter()
+                .map(|(field, operator)| Constraint {
+                    field: field.to_string(),
+                    operator: operator.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn like(re: &str) -> Operator {
+        Operator::Like(Pattern::new(re).unwrap())
+    }
+
+    fn unlike(re: &str) -> Operator {
+        Operator::Unlike(Pattern::new(re).unwrap())
     }
 
     #[test]
@@ -205,7 +188,7 @@ mod tests {
 
     #[test]
     fn no_constraints_always_pass() {
-        let c = Compiled::new(&[]).unwrap();
+        let c = compiled(&[]);
         let a = agent("a", &[]);
         assert_eq!(c.check(&a, &[&a, &a]), Ok(()));
     }
@@ -299,7 +282,7 @@ mod tests {
 
     #[test]
     fn like_matches_whole_values() {
-        let c = compiled(&[("rack", Operator::Like("r[12]".into()))]);
+        let c = compiled(&[("rack", like("r[12]"))]);
         assert_eq!(c.check(&agent("a", &[("rack", "r1")]), &[]), Ok(()));
         assert_eq!(c.check(&agent("a", &[("rack", "r2")]), &[]), Ok(()));
         let unmet = c.check(&agent("a", &[("rack", "r3")]), &[]).unwrap_err();
@@ -309,15 +292,15 @@ mod tests {
         assert!(c.check(&agent("a", &[("rack", "xr1")]), &[]).is_err());
         assert!(c.check(&agent("a", &[]), &[]).is_err());
         // Alternation is anchored as a whole.
-        let alt = compiled(&[("hostname", Operator::Like("a|b".into()))]);
+        let alt = compiled(&[("hostname", like("a|b"))]);
         assert_eq!(alt.check(&agent("a", &[]), &[]), Ok(()));
         assert!(alt.check(&agent("ab", &[]), &[]).is_err());
         assert!(alt.check(&agent("xb", &[]), &[]).is_err());
     }
 
     #[test]
-    fn unlike() {
-        let c = compiled(&[("rack", Operator::Unlike("r3|r4".into()))]);
+    fn unlike_matches_whole_values_too() {
+        let c = compiled(&[("rack", unlike("r3|r4"))]);
         assert_eq!(c.check(&agent("a", &[("rack", "r1")]), &[]), Ok(()));
         // Whole values: r33 is not r3.
         assert_eq!(c.check(&agent("a", &[("rack", "r33")]), &[]), Ok(()));
@@ -326,7 +309,7 @@ mod tests {
         assert_eq!(unmet.reason, "host a has rack=r3, which matches the regex");
         // A missing attribute passes UNLIKE.
         assert_eq!(c.check(&agent("a", &[]), &[]), Ok(()));
-        let by_host = compiled(&[("hostname", Operator::Unlike("db-.*".into()))]);
+        let by_host = compiled(&[("hostname", unlike("db-.*"))]);
         assert!(by_host.check(&agent("db-1", &[]), &[]).is_err());
         assert_eq!(by_host.check(&agent("web-1", &[]), &[]), Ok(()));
     }
@@ -336,7 +319,7 @@ mod tests {
         let c = compiled(&[
             ("rack", Operator::Cluster("r1".into())),
             ("hostname", Operator::Unique),
-            ("zone", Operator::Like("eu-.*".into())),
+            ("zone", like("eu-.*")),
         ]);
         let good = agent("a", &[("rack", "r1"), ("zone", "eu-west")]);
         assert_eq!(c.check(&good, &[]), Ok(()));
@@ -351,12 +334,49 @@ mod tests {
 
     #[test]
     fn invalid_regexes_are_refused() {
-        for re in ["(", "r[12", "a)|(b"] {
-            let constraint = Constraint {
-                field: "rack".into(),
-                operator: Operator::Like(re.into()),
-            };
-            assert!(Compiled::new(&[constraint]).is_err(), "{re}");
+        for re in ["(", "r[12", "a)|(b", ""] {
+            assert!(Pattern::new(re).is_err(), "{re}");
         }
+    }
+
+    /// Placement uses the regex compiled with the spec: the constraints an app was
+    /// parsed with hold the very `Regex` that every check runs, and checking does not
+    /// build another.
+    #[test]
+    fn placement_uses_the_regex_compiled_with_the_spec() {
+        let spec = crate::app::spec::AppSpec::parse(
+            "id: web\ncmd: x\nconstraints: [\"rack LIKE r[12]\", \"zone UNLIKE us-.*\"]\n",
+        )
+        .unwrap();
+        let regexes = |spec: &crate::app::spec::AppSpec| -> Vec<*const regex::Regex> {
+            spec.constraints
+                .iter()
+                .map(|c| match &c.operator {
+                    Operator::Like(p) | Operator::Unlike(p) => p.compiled() as *const _,
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        let before = regexes(&spec);
+        let a = agent("a", &[("rack", "r1"), ("zone", "eu")]);
+        let b = agent("b", &[("rack", "r3"), ("zone", "eu")]);
+        for _ in 0..3 {
+            assert_eq!(check(&spec.constraints, &a, &[]), Ok(()));
+            assert_eq!(
+                check(&spec.constraints, &b, &[&a]).unwrap_err().constraint,
+                "rack LIKE r[12]"
+            );
+        }
+        assert_eq!(regexes(&spec), before, "the same compiled regexes are used");
+        assert_eq!(
+            spec.constraints[0].operator,
+            like("r[12]"),
+            "patterns compare by their text"
+        );
+        // The compiled regex is the anchored whole-value form.
+        let Operator::Like(p) = &spec.constraints[0].operator else {
+            unreachable!()
+        };
+        assert_eq!(p.compiled().as_str(), "^(?:r[12])$");
     }
 }

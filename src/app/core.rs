@@ -10,7 +10,7 @@ use strata_proto::is_terminal;
 use strata_proto::v1::{self, TaskState};
 use strata_proto::{RangeSet, Resources, Scalar};
 
-use super::constraints::{Compiled, Placement};
+use super::constraints::{self, Placement};
 use super::plan::{self, Plan};
 use super::records::{AppRecord, BackoffState, DeploymentRecord, TaskRecord, rfc3339};
 use super::spec::{AppSpec, PortSpec, SpecError};
@@ -91,6 +91,10 @@ pub struct Core {
     /// When offers last arrived, revive was last sent, and tasks were last reconciled.
     last_offers: f64,
     last_revive: f64,
+    /// When offers were revived after a suppression, until the first offer after that
+    /// arrives. Meanwhile waiting apps say "reviving offers", and any quiet time counts
+    /// from here: the last offer before the suppression says nothing about now.
+    revived_at: Option<f64>,
     last_reconcile: f64,
     writes: Vec<Write>,
     seq: u64,
@@ -332,6 +336,7 @@ impl Core {
         self.last_reconcile = now;
         self.last_revive = now;
         self.last_offers = now;
+        self.revived_at = None;
         let tasks = self
             .tasks
             .values()
@@ -532,11 +537,17 @@ impl Core {
             && now - self.last_offers >= RECONCILE_SECONDS
             && now - self.last_revive >= RECONCILE_SECONDS;
         if pending > 0 && (self.suppressed || pending > self.last_pending || starved) {
+            if self.suppressed {
+                // The first attempt counts (a failed revive is retried while still
+                // suppressed).
+                self.revived_at.get_or_insert(now);
+            }
             self.suppressed = false;
             self.last_revive = now;
             actions.push(Action::Revive);
         } else if pending == 0 && !self.suppressed {
             self.suppressed = true;
+            self.revived_at = None;
             actions.push(Action::Suppress);
         }
         self.last_pending = pending;
@@ -601,6 +612,7 @@ impl Core {
     /// decline the rest.
     pub fn offers(&mut self, offers: Vec<v1::Offer>, now: f64) -> Vec<Action> {
         self.last_offers = now;
+        self.revived_at = None;
         // What each app still needs, in app order.
         let mut wanted: Vec<(String, u32)> = Vec::new();
         for (id, app) in &self.apps {
@@ -770,7 +782,6 @@ impl Core {
         .ok_or(None)?;
         // Then constraints, against where the app's tasks run.
         if !spec.constraints.is_empty() {
-            let compiled = Compiled::new(&spec.constraints).map_err(|e| Some(e.to_string()))?;
             let placed: Vec<Placement> = self
                 .tasks
                 .values()
@@ -781,8 +792,7 @@ impl Core {
                 })
                 .collect();
             let refs: Vec<&Placement> = placed.iter().collect();
-            compiled
-                .check(placement, &refs)
+            constraints::check(&spec.constraints, placement, &refs)
                 .map_err(|unmet| Some(unmet.to_string()))?;
         }
         let task_id = self.next_id(app_id);
@@ -890,6 +900,16 @@ impl Core {
                 )
             } else {
                 "waiting for old tasks to be killed".to_string()
+            };
+        }
+        // Offers were suppressed (nothing was pending) and are being revived: until the
+        // first offer after the revive, say so, and count quiet time from the revive.
+        if let Some(since) = self.revived_at.or(self.suppressed.then_some(now)) {
+            let quiet = now - since;
+            return if quiet < QUIET_OFFERS_SECONDS {
+                "reviving offers".to_string()
+            } else {
+                format!("reviving offers: none for {quiet:.0} s")
             };
         }
         // What the last offers said, or that none came: offers stop when the cluster
@@ -1226,6 +1246,63 @@ mod tests {
         // A new instance wanted: revive.
         let (_, actions) = c.scale("a", 3, 5.0).unwrap();
         assert!(actions.contains(&Action::Revive), "{actions:?}");
+    }
+
+    /// A scale while offers are suppressed: the framework revives, and until an offer
+    /// comes the deployment says so, never "none for 144 s" counted from the last
+    /// offer before the suppression. Quiet time counts from the revive; once offers
+    /// come, the usual reasons are back.
+    #[test]
+    fn a_scale_while_suppressed_says_reviving_offers_until_the_first_offer() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 1, "cpus": 1});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        c.status(&status(&tasks[0].task_id, TaskState::TaskRunning), 3.0);
+        c.tick(4.0);
+        assert!(c.suppressed, "nothing pending: offers suppressed");
+        // 144 s later (no offers while suppressed), the user scales up.
+        let (view, actions) = c.scale("a", 3, 146.0).unwrap();
+        assert!(actions.contains(&Action::Revive), "{actions:?}");
+        let waiting =
+            |c: &Core, now: f64| c.app_view("a", now).unwrap().deployment.unwrap().waiting;
+        assert_eq!(view.deployment.unwrap().waiting, "reviving offers");
+        assert_eq!(waiting(&c, 150.0), "reviving offers");
+        // No offer for a while after the revive: counted from the revive.
+        c.tick(157.0);
+        assert_eq!(waiting(&c, 158.0), "reviving offers: none for 12 s");
+        // The first offer after the revive: what it said is the reason now.
+        assert!(launched(&c.offers(vec![offer("o2", "ag1", "h1", 0.5)], 160.0)).is_empty());
+        assert_eq!(
+            waiting(&c, 161.0),
+            "no offer fits: needs cpus 1, largest offer has cpus 0.5"
+        );
+        // Then quiet time counts from that offer.
+        assert_eq!(
+            waiting(&c, 175.0),
+            "no offer fits: needs cpus 1, largest offer has cpus 0.5 (no offer for 15 s)"
+        );
+    }
+
+    /// A revive that did not reach the master is retried; the wait still counts from
+    /// the first attempt.
+    #[test]
+    fn a_failed_revive_keeps_saying_reviving_offers_from_the_first_attempt() {
+        let mut c = Core::default();
+        c.subscribed("fw", 0.0);
+        assert!(c.tick(1.0).contains(&Action::Suppress));
+        let app = serde_json::json!({"id": "a", "cmd": "x", "cpus": 1});
+        let (view, actions) = c.deploy(spec(app), false, 100.0).unwrap();
+        assert!(actions.contains(&Action::Revive), "{actions:?}");
+        assert_eq!(view.deployment.unwrap().waiting, "reviving offers");
+        c.revive_failed();
+        assert!(c.tick(101.0).contains(&Action::Revive));
+        let view = c.app_view("a", 115.0).unwrap();
+        assert_eq!(
+            view.deployment.unwrap().waiting,
+            "reviving offers: none for 15 s"
+        );
     }
 
     #[test]

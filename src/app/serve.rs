@@ -33,10 +33,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "strata")]
     pub name: String,
     /// How long the master keeps the framework's tasks while it is away (Marathon: a week).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = strata_proto::duration::parse)]
     pub failover_timeout: Duration,
     /// How often deployments are re-evaluated.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = strata_proto::duration::parse)]
     pub tick: Duration,
 }
 

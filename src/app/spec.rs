@@ -122,9 +122,147 @@ pub enum Operator {
     /// At most n tasks per distinct value of the field.
     MaxPer(u32),
     /// Only on agents whose field matches the regex (the whole value).
-    Like(String),
+    Like(Pattern),
     /// Only on agents whose field does not match the regex (the whole value).
-    Unlike(String),
+    Unlike(Pattern),
+}
+
+/// The regex of a LIKE or UNLIKE constraint: the text as written (what is serialized
+/// and shown) and the regex compiled from it once, when the spec is parsed, to match
+/// whole values. Placement only ever uses the compiled regex: compiling on every
+/// placement attempt once stalled the framework for seconds with large patterns.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    /// `^(?:source)$`, compiled.
+    whole: regex::Regex,
+    /// Over [`Pattern::SIZE_LIMIT`]: [`AppSpec::validate`] refuses it for anything
+    /// deployed, so only a spec read back from the framework's state store (deployed
+    /// before the limit existed) keeps one, and the framework still starts.
+    too_large: bool,
+}
+
+/// Why a LIKE or UNLIKE regex was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("the regex is empty")]
+    Empty,
+    #[error("invalid regex {pattern:?}: {reason}")]
+    Syntax { pattern: String, reason: String },
+    #[error(
+        "regex {pattern:?} is too large: compiled, it would take more than {} KiB; use a \
+         simpler pattern (e.g. \\w+ rather than \\w{{200}})",
+        Pattern::SIZE_LIMIT / 1024
+    )]
+    TooLarge { pattern: String },
+}
+
+impl Pattern {
+    /// The most memory one compiled pattern may take. Attribute values are short and
+    /// ordinary patterns (`r[12]`, `eu-.*`, `\w+`) need a few KiB to 64 KiB; a pattern
+    /// over this is refused when the spec is deployed.
+    pub const SIZE_LIMIT: usize = 1024 * 1024;
+
+    /// The limit before [`Pattern::SIZE_LIMIT`] existed (the regex crate's default),
+    /// for patterns read back from the state store.
+    const STORED_SIZE_LIMIT: usize = 10 * 1024 * 1024;
+
+    /// Compiles `source` so that it must match a whole value. The pattern must also
+    /// be valid on its own, so that e.g. `a)|(b` cannot escape the anchoring.
+    ///
+    /// A pattern over [`Pattern::SIZE_LIMIT`] (and within what was accepted before
+    /// that limit) is kept but marked, and [`Pattern::problem`] reports it: a state
+    /// store holding one still loads, and [`AppSpec::validate`] refuses it for anything
+    /// deployed.
+    pub fn new(source: &str) -> Result<Pattern, PatternError> {
+        if source.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        let anchored = format!("^(?:{source})$");
+        let limited = |limit| {
+            Pattern::compile(source, source, limit)?;
+            Pattern::compile(&anchored, source, limit)
+        };
+        match limited(Pattern::SIZE_LIMIT) {
+            Ok(whole) => Ok(Pattern {
+                source: source.to_string(),
+                whole,
+                too_large: false,
+            }),
+            Err(PatternError::TooLarge { .. }) => Ok(Pattern {
+                source: source.to_string(),
+                whole: limited(Pattern::STORED_SIZE_LIMIT)?,
+                too_large: true,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compiles `text` (`source` or its anchored form); errors name `source`.
+    fn compile(text: &str, source: &str, limit: usize) -> Result<regex::Regex, PatternError> {
+        regex::RegexBuilder::new(text)
+            .size_limit(limit)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => PatternError::TooLarge {
+                    pattern: source.to_string(),
+                },
+                e => {
+                    // regex's syntax errors span lines (the pattern, a caret, the error).
+                    let e = e.to_string();
+                    let reason = e
+                        .lines()
+                        .find_map(|l| l.strip_prefix("error: "))
+                        .unwrap_or(&e);
+                    PatternError::Syntax {
+                        pattern: source.to_string(),
+                        reason: reason.to_string(),
+                    }
+                }
+            })
+    }
+
+    /// What makes this pattern unfit to deploy: over [`Pattern::SIZE_LIMIT`].
+    pub fn problem(&self) -> Option<PatternError> {
+        self.too_large.then(|| PatternError::TooLarge {
+            pattern: self.source.clone(),
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern matches all of `value`.
+    pub fn matches_whole(&self, value: &str) -> bool {
+        self.whole.is_match(value)
+    }
+
+    /// The compiled, anchored regex (for tests that check it is the one kept).
+    #[cfg(test)]
+    pub(super) fn compiled(&self) -> &regex::Regex {
+        &self.whole
+    }
+}
+
+impl PartialEq for Pattern {
+    /// Two patterns are the same when they are written the same.
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.source, f)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -750,7 +888,8 @@ impl Operator {
     fn value(&self) -> Option<String> {
         match self {
             Operator::Unique => None,
-            Operator::Cluster(v) | Operator::Like(v) | Operator::Unlike(v) => Some(v.clone()),
+            Operator::Cluster(v) => Some(v.clone()),
+            Operator::Like(p) | Operator::Unlike(p) => Some(p.as_str().to_string()),
             Operator::MaxPer(n) => Some(n.to_string()),
         }
     }
@@ -772,8 +911,8 @@ impl Constraint {
                 _ => Operator::Unique,
             },
             "CLUSTER" => Operator::Cluster(needs_value()?),
-            "LIKE" => Operator::Like(needs_value()?),
-            "UNLIKE" => Operator::Unlike(needs_value()?),
+            "LIKE" => Operator::Like(Pattern::new(&needs_value()?).map_err(|e| e.to_string())?),
+            "UNLIKE" => Operator::Unlike(Pattern::new(&needs_value()?).map_err(|e| e.to_string())?),
             "MAX_PER" => {
                 let v = needs_value()?;
                 match v.parse::<u32>() {
@@ -797,15 +936,8 @@ impl Constraint {
     /// `"FIELD OPERATOR [VALUE]"`: the value is the rest of the text after the operator,
     /// so that a regex may contain spaces.
     fn from_text(text: &str) -> Result<Constraint, String> {
-        fn split_word(s: &str) -> (&str, &str) {
-            match s.find(char::is_whitespace) {
-                Some(i) => (&s[..i], s[i..].trim_start()),
-                None => (s, ""),
-            }
-        }
         let text = text.trim();
-        let (field, rest) = split_word(text);
-        let (operator, value) = split_word(rest);
+        let (field, operator, value) = split_text(text);
         if field.is_empty() {
             return Err("empty constraint, expected e.g. \"hostname UNIQUE\"".to_string());
         }
@@ -814,7 +946,17 @@ impl Constraint {
                 "{text:?} has no operator, expected e.g. \"{text} UNIQUE\""
             ));
         }
-        Constraint::from_parts(field, operator, Some(value).filter(|v| !v.is_empty()))
+        Constraint::from_parts(field, operator, value)
+    }
+
+    /// Whether the canonical text reads back as this constraint: it does unless the
+    /// field has whitespace or the value has leading or trailing whitespace. Decided
+    /// on the text alone (no regex is compiled for it: this runs on every serialize).
+    fn text_reads_back(&self, text: &str) -> bool {
+        let (field, operator, value) = split_text(text.trim());
+        field == self.field
+            && operator == self.operator.name()
+            && value.map(str::to_string) == self.operator.value()
     }
 
     /// What is wrong with a constraint, if anything.
@@ -826,28 +968,29 @@ impl Constraint {
             Operator::Unique => None,
             Operator::MaxPer(0) => Some("MAX_PER needs a positive integer, got 0".to_string()),
             Operator::MaxPer(_) => None,
-            Operator::Cluster(v) | Operator::Like(v) | Operator::Unlike(v) if v.is_empty() => {
+            Operator::Cluster(v) if v.is_empty() => {
                 Some(format!("{} needs a value", self.operator.name()))
             }
             Operator::Cluster(_) => None,
-            Operator::Like(re) | Operator::Unlike(re) => whole_value_regex(re).err().map(|e| {
-                // regex's syntax errors span lines (the pattern, a caret, the error).
-                let e = e.to_string();
-                let e = e
-                    .lines()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or(&e);
-                format!("invalid regex {re:?}: {e}")
-            }),
+            // A Pattern holds a regex that compiled; one read back from the state store
+            // may be over the size limit.
+            Operator::Like(p) | Operator::Unlike(p) => p.problem().map(|e| e.to_string()),
         }
     }
 }
 
-/// Compiles a LIKE/UNLIKE pattern so that it must match a whole value. The pattern
-/// must also be valid on its own, so that e.g. `a)|(b` cannot escape the anchoring.
-pub(super) fn whole_value_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(pattern)?;
-    regex::Regex::new(&format!("^(?:{pattern})$"))
+/// `"FIELD OPERATOR [VALUE]"` split at the first two runs of whitespace; the value is
+/// the rest (`None` when there is none).
+fn split_text(text: &str) -> (&str, &str, Option<&str>) {
+    fn split_word(s: &str) -> (&str, &str) {
+        match s.find(char::is_whitespace) {
+            Some(i) => (&s[..i], s[i..].trim_start()),
+            None => (s, ""),
+        }
+    }
+    let (field, rest) = split_word(text);
+    let (operator, value) = split_word(rest);
+    (field, operator, Some(value).filter(|v| !v.is_empty()))
 }
 
 impl fmt::Display for Constraint {
@@ -879,9 +1022,15 @@ impl TryFrom<ConstraintRepr> for Constraint {
                 }
             },
         };
+        // A regex over the size limit is refused by `AppSpec::validate`, when a spec is
+        // deployed, not here: a state store written before the limit must still load.
+        let too_large = matches!(
+            &constraint.operator,
+            Operator::Like(p) | Operator::Unlike(p) if p.problem().is_some()
+        );
         match constraint.problem() {
-            Some(reason) => Err(reason),
-            None => Ok(constraint),
+            Some(reason) if !too_large => Err(reason),
+            _ => Ok(constraint),
         }
     }
 }
@@ -891,7 +1040,7 @@ impl From<Constraint> for ConstraintRepr {
     /// field with whitespace, a value with leading or trailing whitespace): then a list.
     fn from(constraint: Constraint) -> ConstraintRepr {
         let text = constraint.to_string();
-        if Constraint::from_text(&text).as_ref() == Ok(&constraint) {
+        if constraint.text_reads_back(&text) {
             ConstraintRepr::Text(text)
         } else {
             let mut parts = vec![
@@ -974,6 +1123,14 @@ accepted_resource_roles: ["*", web]
         }
     }
 
+    fn like(re: &str) -> Operator {
+        Operator::Like(Pattern::new(re).unwrap())
+    }
+
+    fn unlike(re: &str) -> Operator {
+        Operator::Unlike(Pattern::new(re).unwrap())
+    }
+
     fn full() -> AppSpec {
         AppSpec {
             id: "web.frontend-1".into(),
@@ -1008,8 +1165,8 @@ accepted_resource_roles: ["*", web]
                 c("hostname", Operator::Unique),
                 c("rack", Operator::Cluster("a".into())),
                 c("rack", Operator::MaxPer(2)),
-                c("zone", Operator::Like("eu-(west|north) [0-9]".into())),
-                c("disk", Operator::Unlike("hdd|tape".into())),
+                c("zone", like("eu-(west|north) [0-9]")),
+                c("disk", unlike("hdd|tape")),
             ],
             health_checks: vec![HealthCheckSpec {
                 path: Some("/healthz".into()),
@@ -1134,7 +1291,7 @@ accepted_resource_roles: ["*", web]
     fn constraints_that_text_cannot_carry_serialize_as_lists() {
         for constraint in [
             c("my rack", Operator::Cluster("a".into())),
-            c("rack", Operator::Like(" a".into())),
+            c("rack", like(" a")),
             c("rack", Operator::Cluster("a ".into())),
         ] {
             let value = serde_json::to_value(&constraint).unwrap();
@@ -1714,18 +1871,9 @@ accepted_resource_roles: ["*", web]
         );
         assert_eq!(constraint("rack MAX_PER 2"), c("rack", Operator::MaxPer(2)));
         assert_eq!(constraint("rack max_per 2"), c("rack", Operator::MaxPer(2)));
-        assert_eq!(
-            constraint("rack LIKE r[12]"),
-            c("rack", Operator::Like("r[12]".into()))
-        );
-        assert_eq!(
-            constraint("rack Like a  b|c"),
-            c("rack", Operator::Like("a  b|c".into()))
-        );
-        assert_eq!(
-            constraint("rack\tUNLIKE r3"),
-            c("rack", Operator::Unlike("r3".into()))
-        );
+        assert_eq!(constraint("rack LIKE r[12]"), c("rack", like("r[12]")));
+        assert_eq!(constraint("rack Like a  b|c"), c("rack", like("a  b|c")));
+        assert_eq!(constraint("rack\tUNLIKE r3"), c("rack", unlike("r3")));
     }
 
     #[test]
@@ -1749,11 +1897,11 @@ accepted_resource_roles: ["*", web]
         );
         assert_eq!(
             list(serde_json::json!(["my rack", "LIKE", " a b"])),
-            c("my rack", Operator::Like(" a b".into()))
+            c("my rack", like(" a b"))
         );
         assert_eq!(
             list(serde_json::json!(["rack", "UNLIKE", "r3"])),
-            c("rack", Operator::Unlike("r3".into()))
+            c("rack", unlike("r3"))
         );
         let spec = AppSpec::parse(
             "id: app\ncmd: x\nconstraints:\n  - [rack, CLUSTER, a]\n  - [hostname, UNIQUE]\n",
@@ -1779,14 +1927,8 @@ accepted_resource_roles: ["*", web]
             "rack CLUSTER a"
         );
         assert_eq!(c("rack", Operator::MaxPer(2)).to_string(), "rack MAX_PER 2");
-        assert_eq!(
-            c("rack", Operator::Like("r[12]".into())).to_string(),
-            "rack LIKE r[12]"
-        );
-        assert_eq!(
-            c("rack", Operator::Unlike("r 3".into())).to_string(),
-            "rack UNLIKE r 3"
-        );
+        assert_eq!(c("rack", like("r[12]")).to_string(), "rack LIKE r[12]");
+        assert_eq!(c("rack", unlike("r 3")).to_string(), "rack UNLIKE r 3");
         assert_eq!(constraint("rack max_per +2").to_string(), "rack MAX_PER 2");
     }
 
@@ -1826,15 +1968,76 @@ accepted_resource_roles: ["*", web]
             c("", Operator::Unique),
             c("rack", Operator::Cluster(String::new())),
             c("rack", Operator::MaxPer(0)),
-            c("rack", Operator::Like(String::new())),
-            c("rack", Operator::Like("(".into())),
-            c("rack", Operator::Unlike("[".into())),
         ] {
             let spec = AppSpec {
                 constraints: vec![c("hostname", Operator::Unique), bad],
                 ..base()
             };
             refused(spec, "constraints[1]");
+        }
+        // A LIKE/UNLIKE regex cannot even be built in code unless it compiles.
+        assert_eq!(Pattern::new(""), Err(PatternError::Empty));
+        for bad in ["(", "[", "a)|(b"] {
+            assert!(
+                matches!(Pattern::new(bad), Err(PatternError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    /// A pattern whose compiled form is huge (it once stalled placement for seconds,
+    /// being compiled on every attempt) is refused when the app is deployed, at the
+    /// constraint, with what to do instead.
+    #[test]
+    fn an_over_large_constraint_regex_is_refused_at_deploy() {
+        for text in [
+            "id: web\ncmd: x\nconstraints:\n  - hostname UNIQUE\n  - rack LIKE \\w{200}\n",
+            "id: web\ncmd: x\nconstraints:\n  - hostname UNIQUE\n  - [rack, UNLIKE, \"\\\\w{200}\"]\n",
+        ] {
+            let err = parse_refused(text, "constraints[1]");
+            assert!(
+                err.reason.starts_with(
+                    "regex \"\\\\w{200}\" is too large: compiled, it would take more than \
+                     1024 KiB; use a simpler pattern (e.g. \\w+ rather than \\w{200})"
+                ),
+                "{text}: {err}"
+            );
+        }
+        let err = AppSpec::from_json(serde_json::json!({
+            "id": "web", "cmd": "x", "constraints": ["rack LIKE \\w{200}"]
+        }))
+        .unwrap_err();
+        assert_eq!(err.field, "constraints[0]");
+        assert!(err.reason.contains("is too large"), "{err}");
+        // A spec stored before the limit existed still reads back (the state store
+        // must load), with its regex compiled once; deploying it again is refused.
+        let stored: AppSpec = serde_json::from_value(serde_json::json!({
+            "id": "web", "cmd": "x", "constraints": ["rack LIKE \\w{200}"]
+        }))
+        .unwrap();
+        let Operator::Like(p) = &stored.constraints[0].operator else {
+            panic!("{stored:?}")
+        };
+        assert!(p.matches_whole(&"x".repeat(200)) && !p.matches_whole("x"));
+        let err = stored.validate().unwrap_err();
+        assert_eq!(err.field, "constraints[0]");
+        assert!(
+            err.reason.starts_with("regex \"\\\\w{200}\" is too large"),
+            "{err}"
+        );
+        assert!(matches!(
+            Pattern::new("\\w{200}").unwrap().problem(),
+            Some(PatternError::TooLarge { .. })
+        ));
+        // Ordinary patterns, Unicode classes included, are well within the limit.
+        for ok in [
+            "r[12]",
+            "eu-(west|north) [0-9]",
+            "\\w+",
+            "\\d{3}-\\w+",
+            "\\w{10}",
+        ] {
+            assert_eq!(Pattern::new(ok).unwrap().problem(), None, "{ok}");
         }
     }
 
@@ -2044,11 +2247,13 @@ accepted_resource_roles: ["*", web]
     }
 
     #[test]
-    fn whole_value_regex_is_anchored() {
-        let re = whole_value_regex("a|b").unwrap();
-        assert!(re.is_match("a") && re.is_match("b"));
-        assert!(!re.is_match("ab") && !re.is_match("xa") && !re.is_match(""));
-        assert!(whole_value_regex("a)|(b").is_err());
+    fn patterns_match_whole_values() {
+        let p = Pattern::new("a|b").unwrap();
+        assert!(p.matches_whole("a") && p.matches_whole("b"));
+        assert!(!p.matches_whole("ab") && !p.matches_whole("xa") && !p.matches_whole(""));
+        assert!(Pattern::new("a)|(b").is_err());
+        assert_eq!(p.to_string(), "a|b");
+        assert_eq!(p.as_str(), "a|b");
     }
 
     #[test]

@@ -73,9 +73,16 @@ pub struct WaitArgs {
     /// Wait until the deployment has finished (for rm: until the app is gone).
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: give up (exit 1) after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "wait")]
-    pub timeout: u64,
+    /// With --wait: give up (exit 1) after this long, e.g. `5m` or `90s` (a bare
+    /// number is seconds).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = strata_proto::duration::parse_or_seconds,
+        requires = "wait"
+    )]
+    pub timeout: Duration,
 }
 
 impl AppCommand {
@@ -156,7 +163,7 @@ impl AppCommand {
 impl WaitArgs {
     fn options(&self) -> WaitOptions {
         WaitOptions {
-            timeout: Duration::from_secs(self.timeout),
+            timeout: self.timeout,
             poll: POLL,
         }
     }
@@ -1059,5 +1066,47 @@ web.1   RUNNING   healthy   node1   31000,8080   30s
             )
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `strata app ...` as clap parses it.
+    #[derive(clap::Parser, Debug)]
+    struct App {
+        #[command(subcommand)]
+        command: AppCommand,
+    }
+
+    fn scale_timeout(extra: &[&str]) -> Result<Duration, clap::Error> {
+        use clap::Parser;
+        let mut argv = vec!["app", "scale", "web", "3", "--wait"];
+        argv.extend_from_slice(extra);
+        match App::try_parse_from(argv)?.command {
+            AppCommand::Scale { wait, .. } => Ok(wait.options().timeout),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_timeout_takes_a_duration_and_still_a_number_of_seconds() {
+        assert_eq!(scale_timeout(&[]).unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            scale_timeout(&["--timeout", "2m"]).unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            scale_timeout(&["--timeout", "500ms"]).unwrap(),
+            Duration::from_millis(500)
+        );
+        // The docs showed `--timeout SECS`: what people wrote keeps working.
+        assert_eq!(
+            scale_timeout(&["--timeout", "120"]).unwrap(),
+            Duration::from_secs(120)
+        );
+        let err = scale_timeout(&["--timeout", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--timeout") && err.contains("invalid duration 'soon'"),
+            "{err}"
+        );
     }
 }

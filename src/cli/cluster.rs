@@ -29,7 +29,7 @@ pub enum AgentCommand {
         agent_id: String,
         /// The longest grace period between SIGTERM and SIGKILL, e.g. `30s` (the
         /// task's own when shorter; default: the task's own).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = strata_proto::duration::parse)]
         max_grace_period: Option<std::time::Duration>,
     },
     /// End a deactivation or a drain: the agent's resources are offered again.

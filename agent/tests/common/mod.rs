@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
-use strata_agent::{AgentError, AgentOptions};
+use strata_agent::{AgentError, AgentOptions, Shutdown};
 use strata_proto::v1::{
     self, TaskState, agent_link_server::AgentLink, agent_link_server::AgentLinkServer,
     agent_message, master_message,
@@ -353,7 +353,7 @@ pub fn options(master: SocketAddr, work_dir: &Path) -> AgentOptions {
 pub struct TestAgent {
     pub addr: SocketAddr,
     pub work_dir: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<Shutdown>>,
     handle: Option<JoinHandle<Result<(), AgentError>>>,
 }
 
@@ -362,9 +362,9 @@ impl TestAgent {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let work_dir = options.work_dir.clone();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = oneshot::channel::<Shutdown>();
         let handle = tokio::spawn(strata_agent::run(listener, options, async {
-            let _ = stop_rx.await;
+            stop_rx.await.unwrap_or(Shutdown::KeepTasks)
         }));
         TestAgent {
             addr,
@@ -374,10 +374,20 @@ impl TestAgent {
         }
     }
 
-    /// Graceful shutdown, as on SIGTERM.
-    pub async fn stop(mut self) {
+    /// Graceful shutdown that kills every task first, as on SIGUSR1 (tests end with
+    /// this, so that nothing they started runs on).
+    pub async fn stop(self) {
+        self.stop_with(Shutdown::KillTasks).await
+    }
+
+    /// Graceful shutdown as on SIGTERM: the tasks keep running.
+    pub async fn stop_keeping_tasks(self) {
+        self.stop_with(Shutdown::KeepTasks).await
+    }
+
+    async fn stop_with(mut self, mode: Shutdown) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(mode);
         }
         if let Some(handle) = self.handle.take() {
             tokio::time::timeout(TIMEOUT, handle)

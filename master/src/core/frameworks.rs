@@ -10,6 +10,9 @@
 //!                     ▼                               │ old stream closed
 //!                 DISCONNECTED ──failover_timeout──▶ removed: tasks killed, RemoveFramework
 //! ```
+//!
+//! A Subscribe whose id is not a safe path component ([`strata_proto::validate`]:
+//! it names the framework's sandbox directory on agents) gets ERROR and is closed.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -65,6 +68,14 @@ impl Master {
                 return;
             }
             suppressed.insert(role.clone());
+        }
+        // A framework id names a sandbox directory on every agent: one that the
+        // agents would refuse is refused here, not task by task after each ACCEPT.
+        if !info.id.is_empty()
+            && let Err(e) = strata_proto::validate::framework_id(&info.id)
+        {
+            self.refuse_subscription(conn, e.to_string());
+            return;
         }
         if !info.id.is_empty() && self.removed_frameworks.contains(&info.id) {
             let message = format!(

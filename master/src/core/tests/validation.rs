@@ -240,12 +240,12 @@ fn a_task_without_command_or_resources_or_id_gets_task_error() {
     );
     refused_task(
         task("", "cpus:1"),
-        "empty task_id",
+        "invalid task id '': it is empty",
         TaskStatusReason::ReasonTaskInvalid,
     );
     refused_task(
         task("../etc", "cpus:1"),
-        "must not be '.', '..' or contain '/'",
+        "invalid task id '../etc': it contains '/'",
         TaskStatusReason::ReasonTaskInvalid,
     );
     let mut t = task("elsewhere", "cpus:1");
@@ -264,6 +264,51 @@ fn a_task_without_command_or_resources_or_id_gets_task_error() {
         "grace_period_seconds",
         TaskStatusReason::ReasonTaskInvalid,
     );
+}
+
+/// The agent checks task ids with the same rule ([`strata_proto::validate`]) before
+/// it makes a sandbox. Every id it would refuse is refused here, at ACCEPT, with
+/// TASK_ERROR and the rule's message, and never reaches the agent (where it would
+/// fail late, after the framework thought the launch went out).
+#[test]
+fn a_task_id_the_agent_would_refuse_gets_task_error_at_accept() {
+    let long = "x".repeat(256);
+    for bad in ["", ".", "..", "a/b", "../etc", "a\\b", "a\0b", "x\n", &long] {
+        let refusal = strata_proto::validate::task_id(bad).expect_err(bad);
+        refused_task(
+            task(bad, "cpus:1"),
+            &refusal.to_string(),
+            TaskStatusReason::ReasonTaskInvalid,
+        );
+    }
+}
+
+/// `..` inside an id is one ordinary directory name: the master lets it through,
+/// and the agent (same rule) accepts it too.
+#[test]
+fn a_task_id_with_dots_inside_reaches_the_agent() {
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    let agent = sim.add_agent("h1", "cpus:4;mem:1024");
+    let offers = offers_for(&sim.tick(), fw.conn);
+    assert_eq!(strata_proto::validate::task_id("a..b"), Ok(()));
+    sim.accept(
+        &fw,
+        offer_ids(&offers),
+        vec![task("a..b", "cpus:1;mem:32")],
+        None,
+    )
+    .unwrap();
+    let effects = sim.effects();
+    assert!(updates_for(&effects, fw.conn).is_empty());
+    let launched: Vec<String> = agent_messages(&effects, agent.conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            v1::master_message::Message::RunTask(r) => r.task.map(|t| t.task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, ["a..b"]);
 }
 
 fn docker_task(id: &str, resources: &str, docker: v1::DockerInfo) -> v1::TaskInfo {
@@ -584,6 +629,48 @@ fn a_subscription_with_bad_roles_gets_error_and_is_closed() {
     .unwrap();
     assert_eq!(sim.effects().last(), Some(&Effect::CloseFramework { conn }));
     assert!(sim.m.snapshot().frameworks.is_empty());
+}
+
+/// A framework id names the framework's sandbox directory on every agent: one the
+/// agents would refuse is refused at SUBSCRIBE, not task by task after each ACCEPT.
+#[test]
+fn a_subscription_with_an_id_the_agent_would_refuse_gets_error_and_is_closed() {
+    let mut sim = Sim::new();
+    for bad in ["..", "a/b", "fw\0"] {
+        let conn = sim.conn();
+        let info = v1::FrameworkInfo {
+            id: bad.into(),
+            ..framework_info("x", &[], false)
+        };
+        sim.handle(Input::Subscribe {
+            conn,
+            request: v1::SubscribeRequest {
+                framework_info: Some(info),
+                suppressed_roles: vec![],
+            },
+        })
+        .unwrap();
+        let effects = sim.effects();
+        let Event::Error(e) = one(events_for(&effects, conn)) else {
+            panic!("{effects:?}")
+        };
+        let refusal = strata_proto::validate::framework_id(bad).expect_err(bad);
+        assert_eq!(e.message, refusal.to_string());
+        assert!(
+            e.message.starts_with("invalid framework id '"),
+            "{}",
+            e.message
+        );
+        assert_eq!(effects.last(), Some(&Effect::CloseFramework { conn }));
+        assert!(persisted(&effects).is_empty());
+    }
+    assert!(sim.m.snapshot().frameworks.is_empty());
+    // Dots inside an id are fine.
+    let fw = sim.subscribe_info(v1::FrameworkInfo {
+        id: "fw..1".into(),
+        ..framework_info("x", &[], false)
+    });
+    assert_eq!(fw.id, "fw..1");
 }
 
 #[test]

@@ -1,27 +1,26 @@
-//! `strata bench`: launch throughput and latency of the whole loop in one process — a
-//! master, N agents with the fake containerizer (which runs nothing: this is a scale
-//! run) and one framework, all talking gRPC over loopback.
+//! The default bench: launch throughput and latency of the whole loop in one process
+//! — a master, N agents with the fake containerizer (which runs nothing: this is a
+//! scale run) and one framework, all talking gRPC over loopback.
 //!
 //! The framework launches `--tasks` tasks as offers arrive, packing as many as fit
 //! into each offer, and measures each task from the ACCEPT that launched it to its
 //! TASK_RUNNING. The last two lines printed are `launch_throughput: N tasks/s` and
 //! `launch_latency_p99: X ms`.
-//!
-//! `strata bench docker` measures Docker task launches against bare `docker run -d`
-//! instead (see `bench_docker.rs`); `strata bench failover` a master restart under
-//! 10,000 agents and 100,000 tasks (see `bench_failover.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strata_proto::v1::{self, scheduler_client::SchedulerClient};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
+use crate::Outcome;
+use crate::cluster::{Parts, work_dir};
+use crate::stats::{Samples, ms};
+
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+pub struct LaunchArgs {
     /// Fake agents to run.
     #[arg(long, default_value_t = 100)]
     pub agents: u32,
@@ -34,35 +33,11 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
-    #[command(subcommand)]
-    pub kind: Option<BenchKind>,
 }
-
-/// Other benchmarks than the default scale run.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchKind {
-    /// Docker task launches (one at a time, and many at once) against bare `docker run -d`.
-    Docker(crate::bench_docker::DockerBenchArgs),
-    /// Deploying N instances with `strata app deploy --wait`, beside Docker Swarm and
-    /// the engine's own `docker run -d` floor.
-    Apps(crate::bench_apps::AppsBenchArgs),
-    /// Master failover at scale: N simulated agents with T tasks re-register after a
-    /// master restart; time until all are back (see `bench_failover.rs`).
-    Failover(failover::FailoverBenchArgs),
-}
-
-#[path = "bench_failover.rs"]
-mod failover;
 
 const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
 
-pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
-    match args.kind {
-        Some(BenchKind::Docker(docker)) => return crate::bench_docker::bench_docker(docker).await,
-        Some(BenchKind::Apps(apps)) => return crate::bench_apps::bench_apps(apps).await,
-        Some(BenchKind::Failover(failover)) => return failover::bench_failover(failover).await,
-        None => {}
-    }
+pub async fn launch(args: LaunchArgs) -> anyhow::Result<Outcome> {
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");
     anyhow::ensure!(
@@ -76,26 +51,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         args.agents,
         args.cpus
     );
-    let work = tempfile_dir()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let master_addr = listener.local_addr()?;
-    let master_opts = strata_master::MasterOptions::new(work.join("master"));
-    let mut parts = tokio::task::JoinSet::new();
-    parts.spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            strata_master::serve(listener, master_opts, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-    });
+    let work = work_dir("strata-bench")?;
+    let mut parts = Parts::new();
+    let master_addr = parts
+        .master(strata_master::MasterOptions::new(work.join("master")))
+        .await?;
     for i in 0..args.agents {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
         let mut opts = strata_agent::AgentOptions::new(
             master_addr.to_string(),
             work.join(format!("agent-{i}")),
@@ -105,12 +66,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         opts.containerizer = strata_agent::ContainerizerConfig::Fake {
             task_duration: Duration::from_secs(3600),
         };
-        let stop = stopped(stop_rx.clone());
-        parts.spawn(async move {
-            strata_agent::run(listener, opts, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        });
+        parts.agent(opts).await?;
     }
     eprintln!(
         "bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus",
@@ -125,36 +81,30 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     .map_err(|_| anyhow::anyhow!("bench did not finish within {} s", args.timeout))
     .and_then(|r| r);
 
-    let _ = stop_tx.send(true);
-    while parts.join_next().await.is_some() {}
+    parts.stop().await;
     let _ = std::fs::remove_dir_all(&work);
 
-    let (elapsed, mut latencies) = result?;
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (elapsed, latencies) = result?;
+    let latencies = Samples::new(latencies);
+    let throughput = latencies.len() as f64 / elapsed.as_secs_f64();
+    let p99 = ms(latencies.percentile(0.99));
     println!("tasks: {}", latencies.len());
     println!("elapsed: {:.3} s", elapsed.as_secs_f64());
-    println!("launch_latency_p50: {:.1} ms", ms(pct(0.50)));
     println!(
-        "launch_throughput: {:.0} tasks/s",
-        latencies.len() as f64 / elapsed.as_secs_f64()
+        "launch_latency_p50: {:.1} ms",
+        ms(latencies.percentile(0.50))
     );
-    println!("launch_latency_p99: {:.1} ms", ms(pct(0.99)));
-    Ok(0)
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("strata-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+    println!("launch_throughput: {throughput:.0} tasks/s");
+    println!("launch_latency_p99: {p99:.1} ms");
+    Ok(Outcome {
+        code: 0,
+        figure: format!("{throughput:.0} tasks/s, p99 {p99:.1} ms"),
+    })
 }
 
 /// The benchmark's framework. Returns the time from the first ACCEPT to the last
 /// TASK_RUNNING, and every task's accept-to-running latency.
-async fn framework(master: String, args: &BenchArgs) -> anyhow::Result<(Duration, Vec<Duration>)> {
+async fn framework(master: String, args: &LaunchArgs) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let url = format!("http://{master}");
     let mut client = SchedulerClient::connect(url.clone())
         .await

@@ -1,4 +1,4 @@
-//! `strata bench docker`: Docker task launches through Strata against bare
+//! `strata-bench docker`: Docker task launches through Strata against bare
 //! `docker run -d` of the same image with the same options, in one run.
 //!
 //! ```text
@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use strata_proto::v1::{self, scheduler_client::SchedulerClient};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::StreamExt;
+
+use crate::Outcome;
+use crate::cluster::{Parts, work_dir};
+use crate::engine::{docker_cli, docker_rm_labelled};
+use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
 pub struct DockerBenchArgs {
@@ -51,11 +54,11 @@ pub struct DockerBenchArgs {
 
 /// What one side measured.
 struct Figures {
-    sequential: Vec<Duration>,
+    sequential: Samples,
     burst: Duration,
 }
 
-pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<u8> {
+pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<Outcome> {
     ensure!(
         args.launches >= 1 && args.burst >= 1,
         "--launches and --burst must be at least 1"
@@ -73,8 +76,7 @@ pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<u8> {
             )
         })?;
 
-    let work = std::env::temp_dir().join(format!("strata-bench-docker-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = work_dir("strata-bench-docker")?;
     let run_label = format!("strata.bench={}", uuid::Uuid::new_v4().simple());
 
     let result = tokio::time::timeout(Duration::from_secs(args.timeout), async {
@@ -87,12 +89,9 @@ pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<u8> {
     .await;
     let _ = docker_rm_labelled(&run_label).await;
     let _ = std::fs::remove_dir_all(&work);
-    let (mut strata, mut bare) = result
+    let (strata, bare) = result
         .map_err(|_| anyhow::anyhow!("the bench did not finish within {} s", args.timeout))??;
 
-    strata.sequential.sort_unstable();
-    bare.sequential.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let line = |name: &str, s: Duration, b: Duration, unit_ms: bool| {
         let (sv, bv, unit) = if unit_ms {
             (ms(s), ms(b), "ms")
@@ -108,53 +107,44 @@ pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<u8> {
         "docker bench: image {}, {} cpus, {} MiB, {} sequential launches, {} at once",
         args.image, args.cpus, args.mem, args.launches, args.burst
     );
-    line(
-        "launch_p50",
-        percentile(&strata.sequential, 0.50),
-        percentile(&bare.sequential, 0.50),
-        true,
+    let p50 = (
+        strata.sequential.percentile(0.50),
+        bare.sequential.percentile(0.50),
     );
-    line(
-        "launch_p99",
-        percentile(&strata.sequential, 0.99),
-        percentile(&bare.sequential, 0.99),
-        true,
+    let p99 = (
+        strata.sequential.percentile(0.99),
+        bare.sequential.percentile(0.99),
     );
+    line("launch_p50", p50.0, p50.1, true);
+    line("launch_p99", p99.0, p99.1, true);
     line(
         &format!("burst_{}_all_running", args.burst),
         strata.burst,
         bare.burst,
         false,
     );
-    Ok(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let n = sorted.len();
-    sorted[((n as f64 * p).ceil() as usize).clamp(1, n) - 1]
+    Ok(Outcome {
+        code: 0,
+        figure: format!(
+            "strata vs docker run -d: launch p50 {:.1} vs {:.1} ms, p99 {:.1} vs {:.1} ms, {} at once {:.1} vs {:.1} s",
+            ms(p50.0),
+            ms(p50.1),
+            ms(p99.0),
+            ms(p99.1),
+            args.burst,
+            strata.burst.as_secs_f64(),
+            bare.burst.as_secs_f64()
+        ),
+    })
 }
 
 /// A master and one Docker agent in this process, and a framework measuring ACCEPT to
 /// TASK_RUNNING.
 async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figures> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let master_addr = listener.local_addr()?;
+    let mut parts = Parts::new();
     let mut master_opts = strata_master::MasterOptions::new(work.join("master"));
     master_opts.allocation_interval = Duration::from_millis(20);
-    let mut parts = tokio::task::JoinSet::new();
-    parts.spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            strata_master::serve(listener, master_opts, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let master_addr = parts.master(master_opts).await?;
     let mut opts = strata_agent::AgentOptions::new(master_addr.to_string(), work.join("agent"));
     opts.resources = strata_proto::Resources::parse("cpus:256;mem:1048576;disk:100000")?;
     opts.registration_backoff = Duration::from_millis(50);
@@ -165,14 +155,7 @@ async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figu
         },
         process: false,
     };
-    parts.spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            strata_agent::run(listener, opts, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-    });
+    parts.agent(opts).await?;
 
     let result = async {
         let mut fw = Framework::subscribe(&master_addr.to_string()).await?;
@@ -187,11 +170,13 @@ async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figu
         let burst = fw.launch_and_wait_running(&ids, args).await?;
         fw.kill_all().await?;
         fw.teardown().await;
-        Ok::<_, anyhow::Error>(Figures { sequential, burst })
+        Ok::<_, anyhow::Error>(Figures {
+            sequential: Samples::new(sequential),
+            burst,
+        })
     }
     .await;
-    let _ = stop_tx.send(true);
-    while parts.join_next().await.is_some() {}
+    parts.stop().await;
     result
 }
 
@@ -454,32 +439,8 @@ async fn bare_side(args: &DockerBenchArgs, work: &Path, label: &str) -> anyhow::
     }
     let burst = started.elapsed();
     docker_rm_labelled(label).await?;
-    Ok(Figures { sequential, burst })
-}
-
-pub(crate) async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .context("cannot run the docker CLI")?;
-    if !out.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-pub(crate) async fn docker_rm_labelled(label: &str) -> anyhow::Result<()> {
-    let ids = docker_cli(&["ps", "-aq", "--filter", &format!("label={label}")]).await?;
-    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
-    if !ids.is_empty() {
-        let mut a = vec!["rm", "-f"];
-        a.extend(ids);
-        docker_cli(&a).await?;
-    }
-    Ok(())
+    Ok(Figures {
+        sequential: Samples::new(sequential),
+        burst,
+    })
 }

@@ -1,0 +1,131 @@
+//! `strata-bench`: Strata's benchmarks, a binary beside the `strata` CLI as
+//! redis-benchmark is beside redis-server. Each bench runs the real master and agents
+//! (the libraries) in this process and prints `name: value unit` lines.
+//!
+//! ```text
+//! strata-bench [--agents N --tasks N]  launch throughput and latency, fake agents (launch.rs)
+//! strata-bench failover                master restart under 10,000 agents (failover/)
+//! strata-bench outage                  real agents back after a long master outage (outage.rs)
+//! strata-bench docker                  Docker launches against `docker run -d` (docker.rs)
+//! strata-bench apps                    app deploys against Swarm and the floor (apps.rs)
+//!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
+//! ```
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+
+/// mimalloc, as in `strata` and `strata-master`: the master in this process allocates
+/// and frees on every worker thread, and glibc's arena locks were a quarter of the CPU
+/// time of a 10,000-agent re-registration storm (`strata-bench failover`: 3.3 s with
+/// glibc, 1.6 s with this).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod apps;
+mod cluster;
+mod docker;
+mod engine;
+mod failover;
+mod launch;
+mod outage;
+mod record;
+mod rlimit;
+mod stats;
+
+#[derive(Parser)]
+#[command(
+    name = "strata-bench",
+    version,
+    about = "Strata's benchmarks. Without a command: launch throughput and latency of a master, fake agents and a framework in one process"
+)]
+struct Cli {
+    #[command(flatten)]
+    launch: launch::LaunchArgs,
+    #[command(flatten)]
+    record: record::RecordArgs,
+    #[command(subcommand)]
+    kind: Option<Kind>,
+}
+
+/// Other benchmarks than the default launch run.
+#[derive(Subcommand)]
+enum Kind {
+    /// Docker task launches (one at a time, and many at once) against bare `docker run -d`.
+    Docker(docker::DockerBenchArgs),
+    /// Deploying N instances with `strata app deploy --wait`, beside Docker Swarm and
+    /// the engine's own `docker run -d` floor.
+    Apps(apps::AppsBenchArgs),
+    /// Master failover at scale: N simulated agents with T tasks re-register after a
+    /// master restart; time until all are back.
+    Failover(failover::FailoverBenchArgs),
+    /// Real agents (default backoff) after the master was away for `--outage`: time
+    /// until all are registered again.
+    Outage(outage::OutageArgs),
+}
+
+/// What a bench run ends with.
+pub struct Outcome {
+    /// The process's exit code (non-zero: the run measured, but something failed).
+    pub code: u8,
+    /// The headline figure, for `--record`.
+    pub figure: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let (bench, result) = runtime.block_on(async move {
+        match cli.kind {
+            None => ("launch", launch::launch(cli.launch).await),
+            Some(Kind::Docker(args)) => ("docker", docker::bench_docker(args).await),
+            Some(Kind::Apps(args)) => ("apps", apps::bench_apps(args).await),
+            Some(Kind::Failover(args)) => ("failover", failover::bench_failover(args).await),
+            Some(Kind::Outage(args)) => ("outage", outage::bench_outage(args).await),
+        }
+    });
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    if cli.record.record {
+        if outcome.code != 0 {
+            eprintln!(
+                "bench: not recorded: the run failed (exit code {})",
+                outcome.code
+            );
+        } else {
+            let history = cli.record.history_file();
+            let row =
+                record::Row::now(bench, &outcome.figure, &history, cli.record.note.as_deref());
+            match record::append(&history, &row) {
+                Ok(()) => eprintln!(
+                    "bench: recorded in {}: {}",
+                    history.display(),
+                    row.to_markdown()
+                ),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return std::process::ExitCode::from(1);
+                }
+            }
+        }
+    }
+    std::process::ExitCode::from(outcome.code)
+}
