@@ -35,8 +35,10 @@ use crate::Shutdown;
 use crate::checkpoint::{self, CheckpointError};
 use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
 use crate::health::{self, HealthEvent};
+use crate::hygiene::{HygieneJob, HygieneOptions, HygieneReport};
 use crate::link::{self, Backoff, Connection, LinkError};
-use crate::tasks::{Action, TaskKey, TaskManager, TaskView, WaitError};
+use crate::task_key::TaskKey;
+use crate::tasks::{Action, AgentTaskView, TaskManager, WaitError};
 
 /// After the kills of a shutdown have had their grace period, how much longer the
 /// agent waits for the tasks to end before it stops anyway.
@@ -81,9 +83,15 @@ pub struct StateView {
     pub containerizer: &'static str,
     pub resources: Resources,
     pub attributes: BTreeMap<String, String>,
-    pub tasks: Vec<TaskView>,
+    pub tasks: Vec<AgentTaskView>,
     /// Recently forgotten tasks (terminal and acknowledged), oldest first.
-    pub completed_tasks: Vec<TaskView>,
+    pub completed_tasks: Vec<AgentTaskView>,
+    /// The work dir's disk and what the last hygiene pass did (`None` before the
+    /// first).
+    pub disk: Option<HygieneReport>,
+    /// Why the checkpoint cannot be written (a full disk, ...): launches fail until it
+    /// can. `None` while it can.
+    pub checkpoint_error: Option<String>,
 }
 
 /// What the agent tells the master about itself (all but the id).
@@ -104,6 +112,7 @@ pub(crate) struct LoopConfig {
     pub registration_backoff_max: Duration,
     pub executor_shutdown_grace_period: Duration,
     pub checkpoint_interval: Duration,
+    pub hygiene: HygieneOptions,
 }
 
 /// A finished job: what a launch, wait or kill came to.
@@ -140,6 +149,7 @@ enum Event {
     Timer,
     Query(Query),
     CheckpointSynced(Result<Result<(), CheckpointError>, JoinError>),
+    HygieneDone(Result<HygieneReport, JoinError>),
     Health(HealthEvent),
 }
 
@@ -169,8 +179,14 @@ pub(crate) struct AgentLoop {
     deferred: Vec<Action>,
     /// Checkpoint writes not yet made durable by a sync.
     checkpoint_unsynced: bool,
-    /// The last checkpoint write failed (said once in the log, until one works).
-    checkpoint_failing: bool,
+    /// Why the last checkpoint write failed (said once in the log, until one works).
+    checkpoint_failing: Option<String>,
+    /// When the next hygiene pass is due (none while one runs).
+    hygiene_at: Option<Instant>,
+    /// The hygiene pass in flight, on the blocking pool.
+    hygiene_job: Option<JoinHandle<HygieneReport>>,
+    /// What the last pass found.
+    last_hygiene: Option<HygieneReport>,
     /// The sync in flight, on the blocking pool.
     sync_job: Option<JoinHandle<Result<(), CheckpointError>>>,
     last_sync: Option<Instant>,
@@ -225,7 +241,10 @@ impl AgentLoop {
             log,
             deferred: Vec::new(),
             checkpoint_unsynced: false,
-            checkpoint_failing: false,
+            checkpoint_failing: None,
+            hygiene_at: Some(Instant::now()),
+            hygiene_job: None,
+            last_hygiene: None,
             sync_job: None,
             last_sync: None,
             shutting_down: false,
@@ -273,6 +292,7 @@ impl AgentLoop {
             }
             self.flush();
             self.maybe_checkpoint(now);
+            self.maybe_hygiene(now);
             if let Some(deadline) = self.leaving {
                 if self.launches_in_flight == 0 {
                     tracing::info!(
@@ -321,6 +341,7 @@ impl AgentLoop {
             () = sleep_until(timer) => Event::Timer,
             Some(q) = self.queries.recv() => Event::Query(q),
             r = poll_join(&mut self.sync_job) => Event::CheckpointSynced(r),
+            r = poll_join(&mut self.hygiene_job) => Event::HygieneDone(r),
             Some(h) = self.health_rx.recv() => Event::Health(h),
         }
     }
@@ -399,6 +420,14 @@ impl AgentLoop {
             Event::Health(event) => {
                 let actions = self.manager.health(event, now);
                 self.execute(actions);
+            }
+            Event::HygieneDone(result) => {
+                self.hygiene_job = None;
+                self.hygiene_at = Some(now + self.config.hygiene.disk_watch_interval);
+                match result {
+                    Ok(report) => self.on_hygiene(report),
+                    Err(e) => tracing::error!(error = %e, "the disk hygiene pass failed"),
+                }
             }
         }
     }
@@ -751,6 +780,7 @@ impl AgentLoop {
             checkpoint,
             self.shutdown_deadline,
             self.leaving,
+            self.hygiene_at,
         ]
         .into_iter()
         .flatten()
@@ -773,7 +803,7 @@ impl AgentLoop {
         };
         match written {
             Ok(()) => {
-                if std::mem::take(&mut self.checkpoint_failing) {
+                if self.checkpoint_failing.take().is_some() {
                     tracing::info!("the checkpoint can be written again");
                 }
                 self.checkpoint_unsynced = true;
@@ -782,7 +812,7 @@ impl AgentLoop {
             Err(e) => {
                 self.manager.keep_changes(changes);
                 // Said once, not at every batch while the disk stays full.
-                if !std::mem::replace(&mut self.checkpoint_failing, true) {
+                if self.checkpoint_failing.replace(e.to_string()).is_none() {
                     tracing::error!(error = %e, "cannot write the checkpoint: launches fail until it can be written again");
                 } else {
                     tracing::debug!(error = %e, "cannot write the checkpoint");
@@ -811,6 +841,50 @@ impl AgentLoop {
         self.sync_job = Some(tokio::task::spawn_blocking(move || job.run()));
     }
 
+    /// Starts a disk hygiene pass (log rotation, sandbox collection) when one is due.
+    fn maybe_hygiene(&mut self, now: Instant) {
+        if self.hygiene_job.is_some()
+            || self.leaving.is_some()
+            || self.hygiene_at.is_none_or(|at| now < at)
+        {
+            return;
+        }
+        self.hygiene_at = None;
+        let job = HygieneJob {
+            work_dir: self.config.work_dir.clone(),
+            live: self.manager.live_sandboxes(),
+            options: self.config.hygiene.clone(),
+        };
+        self.hygiene_job = Some(tokio::task::spawn_blocking(move || {
+            job.run(std::time::SystemTime::now())
+        }));
+    }
+
+    fn on_hygiene(&mut self, report: HygieneReport) {
+        if report.sandboxes_removed > 0 || report.logs_rotated > 0 {
+            tracing::info!(
+                sandboxes_removed = report.sandboxes_removed,
+                logs_rotated = report.logs_rotated,
+                gc_delay_secs = report.effective_gc_delay_secs,
+                "disk hygiene"
+            );
+        }
+        for error in &report.errors {
+            tracing::warn!(%error, "disk hygiene");
+        }
+        let full = |r: &HygieneReport| {
+            r.disk
+                .is_some_and(|d| d.used >= 1.0 - self.config.hygiene.gc_disk_headroom)
+        };
+        let was_full = self.last_hygiene.as_ref().is_some_and(full);
+        if full(&report) && !was_full {
+            tracing::warn!(disk = ?report.disk, "the work dir's disk is nearly full: finished sandboxes are removed at once");
+        } else if !full(&report) && was_full {
+            tracing::info!(disk = ?report.disk, "the work dir's disk has room again");
+        }
+        self.last_hygiene = Some(report);
+    }
+
     fn answer(&mut self, query: Query) {
         match query {
             Query::State(reply) => {
@@ -826,6 +900,8 @@ impl AgentLoop {
                     attributes: self.identity.attributes.iter().cloned().collect(),
                     tasks,
                     completed_tasks,
+                    disk: self.last_hygiene.clone(),
+                    checkpoint_error: self.checkpoint_failing.clone(),
                 });
             }
             Query::Task { key, reply } => {

@@ -106,6 +106,8 @@ pub struct AgentOptions {
     pub isolation: crate::isolation::IsolationOptions,
     /// How often the agent sends its tasks' resource usage to the master (5 s).
     pub usage_report_interval: Duration,
+    /// Sandbox garbage collection and task log rotation.
+    pub hygiene: crate::hygiene::HygieneOptions,
 }
 
 impl AgentOptions {
@@ -128,6 +130,7 @@ impl AgentOptions {
             checkpoint_interval: Duration::from_millis(500),
             isolation: crate::isolation::IsolationOptions::default(),
             usage_report_interval: Duration::from_secs(5),
+            hygiene: crate::hygiene::HygieneOptions::default(),
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::containerizer::process::resolve_user;
 use crate::containerizer::{ContainerId, Containerizer, ExitKind};
-use crate::tasks::TaskKey;
+use crate::task_key::TaskKey;
 
 /// Everything a checker needs to check one task, built by the task manager when the
 /// task becomes TASK_RUNNING.

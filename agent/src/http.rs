@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Query, StateView};
 use crate::sandbox::{self, LogFile, SandboxError};
-use crate::tasks::{TaskKey, sandbox_on_disk};
+use crate::task_key::TaskKey;
+use crate::tasks::sandbox_on_disk;
 
 /// Default `length` of `/files/read`.
 pub const DEFAULT_READ_LENGTH: u64 = 64 * 1024;

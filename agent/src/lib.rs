@@ -33,11 +33,13 @@ pub mod config;
 pub mod containerizer;
 mod health;
 mod http;
+pub mod hygiene;
 pub mod isolation;
 mod link;
 pub mod logging;
 pub mod resources_detect;
 pub mod sandbox;
+mod task_key;
 mod tasks;
 mod updates;
 pub mod usage;
@@ -60,7 +62,7 @@ pub use containerizer::{
     ProcessContainerizer,
 };
 pub use resources_detect::{detect_resources, resolve_resources};
-pub use tasks::TaskView;
+pub use tasks::AgentTaskView;
 
 use crate::agent::{AgentLoop, Identity, LoopConfig};
 use crate::containerizer::ContainerHandle;
@@ -234,6 +236,7 @@ pub async fn run(
         registration_backoff_max: options.registration_backoff_max,
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
         checkpoint_interval: options.checkpoint_interval,
+        hygiene: options.hygiene.clone(),
     };
     let gone = AgentLoop::new(config, identity, containerizer, manager, endpoint, query_rx)
         .run(initial, shutdown)

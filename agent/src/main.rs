@@ -115,6 +115,24 @@ struct Args {
     /// How often the tasks' resource usage is sent to the master.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     usage_report_interval: Duration,
+    /// How long a finished task's sandbox is kept after its last write; sooner as
+    /// the disk fills (Mesos' --gc_delay).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    gc_delay: Duration,
+    /// Share of the work dir's disk to keep free: the GC delay shrinks to zero as the
+    /// disk's use reaches 1 minus this (Mesos' --gc_disk_headroom).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_headroom)]
+    gc_disk_headroom: f64,
+    /// How often the disk is checked, task logs rotated and sandboxes collected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    disk_watch_interval: Duration,
+    /// A task's stdout or stderr larger than this is rotated (e.g. 10MiB, 500KB); 0
+    /// never rotates.
+    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    task_log_max_size: u64,
+    /// Rotated copies kept of each task log (stdout.1 ... stdout.N).
+    #[arg(long, default_value_t = 2)]
+    task_log_keep: u32,
     /// Log lines on stderr: 'text' (coloured on a terminal only) or 'json' (one object
     /// per line). RUST_LOG sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -228,6 +246,13 @@ fn main() -> ExitCode {
         },
     };
     options.usage_report_interval = args.usage_report_interval;
+    options.hygiene = strata_agent::hygiene::HygieneOptions {
+        gc_delay: args.gc_delay,
+        gc_disk_headroom: args.gc_disk_headroom,
+        disk_watch_interval: args.disk_watch_interval.max(Duration::from_millis(100)),
+        task_log_max_size: args.task_log_max_size,
+        task_log_keep: args.task_log_keep,
+    };
 
     match serve(listen, options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -255,6 +280,24 @@ fn serve(listen: std::net::SocketAddr, options: AgentOptions) -> anyhow::Result<
             .await
             .context("agent failed")
     })
+}
+
+/// A share of the disk, 0 to 1.
+fn parse_headroom(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a share of the disk from 0 to 1 (e.g. 0.1)"
+        )),
+    }
+}
+
+/// A size in bytes: `10MiB`, `500KB`, `1048576`; `0` is none.
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{s}' is not a size ({e}); write e.g. 10MiB, 500KB or 0"))
 }
 
 /// Resolves on the first SIGINT or SIGTERM (stop, leaving the tasks running: a

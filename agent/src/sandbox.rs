@@ -87,7 +87,9 @@ static PREPARE_PERMITS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(PREPARE_CONCURRENCY);
 
 /// Creates the sandbox directory and empty `stdout` and `stderr` files (truncating
-/// the files of an earlier task with the same id).
+/// the files of an earlier task with the same id, and removing its rotated copies).
+/// The truncation also marks the sandbox as just written, so a garbage collection
+/// running meanwhile leaves it alone.
 pub async fn prepare(path: &Path) -> Result<(), SandboxError> {
     let err = |source| SandboxError::Create {
         path: path.to_path_buf(),
@@ -103,6 +105,7 @@ pub async fn prepare(path: &Path) -> Result<(), SandboxError> {
         std::fs::create_dir_all(&owned)?;
         for file in [LogFile::Stdout, LogFile::Stderr] {
             std::fs::File::create(owned.join(file.name()))?;
+            crate::hygiene::forget_rotations(&owned, file.name());
         }
         Ok(())
     })

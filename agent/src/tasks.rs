@@ -35,19 +35,13 @@ use crate::containerizer::{
 };
 use crate::health::{Checker, HealthEvent};
 use crate::sandbox;
+use crate::task_key::TaskKey;
 use crate::updates::{Ack, StatusUpdates};
 
 /// How many completed tasks the agent remembers for `/state` and `/files/read`.
 const MAX_COMPLETED: usize = 1000;
 /// The longest kill grace period the agent honours.
 const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
-
-/// A task is named by its framework and its id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct TaskKey {
-    pub framework_id: String,
-    pub task_id: String,
-}
 
 /// Where a task is in its life; see the module docs. The state reported to the
 /// master (`Task::state`) follows it but is not the same thing.
@@ -194,7 +188,7 @@ pub(crate) enum Action {
 
 /// A task as `/state` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskView {
+pub struct AgentTaskView {
     pub framework_id: String,
     pub task_id: String,
     pub name: String,
@@ -783,11 +777,11 @@ impl TaskManager {
     }
 
     /// Active and completed tasks, for `/state`.
-    pub(crate) fn views(&self) -> (Vec<TaskView>, Vec<TaskView>) {
-        let mut active: Vec<TaskView> = self
+    pub(crate) fn views(&self) -> (Vec<AgentTaskView>, Vec<AgentTaskView>) {
+        let mut active: Vec<AgentTaskView> = self
             .tasks
             .iter()
-            .map(|(key, t)| TaskView {
+            .map(|(key, t)| AgentTaskView {
                 framework_id: key.framework_id.clone(),
                 task_id: key.task_id.clone(),
                 name: t.info.name.clone(),
@@ -804,7 +798,7 @@ impl TaskManager {
             .completed_order
             .iter()
             .filter_map(|key| self.completed.get(key).map(|c| (key, c)))
-            .map(|(key, c)| TaskView {
+            .map(|(key, c)| AgentTaskView {
                 framework_id: key.framework_id.clone(),
                 task_id: key.task_id.clone(),
                 name: c.name.clone(),
@@ -841,6 +835,12 @@ impl TaskManager {
         self.completed
             .get(key)
             .map(|c| (c.sandbox.clone(), c.state))
+    }
+
+    /// The sandboxes of every task the agent knows (their logs are rotated, and they
+    /// are never collected).
+    pub(crate) fn live_sandboxes(&self) -> HashSet<PathBuf> {
+        self.tasks.values().map(|t| t.sandbox.clone()).collect()
     }
 
     /// Everything a restarted agent needs, for a checkpoint snapshot.

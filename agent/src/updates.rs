@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use strata_proto::v1;
 
-use crate::tasks::TaskKey;
+use crate::task_key::TaskKey;
 
 /// The longest retry interval, whatever the options say.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);

@@ -251,7 +251,14 @@ async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
     let filler = disk.fill();
     let marker = disk.dir.path().join("started-2");
     master.run_task(framework(), task("unwritten-2", &marker));
-    let last = master.follow("unwritten-2").await.pop().unwrap();
+    // Not acknowledged yet: nothing is written after the failed write.
+    let last = loop {
+        let update = master.next_update().await;
+        if strata_proto::is_terminal(state_of(&update)) {
+            break update;
+        }
+        master.ack(&update);
+    };
     assert_eq!(state_of(&last), TaskState::TaskFailed);
     assert!(
         last.message.contains("cannot write its checkpoint"),
@@ -259,6 +266,10 @@ async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
         last.message
     );
     assert!(!marker.exists(), "the command must not have run");
+    // The agent says why, for an operator looking at it.
+    let (_, state) = agent.get_json("/state").await;
+    let why = state["checkpoint_error"].as_str().unwrap_or_default();
+    assert!(why.contains("No space left on device"), "{state}");
     master.ack(&last);
 
     // Once there is room again, tasks start, and what was written is whole: a
@@ -274,6 +285,8 @@ async fn a_task_is_not_started_when_the_checkpoint_cannot_be_written() {
     );
     master.wait_state("written-3", TaskState::TaskRunning).await;
     eventually("the third task runs", || marker.exists()).await;
+    let (_, state) = agent.get_json("/state").await;
+    assert!(state["checkpoint_error"].is_null(), "{state}");
     agent.stop().await;
     let state = strata_agent::checkpoint::read(&work_dir)
         .expect("the checkpoint reads back after a full disk")
@@ -887,6 +900,77 @@ async fn a_shutdown_that_kills_tasks_checkpoints_their_updates() {
         forgotten,
         "a task whose terminal update is acknowledged is forgotten"
     );
+    agent.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn task_logs_rotate_and_finished_sandboxes_are_collected() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let mut opts = options(master.addr, dir.path());
+    opts.hygiene = strata_agent::hygiene::HygieneOptions {
+        gc_delay: Duration::from_secs(1),
+        gc_disk_headroom: 0.0,
+        disk_watch_interval: Duration::from_millis(100),
+        task_log_max_size: 4096,
+        task_log_keep: 1,
+    };
+    let agent = TestAgent::start(opts).await;
+    master.next_register().await;
+
+    // A running task that writes 20 KB, then a line after its log was rotated.
+    master.run_task(
+        framework(),
+        shell_task(
+            "chatty",
+            "head -c 20000 /dev/zero | tr '\\0' x; echo; while [ ! -s stdout.1 ]; do sleep 0.05; done; echo after; exec sleep 1000",
+        ),
+    );
+    master.wait_state("chatty", TaskState::TaskRunning).await;
+    let chatty = agent.sandbox("chatty");
+    eventually("the running task's stdout is rotated", || {
+        std::fs::read_to_string(chatty.join("stdout")).is_ok_and(|s| s.contains("after"))
+    })
+    .await;
+    let rotated = std::fs::read_to_string(chatty.join("stdout.1")).unwrap();
+    assert!(
+        rotated.starts_with("xxxx") && rotated.len() >= 4096,
+        "{}",
+        rotated.len()
+    );
+    let live = std::fs::read_to_string(chatty.join("stdout")).unwrap();
+    assert!(
+        live.len() < 4096,
+        "the live file was truncated: {} bytes",
+        live.len()
+    );
+
+    // A task that ends: once its last update is acknowledged and it was idle for
+    // the delay, its sandbox goes; the running task's stays.
+    master.run_task(framework(), shell_task("brief", "echo bye"));
+    let updates = master.follow("brief").await;
+    assert_eq!(state_of(updates.last().unwrap()), TaskState::TaskFinished);
+    let brief = agent.sandbox("brief");
+    assert!(brief.join("stdout").exists());
+    eventually("the finished sandbox is collected", || !brief.exists()).await;
+    assert!(
+        chatty.join("stdout").exists(),
+        "a running task's sandbox stays"
+    );
+    let (status, _) = agent
+        .get_json(&format!(
+            "/files/read?framework_id={FRAMEWORK}&task_id=brief&file=stdout"
+        ))
+        .await;
+    assert_eq!(status, 404);
+    let (_, state) = agent.get_json("/state").await;
+    let used = state["disk"]["disk"]["used"]
+        .as_f64()
+        .expect("disk use in /state");
+    assert!((0.0..=1.0).contains(&used), "{state}");
+    assert!(state["checkpoint_error"].is_null(), "{state}");
     agent.stop().await;
     master.stop().await;
 }

@@ -37,6 +37,13 @@ fn bad_flags_exit_2_with_a_clear_message() {
             && err.contains("e.g. 30s, 500ms, 2m or 1h30m"),
         "{err}"
     );
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--task-log-max-size", "ten"]);
+    assert!(
+        err.contains("'ten' is not a size") && err.contains("10MiB"),
+        "{err}"
+    );
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--gc-disk-headroom", "2"]);
+    assert!(err.contains("'2' is not a share of the disk"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--master", "nowhere"]);
     assert!(err.contains("nowhere"), "{err}");
     let err = run_expecting_usage_error(&["--work-dir", wd, "--containerizer", "lxc"]);

@@ -870,7 +870,8 @@ async fn reap(
 /// sandbox's `stdout` and `stderr` files (appending, as a process task's are).
 /// `resume`: a restarted agent takes over from an earlier run, which copied what is
 /// already in the files: the engine's log is read again from its start and as many
-/// bytes of each stream as the file holds are skipped.
+/// bytes of each stream as the file holds, plus what log rotation dropped from it
+/// ([`crate::hygiene::rotated_bytes`]), are skipped.
 async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf, resume: bool) {
     let open = |file: &str| {
         let path = sandbox.join(file);
@@ -893,7 +894,14 @@ async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf, resume: boo
             }
         };
     // Bytes of each stream already in the sandbox, not to be written again.
-    let (mut skip_out, mut skip_err) = if resume { (out_len, err_len) } else { (0, 0) };
+    let (mut skip_out, mut skip_err) = if resume {
+        (
+            out_len + crate::hygiene::rotated_bytes(&sandbox, "stdout"),
+            err_len + crate::hygiene::rotated_bytes(&sandbox, "stderr"),
+        )
+    } else {
+        (0, 0)
+    };
     let mut logs = docker.logs(
         &name,
         Some(LogsOptions {
