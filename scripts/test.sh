@@ -19,9 +19,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found: install Rust first (https://rustup.rs), then run this again" >&2
   exit 1
 fi
-# promtool (package prometheus) lints the master's /metrics; the tests fail without it.
+# promtool (package prometheus) lints the master's /metrics, systemd-analyze (package
+# systemd) reads deploy/systemd/*.service; the tests fail without them.
 missing=()
-for tool in curl procps:pgrep python3 prometheus:promtool; do
+for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -1,5 +1,5 @@
-//! The driver: one tokio task that owns the sans-IO [`core::Master`], feeds it inputs
-//! and the clock, and carries out the effects it returns.
+//! The driver: one tokio task ([`CoreDriver`]) that owns the sans-IO [`core::Master`],
+//! feeds it inputs and the clock, and carries out the effects it returns.
 //!
 //! ```text
 //!  gRPC/HTTP handlers ──Command (bounded)──────────▶ ┌──────────────┐ ─ToFramework─▶ per-conn mpsc ─▶ Subscribe stream
@@ -191,8 +191,10 @@ pub enum DriverError {
     Store(#[from] StoreError),
 }
 
-/// The driver task's state. Create with [`Driver::new`], run with [`Driver::run`].
-pub struct Driver {
+/// The driver task's state. Create with [`CoreDriver::new`], run with
+/// [`CoreDriver::run`]. (`CoreDriver`, not `Driver`: the framework SDK's `Driver` is the
+/// scheduler side's.)
+pub struct CoreDriver {
     core: core::Master,
     store: Box<dyn Store>,
     commands: mpsc::Receiver<Command>,
@@ -201,7 +203,7 @@ pub struct Driver {
     frameworks: HashMap<ConnId, mpsc::Sender<v1::Event>>,
     /// Senders feeding each open agent stream.
     agents: HashMap<ConnId, mpsc::Sender<v1::MasterMessage>>,
-    /// Inputs produced by carrying out effects (a dropped conn). [`Driver::carry_out`]
+    /// Inputs produced by carrying out effects (a dropped conn). [`CoreDriver::carry_out`]
     /// feeds them to the core before it returns, on every path (commands, calls,
     /// Ticks, disconnects), so the core learns of a dropped conn at once.
     pending: VecDeque<Input>,
@@ -228,14 +230,14 @@ enum Held {
     ),
 }
 
-impl Driver {
+impl CoreDriver {
     /// A driver owning `core` and `store`, and the handle the handlers use.
     /// `allocation_interval` is the core's, for the `allocation_run_ms` metric.
     pub fn new(
         core: core::Master,
         store: Box<dyn Store>,
         allocation_interval: Duration,
-    ) -> (Driver, DriverHandle) {
+    ) -> (CoreDriver, DriverHandle) {
         let ticks_per_allocation =
             (allocation_interval.as_nanos().div_ceil(TICK.as_nanos())).clamp(1, 10_000) as usize;
         let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
@@ -245,7 +247,7 @@ impl Driver {
             disconnects: disconnects_tx,
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        let driver = Driver {
+        let driver = CoreDriver {
             core,
             store,
             commands,
@@ -342,7 +344,8 @@ impl Driver {
         self.commit()
     }
 
-    /// One command; what it persists is appended, not yet synced (see [`Driver::commit`]).
+    /// One command; what it persists is appended, not yet synced (see
+    /// [`CoreDriver::commit`]).
     fn handle_command(&mut self, command: Command) -> Result<(), DriverError> {
         match command {
             Command::Subscribe {
@@ -501,7 +504,7 @@ impl Driver {
     }
 
     /// Carries out one effect; a `Persist` is appended to the store (durable at the
-    /// next [`Driver::commit`]).
+    /// next [`CoreDriver::commit`]).
     fn carry_out_effect(&mut self, effect: core::Effect) -> Result<(), DriverError> {
         match effect {
             core::Effect::ToFramework { conn, event } => {
@@ -565,7 +568,7 @@ mod tests {
     use crate::core::{CoreConfig, Registry};
     use crate::store::MemoryStore;
 
-    fn driver() -> (Driver, DriverHandle) {
+    fn driver() -> (CoreDriver, DriverHandle) {
         let core = core::Master::new(
             CoreConfig {
                 master_id: "m1".into(),
@@ -574,7 +577,7 @@ mod tests {
             Registry::default(),
             Instant::now(),
         );
-        Driver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1))
+        CoreDriver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1))
     }
 
     #[tokio::test]
@@ -622,7 +625,7 @@ mod tests {
 
     /// Subscribes a framework through the driver; returns its header and the
     /// receiving end of its event stream (SUBSCRIBED already read).
-    fn subscribe(driver: &mut Driver) -> (v1::CallHeader, mpsc::Receiver<v1::Event>) {
+    fn subscribe(driver: &mut CoreDriver) -> (v1::CallHeader, mpsc::Receiver<v1::Event>) {
         let (events, mut rx) = mpsc::channel(16);
         let request = v1::SubscribeRequest {
             framework_info: Some(v1::FrameworkInfo {
@@ -652,7 +655,7 @@ mod tests {
         (header, rx)
     }
 
-    fn framework_connected(driver: &Driver) -> bool {
+    fn framework_connected(driver: &CoreDriver) -> bool {
         driver.core.snapshot().frameworks[0].connected
     }
 
@@ -696,7 +699,7 @@ mod tests {
             Instant::now(),
         );
         let (mut driver, _handle) =
-            Driver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1));
+            CoreDriver::new(core, Box::new(MemoryStore::new()), Duration::from_secs(1));
         let (_header, rx) = subscribe(&mut driver);
         drop(rx);
         driver.on_tick().unwrap(); // a HEARTBEAT finds the stream closed
@@ -816,7 +819,7 @@ mod tests {
             Instant::now(),
         );
         let (mut driver, handle) =
-            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+            CoreDriver::new(core, Box::new(store.clone()), Duration::from_secs(1));
         let mut streams = queue_registrations(&handle, 10).await;
         let first = driver.commands.recv().await.unwrap();
         driver.on_batch(first).unwrap();
@@ -841,7 +844,7 @@ mod tests {
             Instant::now(),
         );
         let (mut driver, handle) =
-            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+            CoreDriver::new(core, Box::new(store.clone()), Duration::from_secs(1));
         let mut streams = queue_registrations(&handle, 3).await;
         let first = driver.commands.recv().await.unwrap();
         let err = driver.on_batch(first).unwrap_err();
@@ -867,7 +870,7 @@ mod tests {
             Instant::now(),
         );
         let (mut driver, _handle) =
-            Driver::new(core, Box::new(store.clone()), Duration::from_secs(1));
+            CoreDriver::new(core, Box::new(store.clone()), Duration::from_secs(1));
         let (header, _events) = subscribe(&mut driver);
         assert_eq!(store.syncs.load(Ordering::SeqCst), 1, "AddFramework synced");
         // TEARDOWN persists RemoveFramework; its sync fails: no answer goes out.

@@ -84,7 +84,7 @@ pub async fn serve_with_store(
         "master starting"
     );
     let master = core::Master::new(options.core_config(master_id), registry, Instant::now());
-    let (driver, handle) = driver::Driver::new(master, store, options.allocation_interval);
+    let (driver, handle) = driver::CoreDriver::new(master, store, options.allocation_interval);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut driver_task = tokio::spawn(driver.run(stop_rx.clone()));

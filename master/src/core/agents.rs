@@ -28,8 +28,9 @@ use strata_proto::v1::{self, TaskState, TaskStatusReason};
 use strata_proto::{Resources, is_terminal};
 
 use super::allocator::{AgentKey, FrameworkKey, UsedResources};
-use super::api::{ConnId, Effect, RegistryOp};
+use super::api::{ConnId, Effect};
 use super::master::Master;
+use super::registry::RegistryOp;
 use super::state::{AgentStatus, OfferSeq, Task};
 use super::tasks::TaskIds;
 

@@ -20,9 +20,10 @@ use std::time::Instant;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 
 use super::allocator::{AgentKey, FrameworkKey};
-use super::api::{CallError, ConnId, Effect, RegistryOp};
+use super::api::{CallError, ConnId, Effect};
 use super::codec::encode_framework_info;
 use super::master::{Master, after};
+use super::registry::RegistryOp;
 use super::state::{Framework, OfferSeq, Subscription};
 use super::tasks::TaskIds;
 use super::validate::{duration_from_secs, validate_roles};

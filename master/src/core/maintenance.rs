@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use strata_proto::v1;
 
 use super::allocator::AgentKey;
-use super::api::{CallError, Maintenance, OperatorCall, RegistryOp};
+use super::api::{CallError, OperatorCall};
 use super::master::Master;
+use super::registry::{Maintenance, RegistryOp};
 use super::state::{AgentStatus, OfferSeq};
 use super::validate::validate_role;
 

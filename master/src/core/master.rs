@@ -23,6 +23,7 @@ use super::allocator::{AgentKey, Allocator, DrfAllocator, FrameworkKey};
 use super::api::*;
 use super::codec::decode_framework_info;
 use super::fastmap::FastMap;
+use super::registry::{REMOVED_FRAMEWORKS, Registry, RegistryOp};
 use super::rng::Rng;
 use super::state::{Agent, AgentStatus, Counters, Framework, Offer, OfferSeq, Task};
 use super::validate::{duration_from_secs, validate_roles};

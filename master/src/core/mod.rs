@@ -14,12 +14,15 @@
 //! Modules: `master` (state, dispatch, timers), `agents`, `frameworks`, `tasks` (state
 //! machine, status updates), `offers` (allocation → offers, ACCEPT, DECLINE), `calls`
 //! (KILL, ACKNOWLEDGE, MESSAGE), `maintenance` (operators' weights and agent
-//! maintenance), `reconcile`, `validate`, `view` (snapshot, metrics),
-//! `allocator` + `drf` (hierarchical DRF), `codec` (registry encoding), `rng`.
+//! maintenance), `reconcile`, `validate`, `view` (snapshot, metrics), `registry` (what
+//! survives a restart), `allocator` + `drf` (hierarchical DRF), `codec` (registry
+//! encoding), `rng`.
 
 pub mod api;
+pub mod registry;
 
 pub use api::*;
+pub use registry::*;
 pub mod allocator;
 pub mod master;
 

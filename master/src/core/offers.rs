@@ -26,9 +26,10 @@ use strata_proto::Resources;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 
 use super::allocator::{AgentKey, Allocation, FrameworkKey};
-use super::api::{CallError, Effect, RegistryOp};
+use super::api::{CallError, Effect};
 use super::fastmap::FastMap;
 use super::master::{Master, after};
+use super::registry::RegistryOp;
 use super::state::{Offer, OfferSeq, Task};
 use super::tasks::{TaskIds, visible_state};
 use super::validate::{TaskProblem, fit_problem, refuse_duration, validate_task};

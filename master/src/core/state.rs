@@ -20,6 +20,7 @@ use strata_proto::v1::{self, TaskState};
 
 use super::allocator::{AgentKey, FrameworkKey};
 use super::api::ConnId;
+use super::registry::{LOST_TASKS, Maintenance};
 
 /// Where an agent stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub struct Agent {
     pub tasks: BTreeSet<(FrameworkKey, String)>,
     pub used: Resources,
     /// Set by an operator (kept in the registry): its resources are not offered.
-    pub maintenance: Option<super::api::Maintenance>,
+    pub maintenance: Option<Maintenance>,
 }
 
 impl Agent {
@@ -135,9 +136,6 @@ pub struct EndedTask {
     /// Insertion number: the oldest are forgotten first when there are too many.
     seq: u64,
 }
-
-/// How many tasks told TASK_LOST that came back a framework remembers.
-pub const LOST_TASKS: usize = 10_000;
 
 /// The tasks of a framework that is not partition aware that it was told are
 /// TASK_LOST (their agent was unreachable) and that came back with their agent. The

@@ -413,7 +413,7 @@ fn a_lost_task_that_ended_meanwhile_stays_lost_for_its_framework() {
     sim.m.check_invariants().unwrap();
 }
 
-/// Found by the simulation (`sim.rs`): an agent back from UNREACHABLE that reports a
+/// Found by the simulation (`sim/`): an agent back from UNREACHABLE that reports a
 /// task ended (its update still queued) used to leave the task TASK_UNREACHABLE on an
 /// ACTIVE agent until the update came, its resources counted by the allocator but not
 /// by the books. It ends now, with the reported state; the agent's update follows and
@@ -480,7 +480,7 @@ fn an_unreachable_task_reported_ended_when_its_agent_returns_ends_at_once() {
     sim.m.check_invariants().unwrap();
 }
 
-/// Found by the simulation (`sim.rs`): an agent re-registers (here after a master
+/// Found by the simulation (`sim/`): an agent re-registers (here after a master
 /// restart) with a task it reports FAILED while an older RUNNING update of that task
 /// is still unacknowledged; the agent resends that one first. The master, which knows
 /// the task ended (reconciliation says FAILED), used to forward the RUNNING: the

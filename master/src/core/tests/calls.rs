@@ -196,7 +196,7 @@ fn kill_goes_to_the_agent_and_an_unknown_task_is_reported_lost() {
     assert!(lost.message.contains("cannot kill task 'ghost'"));
 }
 
-/// Found by the simulation (`sim.rs`): after a master restart, a KILL of a task whose
+/// Found by the simulation (`sim/`): after a master restart, a KILL of a task whose
 /// agent had not re-registered yet was answered TASK_LOST, a terminal state, though the
 /// task ran on and came back with its agent. Now the master answers as reconciliation
 /// does: nothing while the agent is recovering, TASK_UNREACHABLE while it is
