@@ -515,6 +515,13 @@ fn the_cli_deploys_the_example_lists_scales_kills_and_refuses_bad_files() {
             .collect();
         ids.len() == 2 && !ids.contains(&first)
     });
+    // The killed task's output can still be read: the app server forgets a replaced
+    // task, the master (its operator API) still knows where it ran.
+    let (status, _) = apps.call("GET", &format!("/v1/tasks/{first}"), None);
+    assert_eq!(status, 404, "the app server forgot the replaced task");
+    let (code, out, err) = cli(&apps, &["task", "logs", &first]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("hello from {first}")), "{out}");
 
     let (code, _, err) = cli(&apps, &["app", "scale", "hello", "3", "--wait"]);
     assert_eq!(code, 0, "{err}");
@@ -683,6 +690,23 @@ fn draining_an_agent_moves_its_instances_to_the_other_and_survives_reactivation(
     let (code, out, _) = cli(&apps, &["agent", "list"]);
     assert_eq!(code, 0);
     assert!(out.contains("(DRAINED)"), "{out}");
+    // The JSON keeps the shape of the master's /state agents.
+    let (code, out, _) = cli(&apps, &["agent", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let listed = listed.as_array().expect(&out);
+    assert_eq!(listed.len(), 2, "{out}");
+    let drained_json = listed
+        .iter()
+        .find(|a| a["id"] == drained.as_str())
+        .expect(&out);
+    assert_eq!(drained_json["maintenance"], "DRAINED", "{out}");
+    assert!(drained_json["total"]["cpus"].as_f64() > Some(0.0), "{out}");
+    let (code, out, _) = cli(&apps, &["framework", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    let frameworks: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(frameworks[0]["connected"], true, "{out}");
+    assert!(frameworks[0]["task_count"].as_u64() >= Some(4), "{out}");
     // Nothing goes back to a drained agent, even when asked for more.
     let (code, v) = apps.call(
         "POST",

@@ -1,5 +1,6 @@
-//! The typed HTTP client of the App API (`strata serve`) and of the master's `/state`,
-//! with errors that say which address failed and why.
+//! The typed HTTP client of the App API (`strata serve`), with errors that say which
+//! address failed and why. (The master is asked through its operator gRPC API:
+//! [`super::master_client`].)
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::app::spec::AppSpec;
 use crate::app::view::{AppView, ErrorBody, InfoView, ScaleRequest, TaskView};
 
-/// What a call to the App API or the master failed on.
+/// What a call to the App API failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Nothing answered at the address (refused, timed out, DNS, ...).
@@ -70,22 +71,13 @@ fn status_text(code: u16, body: &ErrorBody) -> String {
     text
 }
 
-/// Which server a client talks to: it picks the words of an [`ApiError::Unreachable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Service {
-    App,
-    Master,
-}
-
-/// A client of the App API (or, from [`ApiClient::master`], of the master's `/state`).
-/// Cheap to clone.
+/// A client of the App API. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     /// The address as given, for messages.
     addr: String,
     /// `http://host:port`, without a trailing slash.
     base: String,
-    service: Service,
     http: reqwest::Client,
 }
 
@@ -97,15 +89,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl ApiClient {
     /// A client of the App API at `addr` (`host:port` or `http://host:port`).
     pub fn new(addr: &str) -> ApiClient {
-        ApiClient::with_service(addr, Service::App)
-    }
-
-    /// A client of the master's HTTP endpoints at `addr`.
-    pub fn master(addr: &str) -> ApiClient {
-        ApiClient::with_service(addr, Service::Master)
-    }
-
-    fn with_service(addr: &str, service: Service) -> ApiClient {
         let addr = addr.trim().to_string();
         let base = if addr.contains("://") {
             addr.trim_end_matches('/').to_string()
@@ -117,12 +100,7 @@ impl ApiClient {
             .timeout(CALL_TIMEOUT)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        ApiClient {
-            addr,
-            base,
-            service,
-            http,
-        }
+        ApiClient { addr, base, http }
     }
 
     /// `GET /v1/info`.
@@ -189,11 +167,6 @@ impl ApiClient {
         self.call::<_, ()>(Method::POST, &path, None).await
     }
 
-    /// The master's `GET /state`, as JSON (its shape is the master's `StateSnapshot`).
-    pub async fn state(&self) -> Result<serde_json::Value, ApiError> {
-        self.get("/state").await
-    }
-
     /// `GET path`, decoded as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.call::<T, ()>(Method::GET, path, None).await
@@ -231,21 +204,11 @@ impl ApiClient {
         } else {
             innermost(e)
         };
-        let (service, hint) = match self.service {
-            Service::App => (
-                "the Strata app server",
-                "is `strata serve` running there? Point the CLI at it with --server ADDR or STRATA_SERVER",
-            ),
-            Service::Master => (
-                "the Strata master",
-                "is strata-master running there? Point the CLI at it with --master ADDR or STRATA_MASTER",
-            ),
-        };
         ApiError::Unreachable {
-            service,
+            service: "the Strata app server",
             addr: self.addr.clone(),
             reason,
-            hint,
+            hint: "is `strata serve` running there? Point the CLI at it with --server ADDR or STRATA_SERVER",
         }
     }
 
@@ -271,7 +234,7 @@ impl ApiClient {
 
 /// The innermost cause of an error: for a refused connection that is
 /// `Connection refused (os error 111)` rather than reqwest's "error sending request".
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut last: &(dyn std::error::Error + 'static) = e;
     while let Some(source) = last.source() {
         last = source;
@@ -553,18 +516,6 @@ pub(crate) mod tests {
         );
         assert!(text.contains("strata serve"), "{text}");
         assert!(text.contains("--server"), "{text}");
-        let err = ApiClient::master(&format!("http://{addr}/"))
-            .state()
-            .await
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.starts_with(&format!(
-                "cannot reach the Strata master at http://{addr}/: "
-            )),
-            "{text}"
-        );
-        assert!(text.contains("--master"), "{text}");
     }
 
     #[tokio::test]

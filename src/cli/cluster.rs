@@ -1,15 +1,13 @@
 //! `strata agent list` and `strata framework list`: the cluster as the master's
-//! `GET /state` shows it; `strata agent deactivate|drain|reactivate|gone`: maintenance
-//! through the master's `POST /maintenance/*`.
+//! operator API (`GetState`, `GetFrameworks`) shows it; `strata agent
+//! deactivate|drain|reactivate|gone`: maintenance through the same API
+//! (`DeactivateAgent`, `DrainAgent`, `ReactivateAgent`, `MarkAgentGone`).
 
-use std::collections::BTreeMap;
-
-use anyhow::Context;
-use serde::Deserialize;
+use strata_proto::{Resources, Scalar};
 
 use super::Global;
+use super::master_client::{AgentAction, AgentStatus, Framework, State};
 use super::output::{Output, Table, format_mb, format_number, print_json};
-use super::task::is_terminal_state;
 
 /// `strata agent ...`.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -56,60 +54,49 @@ pub enum FrameworkCommand {
 impl AgentCommand {
     /// Runs the command; the result is the exit code.
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
-        match self {
+        let (action, agent_id, max_grace_period) = match self {
             AgentCommand::List => {
-                let raw = global.master_client().state().await?;
+                let state = global.master_client().state().await?;
                 match global.output {
-                    Output::Json => print_json(&raw["agents"])?,
-                    Output::Table => {
-                        agents_table(&MasterState::from_json(raw)?).print_or("No agents.")
-                    }
+                    Output::Json => print_json(&state.agents)?,
+                    Output::Table => agents_table(&state).print_or("No agents."),
                 }
-                Ok(0)
+                return Ok(0);
             }
-            AgentCommand::Deactivate { agent_id } => {
-                maintain(global, "deactivate", &agent_id, None).await
-            }
+            AgentCommand::Deactivate { agent_id } => (AgentAction::Deactivate, agent_id, None),
             AgentCommand::Drain {
                 agent_id,
                 max_grace_period,
-            } => maintain(global, "drain", &agent_id, max_grace_period).await,
-            AgentCommand::Reactivate { agent_id } => {
-                maintain(global, "reactivate", &agent_id, None).await
-            }
-            AgentCommand::Gone { agent_id } => maintain(global, "gone", &agent_id, None).await,
-        }
+            } => (AgentAction::Drain, agent_id, max_grace_period),
+            AgentCommand::Reactivate { agent_id } => (AgentAction::Reactivate, agent_id, None),
+            AgentCommand::Gone { agent_id } => (AgentAction::Gone, agent_id, None),
+        };
+        maintain(global, action, &agent_id, max_grace_period).await
     }
 }
 
-/// `POST /maintenance/<action>` on the master, then a line saying what it did.
+/// One maintenance call on the master, then a line saying what it did.
 async fn maintain(
     global: &Global,
-    action: &str,
+    action: AgentAction,
     agent_id: &str,
     max_grace_period: Option<std::time::Duration>,
 ) -> anyhow::Result<u8> {
-    let mut body = serde_json::json!({ "agent_id": agent_id });
-    if let Some(grace) = max_grace_period {
-        body["max_grace_period_seconds"] = grace.as_secs_f64().into();
-    }
-    let client = global.master_client();
-    let _: serde_json::Value = client
-        .call(
-            reqwest::Method::POST,
-            &format!("/maintenance/{action}"),
-            Some(&body),
-        )
+    global
+        .master_client()
+        .maintain(action, agent_id, max_grace_period)
         .await?;
     match global.output {
-        Output::Json => print_json(&serde_json::json!({ "agent_id": agent_id, "action": action }))?,
+        Output::Json => {
+            print_json(&serde_json::json!({ "agent_id": agent_id, "action": action.as_str() }))?
+        }
         Output::Table => println!(
             "agent {agent_id}: {}",
             match action {
-                "deactivate" => "deactivated (its tasks keep running)",
-                "drain" => "draining (its tasks are being killed)",
-                "gone" => "marked gone (its tasks ended; it may not register again)",
-                _ => "reactivated",
+                AgentAction::Deactivate => "deactivated (its tasks keep running)",
+                AgentAction::Drain => "draining (its tasks are being killed)",
+                AgentAction::Gone => "marked gone (its tasks ended; it may not register again)",
+                AgentAction::Reactivate => "reactivated",
             }
         ),
     }
@@ -121,12 +108,10 @@ impl FrameworkCommand {
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
         match self {
             FrameworkCommand::List => {
-                let raw = global.master_client().state().await?;
+                let frameworks = global.master_client().frameworks().await?;
                 match global.output {
-                    Output::Json => print_json(&raw["frameworks"])?,
-                    Output::Table => {
-                        frameworks_table(&MasterState::from_json(raw)?).print_or("No frameworks.")
-                    }
+                    Output::Json => print_json(&frameworks)?,
+                    Output::Table => frameworks_table(&frameworks).print_or("No frameworks."),
                 }
                 Ok(0)
             }
@@ -134,107 +119,57 @@ impl FrameworkCommand {
     }
 }
 
-/// The parts of the master's `StateSnapshot` (`GET /state`) the CLI shows. Fields it
-/// does not know are ignored, missing ones default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct MasterState {
-    pub agents: Vec<MasterAgent>,
-    pub frameworks: Vec<MasterFramework>,
-    pub tasks: Vec<MasterTask>,
+/// `used/total` of one scalar, summed over its reservations (`cpus` and every
+/// reserved `cpus`) by the fixed-point [`Resources`] maths.
+fn used_of_total(
+    used: &Resources,
+    total: &Resources,
+    name: &str,
+    format: fn(f64) -> String,
+) -> String {
+    let text = |s: Scalar| format(s.as_f64());
+    format!("{}/{}", text(used.scalar(name)), text(total.scalar(name)))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct MasterAgent {
-    pub id: String,
-    pub hostname: String,
-    pub address: String,
-    /// ACTIVE, DISCONNECTED, UNREACHABLE or RECOVERING.
-    pub status: String,
-    /// DEACTIVATED, DRAINING, DRAINED, or none.
-    pub maintenance: Option<String>,
-    /// Resources as `{"cpus": 4.0, "mem": 4096.0, "cpus(role)": 1.0, "ports": "[...]"}`.
-    pub total: BTreeMap<String, serde_json::Value>,
-    pub used: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct MasterFramework {
-    pub id: String,
-    pub name: String,
-    pub roles: Vec<String>,
-    pub connected: bool,
-    pub task_count: usize,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct MasterTask {
-    pub id: String,
-    pub framework_id: String,
-    pub agent_id: String,
-    pub state: String,
-}
-
-impl MasterState {
-    pub fn from_json(raw: serde_json::Value) -> anyhow::Result<MasterState> {
-        serde_json::from_value(raw).context("the master's /state has an unexpected shape")
-    }
-}
-
-/// A scalar resource summed over its reservations: `cpus` and every `cpus(role)`.
-fn scalar(resources: &BTreeMap<String, serde_json::Value>, name: &str) -> f64 {
-    resources
-        .iter()
-        .filter(|(key, _)| {
-            key.as_str() == name
-                || key
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('('))
-        })
-        .filter_map(|(_, v)| v.as_f64())
-        .sum()
-}
-
-/// `ID HOSTNAME ADDRESS CPUS MEM TASKS STATE`, resources as used/total.
-pub fn agents_table(state: &MasterState) -> Table {
+/// `ID HOSTNAME ADDRESS CPUS MEM TASKS STATE`, resources as used/total (`-` for an
+/// agent whose resources the master does not know yet: RECOVERING after a master
+/// restart), tasks counting those that have not ended.
+pub fn agents_table(state: &State) -> Table {
     let mut table = Table::new(&["id", "hostname", "address", "cpus", "mem", "tasks", "state"]);
     for a in &state.agents {
         let tasks = state
             .tasks
             .iter()
-            .filter(|t| t.agent_id == a.id && !is_terminal_state(&t.state))
+            .filter(|t| t.agent_id == a.id && !t.is_terminal())
             .count();
+        let (cpus, mem) = if a.status == AgentStatus::Recovering && a.total.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                used_of_total(&a.used, &a.total, "cpus", format_number),
+                used_of_total(&a.used, &a.total, "mem", format_mb),
+            )
+        };
         table.row([
             a.id.clone(),
             a.hostname.clone(),
             a.address.clone(),
-            format!(
-                "{}/{}",
-                format_number(scalar(&a.used, "cpus")),
-                format_number(scalar(&a.total, "cpus"))
-            ),
-            format!(
-                "{}/{}",
-                format_mb(scalar(&a.used, "mem")),
-                format_mb(scalar(&a.total, "mem"))
-            ),
+            cpus,
+            mem,
             tasks.to_string(),
             match &a.maintenance {
-                Some(m) => format!("{} ({})", a.status, m),
-                None => a.status.clone(),
+                Some(m) => format!("{} ({m})", a.status),
+                None => a.status.to_string(),
             },
         ]);
     }
     table
 }
 
-/// `ID NAME ROLES TASKS CONNECTED`.
-pub fn frameworks_table(state: &MasterState) -> Table {
+/// `ID NAME ROLES TASKS CONNECTED`, by name.
+pub fn frameworks_table(frameworks: &[Framework]) -> Table {
     let mut table = Table::new(&["id", "name", "roles", "tasks", "connected"]);
-    let mut frameworks: Vec<&MasterFramework> = state.frameworks.iter().collect();
+    let mut frameworks: Vec<&Framework> = frameworks.iter().collect();
     frameworks.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     for f in frameworks {
         let roles = if f.roles.is_empty() {
@@ -255,54 +190,48 @@ pub fn frameworks_table(state: &MasterState) -> Table {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use strata_proto::v1;
+    use strata_proto::v1::TaskState::{TaskFinished, TaskRunning, TaskStaging};
 
-    /// A `/state` body as the master's `StateSnapshot` serializes it.
-    fn state_json() -> serde_json::Value {
-        serde_json::json!({
-            "master_id": "m1",
-            "agents": [
-                {"id": "a1", "hostname": "node1", "address": "10.0.0.1:5051", "status": "ACTIVE",
-                 "attributes": {"rack": "r1"},
-                 "total": {"cpus": 4.0, "mem": 8192.0, "disk": 10000.0, "ports": "[31000-32000]"},
-                 "used": {"cpus": 1.0, "cpus(web)": 0.5, "mem": 512.0},
-                 "offered": {}, "registered_time": 1.7e9},
-                {"id": "a2", "hostname": "node2", "address": "10.0.0.2:5051",
-                 "status": "UNREACHABLE", "maintenance": "DRAINING",
-                 "attributes": {}, "total": {}, "used": {},
-                 "offered": {}, "registered_time": 1.7e9}
+    use super::*;
+    use crate::cli::master_client::tests::{agent, framework, task, wire};
+
+    /// What the master's `GetState` answers: two agents (one with reserved cpus in
+    /// use, one unreachable and draining) and three tasks, one ended.
+    fn state() -> State {
+        let mut a1 = agent("a1", "node1", "10.0.0.1:5051", "ACTIVE");
+        a1.total = wire("cpus:4;mem:8192;disk:10000;ports:[31000-32000]");
+        a1.used = wire("cpus:1;cpus(web):0.5;mem:512");
+        let mut a2 = agent("a2", "node2", "10.0.0.2:5051", "UNREACHABLE");
+        a2.maintenance = "DRAINING".into();
+        State::try_from(v1::GetStateResponse {
+            master_id: "m1".into(),
+            agents: vec![a1, a2],
+            tasks: vec![
+                task("t1", "f2", "a1", TaskRunning),
+                task("t2", "f2", "a1", TaskStaging),
+                task("t3", "f2", "a1", TaskFinished),
             ],
-            "frameworks": [
-                {"id": "f2", "name": "strata-apps", "user": "root", "roles": ["*", "web"],
-                 "capabilities": [], "failover_timeout_seconds": 0.0, "connected": true,
-                 "active": true, "suppressed_roles": [], "used": {}, "offered": {},
-                 "task_count": 3},
-                {"id": "f1", "name": "batch", "user": "root", "roles": [],
-                 "capabilities": [], "failover_timeout_seconds": 0.0, "connected": false,
-                 "active": false, "suppressed_roles": [], "used": {}, "offered": {},
-                 "task_count": 0}
-            ],
-            "tasks": [
-                {"id": "t1", "name": "t1", "framework_id": "f2", "agent_id": "a1",
-                 "state": "TASK_RUNNING", "resources": {}, "message": "", "reason": "",
-                 "exit_status": null, "updated": 1.7e9},
-                {"id": "t2", "name": "t2", "framework_id": "f2", "agent_id": "a1",
-                 "state": "TASK_STAGING", "resources": {}, "message": "", "reason": "",
-                 "exit_status": null, "updated": 1.7e9},
-                {"id": "t3", "name": "t3", "framework_id": "f2", "agent_id": "a1",
-                 "state": "TASK_FINISHED", "resources": {}, "message": "", "reason": "",
-                 "exit_status": 0, "updated": 1.7e9}
-            ],
-            "roles": [],
-            "outstanding_offers": 0
+            ..Default::default()
         })
+        .unwrap()
+    }
+
+    /// What the master's `GetFrameworks` answers.
+    fn frameworks() -> Vec<Framework> {
+        let mut f2 = framework("f2", "strata-apps", &["*", "web"]);
+        f2.connected = true;
+        f2.task_count = 3;
+        [f2, framework("f1", "batch", &[])]
+            .into_iter()
+            .map(|f| Framework::try_from(f).unwrap())
+            .collect()
     }
 
     #[test]
     fn agents_show_used_over_total_and_live_tasks() {
-        let state = MasterState::from_json(state_json()).unwrap();
         assert_eq!(
-            agents_table(&state).render(),
+            agents_table(&state()).render(),
             "ID   HOSTNAME   ADDRESS         CPUS    MEM       TASKS   STATE\n\
              a1   node1      10.0.0.1:5051   1.5/4   512M/8G   2       ACTIVE\n\
              a2   node2      10.0.0.2:5051   0/0     0M/0M     0       UNREACHABLE (DRAINING)\n"
@@ -310,21 +239,46 @@ mod tests {
     }
 
     #[test]
-    fn frameworks_sorted_by_name() {
-        let state = MasterState::from_json(state_json()).unwrap();
-        assert_eq!(
-            frameworks_table(&state).render(),
-            "ID   NAME          ROLES   TASKS   CONNECTED\n\
-             f1   batch         -       0       no\n\
-             f2   strata-apps   *,web   3       yes\n"
+    fn sums_have_no_float_drift() {
+        let mut a = agent("a1", "node1", "x:1", "ACTIVE");
+        a.total = wire("cpus:1;mem:1024");
+        a.used = wire("cpus(x):0.1;cpus(y):0.2;mem(x):100.1;mem(y):100.2");
+        let state = State::try_from(v1::GetStateResponse {
+            agents: vec![a],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            agents_table(&state)
+                .render()
+                .contains("   0.3/1   200M/1G   "),
+            "{}",
+            agents_table(&state).render()
         );
     }
 
     #[test]
-    fn a_state_of_another_shape_is_an_error() {
-        let err = MasterState::from_json(serde_json::json!({"agents": 3})).unwrap_err();
-        assert!(err.to_string().contains("unexpected shape"), "{err}");
-        let empty = MasterState::from_json(serde_json::json!({})).unwrap();
-        assert!(agents_table(&empty).is_empty());
+    fn a_recovering_agent_has_no_resources_to_show_yet() {
+        let state = State::try_from(v1::GetStateResponse {
+            agents: vec![agent("a1", "node1", "x:1", "RECOVERING")],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            agents_table(&state).render(),
+            "ID   HOSTNAME   ADDRESS   CPUS   MEM   TASKS   STATE\n\
+             a1   node1      x:1       -      -     0       RECOVERING\n"
+        );
+    }
+
+    #[test]
+    fn frameworks_sorted_by_name() {
+        assert_eq!(
+            frameworks_table(&frameworks()).render(),
+            "ID   NAME          ROLES   TASKS   CONNECTED\n\
+             f1   batch         -       0       no\n\
+             f2   strata-apps   *,web   3       yes\n"
+        );
+        assert!(agents_table(&State::default()).is_empty());
     }
 }

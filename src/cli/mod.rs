@@ -1,5 +1,12 @@
 //! The `strata` commands of the container framework: `app`, `task`, `agent` and
-//! `framework`, talking to the App API (`strata serve`) and the master's `/state`.
+//! `framework`, talking to the App API (`strata serve`, [`client`]) and to the master's
+//! operator gRPC API ([`master_client`]).
+//!
+//! ```text
+//!   app.rs ───────────▶ client.rs (App API, HTTP), task.rs (its task table)
+//!   task.rs ──────────▶ client.rs, master_client.rs
+//!   cluster.rs ───────▶ master_client.rs (operator API, gRPC)
+//! ```
 //!
 //! Each command group is an [`clap::Args`] struct holding the [`Global`] flags and a
 //! subcommand, e.g. `Command::App(cli::AppArgs)` in the top-level enum, run with
@@ -9,12 +16,14 @@
 pub mod app;
 pub mod client;
 pub mod cluster;
+pub mod master_client;
 pub mod output;
 pub mod task;
 
 pub use app::AppCommand;
 pub use client::ApiClient;
 pub use cluster::{AgentCommand, FrameworkCommand};
+pub use master_client::MasterClient;
 pub use output::Output;
 pub use task::TaskCommand;
 
@@ -30,7 +39,9 @@ pub struct Global {
         value_name = "ADDR"
     )]
     pub server: String,
-    /// The master, for `agent` and `framework` commands.
+    /// The master (its operator gRPC API), for `agent` and `framework` commands and
+    /// for the logs of a task the app server no longer knows; host:port or
+    /// http://host:port.
     #[arg(
         long,
         global = true,
@@ -50,9 +61,9 @@ impl Global {
         ApiClient::new(&self.server)
     }
 
-    /// A client of the master at `--master`.
-    pub fn master_client(&self) -> ApiClient {
-        ApiClient::master(&self.master)
+    /// A client of the master's operator API at `--master`.
+    pub fn master_client(&self) -> MasterClient {
+        MasterClient::new(&self.master)
     }
 }
 

@@ -9,7 +9,7 @@ use strata_framework_sdk::{SandboxClient, is_terminal, v1};
 
 use super::Global;
 use super::client::ApiClient;
-use super::cluster::MasterState;
+use super::master_client::MasterClient;
 use super::output::{Output, Table, age_since, emit_line, now_unix, print_json, short_state};
 use crate::app::view::TaskView;
 
@@ -148,11 +148,11 @@ pub fn is_terminal_state(state: &str) -> bool {
     v1::TaskState::from_str_name(state).is_some_and(is_terminal)
 }
 
-/// Where a task's whereabouts are asked: the App API first; the master's `/state`,
+/// Where a task's whereabouts are asked: the App API first; the master's operator API,
 /// which keeps finished tasks, for a task the app server no longer knows.
 pub(crate) struct Sources {
     pub apps: ApiClient,
-    pub master: ApiClient,
+    pub master: MasterClient,
 }
 
 /// A task's sandbox: its agent, framework and current state.
@@ -193,16 +193,16 @@ impl Sources {
         }
     }
 
-    /// The task as the master's `/state` shows it, if the master answers and knows it.
+    /// The task as the master's `GetState` shows it, if the master answers and knows it.
     async fn on_master(&self, task_id: &str) -> Option<Located> {
-        let state = MasterState::from_json(self.master.state().await.ok()?).ok()?;
+        let state = self.master.state().await.ok()?;
         let task = state.tasks.iter().find(|t| t.id == task_id)?;
         let agent = state.agents.iter().find(|a| a.id == task.agent_id)?;
         Some(Located {
             agent_address: agent.address.clone(),
             framework_id: task.framework_id.clone(),
             task_id: task.id.clone(),
-            state: task.state.clone(),
+            state: task.state.as_str_name().to_string(),
             on_master: true,
         })
     }
@@ -333,6 +333,7 @@ mod tests {
 
     use super::*;
     use crate::cli::client::tests::fake_server;
+    use crate::cli::master_client::tests::{FakeMaster, agent, task as master_task};
     use crate::cli::output::parse_rfc3339;
 
     fn task(id: &str, state: &str, healthy: Option<bool>, ports: Vec<u16>) -> TaskView {
@@ -443,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn follow_stops_when_the_task_ended_and_the_file_is_read() {
         let (addr, _) = logs_server(4).await;
-        let client = sources(&addr);
+        let client = sources(&addr, NO_MASTER);
         let mut out = Vec::new();
         let code = copy_logs(
             &client,
@@ -465,7 +466,7 @@ mod tests {
     #[tokio::test]
     async fn without_follow_prints_what_is_there_now() {
         let (addr, seen) = logs_server(1000).await;
-        let client = sources(&addr);
+        let client = sources(&addr, NO_MASTER);
         let mut out = Vec::new();
         // The first read sees nothing written; the server counts reads, so read once
         // to make one line appear, then read what is there.
@@ -486,25 +487,26 @@ mod tests {
         );
     }
 
-    fn sources(addr: &str) -> Sources {
+    /// The App API at `apps`, the master's operator API at `master`.
+    fn sources(apps: &str, master: &str) -> Sources {
         Sources {
-            apps: ApiClient::new(addr),
-            master: ApiClient::master(addr),
+            apps: ApiClient::new(apps),
+            master: MasterClient::new(master),
         }
     }
 
+    /// Where nothing listens: the master is not asked in these tests.
+    const NO_MASTER: &str = "127.0.0.1:1";
+
     #[tokio::test]
     async fn logs_of_an_unknown_task_say_so() {
-        let (addr, _) = fake_server(Arc::new(|req| match req.path.as_str() {
-            "/state" => (
-                200,
-                r#"{"agents": [], "frameworks": [], "tasks": []}"#.into(),
-            ),
-            _ => (404, r#"{"error": "task \"nope\" not found"}"#.into()),
+        let (addr, _) = fake_server(Arc::new(|_| {
+            (404, r#"{"error": "task \"nope\" not found"}"#.into())
         }))
         .await;
+        let master = FakeMaster::default().serve().await;
         let err = copy_logs(
-            &sources(&addr),
+            &sources(&addr, &master),
             &SandboxClient::new(),
             "nope",
             "stdout",
@@ -515,12 +517,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), r#"task "nope" not found"#);
         // The master unreachable too: still the App API's answer.
-        let both = Sources {
-            apps: ApiClient::new(&addr),
-            master: ApiClient::master("127.0.0.1:1"),
-        };
         let err = copy_logs(
-            &both,
+            &sources(&addr, NO_MASTER),
             &SandboxClient::new(),
             "nope",
             "stdout",
@@ -534,21 +532,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_the_server_forgot_is_found_on_the_master() {
-        let addr_cell: Arc<Mutex<String>> = Arc::default();
-        let cell = addr_cell.clone();
         let (addr, seen) = fake_server(Arc::new(move |req| {
             let path = req.path.as_str();
-            if path == "/state" {
-                let body = serde_json::json!({
-                    "agents": [{"id": "a1", "hostname": "node1",
-                                "address": cell.lock().unwrap().clone(),
-                                "status": "ACTIVE", "total": {}, "used": {}}],
-                    "frameworks": [],
-                    "tasks": [{"id": "web.0", "framework_id": "fw-9", "agent_id": "a1",
-                               "state": "TASK_FAILED"}],
-                });
-                return (200, body.to_string());
-            }
             if path.starts_with("/files/read?") {
                 assert_eq!(query(path, "framework_id").as_deref(), Some("fw-9"));
                 let offset: usize = query(path, "offset").unwrap().parse().unwrap();
@@ -563,10 +548,22 @@ mod tests {
             (404, r#"{"error": "task \"web.0\" not found"}"#.into())
         }))
         .await;
-        *addr_cell.lock().unwrap() = addr.clone();
+        // The master knows the ended task and its agent (the fake above).
+        let master = FakeMaster::default();
+        *master.state.lock().unwrap() = v1::GetStateResponse {
+            agents: vec![agent("a1", "node1", &addr, "ACTIVE")],
+            tasks: vec![master_task(
+                "web.0",
+                "fw-9",
+                "a1",
+                v1::TaskState::TaskFailed,
+            )],
+            ..Default::default()
+        };
+        let master = master.serve().await;
         let mut out = Vec::new();
         let code = copy_logs(
-            &sources(&addr),
+            &sources(&addr, &master),
             &SandboxClient::new(),
             "web.0",
             "stderr",

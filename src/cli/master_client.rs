@@ -1,0 +1,918 @@
+//! The CLI's client of the master's operator API (`strata.v1.Operator`, gRPC on the
+//! master's one port): the cluster's agents, frameworks and tasks as typed values, agent
+//! maintenance, and errors that say which address failed and what to do.
+//!
+//! ```text
+//!   strata agent ...      ─┐
+//!   strata framework ...  ─┼─▶ MasterClient ──gRPC──▶ master (Operator service)
+//!   strata task logs      ─┘        │
+//!    (a task the app server forgot) └─ v1::GetStateResponse ─TryFrom─▶ State
+//! ```
+//!
+//! Wire data goes through `TryFrom` ([`Resources::try_from_proto`] for resources), so a
+//! resource the CLI cannot read is an error naming the agent or framework, never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use strata_proto::states::state_from_i32;
+use strata_proto::{Resources, is_terminal, v1};
+use tokio::sync::OnceCell;
+use tonic::transport::{Channel, Endpoint};
+use v1::operator_client::OperatorClient;
+
+use super::client::innermost;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer accepted. tonic's default (4 MiB) is too small for the state of
+/// a large cluster (10,000 agents and their tasks).
+const MAX_ANSWER: usize = 256 << 20;
+/// The message of the status tonic makes up when `CALL_TIMEOUT` passes
+/// (`tonic::TimeoutExpired`).
+const TIMEOUT_EXPIRED: &str = "Timeout expired";
+
+/// What a call to the master's operator API failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// `--master` is not an address.
+    #[error("the master address '{addr}' is not host:port: {reason}")]
+    BadAddress { addr: String, reason: String },
+    /// Nothing answered at the address (refused, timed out, DNS, ...).
+    #[error(
+        "cannot reach the Strata master at {addr}: {reason} (is strata-master running there? \
+         Point the CLI at it with --master ADDR or STRATA_MASTER)"
+    )]
+    Unreachable { addr: String, reason: String },
+    /// The connection broke during a call without an answer: the master went away
+    /// mid-call, or what listens at the address does not speak gRPC.
+    #[error(
+        "the call to the Strata master at {addr} failed: {reason} (is that the master's \
+         address? Point the CLI at it with --master ADDR or STRATA_MASTER)"
+    )]
+    Broken { addr: String, reason: String },
+    /// The master answered the call with an error status.
+    #[error("{}", refusal_text(.addr, *.code, .message))]
+    Refused {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+    },
+    /// The master answered with data the CLI cannot read.
+    #[error("unreadable answer from the master at {addr} to {call}: {reason}")]
+    Decode {
+        addr: String,
+        call: &'static str,
+        reason: String,
+    },
+}
+
+/// The text of a refused call, by gRPC code. The master words its `NotFound`,
+/// `FailedPrecondition` and `InvalidArgument` answers for people (`agent 'a1' is neither
+/// deactivated nor draining: nothing to reactivate`): those are shown as they are.
+fn refusal_text(addr: &str, code: tonic::Code, message: &str) -> String {
+    use tonic::Code;
+    match code {
+        Code::NotFound
+        | Code::FailedPrecondition
+        | Code::InvalidArgument
+        | Code::AlreadyExists
+        | Code::OutOfRange
+            if !message.is_empty() =>
+        {
+            message.to_string()
+        }
+        Code::Unavailable => format!(
+            "the Strata master at {addr} is unavailable: {message} (it may be starting or \
+             stopping; try again shortly)"
+        ),
+        Code::DeadlineExceeded => format!(
+            "no answer from the Strata master at {addr} within {}s; is it overloaded?",
+            CALL_TIMEOUT.as_secs()
+        ),
+        Code::Unimplemented => format!(
+            "the server at {addr} does not serve the Strata operator API (strata.v1.Operator): \
+             is it a strata-master of this version? Point the CLI at the master with \
+             --master ADDR or STRATA_MASTER"
+        ),
+        Code::Unauthenticated => {
+            format!("the Strata master at {addr} did not accept the CLI's credentials: {message}")
+        }
+        Code::PermissionDenied => {
+            format!("the Strata master at {addr} does not permit this call: {message}")
+        }
+        _ if message.is_empty() => format!("the Strata master at {addr} failed ({code:?})"),
+        _ => format!("the Strata master at {addr} failed ({code:?}): {message}"),
+    }
+}
+
+/// A maintenance action on one agent (`strata agent deactivate|drain|reactivate|gone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    Deactivate,
+    Drain,
+    Reactivate,
+    Gone,
+}
+
+impl AgentAction {
+    /// The subcommand's name: `deactivate`, `drain`, `reactivate`, `gone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAction::Deactivate => "deactivate",
+            AgentAction::Drain => "drain",
+            AgentAction::Reactivate => "reactivate",
+            AgentAction::Gone => "gone",
+        }
+    }
+}
+
+/// A client of the master's operator API at `--master`. Connects on the first call and
+/// keeps the connection for the next ones (`strata task logs --follow` polls).
+#[derive(Debug)]
+pub struct MasterClient {
+    /// The address as given, for messages.
+    addr: String,
+    channel: OnceCell<Channel>,
+}
+
+impl MasterClient {
+    /// A client of the master at `addr` (`host:port` or `http://host:port`).
+    pub fn new(addr: &str) -> MasterClient {
+        MasterClient {
+            addr: addr.trim().to_string(),
+            channel: OnceCell::new(),
+        }
+    }
+
+    /// `GetState`: agents, frameworks and tasks from one snapshot of the master.
+    pub async fn state(&self) -> Result<State, MasterError> {
+        let answer = self
+            .client()
+            .await?
+            .get_state(v1::GetStateRequest {})
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        State::try_from(answer).map_err(|e| self.decode("GetState", e))
+    }
+
+    /// `GetFrameworks`.
+    pub async fn frameworks(&self) -> Result<Vec<Framework>, MasterError> {
+        let answer = self
+            .client()
+            .await?
+            .get_frameworks(v1::GetFrameworksRequest {})
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        answer
+            .frameworks
+            .into_iter()
+            .map(Framework::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.decode("GetFrameworks", e))
+    }
+
+    /// `DeactivateAgent`, `DrainAgent` (with the longest grace period, if given),
+    /// `ReactivateAgent` or `MarkAgentGone`.
+    pub async fn maintain(
+        &self,
+        action: AgentAction,
+        agent_id: &str,
+        max_grace_period: Option<Duration>,
+    ) -> Result<(), MasterError> {
+        let request = v1::AgentMaintenanceRequest {
+            agent_id: agent_id.to_string(),
+            max_grace_period_seconds: max_grace_period.map(|d| d.as_secs_f64()),
+        };
+        let mut client = self.client().await?;
+        let answer = match action {
+            AgentAction::Deactivate => client.deactivate_agent(request).await,
+            AgentAction::Drain => client.drain_agent(request).await,
+            AgentAction::Reactivate => client.reactivate_agent(request).await,
+            AgentAction::Gone => client.mark_agent_gone(request).await,
+        };
+        answer.map_err(|s| self.refused(s))?;
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<OperatorClient<Channel>, MasterError> {
+        let channel = self
+            .channel
+            .get_or_try_init(|| async {
+                let endpoint = self.endpoint()?;
+                endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| self.unreachable(innermost(&e)))
+            })
+            .await?
+            .clone();
+        Ok(OperatorClient::new(channel).max_decoding_message_size(MAX_ANSWER))
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, MasterError> {
+        let addr = self.addr.trim_end_matches('/');
+        if addr.is_empty() {
+            return Err(MasterError::BadAddress {
+                addr: self.addr.clone(),
+                reason: "it is empty".into(),
+            });
+        }
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| MasterError::BadAddress {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true))
+    }
+
+    fn unreachable(&self, reason: String) -> MasterError {
+        MasterError::Unreachable {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    /// A call's error status. tonic makes one up for a call that timed out
+    /// (`Cancelled`, "Timeout expired"), and for a transport failure (with the I/O
+    /// or HTTP/2 error as its source): those are no answer of the master.
+    fn refused(&self, status: tonic::Status) -> MasterError {
+        let mut code = status.code();
+        if code == tonic::Code::Cancelled && status.message() == TIMEOUT_EXPIRED {
+            code = tonic::Code::DeadlineExceeded;
+        } else if let Some(source) = std::error::Error::source(&status) {
+            let reason = innermost(source);
+            return if code == tonic::Code::Unavailable {
+                self.unreachable(reason)
+            } else {
+                MasterError::Broken {
+                    addr: self.addr.clone(),
+                    reason,
+                }
+            };
+        }
+        MasterError::Refused {
+            addr: self.addr.clone(),
+            code,
+            message: status.message().to_string(),
+        }
+    }
+
+    fn decode(&self, call: &'static str, e: Unreadable) -> MasterError {
+        MasterError::Decode {
+            addr: self.addr.clone(),
+            call,
+            reason: e.0,
+        }
+    }
+}
+
+/// Why an answer of the master could not be read; the text names the part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable(pub String);
+
+/// The agents and tasks of one `GetState` snapshot (what the CLI shows of it).
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub agents: Vec<Agent>,
+    pub tasks: Vec<Task>,
+}
+
+impl TryFrom<v1::GetStateResponse> for State {
+    type Error = Unreadable;
+
+    fn try_from(s: v1::GetStateResponse) -> Result<State, Unreadable> {
+        Ok(State {
+            agents: s
+                .agents
+                .into_iter()
+                .map(Agent::try_from)
+                .collect::<Result<_, _>>()?,
+            tasks: s
+                .tasks
+                .into_iter()
+                .map(Task::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Resources from the wire, or an error naming whose they are.
+fn resources(
+    list: &[v1::Resource],
+    whose: impl FnOnce() -> String,
+) -> Result<Resources, Unreadable> {
+    Resources::try_from_proto(list).map_err(|e| Unreadable(format!("{}: {e}", whose())))
+}
+
+/// An agent. Serialized as the master's `GET /state` shows agents, so
+/// `strata agent list -o json` keeps its shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub hostname: String,
+    /// host:port of the agent's HTTP API (its sandbox files).
+    pub address: String,
+    pub status: AgentStatus,
+    pub maintenance: Option<Maintenance>,
+    pub attributes: BTreeMap<String, String>,
+    pub total: Resources,
+    pub used: Resources,
+    pub offered: Resources,
+    /// Unix seconds of the latest (re-)registration.
+    pub registered_time: f64,
+}
+
+impl TryFrom<v1::AgentState> for Agent {
+    type Error = Unreadable;
+
+    fn try_from(a: v1::AgentState) -> Result<Agent, Unreadable> {
+        let info = a
+            .info
+            .ok_or_else(|| Unreadable("an agent without its info".into()))?;
+        let id = info.id;
+        let of = |part: &str| {
+            let id = id.clone();
+            let part = part.to_string();
+            move || format!("agent '{id}' {part}")
+        };
+        Ok(Agent {
+            total: resources(&a.total, of("total"))?,
+            used: resources(&a.used, of("used"))?,
+            offered: resources(&a.offered, of("offered"))?,
+            id,
+            hostname: info.hostname,
+            address: info.address,
+            status: AgentStatus::from_wire(&a.status),
+            maintenance: Maintenance::from_wire(&a.maintenance),
+            attributes: info
+                .attributes
+                .into_iter()
+                .map(|at| (at.name, at.value))
+                .collect(),
+            registered_time: a.registered_time,
+        })
+    }
+}
+
+/// An agent's connection to the master (the operator API's `AgentState.status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum AgentStatus {
+    Active,
+    /// Its stream is gone; the master waits for it to come back.
+    Disconnected,
+    Unreachable,
+    /// Known from the registry after a master restart, not re-registered yet: its
+    /// resources are unknown until it does.
+    Recovering,
+    /// Marked gone by an operator.
+    Gone,
+    /// A status this CLI does not know (a newer master), as the master named it.
+    Other(String),
+}
+
+impl AgentStatus {
+    pub fn from_wire(text: &str) -> AgentStatus {
+        match text {
+            "ACTIVE" => AgentStatus::Active,
+            "DISCONNECTED" => AgentStatus::Disconnected,
+            "UNREACHABLE" => AgentStatus::Unreachable,
+            "RECOVERING" => AgentStatus::Recovering,
+            "GONE" => AgentStatus::Gone,
+            other => AgentStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AgentStatus::Active => "ACTIVE",
+            AgentStatus::Disconnected => "DISCONNECTED",
+            AgentStatus::Unreachable => "UNREACHABLE",
+            AgentStatus::Recovering => "RECOVERING",
+            AgentStatus::Gone => "GONE",
+            AgentStatus::Other(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<AgentStatus> for String {
+    fn from(s: AgentStatus) -> String {
+        s.as_str().to_string()
+    }
+}
+
+/// An agent's maintenance (the operator API's `AgentState.maintenance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum Maintenance {
+    /// Not offered; its tasks keep running.
+    Deactivated,
+    /// Not offered; its tasks are being killed.
+    Draining,
+    /// Not offered; no task left.
+    Drained,
+    /// A maintenance this CLI does not know (a newer master), as the master named it.
+    Other(String),
+}
+
+impl Maintenance {
+    /// `None` for the empty string (no maintenance).
+    pub fn from_wire(text: &str) -> Option<Maintenance> {
+        Some(match text {
+            "" => return None,
+            "DEACTIVATED" => Maintenance::Deactivated,
+            "DRAINING" => Maintenance::Draining,
+            "DRAINED" => Maintenance::Drained,
+            other => Maintenance::Other(other.to_string()),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Maintenance::Deactivated => "DEACTIVATED",
+            Maintenance::Draining => "DRAINING",
+            Maintenance::Drained => "DRAINED",
+            Maintenance::Other(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for Maintenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Maintenance> for String {
+    fn from(m: Maintenance) -> String {
+        m.as_str().to_string()
+    }
+}
+
+/// A framework. Serialized as the master's `GET /state` shows frameworks, so
+/// `strata framework list -o json` keeps its shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Framework {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    /// Capability names, e.g. `PARTITION_AWARE`.
+    pub capabilities: Vec<String>,
+    pub failover_timeout_seconds: f64,
+    pub connected: bool,
+    pub active: bool,
+    pub suppressed_roles: Vec<String>,
+    pub used: Resources,
+    pub offered: Resources,
+    pub task_count: u64,
+}
+
+impl TryFrom<v1::FrameworkState> for Framework {
+    type Error = Unreadable;
+
+    fn try_from(f: v1::FrameworkState) -> Result<Framework, Unreadable> {
+        let info = f
+            .info
+            .ok_or_else(|| Unreadable("a framework without its info".into()))?;
+        let id = info.id;
+        let of = |part: &str| {
+            let id = id.clone();
+            let part = part.to_string();
+            move || format!("framework '{id}' {part}")
+        };
+        Ok(Framework {
+            used: resources(&f.used, of("used"))?,
+            offered: resources(&f.offered, of("offered"))?,
+            id,
+            name: info.name,
+            user: info.user,
+            roles: info.roles,
+            capabilities: info
+                .capabilities
+                .into_iter()
+                .map(|c| match v1::FrameworkCapability::try_from(c) {
+                    Ok(c) => c.as_str_name().to_string(),
+                    Err(_) => c.to_string(),
+                })
+                .collect(),
+            failover_timeout_seconds: info.failover_timeout_seconds,
+            connected: f.connected,
+            active: f.active,
+            suppressed_roles: f.suppressed_roles,
+            task_count: f.task_count,
+        })
+    }
+}
+
+/// A task the master knows (it keeps ended ones for a while).
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    /// UNSPECIFIED for a state this CLI does not know.
+    pub state: v1::TaskState,
+}
+
+impl Task {
+    /// Whether the task ended for good.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(self.state)
+    }
+}
+
+impl TryFrom<v1::TaskEntry> for Task {
+    type Error = Unreadable;
+
+    fn try_from(t: v1::TaskEntry) -> Result<Task, Unreadable> {
+        Ok(Task {
+            id: t.task_id,
+            framework_id: t.framework_id,
+            agent_id: t.agent_id,
+            state: state_from_i32(t.state),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response, Status};
+    use v1::operator_server::{Operator, OperatorServer};
+
+    use super::*;
+
+    /// A fake master: serves `state` to every Get* call and records maintenance calls,
+    /// answering them with `refuse` when set.
+    #[derive(Clone, Default)]
+    pub struct FakeMaster {
+        pub state: Arc<Mutex<v1::GetStateResponse>>,
+        pub calls: Arc<Mutex<Vec<(&'static str, v1::AgentMaintenanceRequest)>>>,
+        pub refuse: Arc<Mutex<Option<Status>>>,
+    }
+
+    impl FakeMaster {
+        /// Serves on 127.0.0.1:0 until the test's runtime ends; returns the address.
+        pub async fn serve(self) -> String {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr: SocketAddr = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(OperatorServer::new(self))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            addr.to_string()
+        }
+
+        fn state(&self) -> v1::GetStateResponse {
+            self.state.lock().unwrap().clone()
+        }
+
+        fn maintain(
+            &self,
+            call: &'static str,
+            r: Request<v1::AgentMaintenanceRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.calls.lock().unwrap().push((call, r.into_inner()));
+            match self.refuse.lock().unwrap().clone() {
+                Some(status) => Err(status),
+                None => Ok(Response::new(v1::MaintenanceResponse {})),
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Operator for FakeMaster {
+        async fn get_state(
+            &self,
+            _: Request<v1::GetStateRequest>,
+        ) -> Result<Response<v1::GetStateResponse>, Status> {
+            Ok(Response::new(self.state()))
+        }
+        async fn get_agents(
+            &self,
+            _: Request<v1::GetAgentsRequest>,
+        ) -> Result<Response<v1::GetAgentsResponse>, Status> {
+            let agents = self.state().agents;
+            Ok(Response::new(v1::GetAgentsResponse { agents }))
+        }
+        async fn get_frameworks(
+            &self,
+            _: Request<v1::GetFrameworksRequest>,
+        ) -> Result<Response<v1::GetFrameworksResponse>, Status> {
+            let frameworks = self.state().frameworks;
+            Ok(Response::new(v1::GetFrameworksResponse { frameworks }))
+        }
+        async fn get_tasks(
+            &self,
+            _: Request<v1::GetTasksRequest>,
+        ) -> Result<Response<v1::GetTasksResponse>, Status> {
+            let tasks = self.state().tasks;
+            Ok(Response::new(v1::GetTasksResponse { tasks }))
+        }
+        async fn get_roles(
+            &self,
+            _: Request<v1::GetRolesRequest>,
+        ) -> Result<Response<v1::GetRolesResponse>, Status> {
+            let roles = self.state().roles;
+            Ok(Response::new(v1::GetRolesResponse { roles }))
+        }
+        async fn update_weights(
+            &self,
+            _: Request<v1::UpdateWeightsRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        async fn deactivate_agent(
+            &self,
+            r: Request<v1::AgentMaintenanceRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.maintain("DeactivateAgent", r)
+        }
+        async fn drain_agent(
+            &self,
+            r: Request<v1::AgentMaintenanceRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.maintain("DrainAgent", r)
+        }
+        async fn reactivate_agent(
+            &self,
+            r: Request<v1::AgentMaintenanceRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.maintain("ReactivateAgent", r)
+        }
+        async fn mark_agent_gone(
+            &self,
+            r: Request<v1::AgentMaintenanceRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.maintain("MarkAgentGone", r)
+        }
+    }
+
+    /// Resources in the flag form, `cpus:1;cpus(web):0.5`, on the wire.
+    pub fn wire(text: &str) -> Vec<v1::Resource> {
+        Resources::parse(text).unwrap().to_proto()
+    }
+
+    pub fn agent(id: &str, host: &str, address: &str, status: &str) -> v1::AgentState {
+        v1::AgentState {
+            info: Some(v1::AgentInfo {
+                id: id.into(),
+                hostname: host.into(),
+                address: address.into(),
+                ..Default::default()
+            }),
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn framework(id: &str, name: &str, roles: &[&str]) -> v1::FrameworkState {
+        v1::FrameworkState {
+            info: Some(v1::FrameworkInfo {
+                id: id.into(),
+                name: name.into(),
+                user: "root".into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn task(id: &str, framework: &str, agent: &str, state: v1::TaskState) -> v1::TaskEntry {
+        v1::TaskEntry {
+            task_id: id.into(),
+            framework_id: framework.into(),
+            agent_id: agent.into(),
+            name: id.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agents_and_frameworks_serialize_as_the_masters_state_json_does() {
+        let mut a = agent("a1", "node1", "10.0.0.1:5051", "ACTIVE");
+        a.info.as_mut().unwrap().attributes = vec![v1::Attribute {
+            name: "rack".into(),
+            value: "r1".into(),
+        }];
+        a.total = wire("cpus:4;mem:8192;ports:[31000-32000]");
+        a.used = wire("cpus:1;cpus(web):0.5");
+        a.registered_time = 1.5;
+        let a = Agent::try_from(a).unwrap();
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({
+                "id": "a1", "hostname": "node1", "address": "10.0.0.1:5051",
+                "status": "ACTIVE", "maintenance": null, "attributes": {"rack": "r1"},
+                "total": {"cpus": 4.0, "mem": 8192.0, "ports": "[31000-32000]"},
+                "used": {"cpus": 1.0, "cpus(web)": 0.5}, "offered": {},
+                "registered_time": 1.5,
+            })
+        );
+        let mut d = agent("a2", "node2", "x:1", "SOMETHING_NEW");
+        d.maintenance = "DRAINING".into();
+        let d = Agent::try_from(d).unwrap();
+        assert_eq!(d.status, AgentStatus::Other("SOMETHING_NEW".into()));
+        assert_eq!(serde_json::to_value(&d).unwrap()["maintenance"], "DRAINING");
+
+        let mut f = framework("f1", "apps", &["*", "web"]);
+        f.info.as_mut().unwrap().capabilities =
+            vec![v1::FrameworkCapability::PartitionAware as i32];
+        f.connected = true;
+        f.task_count = 3;
+        let f = Framework::try_from(f).unwrap();
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({
+                "id": "f1", "name": "apps", "user": "root", "roles": ["*", "web"],
+                "capabilities": ["PARTITION_AWARE"], "failover_timeout_seconds": 0.0,
+                "connected": true, "active": false, "suppressed_roles": [],
+                "used": {}, "offered": {}, "task_count": 3,
+            })
+        );
+    }
+
+    #[test]
+    fn unreadable_wire_data_names_its_owner() {
+        let mut a = agent("a1", "n", "x:1", "ACTIVE");
+        a.used = vec![v1::Resource {
+            name: "cpus".into(),
+            scalar: -1.0,
+            ..Default::default()
+        }];
+        let err = Agent::try_from(a).unwrap_err();
+        assert_eq!(err.0, "agent 'a1' used: resource 'cpus' is negative (-1)");
+        let err = Framework::try_from(v1::FrameworkState::default()).unwrap_err();
+        assert_eq!(err.0, "a framework without its info");
+        let t = task("t1", "f", "a", v1::TaskState::TaskRunning);
+        let state = State::try_from(v1::GetStateResponse {
+            tasks: vec![
+                t,
+                v1::TaskEntry {
+                    task_id: "t2".into(),
+                    state: 999,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(state.tasks[1].state, v1::TaskState::Unspecified);
+        assert!(!state.tasks[0].is_terminal());
+    }
+
+    #[tokio::test]
+    async fn reads_the_state_and_sends_maintenance_calls() {
+        let fake = FakeMaster::default();
+        fake.state.lock().unwrap().agents = vec![agent("a1", "node1", "x:1", "ACTIVE")];
+        fake.state.lock().unwrap().frameworks = vec![framework("f1", "apps", &[])];
+        let addr = fake.clone().serve().await;
+        let master = MasterClient::new(&format!("http://{addr}/"));
+        let state = master.state().await.unwrap();
+        assert_eq!(state.agents[0].id, "a1");
+        assert_eq!(master.frameworks().await.unwrap()[0].name, "apps");
+        master
+            .maintain(AgentAction::Drain, "a1", Some(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+        master
+            .maintain(AgentAction::Gone, "a1", None)
+            .await
+            .unwrap();
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].0, "DrainAgent");
+        assert_eq!(calls[0].1.agent_id, "a1");
+        assert_eq!(calls[0].1.max_grace_period_seconds, Some(1.5));
+        assert_eq!(calls[1].0, "MarkAgentGone");
+        assert_eq!(calls[1].1.max_grace_period_seconds, None);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_shown_in_the_masters_words_or_explained() {
+        let fake = FakeMaster::default();
+        let addr = fake.clone().serve().await;
+        let master = MasterClient::new(&addr);
+        let refuse = |status: Status| *fake.refuse.lock().unwrap() = Some(status);
+        let reactivate = || master.maintain(AgentAction::Reactivate, "a1", None);
+
+        refuse(Status::failed_precondition(
+            "agent 'a1' is neither deactivated nor draining: nothing to reactivate",
+        ));
+        assert_eq!(
+            reactivate().await.unwrap_err().to_string(),
+            "agent 'a1' is neither deactivated nor draining: nothing to reactivate"
+        );
+        refuse(Status::not_found("unknown agent 'a1'"));
+        assert_eq!(
+            reactivate().await.unwrap_err().to_string(),
+            "unknown agent 'a1'"
+        );
+        refuse(Status::unavailable("the master is shutting down"));
+        let text = reactivate().await.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            format!(
+                "the Strata master at {addr} is unavailable: the master is shutting down \
+                 (it may be starting or stopping; try again shortly)"
+            )
+        );
+        refuse(Status::internal("boom"));
+        assert_eq!(
+            reactivate().await.unwrap_err().to_string(),
+            format!("the Strata master at {addr} failed (Internal): boom")
+        );
+        refuse(Status::unimplemented(""));
+        let text = reactivate().await.unwrap_err().to_string();
+        assert!(
+            text.starts_with(&format!(
+                "the server at {addr} does not serve the Strata operator API"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("--master"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_speak_grpc_is_named_with_a_hint() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let err = MasterClient::new(&addr).state().await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("the call to the Strata master at {addr} failed: ")),
+            "{text}"
+        );
+        assert!(text.contains("--master ADDR"), "{text}");
+    }
+
+    #[test]
+    fn a_timeout_says_how_long_it_waited() {
+        assert_eq!(
+            refusal_text("m:5050", tonic::Code::DeadlineExceeded, "Timeout expired"),
+            "no answer from the Strata master at m:5050 within 30s; is it overloaded?"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_with_a_hint() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = MasterClient::new(&addr).state().await.unwrap_err();
+        assert!(matches!(err, MasterError::Unreachable { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot reach the Strata master at {addr}: ")),
+            "{text}"
+        );
+        assert!(text.contains("refused"), "{text}");
+        assert!(text.contains("--master ADDR or STRATA_MASTER"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+
+        let err = MasterClient::new("not an address")
+            .state()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the master address 'not an address' is not host:port: "),
+            "{err}"
+        );
+    }
+}
