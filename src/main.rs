@@ -2,7 +2,7 @@
 //! framework and its CLI). The benchmarks are the `strata-bench` binary (`bench/`).
 
 use clap::{Parser, Subcommand};
-use strata_master::logging::{LogFormat, init_logging};
+use strata_logging::{LogFormat, init_logging};
 
 /// mimalloc instead of glibc's malloc: the master's gRPC streams allocate and free on
 /// every worker thread, and glibc's arena locks were a quarter of the CPU time of a

@@ -36,7 +36,6 @@ mod http;
 pub mod hygiene;
 pub mod isolation;
 mod link;
-pub mod logging;
 pub mod resources_detect;
 pub mod sandbox;
 mod task_key;

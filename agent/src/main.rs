@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use strata_agent::logging::{LogFormat, init_logging};
 use strata_agent::{
     AgentOptions, ContainerizerConfig, DockerOptions, Shutdown, config, resolve_resources,
 };
+use strata_logging::{LogFormat, init_logging};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ContainerizerKind {

@@ -17,7 +17,6 @@ pub mod core;
 pub mod driver;
 pub mod grpc;
 pub mod http;
-pub mod logging;
 pub mod options;
 pub mod store;
 

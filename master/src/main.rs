@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use strata_master::logging::{LogFormat, init_logging};
+use strata_logging::{LogFormat, init_logging};
 use strata_master::{FileStore, MasterOptions, parse_duration, parse_weights};
 
 /// mimalloc instead of glibc's malloc: gRPC streams allocate and free on every worker

@@ -1,8 +1,6 @@
 //! The App API: JSON over HTTP (`/v1/apps`, `/v1/tasks`, `/v1/deployments`,
 //! `/v1/info`, `/ping`), served by `strata serve`. See docs/app-api.md.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -11,13 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::core::{Action, ApiError, Core};
+use super::engine::{ApiError, Engine};
 use super::records::now;
-use super::service::Service;
+use super::service::{Answer, AppCall, CallError, FrameworkGone, FrameworkHandle};
 use super::spec::{AppSpec, SpecError};
-use super::view::{ErrorBody, InfoView, ScaleRequest};
+use super::view::{AppTaskView, AppView, DeploymentView, ErrorBody, InfoView, ScaleRequest};
 
-pub fn router(service: Arc<Service>) -> Router {
+type Handle = State<FrameworkHandle>;
+
+pub fn router(framework: FrameworkHandle) -> Router {
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v1/info", get(info))
@@ -33,7 +33,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/kill", post(kill_task))
         .route("/v1/deployments", get(deployments))
-        .with_state(service)
+        .with_state(framework)
 }
 
 /// An error answer with its status code.
@@ -66,6 +66,36 @@ impl From<ApiError> for Failure {
     }
 }
 
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Failure {
+        match e {
+            CallError::Refused(e) => e.into(),
+            // The store cannot be written (a full disk): the framework is up and
+            // answers reads, but cannot take changes for now.
+            CallError::NotRecorded(_) => Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody {
+                    error: e.to_string(),
+                    field: None,
+                },
+            ),
+            CallError::Gone(gone) => gone.into(),
+        }
+    }
+}
+
+impl From<FrameworkGone> for Failure {
+    fn from(e: FrameworkGone) -> Failure {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody {
+                error: e.to_string(),
+                field: None,
+            },
+        )
+    }
+}
+
 impl From<SpecError> for Failure {
     fn from(e: SpecError) -> Failure {
         Failure(
@@ -80,18 +110,24 @@ impl From<SpecError> for Failure {
 
 type Reply<T> = Result<Json<T>, Failure>;
 
-/// Runs a changing call on the core, persists, and answers; the actions are carried
-/// out in order by the executor (the answer does not wait for the master).
-async fn change<T: serde::Serialize>(
-    service: &Arc<Service>,
-    f: impl FnOnce(&mut Core, f64) -> Result<(T, Vec<Action>), ApiError>,
-) -> Result<T, Failure> {
-    let now = now();
-    let value = service.step(|c| match f(c, now) {
-        Ok((v, actions)) => (Ok(v), actions),
-        Err(e) => (Err(e), Vec::new()),
-    })?;
-    Ok(value)
+/// Runs a change of an app; answered once it is durable (the actions it leads to are
+/// carried out afterwards: the answer does not wait for the master).
+async fn change_app(framework: &FrameworkHandle, call: AppCall) -> Result<AppView, Failure> {
+    match framework.call(call).await? {
+        Answer::App(view) => Ok(*view),
+        Answer::Task(_) => Err(mismatch()),
+    }
+}
+
+/// A call answered with the wrong kind of view: a bug, reported rather than panicked.
+fn mismatch() -> Failure {
+    Failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorBody {
+            error: "internal error: the framework answered with the wrong kind of view".into(),
+            field: None,
+        },
+    )
 }
 
 /// The body of a create or update: JSON, checked field by field.
@@ -108,46 +144,55 @@ fn parse_spec(body: &axum::body::Bytes) -> Result<AppSpec, Failure> {
     Ok(AppSpec::from_json(value)?)
 }
 
-async fn info(State(s): State<Arc<Service>>) -> Json<InfoView> {
-    let connected = s.connected();
-    Json(s.read(|c| InfoView {
-        framework_id: c.framework_id().map(str::to_string),
-        master: s.master.clone(),
-        connected,
-        apps: c.app_ids().len() as u32,
-        tasks: c.task_count() as u32,
-        deployments: c.deployments(now()).len() as u32,
-        labels: Default::default(),
-    }))
+async fn info(State(f): Handle) -> Reply<InfoView> {
+    let master = f.master.clone();
+    Ok(Json(
+        f.read(move |c: &Engine, connected| InfoView {
+            framework_id: c.framework_id().map(str::to_string),
+            master,
+            connected,
+            apps: c.app_ids().len() as u32,
+            tasks: c.task_count() as u32,
+            deployments: c.deployments(now()).len() as u32,
+            labels: Default::default(),
+        })
+        .await?,
+    ))
 }
 
-async fn list_apps(State(s): State<Arc<Service>>) -> Json<Vec<super::view::AppView>> {
-    Json(s.read(|c| c.apps(now())))
+async fn list_apps(State(f): Handle) -> Reply<Vec<AppView>> {
+    Ok(Json(f.read(|c, _| c.apps(now())).await?))
 }
 
-async fn get_app(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<super::view::AppView> {
-    s.read(|c| c.app_view(&id, now()))
+async fn get_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
+    let read = id.clone();
+    f.read(move |c, _| c.app_view(&read, now()))
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::AppNotFound(id).into())
 }
 
 async fn create_app(
-    State(s): State<Arc<Service>>,
+    State(f): Handle,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<super::view::AppView>), Failure> {
+) -> Result<(StatusCode, Json<AppView>), Failure> {
     let spec = parse_spec(&body)?;
-    let view = change(&s, |c, now| c.deploy(spec, true, now)).await?;
+    let view = change_app(
+        &f,
+        AppCall::Deploy {
+            spec: Box::new(spec),
+            create_only: true,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn put_app(
-    State(s): State<Arc<Service>>,
+    State(f): Handle,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Reply<super::view::AppView> {
+) -> Reply<AppView> {
     let spec = parse_spec(&body)?;
     if spec.id != id {
         return Err(Failure(
@@ -161,22 +206,26 @@ async fn put_app(
             },
         ));
     }
-    Ok(Json(change(&s, |c, now| c.deploy(spec, false, now)).await?))
+    let call = AppCall::Deploy {
+        spec: Box::new(spec),
+        create_only: false,
+    };
+    Ok(Json(change_app(&f, call).await?))
 }
 
-async fn delete_app(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<super::view::AppView> {
-    Ok(Json(change(&s, |c, now| c.destroy(&id, now)).await?))
+async fn delete_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
+    Ok(Json(change_app(&f, AppCall::Destroy { id }).await?))
 }
 
 async fn scale_app(
-    State(s): State<Arc<Service>>,
+    State(f): Handle,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Reply<super::view::AppView> {
-    if s.read(|c| c.app_view(&id, now()).is_none()) {
+) -> Reply<AppView> {
+    let read = id.clone();
+    if f.read(move |c, _| c.app_view(&read, now()).is_none())
+        .await?
+    {
         return Err(ApiError::AppNotFound(id).into());
     }
     let req: ScaleRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -188,23 +237,19 @@ async fn scale_app(
             },
         )
     })?;
-    Ok(Json(
-        change(&s, |c, now| c.scale(&id, req.instances, now)).await?,
-    ))
+    let call = AppCall::Scale {
+        id,
+        instances: req.instances,
+    };
+    Ok(Json(change_app(&f, call).await?))
 }
 
-async fn restart_app(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<super::view::AppView> {
-    Ok(Json(change(&s, |c, now| c.restart(&id, now)).await?))
+async fn restart_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
+    Ok(Json(change_app(&f, AppCall::Restart { id }).await?))
 }
 
-async fn app_tasks(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<Vec<super::view::TaskView>> {
-    Ok(Json(s.read(|c| c.tasks(Some(&id)))?))
+async fn app_tasks(State(f): Handle, Path(id): Path<String>) -> Reply<Vec<AppTaskView>> {
+    Ok(Json(f.read(move |c, _| c.tasks(Some(&id))).await??))
 }
 
 #[derive(Deserialize)]
@@ -212,27 +257,21 @@ struct TaskQuery {
     app: Option<String>,
 }
 
-async fn list_tasks(
-    State(s): State<Arc<Service>>,
-    Query(q): Query<TaskQuery>,
-) -> Reply<Vec<super::view::TaskView>> {
-    Ok(Json(s.read(|c| c.tasks(q.app.as_deref()))?))
+async fn list_tasks(State(f): Handle, Query(q): Query<TaskQuery>) -> Reply<Vec<AppTaskView>> {
+    Ok(Json(f.read(move |c, _| c.tasks(q.app.as_deref())).await??))
 }
 
-async fn get_task(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<super::view::TaskView> {
-    Ok(Json(s.read(|c| c.task(&id))?))
+async fn get_task(State(f): Handle, Path(id): Path<String>) -> Reply<AppTaskView> {
+    Ok(Json(f.read(move |c, _| c.task(&id)).await??))
 }
 
-async fn kill_task(
-    State(s): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Reply<super::view::TaskView> {
-    Ok(Json(change(&s, |c, now| c.kill_task(&id, now)).await?))
+async fn kill_task(State(f): Handle, Path(id): Path<String>) -> Reply<AppTaskView> {
+    match f.call(AppCall::KillTask { id }).await? {
+        Answer::Task(view) => Ok(Json(*view)),
+        Answer::App(_) => Err(mismatch()),
+    }
 }
 
-async fn deployments(State(s): State<Arc<Service>>) -> Json<Vec<super::view::DeploymentView>> {
-    Json(s.read(|c| c.deployments(now())))
+async fn deployments(State(f): Handle) -> Reply<Vec<DeploymentView>> {
+    Ok(Json(f.read(|c, _| c.deployments(now())).await?))
 }

@@ -3,7 +3,7 @@
 
 pub mod api;
 pub mod constraints;
-pub mod core;
+pub mod engine;
 pub mod plan;
 pub mod records;
 pub mod serve;

@@ -43,7 +43,7 @@ pub fn is_healthy(_app: &AppRecord, task: &TaskRecord) -> bool {
 /// A task whose agent has been unreachable for longer than the app allows: it is
 /// replaced (and killed should it come back).
 pub fn is_expired(app: &AppRecord, task: &TaskRecord, now: f64) -> bool {
-    task.task_state() == TaskState::TaskUnreachable
+    task.state == TaskState::TaskUnreachable
         && task
             .unreachable_since
             .is_some_and(|since| now - since >= app.spec.unreachable_replace_seconds)
@@ -52,7 +52,7 @@ pub fn is_expired(app: &AppRecord, task: &TaskRecord, now: f64) -> bool {
 pub fn counts(app: &AppRecord, tasks: &[&TaskRecord]) -> Counts {
     let mut c = Counts::default();
     for t in tasks {
-        match t.task_state() {
+        match t.state {
             TaskState::TaskStaging | TaskState::TaskStarting => c.staged += 1,
             TaskState::TaskRunning => {
                 c.running += 1;
@@ -209,7 +209,7 @@ mod tests {
             agent_address: "h:1".into(),
             attributes: Default::default(),
             ports: vec![],
-            state: state.into(),
+            state: TaskState::from_str_name(state).expect("a task state name"),
             healthy,
             staged_at: at,
             started_at: None,
@@ -252,7 +252,7 @@ mod tests {
         assert!(!p.converged, "a kill still to make");
         // Killed but not yet ended (TASK_KILLING): still in progress.
         ts[2].kill_requested_at = Some(10.0);
-        ts[2].state = "TASK_KILLING".into();
+        ts[2].state = TaskState::TaskKilling;
         let p = plan(&a, &ts.iter().collect::<Vec<_>>(), 11.0);
         assert!(p.kill.is_empty() && p.launch == 0);
         assert!(!p.converged, "an old task is still being killed");

@@ -31,11 +31,35 @@ pub struct AppRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub id: String,
-    /// create, update, scale, restart or destroy.
-    pub kind: String,
+    pub kind: DeploymentKind,
     pub version: String,
     /// Seconds since the Unix epoch.
     pub started_at: f64,
+}
+
+/// What a deployment does. Stored (and shown by the App API) as its lower-case name,
+/// as records have always held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentKind {
+    Create,
+    Update,
+    Scale,
+    Restart,
+    Destroy,
+}
+
+impl DeploymentKind {
+    /// The name the App API shows: `create`, `update`, `scale`, `restart`, `destroy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentKind::Create => "create",
+            DeploymentKind::Update => "update",
+            DeploymentKind::Scale => "scale",
+            DeploymentKind::Restart => "restart",
+            DeploymentKind::Destroy => "destroy",
+        }
+    }
 }
 
 /// The restart backoff of an app: the current delay and when launching may resume.
@@ -60,8 +84,9 @@ pub struct TaskRecord {
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     pub ports: Vec<u16>,
-    /// The last state reported (as its Mesos name, e.g. `TASK_RUNNING`).
-    pub state: String,
+    /// The last state reported; stored as its Mesos name, e.g. `TASK_RUNNING`.
+    #[serde(with = "task_state_name")]
+    pub state: TaskState,
     #[serde(default)]
     pub healthy: Option<bool>,
     pub staged_at: f64,
@@ -82,16 +107,30 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    pub fn task_state(&self) -> TaskState {
-        TaskState::from_str_name(&self.state).unwrap_or(TaskState::Unspecified)
-    }
-
     pub fn is_running(&self) -> bool {
-        self.task_state() == TaskState::TaskRunning
+        self.state == TaskState::TaskRunning
     }
 
     pub fn is_killing(&self) -> bool {
         self.kill_requested_at.is_some()
+    }
+}
+
+/// A [`TaskState`] (a prost enum, without serde) stored as its Mesos name, the form
+/// records have always had. A name this version does not know (written by a newer
+/// one) loads as `Unspecified`, as before the state was typed: such a task counts as
+/// not running, and reconciliation tells its state.
+mod task_state_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use strata_proto::v1::TaskState;
+
+    pub fn serialize<S: Serializer>(state: &TaskState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(state.as_str_name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TaskState, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(TaskState::from_str_name(&name).unwrap_or(TaskState::Unspecified))
     }
 }
 

@@ -10,9 +10,9 @@ use strata_framework_sdk::{Driver, DriverOptions};
 use strata_proto::v1;
 use tokio::net::TcpListener;
 
-use super::core::Core;
-use super::service::{AppScheduler, Service};
-use super::store::Store;
+use super::engine::{Engine, Persisted};
+use super::service::{AppScheduler, Framework};
+use super::store::StateStore;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -60,7 +60,7 @@ pub async fn run(
     listener: TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&args.state_dir)?;
+    let mut store = StateStore::open(&args.state_dir)?;
     let loaded = store.load()?;
     tracing::info!(
         apps = loaded.apps.len(),
@@ -68,7 +68,7 @@ pub async fn run(
         framework_id = ?loaded.framework_id,
         "state loaded"
     );
-    let framework = v1::FrameworkInfo {
+    let framework_info = v1::FrameworkInfo {
         id: loaded.framework_id.clone().unwrap_or_default(),
         name: args.name.clone(),
         user: String::new(),
@@ -84,19 +84,25 @@ pub async fn run(
             .unwrap_or_default(),
         principal: String::new(),
     };
-    let core = Core::restore(loaded.apps, loaded.tasks, loaded.framework_id).with_role(&args.role);
-    let (service, actions) = Service::new(core, store, args.master.clone());
-    let executor = tokio::spawn(service.clone().executor(actions));
+    let persisted = Persisted::new(&loaded.apps, &loaded.tasks);
+    let core =
+        Engine::restore(loaded.apps, loaded.tasks, loaded.framework_id).with_role(&args.role);
+    let (framework_task, framework) =
+        Framework::new(core, store, persisted, args.master.clone(), args.tick);
+    // Status updates are acknowledged by the scheduler, once they are durable.
+    let options = DriverOptions {
+        auto_acknowledge: false,
+        ..DriverOptions::default()
+    };
     let driver = Driver::new(
         args.master.clone(),
-        framework,
+        framework_info,
         AppScheduler {
-            service: service.clone(),
+            framework: framework.clone(),
         },
     )
-    .with_options(DriverOptions::default());
+    .with_options(options);
     let handle = driver.handle();
-    service.set_driver(handle.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -105,7 +111,7 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let api = super::api::router(service.clone());
+    let api = super::api::router(framework);
     let http = tokio::spawn({
         let stop = stopped();
         async move {
@@ -114,7 +120,7 @@ pub async fn run(
                 .await
         }
     });
-    let ticker = tokio::spawn(service.clone().tick_loop(args.tick, stopped()));
+    let framework_task = tokio::spawn(framework_task.run(Some(handle.clone()), stopped()));
     let mut driver_task = tokio::spawn(driver.run());
 
     tokio::pin!(stop);
@@ -125,8 +131,12 @@ pub async fn run(
     // Stop without tearing down: the master keeps the tasks for the failover timeout.
     handle.stop();
     let _ = stop_tx.send(true);
-    let _ = ticker.await;
-    executor.abort();
+    if tokio::time::timeout(Duration::from_secs(5), framework_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the framework task did not stop within 5 s");
+    }
     match tokio::time::timeout(Duration::from_secs(5), http).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "App API server"),
         Err(_) => tracing::warn!("App API server did not stop within 5 s"),

@@ -1,11 +1,16 @@
 //! The container framework's embedded store (redb, one file in the state dir): apps,
 //! tasks and the framework id, written before the actions that depend on them.
+//!
+//! A write that fails (a full disk, an I/O error) leaves the store as it was before
+//! that write; redb then refuses everything until the database is reopened, so the
+//! next write reopens it first. The store never panics and never exits: the service
+//! decides what a failed write means (see `service`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::core::Write;
+use super::engine::Write;
 use super::records::{AppRecord, TaskRecord};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
@@ -26,8 +31,10 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-pub struct Store {
-    db: Database,
+pub struct StateStore {
+    path: PathBuf,
+    /// `None` after a failed write: reopened by the next one.
+    db: Option<Database>,
 }
 
 /// What the store holds.
@@ -37,16 +44,24 @@ pub struct Loaded {
     pub framework_id: Option<String>,
 }
 
-impl Store {
+impl StateStore {
     /// Opens (or creates) `DIR/state.redb`. A second process on the same dir fails.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path) -> Result<StateStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let path = dir.join("state.redb");
+        let db = Self::create(&path)?;
+        Ok(StateStore { path, db: Some(db) })
+    }
+
+    fn create(path: &Path) -> Result<Database, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(io)?;
         {
             txn.open_table(APPS).map_err(io)?;
@@ -54,11 +69,19 @@ impl Store {
             txn.open_table(META).map_err(io)?;
         }
         txn.commit().map_err(io)?;
-        Ok(Store { db })
+        Ok(db)
     }
 
-    pub fn load(&self) -> Result<Loaded, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+    /// The open database, reopened first after a failed write.
+    fn db(&mut self) -> Result<&Database, StoreError> {
+        if self.db.is_none() {
+            self.db = Some(Self::create(&self.path)?);
+        }
+        Ok(self.db.as_ref().expect("just opened"))
+    }
+
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        let txn = self.db()?.begin_read().map_err(io)?;
         let mut apps = Vec::new();
         for row in txn.open_table(APPS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
@@ -92,12 +115,23 @@ impl Store {
         })
     }
 
-    /// Applies the writes in one durable transaction.
-    pub fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+    /// Applies the writes in one durable transaction: all of them, or (on an error)
+    /// none.
+    pub fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(io)?;
+        let result = Self::write(self.db()?, writes);
+        if result.is_err() {
+            // redb answers `PreviousIo` to everything after an I/O error until the
+            // database is reopened.
+            self.db = None;
+        }
+        result
+    }
+
+    fn write(db: &Database, writes: &[Write]) -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(io)?;
         {
             let mut apps = txn.open_table(APPS).map_err(io)?;
             let mut tasks = txn.open_table(TASKS).map_err(io)?;
@@ -146,7 +180,7 @@ mod tests {
             last_failure: None,
         };
         {
-            let store = Store::open(dir.path()).unwrap();
+            let mut store = StateStore::open(dir.path()).unwrap();
             store
                 .apply(&[
                     Write::App("web".into(), Some(Box::new(app.clone()))),
@@ -154,11 +188,86 @@ mod tests {
                 ])
                 .unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.apps, vec![app]);
         assert_eq!(loaded.framework_id.as_deref(), Some("fw-1"));
         store.apply(&[Write::App("web".into(), None)]).unwrap();
         assert!(store.load().unwrap().apps.is_empty());
+    }
+
+    /// Records as the code before typed states wrote them (state and deployment kind
+    /// as strings) load into the typed records, and the typed records are written in
+    /// that same form.
+    #[test]
+    fn records_in_the_old_string_form_load() {
+        use strata_proto::v1::TaskState;
+
+        use crate::app::records::DeploymentKind;
+
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::app::spec::AppSpec::parse("id: web\ncmd: sleep 10\n").unwrap();
+        let old_app = serde_json::json!({
+            "spec": spec,
+            "version": "2026-12-01T10:00:00.000Z",
+            "destroying": false,
+            "deployment": {
+                "id": "web.0123456789ab",
+                "kind": "update",
+                "version": "2026-12-01T10:00:00.000Z",
+                "started_at": 1764583200.0
+            },
+            "backoff": {"delay": 0.0, "until": 0.0},
+            "last_failure": null
+        });
+        let old_task = serde_json::json!({
+            "id": "web.aaaaaaaaaaaa",
+            "app_id": "web",
+            "version": "2026-12-01T10:00:00.000Z",
+            "agent_id": "ag1",
+            "hostname": "h1",
+            "agent_address": "h1:5051",
+            "attributes": {"rack": "r1"},
+            "ports": [31000],
+            "state": "TASK_RUNNING",
+            "healthy": true,
+            "staged_at": 1764583201.0,
+            "started_at": 1764583202.0,
+            "message": "",
+            "kill_requested_at": null,
+            "unreachable_since": null,
+            "checked": false
+        });
+        {
+            let db = Database::create(dir.path().join("state.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let bytes = serde_json::to_vec(&old_app).unwrap();
+                let mut apps = txn.open_table(APPS).unwrap();
+                apps.insert("web", bytes.as_slice()).unwrap();
+                let bytes = serde_json::to_vec(&old_task).unwrap();
+                let mut tasks = txn.open_table(TASKS).unwrap();
+                tasks.insert("web.aaaaaaaaaaaa", bytes.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = StateStore::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        let app = &loaded.apps[0];
+        assert_eq!(
+            app.deployment.as_ref().map(|d| d.kind),
+            Some(DeploymentKind::Update)
+        );
+        let task = &loaded.tasks[0];
+        assert_eq!(task.state, TaskState::TaskRunning);
+        assert!(task.is_running());
+        // Written back in the same form.
+        assert_eq!(serde_json::to_value(app).unwrap(), old_app);
+        assert_eq!(serde_json::to_value(task).unwrap(), old_task);
+        // A state name this version does not know loads as unspecified (not running).
+        let mut unknown = old_task.clone();
+        unknown["state"] = "TASK_FROM_THE_FUTURE".into();
+        let task: TaskRecord = serde_json::from_value(unknown).unwrap();
+        assert_eq!(task.state, TaskState::Unspecified);
     }
 }

@@ -53,7 +53,7 @@ pub struct TaskFailureView {
 
 /// `GET /v1/tasks`, `GET /v1/tasks/{id}`, `GET /v1/apps/{id}/tasks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskView {
+pub struct AppTaskView {
     pub id: String,
     pub app_id: String,
     /// The app version the task was launched with.

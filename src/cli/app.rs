@@ -16,7 +16,7 @@ use super::output::{
 };
 use super::task::{sort_tasks, tasks_table};
 use crate::app::spec::{AppSpec, Constraint, HealthCheckSpec, Operator, PortSpec};
-use crate::app::view::{AppView, TaskView};
+use crate::app::view::{AppTaskView, AppView};
 
 /// `strata app ...`.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -251,7 +251,7 @@ pub fn apps_table(apps: &[AppView]) -> Table {
 }
 
 /// `strata app show`: the app as `Label: value` lines, then its tasks.
-pub fn describe(view: &AppView, tasks: &[TaskView], now: f64) -> String {
+pub fn describe(view: &AppView, tasks: &[AppTaskView], now: f64) -> String {
     let spec = &view.spec;
     let mut f = Fields::new();
     f.add("ID", &view.id);
@@ -869,7 +869,7 @@ health_checks:
             message: "exited with status 1".into(),
             timestamp: "2026-01-01T00:03:00Z".into(),
         });
-        let task = TaskView {
+        let task = AppTaskView {
             id: "web.1".into(),
             app_id: "web".into(),
             version: view.version.clone(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::app::spec::AppSpec;
-use crate::app::view::{AppView, ErrorBody, InfoView, ScaleRequest, TaskView};
+use crate::app::view::{AppTaskView, AppView, ErrorBody, InfoView, ScaleRequest};
 
 /// What a call to the App API failed on.
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +144,12 @@ impl ApiClient {
     }
 
     /// `GET /v1/apps/{id}/tasks`.
-    pub async fn app_tasks(&self, id: &str) -> Result<Vec<TaskView>, ApiError> {
+    pub async fn app_tasks(&self, id: &str) -> Result<Vec<AppTaskView>, ApiError> {
         self.get(&format!("/v1/apps/{}/tasks", segment(id))).await
     }
 
     /// `GET /v1/tasks`, or `GET /v1/tasks?app=ID`.
-    pub async fn tasks(&self, app: Option<&str>) -> Result<Vec<TaskView>, ApiError> {
+    pub async fn tasks(&self, app: Option<&str>) -> Result<Vec<AppTaskView>, ApiError> {
         match app {
             Some(app) => self.get(&format!("/v1/tasks?app={}", segment(app))).await,
             None => self.get("/v1/tasks").await,
@@ -157,12 +157,12 @@ impl ApiClient {
     }
 
     /// `GET /v1/tasks/{id}`.
-    pub async fn task(&self, id: &str) -> Result<TaskView, ApiError> {
+    pub async fn task(&self, id: &str) -> Result<AppTaskView, ApiError> {
         self.get(&format!("/v1/tasks/{}", segment(id))).await
     }
 
     /// `POST /v1/tasks/{id}/kill`: the app replaces the task.
-    pub async fn kill_task(&self, id: &str) -> Result<TaskView, ApiError> {
+    pub async fn kill_task(&self, id: &str) -> Result<AppTaskView, ApiError> {
         let path = format!("/v1/tasks/{}/kill", segment(id));
         self.call::<_, ()>(Method::POST, &path, None).await
     }

@@ -11,7 +11,7 @@ use super::Global;
 use super::client::ApiClient;
 use super::master_client::MasterClient;
 use super::output::{Output, Table, age_since, emit_line, now_unix, print_json, short_state};
-use crate::app::view::TaskView;
+use crate::app::view::AppTaskView;
 
 /// `strata task ...`.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -90,13 +90,13 @@ impl TaskCommand {
 }
 
 /// Orders tasks by app, then oldest first.
-pub fn sort_tasks(tasks: &mut [TaskView]) {
+pub fn sort_tasks(tasks: &mut [AppTaskView]) {
     tasks.sort_by(|a, b| (&a.app_id, &a.staged_at, &a.id).cmp(&(&b.app_id, &b.staged_at, &b.id)));
 }
 
 /// `ID [APP] STATE HEALTH HOST PORTS AGE`; the age counts from the start, or from
 /// staging for a task not started yet.
-pub fn tasks_table(tasks: &[TaskView], now: f64, with_app: bool) -> Table {
+pub fn tasks_table(tasks: &[AppTaskView], now: f64, with_app: bool) -> Table {
     let mut header = vec!["id", "app", "state", "health", "host", "ports", "age"];
     if !with_app {
         header.remove(1);
@@ -336,8 +336,8 @@ mod tests {
     use crate::cli::master_client::tests::{FakeMaster, agent, task as master_task};
     use crate::cli::output::parse_rfc3339;
 
-    fn task(id: &str, state: &str, healthy: Option<bool>, ports: Vec<u16>) -> TaskView {
-        TaskView {
+    fn task(id: &str, state: &str, healthy: Option<bool>, ports: Vec<u16>) -> AppTaskView {
+        AppTaskView {
             id: id.into(),
             app_id: "web".into(),
             version: "v".into(),

@@ -1,11 +1,13 @@
-//! Log output of the `strata-agent` binary: one `tracing` subscriber
+//! strata-logging: the log output of every Strata binary (`strata-master`,
+//! `strata-agent`, `strata`, `strata-bench`, the examples): one `tracing` subscriber
 //! writing to stderr, as text (ANSI colours only when stderr is a terminal, so a log
-//! file holds no escape codes) or as JSON, one object per line. `RUST_LOG` overrides the
-//! default filter.
+//! file holds no escape codes) or as JSON, one object per line. `RUST_LOG` overrides
+//! the default filter.
 //!
-//! Only binaries call [`init_logging`]; libraries just emit `tracing` events.
-//! `strata-master` and `strata` have the same in `strata_master::logging`: master and
-//! agent never depend on each other, and this is too small to be a crate of its own.
+//! Only binaries call [`init_logging`]; libraries just emit `tracing` events. A crate of
+//! its own because master and agent never depend on each other, and each binary needs
+//! the same setup.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 

@@ -12,9 +12,11 @@ use strata_proto::{RangeSet, Resources, Scalar};
 
 use super::constraints::{self, Placement};
 use super::plan::{self, Plan};
-use super::records::{AppRecord, BackoffState, DeploymentRecord, TaskRecord, rfc3339};
+use super::records::{
+    AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
+};
 use super::spec::{AppSpec, PortSpec, SpecError};
-use super::view::{AppView, DeploymentView, TaskFailureView, TaskView};
+use super::view::{AppTaskView, AppView, DeploymentView, TaskFailureView};
 
 /// How long declined offers stay away (revive brings them back when demand changes).
 pub const DECLINE_REFUSE_SECONDS: f64 = 120.0;
@@ -64,6 +66,50 @@ pub enum Write {
     FrameworkId(String),
 }
 
+/// What the store holds, as of the latest write that persisted: the service keeps it
+/// beside the core to put the core back (with [`Engine::revert`]) when a write fails.
+/// It costs a second copy of the records, in exchange for an undo that needs no I/O
+/// (redb refuses every read after an I/O error until it is reopened).
+#[derive(Debug, Default)]
+pub struct Persisted {
+    apps: BTreeMap<String, AppRecord>,
+    tasks: BTreeMap<String, TaskRecord>,
+}
+
+impl Persisted {
+    /// What [`Engine::restore`] starts from.
+    pub fn new(apps: &[AppRecord], tasks: &[TaskRecord]) -> Persisted {
+        Persisted {
+            apps: apps
+                .iter()
+                .map(|a| (a.spec.id.clone(), a.clone()))
+                .collect(),
+            tasks: tasks.iter().map(|t| (t.id.clone(), t.clone())).collect(),
+        }
+    }
+
+    /// `writes` are durable now.
+    pub fn record(&mut self, writes: Vec<Write>) {
+        for w in writes {
+            match w {
+                Write::App(id, Some(rec)) => {
+                    self.apps.insert(id, *rec);
+                }
+                Write::App(id, None) => {
+                    self.apps.remove(&id);
+                }
+                Write::Task(id, Some(rec)) => {
+                    self.tasks.insert(id, *rec);
+                }
+                Write::Task(id, None) => {
+                    self.tasks.remove(&id);
+                }
+                Write::FrameworkId(_) => {}
+            }
+        }
+    }
+}
+
 /// A refused API call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -80,7 +126,7 @@ pub enum ApiError {
 }
 
 #[derive(Default)]
-pub struct Core {
+pub struct Engine {
     apps: BTreeMap<String, AppRecord>,
     tasks: BTreeMap<String, TaskRecord>,
     framework_id: Option<String>,
@@ -102,9 +148,9 @@ pub struct Core {
     role: String,
 }
 
-impl Core {
+impl Engine {
     /// The role the framework subscribes with: apps may accept its reservations.
-    pub fn with_role(mut self, role: &str) -> Core {
+    pub fn with_role(mut self, role: &str) -> Engine {
         self.role = role.to_string();
         self
     }
@@ -122,12 +168,12 @@ impl Core {
         apps: Vec<AppRecord>,
         tasks: Vec<TaskRecord>,
         framework_id: Option<String>,
-    ) -> Core {
-        Core {
+    ) -> Engine {
+        Engine {
             apps: apps.into_iter().map(|a| (a.spec.id.clone(), a)).collect(),
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
             framework_id,
-            ..Core::default()
+            ..Engine::default()
         }
     }
 
@@ -138,6 +184,34 @@ impl Core {
     /// Writes accumulated since the last call, to persist before acting.
     pub fn take_writes(&mut self) -> Vec<Write> {
         std::mem::take(&mut self.writes)
+    }
+
+    /// `writes` (taken with [`Engine::take_writes`]) could not be persisted: puts every
+    /// app and task they touched back as `persisted` holds it, so that memory does not
+    /// run ahead of the store. The framework id is kept (it is what the master says)
+    /// and its write stays owed: it goes with the next writes.
+    pub fn revert(&mut self, writes: &[Write], persisted: &Persisted) {
+        for w in writes {
+            match w {
+                Write::App(id, _) => match persisted.apps.get(id) {
+                    Some(rec) => {
+                        self.apps.insert(id.clone(), rec.clone());
+                    }
+                    None => {
+                        self.apps.remove(id);
+                    }
+                },
+                Write::Task(id, _) => match persisted.tasks.get(id) {
+                    Some(rec) => {
+                        self.tasks.insert(id.clone(), rec.clone());
+                    }
+                    None => {
+                        self.tasks.remove(id);
+                    }
+                },
+                Write::FrameworkId(id) => self.writes.push(Write::FrameworkId(id.clone())),
+            }
+        }
     }
 
     fn save_app(&mut self, id: &str) {
@@ -202,7 +276,7 @@ impl Core {
             None => {
                 let version = self.new_version(None, now);
                 AppRecord {
-                    deployment: Some(self.deployment("create", &id, &version, now)),
+                    deployment: Some(self.deployment(DeploymentKind::Create, &id, &version, now)),
                     spec,
                     version,
                     destroying: false,
@@ -217,12 +291,14 @@ impl Core {
                 let mut rec = a.clone();
                 if same_config == spec {
                     if a.spec.instances != spec.instances {
-                        rec.deployment = Some(self.deployment("scale", &id, &a.version, now));
+                        rec.deployment =
+                            Some(self.deployment(DeploymentKind::Scale, &id, &a.version, now));
                         rec.spec = spec;
                     }
                 } else {
                     let version = self.new_version(Some(a), now);
-                    rec.deployment = Some(self.deployment("update", &id, &version, now));
+                    rec.deployment =
+                        Some(self.deployment(DeploymentKind::Update, &id, &version, now));
                     rec.version = version;
                     rec.spec = spec;
                     rec.backoff = BackoffState::default();
@@ -258,7 +334,7 @@ impl Core {
     pub fn restart(&mut self, id: &str, now: f64) -> Result<(AppView, Vec<Action>), ApiError> {
         let a = self.live_app(id)?.clone();
         let version = self.new_version(Some(&a), now);
-        let deployment = self.deployment("restart", id, &version, now);
+        let deployment = self.deployment(DeploymentKind::Restart, id, &version, now);
         let rec = self.apps.get_mut(id).expect("checked");
         rec.version = version;
         rec.deployment = Some(deployment);
@@ -276,7 +352,7 @@ impl Core {
             .ok_or_else(|| ApiError::AppNotFound(id.to_string()))?;
         if !a.destroying {
             let version = a.version.clone();
-            let deployment = self.deployment("destroy", id, &version, now);
+            let deployment = self.deployment(DeploymentKind::Destroy, id, &version, now);
             let rec = self.apps.get_mut(id).expect("checked");
             rec.destroying = true;
             rec.deployment = Some(deployment);
@@ -292,7 +368,7 @@ impl Core {
         &mut self,
         task_id: &str,
         now: f64,
-    ) -> Result<(TaskView, Vec<Action>), ApiError> {
+    ) -> Result<(AppTaskView, Vec<Action>), ApiError> {
         if !self.tasks.contains_key(task_id) {
             return Err(ApiError::TaskNotFound(task_id.to_string()));
         }
@@ -313,10 +389,16 @@ impl Core {
         }
     }
 
-    fn deployment(&mut self, kind: &str, app: &str, version: &str, now: f64) -> DeploymentRecord {
+    fn deployment(
+        &mut self,
+        kind: DeploymentKind,
+        app: &str,
+        version: &str,
+        now: f64,
+    ) -> DeploymentRecord {
         DeploymentRecord {
             id: self.next_id(app),
-            kind: kind.to_string(),
+            kind,
             version: version.to_string(),
             started_at: now,
         }
@@ -415,7 +497,7 @@ impl Core {
             }
         } else {
             if state != TaskState::Unspecified && state != TaskState::TaskUnknown {
-                task.state = state.as_str_name().to_string();
+                task.state = state;
             }
             if let Some(h) = status.healthy {
                 task.healthy = Some(h);
@@ -488,10 +570,7 @@ impl Core {
                 // comes back unknown to us is killed on its first update.
                 expired.push(t.id.clone());
             } else if !t.is_killing()
-                && matches!(
-                    t.task_state(),
-                    TaskState::TaskStaging | TaskState::TaskStarting
-                )
+                && matches!(t.state, TaskState::TaskStaging | TaskState::TaskStarting)
                 && now - t.staged_at >= LAUNCH_TIMEOUT_SECONDS
             {
                 stale_launches.push(t.id.clone());
@@ -807,7 +886,7 @@ impl Core {
             agent_address: offer.agent_address.clone(),
             attributes: placement.attributes.clone(),
             ports,
-            state: TaskState::TaskStaging.as_str_name().to_string(),
+            state: TaskState::TaskStaging,
             healthy: None,
             staged_at: now,
             started_at: None,
@@ -827,7 +906,7 @@ impl Core {
     pub fn launch_failed(&mut self, task_ids: &[String], now: f64) -> Vec<Action> {
         for id in task_ids {
             if let Some(t) = self.tasks.get(id)
-                && t.task_state() == TaskState::TaskStaging
+                && t.state == TaskState::TaskStaging
             {
                 self.tasks.remove(id);
                 self.save_task(id);
@@ -850,7 +929,7 @@ impl Core {
         let deployment = app.deployment.as_ref().map(|d| DeploymentView {
             id: d.id.clone(),
             app_id: id.to_string(),
-            kind: d.kind.clone(),
+            kind: d.kind.as_str().to_string(),
             version: d.version.clone(),
             started_at: rfc3339(d.started_at),
             target_instances: if app.destroying {
@@ -937,15 +1016,15 @@ impl Core {
             .collect()
     }
 
-    pub fn task_view(&self, t: &TaskRecord) -> TaskView {
-        TaskView {
+    pub fn task_view(&self, t: &TaskRecord) -> AppTaskView {
+        AppTaskView {
             id: t.id.clone(),
             app_id: t.app_id.clone(),
             version: t.version.clone(),
             agent_id: t.agent_id.clone(),
             hostname: t.hostname.clone(),
             agent_address: t.agent_address.clone(),
-            state: t.state.clone(),
+            state: t.state.as_str_name().to_string(),
             healthy: t.healthy,
             ports: t.ports.clone(),
             staged_at: rfc3339(t.staged_at),
@@ -954,13 +1033,13 @@ impl Core {
         }
     }
 
-    pub fn tasks(&self, app: Option<&str>) -> Result<Vec<TaskView>, ApiError> {
+    pub fn tasks(&self, app: Option<&str>) -> Result<Vec<AppTaskView>, ApiError> {
         if let Some(a) = app
             && !self.apps.contains_key(a)
         {
             return Err(ApiError::AppNotFound(a.to_string()));
         }
-        let mut out: Vec<TaskView> = self
+        let mut out: Vec<AppTaskView> = self
             .tasks
             .values()
             .filter(|t| app.is_none_or(|a| t.app_id == a))
@@ -970,7 +1049,7 @@ impl Core {
         Ok(out)
     }
 
-    pub fn task(&self, id: &str) -> Result<TaskView, ApiError> {
+    pub fn task(&self, id: &str) -> Result<AppTaskView, ApiError> {
         self.tasks
             .get(id)
             .map(|t| self.task_view(t))
@@ -1220,7 +1299,7 @@ mod tests {
 
     #[test]
     fn launches_what_fits_then_suppresses_and_revives_on_new_demand() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         let (_, actions) = c
             .deploy(
@@ -1254,7 +1333,7 @@ mod tests {
     /// come, the usual reasons are back.
     #[test]
     fn a_scale_while_suppressed_says_reviving_offers_until_the_first_offer() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 1, "cpus": 1});
         c.deploy(spec(app), false, 1.0).unwrap();
@@ -1266,7 +1345,7 @@ mod tests {
         let (view, actions) = c.scale("a", 3, 146.0).unwrap();
         assert!(actions.contains(&Action::Revive), "{actions:?}");
         let waiting =
-            |c: &Core, now: f64| c.app_view("a", now).unwrap().deployment.unwrap().waiting;
+            |c: &Engine, now: f64| c.app_view("a", now).unwrap().deployment.unwrap().waiting;
         assert_eq!(view.deployment.unwrap().waiting, "reviving offers");
         assert_eq!(waiting(&c, 150.0), "reviving offers");
         // No offer for a while after the revive: counted from the revive.
@@ -1289,7 +1368,7 @@ mod tests {
     /// the first attempt.
     #[test]
     fn a_failed_revive_keeps_saying_reviving_offers_from_the_first_attempt() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         assert!(c.tick(1.0).contains(&Action::Suppress));
         let app = serde_json::json!({"id": "a", "cmd": "x", "cpus": 1});
@@ -1307,7 +1386,7 @@ mod tests {
 
     #[test]
     fn ports_are_numbered_in_the_specs_order() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         let app = serde_json::json!({"id": "a", "cmd": "x", "cpus": 1, "ports": [31005, 0],
             "health_checks": [{"protocol": "tcp", "port_index": 0}]});
@@ -1322,7 +1401,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_exponentially_and_a_new_version_resets_it() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         c.deploy(
             spec(serde_json::json!({"id": "a", "cmd": "x", "cpus": 1,
@@ -1356,7 +1435,7 @@ mod tests {
 
     #[test]
     fn an_unknown_running_task_is_killed_and_a_reconciled_gone_task_is_replaced() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         let actions = c.status(&status("stranger", TaskState::TaskRunning), 1.0);
         assert!(
@@ -1390,7 +1469,7 @@ mod tests {
 
     #[test]
     fn a_task_stuck_in_staging_is_killed_after_the_launch_timeout() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         c.deploy(
             spec(serde_json::json!({"id": "a", "cmd": "x", "cpus": 1})),
@@ -1416,7 +1495,7 @@ mod tests {
 
     #[test]
     fn unmet_resources_and_constraints_are_explained() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         c.deploy(
             spec(serde_json::json!({"id": "big", "cmd": "x", "cpus": 2})),
@@ -1449,7 +1528,7 @@ mod tests {
 
     #[test]
     fn tasks_take_the_roles_reservation_first_and_never_another_roles() {
-        let mut c = Core::default();
+        let mut c = Engine::default();
         c.subscribed("fw", 0.0);
         c.deploy(
             spec(
@@ -1485,7 +1564,7 @@ mod tests {
 
     #[test]
     fn accepted_resource_roles_limit_what_tasks_use() {
-        let mut c = Core::default().with_role("web");
+        let mut c = Engine::default().with_role("web");
         c.subscribed("fw", 0.0);
         let err = c
             .deploy(
