@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use rand::Rng;
+use strata_proto::limits::MAX_MESSAGE_BYTES;
 use strata_proto::v1::{self, agent_link_client::AgentLinkClient, agent_message, master_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -94,7 +95,9 @@ pub(crate) async fn connect(
 
 async fn attempt(endpoint: Endpoint, register: v1::Register) -> Result<Connection, LinkError> {
     let channel = endpoint.connect().await?;
-    let mut client = AgentLinkClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (outbound, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let first = v1::AgentMessage {
         message: Some(agent_message::Message::Register(register)),

@@ -29,10 +29,19 @@
 //! fail quietly): the framework is going away, and the agent's retries of the update
 //! go to whoever takes it over (after a stop) or are acknowledged by the master (after
 //! a teardown).
+//!
+//! The driver dials the master's address afresh for every subscription attempt. A
+//! program that needs a connection of its own making (its own TLS or HTTP/2 settings,
+//! a Unix socket, a master in the same process) hands the driver a ready tonic
+//! `Channel` with [`Driver::with_channel`] instead.
+//!
+//! Every timer and deadline the driver keeps (backoff, heartbeat silence, call and
+//! subscribe timeouts) is a `tokio::time` one, so a test on tokio's paused clock
+//! drives them all.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_proto::v1::{self, event, scheduler_client::SchedulerClient};
 use tokio::sync::{mpsc, watch};
@@ -63,7 +72,8 @@ pub struct DriverOptions {
     pub missed_heartbeats: u32,
     /// How long a unary call (and the SUBSCRIBE handshake) may take.
     pub call_timeout: Duration,
-    /// How long to wait for the TCP/HTTP2 connection to the master.
+    /// How long to wait for the TCP/HTTP2 connection to the master (not used with
+    /// [`Driver::with_channel`], where the channel's own settings apply).
     pub connect_timeout: Duration,
     /// Give up when the *first* subscription has not succeeded within this time
     /// ([`SdkError::SubscribeTimeout`]). `None` retries forever. Once subscribed the
@@ -94,8 +104,12 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// `M` is the scheduler's message type ([`Scheduler<M>`]); it is inferred from the
 /// scheduler and is `()` for schedulers that take no messages.
 pub struct Driver<S, M = ()> {
-    /// `host:port` (or an `http://` URI) of the master.
+    /// `host:port` (or an `http://` URI) of the master; only its name in logs and
+    /// errors when `channel` is set.
     master: String,
+    /// A connection made by the program ([`Driver::with_channel`]), used instead of
+    /// dialling `master`.
+    channel: Option<Channel>,
     /// Sent on every SUBSCRIBE; its `id` is updated from SUBSCRIBED so re-subscriptions
     /// carry the same framework id.
     framework: v1::FrameworkInfo,
@@ -110,7 +124,8 @@ pub struct Driver<S, M = ()> {
 impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
     /// A driver for `scheduler`, subscribing to the master at `master` (`host:port`)
     /// as `framework`. Set `framework.id` to fail over an existing framework. Nothing
-    /// happens until [`run`](Driver::run).
+    /// happens until [`run`](Driver::run). To connect in a way of your own (TLS, a Unix
+    /// socket, an in-process master), add [`with_channel`](Driver::with_channel).
     pub fn new(master: impl Into<String>, framework: v1::FrameworkInfo, scheduler: S) -> Self {
         let options = DriverOptions::default();
         let framework_id = (!framework.id.is_empty()).then(|| framework.id.clone());
@@ -139,6 +154,7 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
         };
         Driver {
             master: master.into(),
+            channel: None,
             framework,
             options,
             scheduler,
@@ -155,6 +171,49 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
             state.suppressed = options.suppressed_roles.iter().cloned().collect();
         }
         self.options = options;
+        self
+    }
+
+    /// Subscribes and calls over `channel`, a tonic [`Channel`] to the master that the
+    /// program made, instead of dialling the address given to [`new`](Driver::new),
+    /// which then only names the master in logs and errors (it is not parsed). For a
+    /// connection the driver cannot make itself: TLS or other settings of your own
+    /// [`Endpoint`], a Unix socket, a master in the same process (the SDK's own tests
+    /// reach their fake master over in-memory pipes this way, with
+    /// [`Endpoint::connect_with_connector_lazy`]).
+    ///
+    /// Every subscription attempt and every call then goes over clones of `channel`,
+    /// so the channel's settings apply and [`DriverOptions::connect_timeout`] does not.
+    /// A tonic `Channel` reconnects by itself when its connection breaks, but where the
+    /// driver would dial a new connection after a silent master, it now re-subscribes
+    /// on the channel's current one: give the endpoint an HTTP/2 keep-alive so that a
+    /// half-open connection is noticed and replaced.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use strata_framework_sdk::{Driver, Scheduler, v1};
+    /// use tonic::transport::Endpoint;
+    ///
+    /// async fn run(scheduler: impl Scheduler) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let channel = Endpoint::from_static("http://master.example:5050")
+    ///         .connect_timeout(Duration::from_secs(5))
+    ///         .http2_keep_alive_interval(Duration::from_secs(30))
+    ///         .keep_alive_timeout(Duration::from_secs(10))
+    ///         .connect_lazy();
+    ///     let framework = v1::FrameworkInfo {
+    ///         name: "example".into(),
+    ///         ..Default::default()
+    ///     };
+    ///     Driver::new("master.example:5050", framework, scheduler)
+    ///         .with_channel(channel)
+    ///         .run()
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn with_channel(mut self, channel: Channel) -> Self {
+        self.channel = Some(channel);
         self
     }
 
@@ -191,10 +250,13 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
     }
 
     async fn run_inner(&mut self) -> Result<(), SdkError> {
-        let endpoint = endpoint_for(&self.master, &self.options)?;
+        let connect = match &self.channel {
+            Some(channel) => Connect::Channel(channel.clone()),
+            None => Connect::Dial(Box::new(endpoint_for(&self.master, &self.options)?)),
+        };
         let mut control = self.handle.shared.control.subscribe();
         let mut backoff = Backoff::new(self.options.backoff_initial, self.options.backoff_max);
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let mut subscribed_before = false;
         loop {
             if let Some(request) = control.borrow_and_update().clone() {
@@ -205,7 +267,7 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
                 &self.framework,
                 &self.options,
                 self.handle.suppressed_roles(),
-                &endpoint,
+                &connect,
             );
             let attempt = deliver_until(
                 &mut self.scheduler,
@@ -463,16 +525,22 @@ async fn subscribe_once(
     framework: &v1::FrameworkInfo,
     options: &DriverOptions,
     suppressed_roles: Vec<String>,
-    endpoint: &Endpoint,
+    connect: &Connect,
 ) -> Result<Subscription, Attempt> {
     let timeout = options.call_timeout;
-    let channel = endpoint.connect().await.map_err(|e| {
-        Attempt::Retry(format!(
-            "cannot connect to the master at {master}: {}",
-            chain(&e)
-        ))
-    })?;
-    let mut client = SchedulerClient::new(channel);
+    let channel = match connect {
+        Connect::Dial(endpoint) => endpoint.connect().await.map_err(|e| {
+            Attempt::Retry(format!(
+                "cannot connect to the master at {master}: {}",
+                chain(&e)
+            ))
+        })?,
+        // Connection failures show as the SUBSCRIBE failing with UNAVAILABLE.
+        Connect::Channel(channel) => channel.clone(),
+    };
+    let mut client = SchedulerClient::new(channel)
+        .max_decoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES);
     let request = v1::SubscribeRequest {
         framework_info: Some(framework.clone()),
         suppressed_roles,
@@ -512,6 +580,15 @@ async fn subscribe_once(
         Some(event::Event::Error(e)) => Err(Attempt::Fatal(SdkError::Master(e.message))),
         _ => Err(Attempt::Retry("the first event was not SUBSCRIBED".into())),
     }
+}
+
+/// How the driver reaches the master.
+enum Connect {
+    /// A new connection to this endpoint for every subscription attempt (boxed: an
+    /// `Endpoint` is large, a `Channel` a handle).
+    Dial(Box<Endpoint>),
+    /// The program's channel ([`Driver::with_channel`]), cloned for every attempt.
+    Channel(Channel),
 }
 
 /// What woke the event loop of a live subscription.

@@ -1,9 +1,22 @@
 //! The driver against a fake master: a tonic server implementing the generated
-//! `Scheduler` service on 127.0.0.1:0, run on its own thread and runtime so that a
-//! test can kill it like a crashed process. The test plays the master's part by hand:
-//! it receives each SUBSCRIBE (with a sender for that stream's events) and every unary
-//! call the driver makes, and asserts on them.
+//! `Scheduler` service. The test plays the master's part by hand: it receives each
+//! SUBSCRIBE (with a sender for that stream's events) and every unary call the driver
+//! makes, and asserts on them.
+//!
+//! Most tests run on tokio's paused clock (`start_paused = true`): heartbeat
+//! intervals, backoff, timeouts and "no call for a while" cost no wall time, and a
+//! loaded machine cannot make a heartbeat look missed. For that, the fake master runs
+//! on the test's own runtime and the driver reaches it over in-memory pipes
+//! (`Driver::with_channel`, a connector handing out `tokio::io::duplex` halves):
+//! nothing outside the runtime moves bytes, so the runtime goes idle, and the paused
+//! clock jumps to the next timer, only when every party is really waiting.
+//!
+//! A few tests need a real socket: the driver dialling an address, a port nobody
+//! listens on, a master killed and restarted on its port. They run on real time (the
+//! kernel moving bytes looks idle to a paused runtime) with the master on 127.0.0.1,
+//! on its own thread and runtime so that the test can kill it like a crashed process.
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +25,16 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
+use hyper_util::rt::TokioIo;
 use strata_framework_sdk::{
     Driver, DriverHandle, DriverOptions, OfferPool, Scheduler, SdkError, TaskBuilder, state_of, v1,
 };
 use strata_proto::v1::scheduler_server::{self, SchedulerServer};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::io::DuplexStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tonic::{Code, Request, Response, Status};
 
 // ---------------------------------------------------------------------------------
@@ -194,47 +211,133 @@ impl scheduler_server::Scheduler for Service {
     }
 }
 
-/// A fake master running on its own thread and runtime.
+/// A fake master, in memory or on a real socket (see the module docs).
 struct FakeMaster {
-    addr: SocketAddr,
     subscriptions: mpsc::Receiver<Subscription>,
     calls: mpsc::Receiver<Call>,
-    /// Dropping or firing it kills the master: its runtime, connections included, goes away.
-    kill: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
     /// Lets a held TEARDOWN answer (see [`FakeMaster::holding_teardown`]).
     release_teardown: Arc<Notify>,
+    place: Place,
 }
 
+/// Where a fake master runs.
+enum Place {
+    /// On the test's runtime, reached over in-memory pipes: for tests on paused time.
+    Memory {
+        /// Where the master listens; a restarted master listens at the same one.
+        addr: MemoryAddr,
+        /// The driver's way in, to whichever master listens at `addr`.
+        channel: Channel,
+        /// The tonic server, aborted when the master dies.
+        server: tokio::task::JoinHandle<()>,
+        /// Dropped when the master dies, which cuts every connection to it.
+        alive: Option<watch::Sender<()>>,
+    },
+    /// On 127.0.0.1, on its own thread and runtime: for tests on real sockets.
+    Tcp {
+        addr: SocketAddr,
+        /// Dropping or firing it kills the master: its runtime, connections included,
+        /// goes away.
+        kill: Option<oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+/// How a test's driver reaches the master.
+#[derive(Clone)]
+enum Dial {
+    /// Over a channel the test made ([`Driver::with_channel`]).
+    Channel(Channel),
+    /// By dialling this address, as a program does.
+    Address(SocketAddr),
+}
+
+impl Dial {
+    fn driver<S: Scheduler<M>, M: Send + 'static>(
+        &self,
+        framework: v1::FrameworkInfo,
+        scheduler: S,
+    ) -> Driver<S, M> {
+        match self {
+            Dial::Channel(channel) => {
+                Driver::new(IN_MEMORY_MASTER, framework, scheduler).with_channel(channel.clone())
+            }
+            Dial::Address(addr) => Driver::new(addr.to_string(), framework, scheduler),
+        }
+    }
+}
+
+/// What a driver on an in-memory channel calls its master in logs and errors.
+const IN_MEMORY_MASTER: &str = "in-memory-master";
+
 impl FakeMaster {
+    /// A master in memory, on the test's runtime.
     fn start() -> FakeMaster {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), None)
+        Self::in_memory(None, false)
     }
 
-    fn start_on(addr: SocketAddr, refuse: Option<Code>) -> FakeMaster {
-        Self::start_with(addr, refuse, false)
+    /// A master in memory that refuses every SUBSCRIBE with `code`.
+    fn refusing(code: Code) -> FakeMaster {
+        Self::in_memory(Some(code), false)
     }
 
-    /// A master whose TEARDOWN removes the framework at once but answers only after
-    /// `release_teardown`.
+    /// A master in memory whose TEARDOWN removes the framework at once but answers
+    /// only after `release_teardown`.
     fn holding_teardown() -> FakeMaster {
-        Self::start_with("127.0.0.1:0".parse().unwrap(), None, true)
+        Self::in_memory(None, true)
     }
 
-    fn start_with(addr: SocketAddr, refuse: Option<Code>, hold_teardown: bool) -> FakeMaster {
-        let (sub_tx, subscriptions) = mpsc::channel(16);
-        let (call_tx, calls) = mpsc::channel(64);
+    fn in_memory(refuse: Option<Code>, hold_teardown: bool) -> FakeMaster {
+        let addr = MemoryAddr::default();
+        let channel = addr.channel();
+        Self::listen_in_memory(addr, channel, refuse, hold_teardown)
+    }
+
+    /// Starts a master listening at `addr`, which `channel` reaches.
+    fn listen_in_memory(
+        addr: MemoryAddr,
+        channel: Channel,
+        refuse: Option<Code>,
+        hold_teardown: bool,
+    ) -> FakeMaster {
+        let (service, parts) = Service::new(refuse, hold_teardown);
+        let (accept, accepted) = mpsc::channel::<DuplexStream>(4);
+        let (alive, alive_rx) = watch::channel(());
+        let server = tokio::spawn(async move {
+            let incoming = ReceiverStream::new(accepted).map(Ok::<_, io::Error>);
+            let _ = Server::builder()
+                .add_service(SchedulerServer::new(service))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        addr.listen(Some(Listener {
+            accept,
+            alive: alive_rx,
+        }));
+        parts.at(Place::Memory {
+            addr,
+            channel,
+            server,
+            alive: Some(alive),
+        })
+    }
+
+    /// A new in-memory master where this one listened (it is killed first), reached by
+    /// the same channel: a master restarted on its address.
+    fn restarted(mut self) -> FakeMaster {
+        self.kill();
+        let Place::Memory { addr, channel, .. } = &self.place else {
+            panic!("restart a master on a real socket with FakeMaster::on_tcp(addr)")
+        };
+        Self::listen_in_memory(addr.clone(), channel.clone(), None, false)
+    }
+
+    /// A master on 127.0.0.1 at `addr` (port 0: any free port), on its own thread and
+    /// runtime.
+    fn on_tcp(addr: SocketAddr) -> FakeMaster {
+        let (service, parts) = Service::new(None, false);
         let (kill, killed) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let release_teardown = Arc::new(Notify::new());
-        let service = Service {
-            subscriptions: sub_tx,
-            calls: call_tx,
-            refuse,
-            closers: Arc::default(),
-            torn_down: Arc::default(),
-            hold_teardown: hold_teardown.then(|| release_teardown.clone()),
-        };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -243,7 +346,7 @@ impl FakeMaster {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
-                let server = tonic::transport::Server::builder()
+                let server = Server::builder()
                     .add_service(SchedulerServer::new(service))
                     .serve_with_incoming(TcpListenerStream::new(listener));
                 tokio::select! {
@@ -255,13 +358,26 @@ impl FakeMaster {
             drop(runtime);
         });
         let addr = ready_rx.recv().unwrap();
-        FakeMaster {
+        parts.at(Place::Tcp {
             addr,
-            subscriptions,
-            calls,
             kill: Some(kill),
             thread: Some(thread),
-            release_teardown,
+        })
+    }
+
+    /// How a driver reaches this master.
+    fn dial(&self) -> Dial {
+        match &self.place {
+            Place::Memory { channel, .. } => Dial::Channel(channel.clone()),
+            Place::Tcp { addr, .. } => Dial::Address(*addr),
+        }
+    }
+
+    /// The address of a master on a real socket.
+    fn addr(&self) -> SocketAddr {
+        match &self.place {
+            Place::Tcp { addr, .. } => *addr,
+            Place::Memory { .. } => panic!("an in-memory master has no address"),
         }
     }
 
@@ -279,7 +395,8 @@ impl FakeMaster {
             .expect("fake master stopped")
     }
 
-    /// Asserts that no call arrives for a little while.
+    /// Asserts that no call arrives for a little while (on paused time: until every
+    /// party is idle and 200 ms more have passed).
     async fn no_call(&mut self) {
         if let Ok(Some(call)) =
             tokio::time::timeout(Duration::from_millis(200), self.calls.recv()).await
@@ -288,13 +405,120 @@ impl FakeMaster {
         }
     }
 
+    /// Kills the master like a crashed process: it stops listening and every
+    /// connection to it is cut.
     fn kill(&mut self) {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
+        match &mut self.place {
+            Place::Memory {
+                addr,
+                server,
+                alive,
+                ..
+            } => {
+                // Only once: a master restarted at `addr` may be listening by now.
+                if let Some(alive) = alive.take() {
+                    addr.listen(None);
+                    server.abort();
+                    drop(alive);
+                }
+            }
+            Place::Tcp { kill, thread, .. } => {
+                if let Some(kill) = kill.take() {
+                    let _ = kill.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    thread.join().unwrap();
+                }
+            }
         }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
+    }
+}
+
+/// An in-memory address: the master listening there, if any.
+#[derive(Clone, Default)]
+struct MemoryAddr(Arc<Mutex<Option<Listener>>>);
+
+/// A master listening in memory.
+#[derive(Clone)]
+struct Listener {
+    /// Hands the master's end of a new connection to its server.
+    accept: mpsc::Sender<DuplexStream>,
+    /// Changes never; its sender is dropped when the master dies.
+    alive: watch::Receiver<()>,
+}
+
+impl MemoryAddr {
+    fn listen(&self, listener: Option<Listener>) {
+        *self.0.lock().unwrap() = listener;
+    }
+
+    /// A channel to whichever master listens here (refused while none does). Each
+    /// connection the channel opens is two `duplex` pairs, the driver's end and the
+    /// master's end joined by a relay task; the relay ends when either end closes or
+    /// the master dies, cutting the connection as a crash would.
+    fn channel(&self) -> Channel {
+        let addr = self.clone();
+        let connector = tower::service_fn(move |_: Uri| {
+            let listener = addr.0.lock().unwrap().clone();
+            async move {
+                let refused =
+                    || io::Error::new(io::ErrorKind::ConnectionRefused, "no fake master listens");
+                let Listener { accept, mut alive } = listener.ok_or_else(refused)?;
+                let (driver_end, mut near) = tokio::io::duplex(64 * 1024);
+                let (mut far, master_end) = tokio::io::duplex(64 * 1024);
+                accept.send(master_end).await.map_err(|_| refused())?;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut near, &mut far) => {}
+                        _ = alive.changed() => {}
+                    }
+                });
+                Ok::<_, io::Error>(TokioIo::new(driver_end))
+            }
+        });
+        // The connector ignores the URI: nothing is resolved or dialled.
+        Endpoint::from_static("http://in-memory-master.test").connect_with_connector_lazy(connector)
+    }
+}
+
+/// The test's ends of a new fake master's channels, before it has a [`Place`].
+struct Parts {
+    subscriptions: mpsc::Receiver<Subscription>,
+    calls: mpsc::Receiver<Call>,
+    release_teardown: Arc<Notify>,
+}
+
+impl Parts {
+    fn at(self, place: Place) -> FakeMaster {
+        FakeMaster {
+            subscriptions: self.subscriptions,
+            calls: self.calls,
+            release_teardown: self.release_teardown,
+            place,
         }
+    }
+}
+
+impl Service {
+    /// A service, and the test's ends of its channels.
+    fn new(refuse: Option<Code>, hold_teardown: bool) -> (Service, Parts) {
+        let (sub_tx, subscriptions) = mpsc::channel(16);
+        let (call_tx, calls) = mpsc::channel(64);
+        let release_teardown = Arc::new(Notify::new());
+        let service = Service {
+            subscriptions: sub_tx,
+            calls: call_tx,
+            refuse,
+            closers: Arc::default(),
+            torn_down: Arc::default(),
+            hold_teardown: hold_teardown.then(|| release_teardown.clone()),
+        };
+        let parts = Parts {
+            subscriptions,
+            calls,
+            release_teardown,
+        };
+        (service, parts)
     }
 }
 
@@ -453,9 +677,9 @@ fn fast_options() -> DriverOptions {
 
 type RunResult = Result<Recorder, SdkError>;
 
-/// Starts a driver for a `Recorder` against `addr`.
+/// Starts a driver for a `Recorder` against the master `dial` reaches.
 fn start_driver(
-    addr: SocketAddr,
+    dial: Dial,
     options: DriverOptions,
     to_launch: Vec<TaskBuilder>,
 ) -> (
@@ -468,15 +692,11 @@ fn start_driver(
         name: "recorder".into(),
         ..Default::default()
     };
-    let driver = Driver::new(
-        addr.to_string(),
-        framework,
-        Recorder {
-            seen: seen_tx,
-            to_launch,
-        },
-    )
-    .with_options(options);
+    let recorder = Recorder {
+        seen: seen_tx,
+        to_launch,
+    };
+    let driver = dial.driver(framework, recorder).with_options(options);
     let handle = driver.handle();
     (handle, seen, tokio::spawn(driver.run()))
 }
@@ -498,7 +718,7 @@ async fn subscribed_driver(
     tokio::task::JoinHandle<RunResult>,
     Subscription,
 ) {
-    let (handle, mut seen, run) = start_driver(master.addr, options, to_launch);
+    let (handle, mut seen, run) = start_driver(master.dial(), options, to_launch);
     let sub = master.subscription().await;
     sub.send(subscribed("fw-1", "s-1", 15.0)).await;
     match next_seen(&mut seen).await {
@@ -513,10 +733,10 @@ async fn subscribed_driver(
 // ---------------------------------------------------------------------------------
 // The stories.
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn subscribing_reports_registered_with_the_framework_id() {
     let mut master = FakeMaster::start();
-    let (handle, mut seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    let (handle, mut seen, run) = start_driver(master.dial(), fast_options(), vec![]);
     assert_eq!(handle.framework_id(), None);
 
     let sub = master.subscription().await;
@@ -540,7 +760,7 @@ async fn subscribing_reports_registered_with_the_framework_id() {
     assert!(matches!(handle.revive().await, Err(SdkError::Stopped)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_launch_on_an_offer_becomes_an_accept_with_the_stream_header() {
     let mut master = FakeMaster::start();
     let tasks = vec![
@@ -596,7 +816,7 @@ async fn a_launch_on_an_offer_becomes_an_accept_with_the_stream_header() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn status_updates_are_acknowledged_after_the_callback() {
     let mut master = FakeMaster::start();
     let (handle, mut seen, _run, sub) =
@@ -628,7 +848,7 @@ async fn status_updates_are_acknowledged_after_the_callback() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn acknowledgements_can_be_left_to_the_scheduler() {
     let mut master = FakeMaster::start();
     let options = DriverOptions {
@@ -652,7 +872,7 @@ async fn acknowledgements_can_be_left_to_the_scheduler() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn when_the_stream_ends_the_driver_resubscribes_with_the_same_framework_id() {
     let mut master = FakeMaster::start();
     let (handle, mut seen, _run, sub) =
@@ -686,7 +906,7 @@ async fn when_the_stream_ends_the_driver_resubscribes_with_the_same_framework_id
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_runtime_suppress_survives_a_resubscription_and_a_revive_lifts_it() {
     let mut master = FakeMaster::start();
     let (handle, mut seen, _run, sub) =
@@ -721,10 +941,36 @@ async fn a_runtime_suppress_survives_a_resubscription_and_a_revive_lifts_it() {
     handle.stop();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_master_restart_is_survived_over_a_channel_of_the_programs_own() {
+    let mut master = FakeMaster::start();
+    let (handle, mut seen, _run, _sub) =
+        subscribed_driver(&mut master, fast_options(), vec![]).await;
+
+    master.kill();
+    assert!(matches!(next_seen(&mut seen).await, Seen::Disconnected(_)));
+
+    // Let the driver fail against the dead master a few times first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut master = master.restarted();
+    let sub = master.subscription().await;
+    assert_eq!(sub.request.framework_info.as_ref().unwrap().id, "fw-1");
+    sub.send(subscribed("fw-1", "s-9", 15.0)).await;
+    assert!(matches!(next_seen(&mut seen).await, Seen::Reregistered(f) if f == "fw-1"));
+    handle.revive().await.unwrap();
+    assert!(
+        matches!(master.call().await, Call::Revive(r) if r.header == header("fw-1", "s-9")),
+        "calls reach the new master"
+    );
+    handle.stop();
+}
+
+/// On real time and a real socket: the driver dials the address again after the
+/// master died, as it does in production.
 #[tokio::test]
 async fn a_master_restart_on_the_same_address_is_survived() {
-    let mut master = FakeMaster::start();
-    let addr = master.addr;
+    let mut master = FakeMaster::on_tcp("127.0.0.1:0".parse().unwrap());
+    let addr = master.addr();
     let (handle, mut seen, _run, _sub) =
         subscribed_driver(&mut master, fast_options(), vec![]).await;
 
@@ -733,7 +979,7 @@ async fn a_master_restart_on_the_same_address_is_survived() {
 
     // Let the driver fail against the dead address a few times first.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut master = FakeMaster::start_on(addr, None);
+    let mut master = FakeMaster::on_tcp(addr);
     let sub = master.subscription().await;
     assert_eq!(sub.request.framework_info.as_ref().unwrap().id, "fw-1");
     sub.send(subscribed("fw-1", "s-9", 15.0)).await;
@@ -741,15 +987,21 @@ async fn a_master_restart_on_the_same_address_is_survived() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn missed_heartbeats_make_the_driver_resubscribe() {
     let mut master = FakeMaster::start();
-    let (handle, mut seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    let (handle, mut seen, run) = start_driver(master.dial(), fast_options(), vec![]);
     let sub = master.subscription().await;
     // 50 ms heartbeats, then silence while keeping the stream open.
     sub.send(subscribed("fw-1", "s-1", 0.05)).await;
     assert!(matches!(next_seen(&mut seen).await, Seen::Registered(..)));
+    let registered = Instant::now();
     assert!(matches!(next_seen(&mut seen).await, Seen::Disconnected(_)));
+    let silence = registered.elapsed();
+    assert!(
+        silence >= Duration::from_millis(250) && silence < Duration::from_millis(300),
+        "five missed heartbeats, and not fewer, end the subscription: {silence:?}"
+    );
     let again = master.subscription().await;
     assert_eq!(again.request.framework_info.as_ref().unwrap().id, "fw-1");
     drop(sub);
@@ -757,10 +1009,10 @@ async fn missed_heartbeats_make_the_driver_resubscribe() {
     assert!(within(run, "run to return").await.unwrap().is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn heartbeats_keep_the_subscription_alive() {
     let mut master = FakeMaster::start();
-    let (handle, mut seen, _run) = start_driver(master.addr, fast_options(), vec![]);
+    let (handle, mut seen, _run) = start_driver(master.dial(), fast_options(), vec![]);
     let sub = master.subscription().await;
     sub.send(subscribed("fw-1", "s-1", 0.05)).await;
     assert!(matches!(next_seen(&mut seen).await, Seen::Registered(..)));
@@ -777,7 +1029,7 @@ async fn heartbeats_keep_the_subscription_alive() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_call_carries_the_header_and_its_arguments() {
     let mut master = FakeMaster::start();
     let (handle, _seen, _run, _sub) = subscribed_driver(&mut master, fast_options(), vec![]).await;
@@ -841,7 +1093,7 @@ async fn every_call_carries_the_header_and_its_arguments() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn teardown_tells_the_master_and_ends_the_run() {
     let mut master = FakeMaster::start();
     let (handle, mut seen, run, _sub) =
@@ -856,7 +1108,7 @@ async fn teardown_tells_the_master_and_ends_the_run() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn abort_ends_the_run_with_the_reason() {
     let mut master = FakeMaster::start();
     let (handle, _seen, run, _sub) = subscribed_driver(&mut master, fast_options(), vec![]).await;
@@ -868,7 +1120,7 @@ async fn abort_ends_the_run_with_the_reason() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn other_events_reach_their_callbacks() {
     let mut master = FakeMaster::start();
     let (handle, mut seen, _run, sub) =
@@ -896,7 +1148,7 @@ async fn other_events_reach_their_callbacks() {
     handle.stop();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_error_event_is_fatal() {
     let mut master = FakeMaster::start();
     let (_handle, mut seen, run, sub) =
@@ -912,16 +1164,18 @@ async fn an_error_event_is_fatal() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_subscription_refused_as_invalid_is_fatal() {
-    let master = FakeMaster::start_on("127.0.0.1:0".parse().unwrap(), Some(Code::InvalidArgument));
-    let (_handle, _seen, run) = start_driver(master.addr, fast_options(), vec![]);
+    let master = FakeMaster::refusing(Code::InvalidArgument);
+    let (_handle, _seen, run) = start_driver(master.dial(), fast_options(), vec![]);
     match within(run, "run to return").await.unwrap() {
         Err(SdkError::Rpc(status)) => assert_eq!(status.code(), Code::InvalidArgument),
         other => panic!("expected the refusal, got {:?}", other.err()),
     }
 }
 
+/// On real time and a real socket: the kernel refusing the connection is what is
+/// tested, and a paused clock would run out the timeouts while the kernel answers.
 #[tokio::test]
 async fn no_master_gives_up_after_the_subscribe_timeout() {
     // A port nobody listens on.
@@ -933,13 +1187,46 @@ async fn no_master_gives_up_after_the_subscribe_timeout() {
         subscribe_timeout: Some(Duration::from_millis(400)),
         ..fast_options()
     };
-    let (_handle, _seen, run) = start_driver(addr, options, vec![]);
+    let (_handle, _seen, run) = start_driver(Dial::Address(addr), options, vec![]);
     match within(run, "run to return").await.unwrap() {
         Err(e @ SdkError::SubscribeTimeout { .. }) => {
             let text = e.to_string();
             assert!(
                 text.contains(&addr.to_string()) && text.contains("strata-master"),
                 "{text}"
+            );
+        }
+        other => panic!("expected SubscribeTimeout, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_master_that_keeps_refusing_is_given_up_at_the_subscribe_timeout() {
+    // UNAVAILABLE is worth retrying (a master still starting, say): the driver backs
+    // off and tries again until the deadline, then gives up with the last reason.
+    let master = FakeMaster::refusing(Code::Unavailable);
+    let options = DriverOptions {
+        subscribe_timeout: Some(Duration::from_millis(400)),
+        ..fast_options()
+    };
+    let started = Instant::now();
+    let (_handle, _seen, run) = start_driver(master.dial(), options, vec![]);
+    match within(run, "run to return").await.unwrap() {
+        Err(SdkError::SubscribeTimeout {
+            master,
+            waited,
+            last_error,
+        }) => {
+            assert_eq!(master, IN_MEMORY_MASTER);
+            assert!(
+                last_error.contains("refused by the fake master"),
+                "{last_error}"
+            );
+            assert!(waited >= Duration::from_millis(400), "{waited:?}");
+            let gave_up = started.elapsed();
+            assert!(
+                gave_up < Duration::from_millis(450),
+                "the last attempt is made at the deadline, not a backoff later: {gave_up:?}"
             );
         }
         other => panic!("expected SubscribeTimeout, got {:?}", other.err()),
@@ -1034,12 +1321,10 @@ async fn gathering_driver(
         expected,
         outputs: Vec::new(),
     };
-    let driver = Driver::new(
-        master.addr.to_string(),
-        v1::FrameworkInfo::default(),
-        gatherer,
-    )
-    .with_options(fast_options());
+    let driver = master
+        .dial()
+        .driver(v1::FrameworkInfo::default(), gatherer)
+        .with_options(fast_options());
     let handle = driver.handle();
     let run = tokio::spawn(driver.run());
     let sub = master.subscription().await;
@@ -1062,7 +1347,7 @@ async fn next_heard(heard: &mut mpsc::Receiver<Heard>) -> Heard {
         .expect("the driver ended")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_message_sent_from_a_spawned_task_reaches_the_message_callback_in_order() {
     let mut master = FakeMaster::start();
     let (_handle, mut heard, run, sub) = gathering_driver(&mut master, 3, 15.0).await;
@@ -1096,7 +1381,7 @@ async fn a_message_sent_from_a_spawned_task_reaches_the_message_callback_in_orde
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn messages_are_delivered_while_the_driver_is_resubscribing() {
     let mut master = FakeMaster::start();
     let (handle, mut heard, run, sub) = gathering_driver(&mut master, 0, 15.0).await;
@@ -1120,9 +1405,10 @@ async fn messages_are_delivered_while_the_driver_is_resubscribing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_schedulers_messages_do_not_hide_a_silent_master() {
     let mut master = FakeMaster::start();
+    let started = Instant::now();
     // 50 ms heartbeats: silence for 250 ms means the subscription is dead.
     let (handle, mut heard, run, _sub) = gathering_driver(&mut master, 0, 0.05).await;
     let ticker = {
@@ -1147,6 +1433,11 @@ async fn the_schedulers_messages_do_not_hide_a_silent_master() {
     )
     .await;
     assert!(disconnected);
+    let silence = started.elapsed();
+    assert!(
+        silence >= Duration::from_millis(250) && silence < Duration::from_millis(300),
+        "given up on time, ticks or not: {silence:?}"
+    );
     handle.stop();
     within(run, "run to return").await.unwrap().unwrap();
     within(ticker, "the ticker to stop").await.unwrap();
@@ -1196,7 +1487,7 @@ impl std::io::Write for Logs {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_message_to_a_scheduler_without_a_message_callback_is_dropped_with_a_warning() {
     let logs = Logs::default();
     let _capture = logs.capture();
@@ -1236,7 +1527,7 @@ impl Scheduler for Gated {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_teardown_racing_the_automatic_acknowledgement_is_quiet() {
     let logs = Logs::default();
     let _capture = logs.capture();
@@ -1247,12 +1538,10 @@ async fn a_teardown_racing_the_automatic_acknowledgement_is_quiet() {
         entered: entered_tx,
         gate: gate.clone(),
     };
-    let driver = Driver::new(
-        master.addr.to_string(),
-        v1::FrameworkInfo::default(),
-        scheduler,
-    )
-    .with_options(fast_options());
+    let driver = master
+        .dial()
+        .driver(v1::FrameworkInfo::default(), scheduler)
+        .with_options(fast_options());
     let handle = driver.handle();
     let run = tokio::spawn(driver.run());
     let sub = master.subscription().await;

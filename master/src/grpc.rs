@@ -31,9 +31,10 @@ use crate::driver::{AGENT_BUFFER, Command, DriverGone, DriverHandle, FRAMEWORK_B
 
 /// How long an agent has, after opening its stream, to send Register.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest message the master accepts (agents re-registering with many tasks, accepts
-/// launching many tasks).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message the master sends or accepts on the scheduler and agent APIs, and
+/// accepts on the operator API: the one limit of every Strata peer
+/// ([`strata_proto::limits::MAX_MESSAGE_BYTES`]).
+pub use strata_proto::limits::MAX_MESSAGE_BYTES;
 
 impl From<DriverGone> for Status {
     fn from(e: DriverGone) -> Status {

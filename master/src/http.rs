@@ -30,6 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES;
 use strata_proto::v1;
 
 use crate::core::{CallError, ErrorCode, Metrics, OperatorCall, grace_from_secs};
@@ -51,15 +52,21 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
     let mut routes = tonic::service::Routes::from(http)
         .add_service(
             v1::scheduler_server::SchedulerServer::new(SchedulerService::new(driver.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             v1::agent_link_server::AgentLinkServer::new(AgentLinkService::new(driver.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(v1::operator_server::OperatorServer::new(
-            OperatorService::new(driver),
-        ));
+        .add_service(
+            // Answers grow with the cluster (GetState of 10,000 agents), not with a
+            // request: they have a larger limit of their own, which the CLI shares.
+            v1::operator_server::OperatorServer::new(OperatorService::new(driver))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_OPERATOR_ANSWER_BYTES),
+        );
     let router = std::mem::take(routes.axum_router_mut())
         .fallback(fallback)
         .layer(axum::middleware::from_fn(access));

@@ -2,6 +2,8 @@
 //! by the master (which answers a bad one with TASK_ERROR) and the agent (which never
 //! trusts wire data). Every error says what was wrong and what to do.
 
+use std::collections::HashSet;
+
 use crate::Resources;
 use crate::v1::{self, container_info, docker_info, volume};
 
@@ -95,7 +97,7 @@ fn validate_docker(docker: &v1::DockerInfo, resources: &Resources) -> Result<(),
         );
     }
     let ports = resources.ports();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     for m in &docker.port_mappings {
         let protocol = match m.protocol.as_str() {
             "" | "tcp" => "tcp",
@@ -128,13 +130,12 @@ fn validate_docker(docker: &v1::DockerInfo, resources: &Resources) -> Result<(),
                 }
             ));
         }
-        if seen.contains(&(m.host_port, protocol)) {
+        if !seen.insert((m.host_port, protocol)) {
             return Err(format!(
                 "host port {}/{protocol} is mapped twice",
                 m.host_port
             ));
         }
-        seen.push((m.host_port, protocol));
     }
     Ok(())
 }

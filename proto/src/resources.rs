@@ -98,9 +98,19 @@ impl fmt::Display for Scalar {
     }
 }
 
-/// A set of inclusive integer ranges, kept sorted and merged.
+/// A set of inclusive integer ranges, kept sorted and merged (no two ranges overlap or
+/// touch).
+///
+/// Costs, for sets of `n` and `m` ranges: [`insert`](RangeSet::insert) is a binary
+/// search plus one shift of the tail; [`contains_value`](RangeSet::contains_value) is
+/// O(log n); [`contains`](RangeSet::contains) is O(m log n); [`union`](RangeSet::union)
+/// and [`remove`](RangeSet::remove) are one merge pass, O(n + m).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RangeSet(Vec<(u64, u64)>);
+
+/// Below this many ranges, [`RangeSet::union`] inserts them one by one (a binary search
+/// and a shift each) instead of building a merged copy.
+const SMALL_UNION: usize = 8;
 
 impl RangeSet {
     pub fn new() -> RangeSet {
@@ -109,9 +119,20 @@ impl RangeSet {
 
     /// One inclusive range; empty when `begin > end`.
     pub fn from_range(begin: u64, end: u64) -> RangeSet {
-        let mut r = RangeSet::new();
-        r.insert(begin, end);
-        r
+        if begin > end {
+            RangeSet::new()
+        } else {
+            RangeSet(vec![(begin, end)])
+        }
+    }
+
+    /// Ranges in any order, overlapping or not (`begin > end` ones are dropped): one
+    /// sort and one merge pass, O(n log n).
+    fn from_unsorted(mut v: Vec<(u64, u64)>) -> RangeSet {
+        v.retain(|&(b, e)| b <= e);
+        v.sort_unstable();
+        coalesce(&mut v);
+        RangeSet(v)
     }
 
     pub fn ranges(&self) -> &[(u64, u64)] {
@@ -128,7 +149,8 @@ impl RangeSet {
     }
 
     pub fn contains_value(&self, v: u64) -> bool {
-        self.0.iter().any(|&(b, e)| b <= v && v <= e)
+        let i = self.0.partition_point(|&(_, e)| e < v);
+        self.0.get(i).is_some_and(|&(b, _)| b <= v)
     }
 
     /// Adds `[begin, end]`, merging with neighbours.
@@ -136,73 +158,158 @@ impl RangeSet {
         if begin > end {
             return;
         }
-        self.0.push((begin, end));
-        self.0.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
-        for &(b, e) in &self.0 {
-            match merged.last_mut() {
-                Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
-                _ => merged.push((b, e)),
-            }
+        // The ranges that overlap or touch `[begin, end]` are `lo..hi`.
+        let lo = self
+            .0
+            .partition_point(|&(_, e)| e.saturating_add(1) < begin);
+        let hi = lo + self.0[lo..].partition_point(|&(b, _)| b <= end.saturating_add(1));
+        if lo == hi {
+            self.0.insert(lo, (begin, end));
+        } else {
+            let merged = (begin.min(self.0[lo].0), end.max(self.0[hi - 1].1));
+            self.0[lo] = merged;
+            self.0.drain(lo + 1..hi);
         }
-        self.0 = merged;
     }
 
     pub fn union(&mut self, other: &RangeSet) {
-        for &(b, e) in &other.0 {
-            self.insert(b, e);
+        if other.0.is_empty() {
+            return;
         }
+        if self.0.is_empty() {
+            self.0.clone_from(&other.0);
+            return;
+        }
+        if other.0.len() <= SMALL_UNION {
+            for &(b, e) in &other.0 {
+                self.insert(b, e);
+            }
+            return;
+        }
+        // One merge pass over both sorted lists.
+        let (a, b) = (&self.0, &other.0);
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let next = if j == b.len() || (i < a.len() && a[i] <= b[j]) {
+                i += 1;
+                a[i - 1]
+            } else {
+                j += 1;
+                b[j - 1]
+            };
+            push_merged(&mut out, next);
+        }
+        self.0 = out;
     }
 
     /// Removes every value of `other` (values not present are ignored).
     pub fn remove(&mut self, other: &RangeSet) {
-        let mut out = Vec::with_capacity(self.0.len());
+        if self.0.is_empty() || other.0.is_empty() {
+            return;
+        }
+        let o = &other.0;
+        let mut out = Vec::with_capacity(self.0.len() + o.len());
+        let mut j = 0;
         for &(b, e) in &self.0 {
-            let mut pieces = vec![(b, e)];
-            for &(ob, oe) in &other.0 {
-                let mut next = Vec::new();
-                for (pb, pe) in pieces {
-                    if oe < pb || ob > pe {
-                        next.push((pb, pe));
-                        continue;
-                    }
-                    if ob > pb {
-                        next.push((pb, ob - 1));
-                    }
-                    if oe < pe {
-                        next.push((oe + 1, pe));
-                    }
-                }
-                pieces = next;
+            // Skip what ends before this range; `o[j]` may reach into later ranges.
+            while j < o.len() && o[j].1 < b {
+                j += 1;
             }
-            out.extend(pieces);
+            let mut cur = b;
+            let mut covered = false;
+            while j < o.len() && o[j].0 <= e {
+                let (ob, oe) = o[j];
+                if ob > cur {
+                    out.push((cur, ob - 1));
+                }
+                if oe >= e {
+                    covered = true;
+                    break;
+                }
+                cur = oe + 1;
+                j += 1;
+            }
+            if !covered {
+                out.push((cur, e));
+            }
         }
         self.0 = out;
     }
 
     /// Whether every value of `other` is in `self`.
     pub fn contains(&self, other: &RangeSet) -> bool {
-        other
-            .0
-            .iter()
-            .all(|&(ob, oe)| self.0.iter().any(|&(b, e)| b <= ob && oe <= e))
+        let mut i = 0;
+        for &(ob, oe) in &other.0 {
+            // The only range that can hold `[ob, oe]` is the first that ends at or after `ob`.
+            i += self.0[i..].partition_point(|&(_, e)| e < ob);
+            match self.0.get(i) {
+                Some(&(b, e)) if b <= ob && oe <= e => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The values in both sets: O(m log n) for the smaller set's `m` ranges, plus the
+    /// size of the result.
+    fn intersection(&self, other: &RangeSet) -> RangeSet {
+        let (small, big) = if self.0.len() <= other.0.len() {
+            (&self.0, &other.0)
+        } else {
+            (&other.0, &self.0)
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        for &(b, e) in small {
+            i += big[i..].partition_point(|&(_, be)| be < b);
+            // `big[i]` may also reach into the next range of `small`: `i` stays.
+            for &(bb, be) in big[i..].iter().take_while(|&&(bb, _)| bb <= e) {
+                out.push((b.max(bb), e.min(be)));
+            }
+        }
+        RangeSet(out)
     }
 
     /// The lowest `n` values as a set, or None when there are fewer.
     pub fn take_lowest(&self, n: u64) -> Option<RangeSet> {
         let mut left = n;
-        let mut out = RangeSet::new();
+        let mut out = Vec::new();
         for &(b, e) in &self.0 {
             if left == 0 {
                 break;
             }
             let len = e - b + 1;
             let take = len.min(left);
-            out.insert(b, b + take - 1);
+            out.push((b, b + take - 1));
             left -= take;
         }
-        (left == 0).then_some(out)
+        (left == 0).then_some(RangeSet(out))
     }
+}
+
+/// Appends `r` (whose begin is not below any range in `out`), merging it with the last
+/// range when they overlap or touch.
+fn push_merged(out: &mut Vec<(u64, u64)>, (b, e): (u64, u64)) {
+    match out.last_mut() {
+        Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+        _ => out.push((b, e)),
+    }
+}
+
+/// Merges, in place, the overlapping and touching ranges of a list sorted by begin.
+fn coalesce(v: &mut Vec<(u64, u64)>) {
+    let mut w = 0;
+    for i in 0..v.len() {
+        let (b, e) = v[i];
+        if w > 0 && b <= v[w - 1].1.saturating_add(1) {
+            v[w - 1].1 = v[w - 1].1.max(e);
+        } else {
+            v[w] = (b, e);
+            w += 1;
+        }
+    }
+    v.truncate(w);
 }
 
 impl fmt::Display for RangeSet {
@@ -273,9 +380,49 @@ pub enum ResourceError {
 }
 
 /// A normalised bag of resources. See the module docs.
+///
+/// Entries are kept sorted by (name, role), unreserved first within a name, so every
+/// lookup of one (name, role) is a binary search. Costs, for bags of `n` and `m`
+/// entries, plus the range-set work of the entries that meet (see [`RangeSet`]):
+/// [`add`](Resources::add) is one merge pass, O(n + m) (a binary search and an insert
+/// per entry when `other` has only a few); [`contains`](Resources::contains) walks
+/// `other` with a galloping search, O(m log(n / m) + m); [`subtract`](Resources::subtract)
+/// likewise, plus O(n) when an entry empties; [`scalar`](Resources::scalar),
+/// [`ranges`](Resources::ranges) and [`pick`](Resources::pick) are binary searches
+/// per name or entry; [`unreserved`](Resources::unreserved),
+/// [`reserved_for`](Resources::reserved_for) and
+/// [`allocatable_to`](Resources::allocatable_to) a binary search per distinct name;
+/// building from a list ([`try_from_proto`](Resources::try_from_proto),
+/// [`parse`](Resources::parse)) sorts once, O(n log n).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
     entries: Vec<Entry>,
+}
+
+/// Below this many entries, [`Resources::add`] inserts them one by one (a binary search
+/// and a shift each) instead of building a merged copy.
+const SMALL_ADD: usize = 8;
+
+/// The sort key of an entry: (name, role), `None` (unreserved) first.
+fn key(e: &Entry) -> (&str, Option<&str>) {
+    (e.name.as_str(), e.role.as_deref())
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Scalar(s) => !s.is_positive(),
+        Value::Ranges(r) => r.is_empty(),
+    }
+}
+
+/// Adds `b` to `a`. Kinds are fixed per name, so a mismatch cannot happen for
+/// validated input; it keeps `a`.
+fn merge_value(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Scalar(a), Value::Scalar(b)) => *a += *b,
+        (Value::Ranges(a), Value::Ranges(b)) => a.union(b),
+        _ => {}
+    }
 }
 
 impl Resources {
@@ -289,6 +436,103 @@ impl Resources {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Normalises a list of entries in any order: one stable sort by (name, role), then
+    /// one pass that sums the scalars and merges the ranges of equal keys. The same
+    /// result as adding the entries one by one (on a kind mismatch the first wins).
+    fn from_entries(mut list: Vec<Entry>) -> Resources {
+        list.retain(|e| !is_empty_value(&e.value));
+        // Stable: on a kind mismatch (not possible for validated input) the first wins.
+        list.sort_by(|a, b| key(a).cmp(&key(b)));
+        let mut entries: Vec<Entry> = Vec::with_capacity(list.len());
+        let mut iter = list.into_iter().peekable();
+        while let Some(Entry { name, role, value }) = iter.next() {
+            let same = |n: &Entry| n.name == name && n.role == role;
+            let value = match value {
+                Value::Scalar(mut s) => {
+                    while let Some(next) = iter.next_if(same) {
+                        if let Value::Scalar(t) = next.value {
+                            s += t;
+                        }
+                    }
+                    Value::Scalar(s)
+                }
+                Value::Ranges(RangeSet(mut all)) => {
+                    let mut more = false;
+                    while let Some(next) = iter.next_if(same) {
+                        if let Value::Ranges(RangeSet(t)) = next.value {
+                            all.extend(t);
+                            more = true;
+                        }
+                    }
+                    if more {
+                        Value::Ranges(RangeSet::from_unsorted(all))
+                    } else {
+                        Value::Ranges(RangeSet(all))
+                    }
+                }
+            };
+            entries.push(Entry { name, role, value });
+        }
+        Resources { entries }
+    }
+
+    /// Where the entry (name, role) is, or where it would go.
+    fn position(&self, name: &str, role: Option<&str>) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| key(e).cmp(&(name, role)))
+    }
+
+    /// [`position`](Resources::position) among the entries from `from` on, by a
+    /// galloping search: looking up `m` sorted keys one after the other from where the
+    /// last one was found costs O(m log(n / m) + m), never more than a binary search
+    /// each, nor more than one merge pass.
+    fn position_from(&self, from: usize, name: &str, role: Option<&str>) -> Result<usize, usize> {
+        let target = (name, role);
+        let rest = &self.entries[from..];
+        let mut bound = 1;
+        while bound < rest.len() && key(&rest[bound - 1]) < target {
+            bound *= 2;
+        }
+        let window = &rest[..bound.min(rest.len())];
+        match window.binary_search_by(|e| key(e).cmp(&target)) {
+            Ok(i) => Ok(from + i),
+            Err(i) => Err(from + i),
+        }
+    }
+
+    fn find(&self, name: &str, role: Option<&str>) -> Option<&Value> {
+        self.position(name, role)
+            .ok()
+            .map(|i| &self.entries[i].value)
+    }
+
+    /// The entries named `name` (one per role, unreserved first).
+    fn named(&self, name: &str) -> &[Entry] {
+        let lo = self.entries.partition_point(|e| e.name.as_str() < name);
+        let len = self.entries[lo..].partition_point(|e| e.name == name);
+        &self.entries[lo..lo + len]
+    }
+
+    /// The groups of entries sharing a name, in order.
+    fn groups(&self) -> impl Iterator<Item = &[Entry]> {
+        let mut rest = self.entries.as_slice();
+        std::iter::from_fn(move || {
+            let first = rest.first()?;
+            let len = rest.partition_point(|e| e.name == first.name);
+            let (group, tail) = rest.split_at(len);
+            rest = tail;
+            Some(group)
+        })
+    }
+
+    /// The entries (in order) of each name group that `pick` chooses.
+    fn filter_groups(&self, pick: impl Fn(&[Entry], &mut Vec<Entry>)) -> Resources {
+        let mut entries = Vec::new();
+        for group in self.groups() {
+            pick(group, &mut entries);
+        }
+        Resources { entries }
     }
 
     /// Builder-style: adds an unreserved scalar. Negative or zero amounts are ignored.
@@ -320,9 +564,8 @@ impl Resources {
 
     /// The total of a scalar resource across roles.
     pub fn scalar(&self, name: &str) -> Scalar {
-        self.entries
+        self.named(name)
             .iter()
-            .filter(|e| e.name == name)
             .map(|e| match &e.value {
                 Value::Scalar(s) => *s,
                 Value::Ranges(_) => Scalar::ZERO,
@@ -332,13 +575,21 @@ impl Resources {
 
     /// The union of a range resource across roles.
     pub fn ranges(&self, name: &str) -> RangeSet {
-        let mut out = RangeSet::new();
-        for e in self.entries.iter().filter(|e| e.name == name) {
-            if let Value::Ranges(r) = &e.value {
-                out.union(r);
+        let sets: Vec<&RangeSet> = self
+            .named(name)
+            .iter()
+            .filter_map(|e| match &e.value {
+                Value::Ranges(r) => Some(r),
+                Value::Scalar(_) => None,
+            })
+            .collect();
+        match sets.as_slice() {
+            [] => RangeSet::new(),
+            [one] => (*one).clone(),
+            many => {
+                RangeSet::from_unsorted(many.iter().flat_map(|r| r.0.iter().copied()).collect())
             }
         }
-        out
     }
 
     pub fn cpus(&self) -> Scalar {
@@ -358,50 +609,56 @@ impl Resources {
     }
 
     fn add_entry(&mut self, entry: Entry) {
-        let empty = match &entry.value {
-            Value::Scalar(s) => !s.is_positive(),
-            Value::Ranges(r) => r.is_empty(),
-        };
-        if empty {
+        if is_empty_value(&entry.value) {
             return;
         }
-        if let Some(existing) = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name == entry.name && e.role == entry.role)
-        {
-            match (&mut existing.value, entry.value) {
-                (Value::Scalar(a), Value::Scalar(b)) => *a += b,
-                (Value::Ranges(a), Value::Ranges(b)) => a.union(&b),
-                // Kinds are fixed per name, so this cannot be reached for validated input.
-                _ => {}
-            }
-        } else {
-            self.entries.push(entry);
-            self.entries
-                .sort_by(|a, b| (&a.name, &a.role).cmp(&(&b.name, &b.role)));
+        match self.position(&entry.name, entry.role.as_deref()) {
+            Ok(i) => merge_value(&mut self.entries[i].value, &entry.value),
+            Err(i) => self.entries.insert(i, entry),
         }
     }
 
     /// Adds everything in `other`.
     pub fn add(&mut self, other: &Resources) {
-        for e in &other.entries {
-            self.add_entry(e.clone());
+        if other.entries.len() <= SMALL_ADD {
+            for e in &other.entries {
+                self.add_entry(e.clone());
+            }
+            return;
         }
+        // One merge pass over both sorted lists.
+        let mut out = Vec::with_capacity(self.entries.len() + other.entries.len());
+        let mut mine = std::mem::take(&mut self.entries).into_iter().peekable();
+        for theirs in &other.entries {
+            while let Some(e) = mine.next_if(|e| key(e) < key(theirs)) {
+                out.push(e);
+            }
+            match mine.next_if(|e| key(e) == key(theirs)) {
+                Some(mut e) => {
+                    merge_value(&mut e.value, &theirs.value);
+                    out.push(e);
+                }
+                None => out.push(theirs.clone()),
+            }
+        }
+        out.extend(mine);
+        self.entries = out;
     }
 
     /// Whether `other` fits inside `self`, entry by entry (same name and role).
     pub fn contains(&self, other: &Resources) -> bool {
+        // `other` is sorted too: each lookup starts where the last one ended.
+        let mut from = 0;
         other.entries.iter().all(|o| {
-            self.entries.iter().any(|e| {
-                e.name == o.name
-                    && e.role == o.role
-                    && match (&e.value, &o.value) {
-                        (Value::Scalar(a), Value::Scalar(b)) => a >= b,
-                        (Value::Ranges(a), Value::Ranges(b)) => a.contains(b),
-                        _ => false,
-                    }
-            })
+            let Ok(i) = self.position_from(from, &o.name, o.role.as_deref()) else {
+                return false;
+            };
+            from = i + 1;
+            match (&self.entries[i].value, &o.value) {
+                (Value::Scalar(a), Value::Scalar(b)) => a >= b,
+                (Value::Ranges(a), Value::Ranges(b)) => a.contains(b),
+                _ => false,
+            }
         })
     }
 
@@ -410,12 +667,13 @@ impl Resources {
     ///
     /// [`contains`]: Resources::contains
     pub fn subtract(&mut self, other: &Resources) {
+        let mut emptied = false;
+        let mut from = 0;
         for o in &other.entries {
-            if let Some(e) = self
-                .entries
-                .iter_mut()
-                .find(|e| e.name == o.name && e.role == o.role)
-            {
+            let found = self.position_from(from, &o.name, o.role.as_deref());
+            from = found.unwrap_or_else(|i| i);
+            if let Ok(i) = found {
+                let e = &mut self.entries[i];
                 match (&mut e.value, &o.value) {
                     (Value::Scalar(a), Value::Scalar(b)) => {
                         *a = if *a > *b { *a - *b } else { Scalar::ZERO }
@@ -423,12 +681,12 @@ impl Resources {
                     (Value::Ranges(a), Value::Ranges(b)) => a.remove(b),
                     _ => {}
                 }
+                emptied |= is_empty_value(&e.value);
             }
         }
-        self.entries.retain(|e| match &e.value {
-            Value::Scalar(s) => s.is_positive(),
-            Value::Ranges(r) => !r.is_empty(),
-        });
+        if emptied {
+            self.entries.retain(|e| !is_empty_value(&e.value));
+        }
     }
 
     /// `self - other`, when `other` fits.
@@ -443,38 +701,27 @@ impl Resources {
 
     /// Only the unreserved entries.
     pub fn unreserved(&self) -> Resources {
-        Resources {
-            entries: self
-                .entries
-                .iter()
-                .filter(|e| e.role.is_none())
-                .cloned()
-                .collect(),
-        }
+        self.filter_groups(|group, out| {
+            // Unreserved sorts first in its name group.
+            out.extend(group.first().filter(|e| e.role.is_none()).cloned());
+        })
     }
 
     /// Only the entries reserved for `role`.
     pub fn reserved_for(&self, role: &str) -> Resources {
-        Resources {
-            entries: self
-                .entries
-                .iter()
-                .filter(|e| e.role.as_deref() == Some(role))
-                .cloned()
-                .collect(),
-        }
+        self.filter_groups(|group, out| {
+            let found = group.binary_search_by(|e| e.role.as_deref().cmp(&Some(role)));
+            out.extend(found.ok().map(|i| group[i].clone()));
+        })
     }
 
     /// What a framework in `role` may be offered: unreserved plus reserved for `role`.
     pub fn allocatable_to(&self, role: &str) -> Resources {
-        Resources {
-            entries: self
-                .entries
-                .iter()
-                .filter(|e| e.role.is_none() || e.role.as_deref() == Some(role))
-                .cloned()
-                .collect(),
-        }
+        self.filter_groups(|group, out| {
+            out.extend(group.first().filter(|e| e.role.is_none()).cloned());
+            let found = group.binary_search_by(|e| e.role.as_deref().cmp(&Some(role)));
+            out.extend(found.ok().map(|i| group[i].clone()));
+        })
     }
 
     /// Where `wanted` (amounts by name; roles in it are ignored) comes from in `self`
@@ -483,19 +730,13 @@ impl Resources {
     /// `None` when it does not fit. The result [`contains`](Resources::contains) is
     /// inside `self`, so it can be launched from an offer and subtracted from it.
     pub fn pick(&self, wanted: &Resources, role: &str) -> Option<Resources> {
-        let mut out = Resources::new();
+        let mut out = Vec::new();
         let reserved_role = (role != "*").then(|| role.to_string());
-        let find = |name: &str, role: &Option<String>| {
-            self.entries
-                .iter()
-                .find(|e| e.name == name && &e.role == role)
-                .map(|e| &e.value)
-        };
         for w in &wanted.entries {
             let reserved = reserved_role
-                .as_ref()
-                .and_then(|r| find(&w.name, &Some(r.clone())));
-            let unreserved = find(&w.name, &None);
+                .as_deref()
+                .and_then(|r| self.find(&w.name, Some(r)));
+            let unreserved = self.find(&w.name, None);
             match &w.value {
                 Value::Scalar(need) => {
                     let from_reserved = match reserved {
@@ -511,7 +752,7 @@ impl Resources {
                         return None;
                     }
                     for (amount, r) in [(from_reserved, &reserved_role), (rest, &None)] {
-                        out.add_entry(Entry {
+                        out.push(Entry {
                             name: w.name.clone(),
                             role: r.clone(),
                             value: Value::Scalar(amount),
@@ -520,15 +761,10 @@ impl Resources {
                 }
                 Value::Ranges(need) => {
                     // The part of `need` inside the reservation, and the rest.
-                    let mut from_reserved = need.clone();
-                    match reserved {
-                        Some(Value::Ranges(have)) => {
-                            let mut outside = need.clone();
-                            outside.remove(have);
-                            from_reserved.remove(&outside);
-                        }
-                        _ => from_reserved = RangeSet::new(),
-                    }
+                    let from_reserved = match reserved {
+                        Some(Value::Ranges(have)) => need.intersection(have),
+                        _ => RangeSet::new(),
+                    };
                     let mut rest = need.clone();
                     rest.remove(&from_reserved);
                     let fits = match unreserved {
@@ -539,7 +775,7 @@ impl Resources {
                         return None;
                     }
                     for (ranges, r) in [(from_reserved, &reserved_role), (rest, &None)] {
-                        out.add_entry(Entry {
+                        out.push(Entry {
                             name: w.name.clone(),
                             role: r.clone(),
                             value: Value::Ranges(ranges),
@@ -548,76 +784,38 @@ impl Resources {
                 }
             }
         }
-        Some(out)
+        Some(Resources::from_entries(out))
     }
 
     /// Validates and normalises wire resources.
     pub fn try_from_proto(list: &[v1::Resource]) -> Result<Resources, ResourceError> {
-        let mut out = Resources::new();
-        for r in list {
-            if r.name.trim().is_empty() {
-                return Err(ResourceError::EmptyName);
-            }
-            let kind =
-                kind_of(&r.name).ok_or_else(|| ResourceError::UnknownName(r.name.clone()))?;
-            let role = if r.role.is_empty() || r.role == "*" {
-                None
-            } else {
-                Some(r.role.clone())
-            };
-            let value = match kind {
-                Kind::Scalar => {
-                    if !r.ranges.is_empty() {
-                        return Err(ResourceError::WrongKind {
-                            name: r.name.clone(),
-                            expected: "scalar",
-                        });
-                    }
-                    if !r.scalar.is_finite() {
-                        return Err(ResourceError::NotFinite {
-                            name: r.name.clone(),
-                        });
-                    }
-                    if r.scalar < 0.0 {
-                        return Err(ResourceError::Negative {
-                            name: r.name.clone(),
-                            value: r.scalar,
-                        });
-                    }
-                    Value::Scalar(Scalar::from_f64(r.scalar).ok_or_else(|| {
-                        ResourceError::NotFinite {
-                            name: r.name.clone(),
-                        }
-                    })?)
-                }
-                Kind::Ranges => {
-                    if r.scalar != 0.0 {
-                        return Err(ResourceError::WrongKind {
-                            name: r.name.clone(),
-                            expected: "list of ranges",
-                        });
-                    }
-                    let mut set = RangeSet::new();
-                    for range in &r.ranges {
-                        if range.begin > range.end || range.end > 65535 {
-                            return Err(ResourceError::BadRange {
-                                name: r.name.clone(),
-                                begin: range.begin,
-                                end: range.end,
-                            });
-                        }
-                        set.insert(range.begin, range.end);
-                    }
-                    Value::Ranges(set)
-                }
-            };
-            out.add_entry(Entry {
-                name: r.name.clone(),
-                role,
-                value,
-            });
-        }
-        Ok(out)
+        let entries = list
+            .iter()
+            .map(|r| {
+                Ok(Entry {
+                    value: value_from_proto(r)?,
+                    name: r.name.clone(),
+                    role: role_from_proto(r.role.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // One sort for the whole list, not one per entry.
+        Ok(Resources::from_entries(entries))
+    }
+
+    /// [`try_from_proto`](Resources::try_from_proto) of a list it may take apart.
+    fn from_proto_owned(list: Vec<v1::Resource>) -> Result<Resources, ResourceError> {
+        let entries = list
+            .into_iter()
+            .map(|r| {
+                Ok(Entry {
+                    value: value_from_proto(&r)?,
+                    name: r.name,
+                    role: role_from_proto(r.role),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Resources::from_entries(entries))
     }
 
     /// The wire form.
@@ -697,7 +895,7 @@ impl Resources {
             }
             out.push(res);
         }
-        Resources::try_from_proto(&out)
+        Resources::from_proto_owned(out)
     }
 
     /// DRF dominant share of `self` against `total`: the largest fraction among the
@@ -712,6 +910,69 @@ impl Resources {
         }
         share
     }
+}
+
+/// The reservation role of a wire resource: `""` and `*` are unreserved.
+fn role_from_proto(role: String) -> Option<String> {
+    if role.is_empty() || role == "*" {
+        None
+    } else {
+        Some(role)
+    }
+}
+
+/// The validated value of one wire resource.
+fn value_from_proto(r: &v1::Resource) -> Result<Value, ResourceError> {
+    if r.name.trim().is_empty() {
+        return Err(ResourceError::EmptyName);
+    }
+    let kind = kind_of(&r.name).ok_or_else(|| ResourceError::UnknownName(r.name.clone()))?;
+    Ok(match kind {
+        Kind::Scalar => {
+            if !r.ranges.is_empty() {
+                return Err(ResourceError::WrongKind {
+                    name: r.name.clone(),
+                    expected: "scalar",
+                });
+            }
+            if !r.scalar.is_finite() {
+                return Err(ResourceError::NotFinite {
+                    name: r.name.clone(),
+                });
+            }
+            if r.scalar < 0.0 {
+                return Err(ResourceError::Negative {
+                    name: r.name.clone(),
+                    value: r.scalar,
+                });
+            }
+            Value::Scalar(
+                Scalar::from_f64(r.scalar).ok_or_else(|| ResourceError::NotFinite {
+                    name: r.name.clone(),
+                })?,
+            )
+        }
+        Kind::Ranges => {
+            if r.scalar != 0.0 {
+                return Err(ResourceError::WrongKind {
+                    name: r.name.clone(),
+                    expected: "list of ranges",
+                });
+            }
+            let mut set = Vec::with_capacity(r.ranges.len());
+            for range in &r.ranges {
+                if range.begin > range.end || range.end > 65535 {
+                    return Err(ResourceError::BadRange {
+                        name: r.name.clone(),
+                        begin: range.begin,
+                        end: range.end,
+                    });
+                }
+                set.push((range.begin, range.end));
+            }
+            Value::Ranges(RangeSet::from_unsorted(set))
+        }
+    })
 }
 
 impl fmt::Display for Resources {

@@ -29,9 +29,9 @@ use super::client::innermost;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest answer accepted. tonic's default (4 MiB) is too small for the state of
-/// a large cluster (10,000 agents and their tasks).
-const MAX_ANSWER: usize = 256 << 20;
+/// The largest answer accepted: the master's limit on operator answers. tonic's default
+/// (4 MiB) is too small for the state of a large cluster (10,000 agents and their tasks).
+const MAX_ANSWER: usize = strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES;
 /// The message of the status tonic makes up when `CALL_TIMEOUT` passes
 /// (`tonic::TimeoutExpired`).
 const TIMEOUT_EXPIRED: &str = "Timeout expired";
@@ -213,7 +213,9 @@ impl MasterClient {
             })
             .await?
             .clone();
-        Ok(OperatorClient::new(channel).max_decoding_message_size(MAX_ANSWER))
+        Ok(OperatorClient::new(channel)
+            .max_decoding_message_size(MAX_ANSWER)
+            .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES))
     }
 
     fn endpoint(&self) -> Result<Endpoint, MasterError> {

@@ -167,7 +167,11 @@ impl FakeMaster {
         });
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(AgentLinkServer::new(link))
+                .add_service(
+                    AgentLinkServer::new(link)
+                        .max_decoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES),
+                )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 })

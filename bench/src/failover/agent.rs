@@ -116,7 +116,9 @@ impl SimAgent {
         stage(Stage::Dial);
         let channel = self.group.channel(epoch).await?;
         stage(Stage::Connected);
-        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let mut client = AgentLinkClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         let (outbound, rx) = mpsc::channel(1024);
         let register = match self.prepared.take() {
             Some(r) => r,

@@ -128,7 +128,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// address anyway (long enough for a restart: the bench's detector names the new
 /// master when it serves).
 const DETECTOR_WAIT: Duration = Duration::from_secs(10);
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// The message limit every Strata peer shares.
+const MAX_MESSAGE: usize = strata_proto::limits::MAX_MESSAGE_BYTES;
 /// File descriptors kept for what is not an agent connection.
 const FD_SLACK: u64 = 2048;
 

@@ -75,6 +75,10 @@ impl Master {
             );
             return;
         };
+        if let Err(e) = strata_proto::limits::check_agent_info(&info) {
+            self.refuse_agent(conn, format!("invalid agent registration: {e}"), now);
+            return;
+        }
         if info.hostname.trim().is_empty() {
             self.refuse_agent(
                 conn,
@@ -545,6 +549,13 @@ impl Master {
             Some(v1::agent_message::Message::Heartbeat(_)) | None => {}
             Some(v1::agent_message::Message::UsageReport(report)) => self.usage_report(key, report),
             Some(v1::agent_message::Message::ExecutorMessage(m)) => {
+                if m.data.len() > strata_proto::limits::MAX_MESSAGE_DATA_BYTES {
+                    tracing::debug!(
+                        bytes = m.data.len(),
+                        "framework message over the limit dropped"
+                    );
+                    return;
+                }
                 let Some(&fk) = self.framework_ids.get(&m.framework_id) else {
                     return;
                 };

@@ -66,6 +66,23 @@ pub enum Call {
     Teardown(v1::TeardownRequest),
 }
 
+impl Call {
+    /// The call's name as the scheduler API spells it, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Accept(_) => "ACCEPT",
+            Call::Decline(_) => "DECLINE",
+            Call::Revive(_) => "REVIVE",
+            Call::Suppress(_) => "SUPPRESS",
+            Call::Kill(_) => "KILL",
+            Call::Acknowledge(_) => "ACKNOWLEDGE",
+            Call::Reconcile(_) => "RECONCILE",
+            Call::Message(_) => "MESSAGE",
+            Call::Teardown(_) => "TEARDOWN",
+        }
+    }
+}
+
 /// What operators ask of the master (HTTP `/weights` and `/maintenance/*`). What they
 /// change is kept in the registry: it survives a master restart.
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,16 @@ impl Master {
             self.refuse_subscription(conn, "SubscribeRequest has no framework_info".into());
             return;
         };
+        let limited = strata_proto::limits::check_framework_info(&info).and_then(|()| {
+            strata_proto::limits::check_roles(
+                "the list of suppressed roles",
+                &request.suppressed_roles,
+            )
+        });
+        if let Err(e) = limited {
+            self.refuse_subscription(conn, e.to_string());
+            return;
+        }
         let roles = match validate_roles(&info.roles) {
             Ok(r) => r,
             Err(m) => {

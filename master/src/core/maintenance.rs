@@ -12,6 +12,7 @@
 //!                      agent's reported tasks are killed (see `agents.rs`)
 //! ```
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1;
@@ -21,11 +22,12 @@ use super::api::{CallError, OperatorCall};
 use super::master::Master;
 use super::registry::{Maintenance, RegistryOp};
 use super::state::{AgentStatus, OfferSeq};
-use super::validate::validate_role;
+use super::validate::{check_operator_limits, validate_role};
 
 impl Master {
     /// An operator's call: see the module docs.
     pub(super) fn operator(&mut self, call: OperatorCall, now: Instant) -> Result<(), CallError> {
+        check_operator_limits(&call)?;
         match call {
             OperatorCall::UpdateWeights(weights) => self.update_weights(weights),
             OperatorCall::DeactivateAgent { agent_id } => {
@@ -70,14 +72,15 @@ impl Master {
             ));
         }
         // All or nothing: check every entry before changing anything.
-        for (i, (role, weight)) in weights.iter().enumerate() {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(weights.len());
+        for (role, weight) in &weights {
             validate_role(role).map_err(CallError::InvalidArgument)?;
             if !weight.is_finite() || *weight <= 0.0 {
                 return Err(CallError::InvalidArgument(format!(
                     "the weight of role '{role}' must be a positive finite number, not {weight}"
                 )));
             }
-            if weights[..i].iter().any(|(r, _)| r == role) {
+            if !seen.insert(role) {
                 return Err(CallError::InvalidArgument(format!(
                     "role '{role}' is listed twice"
                 )));

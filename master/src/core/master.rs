@@ -26,7 +26,7 @@ use super::fastmap::FastMap;
 use super::registry::{REMOVED_FRAMEWORKS, Registry, RegistryOp};
 use super::rng::Rng;
 use super::state::{Agent, AgentStatus, Counters, Framework, Offer, OfferSeq, Task};
-use super::validate::{duration_from_secs, validate_roles};
+use super::validate::{check_call_limits, duration_from_secs, validate_roles};
 
 /// `now + d`, saturating far in the future instead of panicking on overflow (for
 /// absurdly large configured or requested durations).
@@ -163,7 +163,7 @@ impl Master {
                 let result = self.call(&header, call, now);
                 if let Err(e) = &result {
                     self.counters.calls_refused += 1;
-                    tracing::debug!(framework_id = %header.framework_id, error = %e, "call refused");
+                    tracing::debug!(framework_id = %strata_proto::limits::shown(&header.framework_id), error = %e, "call refused");
                 }
                 return result;
             }
@@ -192,6 +192,7 @@ impl Master {
     }
 
     fn call(&mut self, header: &v1::CallHeader, call: Call, now: Instant) -> Result<(), CallError> {
+        check_call_limits(header, &call)?;
         let fk = self.check_header(header)?;
         match call {
             Call::Accept(r) => self.accept(fk, r, now),

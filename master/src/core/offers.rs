@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!   Tick ─▶ allocator.allocate ─▶ Offer records + one OFFERS event per framework
+//!           (several when its offers exceed half the message limit)
 //!   ACCEPT(offer ids, LAUNCH tasks, filters)
+//!     over a size limit (ids, offers, tasks)?         ── yes ─▶ InvalidArgument
 //!     the caller's? listed once? one agent?           ── no ─▶ InvalidArgument
 //!     all outstanding?  ── no ─▶ per task UPDATE TASK_DROPPED (TASK_LOST if not partition
 //!                                aware), REASON_INVALID_OFFERS; the valid offers return
@@ -17,12 +19,14 @@
 //! An offer that is no longer outstanding (rescinded, expired, already accepted or
 //! declined) is a race the framework cannot avoid, so it is not a call error in
 //! either call: the call succeeds; ACCEPT answers each of its tasks with an update
-//! naming the offer (as Mesos does) and DECLINE has nothing left to decline.
+//! naming the offer (as Mesos does: the first unknown id, cut to 64 bytes, and how
+//! many others) and DECLINE has nothing left to decline.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use strata_proto::Resources;
+use strata_proto::limits::shown;
 use strata_proto::v1::{self, TaskState, TaskStatusReason};
 
 use super::allocator::{AgentKey, Allocation, FrameworkKey};
@@ -54,6 +58,34 @@ impl<'a> Dedup<'a> {
         }
         !self.few.contains(&id) && self.many.insert(id)
     }
+}
+
+/// The most bytes of offers in one OFFERS event: half the message limit, so that an
+/// event always decodes in the SDK (whose limit is the same) however many agents a
+/// framework is offered at once. A larger batch becomes several events.
+const OFFERS_EVENT_BYTES: usize = strata_proto::limits::MAX_MESSAGE_BYTES / 2;
+
+/// `offers` in consecutive groups of at most `max` encoded bytes each (a single offer
+/// larger than `max`, which the limits on agents rule out, goes alone).
+fn split_by_size(offers: Vec<v1::Offer>, max: usize) -> Vec<Vec<v1::Offer>> {
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut bytes = 0;
+    for offer in offers {
+        // The offer's field in `Offers`: tag, length and body.
+        let len = prost::Message::encoded_len(&offer);
+        let len = len + prost::length_delimiter_len(len) + 1;
+        if !group.is_empty() && bytes + len > max {
+            groups.push(std::mem::take(&mut group));
+            bytes = 0;
+        }
+        bytes += len;
+        group.push(offer);
+    }
+    if !group.is_empty() || groups.is_empty() {
+        groups.push(group);
+    }
+    groups
 }
 
 /// How an offer id named in a call stands.
@@ -108,7 +140,9 @@ impl Master {
         }
         for (fk, offers) in batches {
             self.counters.offers_sent += offers.len() as u64;
-            self.event_to(fk, v1::event::Event::Offers(v1::Offers { offers }));
+            for offers in split_by_size(offers, OFFERS_EVENT_BYTES) {
+                self.event_to(fk, v1::event::Event::Offers(v1::Offers { offers }));
+            }
         }
     }
 
@@ -268,10 +302,15 @@ impl Master {
         } else {
             String::new()
         };
-        if !foreign.is_empty() {
+        if let Some(first) = foreign.first() {
+            // The client's ids, named by a short prefix and a count.
+            let more = match foreign.len() - 1 {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             return Err(CallError::InvalidArgument(format!(
-                "offer(s) {} were made to another framework{rest}",
-                foreign.join(", ")
+                "offer(s) {}{more} were made to another framework{rest}",
+                shown(first)
             )));
         }
         if unknown > 0 {
@@ -345,9 +384,15 @@ impl Master {
             return Err(CallError::InvalidArgument(problem));
         }
         if !unknown.is_empty() {
+            // Sent once per task: names the client's ids only by a short prefix.
             let why = match unknown.as_slice() {
-                [one] => format!("offer '{one}' is"),
-                many => format!("offers '{}' are", many.join("', '")),
+                [one] => format!("offer '{}' is", shown(one)),
+                [first, rest @ ..] => format!(
+                    "offer '{}' and {} other offer(s) of this call are",
+                    shown(first),
+                    rest.len()
+                ),
+                [] => String::new(),
             };
             let why = format!(
                 "{why} no longer outstanding (unknown, rescinded, or already accepted or declined)"
@@ -432,7 +477,7 @@ impl Master {
                     agent: &task.agent_id,
                     framework: &framework_id,
                 };
-                let message = format!("task '{}' was not launched: {why}", task.task_id);
+                let message = format!("task '{}' was not launched: {why}", shown(&task.task_id));
                 statuses.push(self.master_status(
                     ids,
                     state,

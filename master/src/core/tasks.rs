@@ -243,6 +243,9 @@ impl Master {
 
     /// A status update from the agent `ak`.
     pub(super) fn status_update(&mut self, ak: AgentKey, mut status: v1::TaskStatus, now: Instant) {
+        // Kept and forwarded: a long message is cut rather than the update refused
+        // (the agent would retry it forever).
+        strata_proto::limits::truncate(&mut status.message, strata_proto::limits::MAX_REASON_BYTES);
         let Some(agent) = self.agents.get(&ak) else {
             return;
         };

@@ -1,14 +1,17 @@
-//! Validation of what frameworks and agents send: roles, filters, kill policies and
-//! task descriptions. Every failure is a value with a message that says what was
+//! Validation of what frameworks and agents send: roles, filters, kill policies,
+//! task descriptions, and the size limits of calls ([`strata_proto::limits`], checked
+//! before anything else a call does). Every failure is a value with a message that says what was
 //! wrong and what to do; nothing here panics on wire data.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use strata_proto::Resources;
+use strata_proto::limits::{self, LimitError};
 use strata_proto::resources::Value;
 use strata_proto::v1::{self, TaskStatusReason};
 
-use super::api::CallError;
+use super::api::{Call, CallError, OperatorCall};
 
 /// The longest refusal (Mesos caps refuse_seconds at one year).
 pub const MAX_REFUSE: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -31,6 +34,7 @@ pub fn validate_role(role: &str) -> Result<(), String> {
     if role.is_empty() {
         return Err("a role name is empty".into());
     }
+    limits::check_len("a role name", role, limits::MAX_ROLE_BYTES).map_err(|e| e.to_string())?;
     if role == "." || role == ".." {
         return Err(format!("role '{role}' is not allowed"));
     }
@@ -45,15 +49,15 @@ pub fn validate_roles(roles: &[String]) -> Result<Vec<String>, String> {
     if roles.is_empty() {
         return Ok(vec!["*".to_string()]);
     }
-    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    limits::check_roles("the list of roles", roles).map_err(|e| e.to_string())?;
+    let mut seen: HashSet<&str> = HashSet::with_capacity(roles.len());
     for role in roles {
         validate_role(role)?;
-        if out.contains(role) {
+        if !seen.insert(role) {
             return Err(format!("role '{role}' is listed twice"));
         }
-        out.push(role.clone());
     }
-    Ok(out)
+    Ok(roles.to_vec())
 }
 
 /// The filter of a DECLINE or of the unused part of an ACCEPT: `None` means no filter.
@@ -110,6 +114,7 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
     strata_proto::validate::task_id(&task.task_id)
         .map_err(|e| TaskProblem::invalid(e.to_string()))?;
     let id = &task.task_id;
+    limits::check_task_info(task).map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
     let resources = Resources::try_from_proto(&task.resources)
         .map_err(|e| TaskProblem::invalid(format!("task '{id}' has invalid resources: {e}")))?;
     if resources.cpus().is_zero() && resources.mem().is_zero() {
@@ -140,6 +145,98 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
             .map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
     }
     Ok(resources)
+}
+
+/// The size limits of a scheduler call ([`strata_proto::limits`]), checked before
+/// anything else: a call over a limit is refused whole, with nothing changed.
+pub fn check_call_limits(header: &v1::CallHeader, call: &Call) -> Result<(), CallError> {
+    let check = || -> Result<(), LimitError> {
+        limits::check_len(
+            "the header's framework_id",
+            &header.framework_id,
+            limits::MAX_ID_BYTES,
+        )?;
+        limits::check_len(
+            "the header's stream_id",
+            &header.stream_id,
+            limits::MAX_ID_BYTES,
+        )?;
+        match call {
+            Call::Accept(r) => {
+                check_offer_ids(&r.offer_ids)?;
+                let tasks = r
+                    .operations
+                    .iter()
+                    .filter_map(|op| op.operation.as_ref())
+                    .map(|op| match op {
+                        v1::operation::Operation::Launch(l) => l.task_infos.len(),
+                    })
+                    .sum();
+                limits::check_count(
+                    "the ACCEPT's list of tasks",
+                    tasks,
+                    limits::MAX_TASKS_PER_ACCEPT,
+                )
+            }
+            Call::Decline(r) => check_offer_ids(&r.offer_ids),
+            Call::Revive(r) => limits::check_roles("the REVIVE's list of roles", &r.roles),
+            Call::Suppress(r) => limits::check_roles("the SUPPRESS's list of roles", &r.roles),
+            Call::Kill(r) => {
+                limits::check_len("task id", &r.task_id, limits::MAX_ID_BYTES)?;
+                limits::check_len("agent id", &r.agent_id, limits::MAX_ID_BYTES)
+            }
+            Call::Acknowledge(r) => {
+                limits::check_len("task id", &r.task_id, limits::MAX_ID_BYTES)?;
+                limits::check_len("agent id", &r.agent_id, limits::MAX_ID_BYTES)?;
+                limits::check_len("uuid", &r.uuid, limits::MAX_ID_BYTES)
+            }
+            Call::Reconcile(r) => r.tasks.iter().try_for_each(|t| {
+                limits::check_len("task id", &t.task_id, limits::MAX_ID_BYTES)?;
+                limits::check_len("agent id", &t.agent_id, limits::MAX_ID_BYTES)
+            }),
+            Call::Message(r) => {
+                limits::check_len("task id", &r.task_id, limits::MAX_ID_BYTES)?;
+                limits::check_len("agent id", &r.agent_id, limits::MAX_ID_BYTES)?;
+                if r.data.len() > limits::MAX_MESSAGE_DATA_BYTES {
+                    return Err(LimitError::TooLong {
+                        what: "the message's data",
+                        len: r.data.len(),
+                        max: limits::MAX_MESSAGE_DATA_BYTES,
+                    });
+                }
+                Ok(())
+            }
+            Call::Teardown(_) => Ok(()),
+        }
+    };
+    check().map_err(|e| CallError::InvalidArgument(format!("{}: {e}", call.name())))
+}
+
+fn check_offer_ids(ids: &[String]) -> Result<(), LimitError> {
+    limits::check_count(
+        "the list of offer ids",
+        ids.len(),
+        limits::MAX_OFFERS_PER_CALL,
+    )?;
+    ids.iter()
+        .try_for_each(|id| limits::check_len("an offer id", id, limits::MAX_ID_BYTES))
+}
+
+/// The size limits of an operator call ([`strata_proto::limits`]; role names are
+/// checked with the rest of each role).
+pub fn check_operator_limits(call: &OperatorCall) -> Result<(), CallError> {
+    let result = match call {
+        OperatorCall::UpdateWeights(w) => {
+            limits::check_count("the list of weights", w.len(), limits::MAX_WEIGHTS)
+        }
+        OperatorCall::DeactivateAgent { agent_id }
+        | OperatorCall::DrainAgent { agent_id, .. }
+        | OperatorCall::ReactivateAgent { agent_id }
+        | OperatorCall::MarkAgentGone { agent_id } => {
+            limits::check_len("agent id", agent_id, limits::MAX_ID_BYTES)
+        }
+    };
+    result.map_err(|e| CallError::InvalidArgument(e.to_string()))
 }
 
 /// Why `wanted` does not fit in `left`, naming the first resource that is short.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strata_master::{MasterError, MasterOptions};
+use strata_proto::limits::MAX_MESSAGE_BYTES;
 use strata_proto::v1;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -62,14 +63,20 @@ impl TestMaster {
 
     pub async fn scheduler(&self) -> v1::scheduler_client::SchedulerClient<Channel> {
         v1::scheduler_client::SchedulerClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     pub async fn agent_link(&self) -> v1::agent_link_client::AgentLinkClient<Channel> {
         v1::agent_link_client::AgentLinkClient::new(self.channel().await)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     pub async fn operator(&self) -> v1::operator_client::OperatorClient<Channel> {
         v1::operator_client::OperatorClient::new(self.channel().await)
+            .max_decoding_message_size(strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Shuts the master down and returns what `serve` returned.

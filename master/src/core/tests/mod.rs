@@ -13,6 +13,7 @@ mod allocation;
 mod calls;
 mod chaos;
 mod frameworks;
+mod limits;
 mod maintenance;
 mod sim;
 mod validation;
