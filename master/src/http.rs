@@ -48,6 +48,8 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
         .route("/maintenance/drain", post(drain))
         .route("/maintenance/reactivate", post(reactivate))
         .route("/maintenance/gone", post(gone))
+        // Only the HTTP endpoints: gRPC (POST, application/grpc) has its own rules.
+        .route_layer(axum::middleware::from_fn(crate::guard::json))
         .with_state(driver.clone());
     let mut routes = tonic::service::Routes::from(http)
         .add_service(

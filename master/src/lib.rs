@@ -16,6 +16,7 @@
 pub mod core;
 pub mod driver;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod options;
 pub mod store;

@@ -223,49 +223,70 @@ async fn the_readme_weights_example_works_as_written() {
 /// `PUT /weights` and `POST /maintenance/*` read their body as JSON whatever the
 /// Content-Type says; a body that is not JSON is a 400 that shows what to send.
 #[tokio::test]
-async fn operator_bodies_are_json_whatever_the_content_type() {
+async fn operator_changes_take_json_bodies_and_refuse_web_pages() {
     let dir = tempfile::tempdir().unwrap();
     let master = TestMaster::start(dir.path()).await;
     let http = reqwest::Client::new();
-    for (content_type, weight) in [
-        (None, 2.0),
-        (Some("application/x-www-form-urlencoded"), 4.0),
-        (Some("text/plain"), 5.0),
-    ] {
+    let put_weight = |content_type: Option<&'static str>, origin: Option<&'static str>| {
         let mut request = http
             .put(master.url("/weights"))
-            .body(format!(r#"[{{"role": "batch", "weight": {weight}}}]"#));
+            .body(r#"[{"role": "batch", "weight": 5}]"#);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        let r = request.send().await.unwrap();
-        assert_eq!(r.status(), 200, "{content_type:?}");
-        assert_eq!(r.text().await.unwrap(), "{}");
-        let weights: serde_json::Value = http_get(&master, "/weights").await.json().await.unwrap();
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    // The attacker: a web page the operator has open posts a "simple" request (no
+    // CORS preflight): a text/plain or form body, or no content type, from its origin.
+    for (content_type, origin, status) in [
+        (Some("text/plain"), Some("http://evil.example"), 403),
+        (Some("text/plain"), None, 415),
+        (Some("application/x-www-form-urlencoded"), None, 415),
+        (None, None, 415),
+        (Some("application/json"), Some("http://evil.example"), 403),
+    ] {
+        let r = put_weight(content_type, origin).await.unwrap();
+        assert_eq!(r.status(), status, "{content_type:?} {origin:?}");
+        let text = r.text().await.unwrap();
         assert!(
-            weights
-                .as_array()
-                .unwrap()
-                .contains(&serde_json::json!({"role": "batch", "weight": weight})),
-            "{content_type:?}: {weights}"
+            text.contains("Content-Type: application/json") || text.contains("cross-origin"),
+            "{text}"
         );
     }
-    // A maintenance call without a content type is read too: the agent is unknown.
     let r = http
-        .post(master.url("/maintenance/deactivate"))
+        .post(master.url("/maintenance/gone"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
         .body(r#"{"agent_id": "nope"}"#)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 403);
+    // Nothing changed.
+    let weights: serde_json::Value = http_get(&master, "/weights").await.json().await.unwrap();
     assert!(
-        r.text().await.unwrap().contains("unknown to this master"),
-        "the body was read"
+        !weights.to_string().contains("batch"),
+        "a refused request changed the weights: {weights}"
     );
 
+    // The user: curl or a script with a JSON body.
+    let r = put_weight(Some("application/json"), None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "{}");
+    let weights: serde_json::Value = http_get(&master, "/weights").await.json().await.unwrap();
+    assert!(
+        weights
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"role": "batch", "weight": 5.0})),
+        "{weights}"
+    );
+    // Bad JSON gets a clear 400.
     for (path, body, wanted) in [
         ("/weights", "role=web&weight=3", "not valid JSON"),
-        ("/weights", "", "no body"),
         ("/weights", r#"{"web": 3}"#, "not what this endpoint takes"),
         ("/maintenance/drain", "agent_id=x", "not valid JSON"),
     ] {
@@ -275,7 +296,7 @@ async fn operator_bodies_are_json_whatever_the_content_type() {
             http.post(master.url(path))
         };
         let r = request
-            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -33,6 +33,8 @@ pub fn router(framework: FrameworkHandle) -> Router {
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/kill", post(kill_task))
         .route("/v1/deployments", get(deployments))
+        // Changes come from programs, never from a web page (CSRF): see the guard.
+        .route_layer(axum::middleware::from_fn(strata_master::guard::json))
         .with_state(framework)
 }
 

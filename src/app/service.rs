@@ -686,6 +686,49 @@ mod tests {
         ids
     }
 
+    /// The attack the security issue names: any web page the user opens posts a
+    /// root command to `127.0.0.1:8080` as a "simple" request (text/plain body, no
+    /// preflight). Refused, nothing deployed; the CLI's JSON (and YAML) still works.
+    #[tokio::test]
+    async fn a_web_page_cannot_deploy_through_the_app_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, stop, task) = start(dir.path()).await;
+        let http = reqwest::Client::new();
+        let spec = r#"{"id": "pwn", "cmd": "id > /tmp/pwned", "instances": 1, "cpus": 0.1, "user": "root"}"#;
+        for (content_type, origin, status) in [
+            ("text/plain", Some("http://evil.example"), 403),
+            ("text/plain", None, 415),
+            ("application/x-www-form-urlencoded", None, 415),
+            ("application/json", Some("http://evil.example"), 403),
+        ] {
+            let mut request = http
+                .post(format!("{base}/v1/apps"))
+                .header("content-type", content_type)
+                .body(spec);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{content_type} {origin:?}");
+        }
+        // Bodyless changes from a page are refused too.
+        let r = http
+            .post(format!("{base}/v1/apps/anything/restart"))
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        assert!(app_ids(&base).await.is_empty(), "nothing was deployed");
+
+        // The user's way (the CLI's): JSON.
+        let (code, body) = deploy(&base, "web").await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(app_ids(&base).await, ["web"]);
+        let _ = stop.send(true);
+        task.await.unwrap();
+    }
+
     /// The disk under the state dir fills up: a deploy is answered 503 with the
     /// store's error and is not made; the App API keeps answering reads, with what was
     /// recorded before; once there is room again, the same deploy succeeds, and what
