@@ -281,11 +281,22 @@ impl Master {
                     self.add_recovered_framework(fi, now)
                 }
             };
-            seen.insert((fk, info.task_id.clone()));
             let state = state_from_i32(rt.state);
-            if state == TaskState::Unspecified {
+            if !super::tasks::an_agent_may_report(state) {
+                // No state, or one only the master sets: the agent is wrong about
+                // the task. It is not taken as seen (a task the master placed here
+                // ends GONE below) and the agent is told to kill it.
+                tracing::warn!(task_id = %info.task_id, agent_id = %agent_id, ?state,
+                    "re-registering agent reported a task in a state an agent never reports; killing it");
+                let kill = v1::KillTask {
+                    framework_id: framework_id.clone(),
+                    task_id: info.task_id.clone(),
+                    kill_policy: info.kill_policy,
+                };
+                self.message_to(key, v1::master_message::Message::KillTask(kill));
                 continue;
             }
+            seen.insert((fk, info.task_id.clone()));
             if is_terminal(state) {
                 // Its update is still queued on the agent and will come; until it is
                 // acknowledged the framework knows the task as ended.
@@ -473,6 +484,25 @@ impl Master {
                     tracing::warn!(task_id = %info.task_id, error = %e, "reported task has invalid resources; counted as none");
                     Resources::new()
                 });
+                // A task the master never placed is taken on the agent's word only
+                // within what the agent has free: more would unbalance the books
+                // (used beyond total) and the role's share. It is killed instead.
+                let fits = self.agents.get(&key).is_some_and(|a| {
+                    a.total
+                        .checked_sub(&a.used)
+                        .is_some_and(|free| free.contains(&resources))
+                });
+                if !fits {
+                    tracing::warn!(task_id = %info.task_id, agent_id, resources = %resources,
+                        "re-registering agent reported an unknown task larger than its free resources; killing it");
+                    let kill = v1::KillTask {
+                        framework_id,
+                        task_id: info.task_id.clone(),
+                        kill_policy: info.kill_policy,
+                    };
+                    self.message_to(key, v1::master_message::Message::KillTask(kill));
+                    return;
+                }
                 let role = Master::task_role(&fw.roles, &resources);
                 let (state, status) = if told_lost {
                     let message = format!(

@@ -42,6 +42,20 @@ pub enum Transition {
     Illegal,
 }
 
+/// Whether an agent may report a task in `state` (in an update or at re-registration).
+/// No state, and the states only the master sets (as in Mesos: UNREACHABLE, UNKNOWN,
+/// GONE_BY_OPERATOR), are not: an agent that sends one is wrong, and the master does
+/// not let it change its books.
+pub fn an_agent_may_report(state: TaskState) -> bool {
+    !matches!(
+        state,
+        TaskState::Unspecified
+            | TaskState::TaskUnreachable
+            | TaskState::TaskUnknown
+            | TaskState::TaskGoneByOperator
+    )
+}
+
 /// The task state machine. See the module docs.
 pub fn transition(from: TaskState, to: TaskState) -> Transition {
     use TaskState::*;
@@ -271,6 +285,14 @@ impl Master {
             return;
         }
         let new_state = state_from_i32(status.state);
+        if !an_agent_may_report(new_state) {
+            // An agent is wrong to send this: it changes nothing, and is acknowledged
+            // here so the agent stops retrying it.
+            tracing::warn!(task_id = %status.task_id, state = ?new_state,
+                "status update in a state an agent never reports; acknowledged and ignored");
+            self.acknowledge_here(ak, &status);
+            return;
+        }
         let mut step = Transition::Illegal;
         let mut stale = false;
         if let Some(task) = self

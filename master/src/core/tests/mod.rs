@@ -15,6 +15,7 @@ mod chaos;
 mod frameworks;
 mod limits;
 mod maintenance;
+mod props;
 mod sim;
 mod validation;
 
