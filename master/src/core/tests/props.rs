@@ -305,7 +305,7 @@ fn op() -> impl Strategy<Value = Op> {
                 6 => Just(3),
                 // Every state, the master-only ones included (an agent that sends
                 // them is refused: `an_agent_reporting_its_task_unreachable_is_ignored`).
-                6 => (0i32..=14),
+                6 => 0i32..=14,
                 1 => Just(99)
             ], prop::bool::weighted(0.2))
             .prop_map(|(agent, task, state, retry)| Op::Update {
