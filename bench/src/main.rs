@@ -8,6 +8,7 @@
 //! strata-bench outage                  real agents back after a long master outage (outage.rs)
 //! strata-bench docker                  Docker launches against `docker run -d` (docker.rs)
 //! strata-bench apps                    app deploys against Swarm and the floor (apps.rs)
+//! strata-bench stall                   the driver's stall from the largest requests (stall/)
 //!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
 //! ```
 
@@ -31,6 +32,7 @@ mod launch;
 mod outage;
 mod record;
 mod rlimit;
+mod stall;
 mod stats;
 
 #[derive(Parser)]
@@ -62,6 +64,10 @@ enum Kind {
     /// Real agents (default backoff) after the master was away for `--outage`: time
     /// until all are registered again.
     Outage(outage::OutageArgs),
+    /// How long the largest request the limits allow (of each kind: ACCEPT, DECLINE,
+    /// SUBSCRIBE, UpdateWeights, RECONCILE) keeps the master's driver busy, as a
+    /// concurrent cheap call sees it; goal under 10 ms.
+    Stall(stall::StallArgs),
 }
 
 /// What a bench run ends with.
@@ -92,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Some(Kind::Apps(args)) => ("apps", apps::bench_apps(args).await),
             Some(Kind::Failover(args)) => ("failover", failover::bench_failover(args).await),
             Some(Kind::Outage(args)) => ("outage", outage::bench_outage(args).await),
+            Some(Kind::Stall(args)) => ("stall", stall::bench_stall(args).await),
         }
     });
     let outcome = match result {

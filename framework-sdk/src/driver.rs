@@ -1071,17 +1071,29 @@ impl<M> DriverHandle<M> {
 
     /// Asks the master for the state of `tasks` (each answered by a status update
     /// with REASON_RECONCILIATION); an empty list asks for every non-terminal task of
-    /// the framework.
+    /// the framework. A list longer than the master takes in one call
+    /// ([`strata_proto::limits::MAX_TASKS_PER_RECONCILE`]) goes in several calls.
     pub async fn reconcile(&self, tasks: Vec<v1::ReconcileTask>) -> Result<(), SdkError> {
-        self.call("RECONCILE", |mut client, header| async move {
-            client
-                .reconcile(v1::ReconcileRequest {
-                    header: Some(header),
-                    tasks,
-                })
-                .await
-        })
-        .await
+        let mut rest = tasks;
+        loop {
+            let tail = rest.split_off(
+                rest.len()
+                    .min(strata_proto::limits::MAX_TASKS_PER_RECONCILE),
+            );
+            let batch = std::mem::replace(&mut rest, tail);
+            self.call("RECONCILE", |mut client, header| async move {
+                client
+                    .reconcile(v1::ReconcileRequest {
+                        header: Some(header),
+                        tasks: batch,
+                    })
+                    .await
+            })
+            .await?;
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Sends opaque data to a task (no delivery guarantee). To hand something to your

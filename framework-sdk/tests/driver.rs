@@ -1067,6 +1067,25 @@ async fn every_call_carries_the_header_and_its_arguments() {
     assert!(
         matches!(master.call().await, Call::Reconcile(r) if r.header == h && r.tasks.is_empty())
     );
+    // More tasks than the master takes in one call: several calls, in order.
+    let many: Vec<v1::ReconcileTask> = (0..5000)
+        .map(|i| v1::ReconcileTask {
+            task_id: format!("t-{i}"),
+            ..Default::default()
+        })
+        .collect();
+    handle.reconcile(many).await.unwrap();
+    let Call::Reconcile(first) = master.call().await else {
+        panic!("expected RECONCILE")
+    };
+    let Call::Reconcile(second) = master.call().await else {
+        panic!("expected a second RECONCILE")
+    };
+    assert_eq!(
+        (first.tasks.len(), second.tasks.len()),
+        (strata_proto::limits::MAX_TASKS_PER_RECONCILE, 5000 - 4096)
+    );
+    assert_eq!(second.tasks[0].task_id, "t-4096");
 
     handle
         .message("agent-1", "t-1", b"ping".to_vec())

@@ -190,10 +190,17 @@ pub fn check_call_limits(header: &v1::CallHeader, call: &Call) -> Result<(), Cal
                 limits::check_len("agent id", &r.agent_id, limits::MAX_ID_BYTES)?;
                 limits::check_len("uuid", &r.uuid, limits::MAX_ID_BYTES)
             }
-            Call::Reconcile(r) => r.tasks.iter().try_for_each(|t| {
-                limits::check_len("task id", &t.task_id, limits::MAX_ID_BYTES)?;
-                limits::check_len("agent id", &t.agent_id, limits::MAX_ID_BYTES)
-            }),
+            Call::Reconcile(r) => {
+                limits::check_count(
+                    "the RECONCILE's list of tasks",
+                    r.tasks.len(),
+                    limits::MAX_TASKS_PER_RECONCILE,
+                )?;
+                r.tasks.iter().try_for_each(|t| {
+                    limits::check_len("task id", &t.task_id, limits::MAX_ID_BYTES)?;
+                    limits::check_len("agent id", &t.agent_id, limits::MAX_ID_BYTES)
+                })
+            }
             Call::Message(r) => {
                 limits::check_len("task id", &r.task_id, limits::MAX_ID_BYTES)?;
                 limits::check_len("agent id", &r.agent_id, limits::MAX_ID_BYTES)?;

@@ -369,6 +369,34 @@ fn ids_of_other_calls_over_the_limit_are_refused() {
 }
 
 #[test]
+fn a_reconcile_naming_too_many_tasks_is_refused_and_the_most_allowed_is_answered() {
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    let named = |n: usize| {
+        Call::Reconcile(v1::ReconcileRequest {
+            header: Some(fw.header()),
+            tasks: (0..n)
+                .map(|i| v1::ReconcileTask {
+                    task_id: format!("t{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    };
+    let err = sim
+        .call(&fw, named(limits::MAX_TASKS_PER_RECONCILE + 1))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        err.to_string(),
+        "RECONCILE: the RECONCILE's list of tasks has 4097 entries; the limit is 4096"
+    );
+    assert!(sim.effects().is_empty());
+    sim.call(&fw, named(limits::MAX_TASKS_PER_RECONCILE))
+        .expect("the most allowed is answered");
+}
+
+#[test]
 fn operator_calls_over_the_limits_are_refused_and_the_most_allowed_pass() {
     let mut sim = Sim::new();
     let weights =
