@@ -58,7 +58,12 @@ fn runs(master: &str, work: &std::path::Path) -> Vec<(&'static str, Vec<String>,
     vec![
         (
             "strata-master",
-            strings(&["--listen", "127.0.0.1:0", "--work-dir", &dir("logged-master")]),
+            strings(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--work-dir",
+                &dir("logged-master"),
+            ]),
             "master starting",
         ),
         (
