@@ -267,6 +267,25 @@ impl Master {
                 tracing::debug!(agent_id = %agent_id, "reported task without framework or task id ignored");
                 continue;
             }
+            // The same limits as at ACCEPT: a task over them (from before they existed,
+            // or an agent making things up) is not taken; it is killed.
+            if let Err(e) = strata_proto::limits::check_len(
+                "framework id",
+                &framework_id,
+                strata_proto::limits::MAX_ID_BYTES,
+            )
+            .and_then(|()| strata_proto::limits::check_task_info(&info))
+            {
+                tracing::warn!(agent_id = %agent_id, error = %e,
+                    "re-registering agent reported a task over the limits; killing it");
+                let kill = v1::KillTask {
+                    framework_id,
+                    task_id: info.task_id.clone(),
+                    kill_policy: info.kill_policy,
+                };
+                self.message_to(key, v1::master_message::Message::KillTask(kill));
+                continue;
+            }
             if self.removed_frameworks.contains(&framework_id) {
                 shutdown.insert(framework_id);
                 continue;
@@ -274,7 +293,11 @@ impl Master {
             let fk = match self.framework_ids.get(&framework_id) {
                 Some(&fk) => fk,
                 None => {
-                    let mut fi = rt.framework.clone().unwrap_or_default();
+                    let mut fi = rt
+                        .framework
+                        .clone()
+                        .filter(|f| strata_proto::limits::check_framework_info(f).is_ok())
+                        .unwrap_or_default();
                     fi.id = framework_id.clone();
                     tracing::info!(framework_id = %framework_id, agent_id = %agent_id,
                         "framework recovered from an agent's tasks");

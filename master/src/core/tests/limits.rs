@@ -369,6 +369,30 @@ fn ids_of_other_calls_over_the_limit_are_refused() {
 }
 
 #[test]
+fn a_task_over_the_limits_reported_by_a_re_registering_agent_is_killed_not_taken() {
+    let mut sim = Sim::new();
+    let agent = sim.add_agent("h1", "cpus:4;mem:4096");
+    let fw = sim.subscribe("fw");
+    let mut huge = running(&fw, "huge", "cpus:1;mem:64");
+    if let Some(task) = huge.task.as_mut() {
+        task.name = "n".repeat(limits::MAX_NAME_BYTES + 1);
+    }
+    let fine = running(&fw, "fine", "cpus:1;mem:64");
+    let (agent, effects) = sim.reregister(&agent, vec![huge, fine]);
+    assert_eq!(sim.task_state("huge"), None, "not taken");
+    assert_eq!(sim.task_state("fine").as_deref(), Some("TASK_RUNNING"));
+    let kills: Vec<String> = agent_messages(&effects, agent.conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            v1::master_message::Message::KillTask(k) => Some(k.task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills, ["huge"]);
+    sim.m.check_invariants().unwrap();
+}
+
+#[test]
 fn a_reconcile_naming_too_many_tasks_is_refused_and_the_most_allowed_is_answered() {
     let mut sim = Sim::new();
     let fw = sim.subscribe("fw");
