@@ -29,7 +29,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
-use crate::engine::{docker_cli, docker_rm_labelled};
+use crate::engine::{docker_cli, docker_rm_labelled, ensure_image};
 
 #[derive(clap::Args, Debug)]
 pub struct AppsBenchArgs {
@@ -78,14 +78,7 @@ pub async fn bench_apps(args: AppsBenchArgs) -> anyhow::Result<Outcome> {
         "bench: strata serve and strata app deploy from {}",
         strata_bin.display()
     );
-    docker_cli(&["image", "inspect", &args.image])
-        .await
-        .with_context(|| {
-            format!(
-                "image {} is not on the engine (scripts/docker-setup.sh builds the test image)",
-                args.image
-            )
-        })?;
+    ensure_image(&args.image).await?;
     let work = work_dir("strata-bench-apps")?;
     let label = format!("strata.bench={}", uuid::Uuid::new_v4().simple());
     let result = tokio::time::timeout(Duration::from_secs(args.timeout), async {

@@ -24,7 +24,7 @@ use tokio_stream::StreamExt;
 
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
-use crate::engine::{docker_cli, docker_rm_labelled};
+use crate::engine::{docker_cli, docker_rm_labelled, ensure_image};
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -67,14 +67,7 @@ pub async fn bench_docker(args: DockerBenchArgs) -> anyhow::Result<Outcome> {
         args.cpus > 0.0 && args.mem >= 8.0,
         "--cpus must be positive and --mem at least 8"
     );
-    docker_cli(&["image", "inspect", &args.image])
-        .await
-        .with_context(|| {
-            format!(
-                "image {} is not on the engine (scripts/docker-setup.sh builds the test image)",
-                args.image
-            )
-        })?;
+    ensure_image(&args.image).await?;
 
     let work = work_dir("strata-bench-docker")?;
     let run_label = format!("strata.bench={}", uuid::Uuid::new_v4().simple());

@@ -20,6 +20,19 @@ pub async fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Removes (with force) every container carrying `label`.
+/// Fails clearly when `image` is not on the engine (no registry is reachable: the
+/// benches run the locally built test image).
+pub async fn ensure_image(image: &str) -> anyhow::Result<()> {
+    docker_cli(&["image", "inspect", image])
+        .await
+        .with_context(|| {
+            format!(
+                "image {image} is not on the engine (scripts/docker-setup.sh builds the test image)"
+            )
+        })?;
+    Ok(())
+}
+
 pub async fn docker_rm_labelled(label: &str) -> anyhow::Result<()> {
     let ids = docker_cli(&["ps", "-aq", "--filter", &format!("label={label}")]).await?;
     let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
