@@ -1,7 +1,9 @@
 //! `hello`: the smallest useful Strata framework, written against the SDK.
 //!
 //! ```text
-//! cargo run --example hello -- --master 127.0.0.1:5050 --tasks 10
+//! cargo run --example hello -- --master 127.0.0.1:5050 --tasks 10 \\
+//!     --ca-file WORK/master/tls/ca.crt --credential-file WORK/admin-credential.json
+//! cargo run --example hello -- --master 127.0.0.1:5050 --tasks 10 --insecure  # an --insecure master
 //! ```
 //!
 //! Launches N short shell tasks, packing as many into each offer as fit, declines the
@@ -22,6 +24,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+#[path = "common/connection.rs"]
+mod connection;
+
 use strata_framework_sdk::{
     Driver, DriverHandle, DriverOptions, OfferPool, Scheduler, SdkError, TaskBuilder, is_terminal,
     offer_ids, reason_of, state_of, v1,
@@ -34,6 +39,9 @@ struct Args {
     /// The master's address (host:port).
     #[arg(long, default_value = "127.0.0.1:5050", env = "STRATA_MASTER")]
     master: String,
+    /// TLS and the credential (or --insecure).
+    #[command(flatten)]
+    connection: connection::Connection,
     /// How many tasks to run.
     #[arg(long, default_value_t = 5)]
     tasks: usize,
@@ -238,6 +246,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let options = DriverOptions {
         subscribe_timeout: Some(Duration::from_secs(30)),
         ..DriverOptions::default()
+    };
+    // A secure master: its CA and our credential (or --insecure).
+    let options = DriverOptions {
+        tls: args.connection.tls()?,
+        ..options
     };
     let hello = Hello::new(args.tasks, args.cpus, args.mem);
     // Refuse a bad --cpus/--mem before talking to the master.

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --example pi -- --master 127.0.0.1:5050 --tasks 8 --samples 200000
+//! # against a secure master (`strata local`: WORK is its work dir), or --insecure:
+//! #   --ca-file WORK/master/tls/ca.crt --credential-file WORK/admin-credential.json
 //! ```
 //!
 //! Each task is an `awk` program that draws K random points in the unit square and
@@ -23,6 +25,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+#[path = "common/connection.rs"]
+mod connection;
+
 use strata_framework_sdk::{
     Driver, DriverHandle, DriverOptions, OfferPool, SandboxClient, Scheduler, SdkError,
     TaskBuilder, is_terminal, offer_ids, reason_of, state_of, v1,
@@ -35,6 +40,9 @@ struct Args {
     /// The master's address (host:port).
     #[arg(long, default_value = "127.0.0.1:5050", env = "STRATA_MASTER")]
     master: String,
+    /// TLS and the credential (or --insecure).
+    #[command(flatten)]
+    connection: connection::Connection,
     /// How many tasks (M) to split the work across.
     #[arg(long, default_value_t = 8)]
     tasks: usize,
@@ -248,6 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let seed = args
         .seed
         .unwrap_or_else(|| rand::random_range(1..1_000_000_000));
+    let tls = args.connection.tls()?;
     let pi = Pi {
         tasks: args.tasks,
         samples: args.samples,
@@ -258,7 +267,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         placed: HashMap::new(),
         results: BTreeMap::new(),
         suppressed: false,
-        sandbox: SandboxClient::new(),
+        // The agents' files: HTTPS with the same CA and credential.
+        sandbox: SandboxClient::with_tls(&tls)?,
         failure: None,
     };
     pi.task(0)
@@ -271,6 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let options = DriverOptions {
         subscribe_timeout: Some(Duration::from_secs(30)),
+        tls,
         ..DriverOptions::default()
     };
     let driver = Driver::new(args.master.clone(), framework, pi).with_options(options);

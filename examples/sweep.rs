@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! cargo run --example sweep -- --master 127.0.0.1:5050 --tasks 30 --max-running 5 --retries 2
+//! # against a secure master (`strata local`: WORK is its work dir), or --insecure:
+//! #   --ca-file WORK/master/tls/ca.crt --credential-file WORK/admin-credential.json
 //! offers ──▶ launch while fewer than M run; nothing to launch now: decline 60 s, suppress
 //! FINISHED ──▶ spawned SandboxClient read ──▶ driver.send(Output) ──▶ message; all in? teardown
 //! FAILED, LOST, ... ──▶ pending again (a new task id), --retries times at most; revive
@@ -14,6 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+#[path = "common/connection.rs"]
+mod connection;
+
 use strata_framework_sdk::{
     Driver, DriverHandle, DriverOptions, OfferPool, SandboxClient, Scheduler, SdkError,
     TaskBuilder, is_terminal, state_of, v1,
@@ -26,6 +31,9 @@ struct Args {
     /// The master's address (host:port).
     #[arg(long, default_value = "127.0.0.1:5050", env = "STRATA_MASTER")]
     master: String,
+    /// TLS and the credential (or --insecure).
+    #[command(flatten)]
+    connection: connection::Connection,
     /// How many parameter values, hence tasks: P = 0 .. N-1.
     #[arg(long, default_value_t = 30)]
     tasks: usize,
@@ -175,8 +183,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         failover_timeout_seconds: 60.0,
         ..Default::default()
     };
+    let tls = args.connection.tls()?;
     let options = DriverOptions {
         subscribe_timeout: Some(Duration::from_secs(30)),
+        tls: tls.clone(),
         ..DriverOptions::default()
     };
     let master = args.master.clone();
@@ -186,7 +196,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args,
         running: HashMap::new(),
         outputs: BTreeMap::new(),
-        sandbox: SandboxClient::new(),
+        // The agents' files: HTTPS with the same CA and credential.
+        sandbox: SandboxClient::with_tls(&tls)?,
         reads: JoinSet::new(),
         failure: None,
     };

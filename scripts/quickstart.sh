@@ -26,11 +26,18 @@ trap 'echo; echo "==> stopping the local cluster"; stop_cluster; exit 0' INT TER
 # A step that fails stops the cluster too: nothing is left running behind an error.
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "error: the quick start failed; stopping the local cluster (its log: $WORK/local.log)" >&2; stop_cluster; fi' EXIT
 
+# `strata local` is secure: TLS with its own cluster CA, and an admin credential (the
+# secret in $WORK/admin.secret). It writes the CLI's config, so `strata` needs no flags.
+CA=$WORK/master/tls/ca.crt
+APPS_PORT=${APPS##*:}
 ready=0
 for _ in $(seq 1 150); do
-  if curl -fsS "http://$MASTER/health" >/dev/null 2>&1 &&
-     [ "$(curl -fsS "http://$MASTER/state" | grep -o '"status":"ACTIVE"' | wc -l)" -ge 2 ] &&
-     curl -fsS "http://$APPS/v1/info" 2>/dev/null | grep -q '"connected":true'; then
+  if [ -f "$CA" ] && [ -f "$WORK/admin.secret" ] &&
+     curl -fsS --cacert "$CA" "https://$MASTER/health" >/dev/null 2>&1 &&
+     [ "$(curl -fsS --cacert "$CA" -u "admin:$(cat "$WORK/admin.secret")" "https://$MASTER/state" | grep -o '"status":"ACTIVE"' | wc -l)" -ge 2 ] &&
+     curl -fsS --cacert "$CA" -u "admin:$(cat "$WORK/admin.secret")" \
+       --resolve "strata-apps:$APPS_PORT:${APPS%:*}" "https://strata-apps:$APPS_PORT/v1/info" 2>/dev/null |
+       grep -q '"connected":true'; then
     ready=1
     break
   fi
@@ -64,7 +71,8 @@ echo "    $S app show hello                  # its spec, tasks, health"
 echo "    $S task logs --follow $FIRST"
 echo "    $S app scale hello 4 --wait"
 echo "    $S agent list; $S framework list"
+echo "    curl --cacert $CA -u \"admin:\$(cat $WORK/admin.secret)\" https://$MASTER/state   # the HTTP API"
 echo "    $S run -- echo hello from strata   # one task, its output and exit status"
-echo "    ./target/release/examples/hello --master $MASTER --tasks 10   # a scheduler written with the SDK"
+echo "    ./target/release/examples/hello --master $MASTER --tasks 10 --ca-file $CA --credential-file $WORK/admin-credential.json   # a scheduler written with the SDK"
 echo "    press Ctrl-C here to stop the cluster"
 wait $LOCAL_PID

@@ -3,13 +3,34 @@
 //! between them and get disjoint port ranges, so that what they offer adds up to the machine.
 //! Each agent has a `rack` attribute (`rack-1`, `rack-2`, alternating), so that
 //! constraints on attributes (`rack MAX_PER 3`, `rack CLUSTER rack-1`) can be tried.
+//!
+//! Secure by default, as a real cluster is:
+//!
+//! ```text
+//!  WORK/master/tls/ca.crt, join-token     the master's cluster CA and agents' token
+//!  WORK/master/credentials.json           principals (admin + a random secret)
+//!        │ read once the master made them
+//!        ├─▶ agents: join with the token (mutual TLS from then on)
+//!        ├─▶ the container framework: WORK/admin-credential.json, the CA, and
+//!        │   credentials.json for the App API's callers
+//!        └─▶ the CLI: WORK/config.json and the default CLI config path
+//!            (master, apps, ca_file, principal, secret); WORK/admin.secret for curl
+//! ```
+//!
+//! `--insecure` runs everything in plain text without authentication, as before.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use strata_security::Credential;
+use strata_security::credentials::{ADMIN, secret_in_file};
+use strata_security::files::write_private;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::cli::config::{self, CliConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct LocalArgs {
@@ -29,6 +50,110 @@ pub struct LocalArgs {
     /// Where the container framework's App API listens (`strata app ...` talks to it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub apps_listen: SocketAddr,
+    /// No TLS and no authentication anywhere (for development only): anyone who can
+    /// reach the ports runs commands on this machine. The CLI then needs --insecure
+    /// (or STRATA_INSECURE=1) too.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// What a secure local cluster hands to its parts and its user.
+struct Secrets {
+    /// The agents' join token.
+    join_token: String,
+    /// The cluster CA.
+    ca_file: PathBuf,
+    /// The master's credentials file (the App API accepts the same callers).
+    credentials: PathBuf,
+    /// The admin's credential, as `strata serve --credential-file` reads it.
+    credential_file: PathBuf,
+    /// The admin's secret alone, for `curl -u admin:$(cat ...)`.
+    secret_file: PathBuf,
+    credential: Credential,
+}
+
+/// Makes the master's CA, join token and credentials in `master_dir` (what the master
+/// finds at its start), and writes the admin's credential for the framework and curl.
+fn set_up_security(
+    work_dir: &Path,
+    master_dir: &Path,
+    tls: &strata_master::TlsOptions,
+    master_addr: SocketAddr,
+) -> anyhow::Result<Secrets> {
+    strata_master::MasterSecurity::setup(master_dir, tls, master_addr)
+        .context("cannot set up the master's TLS and credentials")?;
+    let tls_dir = strata_master::security::tls_dir(master_dir);
+    let token_file = tls_dir.join("join-token");
+    let join_token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read the join token {}", token_file.display()))?
+        .trim()
+        .to_string();
+    let credentials = strata_master::security::default_credentials_path(master_dir);
+    let secret = secret_in_file(&credentials, ADMIN)?;
+    let credential = Credential::new(ADMIN, secret);
+    let credential_file = work_dir.join("admin-credential.json");
+    let json = serde_json::to_string_pretty(&credential).context("credential as JSON")?;
+    write_private(&credential_file, json.as_bytes())?;
+    let secret_file = work_dir.join("admin.secret");
+    write_private(&secret_file, credential.secret.as_bytes())?;
+    Ok(Secrets {
+        join_token,
+        ca_file: tls_dir.join("ca.crt"),
+        credentials,
+        credential_file,
+        secret_file,
+        credential,
+    })
+}
+
+/// Writes the CLI config (mode 0600) to `WORK/config.json` and to `$STRATA_CONFIG`, or
+/// else the default path (keeping a different file there as `config.json.bak`).
+/// Returns where it wrote.
+fn write_cli_config(
+    work_dir: &Path,
+    master: SocketAddr,
+    apps: SocketAddr,
+    secrets: &Secrets,
+) -> anyhow::Result<Vec<String>> {
+    let config = CliConfig {
+        master: Some(master.to_string()),
+        apps: Some(apps.to_string()),
+        ca_file: Some(secrets.ca_file.clone()),
+        principal: Some(secrets.credential.principal.clone()),
+        secret: Some(secrets.credential.secret.clone()),
+    };
+    let text = serde_json::to_string_pretty(&config).context("CLI config as JSON")? + "\n";
+    let own = work_dir.join("config.json");
+    write_private(&own, text.as_bytes())?;
+    let mut written = vec![own.display().to_string()];
+    let user = match config::process_env("STRATA_CONFIG").filter(|p| !p.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => config::default_path(&config::process_env).ok(),
+    };
+    let Some(user) = user.filter(|p| *p != own) else {
+        return Ok(written);
+    };
+    if let Ok(old) = std::fs::read_to_string(&user)
+        && old != text
+    {
+        let backup = user.with_extension("json.bak");
+        std::fs::rename(&user, &backup).with_context(|| {
+            format!(
+                "cannot keep the previous CLI config {} as {}",
+                user.display(),
+                backup.display()
+            )
+        })?;
+        written.push(format!(
+            "{} (the previous one is now {})",
+            user.display(),
+            backup.display()
+        ));
+    } else {
+        written.push(user.display().to_string());
+    }
+    write_private(&user, text.as_bytes())?;
+    Ok(written)
 }
 
 pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
@@ -38,7 +163,9 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
     );
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("cannot create the work dir {}", args.work_dir.display()))?;
-
+    // Absolute, so that the CLI config's paths work from any directory.
+    let work_dir = std::fs::canonicalize(&args.work_dir)
+        .with_context(|| format!("cannot resolve the work dir {}", args.work_dir.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -51,7 +178,24 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         )
     })?;
     let master_addr = master_listener.local_addr()?;
-    let master_opts = strata_master::MasterOptions::new(args.work_dir.join("master"));
+    if args.insecure {
+        eprintln!(
+            "strata local: WARNING: --insecure: no TLS and no authentication; anyone who can \
+             reach {master_addr}, the agents' ports or the App API runs commands on this \
+             machine. For development only."
+        );
+    }
+    let master_dir = work_dir.join("master");
+    let mut master_opts = strata_master::MasterOptions::new(master_dir.clone());
+    let secrets = if args.insecure {
+        None
+    } else {
+        let tls = strata_master::TlsOptions::default();
+        let secrets = set_up_security(&work_dir, &master_dir, &tls, master_addr)?;
+        master_opts.security = strata_master::Security::Tls(tls);
+        Some(secrets)
+    };
+    let scheme = if args.insecure { "http" } else { "https" };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn({
         let stop = stopped(stop_rx.clone());
@@ -61,7 +205,15 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
                 .context("master")
         }
     });
-    println!("strata local: master on {master_addr} (state: http://{master_addr}/state)");
+    match &secrets {
+        Some(s) => println!(
+            "strata local: master on https://{master_addr} (TLS; cluster CA {})",
+            s.ca_file.display()
+        ),
+        None => println!(
+            "strata local: master on http://{master_addr} (state: http://{master_addr}/state)"
+        ),
+    }
 
     let containerizer = match args.containerizer.as_str() {
         "process" => strata_agent::ContainerizerConfig::Process,
@@ -98,8 +250,10 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         );
         let mut opts = strata_agent::AgentOptions::new(
             master_addr.to_string(),
-            args.work_dir.join(format!("agent-{}", i + 1)),
+            work_dir.join(format!("agent-{}", i + 1)),
         );
+        opts.insecure = args.insecure;
+        opts.join_token = secrets.as_ref().map(|s| s.join_token.clone());
         opts.resources = strata_proto::Resources::parse(&resources)?;
         opts.hostname = Some(format!("strata-agent-{}", i + 1));
         opts.attributes = vec![("rack".to_string(), format!("rack-{}", i % 2 + 1))];
@@ -127,11 +281,15 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
     let serve_args = crate::app::serve::ServeArgs {
         master: master_addr.to_string(),
         listen: apps_addr,
-        state_dir: args.work_dir.join("apps"),
+        state_dir: work_dir.join("apps"),
         role: "*".to_string(),
         name: "strata".to_string(),
-        failover_timeout: std::time::Duration::from_secs(7 * 24 * 3600),
-        tick: std::time::Duration::from_secs(1),
+        failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        tick: Duration::from_secs(1),
+        insecure: args.insecure,
+        ca_file: secrets.as_ref().map(|s| s.ca_file.clone()),
+        credential_file: secrets.as_ref().map(|s| s.credential_file.clone()),
+        credentials: secrets.as_ref().map(|s| s.credentials.clone()),
     };
     tasks.spawn({
         let stop = stopped(stop_rx.clone());
@@ -142,8 +300,30 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         }
     });
     println!(
-        "strata local: container framework, App API on http://{apps_addr} (`strata app list`)"
+        "strata local: container framework, App API on {scheme}://{apps_addr} (`strata app list`)"
     );
+    match &secrets {
+        Some(s) => {
+            for path in write_cli_config(&work_dir, master_addr, apps_addr, s)? {
+                println!(
+                    "strata local: CLI config (master, App API, CA, admin credential) written to {path}"
+                );
+            }
+            println!(
+                "strata local: the admin's secret is in {} (and {}); the HTTP API with curl:",
+                s.secret_file.display(),
+                s.credentials.display()
+            );
+            println!(
+                "    curl --cacert {} -u \"admin:$(cat {})\" https://{master_addr}/state",
+                s.ca_file.display(),
+                s.secret_file.display()
+            );
+        }
+        None => println!(
+            "strata local: the CLI needs --insecure (or STRATA_INSECURE=1) for this cluster, e.g. `strata app list --insecure`"
+        ),
+    }
     println!("strata local: up; Ctrl-C stops it");
 
     let result = tokio::select! {

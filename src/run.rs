@@ -33,9 +33,22 @@ use tokio::task::JoinHandle;
 /// Arguments of `strata run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The master's address (host:port).
-    #[arg(long, default_value = "127.0.0.1:5050", env = "STRATA_MASTER")]
-    pub master: String,
+    /// The master's address (host:port). Default: the CLI config's `master`, else
+    /// 127.0.0.1:5050.
+    #[arg(long, env = "STRATA_MASTER", value_name = "ADDR")]
+    pub master: Option<String>,
+    /// The CLI config (JSON: master, ca_file, principal, secret); default
+    /// $XDG_CONFIG_HOME/strata/config.json, else ~/.config/strata/config.json (`strata
+    /// local` writes it). TLS to the master and the agents with its CA and credential.
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Plain text and no credential, for a master started with --insecure.
+    #[arg(
+        long,
+        env = "STRATA_INSECURE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure: bool,
     /// CPUs for the task.
     #[arg(long, default_value_t = 0.5)]
     pub cpus: f64,
@@ -703,6 +716,15 @@ async fn watch(
 
 /// `strata run`: returns the process exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let settings = crate::cli::Settings::resolve(
+        &crate::cli::Choices {
+            master: args.master.clone(),
+            apps: None,
+            insecure: args.insecure,
+            config: args.config.clone(),
+        },
+        &crate::cli::config::process_env,
+    )?;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let task_id = format!("{}-{}", args.name, &suffix[..8]);
     let task = task_builder(&args, &task_id)?;
@@ -722,6 +744,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let options = DriverOptions {
         subscribe_timeout: Some(args.offer_timeout.max(Duration::from_secs(1))),
+        tls: settings.tls.clone(),
         ..DriverOptions::default()
     };
     let progress = SharedProgress::default();
@@ -733,9 +756,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         uncertain: None,
         follower: None,
         outcome: None,
-        sandbox: SandboxClient::new(),
+        sandbox: SandboxClient::with_tls(&settings.tls)?,
     };
-    let driver = Driver::new(args.master.clone(), framework, scheduler).with_options(options);
+    let driver = Driver::new(settings.master.clone(), framework, scheduler).with_options(options);
     let watcher = tokio::spawn(watch(
         driver.handle(),
         progress.clone(),
@@ -757,7 +780,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         Err(e) => {
             return Err(e).context(format!(
                 "cannot run the task via the master at {}",
-                args.master
+                settings.master
             ));
         }
     };

@@ -121,8 +121,14 @@ impl Apps {
     }
 }
 
+/// A directory the tasks write to: they run as the agent's default user (nobody),
+/// not root, so it is writable by all.
 fn pid_dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod the pid dir");
+    dir
 }
 
 #[test]
@@ -472,7 +478,7 @@ fn bad_specs_are_refused_with_the_field_named_and_change_nothing() {
 
 /// Runs the `strata` CLI against this cluster: (exit code, stdout, stderr).
 fn cli(apps: &Apps, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+    let mut cmd = common::cli();
     cmd.args(args)
         .env("STRATA_SERVER", &apps.serve.addr)
         .env("STRATA_MASTER", &apps.cluster.master.addr);

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::{Cluster, run_with_timeout, wait_until};
 
+/// The `strata` CLI, for this insecure cluster.
 fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
+    common::cli()
 }
 
 fn tasks(state: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -26,7 +27,7 @@ fn agent_by_host<'a>(state: &'a serde_json::Value, host: &str) -> &'a serde_json
 #[test]
 fn hello_runs_50_tasks_across_two_agents() {
     let cluster = Cluster::start(2);
-    let mut cmd = Command::new(common::example("hello"));
+    let mut cmd = common::insecure_example("hello");
     cmd.args(["--master", &cluster.master.addr, "--tasks", "50"]);
     let (code, out, err) = run_with_timeout(cmd, Duration::from_secs(180));
     assert_eq!(code, 0, "hello failed\nstdout:\n{out}\nstderr:\n{err}");
@@ -61,6 +62,11 @@ fn sweep_runs_30_tasks_at_most_4_at_once_retries_failures_and_gathers_every_outp
     let dir = tempfile::tempdir().unwrap();
     let running = dir.path().join("running");
     std::fs::create_dir(&running).unwrap();
+    // The tasks run as the agent's default user (nobody), not root.
+    for writable in [dir.path(), running.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(writable, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
     let peaks = dir.path().join("peaks");
     // Each try marks itself running while it sleeps and notes how many tries are;
     // even parameters fail their first try, odd ones their first two.
@@ -70,7 +76,7 @@ fn sweep_runs_30_tasks_at_most_4_at_once_retries_failures_and_gathers_every_outp
         r = running.display(),
         p = peaks.display()
     );
-    let mut cmd = Command::new(common::example("sweep"));
+    let mut cmd = common::insecure_example("sweep");
     cmd.args(["--master", &cluster.master.addr, "--tasks", "30"]);
     cmd.args(["--max-running", "4", "--retries", "2"]);
     cmd.args(["--command", &command]);

@@ -111,8 +111,12 @@ fn the_units_command_lines_run_and_sigterm_stops_the_agent_leaving_tasks() {
         &master_args,
         &dir.path().join("master.log"),
     );
+    // The units are secure unless they say --insecure: the agent joins with the
+    // master's token (its file, wherever the unit keeps it, is this master's), and the
+    // test reads /state with the master's CA and admin credential.
+    let secure = !master_args.iter().any(|a| a == INSECURE);
     let agent_dir = dir.path().join("agent").display().to_string();
-    let agent_args = exec_args(
+    let mut agent_args = exec_args(
         &agent_unit,
         &[
             ("127.0.0.1:5050", &master.addr),
@@ -124,15 +128,30 @@ fn the_units_command_lines_run_and_sigterm_stops_the_agent_leaving_tasks() {
         agent_args.contains(&master.addr),
         "the unit's ${{MASTER}} reaches --master: {agent_args:?}"
     );
+    if let Some(i) = agent_args.iter().position(|a| a == "--join-token-file") {
+        let token = Path::new(&master_dir).join("tls/join-token");
+        agent_args[i + 1] = token.display().to_string();
+    } else {
+        assert!(
+            !secure,
+            "a secure master's agent unit needs --join-token-file: {agent_args:?}"
+        );
+    }
     let mut agent = Proc::spawn(
         "agent",
         &bin("strata-agent"),
         &agent_args,
         &dir.path().join("agent.log"),
     );
-    let state_url = format!("http://{}/state", master.addr);
+    let state = || {
+        if secure {
+            Tls::of_master(Path::new(&master_dir)).json(&format!("https://{}/state", master.addr))
+        } else {
+            http_json(&format!("http://{}/state", master.addr))
+        }
+    };
     wait_until(Duration::from_secs(30), "the agent registers", || {
-        active_agents(&http_json(&state_url)) == 1
+        active_agents(&state()) == 1
     });
 
     // `systemctl restart strata-agent` sends SIGTERM to the agent alone.

@@ -49,7 +49,7 @@ fn docker_cluster() -> Cluster {
 }
 
 fn strata_run(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    let mut cmd = common::cli();
     cmd.args(["run", "--master", &cluster.master.addr]);
     cmd.args(args);
     run_with_timeout(cmd, Duration::from_secs(90))
@@ -136,7 +136,7 @@ fn a_docker_app_from_the_examples_answers_on_its_ports() {
         "127.0.0.1:0",
     );
     let strata = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        let mut cmd = common::cli();
         cmd.args(args)
             .env("STRATA_SERVER", &serve.addr)
             .env("STRATA_MASTER", &cluster.master.addr);

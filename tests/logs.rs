@@ -52,13 +52,15 @@ fn strings(args: &[&str]) -> Vec<String> {
 }
 
 /// The runs to check: (binary, args before the binary's own, args after, what its log
-/// says once it is up). `strata serve` needs a master: `master` is its address.
+/// says once it is up). `strata serve` needs a master: `master` is its address. All
+/// `--insecure`, as the master the harness starts is.
 fn runs(master: &str, work: &std::path::Path) -> Vec<(&'static str, Vec<String>, &'static str)> {
     let dir = |name: &str| work.join(name).display().to_string();
     vec![
         (
             "strata-master",
             strings(&[
+                INSECURE,
                 "--listen",
                 "127.0.0.1:0",
                 "--work-dir",
@@ -69,6 +71,7 @@ fn runs(master: &str, work: &std::path::Path) -> Vec<(&'static str, Vec<String>,
         (
             "strata-agent",
             strings(&[
+                INSECURE,
                 "--master",
                 "127.0.0.1:1",
                 "--listen",
@@ -86,6 +89,7 @@ fn runs(master: &str, work: &std::path::Path) -> Vec<(&'static str, Vec<String>,
             "strata",
             strings(&[
                 "serve",
+                INSECURE,
                 "--master",
                 master,
                 "--listen",

@@ -27,7 +27,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use strata_proto::v1::{self, TaskState, agent_message, master_message};
 use strata_proto::{Resources, VERSION};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tonic::transport::Endpoint;
 
@@ -158,7 +158,8 @@ pub(crate) struct AgentLoop {
     identity: Identity,
     containerizer: Arc<dyn Containerizer>,
     manager: TaskManager,
-    endpoint: Endpoint,
+    /// The master's endpoint; a renewed certificate replaces it.
+    endpoint: watch::Receiver<Endpoint>,
     backoff: Backoff,
     /// When the next registration attempt starts (no attempt running, not connected).
     reconnect_at: Option<Instant>,
@@ -213,7 +214,7 @@ impl AgentLoop {
         identity: Identity,
         containerizer: Arc<dyn Containerizer>,
         manager: TaskManager,
-        endpoint: Endpoint,
+        endpoint: watch::Receiver<Endpoint>,
         queries: mpsc::Receiver<Query>,
     ) -> AgentLoop {
         let backoff = Backoff::new(config.registration_backoff, config.registration_backoff_max);
@@ -740,6 +741,8 @@ impl AgentLoop {
                         value: value.clone(),
                     })
                     .collect(),
+                // `principal` is the master's to set (from the agent's certificate).
+                ..Default::default()
             }),
             tasks: self.manager.running_tasks(),
             version: VERSION.to_string(),
@@ -750,7 +753,8 @@ impl AgentLoop {
             tasks = register.tasks.len(),
             "registering with the master"
         );
-        self.connecting = Some(Box::pin(link::connect(self.endpoint.clone(), register)));
+        let endpoint = self.endpoint.borrow().clone();
+        self.connecting = Some(Box::pin(link::connect(endpoint, register)));
     }
 
     /// Schedules the next registration attempt; `unreachable`: the last one could not

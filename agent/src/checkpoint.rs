@@ -497,7 +497,21 @@ fn write_atomic(path: &Path, bytes: &[u8], sync: Flush) -> Result<(), Checkpoint
         source,
     };
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(err)?;
+    // The agent's only: a checkpoint holds the tasks' environments (secrets), and task
+    // users may pass through the work dir to their sandboxes.
+    let mut f = {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+        f
+    };
     f.write_all(bytes).map_err(err)?;
     if sync == Flush::Yes {
         f.sync_data().map_err(err)?;

@@ -21,6 +21,12 @@ pub enum ConfigError {
     DuplicateAttribute { name: String },
     #[error("invalid master address '{input}': {reason} (expected host:port, e.g. 127.0.0.1:5050)")]
     Master { input: String, reason: String },
+    #[error(
+        "invalid --default-user '{user}': {reason} (name an existing user, e.g. nobody, or give '' to run tasks as the agent's own user)"
+    )]
+    DefaultUser { user: String, reason: String },
+    #[error("invalid --docker-volume-allow: {0}")]
+    DockerVolumeAllow(String),
 }
 
 /// Which containerizer runs the tasks.
@@ -108,6 +114,22 @@ pub struct AgentOptions {
     pub usage_report_interval: Duration,
     /// Sandbox garbage collection and task log rotation.
     pub hygiene: crate::hygiene::HygieneOptions,
+    /// Who runs the tasks that name no user (neither `CommandInfo.user` nor
+    /// `FrameworkInfo.user`): `--default-user`, `nobody` by default, so that a task
+    /// is never root unless it asks (and the master lets it). `None` or empty: the
+    /// agent's own user, as before issue 14. Applies only when the agent is root (it
+    /// cannot switch users otherwise: tasks then run as the agent's user, and a
+    /// warning says so at start). A user that does not exist stops the agent at start
+    /// ([`check_default_user`]). Docker tasks are not run as it: their image decides
+    /// (or `CommandInfo.user`); their sandbox belongs to it.
+    pub default_user: Option<String>,
+    /// Plain text to the master and on the agent's API, no authentication: for a
+    /// master started with `--insecure` (development only). The library's default is
+    /// `true`; the `strata-agent` binary and `strata local` run secure.
+    pub insecure: bool,
+    /// The master's join token (`STRATA-JOIN-1-...`), needed at first start of a
+    /// secure agent: it gets its certificate with it and keeps it in `WORK_DIR/tls/`.
+    pub join_token: Option<String>,
 }
 
 impl AgentOptions {
@@ -131,7 +153,30 @@ impl AgentOptions {
             isolation: crate::isolation::IsolationOptions::default(),
             usage_report_interval: Duration::from_secs(5),
             hygiene: crate::hygiene::HygieneOptions::default(),
+            default_user: Some(DEFAULT_USER.to_string()),
+            insecure: true,
+            join_token: None,
         }
+    }
+}
+
+/// The default of [`AgentOptions::default_user`].
+pub const DEFAULT_USER: &str = "nobody";
+
+/// Checks `--default-user`: `None` or empty means the agent's own user (`Ok(None)`);
+/// a name must be a user of this machine. Run once at start, before anything starts.
+pub fn check_default_user(user: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = user.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let err = |reason: String| ConfigError::DefaultUser {
+        user: name.to_string(),
+        reason,
+    };
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(_)) => Ok(Some(name.to_string())),
+        Ok(None) => Err(err("no such user on this machine".into())),
+        Err(e) => Err(err(format!("cannot look it up: {e}"))),
     }
 }
 
@@ -232,6 +277,25 @@ mod tests {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.to_string().contains("e.g. 30s, 500ms"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_default_user_must_exist() {
+        assert_eq!(
+            AgentOptions::new("m:1", "/w").default_user.as_deref(),
+            Some("nobody")
+        );
+        assert_eq!(check_default_user(None).unwrap(), None);
+        assert_eq!(check_default_user(Some("")).unwrap(), None);
+        assert_eq!(
+            check_default_user(Some("root")).unwrap().as_deref(),
+            Some("root")
+        );
+        let e = check_default_user(Some("no-such-user-here")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid --default-user 'no-such-user-here': no such user on this machine (name an existing user, e.g. nobody, or give '' to run tasks as the agent's own user)"
+        );
     }
 
     #[test]

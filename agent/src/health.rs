@@ -365,11 +365,17 @@ impl Probe {
         if let Some(user) = &user {
             cmd.env("USER", &user.name)
                 .env("LOGNAME", &user.name)
-                .env("HOME", &user.dir)
-                .uid(user.uid.as_raw())
-                .gid(user.gid.as_raw());
+                .env("HOME", &user.dir);
         }
         cmd.envs(self.checker.env.iter().map(|(k, v)| (k, v)));
+        // The user is switched after the chdir into the sandbox (as the task's is):
+        // std's `uid()` would switch first, and a task user may not be able to pass
+        // through the directories above the work dir.
+        crate::isolation::child::ChildSetup {
+            credentials: user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+            ..Default::default()
+        }
+        .install(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start /bin/sh: {e}"))?;

@@ -5,7 +5,10 @@
 //! - `GET /files/read?framework_id=F&task_id=T&file=stdout|stderr&offset=N&length=M` →
 //!   `{"data", "offset", "next_offset", "eof", "state"}`: text of a sandbox file from
 //!   `offset`, at most `length` bytes (default 64 KiB, at most 4 MiB). 404 with a
-//!   reason when the task or the file is unknown; 400 for a bad request.
+//!   reason when the task or the file is unknown; 400 for a bad request; 403 when the
+//!   file is not one the agent serves: a symlink, not a regular file, a hard link
+//!   (more than one link), or owned by neither the task's user nor the agent
+//!   ([`crate::sandbox`] has the rules).
 //! - `GET /monitor/statistics` → JSON list, one entry per running task with a cgroup:
 //!   `{"framework_id", "executor_id", "task_id", "container_id", "statistics": {cpu
 //!   times, memory now and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
@@ -157,8 +160,9 @@ async fn read_file(
             eof: chunk.eof,
             state: state_name(task_state),
         })),
-        Err(e @ (SandboxError::NoFile { .. } | SandboxError::NotRegular { .. })) => {
-            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        Err(e @ SandboxError::NoFile { .. }) => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ (SandboxError::NotRegular { .. } | SandboxError::Refused { .. })) => {
+            Err(ApiError(StatusCode::FORBIDDEN, e.to_string()))
         }
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }

@@ -253,7 +253,8 @@ pub fn rotate(sandbox: &Path, name: &str, max: u64, keep: u32) -> std::io::Resul
         Err(e) => return Err(e),
     };
     let meta = live.metadata()?;
-    if !meta.is_file() || meta.len() <= max {
+    // A second name of another file (a hard link a task made) is never truncated.
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) != 1 || meta.len() <= max {
         return Ok(false);
     }
     let rotated = |i: u32| sandbox.join(format!("{name}.{i}"));
@@ -272,7 +273,8 @@ pub fn rotate(sandbox: &Path, name: &str, max: u64, keep: u32) -> std::io::Resul
         std::io::copy(&mut (&mut live).take(u64::MAX), &mut copy)?;
         copy.flush()?;
         if let Some((uid, gid)) = owner(&meta) {
-            let _ = nix::unistd::chown(&rotated(1), Some(uid), Some(gid));
+            // Through the descriptor: the path may have been swapped for a link.
+            let _ = std::os::unix::fs::fchown(&copy, Some(uid.as_raw()), Some(gid.as_raw()));
         }
     }
     // What the copy took, up to now; the task appends at the new end afterwards.
@@ -460,5 +462,18 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.join("stdout")).unwrap();
         assert!(rotate(&dir, "stdout", 10, 1).is_err());
         assert_eq!(std::fs::metadata(&target).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn a_log_that_is_a_hard_link_is_not_truncated() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = sandbox(work.path(), "fw", "linked");
+        let target = work.path().join("precious");
+        std::fs::write(&target, vec![b'x'; 1000]).unwrap();
+        std::fs::remove_file(dir.join("stdout")).unwrap();
+        std::fs::hard_link(&target, dir.join("stdout")).unwrap();
+        assert!(!rotate(&dir, "stdout", 10, 1).unwrap());
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), 1000);
+        assert!(!dir.join("stdout.1").exists());
     }
 }

@@ -38,6 +38,7 @@ pub mod isolation;
 mod link;
 pub mod resources_detect;
 pub mod sandbox;
+pub mod security;
 mod task_key;
 mod tasks;
 mod updates;
@@ -82,6 +83,11 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("identity: {0}")]
+    Identity(#[from] security::IdentityError),
+    /// Stopped before the agent could join the cluster.
+    #[error("stopped before joining the cluster")]
+    StoppedBeforeJoining,
     /// The master refused the agent for good; its tasks were killed.
     #[error("{0}")]
     Gone(String),
@@ -121,13 +127,60 @@ pub async fn run(
     let work_dir = options.work_dir.clone();
     checkpoint::ensure_writable(&work_dir).map_err(AgentError::WorkDir)?;
     let uri = config::master_uri(&options.master)?;
-    let endpoint = link::endpoint(&uri).map_err(|e| ConfigError::Master {
-        input: options.master.clone(),
-        reason: e.to_string(),
-    })?;
     let local = listener.local_addr().map_err(AgentError::Listener)?;
     let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
     let address = advertised_address(local, options.advertise_address.as_deref(), &hostname);
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+
+    // Who the agent is: its certificate (joined at first start), or nobody (insecure).
+    let master_error = |reason: String| ConfigError::Master {
+        input: options.master.clone(),
+        reason,
+    };
+    let names = security::names(&hostname, &address);
+    let identity = if options.insecure {
+        tracing::warn!(
+            "INSECURE: plain text to the master and on the agent's API, no authentication (--insecure is for development only)"
+        );
+        None
+    } else {
+        let stop = {
+            let s = shutdown.clone();
+            async move {
+                let _ = s.await;
+            }
+        };
+        match security::obtain(
+            &options.master,
+            &work_dir,
+            options.join_token.as_deref(),
+            &names,
+            stop,
+        )
+        .await?
+        {
+            Some(identity) => Some(identity),
+            None => return Err(AgentError::StoppedBeforeJoining),
+        }
+    };
+    let endpoint = match &identity {
+        Some(identity) => {
+            security::endpoint(&options.master, &identity.client_tls()).map_err(master_error)?
+        }
+        None => link::endpoint(&uri).map_err(|e| master_error(e.to_string()))?,
+    };
+    let (endpoint_tx, endpoint_rx) = tokio::sync::watch::channel(endpoint);
+    let (server_tx, server_rx) =
+        tokio::sync::watch::channel(identity.as_ref().map(security::server_tls));
+
+    // No root by default (issue 14): checked before anything starts.
+    let default_user = config::check_default_user(options.default_user.as_deref())?;
+    if let ContainerizerConfig::Docker { docker, .. } = &options.containerizer {
+        docker.check().map_err(ConfigError::DockerVolumeAllow)?;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!(default_user = ?default_user, "the agent is not root: every task runs as the agent's own user, whatever user it names");
+    }
 
     let agent_id = checkpoint::read_agent_id(&work_dir)
         .map_err(AgentError::WorkDir)?
@@ -180,7 +233,8 @@ pub async fn run(
         StatusUpdates::new(options.status_retry_interval, options.status_retry_max),
         options.default_kill_grace,
         containerizer.reports_starting(),
-    );
+    )
+    .with_default_user(default_user);
     let initial = recover(&work_dir, &mut manager, containerizer.as_ref())
         .await
         .map_err(AgentError::WorkDir)?;
@@ -209,15 +263,42 @@ pub async fn run(
         options.usage_report_interval,
         usage_stopped,
     ));
+    // Every request passes the one authentication layer: callers with a credential
+    // of the cluster (digests fetched from the master) or a cluster certificate.
+    let authn = match &identity {
+        Some(_) => security::authenticator(),
+        None => strata_security::Authenticator::insecure(),
+    };
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        authn.clone(),
+        strata_security::authn::authenticate,
+    ));
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(identity) = &identity {
+        let (identity_tx, identity_rx) = tokio::sync::watch::channel(identity.clone());
+        background.spawn(security::renew_forever(
+            options.master.clone(),
+            work_dir.clone(),
+            names.clone(),
+            identity.clone(),
+            identity_tx,
+            endpoint_tx,
+            server_tx,
+        ));
+        background.spawn(security::refresh_credentials(
+            options.master.clone(),
+            identity_rx,
+            authn.clone(),
+        ));
+    } else {
+        drop((endpoint_tx, server_tx));
+    }
     let (http_stop, http_stopped) = oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
         let stop = async move {
             let _ = http_stopped.await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
+        if let Err(e) = security::serve_http(listener, app, server_rx, stop).await {
             tracing::error!(error = %e, "the HTTP server failed");
         }
     });
@@ -237,9 +318,17 @@ pub async fn run(
         checkpoint_interval: options.checkpoint_interval,
         hygiene: options.hygiene.clone(),
     };
-    let gone = AgentLoop::new(config, identity, containerizer, manager, endpoint, query_rx)
-        .run(initial, shutdown)
-        .await;
+    let gone = AgentLoop::new(
+        config,
+        identity,
+        containerizer,
+        manager,
+        endpoint_rx,
+        query_rx,
+    )
+    .run(initial, shutdown)
+    .await;
+    background.abort_all();
 
     let _ = usage_stop.send(());
     let _ = usage_reporter.await;

@@ -74,12 +74,17 @@ pub(crate) struct Connection {
 /// The gRPC endpoint for `uri` (from [`crate::config::master_uri`]), with keepalives so
 /// that a master that vanishes without closing the connection is noticed.
 pub(crate) fn endpoint(uri: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(uri.to_string())?
+    Ok(tune(Endpoint::from_shared(uri.to_string())?))
+}
+
+/// The link's connection settings on `endpoint` (plain or TLS).
+pub(crate) fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
 }
 
 /// One registration attempt.

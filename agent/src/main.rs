@@ -73,6 +73,15 @@ struct Args {
     /// How long an ended Docker container is kept before the agent removes it.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     docker_remove_delay: Duration,
+    /// Host paths Docker tasks' volumes may mount (at or below one of them), comma
+    /// separated absolute paths; default: none. '/', the Docker socket and a directory
+    /// holding it are refused.
+    #[arg(long, value_delimiter = ',')]
+    docker_volume_allow: Vec<PathBuf>,
+    /// The user tasks run as when neither their command nor their framework names one
+    /// (the agent must be root to switch users). '' runs them as the agent's own user.
+    #[arg(long, default_value = strata_agent::config::DEFAULT_USER)]
+    default_user: String,
     /// With --containerizer fake: how long each task "runs".
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     fake_task_duration: Duration,
@@ -133,6 +142,22 @@ struct Args {
     /// Rotated copies kept of each task log (stdout.1 ... stdout.N).
     #[arg(long, default_value_t = 2)]
     task_log_keep: u32,
+    /// Plain text to the master and on the agent's API, no authentication: only
+    /// against a master started with --insecure (development).
+    #[arg(long)]
+    insecure: bool,
+    /// The master's join token (STRATA-JOIN-1-...), for the first start; the agent
+    /// keeps the certificate it gets in WORK_DIR/tls/ and renews it.
+    #[arg(
+        long,
+        env = "STRATA_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "join_token_file"
+    )]
+    join_token: Option<String>,
+    /// A file holding the join token (the master's WORK_DIR/tls/join-token).
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
     /// Log lines on stderr: 'text' (coloured on a terminal only) or 'json' (one object
     /// per line). RUST_LOG sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -212,12 +237,40 @@ fn main() -> ExitCode {
             docker: DockerOptions {
                 socket: args.docker_socket.clone(),
                 remove_delay: args.docker_remove_delay,
+                volume_allow: args.docker_volume_allow.clone(),
             },
             process: has(ContainerizerKind::Process),
         }
     } else {
         ContainerizerConfig::Process
     };
+
+    if let ContainerizerConfig::Docker { docker, .. } = &containerizer
+        && let Err(e) = docker.check()
+    {
+        return usage_error(format!("invalid --docker-volume-allow: {e}"));
+    }
+    if let Err(e) = config::check_default_user(Some(&args.default_user)) {
+        return usage_error(e);
+    }
+    let join_token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                return usage_error(format!(
+                    "cannot read --join-token-file {}: {e}",
+                    file.display()
+                ));
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(token) = &join_token
+        && let Err(e) = strata_security::JoinToken::parse(token)
+    {
+        return usage_error(format!("--join-token: {e}"));
+    }
 
     if let Err(e) = init_logging(args.log_format, "info") {
         eprintln!("error: {e}");
@@ -246,6 +299,10 @@ fn main() -> ExitCode {
         },
     };
     options.usage_report_interval = args.usage_report_interval;
+    options.default_user = Some(args.default_user);
+    options.insecure = args.insecure;
+    options.join_token = join_token;
+
     options.hygiene = strata_agent::hygiene::HygieneOptions {
         gc_delay: args.gc_delay,
         gc_disk_headroom: args.gc_disk_headroom,

@@ -229,6 +229,9 @@ pub(crate) struct TaskManager {
     /// Something beyond single tasks changed (the agent id): the next checkpoint
     /// write is a whole snapshot.
     changed_all: bool,
+    /// The user of tasks that name none (neither their command nor their framework):
+    /// the agent's `--default-user`, checked at start; `None`: the agent's own user.
+    default_user: Option<String>,
 }
 
 impl TaskManager {
@@ -251,7 +254,25 @@ impl TaskManager {
             shutting_down: false,
             changed: HashSet::new(),
             changed_all: false,
+            default_user: None,
         }
+    }
+
+    /// Runs the tasks that name no user as `user` (the agent's `--default-user`,
+    /// already checked to exist); `None` or empty: as the agent's own user.
+    pub(crate) fn with_default_user(mut self, user: Option<String>) -> TaskManager {
+        self.default_user = user.filter(|u| !u.is_empty());
+        self
+    }
+
+    /// Who a task runs as: its command's user, else its framework's, else the
+    /// agent's default user; `None`: the agent's own user.
+    fn user_of(&self, command: &v1::CommandInfo, framework: &v1::FrameworkInfo) -> Option<String> {
+        [&command.user, &framework.user]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .or(self.default_user.as_ref())
+            .cloned()
     }
 
     pub(crate) fn agent_id(&self) -> &str {
@@ -379,10 +400,7 @@ impl TaskManager {
             );
             return actions;
         }
-        let user = [&command.user, &framework.user]
-            .into_iter()
-            .find(|u| !u.is_empty())
-            .cloned();
+        let user = self.user_of(&command, &framework);
         let sandbox = sandbox::sandbox_path(&self.work_dir, &key.framework_id, &key.task_id);
         let container_id = ContainerId::random();
         let spec = LaunchSpec {
@@ -1046,10 +1064,7 @@ impl TaskManager {
             }
         };
         let command = task.info.command.clone().unwrap_or_default();
-        let user = [&command.user, &task.framework.user]
-            .into_iter()
-            .find(|u| !u.is_empty())
-            .cloned();
+        let user = self.user_of(&command, &task.framework);
         let spec_for_env = LaunchSpec {
             container_id: task.container_id.clone(),
             agent_id: self.agent_id.clone(),

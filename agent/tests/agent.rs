@@ -802,12 +802,19 @@ async fn the_files_api_refuses_unknown_tasks_and_files() {
         shell_task("sneaky", "rm stdout; ln -s /etc/passwd stdout"),
     );
     master.follow("sneaky").await;
-    let (status, _) = agent
+    let (status, body) = agent
         .get_json(&format!(
             "/files/read?framework_id={FRAMEWORK}&task_id=sneaky&file=stdout"
         ))
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("it is a symbolic link"),
+        "{body}"
+    );
 
     let (_, state) = agent.get_json("/state").await;
     let completed = state["completed_tasks"].as_array().unwrap();
@@ -971,6 +978,226 @@ async fn task_logs_rotate_and_finished_sandboxes_are_collected() {
         .expect("disk use in /state");
     assert!((0.0..=1.0).contains(&used), "{state}");
     assert!(state["checkpoint_error"].is_null(), "{state}");
+    agent.stop().await;
+    master.stop().await;
+}
+
+/// These tests switch users: the agent must be root (as scripts/test.sh and CI run it).
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches users: run it as root (as scripts/test.sh and CI do)"
+    );
+}
+
+fn with_user(mut task: v1::TaskInfo, user: &str) -> v1::TaskInfo {
+    if let Some(c) = task.command.as_mut() {
+        c.user = user.into();
+    }
+    task
+}
+
+async fn stdout_of(agent: &TestAgent, task_id: &str) -> (u16, serde_json::Value) {
+    agent
+        .get_json(&format!(
+            "/files/read?framework_id={FRAMEWORK}&task_id={task_id}&file=stdout"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn a_task_that_names_no_user_runs_as_the_default_user_not_root() {
+    init_tracing();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    master.next_register().await;
+
+    // The attack of issue 14: `strata run -- 'id; head /etc/shadow'` ran as uid 0.
+    master.run_task(
+        framework(),
+        shell_task("who", "id -un; head -1 /etc/shadow"),
+    );
+    let last = master.follow("who").await.pop().unwrap();
+    assert_eq!(state_of(&last), TaskState::TaskFailed, "{}", last.message);
+    let sandbox = agent.sandbox("who");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("stdout")).unwrap(),
+        "nobody\n"
+    );
+    assert!(
+        std::fs::read_to_string(sandbox.join("stderr"))
+            .unwrap()
+            .contains("Permission denied")
+    );
+
+    // The framework's user comes before the default, the command's before both.
+    let mut fw = framework();
+    fw.user = "daemon".into();
+    master.run_task(fw.clone(), shell_task("fw-user", "id -un"));
+    master.follow("fw-user").await;
+    assert_eq!(
+        std::fs::read_to_string(agent.sandbox("fw-user").join("stdout")).unwrap(),
+        "daemon\n"
+    );
+    master.run_task(fw, with_user(shell_task("cmd-user", "id -un"), "root"));
+    master.follow("cmd-user").await;
+    assert_eq!(
+        std::fs::read_to_string(agent.sandbox("cmd-user").join("stdout")).unwrap(),
+        "root\n"
+    );
+    agent.stop().await;
+
+    // --default-user '' : the agent's own user, as before.
+    let mut o = options(master.addr, &dir.path().join("second"));
+    o.default_user = Some(String::new());
+    let agent = TestAgent::start(o).await;
+    master.next_register().await;
+    master.run_task(framework(), shell_task("own", "id -un"));
+    master.follow("own").await;
+    assert_eq!(
+        std::fs::read_to_string(agent.sandbox("own").join("stdout")).unwrap(),
+        "root\n"
+    );
+    agent.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_default_user_stops_the_agent_before_it_starts() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options("127.0.0.1:1".parse().unwrap(), dir.path());
+    o.default_user = Some("no-such-user-here".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = strata_agent::run(listener, o, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("invalid --default-user 'no-such-user-here': no such user on this machine"),
+        "{e}"
+    );
+    assert!(
+        !dir.path().join("frameworks").exists() && !dir.path().join("agent_id").exists(),
+        "nothing started"
+    );
+}
+
+#[tokio::test]
+async fn a_nobody_task_of_another_framework_cannot_read_or_list_other_sandboxes() {
+    init_tracing();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(options(master.addr, dir.path())).await;
+    master.next_register().await;
+
+    // A task of user daemon keeps a secret in its sandbox.
+    master.run_task(
+        framework(),
+        with_user(
+            shell_task("victim", "echo s3cret; echo s3cret > notes"),
+            "daemon",
+        ),
+    );
+    master.follow("victim").await;
+    let victim = agent.sandbox("victim");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, 1));
+    for file in ["stdout", "stderr"] {
+        let meta = std::fs::metadata(victim.join(file)).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, 1), "{file}");
+    }
+
+    // Another framework's task, as nobody (it names no user), goes looking.
+    let other = v1::FrameworkInfo {
+        id: "fw-other".into(),
+        name: "other".into(),
+        ..Default::default()
+    };
+    let snoop = format!(
+        "cat {v}/stdout {v}/notes; ls {w}/frameworks; ls {w}/frameworks/{FRAMEWORK}/tasks; ls $STRATA_SANDBOX; echo done",
+        v = victim.display(),
+        w = dir.path().display()
+    );
+    master.run_task(other, shell_task("snoop", &snoop));
+    master.follow("snoop").await;
+    let snooped = dir.path().join("frameworks/fw-other/tasks/snoop");
+    let out = std::fs::read_to_string(snooped.join("stdout")).unwrap();
+    let err = std::fs::read_to_string(snooped.join("stderr")).unwrap();
+    assert!(!out.contains("s3cret"), "{out}");
+    assert_eq!(
+        out, "stderr\nstdout\ndone\n",
+        "only its own sandbox is listable"
+    );
+    assert_eq!(err.matches("Permission denied").count(), 4, "{err}");
+    agent.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn the_files_api_never_serves_a_hard_link_to_a_file_outside_the_sandbox() {
+    init_tracing();
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // A root-only file outside the sandbox, standing in for /etc/shadow.
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$secret-hash\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let work = dir.path().join("agent");
+    let mut master = FakeMaster::start().await;
+    let agent = TestAgent::start(options(master.addr, &work)).await;
+    master.next_register().await;
+
+    // A root task (it names root) swaps its stdout for a hard link to the secret,
+    // and its stderr for a symlink to it.
+    let swap = format!(
+        "echo visible; rm stdout stderr; ln {s} stdout; ln -s {s} stderr",
+        s = secret.display()
+    );
+    master.run_task(framework(), with_user(shell_task("thief", &swap), "root"));
+    master.follow("thief").await;
+    let (status, body) = stdout_of(&agent, "thief").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "refusing to serve 'stdout' of the task: it has 2 links (a hard link to a file outside the sandbox is never served)"
+    );
+    let (status, body) = agent
+        .get_json(&format!(
+            "/files/read?framework_id={FRAMEWORK}&task_id=thief&file=stderr"
+        ))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.to_string().contains("secret-hash"), "{body}");
+
+    // A nobody task cannot even make the link (the kernel's protected_hardlinks), and
+    // a file of its own linked twice is refused all the same.
+    let swap = format!(
+        "ln {s} stolen; echo mine > mine; rm stdout; ln mine stdout",
+        s = secret.display()
+    );
+    master.run_task(framework(), shell_task("thief-2", &swap));
+    master.follow("thief-2").await;
+    assert!(!agent.sandbox("thief-2").join("stolen").exists());
+    let (status, body) = stdout_of(&agent, "thief-2").await;
+    assert_eq!(status, 403, "{body}");
+
+    // Ordinary output is served as ever.
+    master.run_task(framework(), shell_task("honest", "echo plain output"));
+    master.follow("honest").await;
+    let (status, body) = stdout_of(&agent, "honest").await;
+    assert_eq!(
+        (status, body["data"].as_str()),
+        (200, Some("plain output\n"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "root:$6$secret-hash\n"
+    );
     agent.stop().await;
     master.stop().await;
 }

@@ -58,6 +58,36 @@ fn bad_flags_exit_2_with_a_clear_message() {
 }
 
 #[test]
+fn no_root_by_default_flags_refuse_what_would_be_unsafe() {
+    let dir = tempfile::tempdir().unwrap();
+    let wd = dir.path().to_str().unwrap();
+
+    let err = run_expecting_usage_error(&["--work-dir", wd, "--default-user", "no-such-user-x"]);
+    assert!(
+        err.contains("invalid --default-user 'no-such-user-x': no such user on this machine"),
+        "{err}"
+    );
+    let docker = ["--work-dir", wd, "--containerizers", "process,docker"];
+    for (allow, why) in [
+        ("/", "'/' is never allowed: it is the host's root"),
+        (
+            "/srv,/var/run/docker.sock",
+            "'/var/run/docker.sock' is never allowed: it is the Docker engine's socket",
+        ),
+        ("/srv/../etc", "'/srv/../etc' contains '..'"),
+        ("srv", "'srv' is not an absolute path"),
+    ] {
+        let mut args = docker.to_vec();
+        args.extend(["--docker-volume-allow", allow]);
+        let err = run_expecting_usage_error(&args);
+        assert!(
+            err.contains(&format!("invalid --docker-volume-allow: {why}")),
+            "{allow}: {err}"
+        );
+    }
+}
+
+#[test]
 fn prints_where_it_listens_serves_http_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
@@ -70,6 +100,7 @@ fn prints_where_it_listens_serves_http_and_stops_on_sigterm() {
         ])
         .arg(dir.path())
         .args(["--resources", "cpus:1;mem:256", "--hostname", "test-host"])
+        .arg("--insecure")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -536,6 +536,7 @@ async fn without_an_engine_docker_tasks_fail_clearly_and_process_tasks_go_on() {
         docker: DockerOptions {
             socket: setup.dir.path().join("no-docker.sock"),
             remove_delay: Duration::ZERO,
+            ..DockerOptions::default()
         },
         process: true,
     };
@@ -567,6 +568,140 @@ async fn without_an_engine_docker_tasks_fail_clearly_and_process_tasks_go_on() {
     master.run_task(framework(), shell_task("p", "echo still here"));
     let updates = master.follow("p").await;
     assert_eq!(names(&updates).last(), Some(&"TASK_FINISHED"));
+    agent.stop().await;
+    master.stop().await;
+}
+
+fn with_volume(mut task: v1::TaskInfo, host_path: &str, container_path: &str) -> v1::TaskInfo {
+    if let Some(c) = task.container.as_mut() {
+        c.volumes.push(v1::Volume {
+            host_path: host_path.into(),
+            container_path: container_path.into(),
+            mode: v1::volume::Mode::Rw as i32,
+        });
+    }
+    task
+}
+
+#[tokio::test]
+async fn host_volumes_mount_only_from_the_allow_list_and_never_the_socket_or_root() {
+    let setup = Setup::new();
+    let data = setup.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("shared.txt"), "from the host\n").unwrap();
+    let mut master = FakeMaster::start().await;
+    let mut o = setup.options(&master, Duration::ZERO);
+    if let ContainerizerConfig::Docker { docker, .. } = &mut o.containerizer {
+        docker.volume_allow = vec![data.clone()];
+    }
+    let agent = TestAgent::start(o).await;
+    master.next_register().await;
+
+    // The attacks: the engine's socket (root on the host) and the host's root.
+    for (id, host_path) in [
+        ("sock", "/var/run/docker.sock"),
+        ("root", "/"),
+        ("etc", "/etc"),
+    ] {
+        let task = docker_task(id, "cpus:0.1;mem:32", "ls /host", image(IMAGE));
+        master.run_task(framework(), with_volume(task, host_path, "/host"));
+        let updates = master.follow(id).await;
+        let last = updates.last().unwrap();
+        assert_eq!(names(&updates).last(), Some(&"TASK_FAILED"), "{id}");
+        assert_eq!(
+            reason_of(last),
+            TaskStatusReason::ReasonContainerLaunchFailed
+        );
+        assert!(
+            last.message
+                .contains(&format!("volume host path '{host_path}' is refused"))
+                && last.message.contains("--docker-volume-allow"),
+            "{id}: {}",
+            last.message
+        );
+    }
+    assert!(
+        containers_of(&setup.agent_id).is_empty(),
+        "nothing was created"
+    );
+
+    // An allowed path mounts.
+    let task = docker_task(
+        "ok",
+        "cpus:0.1;mem:32",
+        "cat /host/shared.txt",
+        image(IMAGE),
+    );
+    master.run_task(
+        framework(),
+        with_volume(task, &data.display().to_string(), "/host"),
+    );
+    let updates = master.follow("ok").await;
+    assert_eq!(
+        names(&updates).last(),
+        Some(&"TASK_FINISHED"),
+        "{updates:?}"
+    );
+    let (status, body) = agent
+        .get_json(&format!(
+            "/files/read?framework_id={FRAMEWORK}&task_id=ok&file=stdout"
+        ))
+        .await;
+    assert_eq!(
+        (status, body["data"].as_str()),
+        (200, Some("from the host\n"))
+    );
+    agent.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn a_container_cannot_make_the_agent_write_through_its_sandbox_files() {
+    let setup = Setup::new();
+    let victim = setup.dir.path().join("victim");
+    // Empty: a resumed copier skips as many bytes as the file holds.
+    std::fs::write(&victim, "").unwrap();
+    let (mut master, agent) = start(&setup, Duration::ZERO).await;
+    // The container swaps its stdout for a link to a host file, then the agent
+    // restarts and copies the container's output again (as after an upgrade).
+    let command = format!(
+        "rm -f stdout stderr; ln -s {} stdout; ln -s {} stderr; touch swapped; sleep 2; echo appended; echo oops >&2",
+        victim.display(),
+        victim.display()
+    );
+    master.run_task(
+        framework(),
+        docker_task("swap", "cpus:0.1;mem:32", &command, image(IMAGE)),
+    );
+    master.wait_state("swap", TaskState::TaskRunning).await;
+    let sandbox = agent.sandbox("swap");
+    eventually("the container swapped its files", || {
+        sandbox.join("swapped").exists()
+    })
+    .await;
+    agent.stop_keeping_tasks().await;
+    let agent = TestAgent::start(setup.options(&master, Duration::ZERO)).await;
+    let updates = master.follow("swap").await;
+    assert_eq!(
+        names(&updates).last(),
+        Some(&"TASK_FINISHED"),
+        "{updates:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "",
+        "nothing written"
+    );
+    let (status, body) = agent
+        .get_json(&format!(
+            "/files/read?framework_id={FRAMEWORK}&task_id=swap&file=stdout"
+        ))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("symbolic link"),
+        "{body}"
+    );
     agent.stop().await;
     master.stop().await;
 }

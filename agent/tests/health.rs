@@ -211,14 +211,22 @@ async fn a_command_check_follows_the_task_without_killing_it() {
 
     let mut task = shell_task("cmd-1", "exec sleep 600");
     let mut hc = check(health_check::Type::Command);
-    // Runs in the sandbox, with the task's environment.
-    hc.command = r#"test "$STRATA_TASK_ID" = cmd-1 && test ! -e flag"#.into();
+    // Runs in the sandbox, with the task's environment, as the task's user (the
+    // sandbox's owner: nobody, the agent's default, as the task names no user).
+    hc.command =
+        r#"test "$STRATA_TASK_ID" = cmd-1 && test "$(id -u)" = "$(stat -c %u .)" && test ! -e flag"#
+            .into();
     hc.consecutive_failures = Some(0);
     task.health_check = Some(hc);
     master.run_task(framework(), task);
 
     let healthy = next_health_update(&mut master, "cmd-1").await;
     assert_eq!(healthy.healthy, Some(true), "{healthy:?}");
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(agent.sandbox("cmd-1")).unwrap().uid();
+        assert_eq!(owner, 65534, "the sandbox is nobody's, and so is the check");
+    }
     assert!(
         healthy
             .message

@@ -172,6 +172,8 @@ impl Harness {
         }
         let child = Command::new(AGENT_BIN)
             .args(&args)
+            // The fake master speaks plain text.
+            .arg("--insecure")
             .env("RUST_LOG", "info,strata_agent=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -151,6 +151,7 @@ async fn strata_side(args: &AppsBenchArgs, strata: &Path, work: &Path) -> anyhow
         docker: strata_agent::DockerOptions {
             socket: args.docker_socket.clone(),
             remove_delay: Duration::ZERO,
+            ..Default::default()
         },
         process: false,
     };

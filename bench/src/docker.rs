@@ -145,6 +145,7 @@ async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figu
         docker: strata_agent::DockerOptions {
             socket: args.docker_socket.clone(),
             remove_delay: Duration::ZERO,
+            ..Default::default()
         },
         process: false,
     };

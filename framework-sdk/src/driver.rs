@@ -30,10 +30,20 @@
 //! go to whoever takes it over (after a stop) or are acknowledged by the master (after
 //! a teardown).
 //!
-//! The driver dials the master's address afresh for every subscription attempt. A
-//! program that needs a connection of its own making (its own TLS or HTTP/2 settings,
-//! a Unix socket, a master in the same process) hands the driver a ready tonic
-//! `Channel` with [`Driver::with_channel`] instead.
+//! The driver dials the master's address afresh for every subscription attempt, with
+//! TLS when [`DriverOptions::tls`] names the cluster CA (the master is verified by the
+//! name [`strata_security::MASTER_NAME`], whatever address is dialled). A program that
+//! needs a connection of its own making (its own HTTP/2 settings, a Unix socket, a
+//! master in the same process) hands the driver a ready tonic `Channel` with
+//! [`Driver::with_channel`] instead. Either way every call, SUBSCRIBE included,
+//! carries the credential of [`DriverOptions::tls`] in its `authorization` header.
+//!
+//! A master that refuses the SUBSCRIBE for good (a missing or wrong credential:
+//! `UNAUTHENTICATED`; a principal not allowed to register the framework:
+//! `PERMISSION_DENIED`; an invalid framework: `INVALID_ARGUMENT`), and a master whose
+//! certificate does not verify against the CA, are not retried: the driver calls
+//! [`Scheduler::error`] with the reason and [`Driver::run`] returns the error
+//! ([`SdkError::Rpc`] with the master's status, or [`SdkError::Certificate`]).
 //!
 //! Every timer and deadline the driver keeps (backoff, heartbeat silence, call and
 //! subscribe timeouts) is a `tokio::time` one, so a test on tokio's paused clock
@@ -44,9 +54,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use strata_proto::v1::{self, event, scheduler_client::SchedulerClient};
+use strata_security::credentials::AuthInterceptor;
+use strata_security::{ClientTls, MASTER_NAME};
 use tokio::sync::{mpsc, watch};
 use tonic::Code;
 use tonic::codec::Streaming;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::chain;
@@ -79,6 +92,13 @@ pub struct DriverOptions {
     /// ([`SdkError::SubscribeTimeout`]). `None` retries forever. Once subscribed the
     /// driver always keeps re-subscribing, since tasks keep running meanwhile.
     pub subscribe_timeout: Option<Duration>,
+    /// How to reach the master securely: the cluster CA that verifies it (`ca_pem`;
+    /// `None`: plain text) and the framework's [`Credential`](crate::Credential), sent
+    /// with every call. The default, [`ClientTls::insecure`], is plain text without a
+    /// credential, which a secure master refuses (`UNAUTHENTICATED`). With
+    /// [`Driver::with_channel`] the CA is the channel's business, but the credential
+    /// is still sent.
+    pub tls: ClientTls,
 }
 
 impl Default for DriverOptions {
@@ -92,12 +112,17 @@ impl Default for DriverOptions {
             call_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             subscribe_timeout: None,
+            tls: ClientTls::insecure(),
         }
     }
 }
 
 /// The heartbeat interval assumed until (or when) SUBSCRIBED names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The client every call goes through: the generated one, with the credential added
+/// to each request by an interceptor.
+type Client = SchedulerClient<InterceptedService<Channel, AuthInterceptor>>;
 
 /// Runs a [`Scheduler`] against a master. See the module docs for the life cycle.
 ///
@@ -183,7 +208,8 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
     /// [`Endpoint::connect_with_connector_lazy`]).
     ///
     /// Every subscription attempt and every call then goes over clones of `channel`,
-    /// so the channel's settings apply and [`DriverOptions::connect_timeout`] does not.
+    /// so the channel's settings apply and [`DriverOptions::connect_timeout`] and the
+    /// CA of [`DriverOptions::tls`] do not; its credential does (every call carries it).
     /// A tonic `Channel` reconnects by itself when its connection breaks, but where the
     /// driver would dial a new connection after a silent master, it now re-subscribes
     /// on the channel's current one: give the endpoint an HTTP/2 keep-alive so that a
@@ -252,7 +278,15 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
     async fn run_inner(&mut self) -> Result<(), SdkError> {
         let connect = match &self.channel {
             Some(channel) => Connect::Channel(channel.clone()),
-            None => Connect::Dial(Box::new(endpoint_for(&self.master, &self.options)?)),
+            None => {
+                if !self.options.tls.is_tls() && self.options.tls.credential.is_some() {
+                    tracing::warn!(
+                        master = %self.master,
+                        "DriverOptions::tls has a credential but no CA: the credential goes to the master in plain text"
+                    );
+                }
+                Connect::Dial(Box::new(endpoint_for(&self.master, &self.options)?))
+            }
         };
         let mut control = self.handle.shared.control.subscribe();
         let mut backoff = Backoff::new(self.options.backoff_initial, self.options.backoff_max);
@@ -318,7 +352,12 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
                         }
                     }
                 }
-                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Fatal(e)) => {
+                    let message = refusal_message(&e);
+                    tracing::error!(master = %self.master, %message, "the subscription was refused; stopping");
+                    self.scheduler.error(&self.handle, &message).await;
+                    return Err(e);
+                }
                 Err(Attempt::Retry(reason)) => {
                     if !subscribed_before
                         && let Some(limit) = self.options.subscribe_timeout
@@ -349,7 +388,7 @@ impl<S: Scheduler<M>, M: Send + 'static> Driver<S, M> {
         }
     }
 
-    fn install_session(&mut self, client: SchedulerClient<Channel>, s: &v1::Subscribed) {
+    fn install_session(&mut self, client: Client, s: &v1::Subscribed) {
         if !self.framework.id.is_empty() && self.framework.id != s.framework_id {
             tracing::warn!(
                 asked = %self.framework.id,
@@ -530,15 +569,23 @@ async fn subscribe_once(
     let timeout = options.call_timeout;
     let channel = match connect {
         Connect::Dial(endpoint) => endpoint.connect().await.map_err(|e| {
-            Attempt::Retry(format!(
-                "cannot connect to the master at {master}: {}",
-                chain(&e)
-            ))
+            let reason = chain(&e);
+            if is_certificate_error(&reason) {
+                Attempt::Fatal(SdkError::Certificate {
+                    master: master.to_string(),
+                    reason,
+                })
+            } else {
+                Attempt::Retry(format!(
+                    "cannot connect to the master at {master}: {reason}"
+                ))
+            }
         })?,
         // Connection failures show as the SUBSCRIBE failing with UNAVAILABLE.
         Connect::Channel(channel) => channel.clone(),
     };
-    let mut client = SchedulerClient::new(channel)
+    let credential = AuthInterceptor::new(options.tls.credential.as_ref());
+    let mut client = SchedulerClient::with_interceptor(channel, credential)
         .max_decoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES);
     let request = v1::SubscribeRequest {
@@ -602,11 +649,7 @@ enum Next<M> {
 }
 
 /// A connected client, its event stream and the SUBSCRIBED that opened it.
-type Subscription = (
-    SchedulerClient<Channel>,
-    Streaming<v1::Event>,
-    v1::Subscribed,
-);
+type Subscription = (Client, Streaming<v1::Event>, v1::Subscribed);
 
 /// Why a subscription attempt failed.
 enum Attempt {
@@ -655,6 +698,31 @@ impl StopRequest {
     }
 }
 
+/// What the scheduler's [`Scheduler::error`] is told when the master refuses the
+/// subscription for good.
+fn refusal_message(e: &SdkError) -> String {
+    match e {
+        // An ERROR event: the master's own words, as when one arrives mid-stream.
+        SdkError::Master(message) => message.clone(),
+        SdkError::Rpc(status) if status.code() == Code::Unauthenticated => format!(
+            "the master refused the framework's credential (UNAUTHENTICATED): {}; check DriverOptions::tls.credential",
+            status.message()
+        ),
+        SdkError::Rpc(status) if status.code() == Code::PermissionDenied => format!(
+            "the master does not allow this principal to subscribe (PERMISSION_DENIED): {}",
+            status.message()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a failed connection is the master's certificate not verifying (wrong CA,
+/// a certificate without [`MASTER_NAME`], expired): retrying cannot help. Matched on
+/// rustls' message, which tonic's transport error carries only as text in its chain.
+fn is_certificate_error(reason: &str) -> bool {
+    reason.contains("invalid peer certificate")
+}
+
 fn silence_limit(s: &v1::Subscribed, missed: u32) -> Duration {
     let secs = s.heartbeat_interval_seconds;
     let interval = if secs.is_finite() && secs > 0.0 {
@@ -672,16 +740,11 @@ fn endpoint_for(master: &str, options: &DriverOptions) -> Result<Endpoint, SdkEr
             "the master address is empty; give host:port".into(),
         ));
     }
-    let uri = if master.contains("://") {
-        master.to_string()
-    } else {
-        format!("http://{master}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| {
-        SdkError::InvalidArgument(format!(
-            "the master address '{master}' is not host:port: {e}"
-        ))
-    })?;
+    // The scheme follows the TLS settings (`https` with a CA), whatever the address says.
+    let endpoint = options
+        .tls
+        .endpoint(master, MASTER_NAME)
+        .map_err(|e| SdkError::InvalidArgument(format!("the master address: {e}")))?;
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true))
@@ -724,7 +787,7 @@ impl Backoff {
 /// One live subscription: what every call needs.
 #[derive(Clone)]
 struct Session {
-    client: SchedulerClient<Channel>,
+    client: Client,
     header: v1::CallHeader,
 }
 
@@ -885,7 +948,7 @@ impl<M> DriverHandle<M> {
     /// Runs one unary call on the live session with the call timeout.
     async fn call<F, Fut>(&self, name: &'static str, f: F) -> Result<(), SdkError>
     where
-        F: FnOnce(SchedulerClient<Channel>, v1::CallHeader) -> Fut,
+        F: FnOnce(Client, v1::CallHeader) -> Fut,
         Fut: Future<Output = Result<tonic::Response<v1::CallResponse>, tonic::Status>>,
     {
         let (session, timeout) = self.session()?;
@@ -1237,6 +1300,24 @@ mod tests {
             endpoint_for("bad host:x", &o),
             Err(SdkError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn with_a_ca_the_master_is_dialled_over_https() {
+        let ca = strata_security::ClusterCa::create().unwrap();
+        let o = DriverOptions {
+            tls: ClientTls {
+                ca_pem: Some(ca.cert_pem().to_string()),
+                ..ClientTls::default()
+            },
+            ..DriverOptions::default()
+        };
+        for addr in ["127.0.0.1:5050", "http://127.0.0.1:5050"] {
+            let endpoint = endpoint_for(addr, &o).unwrap();
+            assert_eq!(endpoint.uri().scheme_str(), Some("https"), "{addr}");
+        }
+        let plain = endpoint_for("127.0.0.1:5050", &DriverOptions::default()).unwrap();
+        assert_eq!(plain.uri().scheme_str(), Some("http"));
     }
 
     #[test]

@@ -58,6 +58,19 @@ pub enum SdkError {
         /// Why the last attempt failed.
         last_error: String,
     },
+    /// The master's certificate does not verify against the CA of
+    /// [`DriverOptions::tls`](crate::DriverOptions::tls) (another cluster's CA, a
+    /// certificate that does not name `strata-master`, an expired one). Fatal: the
+    /// driver sent nothing to that server.
+    #[error(
+        "the master at {master} is not the one the CA vouches for: {reason}; check the CA file (and that the address is the master's)"
+    )]
+    Certificate {
+        /// The master address the driver dialled.
+        master: String,
+        /// What the TLS handshake said.
+        reason: String,
+    },
     /// The master sent an ERROR event (for instance: the framework was removed). Fatal.
     #[error("the master reported an error: {0}")]
     Master(String),

@@ -101,6 +101,16 @@
 //! }
 //! ```
 //!
+//! # A secure master
+//!
+//! A master not started with `--insecure` serves TLS and wants a credential: set
+//! [`DriverOptions::tls`] to a [`ClientTls`] with the cluster CA (`tls/ca.crt` in the
+//! master's work dir) and the framework's [`Credential`] ([`secure::secure_from_files`]
+//! reads both from files). A refused credential stops
+//! the driver ([`Scheduler::error`], then [`SdkError::Rpc`] `UNAUTHENTICATED`); a
+//! master whose certificate the CA does not vouch for, too ([`SdkError::Certificate`]).
+//! The SDK's README shows the code.
+//!
 //! # Failover
 //!
 //! When the event stream ends or stays silent for `missed_heartbeats` heartbeat
@@ -206,6 +216,7 @@ mod error;
 mod offers;
 mod sandbox;
 mod scheduler;
+pub mod secure;
 mod tasks;
 
 pub use driver::{Driver, DriverHandle, DriverOptions};
@@ -216,12 +227,21 @@ pub use scheduler::Scheduler;
 pub use tasks::TaskBuilder;
 
 pub use strata_proto::{RangeSet, Resources, Scalar, is_terminal, state_name, v1};
+/// How a framework reaches a secure master: the cluster CA and its credential (see
+/// [`DriverOptions::tls`]).
+pub use strata_security::{ClientTls, Credential};
 
 /// The Rust code blocks of the README, compiled (not run: they need a master) as
 /// doctests by `cargo test -p strata-framework-sdk --doc`.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust code blocks of the SDK's own README (connecting to a secure master),
+/// compiled as doctests like the workspace's.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct SdkReadmeDoctests;
 
 /// The state of a status update (`TASK_STATE_UNSPECIFIED` for values this SDK does not know).
 pub fn state_of(status: &v1::TaskStatus) -> v1::TaskState {

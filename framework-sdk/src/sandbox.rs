@@ -57,6 +57,8 @@ impl FileChunk {
 #[derive(Clone, Debug)]
 pub struct SandboxClient {
     http: reqwest::Client,
+    /// `http` or `https` (agents of a secure cluster).
+    scheme: &'static str,
 }
 
 impl Default for SandboxClient {
@@ -77,7 +79,36 @@ impl SandboxClient {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        SandboxClient { http }
+        SandboxClient {
+            http,
+            scheme: "http",
+        }
+    }
+
+    /// A client for the agents of a secure cluster: HTTPS, verifying each agent's
+    /// certificate against the cluster CA of `tls` (agents' certificates name their
+    /// address), and sending `tls`'s credential. With [`ClientTls::insecure`] this is
+    /// [`SandboxClient::new`].
+    ///
+    /// [`ClientTls::insecure`]: crate::ClientTls::insecure
+    pub fn with_tls(tls: &crate::ClientTls) -> Result<Self, SdkError> {
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let http = tls
+            .reqwest(builder)
+            .and_then(|b| {
+                b.build().map_err(|e| {
+                    strata_security::SecurityError::Certificate(format!(
+                        "cannot build an HTTPS client: {e}"
+                    ))
+                })
+            })
+            .map_err(|e| {
+                SdkError::InvalidArgument(format!("the sandbox client's TLS settings: {e}"))
+            })?;
+        Ok(SandboxClient {
+            http,
+            scheme: tls.scheme(),
+        })
     }
 
     /// Reads up to 64 KiB of `file` (`stdout` or `stderr`) of a task from `offset`.
@@ -98,7 +129,7 @@ impl SandboxClient {
         if agent_address.is_empty() {
             return Err(fail("the offer named no agent address".into()));
         }
-        let url = format!("http://{agent_address}/files/read");
+        let url = format!("{}://{agent_address}/files/read", self.scheme);
         let response = self
             .http
             .get(&url)

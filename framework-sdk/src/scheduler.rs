@@ -164,9 +164,15 @@ pub trait Scheduler<M: Send + 'static = ()>: Send {
         async {}
     }
 
-    /// The master sent an ERROR (for example the framework was removed). The driver
-    /// stops after this returns and [`Driver::run`](crate::Driver::run) returns
-    /// [`SdkError::Master`](crate::SdkError::Master).
+    /// The master sent an ERROR (for example the framework was removed), or refused
+    /// the subscription for good: a missing or wrong credential (`UNAUTHENTICATED`),
+    /// a principal not allowed to subscribe (`PERMISSION_DENIED`), an invalid
+    /// framework; or its certificate did not verify. `message` says which, with the
+    /// master's own words. The driver stops after this returns and
+    /// [`Driver::run`](crate::Driver::run) returns the error
+    /// ([`SdkError::Master`](crate::SdkError::Master),
+    /// [`SdkError::Rpc`](crate::SdkError::Rpc) with the master's status, or
+    /// [`SdkError::Certificate`](crate::SdkError::Certificate)).
     fn error(
         &mut self,
         _driver: &DriverHandle<M>,

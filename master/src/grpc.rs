@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures::Stream;
 use strata_proto::v1;
 use strata_proto::v1::agent_message::Message as AgentMsg;
+use strata_security::Principal;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
@@ -50,6 +51,16 @@ pub fn call_error_status(e: &CallError) -> Status {
         ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
     };
     Status::new(code, e.to_string())
+}
+
+/// Who sent `request`, as the authentication layer found ([`Principal::Anonymous`] on
+/// a listener without it).
+fn principal_of<T>(request: &Request<T>) -> Principal {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or(Principal::Anonymous)
 }
 
 /// The scheduler API (`strata.v1.Scheduler`).
@@ -126,11 +137,17 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let request = request.into_inner();
-        if request.framework_info.is_none() {
+        let principal = principal_of(&request);
+        let mut request = request.into_inner();
+        let Some(info) = request.framework_info.as_mut() else {
             return Err(Status::invalid_argument(
                 "missing framework_info: Subscribe needs a FrameworkInfo (empty id on first subscription)",
             ));
+        };
+        // The principal is the one authenticated, never what the client says (without
+        // authentication, `--insecure`, the client's word is all there is).
+        if !principal.is_anonymous() {
+            info.principal = principal.name();
         }
         let conn = self.driver.next_conn();
         let (events, rx) = mpsc::channel(FRAMEWORK_BUFFER);
@@ -260,6 +277,7 @@ impl v1::agent_link_server::AgentLink for AgentLinkService {
         request: Request<tonic::Streaming<v1::AgentMessage>>,
     ) -> Result<Response<MasterMessageStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string());
+        let principal = principal_of(&request);
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await {
             Err(_) => {
@@ -284,9 +302,12 @@ impl v1::agent_link_server::AgentLink for AgentLinkService {
                 ));
             }
         };
-        if register.agent_info.is_none() {
+        let mut register = register;
+        let Some(info) = register.agent_info.as_mut() else {
             return Err(Status::invalid_argument("Register.agent_info is missing"));
-        }
+        };
+        // An agent's principal is its certificate's, never what it says.
+        info.principal = principal.name();
 
         let conn = self.driver.next_conn();
         let (messages, rx) = mpsc::channel(AGENT_BUFFER);
@@ -507,6 +528,7 @@ fn agent_state(a: &AgentView) -> v1::AgentState {
             id: a.id.clone(),
             hostname: a.hostname.clone(),
             address: a.address.clone(),
+            principal: a.principal.clone(),
             resources: a.total.to_proto(),
             attributes: a
                 .attributes
@@ -541,7 +563,7 @@ fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
                 .map(|c| c as i32)
                 .collect(),
             hostname: String::new(),
-            principal: String::new(),
+            principal: f.principal.clone(),
         }),
         connected: f.connected,
         active: f.active,
@@ -649,6 +671,7 @@ mod tests {
             agents: vec![AgentView {
                 id: "a1".into(),
                 hostname: "h".into(),
+                principal: String::new(),
                 address: "h:5051".into(),
                 status: "ACTIVE".into(),
                 attributes: [("rack".to_string(), "r1".to_string())].into(),
@@ -661,6 +684,7 @@ mod tests {
             frameworks: vec![FrameworkView {
                 id: "f1".into(),
                 name: "hello".into(),
+                principal: "ops".into(),
                 user: "u".into(),
                 roles: vec!["*".into()],
                 capabilities: vec!["PARTITION_AWARE".into(), "NOT_A_CAPABILITY".into()],

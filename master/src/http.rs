@@ -12,21 +12,19 @@
 //!   with `{"agent_id": ID}` (drain also takes `"max_grace_period_seconds"`): see
 //!   [`OperatorCall`]. Kept in the registry.
 //!
-//! The bodies of `PUT /weights` and `POST /maintenance/*` are read as JSON whatever
-//! the `Content-Type` says (`curl -d` sends a form type), up to axum's default limit
-//! of 2 MB. Operator calls answer `200 {}` once what they changed is durable, `400` for a
+//! The bodies of `PUT /weights` and `POST /maintenance/*` are JSON
+//! (`Content-Type: application/json`), up to axum's default limit of 2 MB. Operator calls answer `200 {}` once what they changed is durable, `400` for a
 //! malformed or invalid request, `404` for an unknown agent, `409` when the agent is
 //! not in a state the call applies to; the body says why.
 //!
-//! [`router`] builds one axum router holding these and the gRPC services, with
-//! [`access`] in front of every request and a fallback that answers 404 to HTTP
+//! [`router`] builds one axum router holding these and the gRPC services, with the
+//! authentication layer ([`crate::security`]) in front of every request and a fallback that answers 404 to HTTP
 //! clients and `UNIMPLEMENTED` to gRPC clients.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -36,9 +34,10 @@ use strata_proto::v1;
 use crate::core::{CallError, ErrorCode, Metrics, OperatorCall, grace_from_secs};
 use crate::driver::DriverHandle;
 use crate::grpc::{AgentLinkService, MAX_MESSAGE_BYTES, OperatorService, SchedulerService};
+use crate::security::MasterSecurity;
 
 /// The one router for the master's port: gRPC services and HTTP endpoints.
-pub fn router(driver: DriverHandle) -> tonic::service::Routes {
+pub fn router(driver: DriverHandle, security: &MasterSecurity) -> tonic::service::Routes {
     let http = Router::new()
         .route("/state", get(state))
         .route("/health", get(health))
@@ -50,7 +49,8 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
         .route("/maintenance/gone", post(gone))
         // Only the HTTP endpoints: gRPC (POST, application/grpc) has its own rules.
         .route_layer(axum::middleware::from_fn(crate::guard::json))
-        .with_state(driver.clone());
+        .with_state(driver.clone())
+        .merge(security.routes(driver.clone()));
     let mut routes = tonic::service::Routes::from(http)
         .add_service(
             v1::scheduler_server::SchedulerServer::new(SchedulerService::new(driver.clone()))
@@ -71,16 +71,14 @@ pub fn router(driver: DriverHandle) -> tonic::service::Routes {
         );
     let router = std::mem::take(routes.axum_router_mut())
         .fallback(fallback)
-        .layer(axum::middleware::from_fn(access));
+        // Outermost last: authenticate, then keep agents and users to their own APIs.
+        .layer(axum::middleware::from_fn(crate::security::separate))
+        .layer(axum::middleware::from_fn_with_state(
+            security.authn.clone(),
+            strata_security::authn::authenticate,
+        ));
     *routes.axum_router_mut() = router;
     routes
-}
-
-/// The one place every request (gRPC and HTTP) passes before it is served: where
-/// authentication of principals and ACLs will be checked. Lets everything through
-/// for now.
-pub async fn access(request: Request, next: Next) -> Response {
-    next.run(request).await
 }
 
 async fn fallback(request: Request) -> Response {
@@ -236,15 +234,9 @@ async fn maintain(driver: &DriverHandle, body: Bytes, action: Action) -> Respons
     operate(driver, call).await
 }
 
-/// The request body parsed as JSON, whatever its `Content-Type` says (`curl -d` sends
-/// `application/x-www-form-urlencoded`, and operators type the examples as written), or
-/// the text of a `400`: what is wrong, and `example`.
-//
-// NOTE: accepting any Content-Type lets a web page post a "simple" cross-site request
-// (a form) to these operator endpoints with a JSON-looking body (CSRF). Acceptable while
-// the operator endpoints have no authentication at all; when `access` authenticates
-// operators, it must refuse cross-site requests (check `Origin`/`Sec-Fetch-Site`, or
-// require credentials a browser does not attach on its own).
+/// The request body parsed as JSON (the guard in front, [`crate::guard::json`], has
+/// already required `Content-Type: application/json` and refused cross-site requests),
+/// or the text of a `400`: what is wrong, and `example`.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, String> {
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         "the request has no body".to_string()

@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod guard;
 pub mod http;
 pub mod options;
+pub mod security;
 pub mod store;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use options::{MasterOptions, OptionsError, parse_duration, parse_weights};
+pub use security::{MasterSecurity, Security, TlsOptions};
 pub use store::{FileStore, MemoryStore, Store, StoreError};
 
 /// Why the master could not start or stopped with an error.
@@ -41,6 +43,8 @@ pub enum MasterError {
     Listener(#[source] std::io::Error),
     #[error("the server failed")]
     Server(#[from] tonic::transport::Error),
+    #[error("TLS setup: {0}")]
+    Security(#[from] strata_security::SecurityError),
     #[error(transparent)]
     Driver(#[from] driver::DriverError),
     #[error("the driver task panicked: {0}")]
@@ -83,6 +87,20 @@ pub async fn serve_with_store(
         frameworks = registry.frameworks.len(),
         "master starting"
     );
+    let security = match &options.security {
+        security::Security::Insecure => {
+            tracing::warn!(
+                "INSECURE: no TLS and no authentication on {local}: anyone who reaches this port controls the cluster (--insecure is for development only)"
+            );
+            MasterSecurity::insecure()
+        }
+        security::Security::Tls(tls) => {
+            if options.work_dir.as_os_str().is_empty() {
+                return Err(OptionsError::EmptyWorkDir.into());
+            }
+            MasterSecurity::setup(&options.work_dir, tls, local)?
+        }
+    };
     let master = core::Master::new(options.core_config(master_id), registry, Instant::now());
     let (driver, handle) = driver::CoreDriver::new(master, store, options.allocation_interval);
 
@@ -90,11 +108,15 @@ pub async fn serve_with_store(
     let mut driver_task = tokio::spawn(driver.run(stop_rx.clone()));
 
     let mut server_stop = stop_rx;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.server_tls() {
+        builder = builder.tls_config(tls.tonic())?;
+    }
+    let server = builder
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_routes(http::router(handle))
+        .add_routes(http::router(handle, &security))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {

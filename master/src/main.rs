@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use strata_logging::{LogFormat, init_logging};
-use strata_master::{FileStore, MasterOptions, parse_duration, parse_weights};
+use strata_master::{
+    FileStore, MasterOptions, MasterSecurity, Security, TlsOptions, parse_duration, parse_weights,
+};
 
 /// mimalloc instead of glibc's malloc: gRPC streams allocate and free on every worker
 /// thread, and glibc's arena locks took a quarter of the CPU of a 10,000-agent
@@ -59,6 +61,22 @@ struct Args {
     /// On shutdown, how long open connections get to finish.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
+    /// Serve plain text with no authentication: anyone who reaches the port controls
+    /// the cluster. For development only.
+    #[arg(long)]
+    insecure: bool,
+    /// The credentials file (Mesos' JSON: `{"credentials": [{"principal": P, "secret":
+    /// S}]}`); default WORK_DIR/credentials.json, made with the principal `admin` at
+    /// first start.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// A name (DNS or IP) clients reach the master by, put in its certificate besides
+    /// `strata-master`, localhost, the hostname and the listen address (repeatable).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// How long agents' certificates are valid; agents renew them at two thirds.
+    #[arg(long, value_parser = parse_duration, default_value = "30d")]
+    agent_cert_ttl: Duration,
     /// Log lines on stderr: `text` (coloured on a terminal only) or `json` (one object
     /// per line). `RUST_LOG` sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -91,7 +109,20 @@ fn main() -> ExitCode {
         weights: args.weights.0.clone(),
         offer_timeout: args.offer_timeout,
         shutdown_grace: args.shutdown_grace,
+        security: if args.insecure {
+            Security::Insecure
+        } else {
+            Security::Tls(TlsOptions {
+                names: args.tls_names.clone(),
+                credentials: args.credentials.clone(),
+                agent_cert_ttl: args.agent_cert_ttl,
+            })
+        },
     };
+    if args.agent_cert_ttl < Duration::from_secs(60) {
+        eprintln!("strata-master: --agent-cert-ttl must be at least 1m");
+        return ExitCode::from(2);
+    }
     if let Err(e) = options.validate() {
         eprintln!("strata-master: {e}");
         return ExitCode::from(2);
@@ -125,9 +156,33 @@ async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // The CA, join token and credentials exist before the first line is printed, so
+    // that whoever waits for it can read them.
+    if let Security::Tls(tls) = &options.security {
+        MasterSecurity::setup(&options.work_dir, tls, bound)
+            .context("cannot set up TLS and authentication")?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "strata-master listening on {bound}").context("cannot write to stdout")?;
+        match &options.security {
+            Security::Tls(tls) => {
+                let dir = strata_master::security::tls_dir(&options.work_dir);
+                let credentials = tls.credentials.clone().unwrap_or_else(|| {
+                    strata_master::security::default_credentials_path(&options.work_dir)
+                });
+                writeln!(
+                    out,
+                    "strata-master: TLS on; cluster CA {ca}; agents join with --join-token-file {token}; credentials in {creds}",
+                    ca = dir.join("ca.crt").display(),
+                    token = dir.join("join-token").display(),
+                    creds = credentials.display(),
+                )
+                .context("cannot write to stdout")?;
+            }
+            // The master logs a warning of its own (in the chosen log format).
+            Security::Insecure => {}
+        }
         out.flush().context("cannot write to stdout")?;
     }
     strata_master::serve_with_store(listener, options, Box::new(store), shutdown)

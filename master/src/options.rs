@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::CoreConfig;
+pub use crate::security::{Security, TlsOptions};
 
 /// How the master runs. Build it with [`MasterOptions::new`] (or
 /// `MasterOptions { work_dir, ..Default::default() }`) and change the fields you
@@ -43,6 +44,9 @@ pub struct MasterOptions {
     /// On shutdown, how long open connections get to close before the server stops
     /// waiting for them (default 5 s).
     pub shutdown_grace: Duration,
+    /// TLS and authentication (`Security::Tls`), or neither. The library's default is
+    /// `Insecure`; the `strata-master` binary and `strata local` default to TLS.
+    pub security: Security,
 }
 
 impl Default for MasterOptions {
@@ -67,6 +71,7 @@ impl MasterOptions {
             weights: core.weights,
             offer_timeout: core.offer_timeout,
             shutdown_grace: Duration::from_secs(5),
+            security: Security::Insecure,
         }
     }
 

@@ -86,8 +86,14 @@ pub trait Store: Send {
 /// worth a write: the registry recovers to the same either way.
 pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
     match op {
-        RegistryOp::AdmitAgent { id, hostname } => {
-            registry.agents.get(id) != Some(hostname) || registry.unreachable.contains_key(id)
+        RegistryOp::AdmitAgent {
+            id,
+            hostname,
+            principal,
+        } => {
+            registry.agents.get(id) != Some(hostname)
+                || registry.unreachable.contains_key(id)
+                || (!principal.is_empty() && registry.agent_principals.get(id) != Some(principal))
         }
         RegistryOp::MarkUnreachable { id, unix_time } => {
             registry.unreachable.get(id) != Some(unix_time)
@@ -96,6 +102,7 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
             registry.agents.contains_key(id)
                 || registry.unreachable.contains_key(id)
                 || registry.maintenance.contains_key(id)
+                || registry.agent_principals.contains_key(id)
         }
         RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
         RegistryOp::MarkAgentGone { id } => {
@@ -522,6 +529,7 @@ mod tests {
         RegistryOp::AdmitAgent {
             id: id.into(),
             hostname: format!("{id}.example"),
+            principal: String::new(),
         }
     }
 
@@ -881,6 +889,7 @@ mod tests {
         s.apply(&RegistryOp::AdmitAgent {
             id: "a1".into(),
             hostname: "moved".into(),
+            principal: String::new(),
         })
         .unwrap();
         s.apply(&RegistryOp::MarkUnreachable {
@@ -891,6 +900,7 @@ mod tests {
         s.apply(&RegistryOp::AdmitAgent {
             id: "a1".into(),
             hostname: "moved".into(),
+            principal: String::new(),
         })
         .unwrap();
         // A removal is remembered once (the id is refused after a restart too).

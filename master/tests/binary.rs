@@ -135,6 +135,7 @@ fn it_prints_the_bound_address_and_stops_on_sigterm() {
             "127.0.0.1:0",
         ])
         .args(["--weights", "prod=2,dev=1", "--offer-timeout", "30s"])
+        .arg("--insecure")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -178,4 +179,63 @@ fn it_prints_the_bound_address_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(dir.path().join("registry.lock").exists());
+}
+
+#[test]
+fn by_default_it_serves_tls_and_keeps_its_keys_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--work-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("strata-master listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut tls_line = String::new();
+    out.read_line(&mut tls_line).unwrap();
+    assert!(
+        tls_line.contains("TLS on") && tls_line.contains("join-token"),
+        "{tls_line}"
+    );
+    // Keys and secrets are readable by the master's user only.
+    for (file, mode) in [
+        ("tls/ca.key", 0o600),
+        ("tls/master.key", 0o600),
+        ("tls/join-token", 0o600),
+        ("credentials.json", 0o600),
+        ("tls/ca.crt", 0o644),
+    ] {
+        let meta = std::fs::metadata(dir.path().join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    // Plain HTTP gets no answer a client could mistake for the API.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("master_id"),
+        "plain HTTP was served"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

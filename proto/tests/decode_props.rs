@@ -504,6 +504,7 @@ fn seeds() -> Vec<Vec<u8>> {
         principal: "p".into(),
     };
     let agent = v1::AgentInfo {
+        principal: String::new(),
         id: "a1".into(),
         hostname: "h1".into(),
         address: "h1:5051".into(),

@@ -1,13 +1,22 @@
 //! The App API: JSON over HTTP (`/v1/apps`, `/v1/tasks`, `/v1/deployments`,
 //! `/v1/info`, `/ping`), served by `strata serve`. See docs/app-api.md.
+//!
+//! ```text
+//!  request ─▶ authn::authenticate (401 without a valid credential; /ping is public)
+//!          ─▶ users only (403 for an agent's certificate)
+//!          ─▶ guard::json (changes only as JSON/YAML, never from a web page: CSRF)
+//!          ─▶ handler
+//! ```
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use strata_security::{Authenticator, Principal};
 
 use super::engine::{ApiError, Engine};
 use super::records::now;
@@ -17,7 +26,11 @@ use super::view::{AppTaskView, AppView, DeploymentView, ErrorBody, InfoView, Sca
 
 type Handle = State<FrameworkHandle>;
 
-pub fn router(framework: FrameworkHandle) -> Router {
+/// The paths served without a credential: the liveness check.
+pub const PUBLIC: &[&str] = &["/ping"];
+
+/// The App API, behind `authn` ([`Authenticator::insecure`] lets everyone in).
+pub fn router(framework: FrameworkHandle, authn: Authenticator) -> Router {
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v1/info", get(info))
@@ -36,6 +49,35 @@ pub fn router(framework: FrameworkHandle) -> Router {
         // Changes come from programs, never from a web page (CSRF): see the guard.
         .route_layer(axum::middleware::from_fn(strata_master::guard::json))
         .with_state(framework)
+        // Layers run outside in: authentication first, for every path (unknown ones too).
+        .layer(axum::middleware::from_fn(users_only))
+        .layer(axum::middleware::from_fn_with_state(
+            authn,
+            strata_security::authn::authenticate,
+        ))
+}
+
+/// Refuses agents: an agent's certificate is an identity of the cluster, but the App
+/// API is for people and programs with a credential (or a user certificate).
+async fn users_only(request: Request, next: Next) -> Response {
+    if let Some(principal @ Principal::Agent(_)) = request.extensions().get::<Principal>() {
+        let reason = "agents may not call the App API";
+        strata_security::authn::audit_refused(
+            principal,
+            request.method().as_str(),
+            request.uri().path(),
+            reason,
+        );
+        return Failure(
+            StatusCode::FORBIDDEN,
+            ErrorBody {
+                error: reason.into(),
+                field: None,
+            },
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// An error answer with its status code.

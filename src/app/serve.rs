@@ -1,13 +1,28 @@
 //! `strata serve`: runs the container framework (subscribes to the master as the
 //! framework `strata`, serves the App API, keeps apps running) until SIGINT/SIGTERM.
+//!
+//! Secure by default:
+//!
+//! ```text
+//!  --ca-file ca.crt ──────────── verifies the master (as strata-master)
+//!  --credential-file fw.json ─── the framework's own credential: the driver's calls,
+//!                                and POST /tls/issue ─▶ the App API's certificate
+//!                                (strata-apps, localhost, the listen address, hostname),
+//!                                renewed at two thirds of its life
+//!  --credentials creds.json ──── who may call the App API (HTTPS, Basic/Bearer, or a
+//!                                user certificate of the cluster; /ping is public)
+//! ```
+//!
+//! `--insecure` is today's plain text without authentication, for development.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use strata_framework_sdk::{Driver, DriverOptions};
+use strata_framework_sdk::{ClientTls, Driver, DriverOptions};
 use strata_proto::v1;
+use strata_security::{Authenticator, Credentials, Issued, ServerTls};
 use tokio::net::TcpListener;
 
 use super::engine::{Engine, Persisted};
@@ -38,14 +53,120 @@ pub struct ServeArgs {
     /// How often deployments are re-evaluated.
     #[arg(long, default_value = "1s", value_parser = strata_proto::duration::parse)]
     pub tick: Duration,
+    /// Plain text to the master and on the App API, and no authentication: anyone who
+    /// reaches the App API's port deploys commands on the cluster. For development
+    /// against a master started with --insecure.
+    #[arg(long, conflicts_with_all = ["ca_file", "credential_file", "credentials"])]
+    pub insecure: bool,
+    /// The cluster CA (PEM) that verifies the master: `tls/ca.crt` in the master's
+    /// work dir.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// The framework's credential to the master, JSON
+    /// `{"principal": "...", "secret": "..."}` (a principal of the master's
+    /// credentials file).
+    #[arg(long, value_name = "PATH")]
+    pub credential_file: Option<PathBuf>,
+    /// Who may call the App API: a credentials file in Mesos' format
+    /// `{"credentials": [{"principal": "...", "secret": "..."}]}` (e.g. the master's
+    /// credentials.json).
+    #[arg(long, value_name = "PATH")]
+    pub credentials: Option<PathBuf>,
+}
+
+/// How the framework reaches the master and guards the App API.
+enum Security {
+    /// `--insecure`: plain text, everyone is welcome.
+    Insecure,
+    Secure {
+        /// The CA and the framework's credential, for the driver and `/tls/issue`.
+        client: ClientTls,
+        /// Checks the App API's callers against `--credentials`.
+        authn: Authenticator,
+    },
+}
+
+impl Security {
+    /// Reads the files the flags name; a secure setup missing one is refused with the
+    /// flags to give.
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Security> {
+        if args.insecure {
+            let ignored: Vec<&str> = [
+                ("--ca-file", args.ca_file.is_some()),
+                ("--credential-file", args.credential_file.is_some()),
+                ("--credentials", args.credentials.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
+            if !ignored.is_empty() {
+                anyhow::bail!(
+                    "--insecure turns TLS and authentication off: {} cannot be used with it",
+                    ignored.join(", ")
+                );
+            }
+            return Ok(Security::Insecure);
+        }
+        let (Some(ca_file), Some(credential_file), Some(credentials)) =
+            (&args.ca_file, &args.credential_file, &args.credentials)
+        else {
+            let missing: Vec<&str> = [
+                (
+                    "--ca-file PATH (the cluster CA that verifies the master: tls/ca.crt in its work dir)",
+                    args.ca_file.is_none(),
+                ),
+                (
+                    "--credential-file PATH (the framework's credential to the master: {\"principal\", \"secret\"})",
+                    args.credential_file.is_none(),
+                ),
+                (
+                    "--credentials PATH (who may call the App API: a credentials file such as the master's credentials.json)",
+                    args.credentials.is_none(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(flag, missing)| missing.then_some(flag))
+            .collect();
+            anyhow::bail!(
+                "strata serve is secure by default and needs {}; or run it with --insecure (plain text, no authentication) against a master started with --insecure",
+                missing.join(", ")
+            );
+        };
+        let ca_pem = strata_framework_sdk::secure::read_ca(ca_file).context("--ca-file")?;
+        let credential = strata_framework_sdk::secure::read_credential(credential_file)
+            .context("--credential-file")?;
+        let credentials = Credentials::load(credentials).context("--credentials")?;
+        Ok(Security::Secure {
+            client: ClientTls {
+                ca_pem: Some(ca_pem),
+                identity: None,
+                credential: Some(credential),
+            },
+            authn: Authenticator::new(credentials, super::api::PUBLIC),
+        })
+    }
+}
+
+/// Says loudly that nothing is protected.
+/// (A log line, in the chosen log format: `--log-format json` stays one object per line.)
+fn warn_insecure(listen: SocketAddr) {
+    tracing::warn!(
+        %listen,
+        "INSECURE: --insecure: plain text to the master and an App API without TLS or authentication; anyone who reaches it can deploy commands on the cluster (development only)"
+    );
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    // Refuse a setup that cannot work before listening (`run` reads the files again).
+    let scheme = match Security::from_args(&args)? {
+        Security::Insecure => "http",
+        Security::Secure { .. } => "https",
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!(
-        "strata serve: master {}; App API listening on {}",
+        "strata serve: master {}; App API listening on {scheme}://{}",
         args.master,
         listener.local_addr()?
     );
@@ -54,12 +175,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
 }
 
 /// Runs the framework on `listener` until `stop` resolves. Used by `strata serve`
-/// and `strata local`.
+/// and `strata local`. Secure (the default): first has the master issue the App
+/// API's certificate (waiting for a master not up yet; a refusal is an error), then
+/// subscribes over TLS with the credential and serves the App API over HTTPS to
+/// callers with a credential of `--credentials`.
 pub async fn run(
     args: ServeArgs,
     listener: TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let security = Security::from_args(&args)?;
+    let mut stop = Box::pin(stop);
+    let listen = listener.local_addr()?;
+    let certificate = match &security {
+        Security::Insecure => {
+            warn_insecure(listen);
+            None
+        }
+        Security::Secure { client, .. } => {
+            let names = app_api_names(listen);
+            match first_certificate(&args.master, client, &names, stop.as_mut()).await? {
+                Some(issued) => Some(Renewal {
+                    master: args.master.clone(),
+                    client: client.clone(),
+                    names,
+                    issued,
+                }),
+                // Stopped while waiting for the master.
+                None => return Ok(()),
+            }
+        }
+    };
+    let (client_tls, authn) = match security {
+        Security::Insecure => (ClientTls::insecure(), Authenticator::insecure()),
+        Security::Secure { client, authn } => (client, authn),
+    };
+
     let mut store = StateStore::open(&args.state_dir)?;
     let loaded = store.load()?;
     tracing::info!(
@@ -82,7 +233,11 @@ pub async fn run(
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
-        principal: String::new(),
+        principal: client_tls
+            .credential
+            .as_ref()
+            .map(|c| c.principal.clone())
+            .unwrap_or_default(),
     };
     let persisted = Persisted::new(&loaded.apps, &loaded.tasks);
     let core =
@@ -92,6 +247,7 @@ pub async fn run(
     // Status updates are acknowledged by the scheduler, once they are durable.
     let options = DriverOptions {
         auto_acknowledge: false,
+        tls: client_tls,
         ..DriverOptions::default()
     };
     let driver = Driver::new(
@@ -111,19 +267,22 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let api = super::api::router(framework);
-    let http = tokio::spawn({
-        let stop = stopped();
-        async move {
-            axum::serve(listener, api)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    });
+    let api = super::api::router(framework, authn);
+    let http = match certificate {
+        None => tokio::spawn({
+            let stop = stopped();
+            async move {
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+        }),
+        Some(renewal) => tokio::spawn(serve_https(listener, api, renewal, stopped())),
+    };
     let framework_task = tokio::spawn(framework_task.run(Some(handle.clone()), stopped()));
     let mut driver_task = tokio::spawn(driver.run());
 
-    tokio::pin!(stop);
     let outcome = tokio::select! {
         _ = &mut stop => None,
         r = &mut driver_task => Some(r),
@@ -138,7 +297,7 @@ pub async fn run(
         tracing::warn!("the framework task did not stop within 5 s");
     }
     match tokio::time::timeout(Duration::from_secs(5), http).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "App API server"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "App API server"),
         Err(_) => tracing::warn!("App API server did not stop within 5 s"),
         _ => {}
     }
@@ -153,6 +312,186 @@ pub async fn run(
     }
 }
 
+/// The names in the App API's certificate: the one the CLI verifies
+/// ([`strata_security::APPS_NAME`]), the loopback names, the listen address when it
+/// is a specific one, and the hostname.
+fn app_api_names(listen: SocketAddr) -> Vec<String> {
+    let mut names: Vec<String> = vec![
+        strata_security::APPS_NAME.into(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    let mut add = |name: String| {
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    if !listen.ip().is_unspecified() {
+        add(listen.ip().to_string());
+    }
+    if let Some(host) = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+    {
+        add(host.to_ascii_lowercase());
+    }
+    names
+}
+
+/// What renewing the App API's certificate needs, and the certificate it has.
+struct Renewal {
+    master: String,
+    client: ClientTls,
+    names: Vec<String>,
+    issued: Issued,
+}
+
+/// Whether the master answered `/tls/issue` with a refusal (as opposed to not being
+/// reachable yet). `join::issue` says so only in its message.
+fn refused_by_master(e: &strata_security::SecurityError) -> bool {
+    e.to_string().contains("the master refused")
+}
+
+/// The App API's first certificate. A master that cannot be reached (not started
+/// yet) is waited for, with backoff, until `stop`; a refusal (a wrong credential) is
+/// an error at once. `None`: stopped first.
+async fn first_certificate(
+    master: &str,
+    client: &ClientTls,
+    names: &[String],
+    mut stop: std::pin::Pin<&mut (impl Future<Output = ()> + ?Sized)>,
+) -> anyhow::Result<Option<Issued>> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match strata_security::join::issue(master, client, names).await {
+            Ok(issued) => return Ok(Some(issued)),
+            Err(e) if refused_by_master(&e) => {
+                return Err(anyhow::anyhow!(e).context(format!(
+                    "the master at {master} refused to issue the App API's certificate (is --credential-file a principal of the master's credentials?)"
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(%master, error = %e, retry_in = ?delay, "cannot get the App API's certificate from the master yet");
+            }
+        }
+        tokio::select! {
+            _ = stop.as_mut() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// How long until `issued` should be renewed: two thirds into its life.
+fn renew_in(issued: &Issued) -> anyhow::Result<Duration> {
+    let info = strata_security::ca::cert_info_pem(&issued.cert_pem)
+        .context("the App API's certificate from the master")?;
+    let life = info
+        .not_after
+        .duration_since(info.not_before)
+        .unwrap_or_default();
+    let at = info.not_before + life.mul_f64(2.0 / 3.0);
+    Ok(at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO))
+}
+
+/// One generation of the HTTPS server: the App API with one certificate.
+struct HttpsServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Starts serving `router` with `issued` on a copy of `socket`.
+fn start_https(
+    socket: &std::net::TcpListener,
+    router: &axum::Router,
+    ca_pem: &str,
+    issued: &Issued,
+) -> anyhow::Result<HttpsServer> {
+    let listener = TcpListener::from_std(socket.try_clone().context("the App API's socket")?)
+        .context("the App API's socket")?;
+    let tls = ServerTls {
+        cert_chain_pem: format!("{}\n{ca_pem}", issued.cert_pem.trim_end()),
+        key_pem: issued.key_pem.clone(),
+        // User certificates of the cluster are accepted as credentials too.
+        client_ca_pem: ca_pem.to_string(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tls_config(tls.tonic())
+        .context("the App API's TLS settings")?
+        .add_routes(tonic::service::Routes::from(router.clone()))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stopped.await;
+            },
+        );
+    Ok(HttpsServer {
+        stop,
+        task: tokio::spawn(server),
+    })
+}
+
+/// Serves the App API over HTTPS until `stop`. At two thirds of the certificate's
+/// life a new one is issued, a server with it starts on the same socket, and the old
+/// one stops taking connections and finishes those it has.
+async fn serve_https(
+    listener: TcpListener,
+    router: axum::Router,
+    mut renewal: Renewal,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ca_pem = renewal.client.ca_pem.clone().unwrap_or_default();
+    let socket = listener.into_std().context("the App API's listener")?;
+    let mut current = start_https(&socket, &router, &ca_pem, &renewal.issued)?;
+    let mut retiring = Vec::new();
+    let mut next = tokio::time::Instant::now() + renew_in(&renewal.issued)?;
+    let mut stop = std::pin::pin!(stop);
+    let mut current_ended = false;
+    let result = loop {
+        retiring.retain(|task: &tokio::task::JoinHandle<_>| !task.is_finished());
+        tokio::select! {
+            _ = &mut stop => break Ok(()),
+            r = &mut current.task => {
+                current_ended = true;
+                break match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the App API server failed")),
+                    Err(e) => Err(anyhow::anyhow!("the App API server panicked: {e}")),
+                };
+            }
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        match strata_security::join::issue(&renewal.master, &renewal.client, &renewal.names).await {
+            Ok(issued) => {
+                let fresh = start_https(&socket, &router, &ca_pem, &issued)?;
+                let old = std::mem::replace(&mut current, fresh);
+                let _ = old.stop.send(());
+                retiring.push(old.task);
+                next = tokio::time::Instant::now() + renew_in(&issued)?;
+                renewal.issued = issued;
+                tracing::info!("the App API's certificate was renewed");
+            }
+            Err(e) => {
+                let retry = Duration::from_secs(60);
+                tracing::warn!(error = %e, ?retry, "cannot renew the App API's certificate");
+                next = tokio::time::Instant::now() + retry;
+            }
+        }
+    };
+    let _ = current.stop.send(());
+    if !current_ended {
+        let _ = current.task.await;
+    }
+    for task in retiring {
+        let _ = task.await;
+    }
+    result
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -165,5 +504,367 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use strata_framework_sdk::Credential;
+    use strata_security::{APPS_NAME, ClusterCa};
+
+    use super::*;
+
+    const OPS_SECRET: &str = "the-operators-secret-0123";
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            master: "127.0.0.1:5050".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            state_dir: PathBuf::from("/nonexistent"),
+            role: "*".into(),
+            name: "strata".into(),
+            failover_timeout: Duration::from_secs(60),
+            tick: Duration::from_secs(1),
+            insecure: false,
+            ca_file: None,
+            credential_file: None,
+            credentials: None,
+        }
+    }
+
+    fn error_of(args: &ServeArgs) -> String {
+        match Security::from_args(args) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A secure `strata serve` without its files says which flags to give, and that
+    /// --insecure exists; bad files are named by their flag.
+    #[test]
+    fn secure_serve_names_the_flags_it_misses() {
+        let e = error_of(&args());
+        for flag in [
+            "--ca-file",
+            "--credential-file",
+            "--credentials",
+            "--insecure",
+        ] {
+            assert!(e.contains(flag), "{flag} not in: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::create().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let credential_file = dir.path().join("fw.json");
+        std::fs::write(&credential_file, r#"{"principal": "strata"}"#).unwrap();
+        let credentials = dir.path().join("credentials.json");
+        std::fs::write(
+            &credentials,
+            format!(r#"{{"credentials":[{{"principal":"ops","secret":"{OPS_SECRET}"}}]}}"#),
+        )
+        .unwrap();
+        let only_ca = ServeArgs {
+            ca_file: Some(ca_file.clone()),
+            ..args()
+        };
+        let e = error_of(&only_ca);
+        assert!(
+            !e.contains("--ca-file") && e.contains("--credential-file"),
+            "{e}"
+        );
+        let bad_credential = ServeArgs {
+            ca_file: Some(ca_file.clone()),
+            credential_file: Some(credential_file.clone()),
+            credentials: Some(credentials.clone()),
+            ..args()
+        };
+        let e = error_of(&bad_credential);
+        assert!(
+            e.contains("--credential-file") && e.contains("fw.json"),
+            "{e}"
+        );
+        std::fs::write(
+            &credential_file,
+            r#"{"principal": "strata", "secret": "s3cret-s3cret-s3cret"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Security::from_args(&bad_credential),
+            Ok(Security::Secure { .. })
+        ));
+        let both = ServeArgs {
+            insecure: true,
+            ca_file: Some(ca_file),
+            ..args()
+        };
+        assert!(error_of(&both).contains("--ca-file"));
+        assert!(matches!(
+            Security::from_args(&ServeArgs {
+                insecure: true,
+                ..args()
+            }),
+            Ok(Security::Insecure)
+        ));
+    }
+
+    /// The App API of a secure `strata serve`, over HTTPS with a certificate of the
+    /// cluster CA for strata-apps: a caller without a credential, or with a wrong
+    /// one, is refused 401 and deploys nothing; the right credential works (and the
+    /// CSRF guard still applies); /ping is public; an agent's certificate is refused;
+    /// a client trusting another CA does not talk to it at all.
+    #[tokio::test]
+    async fn the_app_api_over_https_wants_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::create().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let names = app_api_names(addr);
+        assert!(names.contains(&APPS_NAME.to_string()) && names.contains(&"127.0.0.1".into()));
+        let issued = ca
+            .issue("user:strata", &names, Duration::from_secs(3600))
+            .unwrap();
+
+        let store = StateStore::open(&dir.path().join("state")).unwrap();
+        let (framework, handle) = Framework::new(
+            Engine::default(),
+            store,
+            Persisted::default(),
+            "127.0.0.1:5050".into(),
+            Duration::from_secs(1),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let framework_task = tokio::spawn(framework.run(None, stopped()));
+        let credentials = Credentials::parse(
+            &format!(r#"{{"credentials":[{{"principal":"ops","secret":"{OPS_SECRET}"}}]}}"#),
+            "test",
+        )
+        .unwrap();
+        let router = super::super::api::router(
+            handle,
+            Authenticator::new(credentials, super::super::api::PUBLIC),
+        );
+        let client_tls = ClientTls {
+            ca_pem: Some(ca.cert_pem().to_string()),
+            identity: None,
+            credential: None,
+        };
+        let renewal = Renewal {
+            master: "127.0.0.1:1".into(),
+            client: client_tls.clone(),
+            names,
+            issued,
+        };
+        let server = tokio::spawn(serve_https(listener, router, renewal, stopped()));
+
+        // What the CLI does: trust the cluster CA, verify the App API as strata-apps.
+        let client = |tls: ClientTls| {
+            tls.reqwest(reqwest::Client::builder().resolve(APPS_NAME, addr))
+                .unwrap()
+                .build()
+                .unwrap()
+        };
+        let base = format!("https://{APPS_NAME}:{}", addr.port());
+        let with = |credential: Option<Credential>| {
+            client(ClientTls {
+                credential,
+                ..client_tls.clone()
+            })
+        };
+        let anonymous = with(None);
+        let wrong = with(Some(Credential::new("ops", "not-the-secret-at-all")));
+        let right = with(Some(Credential::new("ops", OPS_SECRET)));
+        let spec = json!({"id": "web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1});
+
+        let r = anonymous.get(format!("{base}/ping")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "/ping is public");
+        for (who, http, reason) in [
+            ("no credential", &anonymous, "authentication required"),
+            ("a wrong secret", &wrong, "is not valid"),
+        ] {
+            let r = http.get(format!("{base}/v1/apps")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{who}");
+            assert!(r.headers().contains_key("www-authenticate"), "{who}");
+            let body: Value = r.json().await.unwrap();
+            assert!(
+                body["error"].as_str().unwrap().contains(reason),
+                "{who}: {body}"
+            );
+            let r = http
+                .put(format!("{base}/v1/apps/web"))
+                .json(&spec)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{who} deploys nothing");
+        }
+        let r = right.get(format!("{base}/v1/apps")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!([]),
+            "nothing deployed"
+        );
+        // The CSRF guard is still there behind authentication.
+        let r = right
+            .post(format!("{base}/v1/apps"))
+            .header("content-type", "text/plain")
+            .body(spec.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 415);
+        let r = right
+            .put(format!("{base}/v1/apps/web"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+
+        // An agent's certificate is an identity of the cluster, not a user.
+        let agent = ca
+            .issue(
+                "agent:n1",
+                &["strata-agent".into()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let as_agent = client(ClientTls {
+            identity: Some((agent.cert_pem, agent.key_pem)),
+            ..client_tls.clone()
+        });
+        let r = as_agent
+            .get(format!("{base}/v1/apps"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+
+        // A client of another cluster does not get through the handshake.
+        let other = client(ClientTls {
+            ca_pem: Some(ClusterCa::create().unwrap().cert_pem().to_string()),
+            identity: None,
+            credential: Some(Credential::new("ops", OPS_SECRET)),
+        });
+        assert!(other.get(format!("{base}/v1/apps")).send().await.is_err());
+
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the App API stops")
+            .unwrap()
+            .unwrap();
+        framework_task.await.unwrap();
+    }
+
+    /// `strata serve` as `strata local` runs it, against the real master in its secure
+    /// mode: the App API's certificate comes from the master, the framework
+    /// subscribes over TLS with its credential, and the App API answers HTTPS to the
+    /// master's admin. With a credential the master does not know, it stops at once
+    /// with the master's refusal.
+    #[tokio::test]
+    async fn secure_serve_against_the_real_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let master_dir = dir.path().join("master");
+        let master_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let master_addr = master_listener.local_addr().unwrap();
+        let options = strata_master::MasterOptions {
+            security: strata_master::Security::Tls(strata_master::TlsOptions::default()),
+            ..strata_master::MasterOptions::new(&master_dir)
+        };
+        let (master_stop, master_stopped) = tokio::sync::oneshot::channel::<()>();
+        let master = tokio::spawn(strata_master::serve(master_listener, options, async move {
+            let _ = master_stopped.await;
+        }));
+        let ca_file = master_dir.join("tls/ca.crt");
+        let credentials = master_dir.join("credentials.json");
+        for _ in 0..200 {
+            if ca_file.exists() && credentials.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let admin = strata_security::credentials::secret_in_file(&credentials, "admin").unwrap();
+        let credential_file = dir.path().join("framework.json");
+        std::fs::write(
+            &credential_file,
+            json!({"principal": "admin", "secret": admin}).to_string(),
+        )
+        .unwrap();
+        let serve_args = |state: &str| ServeArgs {
+            master: master_addr.to_string(),
+            state_dir: dir.path().join(state),
+            ca_file: Some(ca_file.clone()),
+            credential_file: Some(credential_file.clone()),
+            credentials: Some(credentials.clone()),
+            ..args()
+        };
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve = tokio::spawn(run(serve_args("apps"), listener, async move {
+            let _ = stopped.await;
+        }));
+        let http = ClientTls {
+            ca_pem: Some(std::fs::read_to_string(&ca_file).unwrap()),
+            identity: None,
+            credential: Some(Credential::new("admin", admin)),
+        }
+        .reqwest(reqwest::Client::builder().resolve(APPS_NAME, addr))
+        .unwrap()
+        .build()
+        .unwrap();
+        let url = format!("https://{APPS_NAME}:{}/v1/info", addr.port());
+        let mut info = Value::Null;
+        for _ in 0..100 {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                info = r.json().await.unwrap();
+                if info["connected"] == json!(true) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(info["connected"], json!(true), "subscribed: {info}");
+        assert!(info["framework_id"].is_string(), "{info}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), serve)
+            .await
+            .expect("strata serve stops")
+            .unwrap()
+            .unwrap();
+
+        // A credential the master does not know: refused at the first call.
+        std::fs::write(
+            &credential_file,
+            json!({"principal": "admin", "secret": "not-the-secret-at-all"}).to_string(),
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(15),
+            run(serve_args("apps-2"), listener, std::future::pending()),
+        )
+        .await
+        .expect("a refusal is not retried");
+        let e = format!("{:#}", refused.unwrap_err());
+        assert!(
+            e.contains("refused") && e.contains("--credential-file"),
+            "{e}"
+        );
+
+        let _ = master_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), master).await;
     }
 }

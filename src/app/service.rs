@@ -645,7 +645,8 @@ mod tests {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, api::router(handle)).await });
+        let router = api::router(handle, strata_security::Authenticator::insecure());
+        tokio::spawn(async move { axum::serve(listener, router).await });
         (format!("http://{addr}"), stop_tx, task)
     }
 

@@ -88,7 +88,7 @@ pub struct WaitArgs {
 impl AppCommand {
     /// Runs the command; the result is the exit code.
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
-        let client = global.client();
+        let client = global.client()?;
         let output = global.output;
         match self {
             AppCommand::Deploy(args) => {

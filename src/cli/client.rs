@@ -26,6 +26,14 @@ pub enum ApiError {
     /// made up from the status and text when the answer was not one.
     #[error("{}", status_text(*.code, .body))]
     Status { code: u16, body: ErrorBody },
+    /// The client could not be set up: an address that does not resolve, a CA that
+    /// does not parse.
+    #[error("cannot set up a connection to {service} at {addr}: {reason}")]
+    Setup {
+        service: &'static str,
+        addr: String,
+        reason: String,
+    },
     /// The server answered 2xx with a body that is not what the call expects.
     #[error("unreadable answer from {addr} to {call}: {reason}")]
     Decode {
@@ -76,10 +84,17 @@ fn status_text(code: u16, body: &ErrorBody) -> String {
 pub struct ApiClient {
     /// The address as given, for messages.
     addr: String,
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port`, or with TLS `https://strata-apps:port` (the name the App
+    /// API's certificate carries, resolved to `addr`), without a trailing slash.
     base: String,
     http: reqwest::Client,
+    /// Whether the connection is TLS (for hints).
+    tls: bool,
+    /// Whose credential is sent, for messages.
+    principal: Option<String>,
 }
+
+const SERVICE: &str = "the Strata app server";
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +102,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ApiClient {
-    /// A client of the App API at `addr` (`host:port` or `http://host:port`).
+    /// A client of the App API at `addr` (`host:port` or `http://host:port`), plain
+    /// text, no credential (`--insecure`).
     pub fn new(addr: &str) -> ApiClient {
         let addr = addr.trim().to_string();
         let base = if addr.contains("://") {
@@ -95,12 +111,51 @@ impl ApiClient {
         } else {
             format!("http://{}", addr.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
+        let http = builder().build().unwrap_or_else(|_| reqwest::Client::new());
+        ApiClient {
+            addr,
+            base,
+            http,
+            tls: false,
+            principal: None,
+        }
+    }
+
+    /// A client of the App API at `addr` (`host:port`) with `tls`: the server is
+    /// verified as [`strata_security::APPS_NAME`] by the cluster CA alone, and the
+    /// credential goes with every call. Plain text when `tls` has no CA.
+    pub fn with_tls(addr: &str, tls: &strata_security::ClientTls) -> Result<ApiClient, ApiError> {
+        if !tls.is_tls() {
+            return Ok(ApiClient::new(addr));
+        }
+        let addr = addr.trim().to_string();
+        let setup = |reason: String| ApiError::Setup {
+            service: SERVICE,
+            addr: addr.clone(),
+            reason,
+        };
+        let host_port = bare(&addr);
+        let resolved: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(host_port)
+                .map_err(|e| setup(format!("'{host_port}' is not a reachable host:port: {e}")))?
+                .collect();
+        let port = resolved
+            .first()
+            .map(std::net::SocketAddr::port)
+            .ok_or_else(|| setup(format!("'{host_port}' resolves to no address")))?;
+        let http = tls
+            .reqwest(builder())
+            .map_err(|e| setup(e.to_string()))?
+            .resolve_to_addrs(strata_security::APPS_NAME, &resolved)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        ApiClient { addr, base, http }
+            .map_err(|e| setup(innermost(&e)))?;
+        Ok(ApiClient {
+            base: format!("https://{}:{port}", strata_security::APPS_NAME),
+            addr,
+            http,
+            tls: true,
+            principal: tls.credential.as_ref().map(|c| c.principal.clone()),
+        })
     }
 
     /// `GET /v1/info`.
@@ -205,10 +260,17 @@ impl ApiClient {
             innermost(e)
         };
         ApiError::Unreachable {
-            service: "the Strata app server",
+            service: SERVICE,
             addr: self.addr.clone(),
             reason,
-            hint: "is `strata serve` running there? Point the CLI at it with --server ADDR or STRATA_SERVER",
+            hint: if self.tls {
+                "is `strata serve` running there, with TLS? Point the CLI at it with --server ADDR \
+                 or STRATA_SERVER; a TLS error means its certificate is not from the CA in the CLI \
+                 config's ca_file, or it runs with --insecure (then pass --insecure)"
+            } else {
+                "is `strata serve` running there? Point the CLI at it with --server ADDR or \
+                 STRATA_SERVER (a server with TLS needs the CLI config, not --insecure)"
+            },
         }
     }
 
@@ -228,8 +290,49 @@ impl ApiClient {
                 ErrorBody { error, field: None }
             }
         };
+        let body = match (code, &self.principal) {
+            (401, Some(principal)) => ErrorBody {
+                error: format!(
+                    "the app server at {} refused the credential of '{principal}': {} \
+                     (check principal and secret in the CLI config)",
+                    self.addr, body.error
+                ),
+                field: None,
+            },
+            (401, None) => ErrorBody {
+                error: format!(
+                    "the app server at {} wants a credential: {} (put principal and secret in \
+                     the CLI config)",
+                    self.addr, body.error
+                ),
+                field: None,
+            },
+            (403, _) => ErrorBody {
+                error: format!(
+                    "the app server at {} does not permit this to '{}': {}",
+                    self.addr,
+                    self.principal.as_deref().unwrap_or("anonymous"),
+                    body.error
+                ),
+                field: None,
+            },
+            _ => body,
+        };
         ApiError::Status { code, body }
     }
+}
+
+/// The client's settings but TLS and credential: timeouts.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+}
+
+/// `host:port` of an address given as `host:port` or `scheme://host:port/`.
+pub(super) fn bare(addr: &str) -> &str {
+    let addr = addr.trim().trim_end_matches('/');
+    addr.split_once("://").map_or(addr, |(_, rest)| rest)
 }
 
 /// The innermost cause of an error: for a refused connection that is
@@ -538,6 +641,49 @@ pub(crate) mod tests {
         assert_eq!(seen[1].method, "POST");
         let body: serde_json::Value = serde_json::from_str(&seen[1].body).unwrap();
         assert_eq!(body, serde_json::json!({"instances": 5}));
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_names_its_principal() {
+        let (addr, _) = fake_server(Arc::new(|_| {
+            (
+                401,
+                r#"{"error": "the credential of 'ops' is not valid"}"#.into(),
+            )
+        }))
+        .await;
+        let mut client = ApiClient::new(&addr);
+        client.principal = Some("ops".into());
+        assert_eq!(
+            client.apps().await.unwrap_err().to_string(),
+            format!(
+                "the app server at {addr} refused the credential of 'ops': the credential of \
+                 'ops' is not valid (check principal and secret in the CLI config)"
+            )
+        );
+    }
+
+    #[test]
+    fn with_tls_the_app_api_is_called_by_its_certificate_name() {
+        let ca = strata_security::ClusterCa::create().unwrap();
+        let tls = strata_security::ClientTls {
+            ca_pem: Some(ca.cert_pem().to_string()),
+            identity: None,
+            credential: Some(strata_security::Credential::new(
+                "admin",
+                "0123456789abcdef",
+            )),
+        };
+        let client = ApiClient::with_tls("127.0.0.1:8443", &tls).unwrap();
+        assert_eq!(client.base, "https://strata-apps:8443");
+        assert_eq!(client.principal.as_deref(), Some("admin"));
+        let err = ApiClient::with_tls("no such host:1", &tls).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "cannot set up a connection to the Strata app server at no such host:1: "
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl AgentCommand {
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
         let (action, agent_id, max_grace_period) = match self {
             AgentCommand::List => {
-                let state = global.master_client().state().await?;
+                let state = global.master_client()?.state().await?;
                 match global.output {
                     Output::Json => print_json(&state.agents)?,
                     Output::Table => agents_table(&state).print_or("No agents."),
@@ -83,7 +83,7 @@ async fn maintain(
     max_grace_period: Option<std::time::Duration>,
 ) -> anyhow::Result<u8> {
     global
-        .master_client()
+        .master_client()?
         .maintain(action, agent_id, max_grace_period)
         .await?;
     match global.output {
@@ -108,7 +108,7 @@ impl FrameworkCommand {
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
         match self {
             FrameworkCommand::List => {
-                let frameworks = global.master_client().frameworks().await?;
+                let frameworks = global.master_client()?.frameworks().await?;
                 match global.output {
                     Output::Json => print_json(&frameworks)?,
                     Output::Table => frameworks_table(&frameworks).print_or("No frameworks."),

@@ -19,11 +19,17 @@ use std::time::Duration;
 use serde::Serialize;
 use strata_proto::states::state_from_i32;
 use strata_proto::{Resources, is_terminal, v1};
+use strata_security::ClientTls;
+use strata_security::credentials::AuthInterceptor;
 use tokio::sync::OnceCell;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use v1::operator_client::OperatorClient;
 
 use super::client::innermost;
+
+/// The operator client with the credential added to every call.
+type Operator = OperatorClient<InterceptedService<Channel, AuthInterceptor>>;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,10 +61,15 @@ pub enum MasterError {
          address? Point the CLI at it with --master ADDR or STRATA_MASTER)"
     )]
     Broken { addr: String, reason: String },
+    /// The TLS settings cannot be used (a CA that does not parse).
+    #[error("cannot set up TLS to the Strata master at {addr}: {reason}")]
+    Tls { addr: String, reason: String },
     /// The master answered the call with an error status.
-    #[error("{}", refusal_text(.addr, *.code, .message))]
+    #[error("{}", refusal_text(.addr, .principal.as_deref(), *.code, .message))]
     Refused {
         addr: String,
+        /// Whose credential was sent.
+        principal: Option<String>,
         code: tonic::Code,
         message: String,
     },
@@ -74,7 +85,7 @@ pub enum MasterError {
 /// The text of a refused call, by gRPC code. The master words its `NotFound`,
 /// `FailedPrecondition` and `InvalidArgument` answers for people (`agent 'a1' is neither
 /// deactivated nor draining: nothing to reactivate`): those are shown as they are.
-fn refusal_text(addr: &str, code: tonic::Code, message: &str) -> String {
+fn refusal_text(addr: &str, principal: Option<&str>, code: tonic::Code, message: &str) -> String {
     use tonic::Code;
     match code {
         Code::NotFound
@@ -99,12 +110,20 @@ fn refusal_text(addr: &str, code: tonic::Code, message: &str) -> String {
              is it a strata-master of this version? Point the CLI at the master with \
              --master ADDR or STRATA_MASTER"
         ),
-        Code::Unauthenticated => {
-            format!("the Strata master at {addr} did not accept the CLI's credentials: {message}")
-        }
-        Code::PermissionDenied => {
-            format!("the Strata master at {addr} does not permit this call: {message}")
-        }
+        Code::Unauthenticated => match principal {
+            Some(principal) => format!(
+                "the Strata master at {addr} refused the credential of '{principal}': {message} \
+                 (check principal and secret in the CLI config)"
+            ),
+            None => format!(
+                "the Strata master at {addr} wants a credential: {message} (put principal and \
+                 secret in the CLI config; `strata local` writes one)"
+            ),
+        },
+        Code::PermissionDenied => format!(
+            "the Strata master at {addr} does not permit this call to '{}': {message}",
+            principal.unwrap_or("anonymous")
+        ),
         _ if message.is_empty() => format!("the Strata master at {addr} failed ({code:?})"),
         _ => format!("the Strata master at {addr} failed ({code:?}): {message}"),
     }
@@ -137,14 +156,25 @@ impl AgentAction {
 pub struct MasterClient {
     /// The address as given, for messages.
     addr: String,
+    /// The cluster CA (the master is verified as [`strata_security::MASTER_NAME`]) and
+    /// the credential; plain text without a CA.
+    tls: ClientTls,
     channel: OnceCell<Channel>,
 }
 
 impl MasterClient {
-    /// A client of the master at `addr` (`host:port` or `http://host:port`).
+    /// A client of the master at `addr` (`host:port` or `http://host:port`), plain
+    /// text, no credential (`--insecure`).
+    #[cfg(test)]
     pub fn new(addr: &str) -> MasterClient {
+        MasterClient::with_tls(addr, ClientTls::insecure())
+    }
+
+    /// A client of the master at `addr` with `tls`.
+    pub fn with_tls(addr: &str, tls: ClientTls) -> MasterClient {
         MasterClient {
             addr: addr.trim().to_string(),
+            tls,
             channel: OnceCell::new(),
         }
     }
@@ -201,7 +231,7 @@ impl MasterClient {
         Ok(())
     }
 
-    async fn client(&self) -> Result<OperatorClient<Channel>, MasterError> {
+    async fn client(&self) -> Result<Operator, MasterError> {
         let channel = self
             .channel
             .get_or_try_init(|| async {
@@ -213,7 +243,8 @@ impl MasterClient {
             })
             .await?
             .clone();
-        Ok(OperatorClient::new(channel)
+        let interceptor = AuthInterceptor::new(self.tls.credential.as_ref());
+        Ok(OperatorClient::with_interceptor(channel, interceptor)
             .max_decoding_message_size(MAX_ANSWER)
             .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES))
     }
@@ -226,15 +257,18 @@ impl MasterClient {
                 reason: "it is empty".into(),
             });
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| MasterError::BadAddress {
+        // https with TLS (the scheme given is replaced), http without.
+        let uri = self.tls.uri(addr);
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| MasterError::BadAddress {
             addr: self.addr.clone(),
             reason: e.to_string(),
         })?;
+        if let Some(tls) = self.tls.tonic(strata_security::MASTER_NAME) {
+            endpoint = endpoint.tls_config(tls).map_err(|e| MasterError::Tls {
+                addr: self.addr.clone(),
+                reason: innermost(&e),
+            })?;
+        }
         Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
@@ -244,7 +278,44 @@ impl MasterClient {
     fn unreachable(&self, reason: String) -> MasterError {
         MasterError::Unreachable {
             addr: self.addr.clone(),
-            reason,
+            reason: self.with_tls_hint(reason),
+        }
+    }
+
+    /// A failure's reason, with what to check when it looks like a TLS one.
+    fn with_tls_hint(&self, reason: String) -> String {
+        let lower = reason.to_ascii_lowercase();
+        let tls_like = [
+            "certificate",
+            "tls",
+            "handshake",
+            "corrupt message",
+            "invalidcontenttype",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+        if !self.tls.is_tls()
+            && ["connection closed", "connection reset"]
+                .iter()
+                .any(|w| lower.contains(w))
+        {
+            return format!(
+                "{reason}; a master with TLS closes plain-text connections: without --insecure \
+                 the CLI uses TLS and its config"
+            );
+        }
+        if !tls_like {
+            return reason;
+        }
+        if self.tls.is_tls() {
+            format!(
+                "{reason}; a TLS failure: the master's certificate must come from the CA in the \
+                 CLI config's ca_file, and a master started with --insecure needs --insecure here"
+            )
+        } else {
+            format!(
+                "{reason}; a TLS failure: a master with TLS needs the CLI config, not --insecure"
+            )
         }
     }
 
@@ -262,12 +333,13 @@ impl MasterClient {
             } else {
                 MasterError::Broken {
                     addr: self.addr.clone(),
-                    reason,
+                    reason: self.with_tls_hint(reason),
                 }
             };
         }
         MasterError::Refused {
             addr: self.addr.clone(),
+            principal: self.tls.credential.as_ref().map(|c| c.principal.clone()),
             code,
             message: status.message().to_string(),
         }
@@ -883,10 +955,107 @@ pub(crate) mod tests {
         assert!(text.contains("--master ADDR"), "{text}");
     }
 
+    /// A fake master serving TLS with a certificate for `names` from a new CA; returns
+    /// its address and the CA.
+    async fn tls_master(fake: FakeMaster, names: &[&str]) -> (String, String) {
+        let ca = strata_security::ClusterCa::create().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let issued = ca
+            .issue("test-master", &names, Duration::from_secs(3600))
+            .unwrap();
+        let server = strata_security::ServerTls {
+            cert_chain_pem: format!("{}{}", issued.cert_pem, ca.cert_pem()),
+            key_pem: issued.key_pem,
+            client_ca_pem: ca.cert_pem().to_string(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(server.tonic())
+                .unwrap()
+                .add_service(OperatorServer::new(fake))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (addr, ca.cert_pem().to_string())
+    }
+
+    fn tls(ca: &str, secret: &str) -> ClientTls {
+        ClientTls {
+            ca_pem: Some(ca.to_string()),
+            identity: None,
+            credential: Some(strata_security::Credential::new("admin", secret)),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_master_is_verified_as_strata_master_whatever_address_is_dialled() {
+        let fake = FakeMaster::default();
+        fake.state.lock().unwrap().agents = vec![agent("a1", "node1", "x:1", "ACTIVE")];
+        let (addr, ca) = tls_master(fake.clone(), &[strata_security::MASTER_NAME]).await;
+        let master = MasterClient::with_tls(&addr, tls(&ca, "0123456789abcdef"));
+        assert_eq!(master.state().await.unwrap().agents[0].id, "a1");
+
+        // A certificate of the same CA for another name (an agent's) is no master.
+        let (addr, ca) = tls_master(fake.clone(), &["127.0.0.1", "strata-agent"]).await;
+        let err = MasterClient::with_tls(&addr, tls(&ca, "0123456789abcdef"))
+            .state()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("certificate"), "{text}");
+        assert!(text.contains("ca_file"), "{text}");
+
+        // Plain text to a TLS master: the hint says the config is needed.
+        let err = MasterClient::new(&addr).state().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MasterError::Broken { .. } | MasterError::Unreachable { .. }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_names_its_principal() {
+        let fake = FakeMaster::default();
+        *fake.refuse.lock().unwrap() = Some(Status::unauthenticated(
+            "the credential of 'admin' is not valid",
+        ));
+        let (addr, ca) = tls_master(fake, &[strata_security::MASTER_NAME]).await;
+        let err = MasterClient::with_tls(&addr, tls(&ca, "wrong-wrong-wrong"))
+            .maintain(AgentAction::Drain, "a1", None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the Strata master at {addr} refused the credential of 'admin': the credential \
+                 of 'admin' is not valid (check principal and secret in the CLI config)"
+            )
+        );
+        assert_eq!(
+            refusal_text(
+                "m:1",
+                None,
+                tonic::Code::Unauthenticated,
+                "authentication required"
+            ),
+            "the Strata master at m:1 wants a credential: authentication required (put \
+             principal and secret in the CLI config; `strata local` writes one)"
+        );
+    }
+
     #[test]
     fn a_timeout_says_how_long_it_waited() {
         assert_eq!(
-            refusal_text("m:5050", tonic::Code::DeadlineExceeded, "Timeout expired"),
+            refusal_text(
+                "m:5050",
+                None,
+                tonic::Code::DeadlineExceeded,
+                "Timeout expired"
+            ),
             "no answer from the Strata master at m:5050 within 30s; is it overloaded?"
         );
     }

@@ -6,6 +6,9 @@
 //!   app.rs ───────────▶ client.rs (App API, HTTP), task.rs (its task table)
 //!   task.rs ──────────▶ client.rs, master_client.rs
 //!   cluster.rs ───────▶ master_client.rs (operator API, gRPC)
+//!   task.rs ──────────▶ the SDK's SandboxClient (task output, from the agents)
+//!   every command ────▶ config.rs (flags, environment, the CLI config: where the
+//!                       servers are, the cluster CA, the credential)
 //! ```
 //!
 //! Each command group is an [`clap::Args`] struct holding the [`Global`] flags and a
@@ -16,54 +19,89 @@
 pub mod app;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod master_client;
 pub mod output;
 pub mod task;
 
 pub use app::AppCommand;
-pub use client::ApiClient;
+pub use client::{ApiClient, ApiError};
 pub use cluster::{AgentCommand, FrameworkCommand};
+pub use config::{Choices, ConfigError, Settings};
 pub use master_client::MasterClient;
 pub use output::Output;
+use strata_framework_sdk::{SandboxClient, SdkError};
 pub use task::TaskCommand;
 
 /// Flags every command of these groups takes, before or after the subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// The App API server (`strata serve`), host:port or http://host:port.
-    #[arg(
-        long,
-        global = true,
-        env = "STRATA_SERVER",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
-    )]
-    pub server: String,
+    /// The App API server (`strata serve`), host:port. Default: the CLI config's
+    /// `apps`, else 127.0.0.1:8080.
+    #[arg(long, global = true, env = "STRATA_SERVER", value_name = "ADDR")]
+    pub server: Option<String>,
     /// The master (its operator gRPC API), for `agent` and `framework` commands and
-    /// for the logs of a task the app server no longer knows; host:port or
-    /// http://host:port.
+    /// for the logs of a task the app server no longer knows; host:port. Default: the
+    /// CLI config's `master`, else 127.0.0.1:5050.
+    #[arg(long, global = true, env = "STRATA_MASTER", value_name = "ADDR")]
+    pub master: Option<String>,
+    /// The CLI config (JSON: master, apps, ca_file, principal, secret). Default:
+    /// $XDG_CONFIG_HOME/strata/config.json, else ~/.config/strata/config.json
+    /// (`strata local` writes it).
+    #[arg(long, global = true, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Plain text and no credential, for a cluster started with --insecure (never
+    /// for a real one: anyone on the network can read and change what is sent).
     #[arg(
         long,
         global = true,
-        env = "STRATA_MASTER",
-        default_value = "127.0.0.1:5050",
-        value_name = "ADDR"
+        env = "STRATA_INSECURE",
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
-    pub master: String,
+    pub insecure: bool,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
 impl Global {
-    /// A client of the App API at `--server`.
-    pub fn client(&self) -> ApiClient {
-        ApiClient::new(&self.server)
+    /// Where the servers are and how to talk to them: the flags, the environment, the
+    /// CLI config, the defaults.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let choices = Choices {
+            master: self.master.clone(),
+            apps: self.server.clone(),
+            insecure: self.insecure,
+            config: self.config.clone(),
+        };
+        Settings::resolve(&choices, &config::process_env)
     }
 
-    /// A client of the master's operator API at `--master`.
+    /// A client of the App API.
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        Ok(self.settings()?.apps_client()?)
+    }
+
+    /// A client of the master's operator API.
+    pub fn master_client(&self) -> anyhow::Result<MasterClient> {
+        Ok(self.settings()?.master_client())
+    }
+}
+
+impl Settings {
+    /// A client of the App API at `apps`.
+    pub fn apps_client(&self) -> Result<ApiClient, ApiError> {
+        ApiClient::with_tls(&self.apps, &self.tls)
+    }
+
+    /// A client of the master's operator API at `master`.
     pub fn master_client(&self) -> MasterClient {
-        MasterClient::new(&self.master)
+        MasterClient::with_tls(&self.master, self.tls.clone())
+    }
+
+    /// A reader of task files on the agents (https by their address with TLS).
+    pub fn sandbox_client(&self) -> Result<SandboxClient, SdkError> {
+        SandboxClient::with_tls(&self.tls)
     }
 }
 

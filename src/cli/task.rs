@@ -47,7 +47,8 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 impl TaskCommand {
     /// Runs the command; the result is the exit code.
     pub async fn run(self, global: &Global) -> anyhow::Result<u8> {
-        let client = global.client();
+        let settings = global.settings()?;
+        let client = settings.apps_client()?;
         match self {
             TaskCommand::List { app } => {
                 let mut tasks = client.tasks(app.as_deref()).await?;
@@ -68,9 +69,10 @@ impl TaskCommand {
                 let poll = follow.then_some(FOLLOW_POLL);
                 let sources = Sources {
                     apps: client,
-                    master: global.master_client(),
+                    master: settings.master_client(),
                 };
-                copy_logs(&sources, &SandboxClient::new(), &task, file, poll, &mut out).await
+                let sandbox = settings.sandbox_client()?;
+                copy_logs(&sources, &sandbox, &task, file, poll, &mut out).await
             }
             TaskCommand::Kill { task } => {
                 let view = client.kill_task(&task).await?;

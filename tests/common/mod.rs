@@ -1,5 +1,10 @@
 //! Test harness for cluster-level tests: starts the real `strata-master` and
 //! `strata-agent` binaries on loopback ports chosen by the kernel, and reads their state.
+//!
+//! The binaries are secure by default (TLS, credentials, join tokens). These tests are
+//! about other things, so the harness starts every part with `--insecure` and runs the
+//! CLI with `STRATA_INSECURE=1` ([`cli`]); tests of the secure setup (`tests/local.rs`,
+//! `tests/deploy.rs`) read what they need with [`Tls`].
 
 #![allow(dead_code)]
 
@@ -33,6 +38,14 @@ pub fn example(name: &str) -> PathBuf {
     bin(&format!("examples/{name}"))
 }
 
+/// An example scheduler, talking plain text to a master started with `--insecure`
+/// (`STRATA_INSECURE=1`, which the examples read as the CLI does).
+pub fn insecure_example(name: &str) -> Command {
+    let mut cmd = Command::new(example(name));
+    cmd.env("STRATA_INSECURE", "1");
+    cmd
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -43,7 +56,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `program args`, logging stderr to `log`, and waits for the line on stdout
-    /// that ends with `listening on ADDR`.
+    /// that ends with `listening on ADDR` (or `listening on SCHEME://ADDR`).
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Proc {
         let logfile = std::fs::File::create(log).expect("create log");
         let mut child = Command::new(program)
@@ -59,10 +72,11 @@ impl Proc {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !sent && line.contains("listening on") {
-                    let addr = line
-                        .split_whitespace()
-                        .last()
-                        .unwrap_or_default()
+                    // `... listening on ADDR` or `... listening on http://ADDR`.
+                    let last = line.split_whitespace().last().unwrap_or_default();
+                    let addr = last
+                        .split_once("://")
+                        .map_or(last, |(_, addr)| addr)
                         .to_string();
                     let _ = tx.send(addr);
                     sent = true;
@@ -253,9 +267,21 @@ impl Cluster {
     }
 }
 
+/// The flag that turns TLS and authentication off in every binary.
+pub const INSECURE: &str = "--insecure";
+
+/// The `strata` CLI, talking plain text to a cluster started with `--insecure`.
+pub fn cli() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.env("STRATA_INSECURE", "1");
+    cmd
+}
+
+/// A master started with `--insecure` (see the module's doc).
 pub fn start_master(dir: &Path, listen: &str, flags: &[String]) -> Proc {
     let work = dir.join("master");
     let mut args = vec![
+        INSECURE.to_string(),
         "--listen".to_string(),
         listen.to_string(),
         "--work-dir".into(),
@@ -283,6 +309,7 @@ pub fn start_agent_with(
 ) -> Proc {
     let work = dir.join(format!("agent{index}"));
     let mut args: Vec<String> = vec![
+        INSECURE.into(),
         "--master".into(),
         master.into(),
         "--listen".into(),
@@ -468,6 +495,7 @@ pub fn start_serve_with(
 ) -> Proc {
     let mut args: Vec<String> = vec![
         "serve".into(),
+        INSECURE.into(),
         "--master".into(),
         master.into(),
         "--listen".into(),
@@ -484,6 +512,76 @@ pub fn start_serve_with(
         &args,
         &dir.join(format!("serve-{}.log", unique())),
     )
+}
+
+/// How a test reaches a secure server over HTTPS: the cluster CA and a credential.
+#[derive(Clone)]
+pub struct Tls {
+    pub client: strata_security::ClientTls,
+}
+
+impl Tls {
+    /// Trusts the CA in `ca_file` and sends `principal`'s `secret`.
+    pub fn new(ca_file: &Path, principal: &str, secret: &str) -> Tls {
+        let ca = std::fs::read_to_string(ca_file)
+            .unwrap_or_else(|e| panic!("read the CA {}: {e}", ca_file.display()));
+        Tls {
+            client: strata_security::ClientTls {
+                ca_pem: Some(ca),
+                identity: None,
+                credential: Some(strata_security::Credential::new(principal, secret)),
+            },
+        }
+    }
+
+    /// The CA and the admin's credential of a master whose work dir is `master_dir`
+    /// (`tls/ca.crt`, `credentials.json`).
+    pub fn of_master(master_dir: &Path) -> Tls {
+        let secret = strata_security::credentials::secret_in_file(
+            &master_dir.join("credentials.json"),
+            strata_security::credentials::ADMIN,
+        )
+        .unwrap_or_else(|e| panic!("the admin's secret: {e}"));
+        Tls::new(&master_dir.join("tls/ca.crt"), "admin", &secret)
+    }
+
+    /// `GET url` (https) with the CA and the credential: (status code, body).
+    pub fn get(&self, url: &str) -> Result<(u16, String), String> {
+        let client = self
+            .client
+            .reqwest(reqwest::Client::builder().timeout(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?
+            .build()
+            .map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let response = client.get(url).send().await.map_err(|e| {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text = format!("{text}: {s}");
+                    source = s.source();
+                }
+                text
+            })?;
+            let code = response.status().as_u16();
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            Ok((code, body))
+        })
+    }
+
+    /// `GET url` (https), a 200's JSON body.
+    pub fn json(&self, url: &str) -> serde_json::Value {
+        match self.get(url) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("GET {url}: bad JSON ({e}): {body}")),
+            Ok((code, body)) => panic!("GET {url}: {code}: {body}"),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
 }
 
 /// Kills every process left in the cgroups of an agent (its root is named in the

@@ -26,8 +26,23 @@
 //! and zombies are reaped. A command killed by signal N makes the container exit
 //! with 128 + N, which [`exit_kind`] reads back as a signal.
 //!
-//! The task's user is not applied: users are named inside the image, which decides
-//! who runs the command. `usage` is not implemented yet.
+//! The task's user: the image decides who runs the command, unless the task's
+//! command names a user (`CommandInfo.user`, a name or uid the image knows), which is
+//! then the container's `User`. Neither the framework's user nor the agent's
+//! `--default-user` is applied inside the container (they name host users); the
+//! sandbox on the host belongs to the task's host user (the command's, else the
+//! framework's, else `--default-user`) when that user exists here, else to the agent.
+//! `usage` is not implemented yet.
+//!
+//! Host paths (issue 14): a volume's `host_path` is mounted only when it is at or
+//! below one of `--docker-volume-allow` (empty by default: no host paths at all),
+//! after `..` is refused and symlinks are resolved (the resolved path is what is
+//! mounted, so a link planted below an allowed path cannot reach out of it). `/`, the
+//! engine's socket and any directory holding it are never mounted, and listing them
+//! stops the agent at start. A refused volume fails the task with the path and the
+//! flag in its message. The log copier appends to the sandbox's `stdout` / `stderr`
+//! only through [`sandbox::open_for_output`]: never through a symlink, only to a
+//! regular file with one link, so a container cannot make the agent write elsewhere.
 //!
 //! Recovery (an agent that died and restarted): the containers keep running without
 //! the agent. `recover` inspects each checkpointed container by name: one that exists
@@ -92,7 +107,12 @@ const EXEC_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// CFS period for the cpu limit (Mesos and Docker use 100 ms).
 const CPU_PERIOD_US: i64 = 100_000;
 
-/// Settings of the Docker containerizer (`--docker-socket`, `--docker-remove-delay`).
+/// The usual places of the engine's socket: never mounted into a container, whatever
+/// `--docker-socket` says.
+pub const KNOWN_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
+
+/// Settings of the Docker containerizer (`--docker-socket`, `--docker-remove-delay`,
+/// `--docker-volume-allow`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockerOptions {
     /// The engine's unix socket.
@@ -100,6 +120,10 @@ pub struct DockerOptions {
     /// How long an ended container is kept (for `docker logs`/`inspect`) before the
     /// agent removes it.
     pub remove_delay: Duration,
+    /// Host paths (absolute directories or files) that tasks' volumes may mount: a
+    /// volume's `host_path` must be one of them or below one. Empty (the default): no
+    /// host path at all. Checked at start by [`DockerOptions::check`].
+    pub volume_allow: Vec<PathBuf>,
 }
 
 impl Default for DockerOptions {
@@ -107,6 +131,138 @@ impl Default for DockerOptions {
         DockerOptions {
             socket: PathBuf::from(DEFAULT_SOCKET),
             remove_delay: Duration::from_secs(60),
+            volume_allow: Vec::new(),
+        }
+    }
+}
+
+impl DockerOptions {
+    /// Checks `volume_allow`: absolute paths without `..`, none of them `/`, the
+    /// engine's socket or a directory that holds it. Says which entry is wrong and why.
+    pub fn check(&self) -> Result<(), String> {
+        for entry in &self.volume_allow {
+            let normal = normalize(entry).map_err(|why| format!("'{}' {why}", entry.display()))?;
+            let resolved = resolve(&normal);
+            for p in [&normal, &resolved] {
+                if let Some(why) = self.forbidden(p) {
+                    return Err(format!("'{}' is never allowed: {why}", entry.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a host path may never be mounted (`None`: it may be, if allowed).
+    fn forbidden(&self, path: &Path) -> Option<String> {
+        if path == Path::new("/") {
+            return Some("it is the host's root".into());
+        }
+        for socket in self.sockets() {
+            if socket.starts_with(path) {
+                return Some(if socket == path {
+                    "it is the Docker engine's socket".into()
+                } else {
+                    format!("it holds the Docker engine's socket {}", socket.display())
+                });
+            }
+        }
+        None
+    }
+
+    /// The engine's socket, its usual places, and where they resolve to.
+    fn sockets(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = KNOWN_SOCKETS.iter().map(PathBuf::from).collect();
+        out.push(normalize(&self.socket).unwrap_or_else(|_| self.socket.clone()));
+        let resolved: Vec<PathBuf> = out.iter().map(|p| resolve(p)).collect();
+        out.extend(resolved);
+        out
+    }
+
+    /// The path to mount for a task's volume whose host path is `host_path`, or why it
+    /// is refused (the message names the path and the flag).
+    pub fn allowed_host_path(&self, host_path: &str) -> Result<PathBuf, String> {
+        let refuse = |why: String| {
+            let allowed = if self.volume_allow.is_empty() {
+                "none are allowed on this agent".to_string()
+            } else {
+                let list: Vec<String> = self
+                    .volume_allow
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                format!("allowed: {}", list.join(","))
+            };
+            format!(
+                "volume host path '{host_path}' is refused: {why} (host paths must be listed in the agent's --docker-volume-allow; {allowed})"
+            )
+        };
+        let normal = normalize(Path::new(host_path)).map_err(|why| refuse(why.into()))?;
+        let resolved = resolve(&normal);
+        for p in [&normal, &resolved] {
+            if let Some(why) = self.forbidden(p) {
+                return Err(refuse(why));
+            }
+        }
+        let under_allowed = |p: &Path| {
+            self.volume_allow.iter().any(|a| {
+                let a = normalize(a).unwrap_or_else(|_| a.clone());
+                p.starts_with(&a) || p.starts_with(resolve(&a))
+            })
+        };
+        if !under_allowed(&normal) {
+            return Err(refuse("it is not under an allowed path".into()));
+        }
+        if !under_allowed(&resolved) {
+            return Err(refuse(format!(
+                "it resolves (through a symlink) to {}, which is not under an allowed path",
+                resolved.display()
+            )));
+        }
+        Ok(resolved)
+    }
+}
+
+/// `path` without `.` components, or why it is not acceptable (relative, or with a
+/// `..` component).
+fn normalize(path: &Path) -> Result<PathBuf, &'static str> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err("is not an absolute path");
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => return Err("contains '..'"),
+            Component::Prefix(_) => return Err("is not a unix path"),
+        }
+    }
+    Ok(out)
+}
+
+/// `path` (normalized) with the symlinks of its longest existing part resolved; the
+/// part that does not exist yet (Docker creates it) is kept as it is.
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
         }
     }
 }
@@ -293,7 +449,25 @@ impl DockerContainerizer {
         let docker_info = container.docker.clone().ok_or_else(|| {
             ContainerError::Docker("the task has no container.docker (no image)".into())
         })?;
-        sandbox::prepare(&spec.sandbox)
+        let mut volumes = container.volumes.clone();
+        for v in &mut volumes {
+            let allowed = self
+                .options
+                .allowed_host_path(&v.host_path)
+                .map_err(ContainerError::Docker)?;
+            v.host_path = allowed.display().to_string();
+        }
+        // The host user the task's sandbox belongs to, when there is one here (the
+        // container's user is the image's, or the command's, which the host may not know).
+        let owner = match super::process::resolve_user(spec.user.as_deref()) {
+            Ok(user) => super::process::owner_of(user.as_ref()),
+            Err(e) => {
+                tracing::debug!(error = %e, "the sandbox of the Docker task stays the agent's");
+                None
+            }
+        };
+        // The files are opened again by the log copier (and after a restart).
+        sandbox::prepare(&spec.sandbox, owner)
             .await
             .map_err(|e| ContainerError::Sandbox(e.to_string()))?;
         // Docker takes a relative bind source for a named volume: make it absolute.
@@ -305,13 +479,7 @@ impl DockerContainerizer {
         self.ensure_image(&docker, &image, &docker_info).await?;
 
         let name = container_name(&spec.agent_id, &spec.container_id);
-        let body = container_body(
-            &spec,
-            &docker_info,
-            &container.volumes,
-            &sandbox_dir,
-            &image,
-        );
+        let body = container_body(&spec, &docker_info, &volumes, &sandbox_dir, &image);
         docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -873,26 +1041,30 @@ async fn reap(
 /// bytes of each stream as the file holds, plus what log rotation dropped from it
 /// ([`crate::hygiene::rotated_bytes`]), are skipped.
 async fn follow_logs(docker: Docker, name: String, sandbox: PathBuf, resume: bool) {
-    let open = |file: &str| {
-        let path = sandbox.join(file);
+    // Never through a symlink, only a regular file with one link: a container owns
+    // its sandbox and could have put anything there (issue 14).
+    let open = |file: sandbox::LogFile| {
+        let sandbox = sandbox.clone();
         async move {
-            let f = tokio::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .await?;
+            let f = tokio::task::spawn_blocking(move || sandbox::open_for_output(&sandbox, file))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+            let f = tokio::fs::File::from_std(f);
             let len = f.metadata().await?.len();
             Ok::<_, std::io::Error>((f, len))
         }
     };
-    let ((mut out, out_len), (mut err, err_len)) =
-        match (open("stdout").await, open("stderr").await) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(%name, error = %e, "cannot open the sandbox's output files");
-                return;
-            }
-        };
+    let ((mut out, out_len), (mut err, err_len)) = match (
+        open(sandbox::LogFile::Stdout).await,
+        open(sandbox::LogFile::Stderr).await,
+    ) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(%name, error = %e, "cannot open the sandbox's output files");
+            return;
+        }
+    };
     // Bytes of each stream already in the sandbox, not to be written again.
     let (mut skip_out, mut skip_err) = if resume {
         (
@@ -1080,8 +1252,11 @@ fn container_body(
         }),
         ..Default::default()
     };
+    // The image decides who runs the command, unless the command names a user.
+    let user = (!command.user.is_empty()).then(|| command.user.clone());
     ContainerCreateBody {
         image: Some(image.to_string()),
+        user,
         entrypoint: Some(entrypoint),
         cmd: Some(cmd),
         env: Some(env),
@@ -1106,6 +1281,106 @@ pub fn exit_kind(code: i64) -> ExitKind {
 mod tests {
     use super::*;
     use strata_proto::Resources;
+
+    fn allowing(paths: &[&Path]) -> DockerOptions {
+        DockerOptions {
+            volume_allow: paths.iter().map(|p| p.to_path_buf()).collect(),
+            ..DockerOptions::default()
+        }
+    }
+
+    #[test]
+    fn by_default_no_host_path_is_mounted() {
+        let e = DockerOptions::default()
+            .allowed_host_path("/data")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "volume host path '/data' is refused: it is not under an allowed path (host paths must be listed in the agent's --docker-volume-allow; none are allowed on this agent)"
+        );
+    }
+
+    #[test]
+    fn host_paths_are_mounted_only_from_the_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let data = std::fs::canonicalize(&data).unwrap();
+        let o = allowing(&[&data]);
+        assert_eq!(o.check(), Ok(()));
+        let inside = format!("{}/cache/./x", data.display());
+        assert_eq!(o.allowed_host_path(&inside).unwrap(), data.join("cache/x"));
+        assert_eq!(
+            o.allowed_host_path(&data.display().to_string()).unwrap(),
+            data
+        );
+
+        let refused = |p: &str| o.allowed_host_path(p).unwrap_err();
+        let e = refused(&format!("{}/../etc", data.display()));
+        assert!(
+            e.contains("contains '..'") && e.contains("--docker-volume-allow"),
+            "{e}"
+        );
+        assert!(refused("relative/path").contains("is not an absolute path"));
+        let e = refused("/etc");
+        assert!(
+            e.contains("'/etc' is refused: it is not under an allowed path"),
+            "{e}"
+        );
+        assert!(e.contains(&format!("allowed: {}", data.display())), "{e}");
+        // A prefix of the name is not a parent directory.
+        assert!(refused(&format!("{}x", data.display())).contains("not under an allowed path"));
+        assert!(refused("/").contains("it is the host's root"));
+        assert!(refused("/var/run/docker.sock").contains("the Docker engine's socket"));
+        assert!(refused("/run/docker.sock").contains("the Docker engine's socket"));
+        assert!(refused("/run").contains("it holds the Docker engine's socket"));
+
+        // A symlink planted below an allowed path (by an earlier task) leads nowhere.
+        std::os::unix::fs::symlink("/", data.join("root")).unwrap();
+        std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
+        let e = refused(&format!("{}/root", data.display()));
+        assert!(e.contains("it is the host's root"), "{e}");
+        let e = refused(&format!("{}/etc/ssh", data.display()));
+        assert!(
+            e.contains(
+                "it resolves (through a symlink) to /etc/ssh, which is not under an allowed path"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_root_and_the_docker_socket_cannot_be_allowed() {
+        for (entry, why) in [
+            ("/", "'/' is never allowed: it is the host's root"),
+            (
+                "/var/run/docker.sock",
+                "'/var/run/docker.sock' is never allowed: it is the Docker engine's socket",
+            ),
+            (
+                "/run",
+                "'/run' is never allowed: it holds the Docker engine's socket /run/docker.sock",
+            ),
+            ("/srv/../", "'/srv/../' contains '..'"),
+            ("srv", "'srv' is not an absolute path"),
+        ] {
+            let e = allowing(&[Path::new("/srv"), Path::new(entry)])
+                .check()
+                .unwrap_err();
+            assert_eq!(e, why, "{entry}");
+        }
+        let custom = DockerOptions {
+            socket: PathBuf::from("/opt/docker/engine.sock"),
+            volume_allow: vec![PathBuf::from("/opt/docker")],
+            ..DockerOptions::default()
+        };
+        assert!(
+            custom
+                .check()
+                .unwrap_err()
+                .contains("/opt/docker/engine.sock")
+        );
+    }
 
     #[test]
     fn resumed_logs_skip_what_the_sandbox_has() {

@@ -73,8 +73,10 @@ pub struct LaunchSpec {
     pub command: v1::CommandInfo,
     pub resources: Resources,
     pub sandbox: PathBuf,
-    /// The user to run as: the command's user, else the framework's; `None`: the
-    /// agent's own user.
+    /// The user to run as: the command's user, else the framework's, else the
+    /// agent's `--default-user` (`nobody` unless set); `None`: the agent's own user.
+    /// Process tasks run as it (when the agent is root); a Docker task's sandbox
+    /// belongs to it, while the container runs as the image's user (or the command's).
     pub user: Option<String>,
 }
 

@@ -184,34 +184,17 @@ impl ProcessContainerizer {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn launch_now(&self, spec: LaunchSpec) -> Result<ContainerHandle, ContainerError> {
+    fn launch_now(
+        &self,
+        spec: LaunchSpec,
+        user: Option<User>,
+        logs: sandbox::LogFiles,
+    ) -> Result<ContainerHandle, ContainerError> {
         if let Some(why) = &self.isolation.unavailable {
             return Err(ContainerError::Isolation(why.clone()));
         }
-        let user = resolve_user(spec.user.as_deref())?;
-        let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(spec.sandbox.join(name))
-                .map_err(|e| ContainerError::Sandbox(format!("cannot open {name}: {e}")))
-        };
-        let (stdout, stderr) = (open("stdout")?, open("stderr")?);
-        if let Some(user) = &user {
-            for path in [
-                spec.sandbox.clone(),
-                spec.sandbox.join("stdout"),
-                spec.sandbox.join("stderr"),
-            ] {
-                nix::unistd::chown(&path, Some(user.uid), Some(user.gid)).map_err(|e| {
-                    ContainerError::Sandbox(format!(
-                        "cannot give {} to {}: {e}",
-                        path.display(),
-                        user.name
-                    ))
-                })?;
-            }
-        }
+        // Created by `prepare` for the task's user, never through a link.
+        let (stdout, stderr) = (logs.stdout, logs.stderr);
 
         let command = &spec.command;
         let (program, mut cmd) = if command.shell {
@@ -643,10 +626,11 @@ impl Containerizer for ProcessContainerizer {
 
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerHandle, ContainerError>> {
         Box::pin(async move {
-            sandbox::prepare(&spec.sandbox)
+            let user = resolve_user(spec.user.as_deref())?;
+            let logs = sandbox::prepare(&spec.sandbox, owner_of(user.as_ref()))
                 .await
                 .map_err(|e| ContainerError::Sandbox(e.to_string()))?;
-            self.launch_now(spec)
+            self.launch_now(spec, user, logs)
         })
     }
 
@@ -721,8 +705,11 @@ impl Containerizer for ProcessContainerizer {
 }
 
 /// The user to switch to, when there is one and the agent can switch (it runs as
-/// root). An agent that is not root runs tasks as itself. Also used by COMMAND health
-/// checks, which run as the task's user.
+/// root). An agent that is not root runs tasks as itself. `name` is the task's user
+/// as the agent decided it (the command's, else the framework's, else the agent's
+/// `--default-user`, `nobody` unless set; see [`crate::AgentOptions::default_user`]);
+/// `None` or empty: the agent's own user. Also used by COMMAND health checks, which
+/// run as the task's user, and for the owner of a Docker task's sandbox.
 pub(crate) fn resolve_user(name: Option<&str>) -> Result<Option<User>, ContainerError> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
@@ -742,6 +729,11 @@ pub(crate) fn resolve_user(name: Option<&str>) -> Result<Option<User>, Container
             source,
         }),
     }
+}
+
+/// The owner [`sandbox::prepare`] gives a sandbox of a task run as `user`.
+pub(crate) fn owner_of(user: Option<&User>) -> sandbox::Owner {
+    user.map(|u| (u.uid.as_raw(), u.gid.as_raw()))
 }
 
 fn exit_kind(status: std::process::ExitStatus) -> ExitKind {

@@ -88,6 +88,7 @@ impl SimAgent {
     fn register(&self) -> v1::AgentMessage {
         let register = v1::Register {
             agent_info: Some(v1::AgentInfo {
+                principal: String::new(),
                 id: self.id.clone(),
                 hostname: format!("sim-{}", self.index),
                 address: format!("127.0.0.1:{}", 10_000 + self.index),

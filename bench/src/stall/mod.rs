@@ -784,6 +784,7 @@ fn agent_info(index: u32) -> v1::AgentInfo {
         id: String::new(),
         hostname: padded(&format!("stall-{index}-"), 'h', limits::MAX_NAME_BYTES),
         address: format!("127.0.0.1:{}", 20_000 + index),
+        principal: String::new(),
         resources,
         attributes: (0..limits::MAX_ATTRIBUTES)
             .map(|i| v1::Attribute {

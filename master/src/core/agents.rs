@@ -126,6 +126,38 @@ impl Master {
             );
             return;
         }
+        // An agent id is bound to the principal (certificate) that registered it; an
+        // id registered without authentication is claimed by the first that comes.
+        if let Some(agent) = self.agent_ids.get(&id).and_then(|k| self.agents.get(k))
+            && !agent.principal.is_empty()
+            && agent.principal != info.principal
+        {
+            let message = format!(
+                "agent id '{id}' belongs to another agent (principal '{}'): an agent registers only under the id its own certificate registered",
+                agent.principal
+            );
+            self.counters.calls_refused += 1;
+            self.refuse_agent(conn, message, now);
+            return;
+        }
+        // A principal whose agent an operator marked gone is revoked: it registers
+        // under no id, not even as a new agent.
+        if !info.principal.is_empty() && self.revoked_principals.contains(&info.principal) {
+            let message = format!(
+                "the certificate of '{}' is revoked: its agent was marked gone by an operator; the machine must join again with a new work dir",
+                info.principal
+            );
+            self.counters.calls_refused += 1;
+            self.refuse_agent_with(
+                conn,
+                v1::AgentError {
+                    message,
+                    gone: true,
+                },
+                now,
+            );
+            return;
+        }
         let (key, previous) = match self.agent_ids.get(&id) {
             Some(&key) => (
                 key,
@@ -167,22 +199,29 @@ impl Master {
         }
         self.allocator.remove_agent(key);
 
-        let readmit = match &previous {
-            None => true,
-            Some((status, hostname)) => {
-                matches!(status, AgentStatus::Unreachable | AgentStatus::Recovering)
-                    || *hostname != info.hostname
-            }
-        };
+        let claimed = self
+            .agents
+            .get(&key)
+            .is_some_and(|a| a.principal != info.principal);
+        let readmit = claimed
+            || match &previous {
+                None => true,
+                Some((status, hostname)) => {
+                    matches!(status, AgentStatus::Unreachable | AgentStatus::Recovering)
+                        || *hostname != info.hostname
+                }
+            };
         if readmit {
             self.emit(Effect::Persist(RegistryOp::AdmitAgent {
                 id: id.clone(),
                 hostname: info.hostname.clone(),
+                principal: info.principal.clone(),
             }));
         }
         let unix = self.unix(now);
         if let Some(agent) = self.agents.get_mut(&key) {
             agent.hostname = info.hostname.clone();
+            agent.principal = info.principal.clone();
             agent.address = info.address.clone();
             agent.attributes = info.attributes.clone();
             agent.total = total.clone();
@@ -747,6 +786,9 @@ impl Master {
         };
         agent.status = AgentStatus::Gone;
         agent.reregister_deadline = None;
+        if !agent.principal.is_empty() {
+            self.revoked_principals.insert(agent.principal.clone());
+        }
         agent.maintenance = None;
         let id = agent.id.clone();
         let conn = agent.conn.take();

@@ -221,6 +221,9 @@ pub struct StateSnapshot {
 pub struct AgentView {
     pub id: String,
     pub hostname: String,
+    /// The principal it registered as (`agent:<node id>` of its certificate); empty
+    /// when it registered without authentication.
+    pub principal: String,
     /// host:port of the agent's HTTP API.
     pub address: String,
     /// `ACTIVE`, `DISCONNECTED` (stream gone, timeout running), `UNREACHABLE`, or
@@ -242,6 +245,8 @@ pub struct AgentView {
 pub struct FrameworkView {
     pub id: String,
     pub name: String,
+    /// The principal that registered it (only it may fail over as it).
+    pub principal: String,
     pub user: String,
     pub roles: Vec<String>,
     pub capabilities: Vec<String>,

@@ -97,6 +97,23 @@ impl Master {
             return;
         }
 
+        // A framework id is bound to the principal that registered it: a failover needs
+        // the same credentials. (One registered without authentication is claimed by
+        // the first authenticated principal that subscribes with its id.)
+        if let Some(fw) = self
+            .framework_ids
+            .get(&info.id)
+            .and_then(|fk| self.frameworks.get(fk))
+            && !fw.info.principal.is_empty()
+            && fw.info.principal != info.principal
+        {
+            let message = format!(
+                "framework '{}' is registered by principal '{}', not '{}': only the principal that registered a framework may subscribe as it (fail over)",
+                info.id, fw.info.principal, info.principal
+            );
+            self.refuse_subscription(conn, message);
+            return;
+        }
         let id = if info.id.is_empty() {
             self.rng.uuid()
         } else {

@@ -63,6 +63,8 @@ pub struct Master {
     pub(super) framework_conns: HashMap<ConnId, FrameworkKey>,
     next_framework_key: u32,
     pub(super) removed_frameworks: HashSet<String>,
+    /// Principals of agents an operator marked gone: they register no more.
+    pub(super) revoked_principals: HashSet<String>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -123,6 +125,7 @@ impl Master {
             framework_conns: HashMap::new(),
             next_framework_key: 0,
             removed_frameworks: HashSet::new(),
+            revoked_principals: HashSet::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,
@@ -388,6 +391,14 @@ impl Master {
             self.agents.insert(key, agent);
             self.agent_ids.insert(id.clone(), key);
         }
+        for (id, principal) in &registry.agent_principals {
+            if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
+                agent.principal = principal.clone();
+                if agent.status == AgentStatus::Gone {
+                    self.revoked_principals.insert(principal.clone());
+                }
+            }
+        }
         for (id, maintenance) in &registry.maintenance {
             if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
                 agent.maintenance = Some(*maintenance);
@@ -469,6 +480,7 @@ impl Agent {
             key,
             id,
             hostname,
+            principal: String::new(),
             address: String::new(),
             attributes: Vec::new(),
             total: Default::default(),

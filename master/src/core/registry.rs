@@ -30,7 +30,14 @@ pub enum Maintenance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RegistryOp {
     /// An agent was admitted (first registration) or re-admitted.
-    AdmitAgent { id: String, hostname: String },
+    AdmitAgent {
+        id: String,
+        hostname: String,
+        /// The principal the agent registered as (its certificate's); its id is bound
+        /// to it. Empty: registered without authentication.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        principal: String,
+    },
     /// An agent was marked unreachable at `unix_time` seconds.
     MarkUnreachable { id: String, unix_time: f64 },
     /// An agent was removed for good.
@@ -105,15 +112,26 @@ pub struct Registry {
     /// [`LOST_TASKS`] of them.
     #[serde(default)]
     pub lost_tasks: Vec<LostTaskRecord>,
+    /// The principal each agent registered as (agents registered without
+    /// authentication have none).
+    #[serde(default)]
+    pub agent_principals: BTreeMap<String, String>,
 }
 
 impl Registry {
     /// Applies one operation.
     pub fn apply(&mut self, op: &RegistryOp) {
         match op {
-            RegistryOp::AdmitAgent { id, hostname } => {
+            RegistryOp::AdmitAgent {
+                id,
+                hostname,
+                principal,
+            } => {
                 self.unreachable.remove(id);
                 self.agents.insert(id.clone(), hostname.clone());
+                if !principal.is_empty() {
+                    self.agent_principals.insert(id.clone(), principal.clone());
+                }
             }
             RegistryOp::MarkUnreachable { id, unix_time } => {
                 self.unreachable.insert(id.clone(), *unix_time);
@@ -122,6 +140,7 @@ impl Registry {
                 self.agents.remove(id);
                 self.unreachable.remove(id);
                 self.maintenance.remove(id);
+                self.agent_principals.remove(id);
             }
             RegistryOp::AddFramework { id, info } => {
                 self.frameworks.insert(id.clone(), info.clone());

@@ -56,6 +56,9 @@ pub struct Agent {
     pub key: AgentKey,
     pub id: String,
     pub hostname: String,
+    /// The principal the agent registered as; its id is bound to it ("" when it
+    /// registered without authentication: the next authenticated agent claims it).
+    pub principal: String,
     pub address: String,
     pub attributes: Vec<v1::Attribute>,
     pub total: Resources,

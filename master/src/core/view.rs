@@ -54,6 +54,7 @@ impl Master {
             .map(|a| AgentView {
                 id: a.id.clone(),
                 hostname: a.hostname.clone(),
+                principal: a.principal.clone(),
                 address: a.address.clone(),
                 status: a.status.name().to_string(),
                 maintenance: super::maintenance::maintenance_name(a.maintenance, a.tasks.len()),
@@ -74,6 +75,7 @@ impl Master {
             .map(|f| FrameworkView {
                 id: f.id.clone(),
                 name: f.info.name.clone(),
+                principal: f.info.principal.clone(),
                 user: f.info.user.clone(),
                 roles: f.roles.clone(),
                 capabilities: f

@@ -155,6 +155,7 @@ pub fn agent_info(hostname: &str) -> v1::AgentInfo {
         id: String::new(),
         hostname: hostname.to_string(),
         address: format!("{hostname}:5051"),
+        principal: String::new(),
         resources: strata_proto::Resources::parse("cpus:4;mem:4096;disk:10000;ports:[31000-32000]")
             .expect("resources")
             .to_proto(),

@@ -278,7 +278,8 @@ fn an_unreachable_agent_that_returns_gets_its_tasks_back() {
         vec![
             RegistryOp::AdmitAgent {
                 id: agent.id.clone(),
-                hostname: "h1".into()
+                hostname: "h1".into(),
+                principal: String::new(),
             },
             RegistryOp::MarkTaskLost {
                 framework_id: plain.id.clone(),
@@ -498,6 +499,7 @@ fn an_update_older_than_a_reported_end_is_acknowledged_not_forwarded() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-1".into(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AddFramework {
         id: "fw-1".into(),
@@ -615,10 +617,12 @@ fn after_a_master_restart_agents_and_frameworks_come_back() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-1".into(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-2".into(),
         hostname: "h2".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AddFramework {
         id: "fw-1".into(),
@@ -667,7 +671,8 @@ fn after_a_master_restart_agents_and_frameworks_come_back() {
         persisted(&effects),
         vec![RegistryOp::AdmitAgent {
             id: "agent-1".into(),
-            hostname: "h1".into()
+            hostname: "h1".into(),
+            principal: String::new(),
         }]
     );
     assert_eq!(
@@ -773,7 +778,8 @@ fn an_unknown_agent_id_is_accepted_after_a_restart_without_registry() {
         persisted(&effects),
         vec![RegistryOp::AdmitAgent {
             id: "old-id".into(),
-            hostname: "h1".into()
+            hostname: "h1".into(),
+            principal: String::new(),
         }]
     );
 }

@@ -31,7 +31,8 @@ fn an_agent_registers_and_a_framework_is_offered_all_of_it() {
         vec![
             Effect::Persist(RegistryOp::AdmitAgent {
                 id: agent_id.clone(),
-                hostname: "h1".into()
+                hostname: "h1".into(),
+                principal: String::new(),
             }),
             Effect::ToAgent {
                 conn,

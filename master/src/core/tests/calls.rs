@@ -212,6 +212,7 @@ fn a_kill_of_a_task_the_master_cannot_know_yet_is_not_answered_lost() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-1".into(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AddFramework {
         id: "fw-1".into(),
@@ -285,6 +286,7 @@ fn a_kill_naming_no_agent_is_not_answered_while_agents_re_register() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-1".into(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AddFramework {
         id: "fw-1".into(),
@@ -411,6 +413,7 @@ fn a_task_that_finished_while_its_framework_was_away_reconciles_as_finished() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: "agent-1".into(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     registry.apply(&RegistryOp::AddFramework {
         id: "fw-1".into(),

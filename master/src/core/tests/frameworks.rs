@@ -101,6 +101,7 @@ fn a_removed_framework_stays_removed_after_a_master_restart() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: agent.id.clone(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     let registry = fold(registry, &sim.effects());
     sim.call(&fw, Call::Teardown(v1::TeardownRequest { header: None }))

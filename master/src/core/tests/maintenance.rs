@@ -168,6 +168,7 @@ fn weights_and_maintenance_survive_a_master_restart() {
         registry.apply(&RegistryOp::AdmitAgent {
             id: id.clone(),
             hostname: "h".into(),
+            principal: String::new(),
         });
     }
     let registry = fold(registry, &sim.effects());
@@ -320,6 +321,7 @@ fn an_agent_marked_gone_ends_its_tasks_and_never_comes_back() {
     registry.apply(&RegistryOp::AdmitAgent {
         id: agent.id.clone(),
         hostname: "h1".into(),
+        principal: String::new(),
     });
     let registry = fold(registry, &sim.effects());
 

@@ -150,6 +150,7 @@ impl Sim {
 
     pub fn agent_info(hostname: &str, resources: &str) -> v1::AgentInfo {
         v1::AgentInfo {
+            principal: String::new(),
             id: String::new(),
             hostname: hostname.into(),
             address: format!("{hostname}:5051"),

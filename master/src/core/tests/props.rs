@@ -539,6 +539,7 @@ impl Walk {
                     .map(|p| self.id_of(p, &known))
                     .unwrap_or_default();
                 let info = v1::AgentInfo {
+                    principal: String::new(),
                     id,
                     hostname: format!("h{host}"),
                     address: format!("h{host}:5051"),

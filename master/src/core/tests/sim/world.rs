@@ -209,6 +209,7 @@ impl World {
             let hostname = format!("a{i}");
             let total = res(AGENT_SIZES[i % AGENT_SIZES.len()]);
             let info = v1::AgentInfo {
+                principal: String::new(),
                 id: String::new(),
                 hostname: hostname.clone(),
                 address: format!("{hostname}:5051"),

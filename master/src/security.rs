@@ -1,0 +1,459 @@
+//! The master's side of identities: the cluster CA, the master's certificate, the join
+//! token and the credentials file in its work dir, the one authentication layer of its
+//! port, and the join protocol's endpoints.
+//!
+//! ```text
+//!  WORK/tls/ca.crt ca.key        the cluster CA (made at first start)
+//!  WORK/tls/master.crt .key      issued at every start for strata-master + --tls-name
+//!  WORK/tls/join-token           STRATA-JOIN-1-<ca digest>-<secret>
+//!  WORK/credentials.json         principals and secrets (made with `admin` at first start)
+//!
+//!  GET  /tls/ca.crt   anyone          the CA certificate
+//!  POST /tls/join     join token      signs an agent's request: CN=agent:<new node id>
+//!  POST /tls/renew    an agent        signs a new request for the same node
+//!  POST /tls/issue    a user          signs a request: CN=user:<principal> (a framework's
+//!                                     own listener, e.g. the App API)
+//! ```
+//!
+//! Who may call what (until ACLs): agents only the agent link and `/tls/renew`; users
+//! (frameworks, operators) everything but the agent link.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Extension, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_security::join::{
+    CA_PATH, CREDENTIALS_PATH, Certified, ISSUE_PATH, JOIN_PATH, JoinRequest, JoinToken,
+    RENEW_PATH, RenewRequest,
+};
+use strata_security::{
+    Authenticator, ClusterCa, Credentials, Principal, SecurityError, ServerTls, authn,
+};
+
+use crate::driver::DriverHandle;
+
+/// How long the master's own certificate is valid (it is issued anew at every start).
+const MASTER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a certificate from `/tls/issue` is valid.
+const ISSUED_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The paths served to callers with no credential.
+const PUBLIC: &[&str] = &["/health", CA_PATH, JOIN_PATH];
+/// The paths an agent's certificate may call.
+const AGENT_PREFIX: &str = "/strata.v1.AgentLink/";
+
+/// TLS and authentication of a master (`--insecure` turns them off).
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// Names (DNS or IP) put in the master's certificate besides `strata-master`,
+    /// `localhost`, the loopback addresses, the hostname and the listen address.
+    pub names: Vec<String>,
+    /// The credentials file; `None`: `WORK/credentials.json`, made with the principal
+    /// `admin` at first start.
+    pub credentials: Option<PathBuf>,
+    /// How long an agent's certificate is valid; agents renew at two thirds of it.
+    pub agent_cert_ttl: Duration,
+}
+
+impl Default for TlsOptions {
+    fn default() -> TlsOptions {
+        TlsOptions {
+            names: Vec::new(),
+            credentials: None,
+            agent_cert_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Whether the master's port is TLS with authentication.
+#[derive(Debug, Clone, Default)]
+pub enum Security {
+    /// Plain text, everyone anonymous: what `--insecure` gives (and the library's
+    /// default, for tests that exercise other things).
+    #[default]
+    Insecure,
+    Tls(TlsOptions),
+}
+
+/// What the master's listener needs: the authenticator, and the TLS settings and CA
+/// when secure.
+#[derive(Clone)]
+pub struct MasterSecurity {
+    pub authn: Authenticator,
+    tls: Option<Arc<Secure>>,
+}
+
+struct Secure {
+    ca: ClusterCa,
+    join_token: JoinToken,
+    server: ServerTls,
+    agent_cert_ttl: Duration,
+    credentials_path: PathBuf,
+}
+
+impl std::fmt::Debug for MasterSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterSecurity")
+            .field("secure", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// The paths of a secure master's files in its work dir.
+pub fn tls_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("tls")
+}
+
+pub fn default_credentials_path(work_dir: &Path) -> PathBuf {
+    work_dir.join("credentials.json")
+}
+
+impl MasterSecurity {
+    pub fn insecure() -> MasterSecurity {
+        MasterSecurity {
+            authn: Authenticator::insecure(),
+            tls: None,
+        }
+    }
+
+    /// Loads (or makes, at first start) the CA, the join token and the credentials in
+    /// `work_dir`, and issues the master's certificate for `listen` and `options.names`.
+    pub fn setup(
+        work_dir: &Path,
+        options: &TlsOptions,
+        listen: SocketAddr,
+    ) -> Result<MasterSecurity, SecurityError> {
+        let dir = tls_dir(work_dir);
+        let (ca, made) = ClusterCa::load_or_create(&dir)?;
+        if made {
+            tracing::info!(dir = %dir.display(), fingerprint = %ca.fingerprint(), "made the cluster CA");
+        }
+        let (join_token, made) = JoinToken::load_or_create(&dir.join("join-token"), &ca)?;
+        if made {
+            tracing::info!(file = %dir.join("join-token").display(), "made the agents' join token");
+        }
+        let credentials_path = options
+            .credentials
+            .clone()
+            .unwrap_or_else(|| default_credentials_path(work_dir));
+        let credentials = if options.credentials.is_some() {
+            Credentials::load(&credentials_path)?
+        } else {
+            let (credentials, made) = Credentials::load_or_create(&credentials_path)?;
+            if made {
+                tracing::info!(
+                    file = %credentials_path.display(),
+                    "made the credentials file with the principal 'admin'"
+                );
+            }
+            credentials
+        };
+        let names = master_names(&options.names, listen);
+        let issued = ca.issue(strata_security::MASTER_NAME, &names, MASTER_CERT_VALIDITY)?;
+        strata_security::files::write_public(&dir.join("master.crt"), issued.cert_pem.as_bytes())?;
+        strata_security::files::write_private(&dir.join("master.key"), issued.key_pem.as_bytes())?;
+        let server = ServerTls {
+            cert_chain_pem: format!("{}{}", issued.cert_pem, ca.cert_pem()),
+            key_pem: issued.key_pem,
+            client_ca_pem: ca.cert_pem().to_string(),
+        };
+        tracing::info!(
+            principals = credentials.len(),
+            names = ?names,
+            ca = %dir.join("ca.crt").display(),
+            join_token = %dir.join("join-token").display(),
+            "TLS and authentication on"
+        );
+        Ok(MasterSecurity {
+            authn: Authenticator::new(credentials, PUBLIC),
+            tls: Some(Arc::new(Secure {
+                ca,
+                join_token,
+                server,
+                agent_cert_ttl: options.agent_cert_ttl,
+                credentials_path,
+            })),
+        })
+    }
+
+    /// The listener's TLS settings (`None`: plain text).
+    pub fn server_tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref().map(|s| &s.server)
+    }
+
+    /// Rereads the credentials file (SIGHUP). A file that does not parse changes
+    /// nothing.
+    pub fn reload_credentials(&self) -> Result<usize, SecurityError> {
+        let Some(secure) = &self.tls else {
+            return Ok(0);
+        };
+        let credentials = Credentials::load(&secure.credentials_path)?;
+        let n = credentials.len();
+        self.authn.set_credentials(credentials);
+        Ok(n)
+    }
+
+    /// The join protocol's routes (empty when insecure).
+    pub fn routes(&self, driver: DriverHandle) -> Router {
+        let Some(secure) = self.tls.clone() else {
+            return Router::new();
+        };
+        Router::new()
+            .route(CA_PATH, get(ca_cert))
+            .route(JOIN_PATH, post(join))
+            .route(RENEW_PATH, post(renew))
+            .route(ISSUE_PATH, post(issue))
+            .route(CREDENTIALS_PATH, get(credential_digests))
+            .route_layer(axum::middleware::from_fn(crate::guard::json))
+            .with_state(JoinState {
+                secure,
+                driver,
+                authn: self.authn.clone(),
+            })
+    }
+}
+
+/// The names in the master's certificate.
+fn master_names(extra: &[String], listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        strata_security::MASTER_NAME.to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Some(host) = nix_hostname() {
+        names.push(host);
+    }
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    names
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Agents may call only the agent link and `/tls/renew`; nobody else may call the
+/// agent link.
+pub async fn separate(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or(Principal::Anonymous);
+    let agent_only = path.starts_with(AGENT_PREFIX) || path == RENEW_PATH;
+    let agent_api = agent_only || path == CREDENTIALS_PATH;
+    let refusal = match &principal {
+        Principal::Agent(_) if !agent_api && path != "/health" && path != CA_PATH => {
+            Some("an agent certificate may call only the agent API: use an operator's credential")
+        }
+        Principal::User(_) if agent_only => {
+            Some("only an agent (with its cluster certificate) may call the agent API")
+        }
+        _ => None,
+    };
+    match refusal {
+        Some(why) => {
+            authn::audit_refused(&principal, request.method().as_str(), &path, why);
+            let grpc = authn::is_grpc(&request);
+            if grpc {
+                tonic::Status::permission_denied(why).into_http::<axum::body::Body>()
+            } else {
+                (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(serde_json::json!({ "error": why })),
+                )
+                    .into_response()
+            }
+        }
+        None => next.run(request).await,
+    }
+}
+
+#[derive(Clone)]
+struct JoinState {
+    secure: Arc<Secure>,
+    driver: DriverHandle,
+    authn: Authenticator,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+/// The credentials with their secrets' digests only, for agents.
+async fn credential_digests(
+    State(state): State<JoinState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    if !matches!(principal, Principal::Agent(_)) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "only agents read the credentials' digests",
+        );
+    }
+    match state.authn.credentials() {
+        Some(credentials) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            credentials.digests_json(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no credentials: the master is insecure",
+        ),
+    }
+}
+
+async fn ca_cert(State(state): State<JoinState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        state.secure.ca.cert_pem().to_string(),
+    )
+        .into_response()
+}
+
+/// The body parsed, or the text of a 400.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not what this endpoint takes: {e}"))
+}
+
+async fn join(State(state): State<JoinState>, body: axum::body::Bytes) -> Response {
+    let request: JoinRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    if !state.secure.join_token.accepts(&request.token) {
+        authn::audit_refused(&Principal::Anonymous, "join", JOIN_PATH, "wrong join token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the join token is not this cluster's: copy it from the master's work dir (tls/join-token)",
+        );
+    }
+    let node_id = uuid::Uuid::new_v4().to_string();
+    sign(&state, &request.csr, &request.names, &node_id, "join")
+}
+
+async fn renew(
+    State(state): State<JoinState>,
+    Extension(principal): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Principal::Agent(node_id) = &principal else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "only an agent (with its current certificate) renews its certificate",
+        );
+    };
+    let request: RenewRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    // A gone agent's certificate is revoked: it is not renewed either.
+    let name = principal.name();
+    match state.driver.snapshot().await {
+        Ok(snapshot) => {
+            if snapshot
+                .agents
+                .iter()
+                .any(|a| a.principal == name && a.status == "GONE")
+            {
+                authn::audit_refused(&principal, "renew", RENEW_PATH, "agent is gone");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("the certificate of {name} is revoked: its agent was marked gone"),
+                );
+            }
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+    sign(&state, &request.csr, &request.names, node_id, "renew")
+}
+
+async fn issue(
+    State(state): State<JoinState>,
+    Extension(principal): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Principal::User(user) = &principal else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "certificates are issued to authenticated principals only",
+        );
+    };
+    let request: RenewRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let secure = &state.secure;
+    let mut names: Vec<String> = request
+        .names
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| n != strata_security::MASTER_NAME && n != strata_security::AGENT_NAME)
+        .collect();
+    names.dedup();
+    names.truncate(strata_security::join::MAX_NAMES);
+    let cn = format!("{}{user}", strata_security::principal::USER_CN_PREFIX);
+    match secure
+        .ca
+        .sign_request(&request.csr, &cn, &names, ISSUED_CERT_VALIDITY)
+    {
+        Ok(cert) => {
+            authn::audit_allowed(&principal, "issue certificate", &names.join(","));
+            axum::Json(Certified {
+                node_id: String::new(),
+                cert,
+            })
+            .into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+fn sign(
+    state: &JoinState,
+    csr: &str,
+    requested: &[String],
+    node_id: &str,
+    action: &str,
+) -> Response {
+    let secure = &state.secure;
+    // Clients verify the master as `strata-master` (never in an agent's certificate);
+    // an agent on the master's machine may carry its loopback and host names.
+    let names = strata_security::join::agent_names(requested, &[]);
+    let cn = format!("{}{node_id}", strata_security::principal::AGENT_CN_PREFIX);
+    match secure
+        .ca
+        .sign_request(csr, &cn, &names, secure.agent_cert_ttl)
+    {
+        Ok(cert) => {
+            tracing::info!(node_id, ?names, action, "signed an agent certificate");
+            axum::Json(Certified {
+                node_id: node_id.to_string(),
+                cert,
+            })
+            .into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
