@@ -94,7 +94,7 @@ pub(crate) async fn obtain(
                 tracing::info!(node_id = %identity.node_id, dir = %dir.display(), "joined the cluster");
                 return Ok(Some(identity));
             }
-            Err(e) if is_refusal(&e) => return Err(e.into()),
+            Err(e) if e.is_refusal() => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot join yet; retrying");
                 tokio::select! {
@@ -104,12 +104,6 @@ pub(crate) async fn obtain(
             }
         }
     }
-}
-
-/// Whether the master answered and said no (not worth retrying).
-fn is_refusal(e: &strata_security::SecurityError) -> bool {
-    let text = e.to_string();
-    text.contains("the master refused") || text.contains("is not the one the join token names")
 }
 
 /// The link's endpoint for `master` (`host:port`), mutual TLS when `tls` has a CA.

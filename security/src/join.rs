@@ -240,7 +240,7 @@ impl AgentIdentity {
 }
 
 fn join_error(message: String) -> SecurityError {
-    SecurityError::JoinToken(message)
+    SecurityError::Certificate(message)
 }
 
 /// `https://strata-master:PORT` resolved to `addr`'s address, and the client for it.
@@ -255,9 +255,15 @@ async fn master_client(
         .trim_end_matches('/');
     let resolved = tokio::net::lookup_host(bare)
         .await
-        .map_err(|e| join_error(format!("cannot resolve the master's address '{bare}': {e}")))?
+        .map_err(|e| SecurityError::Unreachable {
+            url: bare.to_string(),
+            reason: format!("cannot resolve it: {e}"),
+        })?
         .next()
-        .ok_or_else(|| join_error(format!("the master's address '{bare}' resolves to nothing")))?;
+        .ok_or_else(|| SecurityError::Unreachable {
+            url: bare.to_string(),
+            reason: "it resolves to nothing".to_string(),
+        })?;
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
@@ -272,28 +278,35 @@ async fn master_client(
     ))
 }
 
+/// Sends `request` to `url`; the body of a success, or why there is none.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String, SecurityError> {
+    let unreachable = |e: reqwest::Error| SecurityError::Unreachable {
+        url: url.to_string(),
+        reason: e.to_string(),
+    };
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status();
+    let text = response.text().await.map_err(unreachable)?;
+    if !status.is_success() {
+        // Strata's refusals are `{"error": ...}`; say just the message.
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or(text);
+        return Err(SecurityError::Refused {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    Ok(text)
+}
+
 async fn post_json<T: Serialize, R: for<'de> Deserialize<'de>>(
     client: &reqwest::Client,
     url: &str,
     body: &T,
 ) -> Result<R, SecurityError> {
-    let response = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| join_error(format!("cannot reach the master at {url}: {e}")))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or(text);
-        return Err(join_error(format!(
-            "the master refused ({status}): {message}"
-        )));
-    }
+    let text = send(client.post(url).json(body), url).await?;
     serde_json::from_str(&text)
         .map_err(|e| join_error(format!("the master's answer does not parse: {e}")))
 }
@@ -320,24 +333,10 @@ pub async fn join(
         .build()
         .map_err(|e| join_error(format!("cannot build an HTTPS client: {e}")))?;
     let url = format!("https://{bare}{CA_PATH}");
-    let response = unverified
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| join_error(format!("cannot fetch the cluster CA from {url}: {e}")))?;
-    if !response.status().is_success() {
-        return Err(join_error(format!(
-            "cannot fetch the cluster CA from {url}: {}",
-            response.status()
-        )));
-    }
-    let ca_pem = response
-        .text()
-        .await
-        .map_err(|e| join_error(format!("cannot fetch the cluster CA from {url}: {e}")))?;
+    let ca_pem = send(unverified.get(&url), &url).await?;
     let digest = sha256_hex(&crate::ca::pem_der(&ca_pem, "CERTIFICATE")?);
     if digest != token.ca_fingerprint {
-        return Err(join_error(format!(
+        return Err(SecurityError::JoinToken(format!(
             "the CA of the master at {bare} (sha256 {digest}) is not the one the join token names ({}): wrong master, or a stale token",
             token.ca_fingerprint
         )));
@@ -430,16 +429,7 @@ pub async fn fetch_credentials(
 ) -> Result<crate::Credentials, SecurityError> {
     let (client, base) = master_client(addr, &identity.client_tls()).await?;
     let url = format!("{base}{CREDENTIALS_PATH}");
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| join_error(format!("cannot reach the master at {url}: {e}")))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(join_error(format!("the master refused ({status}): {text}")));
-    }
+    let text = send(client.get(&url), &url).await?;
     crate::Credentials::parse(&text, "the master's credentials")
 }
 

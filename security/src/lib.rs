@@ -53,6 +53,23 @@ pub enum SecurityError {
     JoinToken(String),
     #[error("invalid credentials{where_}: {reason}")]
     Credentials { where_: String, reason: String },
+    /// The master answered and said no: not worth retrying.
+    #[error("the master refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The master could not be reached (or did not answer): worth retrying.
+    #[error("cannot reach the master at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+impl SecurityError {
+    /// Whether the other side refused (retrying the same request would not help), as
+    /// opposed to not being reachable.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            SecurityError::Refused { .. } | SecurityError::JoinToken(_)
+        )
+    }
 }
 
 impl From<rcgen::Error> for SecurityError {

@@ -347,9 +347,9 @@ struct Renewal {
 }
 
 /// Whether the master answered `/tls/issue` with a refusal (as opposed to not being
-/// reachable yet). `join::issue` says so only in its message.
+/// reachable yet).
 fn refused_by_master(e: &strata_security::SecurityError) -> bool {
-    e.to_string().contains("the master refused")
+    e.is_refusal()
 }
 
 /// The App API's first certificate. A master that cannot be reached (not started
