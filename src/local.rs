@@ -78,17 +78,12 @@ fn set_up_security(
     work_dir: &Path,
     master_dir: &Path,
     tls: &strata_master::TlsOptions,
-    master_addr: SocketAddr,
 ) -> anyhow::Result<Secrets> {
-    strata_master::MasterSecurity::setup(master_dir, tls, master_addr)
+    let prepared = strata_master::security::prepare(master_dir, tls)
         .context("cannot set up the master's TLS and credentials")?;
     let tls_dir = strata_master::security::tls_dir(master_dir);
-    let token_file = tls_dir.join("join-token");
-    let join_token = std::fs::read_to_string(&token_file)
-        .with_context(|| format!("cannot read the join token {}", token_file.display()))?
-        .trim()
-        .to_string();
-    let credentials = strata_master::security::default_credentials_path(master_dir);
+    let join_token = prepared.join_token.to_string();
+    let credentials = prepared.credentials_path;
     let secret = secret_in_file(&credentials, ADMIN)?;
     let credential = Credential::new(ADMIN, secret);
     let credential_file = work_dir.join("admin-credential.json");
@@ -191,7 +186,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         None
     } else {
         let tls = strata_master::TlsOptions::default();
-        let secrets = set_up_security(&work_dir, &master_dir, &tls, master_addr)?;
+        let secrets = set_up_security(&work_dir, &master_dir, &tls)?;
         master_opts.security = strata_master::Security::Tls(tls);
         Some(secrets)
     };

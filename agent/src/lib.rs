@@ -298,7 +298,7 @@ pub async fn run(
         let stop = async move {
             let _ = http_stopped.await;
         };
-        if let Err(e) = security::serve_http(listener, app, server_rx, stop).await {
+        if let Err(e) = strata_security::tls::serve(listener, app, server_rx, stop).await {
             tracing::error!(error = %e, "the HTTP server failed");
         }
     });

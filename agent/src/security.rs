@@ -6,7 +6,8 @@
 //! ```text
 //!  start ─ WORK/tls/agent.crt? ─ no ─▶ join(master, token) ─ retry while unreachable
 //!        └──────────────────────── yes ─▶ identity ─▶ link endpoint (mTLS, strata-master)
-//!                                                 └─▶ HTTPS server (agent.crt)
+//!                                                 └─▶ HTTPS server (agent.crt,
+//!                                                     strata_security::tls::serve)
 //!  renewer:     sleep until 2/3 of life ─▶ renew ─▶ save ─▶ new endpoint + server cert
 //!  credentials: every 30 s ─▶ GET /tls/credentials ─▶ Authenticator::set_credentials
 //! ```
@@ -116,11 +117,7 @@ pub(crate) fn endpoint(master: &str, tls: &ClientTls) -> Result<Endpoint, String
 
 /// The HTTPS settings of the agent's API with `identity`.
 pub(crate) fn server_tls(identity: &AgentIdentity) -> ServerTls {
-    ServerTls {
-        cert_chain_pem: format!("{}{}", identity.cert_pem, identity.ca_pem),
-        key_pem: identity.key_pem.clone(),
-        client_ca_pem: identity.ca_pem.clone(),
-    }
+    ServerTls::new(&identity.cert_pem, &identity.key_pem, &identity.ca_pem)
 }
 
 /// Renews the certificate at two thirds of its life, for as long as the agent runs;
@@ -172,21 +169,40 @@ pub(crate) async fn renew_forever(
     }
 }
 
-/// Keeps `authn`'s credentials those of the master, refreshed every 30 s.
+/// Keeps `authn`'s credentials those of the master, refreshed every 30 s over one
+/// kept connection (made anew when the certificate is renewed).
 pub(crate) async fn refresh_credentials(
     master: String,
-    identity: watch::Receiver<AgentIdentity>,
+    mut identity: watch::Receiver<AgentIdentity>,
     authn: Authenticator,
 ) {
+    let mut client: Option<join::MasterClient> = None;
     loop {
-        let current = identity.borrow().clone();
-        let wait = match join::fetch_credentials(&master, &current).await {
+        if identity.has_changed().unwrap_or(false) {
+            client = None;
+        }
+        if client.is_none() {
+            let current = identity.borrow_and_update().clone();
+            client = join::MasterClient::new(&master, &current.client_tls())
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "cannot reach the master yet"))
+                .ok();
+        }
+        let fetched = match &client {
+            Some(c) => c.credentials().await,
+            None => {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let wait = match fetched {
             Ok(credentials) => {
                 authn.set_credentials(credentials);
                 CREDENTIALS_REFRESH
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot refresh the credentials yet");
+                client = None;
                 RETRY
             }
         };
@@ -198,72 +214,4 @@ pub(crate) async fn refresh_credentials(
 /// arrive (and cluster certificates at once).
 pub(crate) fn authenticator() -> Authenticator {
     Authenticator::new(Credentials::default(), PUBLIC)
-}
-
-/// Serves `router` on `listener` until `stop` resolves: HTTPS with the latest of
-/// `servers` (re-bound to the same socket when the certificate changes), or plain
-/// HTTP when it holds `None`.
-pub(crate) async fn serve_http(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    mut servers: watch::Receiver<Option<ServerTls>>,
-    stop: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let std_listener = listener.into_std()?;
-    tokio::pin!(stop);
-    let mut running: Vec<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )> = Vec::new();
-    loop {
-        let tls = servers.borrow_and_update().clone();
-        let socket = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let router = router.clone();
-        let handle = tokio::spawn(async move {
-            let mut builder = tonic::transport::Server::builder();
-            if let Some(tls) = &tls {
-                builder = match builder.tls_config(tls.tonic()) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the agent's TLS settings are unusable");
-                        return;
-                    }
-                };
-            }
-            let result = builder
-                .accept_http1(true)
-                .add_routes(tonic::service::Routes::from(router))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true)),
-                    async move {
-                        let _ = done_rx.await;
-                    },
-                )
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the HTTP server failed");
-            }
-        });
-        // An older server stops accepting once the new one serves.
-        for (done, _) in running.drain(..) {
-            let _ = done.send(());
-        }
-        running.push((done_tx, handle));
-        tokio::select! {
-            changed = servers.changed() => {
-                if changed.is_err() {
-                    // Nobody renews any more: serve until stopped.
-                    (&mut stop).await;
-                    break;
-                }
-            }
-            () = &mut stop => break,
-        }
-    }
-    for (done, handle) in running {
-        let _ = done.send(());
-        let _ = handle.await;
-    }
-    Ok(())
 }

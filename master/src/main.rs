@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use strata_logging::{LogFormat, init_logging};
 use strata_master::{
-    FileStore, MasterOptions, MasterSecurity, Security, TlsOptions, parse_duration, parse_weights,
+    FileStore, MasterOptions, Security, TlsOptions, parse_duration, parse_weights,
 };
 
 /// mimalloc instead of glibc's malloc: gRPC streams allocate and free on every worker
@@ -159,7 +159,7 @@ async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
     // The CA, join token and credentials exist before the first line is printed, so
     // that whoever waits for it can read them.
     if let Security::Tls(tls) = &options.security {
-        MasterSecurity::setup(&options.work_dir, tls, bound)
+        strata_master::security::prepare(&options.work_dir, tls)
             .context("cannot set up TLS and authentication")?;
     }
     {

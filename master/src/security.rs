@@ -94,7 +94,6 @@ struct Secure {
     join_token: JoinToken,
     server: ServerTls,
     agent_cert_ttl: Duration,
-    credentials_path: PathBuf,
 }
 
 impl std::fmt::Debug for MasterSecurity {
@@ -123,46 +122,25 @@ impl MasterSecurity {
     }
 
     /// Loads (or makes, at first start) the CA, the join token and the credentials in
-    /// `work_dir`, and issues the master's certificate for `listen` and `options.names`.
+    /// `work_dir` ([`prepare`]), and issues the master's certificate for `listen` and
+    /// `options.names`.
     pub fn setup(
         work_dir: &Path,
         options: &TlsOptions,
         listen: SocketAddr,
     ) -> Result<MasterSecurity, SecurityError> {
+        let Prepared {
+            ca,
+            join_token,
+            credentials,
+            credentials_path: _,
+        } = prepare(work_dir, options)?;
         let dir = tls_dir(work_dir);
-        let (ca, made) = ClusterCa::load_or_create(&dir)?;
-        if made {
-            tracing::info!(dir = %dir.display(), fingerprint = %ca.fingerprint(), "made the cluster CA");
-        }
-        let (join_token, made) = JoinToken::load_or_create(&dir.join("join-token"), &ca)?;
-        if made {
-            tracing::info!(file = %dir.join("join-token").display(), "made the agents' join token");
-        }
-        let credentials_path = options
-            .credentials
-            .clone()
-            .unwrap_or_else(|| default_credentials_path(work_dir));
-        let credentials = if options.credentials.is_some() {
-            Credentials::load(&credentials_path)?
-        } else {
-            let (credentials, made) = Credentials::load_or_create(&credentials_path)?;
-            if made {
-                tracing::info!(
-                    file = %credentials_path.display(),
-                    "made the credentials file with the principal 'admin'"
-                );
-            }
-            credentials
-        };
         let names = master_names(&options.names, listen);
         let issued = ca.issue(strata_security::MASTER_NAME, &names, MASTER_CERT_VALIDITY)?;
         strata_security::files::write_public(&dir.join("master.crt"), issued.cert_pem.as_bytes())?;
         strata_security::files::write_private(&dir.join("master.key"), issued.key_pem.as_bytes())?;
-        let server = ServerTls {
-            cert_chain_pem: format!("{}{}", issued.cert_pem, ca.cert_pem()),
-            key_pem: issued.key_pem,
-            client_ca_pem: ca.cert_pem().to_string(),
-        };
+        let server = ServerTls::new(&issued.cert_pem, &issued.key_pem, ca.cert_pem());
         tracing::info!(
             principals = credentials.len(),
             names = ?names,
@@ -177,7 +155,6 @@ impl MasterSecurity {
                 join_token,
                 server,
                 agent_cert_ttl: options.agent_cert_ttl,
-                credentials_path,
             })),
         })
     }
@@ -185,18 +162,6 @@ impl MasterSecurity {
     /// The listener's TLS settings (`None`: plain text).
     pub fn server_tls(&self) -> Option<&ServerTls> {
         self.tls.as_ref().map(|s| &s.server)
-    }
-
-    /// Rereads the credentials file (SIGHUP). A file that does not parse changes
-    /// nothing.
-    pub fn reload_credentials(&self) -> Result<usize, SecurityError> {
-        let Some(secure) = &self.tls else {
-            return Ok(0);
-        };
-        let credentials = Credentials::load(&secure.credentials_path)?;
-        let n = credentials.len();
-        self.authn.set_credentials(credentials);
-        Ok(n)
     }
 
     /// The join protocol's routes (empty when insecure).
@@ -219,6 +184,52 @@ impl MasterSecurity {
     }
 }
 
+/// What a secure master keeps in its work dir, made at its first start.
+pub struct Prepared {
+    pub ca: ClusterCa,
+    pub join_token: JoinToken,
+    pub credentials: Credentials,
+    /// `TlsOptions::credentials`, or `WORK/credentials.json`.
+    pub credentials_path: PathBuf,
+}
+
+/// Loads the CA, the join token and the credentials in `work_dir`, making those missing
+/// (the credentials file only where `options.credentials` names none). `strata-master`
+/// and `strata local` call it before they print where these files are.
+pub fn prepare(work_dir: &Path, options: &TlsOptions) -> Result<Prepared, SecurityError> {
+    let dir = tls_dir(work_dir);
+    let (ca, made) = ClusterCa::load_or_create(&dir)?;
+    if made {
+        tracing::info!(dir = %dir.display(), fingerprint = %ca.fingerprint(), "made the cluster CA");
+    }
+    let (join_token, made) = JoinToken::load_or_create(&dir.join("join-token"), &ca)?;
+    if made {
+        tracing::info!(file = %dir.join("join-token").display(), "made the agents' join token");
+    }
+    let credentials_path = options
+        .credentials
+        .clone()
+        .unwrap_or_else(|| default_credentials_path(work_dir));
+    let credentials = if options.credentials.is_some() {
+        Credentials::load(&credentials_path)?
+    } else {
+        let (credentials, made) = Credentials::load_or_create(&credentials_path)?;
+        if made {
+            tracing::info!(
+                file = %credentials_path.display(),
+                "made the credentials file with the principal 'admin'"
+            );
+        }
+        credentials
+    };
+    Ok(Prepared {
+        ca,
+        join_token,
+        credentials,
+        credentials_path,
+    })
+}
+
 /// The names in the master's certificate.
 fn master_names(extra: &[String], listen: SocketAddr) -> Vec<String> {
     let mut names = vec![
@@ -227,7 +238,7 @@ fn master_names(extra: &[String], listen: SocketAddr) -> Vec<String> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if let Some(host) = nix_hostname() {
+    if let Some(host) = hostname() {
         names.push(host);
     }
     if !listen.ip().is_unspecified() {
@@ -239,7 +250,8 @@ fn master_names(extra: &[String], listen: SocketAddr) -> Vec<String> {
     names
 }
 
-fn nix_hostname() -> Option<String> {
+/// The machine's hostname (the kernel's, as `hostname` prints it).
+fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -211,7 +211,13 @@ fn by_default_it_serves_tls_and_keeps_its_keys_private() {
         tls_line.contains("TLS on") && tls_line.contains("join-token"),
         "{tls_line}"
     );
-    // Keys and secrets are readable by the master's user only.
+    // Keys and secrets are readable by the master's user only. (The master's own
+    // certificate is issued as it starts serving, just after the lines above.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("tls/master.key").exists() {
+        assert!(Instant::now() < deadline, "no tls/master.key");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for (file, mode) in [
         ("tls/ca.key", 0o600),
         ("tls/master.key", 0o600),

@@ -91,6 +91,18 @@ async fn channel(master: &TestMaster, tls: &ClientTls) -> Result<Channel, tonic:
         .await
 }
 
+/// `/state` as the admin reads it.
+async fn admin_state(master: &TestMaster) -> serde_json::Value {
+    https(master, &client_tls(master, Some(admin())))
+        .get(url(master, "/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn token(master: &TestMaster) -> JoinToken {
     JoinToken::parse(&std::fs::read_to_string(master.work_dir.join("tls/join-token")).unwrap())
         .unwrap()
@@ -254,14 +266,7 @@ async fn an_agent_joins_and_its_id_is_bound_to_its_certificate() {
     .await
     .unwrap();
     let agent_id = registered(&mut agent_a).await.agent_id;
-    let state: serde_json::Value = https(&master, &client_tls(&master, Some(admin())))
-        .get(url(&master, "/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = admin_state(&master).await;
     assert_eq!(
         state["agents"][0]["principal"],
         format!("agent:{}", a.node_id)
@@ -358,14 +363,7 @@ async fn a_framework_id_is_bound_to_the_principal_that_registered_it() {
         .unwrap()
         .into_inner();
     let id = subscribed(&mut stream).await.framework_id;
-    let state: serde_json::Value = https(&master, &client_tls(&master, Some(admin())))
-        .get(url(&master, "/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = admin_state(&master).await;
     assert_eq!(state["frameworks"][0]["principal"], "admin");
 
     // The impostor, with credentials of its own and the id read from /state, is refused
@@ -388,14 +386,7 @@ async fn a_framework_id_is_bound_to_the_principal_that_registered_it() {
         }
         other => panic!("the impostor got {other:?}"),
     }
-    let state: serde_json::Value = https(&master, &client_tls(&master, Some(admin())))
-        .get(url(&master, "/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = admin_state(&master).await;
     assert_eq!(state["frameworks"][0]["connected"], true, "{state}");
 
     // The real framework fails over with its own credentials.

@@ -4,7 +4,6 @@
 //! a [`Principal`] in the request's extensions, or answers 401 / `UNAUTHENTICATED`.
 //! Refusals are written to the audit log (target `strata::audit`).
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
@@ -29,14 +28,12 @@ pub enum AuthError {
     BadSecret(String),
     #[error("the bearer credential is not valid")]
     BadBearer,
-    #[error("the certificate of {0} is revoked")]
-    Revoked(String),
     #[error("the client certificate does not name a principal (CN=agent:<id> or CN=user:<name>)")]
     UnnamedCertificate,
 }
 
-/// Decides who a request comes from. Cheap to clone; clones share credentials and the
-/// revocation list, so a reload or a revocation applies to every listener at once.
+/// Decides who a request comes from. Cheap to clone; clones share the credentials, so
+/// a reload applies to every listener at once.
 #[derive(Clone)]
 pub struct Authenticator {
     inner: Arc<Inner>,
@@ -47,8 +44,6 @@ struct Inner {
     credentials: Option<RwLock<Arc<Credentials>>>,
     /// Paths served to callers with no credential (as `Anonymous`).
     public: Vec<String>,
-    /// Agent node ids whose certificates are no longer accepted.
-    revoked: RwLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -67,7 +62,6 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 credentials: None,
                 public: Vec::new(),
-                revoked: RwLock::new(HashSet::new()),
             }),
         }
     }
@@ -79,7 +73,6 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 credentials: Some(RwLock::new(Arc::new(credentials))),
                 public: public.iter().map(|p| p.to_string()).collect(),
-                revoked: RwLock::new(HashSet::new()),
             }),
         }
     }
@@ -103,32 +96,6 @@ impl Authenticator {
             .map(|lock| lock.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
-    /// Stops accepting the certificate of agent `node`.
-    pub fn revoke_agent(&self, node: &str) {
-        self.inner
-            .revoked
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.to_string());
-    }
-
-    /// Replaces the revocation list.
-    pub fn set_revoked(&self, nodes: impl IntoIterator<Item = String>) {
-        *self
-            .inner
-            .revoked
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = nodes.into_iter().collect();
-    }
-
-    pub fn is_revoked(&self, node: &str) -> bool {
-        self.inner
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(node)
-    }
-
     /// Who presents `authorization` (the header's value) and `peer_cert` (the first
     /// certificate of the client's chain, already verified by TLS).
     pub fn authenticate_parts(
@@ -137,17 +104,13 @@ impl Authenticator {
         authorization: Option<&HeaderValue>,
         peer_cert: Option<&[u8]>,
     ) -> Result<Principal, AuthError> {
-        let Some(credentials) = &self.inner.credentials else {
+        let Some(credentials) = self.credentials() else {
             return Ok(Principal::Anonymous);
         };
+        // Revocation (of a gone agent's certificate) is the master core's: it refuses
+        // the registration with a reason the agent acts on.
         if let Some(der) = peer_cert {
-            let principal = Principal::from_cert(der).ok_or(AuthError::UnnamedCertificate)?;
-            if let Principal::Agent(node) = &principal
-                && self.is_revoked(node)
-            {
-                return Err(AuthError::Revoked(principal.name()));
-            }
-            return Ok(principal);
+            return Principal::from_cert(der).ok_or(AuthError::UnnamedCertificate);
         }
         let Some(value) = authorization else {
             if self.inner.public.iter().any(|p| p == path) {
@@ -158,12 +121,7 @@ impl Authenticator {
         let value = value
             .to_str()
             .map_err(|_| AuthError::Malformed("the Authorization header is not ASCII".into()))?;
-        let presented = parse_authorization(value).map_err(AuthError::Malformed)?;
-        let credentials = credentials
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match presented {
+        match parse_authorization(value).map_err(AuthError::Malformed)? {
             Presented::Basic { principal, secret } => {
                 if credentials.check(&principal, &secret) {
                     Ok(Principal::User(principal))
@@ -323,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn revoked_agents_are_refused() {
+    fn a_certificate_names_its_principal() {
         let a = authn();
         let ca = crate::ClusterCa::create().unwrap();
         let issued = ca
@@ -334,10 +292,13 @@ mod tests {
             a.authenticate_parts("/x", None, Some(&der)),
             Ok(Principal::Agent("n1".into()))
         );
-        a.clone().revoke_agent("n1");
+        let unnamed = ca
+            .issue("strata-master", &[], std::time::Duration::from_secs(60))
+            .unwrap();
+        let der = crate::ca::pem_der(&unnamed.cert_pem, "CERTIFICATE").unwrap();
         assert_eq!(
             a.authenticate_parts("/x", None, Some(&der)),
-            Err(AuthError::Revoked("agent:n1".into()))
+            Err(AuthError::UnnamedCertificate)
         );
     }
 }

@@ -262,6 +262,15 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, SecurityError> {
     })
 }
 
+/// When a certificate (PEM) should be renewed: once two thirds of its life, from when
+/// it was issued ([`BACKDATE`] after its `not_before`), have passed.
+pub fn renew_at(cert_pem: &str) -> Result<SystemTime, SecurityError> {
+    let info = cert_info_pem(cert_pem)?;
+    let issued = (info.not_before + BACKDATE).min(info.not_after);
+    let life = info.not_after.duration_since(issued).unwrap_or_default();
+    Ok(issued + life.mul_f64(2.0 / 3.0))
+}
+
 /// Reads the first certificate of a PEM chain.
 pub fn cert_info_pem(pem: &str) -> Result<CertInfo, SecurityError> {
     cert_info(&pem_der(pem, "CERTIFICATE")?)

@@ -220,13 +220,9 @@ impl AgentIdentity {
         Ok(crate::ca::cert_info_pem(&self.cert_pem)?.not_after)
     }
 
-    /// When the certificate should be renewed: once two thirds of its life (from
-    /// when it was issued, [`crate::ca::BACKDATE`] after its `not_before`) have passed.
+    /// When the certificate should be renewed ([`crate::ca::renew_at`]).
     pub fn renew_at(&self) -> Result<SystemTime, SecurityError> {
-        let info = crate::ca::cert_info_pem(&self.cert_pem)?;
-        let issued = (info.not_before + crate::ca::BACKDATE).min(info.not_after);
-        let life = info.not_after.duration_since(issued).unwrap_or_default();
-        Ok(issued + life.mul_f64(2.0 / 3.0))
+        crate::ca::renew_at(&self.cert_pem)
     }
 
     /// The settings of the agent's link to the master (mutual TLS).
@@ -243,16 +239,35 @@ fn join_error(message: String) -> SecurityError {
     SecurityError::Certificate(message)
 }
 
+/// An HTTPS client of the master's `/tls/*` endpoints: `https://strata-master:PORT`
+/// resolved to the master's address. Keep one to reuse its connection.
+#[derive(Debug, Clone)]
+pub struct MasterClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl MasterClient {
+    /// A client of the master at `addr` (`host:port`) with `tls`.
+    pub async fn new(addr: &str, tls: &ClientTls) -> Result<MasterClient, SecurityError> {
+        let (client, base) = master_client(addr, tls).await?;
+        Ok(MasterClient { client, base })
+    }
+
+    /// The credentials' digests, for an agent's identity (see [`CREDENTIALS_PATH`]).
+    pub async fn credentials(&self) -> Result<crate::Credentials, SecurityError> {
+        let url = format!("{}{CREDENTIALS_PATH}", self.base);
+        let text = send(self.client.get(&url), &url).await?;
+        crate::Credentials::parse(&text, "the master's credentials")
+    }
+}
+
 /// `https://strata-master:PORT` resolved to `addr`'s address, and the client for it.
 async fn master_client(
     addr: &str,
     tls: &ClientTls,
 ) -> Result<(reqwest::Client, String), SecurityError> {
-    let bare = addr
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let bare = crate::tls::host_port(addr);
     let resolved = tokio::net::lookup_host(bare)
         .await
         .map_err(|e| SecurityError::Unreachable {
@@ -318,11 +333,7 @@ pub async fn join(
     token: &JoinToken,
     names: &[String],
 ) -> Result<AgentIdentity, SecurityError> {
-    let bare = addr
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let bare = crate::tls::host_port(addr);
     // The CA is fetched without verification: its digest, which the token carries, is
     // what makes it trusted. Nothing secret is sent on this connection.
     let unverified = reqwest::Client::builder()
@@ -419,18 +430,6 @@ pub async fn issue(
         cert_pem: certified.cert,
         key_pem,
     })
-}
-
-/// The credentials' digests from the master at `addr`, authenticated by an agent's
-/// identity (see [`CREDENTIALS_PATH`]).
-pub async fn fetch_credentials(
-    addr: &str,
-    identity: &AgentIdentity,
-) -> Result<crate::Credentials, SecurityError> {
-    let (client, base) = master_client(addr, &identity.client_tls()).await?;
-    let url = format!("{base}{CREDENTIALS_PATH}");
-    let text = send(client.get(&url), &url).await?;
-    crate::Credentials::parse(&text, "the master's credentials")
 }
 
 #[cfg(test)]

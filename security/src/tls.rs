@@ -28,6 +28,16 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
+    /// A listener with `cert_pem` (issued by the CA `ca_pem`) and its key, accepting
+    /// client certificates of that CA.
+    pub fn new(cert_pem: &str, key_pem: &str, ca_pem: &str) -> ServerTls {
+        ServerTls {
+            cert_chain_pem: format!("{}\n{ca_pem}", cert_pem.trim_end()),
+            key_pem: key_pem.to_string(),
+            client_ca_pem: ca_pem.to_string(),
+        }
+    }
+
     /// tonic's server settings.
     pub fn tonic(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
@@ -36,6 +46,15 @@ impl ServerTls {
             .client_auth_optional(true)
             .timeout(HANDSHAKE_TIMEOUT)
     }
+}
+
+/// `host:port` of an address given as `host:port`, `http://host:port/` or
+/// `https://host:port/`.
+pub fn host_port(addr: &str) -> &str {
+    let addr = addr.trim().trim_end_matches('/');
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
 }
 
 /// What a client needs to reach a Strata listener: the cluster CA it trusts, and
@@ -78,12 +97,7 @@ impl ClientTls {
 
     /// The URI for `addr` (`host:port`, or a URI whose scheme is replaced).
     pub fn uri(&self, addr: &str) -> String {
-        let addr = addr.trim().trim_end_matches('/');
-        let bare = addr
-            .strip_prefix("http://")
-            .or_else(|| addr.strip_prefix("https://"))
-            .unwrap_or(addr);
-        format!("{}://{bare}", self.scheme())
+        format!("{}://{}", self.scheme(), host_port(addr))
     }
 
     /// tonic's client settings, verifying the server as `domain` (e.g.
@@ -153,5 +167,92 @@ impl ClientTls {
             builder = builder.default_headers(headers);
         }
         Ok(builder)
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/2 and HTTP/1.1) until `stop` resolves: HTTPS
+/// with the latest settings of `servers`, or plain HTTP while it holds `None`. When the
+/// settings change (a renewed certificate), a server with the new ones starts on the
+/// same socket and the old one stops taking connections and finishes those it has.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut servers: tokio::sync::watch::Receiver<Option<ServerTls>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let socket = listener.into_std()?;
+    tokio::pin!(stop);
+    let mut current: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )> = None;
+    let mut retiring = Vec::new();
+    loop {
+        let tls = servers.borrow_and_update().clone();
+        let incoming = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+        let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = router.clone();
+        let task = tokio::spawn(async move {
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                builder = match builder.tls_config(tls.tonic()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the listener's TLS settings are unusable");
+                        return;
+                    }
+                };
+            }
+            let result = builder
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(router))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(incoming).with_nodelay(Some(true)),
+                    async move {
+                        let _ = done_rx.await;
+                    },
+                )
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
+        if let Some((old_done, old_task)) = current.replace((done, task)) {
+            let _ = old_done.send(());
+            retiring.push(old_task);
+        }
+        retiring.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+        tokio::select! {
+            changed = servers.changed() => {
+                if changed.is_err() {
+                    // Nothing changes the settings any more: serve until stopped.
+                    (&mut stop).await;
+                    break;
+                }
+            }
+            () = &mut stop => break,
+        }
+    }
+    if let Some((done, task)) = current {
+        let _ = done.send(());
+        retiring.push(task);
+    }
+    for task in retiring {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_lose_their_scheme() {
+        assert_eq!(host_port("https://m:5050/"), "m:5050");
+        assert_eq!(host_port(" http://m:5050"), "m:5050");
+        assert_eq!(host_port("m:5050"), "m:5050");
+        let tls = ClientTls::insecure();
+        assert_eq!(tls.uri("https://m:5050"), "http://m:5050");
     }
 }

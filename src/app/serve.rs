@@ -268,18 +268,18 @@ pub async fn run(
         }
     };
     let api = super::api::router(framework, authn);
-    let http = match certificate {
-        None => tokio::spawn({
-            let stop = stopped();
-            async move {
-                axum::serve(listener, api)
-                    .with_graceful_shutdown(stop)
-                    .await
-                    .map_err(anyhow::Error::from)
-            }
-        }),
-        Some(renewal) => tokio::spawn(serve_https(listener, api, renewal, stopped())),
-    };
+    // HTTPS with the master's certificate, renewed as it ages (plain HTTP if insecure).
+    let (servers, servers_rx) =
+        tokio::sync::watch::channel(certificate.as_ref().map(Renewal::server_tls));
+    let renewer = certificate.map(|renewal| tokio::spawn(renew_forever(renewal, servers)));
+    let http = tokio::spawn({
+        let stop = stopped();
+        async move {
+            strata_security::tls::serve(listener, api, servers_rx, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    });
     let framework_task = tokio::spawn(framework_task.run(Some(handle.clone()), stopped()));
     let mut driver_task = tokio::spawn(driver.run());
 
@@ -290,6 +290,9 @@ pub async fn run(
     // Stop without tearing down: the master keeps the tasks for the failover timeout.
     handle.stop();
     let _ = stop_tx.send(true);
+    if let Some(renewer) = renewer {
+        renewer.abort();
+    }
     if tokio::time::timeout(Duration::from_secs(5), framework_task)
         .await
         .is_err()
@@ -346,6 +349,15 @@ struct Renewal {
     issued: Issued,
 }
 
+impl Renewal {
+    /// The App API's listener settings with the current certificate. User certificates
+    /// of the cluster are accepted as credentials too.
+    fn server_tls(&self) -> ServerTls {
+        let ca_pem = self.client.ca_pem.as_deref().unwrap_or_default();
+        ServerTls::new(&self.issued.cert_pem, &self.issued.key_pem, ca_pem)
+    }
+}
+
 /// Whether the master answered `/tls/issue` with a refusal (as opposed to not being
 /// reachable yet).
 fn refused_by_master(e: &strata_security::SecurityError) -> bool {
@@ -382,114 +394,34 @@ async fn first_certificate(
     }
 }
 
-/// How long until `issued` should be renewed: two thirds into its life.
-fn renew_in(issued: &Issued) -> anyhow::Result<Duration> {
-    let info = strata_security::ca::cert_info_pem(&issued.cert_pem)
-        .context("the App API's certificate from the master")?;
-    let life = info
-        .not_after
-        .duration_since(info.not_before)
-        .unwrap_or_default();
-    let at = info.not_before + life.mul_f64(2.0 / 3.0);
-    Ok(at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO))
-}
-
-/// One generation of the HTTPS server: the App API with one certificate.
-struct HttpsServer {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-/// Starts serving `router` with `issued` on a copy of `socket`.
-fn start_https(
-    socket: &std::net::TcpListener,
-    router: &axum::Router,
-    ca_pem: &str,
-    issued: &Issued,
-) -> anyhow::Result<HttpsServer> {
-    let listener = TcpListener::from_std(socket.try_clone().context("the App API's socket")?)
-        .context("the App API's socket")?;
-    let tls = ServerTls {
-        cert_chain_pem: format!("{}\n{ca_pem}", issued.cert_pem.trim_end()),
-        key_pem: issued.key_pem.clone(),
-        // User certificates of the cluster are accepted as credentials too.
-        client_ca_pem: ca_pem.to_string(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .tls_config(tls.tonic())
-        .context("the App API's TLS settings")?
-        .add_routes(tonic::service::Routes::from(router.clone()))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = stopped.await;
-            },
-        );
-    Ok(HttpsServer {
-        stop,
-        task: tokio::spawn(server),
-    })
-}
-
-/// Serves the App API over HTTPS until `stop`. At two thirds of the certificate's
-/// life a new one is issued, a server with it starts on the same socket, and the old
-/// one stops taking connections and finishes those it has.
-async fn serve_https(
-    listener: TcpListener,
-    router: axum::Router,
+/// Renews the App API's certificate at two thirds of its life, for as long as the
+/// App API runs; each new one goes to `servers` (the listener re-serves with it).
+async fn renew_forever(
     mut renewal: Renewal,
-    stop: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let ca_pem = renewal.client.ca_pem.clone().unwrap_or_default();
-    let socket = listener.into_std().context("the App API's listener")?;
-    let mut current = start_https(&socket, &router, &ca_pem, &renewal.issued)?;
-    let mut retiring = Vec::new();
-    let mut next = tokio::time::Instant::now() + renew_in(&renewal.issued)?;
-    let mut stop = std::pin::pin!(stop);
-    let mut current_ended = false;
-    let result = loop {
-        retiring.retain(|task: &tokio::task::JoinHandle<_>| !task.is_finished());
-        tokio::select! {
-            _ = &mut stop => break Ok(()),
-            r = &mut current.task => {
-                current_ended = true;
-                break match r {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(anyhow::anyhow!(e).context("the App API server failed")),
-                    Err(e) => Err(anyhow::anyhow!("the App API server panicked: {e}")),
-                };
+    servers: tokio::sync::watch::Sender<Option<ServerTls>>,
+) {
+    const RETRY: Duration = Duration::from_secs(60);
+    loop {
+        let wait = match strata_security::ca::renew_at(&renewal.issued.cert_pem) {
+            Ok(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the App API's certificate does not parse");
+                RETRY
             }
-            _ = tokio::time::sleep_until(next) => {}
-        }
+        };
+        tokio::time::sleep(wait).await;
         match strata_security::join::issue(&renewal.master, &renewal.client, &renewal.names).await {
             Ok(issued) => {
-                let fresh = start_https(&socket, &router, &ca_pem, &issued)?;
-                let old = std::mem::replace(&mut current, fresh);
-                let _ = old.stop.send(());
-                retiring.push(old.task);
-                next = tokio::time::Instant::now() + renew_in(&issued)?;
                 renewal.issued = issued;
+                let _ = servers.send(Some(renewal.server_tls()));
                 tracing::info!("the App API's certificate was renewed");
             }
             Err(e) => {
-                let retry = Duration::from_secs(60);
-                tracing::warn!(error = %e, ?retry, "cannot renew the App API's certificate");
-                next = tokio::time::Instant::now() + retry;
+                tracing::warn!(error = %e, retry = ?RETRY, "cannot renew the App API's certificate");
+                tokio::time::sleep(RETRY).await;
             }
         }
-    };
-    let _ = current.stop.send(());
-    if !current_ended {
-        let _ = current.task.await;
     }
-    for task in retiring {
-        let _ = task.await;
-    }
-    result
 }
 
 async fn shutdown_signal() {
@@ -662,7 +594,13 @@ mod tests {
             names,
             issued,
         };
-        let server = tokio::spawn(serve_https(listener, router, renewal, stopped()));
+        let (_servers, servers_rx) = tokio::sync::watch::channel(Some(renewal.server_tls()));
+        let server = tokio::spawn(strata_security::tls::serve(
+            listener,
+            router,
+            servers_rx,
+            stopped(),
+        ));
 
         // What the CLI does: trust the cluster CA, verify the App API as strata-apps.
         let client = |tls: ClientTls| {

@@ -398,6 +398,8 @@ fn resources(
 pub struct Agent {
     pub id: String,
     pub hostname: String,
+    /// The principal it registered as (`agent:<node id>`; empty when insecure).
+    pub principal: String,
     /// host:port of the agent's HTTP API (its sandbox files).
     pub address: String,
     pub status: AgentStatus,
@@ -429,6 +431,7 @@ impl TryFrom<v1::AgentState> for Agent {
             offered: resources(&a.offered, of("offered"))?,
             id,
             hostname: info.hostname,
+            principal: info.principal,
             address: info.address,
             status: AgentStatus::from_wire(&a.status),
             maintenance: Maintenance::from_wire(&a.maintenance),
@@ -549,6 +552,8 @@ impl From<Maintenance> for String {
 pub struct Framework {
     pub id: String,
     pub name: String,
+    /// The principal that registered it.
+    pub principal: String,
     pub user: String,
     pub roles: Vec<String>,
     /// Capability names, e.g. `PARTITION_AWARE`.
@@ -580,6 +585,7 @@ impl TryFrom<v1::FrameworkState> for Framework {
             offered: resources(&f.offered, of("offered"))?,
             id,
             name: info.name,
+            principal: info.principal,
             user: info.user,
             roles: info.roles,
             capabilities: info
@@ -799,11 +805,13 @@ pub(crate) mod tests {
         a.total = wire("cpus:4;mem:8192;ports:[31000-32000]");
         a.used = wire("cpus:1;cpus(web):0.5");
         a.registered_time = 1.5;
+        a.info.as_mut().unwrap().principal = "agent:n1".into();
         let a = Agent::try_from(a).unwrap();
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
             serde_json::json!({
-                "id": "a1", "hostname": "node1", "address": "10.0.0.1:5051",
+                "id": "a1", "hostname": "node1", "principal": "agent:n1",
+                "address": "10.0.0.1:5051",
                 "status": "ACTIVE", "maintenance": null, "attributes": {"rack": "r1"},
                 "total": {"cpus": 4.0, "mem": 8192.0, "ports": "[31000-32000]"},
                 "used": {"cpus": 1.0, "cpus(web)": 0.5}, "offered": {},
@@ -821,11 +829,13 @@ pub(crate) mod tests {
             vec![v1::FrameworkCapability::PartitionAware as i32];
         f.connected = true;
         f.task_count = 3;
+        f.info.as_mut().unwrap().principal = "ops".into();
         let f = Framework::try_from(f).unwrap();
         assert_eq!(
             serde_json::to_value(&f).unwrap(),
             serde_json::json!({
-                "id": "f1", "name": "apps", "user": "root", "roles": ["*", "web"],
+                "id": "f1", "name": "apps", "principal": "ops", "user": "root",
+                "roles": ["*", "web"],
                 "capabilities": ["PARTITION_AWARE"], "failover_timeout_seconds": 0.0,
                 "connected": true, "active": false, "suppressed_roles": [],
                 "used": {}, "offered": {}, "task_count": 3,

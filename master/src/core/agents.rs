@@ -50,6 +50,18 @@ impl Master {
         );
     }
 
+    /// Refuses a registration for good: the agent kills its tasks and stops.
+    fn refuse_gone_agent(&mut self, conn: ConnId, message: String, now: Instant) {
+        self.refuse_agent_with(
+            conn,
+            v1::AgentError {
+                message,
+                gone: true,
+            },
+            now,
+        );
+    }
+
     fn refuse_agent_with(&mut self, conn: ConnId, error: v1::AgentError, now: Instant) {
         tracing::info!(?conn, message = %error.message, gone = error.gone, "agent registration refused");
         if self.agent_conns.contains_key(&conn) {
@@ -106,29 +118,18 @@ impl Master {
         } else {
             info.id.clone()
         };
-        if let Some(agent) = self
-            .agent_ids
-            .get(&id)
-            .and_then(|k| self.agents.get(k))
-            .filter(|a| a.status == AgentStatus::Gone)
-        {
+        let known = self.agent_ids.get(&id).and_then(|k| self.agents.get(k));
+        if let Some(agent) = known.filter(|a| a.status == AgentStatus::Gone) {
             let message = format!(
                 "agent '{}' was marked gone by an operator and may not register again: start it with an empty --work-dir to join as a new agent",
                 agent.id
             );
-            self.refuse_agent_with(
-                conn,
-                v1::AgentError {
-                    message,
-                    gone: true,
-                },
-                now,
-            );
+            self.refuse_gone_agent(conn, message, now);
             return;
         }
         // An agent id is bound to the principal (certificate) that registered it; an
         // id registered without authentication is claimed by the first that comes.
-        if let Some(agent) = self.agent_ids.get(&id).and_then(|k| self.agents.get(k))
+        if let Some(agent) = known
             && !agent.principal.is_empty()
             && agent.principal != info.principal
         {
@@ -136,7 +137,6 @@ impl Master {
                 "agent id '{id}' belongs to another agent (principal '{}'): an agent registers only under the id its own certificate registered",
                 agent.principal
             );
-            self.counters.calls_refused += 1;
             self.refuse_agent(conn, message, now);
             return;
         }
@@ -147,15 +147,7 @@ impl Master {
                 "the certificate of '{}' is revoked: its agent was marked gone by an operator; the machine must join again with a new work dir",
                 info.principal
             );
-            self.counters.calls_refused += 1;
-            self.refuse_agent_with(
-                conn,
-                v1::AgentError {
-                    message,
-                    gone: true,
-                },
-                now,
-            );
+            self.refuse_gone_agent(conn, message, now);
             return;
         }
         let (key, previous) = match self.agent_ids.get(&id) {
@@ -163,7 +155,7 @@ impl Master {
                 key,
                 self.agents
                     .get(&key)
-                    .map(|a| (a.status, a.hostname.clone())),
+                    .map(|a| (a.status, a.hostname.clone(), a.principal.clone())),
             ),
             None => {
                 let key = self.new_agent_key();
@@ -199,18 +191,16 @@ impl Master {
         }
         self.allocator.remove_agent(key);
 
-        let claimed = self
-            .agents
-            .get(&key)
-            .is_some_and(|a| a.principal != info.principal);
-        let readmit = claimed
-            || match &previous {
-                None => true,
-                Some((status, hostname)) => {
-                    matches!(status, AgentStatus::Unreachable | AgentStatus::Recovering)
-                        || *hostname != info.hostname
-                }
-            };
+        // Readmitted (written to the registry) when new, back, moved, or claimed by
+        // its first authenticated principal.
+        let readmit = match &previous {
+            None => true,
+            Some((status, hostname, principal)) => {
+                matches!(status, AgentStatus::Unreachable | AgentStatus::Recovering)
+                    || *hostname != info.hostname
+                    || *principal != info.principal
+            }
+        };
         if readmit {
             self.emit(Effect::Persist(RegistryOp::AdmitAgent {
                 id: id.clone(),
@@ -243,7 +233,7 @@ impl Master {
             }),
         );
 
-        let was_unreachable = matches!(previous, Some((AgentStatus::Unreachable, _)));
+        let was_unreachable = matches!(previous, Some((AgentStatus::Unreachable, _, _)));
         self.reconcile_agent_tasks(key, register.tasks, was_unreachable, now);
 
         let used: Vec<UsedResources> = self
