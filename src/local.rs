@@ -18,6 +18,9 @@
 //! ```
 //!
 //! `--insecure` runs everything in plain text without authentication, as before.
+//!
+//! `--acls FILE` (Mesos' ACL format) is what the cluster's callers may do: the
+//! master, its agents and the App API apply it (each re-reads it on SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,11 @@ pub struct LocalArgs {
     /// (or STRATA_INSECURE=1) too.
     #[arg(long)]
     pub insecure: bool,
+    /// An ACL file in Mesos' format (docs/security.md) for the whole local cluster:
+    /// the master, its agents and the App API apply it; re-read on SIGHUP. Default:
+    /// the built-in ACLs (the insecure ones with --insecure).
+    #[arg(long, value_name = "PATH")]
+    pub acls: Option<PathBuf>,
 }
 
 /// What a secure local cluster hands to its parts and its user.
@@ -156,6 +164,10 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         args.agents >= 1 && args.agents <= 64,
         "--agents must be between 1 and 64"
     );
+    // A bad ACL file stops us before anything starts (serve reads it again).
+    if let Some(acls) = &args.acls {
+        strata_security::Acls::load(acls).context("--acls")?;
+    }
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("cannot create the work dir {}", args.work_dir.display()))?;
     // Absolute, so that the CLI config's paths work from any directory.
@@ -182,6 +194,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
     }
     let master_dir = work_dir.join("master");
     let mut master_opts = strata_master::MasterOptions::new(master_dir.clone());
+    master_opts.acls = args.acls.clone();
     let secrets = if args.insecure {
         None
     } else {
@@ -285,6 +298,8 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         ca_file: secrets.as_ref().map(|s| s.ca_file.clone()),
         credential_file: secrets.as_ref().map(|s| s.credential_file.clone()),
         credentials: secrets.as_ref().map(|s| s.credentials.clone()),
+        // the same file as the master's.
+        acls: args.acls.clone(),
     };
     tasks.spawn({
         let stop = stopped(stop_rx.clone());

@@ -713,6 +713,13 @@ fn draining_an_agent_moves_its_instances_to_the_other_and_survives_reactivation(
     let frameworks: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(frameworks[0]["connected"], true, "{out}");
     assert!(frameworks[0]["task_count"].as_u64() >= Some(4), "{out}");
+    // Teardown goes through the same API; an unknown id is the master's clear refusal.
+    let (code, _, err) = cli(&apps, &["framework", "teardown", "no-such-framework"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no framework 'no-such-framework' is registered"),
+        "{err}"
+    );
     // Nothing goes back to a drained agent, even when asked for more.
     let (code, v) = apps.call(
         "POST",

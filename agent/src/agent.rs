@@ -57,16 +57,25 @@ const MAX_BATCH: usize = 256;
 /// A question from the HTTP API, answered by the loop.
 pub(crate) enum Query {
     State(oneshot::Sender<StateView>),
-    /// The sandbox and state of a task it knows.
+    /// The sandbox, state and framework principal of a task it knows.
     Task {
         key: TaskKey,
-        reply: oneshot::Sender<Option<(PathBuf, TaskState)>>,
+        reply: oneshot::Sender<Option<KnownTask>>,
     },
     /// The containers of the running tasks (`/monitor/statistics`, usage reports).
     Containers(oneshot::Sender<Vec<(TaskKey, ContainerId)>>),
     /// Resource usage to send to the master, if connected (never retried: the next
     /// report replaces it).
     ReportUsage(v1::UsageReport),
+}
+
+/// A task the loop knows, as `/files/read` needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownTask {
+    pub sandbox: PathBuf,
+    pub state: TaskState,
+    /// The principal stamped on the task's framework (the ACLs' object).
+    pub framework_principal: String,
 }
 
 /// `GET /state`.
@@ -480,6 +489,17 @@ impl AgentLoop {
         use master_message::Message;
         let actions = match msg.message {
             Some(Message::RunTask(run)) => self.manager.run_task(run, now),
+            Some(Message::RunTasks(run)) => {
+                let mut actions = Vec::new();
+                for task in run.tasks {
+                    let one = v1::RunTask {
+                        framework: run.framework.clone(),
+                        task: Some(task),
+                    };
+                    actions.extend(self.manager.run_task(one, now));
+                }
+                actions
+            }
             Some(Message::KillTask(kill)) => self.manager.kill_task(kill, now),
             Some(Message::ShutdownFramework(s)) => {
                 self.manager.shutdown_framework(&s.framework_id, now)
@@ -909,7 +929,12 @@ impl AgentLoop {
                 });
             }
             Query::Task { key, reply } => {
-                let _ = reply.send(self.manager.lookup(&key));
+                let known = self.manager.lookup(&key).map(|(sandbox, state)| KnownTask {
+                    sandbox,
+                    state,
+                    framework_principal: self.manager.framework_principal(&key).unwrap_or_default(),
+                });
+                let _ = reply.send(known);
             }
             Query::Containers(reply) => {
                 let _ = reply.send(self.manager.running_containers());

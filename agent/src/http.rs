@@ -2,35 +2,48 @@
 //!
 //! - `GET /health` → `ok`
 //! - `GET /state` → JSON [`StateView`]: id, hostname, resources, attributes, tasks.
+//!   The agent's own facts are anyone's (who is authenticated); `tasks` and
+//!   `completed_tasks` list only the tasks of frameworks the caller may see
+//!   (`view_tasks`, object: the framework's principal).
 //! - `GET /files/read?framework_id=F&task_id=T&file=stdout|stderr&offset=N&length=M` →
 //!   `{"data", "offset", "next_offset", "eof", "state"}`: text of a sandbox file from
 //!   `offset`, at most `length` bytes (default 64 KiB, at most 4 MiB). 404 with a
-//!   reason when the task or the file is unknown; 400 for a bad request; 403 when the
-//!   file is not one the agent serves: a symlink, not a regular file, a hard link
-//!   (more than one link), or owned by neither the task's user nor the agent
+//!   reason when the task or the file is unknown; 400 for a bad request; 403
+//!   `{"error": "<who> is not authorized to read sandboxes of ..."}` when the ACLs
+//!   refuse the caller `access_sandboxes` on the task's framework's principal (a
+//!   sandbox only on disk, of a task the agent no longer knows, has no principal
+//!   recorded: the object is `""`, which only a rule for any framework allows); 403
+//!   also when the file is not one the agent serves: a symlink, not a regular file, a
+//!   hard link (more than one link), or owned by neither the task's user nor the agent
 //!   ([`crate::sandbox`] has the rules).
-//! - `GET /monitor/statistics` → JSON list, one entry per running task with a cgroup:
-//!   `{"framework_id", "executor_id", "task_id", "container_id", "statistics": {cpu
-//!   times, memory now and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
+//! - `GET /monitor/statistics` → JSON list, one entry per running task with a cgroup
+//!   whose framework the caller may see (`view_tasks`): `{"framework_id",
+//!   "executor_id", "task_id", "container_id", "statistics": {cpu times, memory now
+//!   and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
 //!
 //! Handlers ask the agent loop through a bounded channel and read files themselves,
-//! so a slow reader never holds up the loop. Every request passes [`router`]'s one
-//! stack, where authentication will sit later.
+//! so a slow reader never holds up the loop. Every request passes the one
+//! authentication layer (set up in [`crate::run`]), which puts the caller's
+//! [`Principal`] in the request; the handlers ask the agent's one [`Authorizer`]
+//! (the master's ACLs, refreshed by [`crate::security::refresh_security`]) what it
+//! may read and see. A request without a principal (no layer) is anonymous.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query as QueryParams, State};
+use axum::extract::{Extension, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use strata_proto::state_name;
 use strata_proto::v1::TaskState;
+use strata_security::{Action, Authorizer, Principal};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::{Query, StateView};
+use crate::agent::{KnownTask, Query, StateView};
 use crate::sandbox::{self, LogFile, SandboxError};
 use crate::task_key::TaskKey;
 use crate::tasks::sandbox_on_disk;
@@ -44,6 +57,8 @@ pub(crate) struct HttpState {
     pub work_dir: PathBuf,
     /// Asked for usage by `/monitor/statistics`, outside the agent loop.
     pub containerizer: std::sync::Arc<dyn crate::Containerizer>,
+    /// Who may read which sandboxes and see which tasks.
+    pub authorizer: Authorizer,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -56,6 +71,7 @@ pub(crate) fn router(state: HttpState) -> Router {
 }
 
 /// An error answer: a status and a reason in JSON.
+#[derive(Debug)]
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -71,23 +87,86 @@ fn unavailable() -> ApiError {
     )
 }
 
-async fn get_state(State(state): State<HttpState>) -> Result<Json<StateView>, ApiError> {
+/// The caller the authentication layer found; anonymous without the layer.
+type Caller = Option<Extension<Principal>>;
+
+fn caller(principal: Caller) -> Principal {
+    principal.map_or(Principal::Anonymous, |Extension(p)| p)
+}
+
+async fn agent_state(state: &HttpState) -> Result<StateView, ApiError> {
     let (tx, rx) = oneshot::channel();
     state
         .queries
         .send(Query::State(tx))
         .await
         .map_err(|_| unavailable())?;
-    rx.await.map(Json).map_err(|_| unavailable())
+    rx.await.map_err(|_| unavailable())
+}
+
+/// `view` without the tasks of frameworks `principal` may not see.
+fn visible_state(mut view: StateView, authorizer: &Authorizer, principal: &Principal) -> StateView {
+    let sees = |t: &crate::AgentTaskView| {
+        authorizer.permits(principal, Action::ViewTasks, &t.framework_principal)
+    };
+    view.tasks.retain(sees);
+    view.completed_tasks.retain(sees);
+    view
+}
+
+async fn get_state(
+    State(state): State<HttpState>,
+    principal: Caller,
+) -> Result<Json<StateView>, ApiError> {
+    let view = agent_state(&state).await?;
+    Ok(Json(visible_state(
+        view,
+        &state.authorizer,
+        &caller(principal),
+    )))
 }
 
 async fn monitor_statistics(
     State(state): State<HttpState>,
+    principal: Caller,
 ) -> Result<Json<Vec<crate::usage::MonitorEntry>>, ApiError> {
-    crate::usage::collect(&state.queries, state.containerizer.as_ref())
+    let entries = crate::usage::collect(&state.queries, state.containerizer.as_ref())
         .await
-        .map(Json)
-        .ok_or_else(unavailable)
+        .ok_or_else(unavailable)?;
+    let view = agent_state(&state).await?;
+    Ok(Json(visible_entries(
+        entries,
+        &view,
+        &state.authorizer,
+        &caller(principal),
+    )))
+}
+
+/// `entries` without those of frameworks `principal` may not see. The principals of
+/// the tasks' frameworks come from the tasks of `view`; an entry whose task is not
+/// among them (it was forgotten meanwhile) is left out.
+fn visible_entries(
+    mut entries: Vec<crate::usage::MonitorEntry>,
+    view: &StateView,
+    authorizer: &Authorizer,
+    principal: &Principal,
+) -> Vec<crate::usage::MonitorEntry> {
+    let principals: HashMap<(&str, &str), &str> = view
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                (t.framework_id.as_str(), t.task_id.as_str()),
+                t.framework_principal.as_str(),
+            )
+        })
+        .collect();
+    entries.retain(|e| {
+        principals
+            .get(&(e.framework_id.as_str(), e.task_id.as_str()))
+            .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
+    });
+    entries
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,8 +191,10 @@ struct ReadAnswer {
 
 async fn read_file(
     State(state): State<HttpState>,
+    principal: Caller,
     params: Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReadAnswer>, ApiError> {
+    let principal = caller(principal);
     let QueryParams(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let file = LogFile::parse(&p.file).ok_or_else(|| {
         ApiError(
@@ -135,11 +216,20 @@ async fn read_file(
         .await
         .map_err(|_| unavailable())?;
     let known = rx.await.map_err(|_| unavailable())?;
-    let (sandbox, task_state) = match known {
+    let KnownTask {
+        sandbox,
+        state: task_state,
+        framework_principal,
+    } = match known {
         Some(found) => found,
-        // Not in memory (e.g. from before a restart) but its sandbox is still on disk.
+        // Not in memory (e.g. from before a restart) but its sandbox is still on disk;
+        // its framework's principal is not recorded there.
         None => match sandbox_on_disk(&state.work_dir, &key) {
-            Some(path) => (path, TaskState::TaskUnknown),
+            Some(path) => KnownTask {
+                sandbox: path,
+                state: TaskState::TaskUnknown,
+                framework_principal: String::new(),
+            },
             None => {
                 return Err(ApiError(
                     StatusCode::NOT_FOUND,
@@ -151,6 +241,10 @@ async fn read_file(
             }
         },
     };
+    state
+        .authorizer
+        .authorize(&principal, Action::AccessSandboxes, &framework_principal)
+        .map_err(|denied| ApiError(StatusCode::FORBIDDEN, denied.to_string()))?;
     let length = p.length.unwrap_or(DEFAULT_READ_LENGTH);
     match sandbox::read(sandbox, file, p.offset, length).await {
         Ok(chunk) => Ok(Json(ReadAnswer {
@@ -165,5 +259,246 @@ async fn read_file(
             Err(ApiError(StatusCode::FORBIDDEN, e.to_string()))
         }
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use strata_security::Acls;
+
+    use super::*;
+    use crate::tasks::AgentTaskView;
+
+    fn user(name: &str) -> Option<Extension<Principal>> {
+        Some(Extension(Principal::User(name.into())))
+    }
+
+    fn task_view(framework_id: &str, task_id: &str, principal: &str) -> AgentTaskView {
+        AgentTaskView {
+            framework_id: framework_id.into(),
+            framework_principal: principal.into(),
+            task_id: task_id.into(),
+            name: task_id.into(),
+            state: "TASK_RUNNING",
+            sandbox: String::new(),
+            container_id: String::new(),
+            pid: None,
+            pending_updates: 0,
+            healthy: None,
+        }
+    }
+
+    /// An agent loop that knows task `fw-web/t1` of principal `web` (its sandbox in
+    /// `work_dir`) and, in `/state`, a task of `db` too.
+    fn agent(work_dir: &std::path::Path) -> HttpState {
+        let (queries, mut rx) = mpsc::channel(8);
+        let sandbox = sandbox::sandbox_path(work_dir, "fw-web", "t1");
+        std::fs::create_dir_all(&sandbox).unwrap();
+        std::fs::write(sandbox.join("stdout"), "hello from web\n").unwrap();
+        tokio::spawn(async move {
+            while let Some(q) = rx.recv().await {
+                match q {
+                    Query::Task { key, reply } => {
+                        let known =
+                            (key.framework_id == "fw-web" && key.task_id == "t1").then(|| {
+                                KnownTask {
+                                    sandbox: sandbox.clone(),
+                                    state: TaskState::TaskRunning,
+                                    framework_principal: "web".into(),
+                                }
+                            });
+                        let _ = reply.send(known);
+                    }
+                    Query::State(reply) => {
+                        let _ = reply.send(StateView {
+                            id: "agent-1".into(),
+                            hostname: "h".into(),
+                            address: "h:5051".into(),
+                            master: "m:5050".into(),
+                            registered: true,
+                            containerizer: "fake",
+                            resources: strata_proto::Resources::parse("cpus:1").unwrap(),
+                            attributes: Default::default(),
+                            tasks: vec![task_view("fw-web", "t1", "web")],
+                            completed_tasks: vec![task_view("fw-db", "t2", "db")],
+                            disk: None,
+                            checkpoint_error: None,
+                        });
+                    }
+                    Query::Containers(reply) => {
+                        let _ = reply.send(Vec::new());
+                    }
+                    Query::ReportUsage(_) => {}
+                }
+            }
+        });
+        HttpState {
+            queries,
+            work_dir: work_dir.to_path_buf(),
+            containerizer: Arc::new(crate::FakeContainerizer::new(Duration::from_secs(60))),
+            authorizer: Authorizer::new(Acls::secure_default()),
+        }
+    }
+
+    fn params(
+        framework_id: &str,
+        task_id: &str,
+    ) -> Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection> {
+        Ok(QueryParams(ReadParams {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            file: "stdout".into(),
+            offset: 0,
+            length: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn sandboxes_are_read_by_their_owner_and_the_operator_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        // The owner and the operator read the task's stdout.
+        for who in ["web", "admin"] {
+            let answer = read_file(State(state.clone()), user(who), params("fw-web", "t1"))
+                .await
+                .unwrap_or_else(|e| panic!("{who}: {} {}", e.0, e.1));
+            assert_eq!(answer.data, "hello from web\n", "{who}");
+        }
+        // Another principal, and nobody, are refused with who and what.
+        let Err(ApiError(status, message)) = read_file(
+            State(state.clone()),
+            user("intruder"),
+            params("fw-web", "t1"),
+        )
+        .await
+        else {
+            panic!("intruder read web's sandbox");
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            message,
+            "intruder is not authorized to read sandboxes of tasks of frameworks of 'web': no rule of access_sandboxes allows it and the ACLs are not permissive"
+        );
+        let Err(ApiError(status, message)) =
+            read_file(State(state.clone()), None, params("fw-web", "t1")).await
+        else {
+            panic!("anonymous read web's sandbox");
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.starts_with("anonymous is not authorized"),
+            "{message}"
+        );
+        // ACLs that allow it (refreshed from the master) apply at once.
+        state.authorizer.set(
+            Acls::parse(
+                r#"{"permissive": false, "access_sandboxes": [
+                    {"principals": {"values": ["intruder"]}, "framework_principals": {"values": ["web"]}}]}"#,
+            )
+            .unwrap(),
+        );
+        assert!(
+            read_file(
+                State(state.clone()),
+                user("intruder"),
+                params("fw-web", "t1")
+            )
+            .await
+            .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_only_on_disk_is_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let orphan = sandbox::sandbox_path(dir.path(), "fw-old", "t9");
+        std::fs::create_dir_all(&orphan).unwrap();
+        std::fs::write(orphan.join("stdout"), "old\n").unwrap();
+        let Err(ApiError(status, message)) =
+            read_file(State(state.clone()), user("web"), params("fw-old", "t9")).await
+        else {
+            panic!("web read a sandbox of no known framework");
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.contains("web is not authorized to read sandboxes"),
+            "{message}"
+        );
+        let answer = read_file(State(state.clone()), user("admin"), params("fw-old", "t9"))
+            .await
+            .unwrap_or_else(|e| panic!("{} {}", e.0, e.1));
+        assert_eq!(answer.data, "old\n");
+        // Unknown tasks stay 404 (checked before the ACLs: nothing to authorize).
+        let Err(ApiError(status, _)) =
+            read_file(State(state), user("admin"), params("fw-none", "t0")).await
+        else {
+            panic!("read an unknown task");
+        };
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn state_lists_only_the_tasks_the_caller_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let tasks = |view: &StateView| {
+            let mut ids: Vec<String> = view
+                .tasks
+                .iter()
+                .chain(&view.completed_tasks)
+                .map(|t| t.task_id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let Json(web) = get_state(State(state.clone()), user("web")).await.unwrap();
+        assert_eq!(tasks(&web), ["t1"]);
+        let Json(admin) = get_state(State(state.clone()), user("admin"))
+            .await
+            .unwrap();
+        assert_eq!(tasks(&admin), ["t1", "t2"]);
+        let Json(intruder) = get_state(State(state.clone()), user("intruder"))
+            .await
+            .unwrap();
+        assert!(tasks(&intruder).is_empty());
+        // The agent's own facts are anyone's.
+        assert_eq!(intruder.id, "agent-1");
+        assert_eq!(intruder.resources, admin.resources);
+        let Json(anonymous) = get_state(State(state), None).await.unwrap();
+        assert!(tasks(&anonymous).is_empty());
+    }
+
+    #[tokio::test]
+    async fn statistics_list_only_the_tasks_the_caller_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let view = agent_state(&state).await.unwrap();
+        let entry = |framework_id: &str, task_id: &str| crate::usage::MonitorEntry {
+            framework_id: framework_id.into(),
+            executor_id: task_id.into(),
+            task_id: task_id.into(),
+            container_id: format!("c-{task_id}"),
+            statistics: Default::default(),
+        };
+        // t1 is web's; t2 is not among the running tasks; t3 is unknown.
+        let entries = vec![
+            entry("fw-web", "t1"),
+            entry("fw-db", "t2"),
+            entry("fw-x", "t3"),
+        ];
+        let seen = |who: Principal| -> Vec<String> {
+            visible_entries(entries.clone(), &view, &state.authorizer, &who)
+                .into_iter()
+                .map(|e| e.task_id)
+                .collect()
+        };
+        assert_eq!(seen(Principal::User("web".into())), ["t1"]);
+        assert_eq!(seen(Principal::User("admin".into())), ["t1"]);
+        assert!(seen(Principal::User("intruder".into())).is_empty());
+        assert!(seen(Principal::Anonymous).is_empty());
     }
 }

@@ -9,6 +9,7 @@
 //!            │            Containerizer (process | docker | fake | ...) ─▶ sandboxes │
 //!            │ health checkers (HTTP / TCP / COMMAND, one per checked task) ─▶ loop  │
 //! HTTP  ◀───▶│ /health /state /files/read ─ Query ─▶ AgentLoop                       │
+//!            │   (authenticated; authorized by the master's ACLs, see security)      │
 //!            └───────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -250,11 +251,18 @@ pub async fn run(
         "agent starting"
     );
 
+    // Who may read which sandboxes and see which tasks: the master's ACLs (fetched
+    // with the credentials), the secure defaults until they arrive.
+    let authz = match &identity {
+        Some(_) => security::authorizer(),
+        None => strata_security::Authorizer::insecure(),
+    };
     let (query_tx, query_rx) = mpsc::channel(64);
     let app = http::router(http::HttpState {
         queries: query_tx.clone(),
         work_dir: work_dir.clone(),
         containerizer: containerizer.clone(),
+        authorizer: authz.clone(),
     });
     let (usage_stop, usage_stopped) = oneshot::channel::<()>();
     let usage_reporter = tokio::spawn(usage::report(
@@ -285,10 +293,11 @@ pub async fn run(
             endpoint_tx,
             server_tx,
         ));
-        background.spawn(security::refresh_credentials(
+        background.spawn(security::refresh_security(
             options.master.clone(),
             identity_rx,
             authn.clone(),
+            authz,
         ));
     } else {
         drop((endpoint_tx, server_tx));

@@ -1,7 +1,9 @@
 //! The agent's identity: its certificate from the cluster CA (joined with a token at
 //! first start, kept in `WORK_DIR/tls/`, renewed at two thirds of its life), the mutual
-//! TLS of its link to the master, the HTTPS of its own API, and the credentials it
-//! authenticates callers of that API with (digests, fetched from the master).
+//! TLS of its link to the master, the HTTPS of its own API, the credentials it
+//! authenticates callers of that API with (digests, fetched from the master) and the
+//! ACLs it authorizes them with (the master's, fetched too: who may read which
+//! sandboxes and see which tasks, see [`crate::http`]).
 //!
 //! ```text
 //!  start ─ WORK/tls/agent.crt? ─ no ─▶ join(master, token) ─ retry while unreachable
@@ -9,19 +11,28 @@
 //!                                                 └─▶ HTTPS server (agent.crt,
 //!                                                     strata_security::tls::serve)
 //!  renewer:     sleep until 2/3 of life ─▶ renew ─▶ save ─▶ new endpoint + server cert
-//!  credentials: every 30 s ─▶ GET /tls/credentials ─▶ Authenticator::set_credentials
+//!  security:    every 30 s ─▶ GET /tls/credentials ─▶ Authenticator::set_credentials
+//!                          └─▶ GET /tls/acls        ─▶ Authorizer::set
+//!               (one kept client; a failed fetch keeps what the agent had)
 //! ```
+//!
+//! Until the first fetch a secure agent authenticates nobody but cluster certificates
+//! and authorizes with [`Acls::secure_default`]; an insecure agent uses
+//! [`Authorizer::insecure`].
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use strata_security::join::{self, AgentIdentity, JoinToken};
-use strata_security::{Authenticator, ClientTls, Credentials, ServerTls};
+use strata_security::{
+    Acls, Authenticator, Authorizer, ClientTls, Credentials, SecurityError, ServerTls,
+};
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
-/// How often the agent refreshes the credentials' digests from the master.
+/// How often the agent refreshes the credentials' digests and the ACLs from the
+/// master.
 const CREDENTIALS_REFRESH: Duration = Duration::from_secs(30);
 /// Retry interval of a failed join, renewal or refresh.
 const RETRY: Duration = Duration::from_secs(2);
@@ -169,12 +180,14 @@ pub(crate) async fn renew_forever(
     }
 }
 
-/// Keeps `authn`'s credentials those of the master, refreshed every 30 s over one
-/// kept connection (made anew when the certificate is renewed).
-pub(crate) async fn refresh_credentials(
+/// Keeps `authn`'s credentials and `authz`'s ACLs those of the master, refreshed
+/// every 30 s over one kept connection (made anew when the certificate is renewed). A
+/// failed fetch keeps what the agent had and is retried sooner.
+pub(crate) async fn refresh_security(
     master: String,
     mut identity: watch::Receiver<AgentIdentity>,
     authn: Authenticator,
+    authz: Authorizer,
 ) {
     let mut client: Option<join::MasterClient> = None;
     loop {
@@ -188,24 +201,32 @@ pub(crate) async fn refresh_credentials(
                 .inspect_err(|e| tracing::debug!(error = %e, "cannot reach the master yet"))
                 .ok();
         }
-        let fetched = match &client {
-            Some(c) => c.credentials().await,
-            None => {
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
+        let Some(c) = &client else {
+            tokio::time::sleep(RETRY).await;
+            continue;
         };
-        let wait = match fetched {
-            Ok(credentials) => {
-                authn.set_credentials(credentials);
-                CREDENTIALS_REFRESH
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot refresh the credentials yet");
-                client = None;
-                RETRY
-            }
+        let (credentials, acls) = tokio::join!(c.credentials(), c.acls());
+        // A master that answered keeps its connection; one that did not is dialled
+        // anew (it may have restarted, or the certificate changed).
+        let mut failed = false;
+        let mut unreachable = false;
+        let mut failure = |what: &str, e: SecurityError| {
+            tracing::debug!(error = %e, "cannot refresh the {what} yet");
+            failed = true;
+            unreachable |= matches!(e, SecurityError::Unreachable { .. });
         };
+        match credentials {
+            Ok(credentials) => authn.set_credentials(credentials),
+            Err(e) => failure("credentials", e),
+        }
+        match acls {
+            Ok(acls) => authz.set(acls),
+            Err(e) => failure("ACLs", e),
+        }
+        if unreachable {
+            client = None;
+        }
+        let wait = if failed { RETRY } else { CREDENTIALS_REFRESH };
         tokio::time::sleep(wait).await;
     }
 }
@@ -214,4 +235,10 @@ pub(crate) async fn refresh_credentials(
 /// arrive (and cluster certificates at once).
 pub(crate) fn authenticator() -> Authenticator {
     Authenticator::new(Credentials::default(), PUBLIC)
+}
+
+/// The authorizer of a secure agent's API until the master's ACLs arrive:
+/// [`Acls::secure_default`] (owners and `admin` only).
+pub(crate) fn authorizer() -> Authorizer {
+    Authorizer::new(Acls::secure_default())
 }

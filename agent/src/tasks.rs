@@ -190,6 +190,9 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentTaskView {
     pub framework_id: String,
+    /// The principal the master stamped on the task's framework ("" when insecure):
+    /// the object of the agent's `view_tasks` and `access_sandboxes` ACLs.
+    pub framework_principal: String,
     pub task_id: String,
     pub name: String,
     pub state: &'static str,
@@ -206,6 +209,7 @@ pub struct AgentTaskView {
 #[derive(Debug, Clone)]
 struct CompletedTask {
     name: String,
+    framework_principal: String,
     state: TaskState,
     sandbox: PathBuf,
 }
@@ -801,6 +805,7 @@ impl TaskManager {
             .iter()
             .map(|(key, t)| AgentTaskView {
                 framework_id: key.framework_id.clone(),
+                framework_principal: t.framework.principal.clone(),
                 task_id: key.task_id.clone(),
                 name: t.info.name.clone(),
                 state: state_name(t.state),
@@ -818,6 +823,7 @@ impl TaskManager {
             .filter_map(|key| self.completed.get(key).map(|c| (key, c)))
             .map(|(key, c)| AgentTaskView {
                 framework_id: key.framework_id.clone(),
+                framework_principal: c.framework_principal.clone(),
                 task_id: key.task_id.clone(),
                 name: c.name.clone(),
                 state: state_name(c.state),
@@ -853,6 +859,16 @@ impl TaskManager {
         self.completed
             .get(key)
             .map(|c| (c.sandbox.clone(), c.state))
+    }
+
+    /// The principal stamped on the framework of an active or completed task.
+    pub(crate) fn framework_principal(&self, key: &TaskKey) -> Option<String> {
+        if let Some(t) = self.tasks.get(key) {
+            return Some(t.framework.principal.clone());
+        }
+        self.completed
+            .get(key)
+            .map(|c| c.framework_principal.clone())
     }
 
     /// The sandboxes of every task the agent knows (their logs are rotated, and they
@@ -1201,6 +1217,7 @@ impl TaskManager {
                 key.clone(),
                 CompletedTask {
                     name: task.info.name,
+                    framework_principal: task.framework.principal,
                     state: task.state,
                     sandbox: task.sandbox,
                 },

@@ -6,17 +6,26 @@
 //! into each offer, and measures each task from the ACCEPT that launched it to its
 //! TASK_RUNNING. The last two lines printed are `launch_throughput: N tasks/s` and
 //! `launch_latency_p99: X ms`.
+//!
+//! `--secure` runs the same loop as a secure cluster does: the master with TLS and
+//! authentication (a credentials file the bench writes, principal `bench`), the agents
+//! joining with the master's join token (each gets its certificate and links with
+//! mutual TLS) and the framework over TLS with the `bench` credential on every call,
+//! each call asked of the master's authorizer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strata_proto::v1::{self, scheduler_client::SchedulerClient};
+use strata_security::ClientTls;
+use strata_security::credentials::AuthInterceptor;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
+use crate::secure;
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -33,11 +42,37 @@ pub struct LaunchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// TLS and authentication: the master secure (as without `--insecure`), agents
+    /// joining with its join token, the framework with a credential.
+    #[arg(long)]
+    pub secure: bool,
+}
+
+/// A launch run's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchFigures {
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 const AGENT_RESOURCES: &str = "cpus:100;mem:1024000;disk:1000000;ports:[31000-32000]";
 
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<Outcome> {
+    let figures = measure(&args).await?;
+    Ok(Outcome {
+        code: 0,
+        figure: format!(
+            "{:.0} tasks/s, p99 {:.1} ms{}",
+            figures.throughput,
+            figures.p99_ms,
+            if args.secure { " (secure)" } else { "" }
+        ),
+    })
+}
+
+/// One launch run: prints its lines and returns its figures.
+pub async fn measure(args: &LaunchArgs) -> anyhow::Result<LaunchFigures> {
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.tasks >= 1, "--tasks must be at least 1");
     anyhow::ensure!(
@@ -52,10 +87,28 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<Outcome> {
         args.cpus
     );
     let work = work_dir("strata-bench")?;
+    let result = run(args, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn run(args: &LaunchArgs, work: &std::path::Path) -> anyhow::Result<LaunchFigures> {
+    let master_dir = work.join("master");
+    let mut master_options = strata_master::MasterOptions::new(&master_dir);
+    let mut tls = ClientTls::insecure();
+    let mut join_token = None;
+    if args.secure {
+        // The CA and the join token are made before the master starts (it loads them),
+        // so that the agents have the token at once.
+        let (credentials, credential) = secure::write_credentials(work)?;
+        let options = secure::tls_options(&credentials);
+        let prepared = strata_master::security::prepare(&master_dir, &options)?;
+        join_token = Some(prepared.join_token.to_string());
+        master_options.security = strata_master::Security::Tls(options);
+        tls = secure::user_tls(&master_dir, &credential)?;
+    }
     let mut parts = Parts::new();
-    let master_addr = parts
-        .master(strata_master::MasterOptions::new(work.join("master")))
-        .await?;
+    let master_addr = parts.master(master_options).await?;
     for i in 0..args.agents {
         let mut opts = strata_agent::AgentOptions::new(
             master_addr.to_string(),
@@ -66,23 +119,43 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<Outcome> {
         opts.containerizer = strata_agent::ContainerizerConfig::Fake {
             task_duration: Duration::from_secs(3600),
         };
+        opts.insecure = !args.secure;
+        opts.join_token = join_token.clone();
         parts.agent(opts).await?;
     }
     eprintln!(
-        "bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus",
-        args.agents, args.tasks, args.cpus
+        "bench: master on {master_addr}, {} fake agents, {} tasks of {} cpus{}",
+        args.agents,
+        args.tasks,
+        args.cpus,
+        if args.secure {
+            ", secure (TLS, agent certificates, credentials)"
+        } else {
+            ", insecure"
+        }
     );
 
-    let result = tokio::time::timeout(
-        Duration::from_secs(args.timeout),
-        framework(master_addr.to_string(), &args),
-    )
+    // Every agent registered before the framework starts, so that the figures are
+    // launches, not agents arriving (a secure agent first joins: a certificate
+    // request, then its own TLS link).
+    let result = tokio::time::timeout(Duration::from_secs(args.timeout), async {
+        let (http, url) = secure::http(&tls, master_addr)?;
+        let started = Instant::now();
+        while agents_active(&http, &url).await < u64::from(args.agents) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!(
+            "bench: all {} agents registered {:.3} s after the master started",
+            args.agents,
+            started.elapsed().as_secs_f64()
+        );
+        framework(master_addr.to_string(), &tls, args).await
+    })
     .await
     .map_err(|_| anyhow::anyhow!("bench did not finish within {} s", args.timeout))
     .and_then(|r| r);
 
     parts.stop().await;
-    let _ = std::fs::remove_dir_all(&work);
 
     let (elapsed, latencies) = result?;
     let latencies = Samples::new(latencies);
@@ -90,25 +163,46 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<Outcome> {
     let p99 = ms(latencies.percentile(0.99));
     println!("tasks: {}", latencies.len());
     println!("elapsed: {:.3} s", elapsed.as_secs_f64());
-    println!(
-        "launch_latency_p50: {:.1} ms",
-        ms(latencies.percentile(0.50))
-    );
+    let p50 = ms(latencies.percentile(0.50));
+    println!("launch_latency_p50: {p50:.1} ms");
     println!("launch_throughput: {throughput:.0} tasks/s");
     println!("launch_latency_p99: {p99:.1} ms");
-    Ok(Outcome {
-        code: 0,
-        figure: format!("{throughput:.0} tasks/s, p99 {p99:.1} ms"),
+    Ok(LaunchFigures {
+        throughput,
+        p50_ms: p50,
+        p99_ms: p99,
     })
+}
+
+/// `strata_master_agents_active` from the master's /metrics (0 while it does not
+/// answer).
+async fn agents_active(http: &reqwest::Client, url: &str) -> u64 {
+    let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
+        return 0;
+    };
+    let Ok(text) = resp.text().await else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("strata_master_agents_active "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// The benchmark's framework. Returns the time from the first ACCEPT to the last
 /// TASK_RUNNING, and every task's accept-to-running latency.
-async fn framework(master: String, args: &LaunchArgs) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let url = format!("http://{master}");
-    let mut client = SchedulerClient::connect(url.clone())
+async fn framework(
+    master: String,
+    tls: &ClientTls,
+    args: &LaunchArgs,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let channel = tls
+        .endpoint(&master, strata_security::MASTER_NAME)?
+        .connect()
         .await
         .context("connect to the master")?;
+    let mut client =
+        SchedulerClient::with_interceptor(channel, AuthInterceptor::new(tls.credential.as_ref()));
     let info = v1::FrameworkInfo {
         name: "strata-bench".into(),
         roles: vec!["*".into()],

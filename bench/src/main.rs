@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! strata-bench [--agents N --tasks N]  launch throughput and latency, fake agents (launch.rs)
-//! strata-bench failover                master restart under 10,000 agents (failover/)
+//!   [--secure]                         the same with TLS, agent certificates, credentials
+//! strata-bench failover [--secure]     master restart under 10,000 agents (failover/)
+//! strata-bench security                launch and failover, insecure beside secure (security.rs)
 //! strata-bench outage                  real agents back after a long master outage (outage.rs)
 //! strata-bench docker                  Docker launches against `docker run -d` (docker.rs)
 //! strata-bench apps                    app deploys against Swarm and the floor (apps.rs)
@@ -32,6 +34,8 @@ mod launch;
 mod outage;
 mod record;
 mod rlimit;
+mod secure;
+mod security;
 mod stall;
 mod stats;
 
@@ -68,6 +72,14 @@ enum Kind {
     /// SUBSCRIBE, UpdateWeights, RECONCILE) keeps the master's driver busy, as a
     /// concurrent cheap call sees it; goal under 10 ms.
     Stall(stall::StallArgs),
+    /// The cost of TLS and authorization: launch runs insecure and secure alternately,
+    /// and a failover run of each, in one invocation; the medians side by side and the
+    /// ratios secure/insecure (goal: within 10%).
+    Security(security::SecurityArgs),
+    /// The failover bench's master as a process of its own (started by
+    /// `strata-bench failover --master-process` or `--secure`; not for direct use).
+    #[command(hide = true)]
+    FailoverMaster(failover::master::ChildArgs),
 }
 
 /// What a bench run ends with.
@@ -99,6 +111,10 @@ fn main() -> std::process::ExitCode {
             Some(Kind::Failover(args)) => ("failover", failover::bench_failover(args).await),
             Some(Kind::Outage(args)) => ("outage", outage::bench_outage(args).await),
             Some(Kind::Stall(args)) => ("stall", stall::bench_stall(args).await),
+            Some(Kind::Security(args)) => ("security", security::bench_security(args).await),
+            Some(Kind::FailoverMaster(args)) => {
+                ("failover-master", failover::master::run_child(args).await)
+            }
         }
     });
     let outcome = match result {

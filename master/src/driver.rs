@@ -97,6 +97,11 @@ pub enum Command {
     Snapshot(oneshot::Sender<StateSnapshot>),
     /// The counters and gauges, `allocation_run_ms` filled in.
     Metrics(oneshot::Sender<Metrics>),
+    /// Whether an agent principal's certificate is revoked (its agent marked gone).
+    Revoked {
+        principal: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A stream that closed on the client's side, reported from a `Drop` (which cannot
@@ -168,6 +173,18 @@ impl DriverHandle {
     pub async fn snapshot(&self) -> Result<StateSnapshot, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Snapshot(reply)).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Whether the certificate of the agent principal `principal` is revoked (its agent
+    /// was marked gone): cheap, unlike a snapshot.
+    pub async fn revoked(&self, principal: &str) -> Result<bool, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Revoked {
+            principal: principal.to_string(),
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -294,6 +311,13 @@ impl CoreDriver {
                         break Err(e);
                     }
                 }
+                // Last: work an input left over (a large implicit reconciliation, in
+                // chunks), once nothing else waits.
+                () = std::future::ready(()), if self.core.has_pending_work() => {
+                    if let Err(e) = self.feed(Input::Continue).and_then(|()| self.commit()) {
+                        break Err(e);
+                    }
+                }
             }
         };
         // Stop accepting: later commands fail with DriverGone.
@@ -396,6 +420,9 @@ impl CoreDriver {
             Command::Snapshot(reply) => {
                 self.commit()?;
                 let _ = reply.send(self.core.snapshot());
+            }
+            Command::Revoked { principal, reply } => {
+                let _ = reply.send(self.core.is_revoked(&principal));
             }
             Command::Metrics(reply) => {
                 self.commit()?;

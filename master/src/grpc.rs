@@ -21,6 +21,8 @@ use futures::Stream;
 use strata_proto::v1;
 use strata_proto::v1::agent_message::Message as AgentMsg;
 use strata_security::Principal;
+
+use crate::rate::RateLimits;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
@@ -67,18 +69,29 @@ fn principal_of<T>(request: &Request<T>) -> Principal {
 #[derive(Debug, Clone)]
 pub struct SchedulerService {
     driver: DriverHandle,
+    limits: RateLimits,
 }
 
 impl SchedulerService {
-    pub fn new(driver: DriverHandle) -> SchedulerService {
-        SchedulerService { driver }
+    pub fn new(driver: DriverHandle, limits: RateLimits) -> SchedulerService {
+        SchedulerService { driver, limits }
     }
 
-    async fn call(
+    /// Waits for the principal's turn under `--rate-limits`, or refuses the call.
+    async fn admit(&self, principal: &Principal) -> Result<(), Status> {
+        self.limits.admit(&principal.name()).await.map_err(|e| {
+            strata_security::authn::audit_refused(principal, "scheduler call", "", &e.to_string());
+            Status::resource_exhausted(e.to_string())
+        })
+    }
+
+    async fn call<T>(
         &self,
-        header: Option<v1::CallHeader>,
-        call: Call,
+        request: Request<T>,
+        call: impl FnOnce(T) -> (Option<v1::CallHeader>, Call),
     ) -> Result<Response<v1::CallResponse>, Status> {
+        self.admit(&principal_of(&request)).await?;
+        let (header, call) = call(request.into_inner());
         let header = check_header(header)?;
         match self.driver.call(header, call).await? {
             Ok(()) => Ok(Response::new(v1::CallResponse {})),
@@ -138,6 +151,7 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let principal = principal_of(&request);
+        self.admit(&principal).await?;
         let mut request = request.into_inner();
         let Some(info) = request.framework_info.as_mut() else {
             return Err(Status::invalid_argument(
@@ -170,72 +184,72 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<v1::AcceptRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Accept(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Accept(r)))
+            .await
     }
 
     async fn decline(
         &self,
         request: Request<v1::DeclineRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Decline(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Decline(r)))
+            .await
     }
 
     async fn revive(
         &self,
         request: Request<v1::ReviveRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Revive(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Revive(r)))
+            .await
     }
 
     async fn suppress(
         &self,
         request: Request<v1::SuppressRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Suppress(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Suppress(r)))
+            .await
     }
 
     async fn kill(
         &self,
         request: Request<v1::KillRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Kill(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Kill(r)))
+            .await
     }
 
     async fn acknowledge(
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Acknowledge(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Acknowledge(r)))
+            .await
     }
 
     async fn reconcile(
         &self,
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Reconcile(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Reconcile(r)))
+            .await
     }
 
     async fn message(
         &self,
         request: Request<v1::MessageRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Message(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Message(r)))
+            .await
     }
 
     async fn teardown(
         &self,
         request: Request<v1::TeardownRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        let r = request.into_inner();
-        self.call(r.header.clone(), Call::Teardown(r)).await
+        self.call(request, |r| (r.header.clone(), Call::Teardown(r)))
+            .await
     }
 }
 
@@ -364,11 +378,22 @@ impl v1::agent_link_server::AgentLink for AgentLinkService {
 #[derive(Debug, Clone)]
 pub struct OperatorService {
     driver: DriverHandle,
+    authz: strata_security::Authorizer,
 }
 
 impl OperatorService {
-    pub fn new(driver: DriverHandle) -> OperatorService {
-        OperatorService { driver }
+    pub fn new(driver: DriverHandle, authz: strata_security::Authorizer) -> OperatorService {
+        OperatorService { driver, authz }
+    }
+
+    /// The state as the caller of `request` may see it ([`crate::authorize::visible`]).
+    async fn visible_state<T>(&self, request: &Request<T>) -> Result<StateSnapshot, Status> {
+        let snapshot = self.driver.snapshot().await?;
+        Ok(crate::authorize::visible(
+            &self.authz,
+            &principal_of(request),
+            snapshot,
+        ))
     }
 }
 
@@ -376,17 +401,17 @@ impl OperatorService {
 impl v1::operator_server::Operator for OperatorService {
     async fn get_state(
         &self,
-        _: Request<v1::GetStateRequest>,
+        request: Request<v1::GetStateRequest>,
     ) -> Result<Response<v1::GetStateResponse>, Status> {
-        let s = self.driver.snapshot().await?;
+        let s = self.visible_state(&request).await?;
         Ok(Response::new(state_response(&s)))
     }
 
     async fn get_agents(
         &self,
-        _: Request<v1::GetAgentsRequest>,
+        request: Request<v1::GetAgentsRequest>,
     ) -> Result<Response<v1::GetAgentsResponse>, Status> {
-        let s = self.driver.snapshot().await?;
+        let s = self.visible_state(&request).await?;
         Ok(Response::new(v1::GetAgentsResponse {
             agents: s.agents.iter().map(agent_state).collect(),
         }))
@@ -394,9 +419,9 @@ impl v1::operator_server::Operator for OperatorService {
 
     async fn get_frameworks(
         &self,
-        _: Request<v1::GetFrameworksRequest>,
+        request: Request<v1::GetFrameworksRequest>,
     ) -> Result<Response<v1::GetFrameworksResponse>, Status> {
-        let s = self.driver.snapshot().await?;
+        let s = self.visible_state(&request).await?;
         Ok(Response::new(v1::GetFrameworksResponse {
             frameworks: s.frameworks.iter().map(framework_state).collect(),
         }))
@@ -404,9 +429,9 @@ impl v1::operator_server::Operator for OperatorService {
 
     async fn get_tasks(
         &self,
-        _: Request<v1::GetTasksRequest>,
+        request: Request<v1::GetTasksRequest>,
     ) -> Result<Response<v1::GetTasksResponse>, Status> {
-        let s = self.driver.snapshot().await?;
+        let s = self.visible_state(&request).await?;
         Ok(Response::new(v1::GetTasksResponse {
             tasks: s.tasks.iter().map(task_entry).collect(),
         }))
@@ -414,9 +439,9 @@ impl v1::operator_server::Operator for OperatorService {
 
     async fn get_roles(
         &self,
-        _: Request<v1::GetRolesRequest>,
+        request: Request<v1::GetRolesRequest>,
     ) -> Result<Response<v1::GetRolesResponse>, Status> {
-        let s = self.driver.snapshot().await?;
+        let s = self.visible_state(&request).await?;
         Ok(Response::new(v1::GetRolesResponse {
             roles: s.roles.iter().map(role_state).collect(),
         }))
@@ -426,19 +451,22 @@ impl v1::operator_server::Operator for OperatorService {
         &self,
         request: Request<v1::UpdateWeightsRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
         let weights = request
             .into_inner()
             .weights
             .into_iter()
             .map(|w| (w.role, w.weight))
             .collect();
-        self.operate(OperatorCall::UpdateWeights(weights)).await
+        self.operate(&principal, OperatorCall::UpdateWeights(weights))
+            .await
     }
 
     async fn deactivate_agent(
         &self,
         request: Request<v1::AgentMaintenanceRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
         let r = request.into_inner();
         if r.max_grace_period_seconds.is_some() {
             return Err(Status::invalid_argument(
@@ -448,13 +476,14 @@ impl v1::operator_server::Operator for OperatorService {
         let call = OperatorCall::DeactivateAgent {
             agent_id: r.agent_id,
         };
-        self.operate(call).await
+        self.operate(&principal, call).await
     }
 
     async fn drain_agent(
         &self,
         request: Request<v1::AgentMaintenanceRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
         let r = request.into_inner();
         let max_grace_period =
             grace_from_secs(r.max_grace_period_seconds).map_err(|e| call_error_status(&e))?;
@@ -462,13 +491,14 @@ impl v1::operator_server::Operator for OperatorService {
             agent_id: r.agent_id,
             max_grace_period,
         };
-        self.operate(call).await
+        self.operate(&principal, call).await
     }
 
     async fn reactivate_agent(
         &self,
         request: Request<v1::AgentMaintenanceRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
         let r = request.into_inner();
         if r.max_grace_period_seconds.is_some() {
             return Err(Status::invalid_argument(
@@ -478,13 +508,14 @@ impl v1::operator_server::Operator for OperatorService {
         let call = OperatorCall::ReactivateAgent {
             agent_id: r.agent_id,
         };
-        self.operate(call).await
+        self.operate(&principal, call).await
     }
 
     async fn mark_agent_gone(
         &self,
         request: Request<v1::AgentMaintenanceRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
         let r = request.into_inner();
         if r.max_grace_period_seconds.is_some() {
             return Err(Status::invalid_argument(
@@ -494,15 +525,30 @@ impl v1::operator_server::Operator for OperatorService {
         let call = OperatorCall::MarkAgentGone {
             agent_id: r.agent_id,
         };
-        self.operate(call).await
+        self.operate(&principal, call).await
+    }
+
+    async fn teardown_framework(
+        &self,
+        request: Request<v1::TeardownFrameworkRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
+        let call = OperatorCall::TeardownFramework {
+            framework_id: request.into_inner().framework_id,
+        };
+        self.operate(&principal, call).await
     }
 }
 
 impl OperatorService {
     async fn operate(
         &self,
+        principal: &Principal,
         call: OperatorCall,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        crate::authorize::authorize_operator(&self.driver, &self.authz, principal, &call)
+            .await?
+            .map_err(|denied| Status::permission_denied(denied.to_string()))?;
         self.driver
             .operator(call)
             .await?

@@ -12,6 +12,16 @@
 //!   with `{"agent_id": ID}` (drain also takes `"max_grace_period_seconds"`): see
 //!   [`OperatorCall`]. Kept in the registry.
 //!
+//! - `POST /teardown` with `{"framework_id": ID}`: removes the framework and kills its
+//!   tasks (Mesos' operator teardown).
+//! - `POST /security/reload`: reads the credentials and ACL files again (as SIGHUP
+//!   does); `GET /security/acls`: the ACLs in force.
+//!
+//! Every call is asked of the one authorizer ([`crate::authorize`]): operator calls
+//! need their ACL (`update_weights`, `drain_agents`, ..., `teardown_frameworks`,
+//! `reload_security`) and answer `403` with the reason when refused; `/state` shows
+//! only the frameworks and tasks the caller may view.
+//!
 //! The bodies of `PUT /weights` and `POST /maintenance/*` are JSON
 //! (`Content-Type: application/json`), up to axum's default limit of 2 MB. Operator calls answer `200 {}` once what they changed is durable, `400` for a
 //! malformed or invalid request, `404` for an unknown agent, `409` when the agent is
@@ -23,7 +33,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, FromRef, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,9 +45,37 @@ use crate::core::{CallError, ErrorCode, Metrics, OperatorCall, grace_from_secs};
 use crate::driver::DriverHandle;
 use crate::grpc::{AgentLinkService, MAX_MESSAGE_BYTES, OperatorService, SchedulerService};
 use crate::security::MasterSecurity;
+use strata_security::{Authorizer, Principal};
+
+/// What the HTTP handlers share: the driver and the one authorizer.
+#[derive(Clone)]
+struct Api {
+    driver: DriverHandle,
+    security: MasterSecurity,
+}
+
+impl FromRef<Api> for DriverHandle {
+    fn from_ref(api: &Api) -> DriverHandle {
+        api.driver.clone()
+    }
+}
+
+impl FromRef<Api> for Authorizer {
+    fn from_ref(api: &Api) -> Authorizer {
+        api.security.authz.clone()
+    }
+}
 
 /// The one router for the master's port: gRPC services and HTTP endpoints.
-pub fn router(driver: DriverHandle, security: &MasterSecurity) -> tonic::service::Routes {
+pub fn router(
+    driver: DriverHandle,
+    security: &MasterSecurity,
+    limits: crate::rate::RateLimits,
+) -> tonic::service::Routes {
+    let api = Api {
+        driver: driver.clone(),
+        security: security.clone(),
+    };
     let http = Router::new()
         .route("/state", get(state))
         .route("/health", get(health))
@@ -47,15 +85,21 @@ pub fn router(driver: DriverHandle, security: &MasterSecurity) -> tonic::service
         .route("/maintenance/drain", post(drain))
         .route("/maintenance/reactivate", post(reactivate))
         .route("/maintenance/gone", post(gone))
+        .route("/teardown", post(teardown))
+        .route("/security/reload", post(reload))
+        .route("/security/acls", get(acls))
         // Only the HTTP endpoints: gRPC (POST, application/grpc) has its own rules.
         .route_layer(axum::middleware::from_fn(crate::guard::json))
-        .with_state(driver.clone())
+        .with_state(api)
         .merge(security.routes(driver.clone()));
     let mut routes = tonic::service::Routes::from(http)
         .add_service(
-            v1::scheduler_server::SchedulerServer::new(SchedulerService::new(driver.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            v1::scheduler_server::SchedulerServer::new(SchedulerService::new(
+                driver.clone(),
+                limits,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             v1::agent_link_server::AgentLinkServer::new(AgentLinkService::new(driver.clone()))
@@ -65,9 +109,12 @@ pub fn router(driver: DriverHandle, security: &MasterSecurity) -> tonic::service
         .add_service(
             // Answers grow with the cluster (GetState of 10,000 agents), not with a
             // request: they have a larger limit of their own, which the CLI shares.
-            v1::operator_server::OperatorServer::new(OperatorService::new(driver))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_OPERATOR_ANSWER_BYTES),
+            v1::operator_server::OperatorServer::new(OperatorService::new(
+                driver,
+                security.authz.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_OPERATOR_ANSWER_BYTES),
         );
     let router = std::mem::take(routes.axum_router_mut())
         .fallback(fallback)
@@ -95,7 +142,7 @@ async fn fallback(request: Request) -> Response {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint {}: try /state, /health, /metrics, /weights or /maintenance/*\n",
+            "no such endpoint {}: try /state, /health, /metrics, /weights, /maintenance/*, /teardown or /security/*\n",
             request.uri().path()
         ),
     )
@@ -110,9 +157,15 @@ async fn health(State(driver): State<DriverHandle>) -> Response {
     }
 }
 
-async fn state(State(driver): State<DriverHandle>) -> Response {
+async fn state(
+    State(driver): State<DriverHandle>,
+    State(authz): State<Authorizer>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     match driver.snapshot().await {
-        Ok(snapshot) => axum::Json(snapshot).into_response(),
+        Ok(snapshot) => {
+            axum::Json(crate::authorize::visible(&authz, &principal, snapshot)).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
@@ -166,29 +219,118 @@ async fn weights(State(driver): State<DriverHandle>) -> Response {
     }
 }
 
-async fn update_weights(State(driver): State<DriverHandle>, body: Bytes) -> Response {
+async fn update_weights(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
     let weights: Vec<RoleWeight> = match json_body(&body, r#"[{"role": "web", "weight": 2}]"#) {
         Ok(w) => w,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     let weights = weights.into_iter().map(|w| (w.role, w.weight)).collect();
-    operate(&driver, OperatorCall::UpdateWeights(weights)).await
+    operate(&api, &principal, OperatorCall::UpdateWeights(weights)).await
 }
 
-async fn deactivate(State(driver): State<DriverHandle>, body: Bytes) -> Response {
-    maintain(&driver, body, Action::Deactivate).await
+async fn deactivate(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    maintain(&api, &principal, body, Action::Deactivate).await
 }
 
-async fn reactivate(State(driver): State<DriverHandle>, body: Bytes) -> Response {
-    maintain(&driver, body, Action::Reactivate).await
+async fn reactivate(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    maintain(&api, &principal, body, Action::Reactivate).await
 }
 
-async fn drain(State(driver): State<DriverHandle>, body: Bytes) -> Response {
-    maintain(&driver, body, Action::Drain).await
+async fn drain(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    maintain(&api, &principal, body, Action::Drain).await
 }
 
-async fn gone(State(driver): State<DriverHandle>, body: Bytes) -> Response {
-    maintain(&driver, body, Action::Gone).await
+async fn gone(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    maintain(&api, &principal, body, Action::Gone).await
+}
+
+/// The body of `POST /teardown`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeardownRequest {
+    pub framework_id: String,
+}
+
+async fn teardown(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
+    let r: TeardownRequest = match json_body(&body, r#"{"framework_id": "ID"}"#) {
+        Ok(r) => r,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let call = OperatorCall::TeardownFramework {
+        framework_id: r.framework_id,
+    };
+    operate(&api, &principal, call).await
+}
+
+/// `POST /security/reload`: the credentials and ACL files read again, both or neither.
+async fn reload(State(api): State<Api>, Extension(principal): Extension<Principal>) -> Response {
+    let authz = &api.security.authz;
+    if let Err(denied) = authz.authorize(
+        &principal,
+        strata_security::Action::ReloadSecurity,
+        "credentials and acls",
+    ) {
+        return forbidden(&denied);
+    }
+    match api.security.reload() {
+        Ok(reloaded) => axum::Json(serde_json::json!({ "reloaded": reloaded })).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": format!("nothing reloaded: {e}")
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /security/acls`: the ACLs in force (for those who may reload them).
+async fn acls(
+    State(authz): State<Authorizer>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    if let Err(denied) =
+        authz.authorize(&principal, strata_security::Action::ReloadSecurity, "acls")
+    {
+        return forbidden(&denied);
+    }
+    axum::Json(serde_json::json!({
+        "file": authz.path().map(|p| p.display().to_string()),
+        "acls": authz.acls().to_json(),
+    }))
+    .into_response()
+}
+
+fn forbidden(denied: &strata_security::Denied) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(serde_json::json!({ "error": denied.to_string() })),
+    )
+        .into_response()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -200,7 +342,7 @@ enum Action {
 }
 
 /// One `/maintenance/*` call: the body checked, then the operator call.
-async fn maintain(driver: &DriverHandle, body: Bytes, action: Action) -> Response {
+async fn maintain(api: &Api, principal: &Principal, body: Bytes, action: Action) -> Response {
     let drain = action == Action::Drain;
     let example = if drain {
         r#"{"agent_id": "ID", "max_grace_period_seconds": 10}"#
@@ -231,7 +373,7 @@ async fn maintain(driver: &DriverHandle, body: Bytes, action: Action) -> Respons
             Err(e) => return refused(&e),
         },
     };
-    operate(driver, call).await
+    operate(api, principal, call).await
 }
 
 /// The request body parsed as JSON (the guard in front, [`crate::guard::json`], has
@@ -250,8 +392,15 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Resu
     Err(format!("{reason}: send JSON like {example}\n"))
 }
 
-async fn operate(driver: &DriverHandle, call: OperatorCall) -> Response {
-    match driver.operator(call).await {
+/// Asks the authorizer, then the core.
+async fn operate(api: &Api, principal: &Principal, call: OperatorCall) -> Response {
+    let authz = &api.security.authz;
+    match crate::authorize::authorize_operator(&api.driver, authz, principal, &call).await {
+        Ok(Ok(())) => {}
+        Ok(Err(denied)) => return forbidden(&denied),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+    match api.driver.operator(call).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({})).into_response(),
         Ok(Err(e)) => refused(&e),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

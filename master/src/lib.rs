@@ -13,12 +13,14 @@
 //! `strata bench` and the tests.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod core;
 pub mod driver;
 pub mod grpc;
 pub mod guard;
 pub mod http;
 pub mod options;
+pub mod rate;
 pub mod security;
 pub mod store;
 
@@ -101,11 +103,25 @@ pub async fn serve_with_store(
             MasterSecurity::setup(&options.work_dir, tls, local)?
         }
     };
-    let master = core::Master::new(options.core_config(master_id), registry, Instant::now());
+    let authz =
+        strata_security::Authorizer::load(options.acls.as_deref(), security.default_acls())?;
+    if let Some(path) = authz.path() {
+        tracing::info!(acls = %path.display(), "ACLs loaded");
+    }
+    let security = security.with_authorizer(authz.clone());
+    let limits = options
+        .rate_limits
+        .as_ref()
+        .map(rate::RateLimits::new)
+        .unwrap_or_default();
+    let mut config = options.core_config(master_id);
+    config.authorizer = authz;
+    let master = core::Master::new(config, registry, Instant::now());
     let (driver, handle) = driver::CoreDriver::new(master, store, options.allocation_interval);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut driver_task = tokio::spawn(driver.run(stop_rx.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(security.clone(), stop_rx.clone()));
 
     let mut server_stop = stop_rx;
     let mut builder = tonic::transport::Server::builder();
@@ -116,7 +132,7 @@ pub async fn serve_with_store(
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_routes(http::router(handle, &security))
+        .add_routes(http::router(handle, &security, limits))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
@@ -149,6 +165,7 @@ pub async fn serve_with_store(
             ),
         }
     }
+    reloader.abort();
     tracing::info!("master stopped");
 
     match driver_result {
@@ -160,4 +177,26 @@ pub async fn serve_with_store(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Reloads the credentials and the ACLs on every SIGHUP until `stop`; a bad file keeps
+/// what is in force and is logged.
+async fn reload_on_sighup(security: MasterSecurity, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP: reload with POST /security/reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match security.reload() {
+                Ok(reloaded) => tracing::info!(?reloaded, "SIGHUP: reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: nothing reloaded"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

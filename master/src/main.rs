@@ -70,6 +70,24 @@ struct Args {
     /// first start.
     #[arg(long)]
     credentials: Option<PathBuf>,
+    /// The ACL file (Mesos' JSON: `{"permissive": false, "run_tasks": [{"principals":
+    /// {...}, "users": {...}}], ...}`, see docs/security.md). Default: the built-in
+    /// ACLs (operator actions for `admin` only, no task as root). SIGHUP and
+    /// `POST /security/reload` read it (and the credentials) again.
+    #[arg(long)]
+    acls: Option<PathBuf>,
+    /// Per-principal rate limits of the scheduler API (Mesos' --rate_limits): JSON, or
+    /// a file of it, e.g. `{"limits": [{"principal": "batch", "qps": 50, "capacity":
+    /// 500}], "aggregate_default_qps": 100}`. Calls over a principal's rate wait; past
+    /// its capacity of waiting calls they are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, value_parser = strata_master::rate::RateLimitsConfig::parse_flag)]
+    rate_limits: Option<strata_master::rate::RateLimitsConfig>,
+    /// The most frameworks one principal may have registered at once.
+    #[arg(long, default_value_t = 1000)]
+    max_frameworks_per_principal: usize,
+    /// The most distinct roles the frameworks of one principal may use at once.
+    #[arg(long, default_value_t = 1000)]
+    max_roles_per_principal: usize,
     /// A name (DNS or IP) clients reach the master by, put in its certificate besides
     /// `strata-master`, localhost, the hostname and the listen address (repeatable).
     #[arg(long = "tls-name")]
@@ -118,7 +136,17 @@ fn main() -> ExitCode {
                 agent_cert_ttl: args.agent_cert_ttl,
             })
         },
+        acls: args.acls.clone(),
+        rate_limits: args.rate_limits.clone(),
+        max_frameworks_per_principal: args.max_frameworks_per_principal,
+        max_roles_per_principal: args.max_roles_per_principal,
     };
+    if let Some(path) = &args.acls
+        && let Err(e) = strata_security::Acls::load(path)
+    {
+        eprintln!("strata-master: --acls: {e}");
+        return ExitCode::from(2);
+    }
     if args.agent_cert_ttl < Duration::from_secs(60) {
         eprintln!("strata-master: --agent-cert-ttl must be at least 1m");
         return ExitCode::from(2);

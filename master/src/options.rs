@@ -47,6 +47,19 @@ pub struct MasterOptions {
     /// TLS and authentication (`Security::Tls`), or neither. The library's default is
     /// `Insecure`; the `strata-master` binary and `strata local` default to TLS.
     pub security: Security,
+    /// The ACL file (Mesos' JSON, see [`strata_security::authz`]); `None`: the
+    /// built-in ACLs ([`strata_security::Acls::secure_default`] when secure,
+    /// [`strata_security::Acls::insecure_default`] when not). Reloaded on SIGHUP and
+    /// `POST /security/reload`.
+    pub acls: Option<PathBuf>,
+    /// Per-principal rate limits of the scheduler API (Mesos' `--rate_limits`);
+    /// `None`: no limits.
+    pub rate_limits: Option<crate::rate::RateLimitsConfig>,
+    /// The most frameworks one principal may have registered at once (`""`, callers
+    /// without authentication, counts as one principal).
+    pub max_frameworks_per_principal: usize,
+    /// The most distinct roles the frameworks of one principal may use at once.
+    pub max_roles_per_principal: usize,
 }
 
 impl Default for MasterOptions {
@@ -72,6 +85,10 @@ impl MasterOptions {
             offer_timeout: core.offer_timeout,
             shutdown_grace: Duration::from_secs(5),
             security: Security::Insecure,
+            acls: None,
+            rate_limits: None,
+            max_frameworks_per_principal: core.max_frameworks_per_principal,
+            max_roles_per_principal: core.max_roles_per_principal,
         }
     }
 
@@ -105,6 +122,9 @@ impl MasterOptions {
         if self.max_agent_ping_timeouts == 0 {
             return Err(OptionsError::ZeroPingTimeouts);
         }
+        if self.max_frameworks_per_principal == 0 || self.max_roles_per_principal == 0 {
+            return Err(OptionsError::ZeroCap);
+        }
         for (role, weight) in &self.weights {
             check_role(role)?;
             check_weight(role, *weight)?;
@@ -112,7 +132,8 @@ impl MasterOptions {
         Ok(())
     }
 
-    /// The core's configuration for a master with id `master_id`.
+    /// The core's configuration for a master with id `master_id`, with the built-in
+    /// insecure ACLs (the master puts its own [`strata_security::Authorizer`] in).
     pub fn core_config(&self, master_id: String) -> CoreConfig {
         CoreConfig {
             master_id,
@@ -124,6 +145,9 @@ impl MasterOptions {
             default_refuse: self.default_refuse,
             weights: self.weights.clone(),
             offer_timeout: self.offer_timeout,
+            authorizer: strata_security::Authorizer::insecure(),
+            max_frameworks_per_principal: self.max_frameworks_per_principal,
+            max_roles_per_principal: self.max_roles_per_principal,
         }
     }
 }
@@ -137,6 +161,8 @@ pub enum OptionsError {
     ZeroDuration(&'static str),
     #[error("max agent ping timeouts must be at least 1")]
     ZeroPingTimeouts,
+    #[error("the frameworks and roles per principal must be at least 1")]
+    ZeroCap,
     #[error(
         "invalid weights '{input}': {reason} (expected role=weight[,role=weight...], e.g. prod=2,dev=1)"
     )]

@@ -13,10 +13,14 @@
 //!  POST /tls/renew    an agent        signs a new request for the same node
 //!  POST /tls/issue    a user          signs a request: CN=user:<principal> (a framework's
 //!                                     own listener, e.g. the App API)
+//!  GET  /tls/acls     an agent        the ACLs in force (agents authorize their own API
+//!                                     with them)
 //! ```
 //!
-//! Who may call what (until ACLs): agents only the agent link and `/tls/renew`; users
-//! (frameworks, operators) everything but the agent link.
+//! Who may call what: agents only the agent link, `/tls/renew`, `/tls/credentials` and
+//! `/tls/acls`; users (frameworks, operators) everything but those, each call then
+//! asked of the one [`Authorizer`] (`--acls`, reloaded by [`MasterSecurity::reload`] on
+//! SIGHUP and `POST /security/reload`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,11 +34,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_security::join::{
-    CA_PATH, CREDENTIALS_PATH, Certified, ISSUE_PATH, JOIN_PATH, JoinRequest, JoinToken,
+    ACLS_PATH, CA_PATH, CREDENTIALS_PATH, Certified, ISSUE_PATH, JOIN_PATH, JoinRequest, JoinToken,
     RENEW_PATH, RenewRequest,
 };
 use strata_security::{
-    Authenticator, ClusterCa, Credentials, Principal, SecurityError, ServerTls, authn,
+    Acls, Authenticator, Authorizer, ClusterCa, Credentials, Principal, SecurityError, ServerTls,
+    authn,
 };
 
 use crate::driver::DriverHandle;
@@ -86,10 +91,14 @@ pub enum Security {
 #[derive(Clone)]
 pub struct MasterSecurity {
     pub authn: Authenticator,
+    /// The one authorizer (the core holds a clone).
+    pub authz: Authorizer,
     tls: Option<Arc<Secure>>,
 }
 
 struct Secure {
+    /// Reloaded by [`MasterSecurity::reload`].
+    credentials_path: PathBuf,
     ca: ClusterCa,
     join_token: JoinToken,
     server: ServerTls,
@@ -117,8 +126,50 @@ impl MasterSecurity {
     pub fn insecure() -> MasterSecurity {
         MasterSecurity {
             authn: Authenticator::insecure(),
+            authz: Authorizer::insecure(),
             tls: None,
         }
+    }
+
+    /// The same, deciding with `authz`.
+    pub fn with_authorizer(mut self, authz: Authorizer) -> MasterSecurity {
+        self.authz = authz;
+        self
+    }
+
+    /// The ACLs a master applies without `--acls`: [`Acls::secure_default`] when
+    /// secure, else [`Acls::insecure_default`].
+    pub fn default_acls(&self) -> Acls {
+        if self.tls.is_some() {
+            Acls::secure_default()
+        } else {
+            Acls::insecure_default()
+        }
+    }
+
+    /// Reads the credentials file and the ACL file again and applies both, or neither
+    /// when one is unreadable or invalid (the error says which). Returns what was
+    /// reloaded (an insecure master has no credentials; built-in ACLs have no file).
+    pub fn reload(&self) -> Result<Vec<&'static str>, SecurityError> {
+        let credentials = match &self.tls {
+            Some(secure) => Some(Credentials::load(&secure.credentials_path)?),
+            None => None,
+        };
+        let acls = match self.authz.path() {
+            Some(path) => Some(Acls::load(path)?),
+            None => None,
+        };
+        let mut reloaded = Vec::new();
+        if let Some(credentials) = credentials {
+            self.authn.set_credentials(credentials);
+            reloaded.push("credentials");
+        }
+        if let Some(acls) = acls {
+            self.authz.set(acls);
+            reloaded.push("acls");
+        }
+        tracing::info!(target: "strata::audit", ?reloaded, "security files reloaded");
+        Ok(reloaded)
     }
 
     /// Loads (or makes, at first start) the CA, the join token and the credentials in
@@ -133,7 +184,7 @@ impl MasterSecurity {
             ca,
             join_token,
             credentials,
-            credentials_path: _,
+            credentials_path,
         } = prepare(work_dir, options)?;
         let dir = tls_dir(work_dir);
         let names = master_names(&options.names, listen);
@@ -150,7 +201,9 @@ impl MasterSecurity {
         );
         Ok(MasterSecurity {
             authn: Authenticator::new(credentials, PUBLIC),
+            authz: Authorizer::new(Acls::secure_default()),
             tls: Some(Arc::new(Secure {
+                credentials_path,
                 ca,
                 join_token,
                 server,
@@ -175,11 +228,13 @@ impl MasterSecurity {
             .route(RENEW_PATH, post(renew))
             .route(ISSUE_PATH, post(issue))
             .route(CREDENTIALS_PATH, get(credential_digests))
+            .route(ACLS_PATH, get(acls_for_agents))
             .route_layer(axum::middleware::from_fn(crate::guard::json))
             .with_state(JoinState {
                 secure,
                 driver,
                 authn: self.authn.clone(),
+                authz: self.authz.clone(),
             })
     }
 }
@@ -268,7 +323,7 @@ pub async fn separate(request: Request, next: Next) -> Response {
         .cloned()
         .unwrap_or(Principal::Anonymous);
     let agent_only = path.starts_with(AGENT_PREFIX) || path == RENEW_PATH;
-    let agent_api = agent_only || path == CREDENTIALS_PATH;
+    let agent_api = agent_only || path == CREDENTIALS_PATH || path == ACLS_PATH;
     let refusal = match &principal {
         Principal::Agent(_) if !agent_api && path != "/health" && path != CA_PATH => {
             Some("an agent certificate may call only the agent API: use an operator's credential")
@@ -301,6 +356,7 @@ struct JoinState {
     secure: Arc<Secure>,
     driver: DriverHandle,
     authn: Authenticator,
+    authz: Authorizer,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -311,7 +367,29 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// The credentials with their secrets' digests only, for agents.
+/// A 403 when `principal`'s certificate is revoked (its agent was marked gone), or a
+/// 503 when the core cannot say.
+async fn revoked(
+    state: &JoinState,
+    principal: &Principal,
+    action: &str,
+    path: &str,
+) -> Option<Response> {
+    let name = principal.name();
+    match state.driver.revoked(&name).await {
+        Ok(false) => None,
+        Ok(true) => {
+            authn::audit_refused(principal, action, path, "agent is gone");
+            Some(error(
+                StatusCode::FORBIDDEN,
+                format!("the certificate of {name} is revoked: its agent was marked gone"),
+            ))
+        }
+        Err(e) => Some(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// The credentials with their secrets' digests only, for agents (not gone ones).
 async fn credential_digests(
     State(state): State<JoinState>,
     Extension(principal): Extension<Principal>,
@@ -321,6 +399,9 @@ async fn credential_digests(
             StatusCode::FORBIDDEN,
             "only agents read the credentials' digests",
         );
+    }
+    if let Some(refused) = revoked(&state, &principal, "read credentials", CREDENTIALS_PATH).await {
+        return refused;
     }
     match state.authn.credentials() {
         Some(credentials) => (
@@ -333,6 +414,20 @@ async fn credential_digests(
             "no credentials: the master is insecure",
         ),
     }
+}
+
+/// The ACLs in force, for agents (which authorize their own API with them).
+async fn acls_for_agents(
+    State(state): State<JoinState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    if !matches!(principal, Principal::Agent(_)) {
+        return error(StatusCode::FORBIDDEN, "only agents read the ACLs here");
+    }
+    if let Some(refused) = revoked(&state, &principal, "read ACLs", ACLS_PATH).await {
+        return refused;
+    }
+    axum::Json(state.authz.acls().to_json()).into_response()
 }
 
 async fn ca_cert(State(state): State<JoinState>) -> Response {
@@ -381,22 +476,8 @@ async fn renew(
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     // A gone agent's certificate is revoked: it is not renewed either.
-    let name = principal.name();
-    match state.driver.snapshot().await {
-        Ok(snapshot) => {
-            if snapshot
-                .agents
-                .iter()
-                .any(|a| a.principal == name && a.status == "GONE")
-            {
-                authn::audit_refused(&principal, "renew", RENEW_PATH, "agent is gone");
-                return error(
-                    StatusCode::FORBIDDEN,
-                    format!("the certificate of {name} is revoked: its agent was marked gone"),
-                );
-            }
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    if let Some(refused) = revoked(&state, &principal, "renew", RENEW_PATH).await {
+        return refused;
     }
     sign(&state, &request.csr, &request.names, node_id, "renew")
 }

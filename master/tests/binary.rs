@@ -75,6 +75,39 @@ fn bad_flags_exit_2_with_a_reason() {
             ],
             "greater than zero",
         ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--acls",
+                "/no/such/acls.json",
+            ],
+            "--acls: cannot read the ACL file /no/such/acls.json",
+        ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-limits",
+                r#"{"limits": [{"principal": "a", "qps": 0}]}"#,
+            ],
+            "the qps of a must be a number above 0",
+        ),
+        (
+            &[
+                "--work-dir",
+                wd,
+                "--listen",
+                "127.0.0.1:0",
+                "--max-frameworks-per-principal",
+                "0",
+            ],
+            "at least 1",
+        ),
         (&["--work-dir", wd, "--listen", "nowhere"], "--listen"),
         (&["--listen", "127.0.0.1:0"], "--work-dir"),
     ];
@@ -244,4 +277,80 @@ fn by_default_it_serves_tls_and_keeps_its_keys_private() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+/// SIGHUP reads the ACL file again (what `systemctl reload` sends).
+#[test]
+fn sighup_reloads_the_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let acls = dir.path().join("acls.json");
+    std::fs::write(&acls, r#"{"permissive": false}"#).unwrap();
+    let work = dir.path().join("master");
+    let mut child = Command::new(BIN)
+        .args([
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--acls", acls.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("strata-master listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let secret =
+        strata_security::credentials::secret_in_file(&work.join("credentials.json"), "admin")
+            .unwrap();
+    let ca = work.join("tls/ca.crt");
+    // PUT /weights as the admin, with curl; the HTTP status.
+    let put_weights = || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(["-u", &format!("admin:{secret}"), "-X", "PUT"])
+            .args(["-H", "content-type: application/json"])
+            .args(["-d", r#"[{"role": "web", "weight": 2}]"#])
+            .arg(format!("https://localhost:{}/weights", addr.port()))
+            .output()
+            .expect("curl (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut status = put_weights();
+    while status == "000" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = put_weights();
+    }
+    assert_eq!(status, "403", "the file allows nothing");
+    std::fs::write(
+        &acls,
+        r#"{"permissive": false, "update_weights": [{"principals": {"values": ["admin"]}, "roles": {"type": "ANY"}}]}"#,
+    )
+    .unwrap();
+    let kill = |signal: &str| {
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-HUP").success());
+    while status != "200" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = put_weights();
+    }
+    assert_eq!(status, "200", "SIGHUP applied the new file");
+    kill("-TERM");
+    assert!(
+        child.wait().unwrap().success(),
+        "SIGHUP did not stop the master"
+    );
 }

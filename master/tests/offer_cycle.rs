@@ -73,13 +73,16 @@ async fn offer_launch_update_acknowledge() {
         .await
         .expect("accept");
 
-    // The agent is told to run it.
+    // The agent is told to run it (the tasks of one ACCEPT come in one RunTasks, with
+    // the framework's info once).
     let run = loop {
-        if let Down::RunTask(r) = next_master_message(&mut agent).await {
+        if let Down::RunTasks(r) = next_master_message(&mut agent).await {
             break r;
         }
     };
-    assert_eq!(run.task.as_ref().unwrap().task_id, "t1");
+    let ids: Vec<&str> = run.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, ["t1"]);
+    assert_eq!(run.framework.as_ref().unwrap().id, s.framework_id);
 
     // The agent reports it running; the framework sees the update.
     let status = v1::TaskStatus {

@@ -26,6 +26,14 @@ fn eve() -> Credential {
 }
 
 async fn secure_master(dir: &std::path::Path, agent_cert_ttl: Duration) -> TestMaster {
+    secure_master_with(dir, agent_cert_ttl, None).await
+}
+
+async fn secure_master_with(
+    dir: &std::path::Path,
+    agent_cert_ttl: Duration,
+    acls: Option<std::path::PathBuf>,
+) -> TestMaster {
     let credentials = dir.join("credentials.json");
     std::fs::write(
         &credentials,
@@ -41,6 +49,7 @@ async fn secure_master(dir: &std::path::Path, agent_cert_ttl: Duration) -> TestM
         credentials: Some(credentials),
         agent_cert_ttl,
     });
+    options.acls = acls;
     let master = TestMaster::start_with(options).await;
     // The master writes its CA and token as it starts.
     let token = master.work_dir.join("tls/join-token");
@@ -285,6 +294,26 @@ async fn an_agent_joins_and_its_id_is_bound_to_its_certificate() {
     let e = refusal(&mut agent_b).await;
     assert!(e.message.contains("belongs to another agent"), "{e:?}");
     assert!(!e.gone);
+    // An agent's id is its certificate's node id, and one certificate is one agent: A's
+    // certificate cannot add a second agent (to be offered, and sent others' tasks).
+    assert_eq!(agent_id, a.node_id);
+    let mut second = agent_info("a2.example");
+    second.id = "another-agent".into();
+    let mut agent_a2 = attach_with(channel(&master, &a.client_tls()).await.unwrap(), second)
+        .await
+        .unwrap();
+    let e = refusal(&mut agent_a2).await;
+    assert!(
+        e.message.contains("one certificate registers one agent"),
+        "{e:?}"
+    );
+    assert_eq!(
+        admin_state(&master).await["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A framework's credential does not open the agent API, nor an agent's
     // certificate the operator API.
@@ -433,6 +462,14 @@ async fn a_gone_agents_certificate_is_revoked() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
+    // Nor does it read the credentials' digests or the ACLs any more.
+    let client = join::MasterClient::new(&master.addr.to_string(), &a.client_tls())
+        .await
+        .unwrap();
+    let e = client.credentials().await.unwrap_err();
+    assert!(e.is_refusal() && e.to_string().contains("revoked"), "{e}");
+    let e = client.acls().await.unwrap_err();
+    assert!(e.is_refusal() && e.to_string().contains("revoked"), "{e}");
     master.stop().await.unwrap();
 }
 
@@ -447,5 +484,393 @@ async fn an_expired_agent_certificate_is_refused() {
         Ok(channel) => attach_with(channel, agent_info("a.example")).await.is_err(),
     };
     assert!(refused, "an expired certificate was accepted");
+    master.stop().await.unwrap();
+}
+
+/// A request by `credential` to `path` (`body`: a POST or PUT of JSON); status and body.
+async fn call(
+    master: &TestMaster,
+    credential: Credential,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = https(master, &client_tls(master, Some(credential)));
+    let mut request = client.request(method, url(master, path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Subscribes a framework with `credential`; its id.
+async fn subscribe_as(
+    master: &TestMaster,
+    credential: Credential,
+) -> (tonic::Streaming<v1::Event>, String) {
+    let mut client = v1::scheduler_client::SchedulerClient::with_interceptor(
+        channel(master, &client_tls(master, None)).await.unwrap(),
+        credential.interceptor(),
+    );
+    let mut stream = client
+        .subscribe(subscribe_request(framework_info("fw")))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = subscribed(&mut stream).await.framework_id;
+    (stream, id)
+}
+
+#[tokio::test]
+async fn operator_calls_and_views_are_authorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = secure_master(dir.path(), Duration::from_secs(3600)).await;
+    let (put, post, get) = (
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+    );
+    let (_admin_stream, admin_fw) = subscribe_as(&master, admin()).await;
+    let (_eve_stream, eve_fw) = subscribe_as(&master, eve()).await;
+
+    // Operator actions are the operator's (the built-in ACLs: `admin`): eve is refused,
+    // with who may not do what, and nothing changes.
+    let weights = serde_json::json!([{"role": "web", "weight": 2}]);
+    let (status, body) = call(
+        &master,
+        eve(),
+        put.clone(),
+        "/weights",
+        Some(weights.clone()),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "eve is not authorized to update the weight of role 'web': no rule of update_weights allows it and the ACLs are not permissive"
+    );
+    let (_, w) = call(&master, admin(), get.clone(), "/weights", None).await;
+    assert!(!w.to_string().contains("web"), "{w}");
+    let (status, _) = call(&master, admin(), put, "/weights", Some(weights)).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/maintenance/deactivate",
+        "/maintenance/drain",
+        "/maintenance/gone",
+    ] {
+        let body = serde_json::json!({"agent_id": "a1"});
+        let (status, e) = call(&master, eve(), post.clone(), path, Some(body.clone())).await;
+        assert_eq!(status, 403, "{path}: {e}");
+        // The admin is allowed; the agent does not exist.
+        let (status, _) = call(&master, admin(), post.clone(), path, Some(body)).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let mut operator = v1::operator_client::OperatorClient::with_interceptor(
+        channel(&master, &client_tls(&master, None)).await.unwrap(),
+        eve().interceptor(),
+    );
+    let status = operator
+        .update_weights(v1::UpdateWeightsRequest {
+            weights: vec![v1::update_weights_request::RoleWeight {
+                role: "web".into(),
+                weight: 9.0,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+
+    // Each principal sees its own frameworks; the admin sees all, over HTTP and gRPC.
+    let (_, state) = call(&master, eve(), get.clone(), "/state", None).await;
+    let ids: Vec<&str> = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![eve_fw.as_str()]);
+    let frameworks = operator
+        .get_frameworks(v1::GetFrameworksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .frameworks;
+    assert_eq!(frameworks.len(), 1);
+    assert_eq!(
+        admin_state(&master).await["frameworks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Teardown: eve may not tear down the admin's framework (over gRPC either), but
+    // may her own.
+    let status = operator
+        .teardown_framework(v1::TeardownFrameworkRequest {
+            framework_id: admin_fw.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    let (status, e) = call(
+        &master,
+        eve(),
+        post.clone(),
+        "/teardown",
+        Some(serde_json::json!({"framework_id": admin_fw})),
+    )
+    .await;
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("tear down frameworks of 'admin'"),
+        "{e}"
+    );
+    let (status, e) = call(
+        &master,
+        eve(),
+        post.clone(),
+        "/teardown",
+        Some(serde_json::json!({"framework_id": eve_fw})),
+    )
+    .await;
+    assert_eq!(status, 200, "{e}");
+    let state = admin_state(&master).await;
+    assert_eq!(state["frameworks"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(state["frameworks"][0]["id"], admin_fw.as_str());
+
+    // Reloading is the operator's too.
+    let (status, _) = call(&master, eve(), post.clone(), "/security/reload", None).await;
+    assert_eq!(status, 403);
+    let (status, body) = call(&master, admin(), post, "/security/reload", None).await;
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"reloaded": ["credentials"]}))
+    );
+    master.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_acl_file_is_applied_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let acls = dir.path().join("acls.json");
+    let write = |json: &str| std::fs::write(&acls, json).unwrap();
+    write(
+        r#"{"permissive": false,
+            "register_frameworks": [{"principals": {"type": "ANY"}, "roles": {"type": "ANY"}}],
+            "reload_security": [{"principals": {"values": ["admin"]}}],
+            "update_weights": [{"principals": {"values": ["eve"]}, "roles": {"values": ["eve-*"]}}]}"#,
+    );
+    let master =
+        secure_master_with(dir.path(), Duration::from_secs(3600), Some(acls.clone())).await;
+    let (put, post) = (reqwest::Method::PUT, reqwest::Method::POST);
+    let weights = |role: &str| Some(serde_json::json!([{"role": role, "weight": 2}]));
+    assert_eq!(
+        call(
+            &master,
+            eve(),
+            put.clone(),
+            "/weights",
+            weights("eve-batch")
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&master, eve(), put.clone(), "/weights", weights("web"))
+            .await
+            .0,
+        403
+    );
+    // Not even the admin, by this file.
+    assert_eq!(
+        call(&master, admin(), put.clone(), "/weights", weights("web"))
+            .await
+            .0,
+        403
+    );
+
+    // The file changes; a reload applies it.
+    write(
+        r#"{"permissive": false,
+            "reload_security": [{"principals": {"values": ["admin"]}}],
+            "update_weights": [{"principals": {"type": "ANY"}, "roles": {"type": "ANY"}}]}"#,
+    );
+    let (status, body) = call(&master, admin(), post.clone(), "/security/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reloaded"], serde_json::json!(["credentials", "acls"]));
+    assert_eq!(
+        call(&master, eve(), put.clone(), "/weights", weights("web"))
+            .await
+            .0,
+        200
+    );
+
+    // A broken file is refused with the reason; the ACLs in force stay.
+    write(r#"{"update_weight": []}"#);
+    let (status, body) = call(&master, admin(), post, "/security/reload", None).await;
+    assert_eq!(status, 400, "{body}");
+    let e = body["error"].as_str().unwrap();
+    assert!(
+        e.contains("nothing reloaded") && e.contains("unknown action 'update_weight'"),
+        "{e}"
+    );
+    assert_eq!(
+        call(&master, eve(), put, "/weights", weights("db")).await.0,
+        200
+    );
+    master.stop().await.unwrap();
+}
+
+/// docs/security.md as written: its credentials and ACL examples parse, its built-in
+/// ACLs are the master's, and its reload command works against a secure master.
+#[tokio::test]
+async fn the_security_guide_is_what_the_master_does() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md"))
+            .expect("docs/security.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in guide.lines() {
+        match (&mut current, line) {
+            (None, "```json") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert_eq!(
+        blocks.len(),
+        4,
+        "a credentials example, the built-in ACLs, an ACL example and rate limits"
+    );
+    strata_master::rate::RateLimitsConfig::parse(&blocks[3]).expect("the rate limits example");
+    strata_security::Credentials::parse(&blocks[0], "docs/security.md")
+        .expect("credentials example");
+    let builtin = strata_security::Acls::parse(&blocks[1]).expect("built-in ACLs");
+    assert_eq!(
+        builtin,
+        strata_security::Acls::secure_default(),
+        "the guide's built-in ACLs are the code's"
+    );
+    strata_security::Acls::parse(&blocks[2]).expect("the example ACLs");
+
+    let example = guide
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/security/reload"))
+        .expect("the reload example");
+    let dir = tempfile::tempdir().unwrap();
+    let master = secure_master(dir.path(), Duration::from_secs(3600)).await;
+    let command = example
+        .replace(
+            "ca.crt",
+            &master.work_dir.join("tls/ca.crt").display().to_string(),
+        )
+        .replace("SECRET", ADMIN_SECRET)
+        .replace(
+            "master.example.com:5050",
+            &format!("localhost:{}", master.addr.port()),
+        );
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .await
+        .expect("run sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, r#"{"reloaded":["credentials"]}"#);
+    master.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_principals_flood_is_rate_limited_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials.json");
+    std::fs::write(
+        &credentials,
+        format!(
+            r#"{{"credentials":[{{"principal":"admin","secret":"{ADMIN_SECRET}"}},{{"principal":"eve","secret":"{EVE_SECRET}"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let mut options = MasterOptions::new(dir.path().join("master"));
+    options.security = Security::Tls(TlsOptions {
+        credentials: Some(credentials),
+        ..TlsOptions::default()
+    });
+    options.rate_limits = Some(
+        strata_master::rate::RateLimitsConfig::parse(
+            r#"{"limits": [{"principal": "eve", "qps": 0.2, "capacity": 1}]}"#,
+        )
+        .unwrap(),
+    );
+    let master = TestMaster::start_with(options).await;
+    let token = master.work_dir.join("tls/master.crt");
+    while !token.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let scheduler = |credential: Credential| {
+        let master = &master;
+        async move {
+            v1::scheduler_client::SchedulerClient::with_interceptor(
+                channel(master, &client_tls(master, None)).await.unwrap(),
+                credential.interceptor(),
+            )
+        }
+    };
+    let reconcile = || v1::ReconcileRequest {
+        header: Some(v1::CallHeader {
+            framework_id: "nope".into(),
+            stream_id: "nope".into(),
+        }),
+        tasks: vec![],
+    };
+    // Eve's first call goes through (to the master's answer about the unknown
+    // framework); the second waits its turn; the third is refused at once.
+    let mut eve = scheduler(eve()).await;
+    let first = eve.reconcile(reconcile()).await.unwrap_err();
+    assert_ne!(first.code(), tonic::Code::ResourceExhausted, "{first}");
+    let mut waiting = eve.clone();
+    let second = tokio::spawn(async move { waiting.reconcile(reconcile()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = eve.reconcile(reconcile()).await.unwrap_err();
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third}");
+    assert!(
+        third
+            .message()
+            .contains("rate limit exceeded for principal 'eve'"),
+        "{third}"
+    );
+    // The admin is not held up by eve's flood: its calls are answered while eve's
+    // second call still waits its turn (5 s at 0.2 calls per second).
+    let mut admin = scheduler(admin()).await;
+    for _ in 0..5 {
+        let e = admin.reconcile(reconcile()).await.unwrap_err();
+        assert_ne!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    }
+    assert!(!second.is_finished(), "eve's second call was not held back");
+    let second = second.await.unwrap().unwrap_err();
+    assert_ne!(second.code(), tonic::Code::ResourceExhausted, "{second}");
     master.stop().await.unwrap();
 }

@@ -31,6 +31,9 @@ pub const ISSUE_PATH: &str = "/tls/issue";
 /// Where an agent reads the credentials' digests, to authenticate callers of its own
 /// API.
 pub const CREDENTIALS_PATH: &str = "/tls/credentials";
+/// Where an agent reads the ACLs in force, to authorize callers of its own API (the
+/// same ACLs as the master's, reloaded with them).
+pub const ACLS_PATH: &str = "/tls/acls";
 /// The most names an agent certificate carries.
 pub const MAX_NAMES: usize = 16;
 
@@ -259,6 +262,16 @@ impl MasterClient {
         let url = format!("{}{CREDENTIALS_PATH}", self.base);
         let text = send(self.client.get(&url), &url).await?;
         crate::Credentials::parse(&text, "the master's credentials")
+    }
+
+    /// The ACLs in force on the master (see [`ACLS_PATH`]).
+    pub async fn acls(&self) -> Result<crate::Acls, SecurityError> {
+        let url = format!("{}{ACLS_PATH}", self.base);
+        let text = send(self.client.get(&url), &url).await?;
+        crate::Acls::parse(&text).map_err(|reason| SecurityError::Acls {
+            path: url.clone(),
+            reason,
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authn;
+pub mod authz;
 pub mod ca;
 pub mod credentials;
 pub mod files;
@@ -24,6 +25,7 @@ pub mod principal;
 pub mod tls;
 
 pub use authn::{AuthError, Authenticator};
+pub use authz::{Acls, Action, Authorizer, Denied};
 pub use ca::{ClusterCa, Issued};
 pub use credentials::{Credential, Credentials};
 pub use join::JoinToken;
@@ -51,6 +53,8 @@ pub enum SecurityError {
     Certificate(String),
     #[error("invalid join token: {0}")]
     JoinToken(String),
+    #[error("invalid ACLs in {path}: {reason}")]
+    Acls { path: String, reason: String },
     #[error("invalid credentials{where_}: {reason}")]
     Credentials { where_: String, reason: String },
     /// The master answered and said no: not worth retrying.

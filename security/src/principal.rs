@@ -53,6 +53,17 @@ impl Principal {
         }
     }
 
+    /// The principal a recorded name ([`Principal::name`]) stands for.
+    pub fn from_name(name: &str) -> Principal {
+        if name.is_empty() {
+            Principal::Anonymous
+        } else if let Some(node) = name.strip_prefix(AGENT_CN_PREFIX) {
+            Principal::Agent(node.to_string())
+        } else {
+            Principal::User(name.to_string())
+        }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         matches!(self, Principal::Anonymous)
     }

@@ -5,18 +5,31 @@
 //!  request ─▶ authn::authenticate (401 without a valid credential; /ping is public)
 //!          ─▶ users only (403 for an agent's certificate)
 //!          ─▶ guard::json (changes only as JSON/YAML, never from a web page: CSRF)
-//!          ─▶ handler
+//!          ─▶ handler ─▶ the one Authorizer, with the request's Principal:
+//!               lists, /v1/info      only the apps it `permits` view_apps on
+//!               reads of an app      view_apps (app id)          else 403
+//!               or of a task         (the task's app)
+//!               every change         manage_apps (app id)        else 403
+//!               a deploy, also       run_tasks (spec.user), use_images (spec.image)
 //! ```
+//!
+//! A deploy runs its tasks under the framework's own principal at the master, so the
+//! App API asks for the caller what the master would ask for the framework: an App API
+//! user gets no user (root) or image through the framework that the ACLs refuse them.
+//! Everything is asked before the change is made: a refusal changes nothing.
+
+use std::convert::Infallible;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use strata_security::{Authenticator, Principal};
+use strata_security::{Action, Authenticator, Authorizer, Denied, Principal};
 
 use super::engine::{ApiError, Engine};
 use super::records::now;
@@ -24,13 +37,57 @@ use super::service::{Answer, AppCall, CallError, FrameworkGone, FrameworkHandle}
 use super::spec::{AppSpec, SpecError};
 use super::view::{AppTaskView, AppView, DeploymentView, ErrorBody, InfoView, ScaleRequest};
 
-type Handle = State<FrameworkHandle>;
+/// What every handler has: the framework and the one authorizer.
+#[derive(Clone)]
+struct Api {
+    framework: FrameworkHandle,
+    authz: Authorizer,
+}
+
+type Handle = State<Api>;
+
+/// The caller, as the authentication layer put it in the request (anonymous if no
+/// layer did: allowed only by `ANY` rules).
+struct Caller(Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Infallible> {
+        Ok(Caller(
+            parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or(Principal::Anonymous),
+        ))
+    }
+}
 
 /// The paths served without a credential: the liveness check.
 pub const PUBLIC: &[&str] = &["/ping"];
 
-/// The App API, behind `authn` ([`Authenticator::insecure`] lets everyone in).
+/// The App API, behind `authn` ([`Authenticator::insecure`] lets everyone in), with
+/// the default ACLs of its mode: [`strata_security::Acls::secure_default`] behind
+/// credentials, [`strata_security::Acls::insecure_default`] without. For tests;
+/// `strata serve` uses [`router_with_acls`].
+#[cfg(test)]
 pub fn router(framework: FrameworkHandle, authn: Authenticator) -> Router {
+    let authz = if authn.is_secure() {
+        Authorizer::new(strata_security::Acls::secure_default())
+    } else {
+        Authorizer::insecure()
+    };
+    router_with_acls(framework, authn, authz)
+}
+
+/// The App API, behind `authn`, asking `authz` (`strata serve --acls`) about every
+/// request.
+pub fn router_with_acls(
+    framework: FrameworkHandle,
+    authn: Authenticator,
+    authz: Authorizer,
+) -> Router {
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v1/info", get(info))
@@ -48,7 +105,7 @@ pub fn router(framework: FrameworkHandle, authn: Authenticator) -> Router {
         .route("/v1/deployments", get(deployments))
         // Changes come from programs, never from a web page (CSRF): see the guard.
         .route_layer(axum::middleware::from_fn(strata_master::guard::json))
-        .with_state(framework)
+        .with_state(Api { framework, authz })
         // Layers run outside in: authentication first, for every path (unknown ones too).
         .layer(axum::middleware::from_fn(users_only))
         .layer(axum::middleware::from_fn_with_state(
@@ -152,7 +209,48 @@ impl From<SpecError> for Failure {
     }
 }
 
+impl From<Denied> for Failure {
+    fn from(e: Denied) -> Failure {
+        Failure(
+            StatusCode::FORBIDDEN,
+            ErrorBody {
+                error: e.to_string(),
+                field: None,
+            },
+        )
+    }
+}
+
 type Reply<T> = Result<Json<T>, Failure>;
+
+/// What deploying `spec` asks of the ACLs besides `manage_apps` on its id: what the
+/// master would ask of the framework's principal for its tasks (the spec's user, its
+/// image). Specs have no host path volumes yet; `use_host_volumes` joins here when
+/// they do.
+pub fn deploy_permissions(spec: &AppSpec) -> Vec<(Action, String)> {
+    let mut asks = Vec::new();
+    if let Some(user) = &spec.user {
+        asks.push((Action::RunTasks, user.clone()));
+    }
+    if let Some(image) = &spec.image {
+        asks.push((Action::UseImages, image.clone()));
+    }
+    asks
+}
+
+/// Asks everything a deploy of `spec` needs (the first refusal is the answer).
+fn authorize_deploy(authz: &Authorizer, caller: &Principal, spec: &AppSpec) -> Result<(), Denied> {
+    authz.authorize(caller, Action::ManageApps, &spec.id)?;
+    for (action, object) in deploy_permissions(spec) {
+        authz.authorize(caller, action, &object)?;
+    }
+    Ok(())
+}
+
+/// Whether the caller may see `app` (no audit: for filtering lists).
+fn visible(api: &Api, caller: &Principal, app: &str) -> bool {
+    api.authz.permits(caller, Action::ViewApps, app)
+}
 
 /// Runs a change of an app; answered once it is durable (the actions it leads to are
 /// carried out afterwards: the answer does not wait for the master).
@@ -188,41 +286,67 @@ fn parse_spec(body: &axum::body::Bytes) -> Result<AppSpec, Failure> {
     Ok(AppSpec::from_json(value)?)
 }
 
-async fn info(State(f): Handle) -> Reply<InfoView> {
-    let master = f.master.clone();
+async fn info(State(api): Handle, Caller(caller): Caller) -> Reply<InfoView> {
+    let master = api.framework.master.clone();
+    let authz = api.authz.clone();
+    // Counts of what the caller may see.
     Ok(Json(
-        f.read(move |c: &Engine, connected| InfoView {
-            framework_id: c.framework_id().map(str::to_string),
-            master,
-            connected,
-            apps: c.app_ids().len() as u32,
-            tasks: c.task_count() as u32,
-            deployments: c.deployments(now()).len() as u32,
-            labels: Default::default(),
-        })
-        .await?,
+        api.framework
+            .read(move |c: &Engine, connected| {
+                let see = |app: &str| authz.permits(&caller, Action::ViewApps, app);
+                let apps = c.app_ids();
+                let visible_apps = apps.iter().filter(|a| see(a)).count();
+                let tasks = if visible_apps == apps.len() {
+                    // Every app is visible (the default ACLs): so is every task.
+                    c.task_count()
+                } else {
+                    let tasks = c.tasks(None).unwrap_or_default();
+                    tasks.iter().filter(|t| see(&t.app_id)).count()
+                };
+                let deployments = c.deployments(now());
+                InfoView {
+                    framework_id: c.framework_id().map(str::to_string),
+                    master,
+                    connected,
+                    apps: visible_apps as u32,
+                    tasks: tasks as u32,
+                    deployments: deployments.iter().filter(|d| see(&d.app_id)).count() as u32,
+                    labels: Default::default(),
+                }
+            })
+            .await?,
     ))
 }
 
-async fn list_apps(State(f): Handle) -> Reply<Vec<AppView>> {
-    Ok(Json(f.read(|c, _| c.apps(now())).await?))
+async fn list_apps(State(api): Handle, Caller(caller): Caller) -> Reply<Vec<AppView>> {
+    let mut apps = api.framework.read(|c, _| c.apps(now())).await?;
+    apps.retain(|a| visible(&api, &caller, &a.id));
+    Ok(Json(apps))
 }
 
-async fn get_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
+async fn get_app(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ViewApps, &id)?;
     let read = id.clone();
-    f.read(move |c, _| c.app_view(&read, now()))
+    api.framework
+        .read(move |c, _| c.app_view(&read, now()))
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::AppNotFound(id).into())
 }
 
 async fn create_app(
-    State(f): Handle,
+    State(api): Handle,
+    Caller(caller): Caller,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<AppView>), Failure> {
     let spec = parse_spec(&body)?;
+    authorize_deploy(&api.authz, &caller, &spec)?;
     let view = change_app(
-        &f,
+        &api.framework,
         AppCall::Deploy {
             spec: Box::new(spec),
             create_only: true,
@@ -233,10 +357,12 @@ async fn create_app(
 }
 
 async fn put_app(
-    State(f): Handle,
+    State(api): Handle,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ManageApps, &id)?;
     let spec = parse_spec(&body)?;
     if spec.id != id {
         return Err(Failure(
@@ -250,24 +376,36 @@ async fn put_app(
             },
         ));
     }
+    authorize_deploy(&api.authz, &caller, &spec)?;
     let call = AppCall::Deploy {
         spec: Box::new(spec),
         create_only: false,
     };
-    Ok(Json(change_app(&f, call).await?))
+    Ok(Json(change_app(&api.framework, call).await?))
 }
 
-async fn delete_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
-    Ok(Json(change_app(&f, AppCall::Destroy { id }).await?))
+async fn delete_app(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ManageApps, &id)?;
+    Ok(Json(
+        change_app(&api.framework, AppCall::Destroy { id }).await?,
+    ))
 }
 
 async fn scale_app(
-    State(f): Handle,
+    State(api): Handle,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ManageApps, &id)?;
     let read = id.clone();
-    if f.read(move |c, _| c.app_view(&read, now()).is_none())
+    if api
+        .framework
+        .read(move |c, _| c.app_view(&read, now()).is_none())
         .await?
     {
         return Err(ApiError::AppNotFound(id).into());
@@ -285,15 +423,29 @@ async fn scale_app(
         id,
         instances: req.instances,
     };
-    Ok(Json(change_app(&f, call).await?))
+    Ok(Json(change_app(&api.framework, call).await?))
 }
 
-async fn restart_app(State(f): Handle, Path(id): Path<String>) -> Reply<AppView> {
-    Ok(Json(change_app(&f, AppCall::Restart { id }).await?))
+async fn restart_app(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ManageApps, &id)?;
+    Ok(Json(
+        change_app(&api.framework, AppCall::Restart { id }).await?,
+    ))
 }
 
-async fn app_tasks(State(f): Handle, Path(id): Path<String>) -> Reply<Vec<AppTaskView>> {
-    Ok(Json(f.read(move |c, _| c.tasks(Some(&id))).await??))
+async fn app_tasks(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<Vec<AppTaskView>> {
+    api.authz.authorize(&caller, Action::ViewApps, &id)?;
+    Ok(Json(
+        api.framework.read(move |c, _| c.tasks(Some(&id))).await??,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -301,21 +453,443 @@ struct TaskQuery {
     app: Option<String>,
 }
 
-async fn list_tasks(State(f): Handle, Query(q): Query<TaskQuery>) -> Reply<Vec<AppTaskView>> {
-    Ok(Json(f.read(move |c, _| c.tasks(q.app.as_deref())).await??))
+async fn list_tasks(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Query(q): Query<TaskQuery>,
+) -> Reply<Vec<AppTaskView>> {
+    if let Some(app) = &q.app {
+        api.authz.authorize(&caller, Action::ViewApps, app)?;
+    }
+    let mut tasks = api
+        .framework
+        .read(move |c, _| c.tasks(q.app.as_deref()))
+        .await??;
+    tasks.retain(|t| visible(&api, &caller, &t.app_id));
+    Ok(Json(tasks))
 }
 
-async fn get_task(State(f): Handle, Path(id): Path<String>) -> Reply<AppTaskView> {
-    Ok(Json(f.read(move |c, _| c.task(&id)).await??))
+async fn get_task(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppTaskView> {
+    let task = api.framework.read(move |c, _| c.task(&id)).await??;
+    api.authz
+        .authorize(&caller, Action::ViewApps, &task.app_id)?;
+    Ok(Json(task))
 }
 
-async fn kill_task(State(f): Handle, Path(id): Path<String>) -> Reply<AppTaskView> {
-    match f.call(AppCall::KillTask { id }).await? {
+async fn kill_task(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppTaskView> {
+    let read = id.clone();
+    let app = api
+        .framework
+        .read(move |c, _| c.task(&read).map(|t| t.app_id))
+        .await??;
+    api.authz.authorize(&caller, Action::ManageApps, &app)?;
+    match api.framework.call(AppCall::KillTask { id }).await? {
         Answer::Task(view) => Ok(Json(*view)),
         Answer::App(_) => Err(mismatch()),
     }
 }
 
-async fn deployments(State(f): Handle) -> Reply<Vec<DeploymentView>> {
-    Ok(Json(f.read(|c, _| c.deployments(now())).await?))
+async fn deployments(State(api): Handle, Caller(caller): Caller) -> Reply<Vec<DeploymentView>> {
+    let mut deployments = api.framework.read(|c, _| c.deployments(now())).await?;
+    deployments.retain(|d| visible(&api, &caller, &d.app_id));
+    Ok(Json(deployments))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reqwest::Method;
+    use serde_json::{Value, json};
+    use strata_proto::{Resources, v1};
+    use strata_security::{Acls, Credentials};
+
+    use super::*;
+    use crate::app::engine::Persisted;
+    use crate::app::service::{Event, Framework};
+    use crate::app::store::StateStore;
+
+    /// The App API's callers: `ops` and `dev` are named by the docs' ACLs, `eve` is not.
+    const CALLERS: [(&str, &str); 3] = [
+        ("ops", "the-operators-secret-0123"),
+        ("dev", "the-developers-secret-0123"),
+        ("eve", "somebody-elses-secret-0123"),
+    ];
+
+    /// The ACL example of docs/app-api.md's Authorization section: the tests apply
+    /// what the page shows.
+    fn docs_acls() -> String {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-api.md"))
+            .expect("docs/app-api.md");
+        let section = &doc[doc
+            .find("## Authorization")
+            .expect("docs/app-api.md has an Authorization section")..];
+        let start = section
+            .find("```json\n")
+            .expect("the Authorization section shows an ACL file")
+            + "```json\n".len();
+        let end = start + section[start..].find("```").expect("the block ends");
+        section[start..end].to_string()
+    }
+
+    /// A framework without a master and its App API on 127.0.0.1, plain HTTP behind
+    /// the credentials of [`CALLERS`] (or none: insecure).
+    struct Server {
+        base: String,
+        framework: FrameworkHandle,
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        async fn start(authn: Authenticator, authz: Option<Authorizer>) -> Server {
+            let dir = tempfile::tempdir().unwrap();
+            let store = StateStore::open(&dir.path().join("state")).unwrap();
+            let (framework, handle) = Framework::new(
+                Engine::default(),
+                store,
+                Persisted::default(),
+                "127.0.0.1:5050".into(),
+                Duration::from_secs(1),
+            );
+            let (stop, mut stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(framework.run(None, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            let app = match authz {
+                Some(authz) => router_with_acls(handle.clone(), authn, authz),
+                None => router(handle.clone(), authn),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Server {
+                base,
+                framework: handle,
+                stop,
+                task,
+                _dir: dir,
+            }
+        }
+
+        /// `who` calls; `None`: without a credential.
+        async fn call(
+            &self,
+            who: Option<&str>,
+            method: Method,
+            path: &str,
+            body: Option<Value>,
+        ) -> (u16, Value) {
+            let mut request =
+                reqwest::Client::new().request(method, format!("{}{path}", self.base));
+            if let Some(who) = who {
+                let (_, secret) = CALLERS.iter().find(|(p, _)| *p == who).unwrap();
+                request = request.basic_auth(who, Some(secret));
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.expect("the App API answers");
+            let code = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (
+                code,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+
+        async fn get(&self, who: &str, path: &str) -> (u16, Value) {
+            self.call(Some(who), Method::GET, path, None).await
+        }
+
+        async fn deploy(&self, who: &str, spec: Value) -> (u16, Value) {
+            let path = format!("/v1/apps/{}", spec["id"].as_str().unwrap());
+            self.call(Some(who), Method::PUT, &path, Some(spec)).await
+        }
+
+        /// The ids of the apps `who` lists.
+        async fn apps(&self, who: &str) -> Vec<String> {
+            let (code, apps) = self.get(who, "/v1/apps").await;
+            assert_eq!(code, 200, "{who}: GET /v1/apps: {apps}");
+            ids(&apps, "id")
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            self.task.await.unwrap();
+        }
+    }
+
+    fn ids(list: &Value, key: &str) -> Vec<String> {
+        let mut ids: Vec<String> = list
+            .as_array()
+            .unwrap_or_else(|| panic!("a list: {list}"))
+            .iter()
+            .map(|a| a[key].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn secure() -> Authenticator {
+        let entries: Vec<Value> = CALLERS
+            .iter()
+            .map(|(p, s)| json!({"principal": p, "secret": s}))
+            .collect();
+        let credentials =
+            Credentials::parse(&json!({ "credentials": entries }).to_string(), "test").unwrap();
+        Authenticator::new(credentials, PUBLIC)
+    }
+
+    fn app(id: &str) -> Value {
+        json!({"id": id, "cmd": "sleep 1000", "instances": 1, "cpus": 0.1})
+    }
+
+    /// A 403 whose error names every one of `names`.
+    fn refused(answer: &(u16, Value), names: &[&str]) {
+        assert_eq!(answer.0, 403, "{}", answer.1);
+        let error = answer.1["error"].as_str().unwrap_or_default();
+        for name in names {
+            assert!(error.contains(name), "{name} not in {}", answer.1);
+        }
+    }
+
+    /// The docs' ACLs: `ops` may change the `web*` apps and `dev` may only look. The
+    /// attacker's side beside the user's: `dev` deploying, scaling, restarting,
+    /// removing or killing is refused and changes nothing; `ops` cannot go past its
+    /// apps, to root, or to another registry's image; `eve`, who is not named, sees
+    /// nothing at all. A changed ACL file applies once reloaded (what SIGHUP does), a
+    /// bad one keeps the ACLs in force.
+    #[tokio::test]
+    async fn the_acls_decide_who_sees_and_changes_which_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acls.json");
+        let acls = docs_acls();
+        Acls::parse(&acls).expect("the docs' ACL example is valid");
+        std::fs::write(&file, &acls).unwrap();
+        let authz = Authorizer::load(Some(&file), Acls::secure_default()).unwrap();
+        let server = Server::start(secure(), Some(authz.clone())).await;
+
+        // The user: ops deploys web-1 (PUT) and web-4 (POST).
+        let (code, body) = server.deploy("ops", app("web-1")).await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = server
+            .call(Some("ops"), Method::POST, "/v1/apps", Some(app("web-4")))
+            .await;
+        assert_eq!(code, 201, "{body}");
+
+        // The attacker: dev, who may only look.
+        let answer = server.deploy("dev", app("web-2")).await;
+        refused(&answer, &["dev", "web-2"]);
+        // As docs/app-api.md quotes it.
+        assert_eq!(
+            answer.1,
+            json!({"error": "dev is not authorized to change app 'web-2': no rule of manage_apps allows it and the ACLs are not permissive"})
+        );
+        refused(
+            &server
+                .call(Some("dev"), Method::POST, "/v1/apps", Some(app("web-2")))
+                .await,
+            &["dev", "web-2"],
+        );
+        let (code, body) = server.get("ops", "/v1/apps/web-2").await;
+        assert_eq!(code, 404, "nothing was created: {body}");
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/v1/apps/web-1/scale",
+                Some(json!({"instances": 0})),
+            ),
+            (Method::POST, "/v1/apps/web-1/restart", None),
+            (Method::DELETE, "/v1/apps/web-1", None),
+            (
+                Method::PUT,
+                "/v1/apps/web-1",
+                Some(json!({"id": "web-1", "cmd": "id", "cpus": 0.1})),
+            ),
+        ] {
+            let answer = server.call(Some("dev"), method.clone(), path, body).await;
+            refused(&answer, &["dev", "web-1"]);
+        }
+        let (code, web1) = server.get("dev", "/v1/apps/web-1").await;
+        assert_eq!(code, 200, "dev may look: {web1}");
+        assert_eq!(web1["instances"], 1, "unchanged: {web1}");
+        assert_eq!(web1["spec"]["cmd"], "sleep 1000", "unchanged: {web1}");
+        assert_eq!(server.apps("dev").await, ["web-1", "web-4"]);
+
+        // ops, past what it may do: another app, root, another registry's image.
+        refused(&server.deploy("ops", app("db-1")).await, &["ops", "db-1"]);
+        let mut root = app("web-3");
+        root["user"] = json!("root");
+        refused(&server.deploy("ops", root).await, &["ops", "root"]);
+        let mut image = app("web-3");
+        image["image"] = json!("evil.example/miner:latest");
+        refused(
+            &server.deploy("ops", image).await,
+            &["ops", "evil.example/miner:latest"],
+        );
+        assert_eq!(server.apps("ops").await, ["web-1", "web-4"], "nothing made");
+        let mut image = app("web-3");
+        image["image"] = json!("registry.example/web:1");
+        let (code, body) = server.deploy("ops", image).await;
+        assert_eq!(code, 200, "{body}");
+
+        // A task of web-1 (an offer, as the master would send it).
+        server
+            .framework
+            .event(Event::Subscribed("fw".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        let offer = v1::Offer {
+            id: "o1".into(),
+            framework_id: "fw".into(),
+            agent_id: "ag1".into(),
+            hostname: "h1".into(),
+            role: "*".into(),
+            resources: Resources::parse("cpus:4;mem:4096;ports:[31000-31010]")
+                .unwrap()
+                .to_proto(),
+            attributes: vec![],
+            agent_address: "h1:5051".into(),
+        };
+        server
+            .framework
+            .event(Event::Offers(vec![offer]))
+            .await
+            .unwrap()
+            .unwrap();
+        let (code, tasks) = server.get("dev", "/v1/tasks?app=web-1").await;
+        assert_eq!(code, 200, "{tasks}");
+        let task = tasks[0]["id"]
+            .as_str()
+            .expect("web-1 has a task")
+            .to_string();
+        let (code, body) = server.get("dev", &format!("/v1/tasks/{task}")).await;
+        assert_eq!(code, 200, "{body}");
+        refused(
+            &server
+                .call(
+                    Some("dev"),
+                    Method::POST,
+                    &format!("/v1/tasks/{task}/kill"),
+                    None,
+                )
+                .await,
+            &["dev", "web-1"],
+        );
+
+        // eve is not named: sees nothing, and is told so when asking for an app.
+        assert!(server.apps("eve").await.is_empty());
+        for path in ["/v1/tasks", "/v1/deployments"] {
+            let (code, list) = server.get("eve", path).await;
+            assert_eq!((code, list), (200, json!([])), "{path}");
+        }
+        let (code, info) = server.get("eve", "/v1/info").await;
+        assert_eq!(code, 200, "{info}");
+        assert_eq!(
+            (info["apps"].clone(), info["tasks"].clone()),
+            (json!(0), json!(0))
+        );
+        let (_, info) = server.get("ops", "/v1/info").await;
+        assert_eq!(info["apps"], 3, "{info}");
+        for path in [
+            "/v1/apps/web-1".to_string(),
+            "/v1/apps/web-1/tasks".to_string(),
+            "/v1/tasks?app=web-1".to_string(),
+            format!("/v1/tasks/{task}"),
+        ] {
+            refused(&server.get("eve", &path).await, &["eve", "web-1"]);
+        }
+
+        // ops kills the task (its app replaces it).
+        let (code, body) = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                &format!("/v1/tasks/{task}/kill"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+
+        // The file changes: eve may look now, once reloaded.
+        std::fs::write(
+            &file,
+            acls.replace(r#"["ops", "dev"]"#, r#"["ops", "dev", "eve"]"#),
+        )
+        .unwrap();
+        assert!(server.apps("eve").await.is_empty(), "not before the reload");
+        assert!(authz.reload().unwrap());
+        assert_eq!(server.apps("eve").await, ["web-1", "web-3", "web-4"]);
+        // A bad file keeps the ACLs in force.
+        std::fs::write(&file, "{\"view_apps\": [").unwrap();
+        assert!(authz.reload().is_err());
+        assert_eq!(server.apps("eve").await, ["web-1", "web-3", "web-4"]);
+        refused(&server.deploy("eve", app("web-9")).await, &["eve", "web-9"]);
+        server.stop().await;
+    }
+
+    /// Without `--acls`: anyone with a credential uses the App API, but nobody gets
+    /// root through the framework (secure, and `--insecure` too); a refused deploy
+    /// makes nothing.
+    #[tokio::test]
+    async fn the_default_acls_refuse_root() {
+        let server = Server::start(secure(), None).await;
+        let mut root = app("web");
+        root["user"] = json!("root");
+        let answer = server.deploy("ops", root.clone()).await;
+        // As docs/app-api.md quotes it.
+        assert_eq!(
+            answer,
+            (
+                403,
+                json!({"error": "ops is not authorized to run tasks as user 'root': rule run_tasks[0] refuses it"})
+            )
+        );
+        refused(&server.deploy("eve", root.clone()).await, &["eve", "root"]);
+        assert!(server.apps("eve").await.is_empty(), "nothing made");
+        let mut nobody = app("web");
+        nobody["user"] = json!("nobody");
+        let (code, body) = server.deploy("eve", nobody).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(server.apps("ops").await, ["web"]);
+        server.stop().await;
+
+        let server = Server::start(Authenticator::insecure(), None).await;
+        let answer = server
+            .call(None, Method::PUT, "/v1/apps/web", Some(root))
+            .await;
+        refused(&answer, &["anonymous", "root"]);
+        let (code, body) = server
+            .call(None, Method::PUT, "/v1/apps/web", Some(app("web")))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        server.stop().await;
+    }
+
+    #[test]
+    fn a_deploy_asks_for_its_user_and_image() {
+        let spec = AppSpec::from_json(json!({
+            "id": "web", "image": "registry.example/web:1", "user": "www", "cpus": 0.1
+        }))
+        .unwrap();
+        assert_eq!(
+            deploy_permissions(&spec),
+            [
+                (Action::RunTasks, "www".to_string()),
+                (Action::UseImages, "registry.example/web:1".to_string())
+            ]
+        );
+        assert!(deploy_permissions(&AppSpec::from_json(app("web")).unwrap()).is_empty());
+    }
 }

@@ -11,18 +11,28 @@
 //!                                renewed at two thirds of its life
 //!  --credentials creds.json ──── who may call the App API (HTTPS, Basic/Bearer, or a
 //!                                user certificate of the cluster; /ping is public)
+//!  --acls acls.json ──────────── what each of them may do (Mesos' ACLs, the master's
+//!                                file: view_apps, manage_apps, run_tasks, use_images);
+//!                                without it Acls::secure_default (anyone may use the
+//!                                App API, nobody may run tasks as root)
 //! ```
 //!
-//! `--insecure` is today's plain text without authentication, for development.
+//! `--insecure` is today's plain text without authentication, for development (its
+//! default ACLs, Acls::insecure_default, still refuse root; `--acls` applies to it
+//! too, every caller being anonymous).
+//!
+//! SIGHUP reads `--acls` and `--credentials` again; a file that cannot be read or is
+//! invalid keeps what was in force and is logged. A bad `--acls` at the start is an
+//! error exit naming the file.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use strata_framework_sdk::{ClientTls, Driver, DriverOptions};
 use strata_proto::v1;
-use strata_security::{Authenticator, Credentials, Issued, ServerTls};
+use strata_security::{Acls, Authenticator, Authorizer, Credentials, Issued, ServerTls};
 use tokio::net::TcpListener;
 
 use super::engine::{Engine, Persisted};
@@ -72,18 +82,34 @@ pub struct ServeArgs {
     /// credentials.json).
     #[arg(long, value_name = "PATH")]
     pub credentials: Option<PathBuf>,
+    /// What the App API's callers may do: an ACL file in Mesos' format (the master's
+    /// `--acls` file; view_apps, manage_apps, run_tasks, use_images apply here).
+    /// Default: anyone may view and change apps, nobody may run tasks as root.
+    /// Read again on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub acls: Option<PathBuf>,
 }
 
 /// How the framework reaches the master and guards the App API.
 enum Security {
-    /// `--insecure`: plain text, everyone is welcome.
-    Insecure,
+    /// `--insecure`: plain text, everyone is anonymous.
+    Insecure {
+        /// `--acls`, else [`Acls::insecure_default`].
+        authz: Authorizer,
+    },
     Secure {
         /// The CA and the framework's credential, for the driver and `/tls/issue`.
         client: ClientTls,
         /// Checks the App API's callers against `--credentials`.
         authn: Authenticator,
+        /// `--acls`, else [`Acls::secure_default`].
+        authz: Authorizer,
     },
+}
+
+/// The ACLs of `--acls`, else `default`; a bad file is an error naming it.
+fn authorizer(args: &ServeArgs, default: Acls) -> anyhow::Result<Authorizer> {
+    Authorizer::load(args.acls.as_deref(), default).context("--acls")
 }
 
 impl Security {
@@ -105,7 +131,9 @@ impl Security {
                     ignored.join(", ")
                 );
             }
-            return Ok(Security::Insecure);
+            return Ok(Security::Insecure {
+                authz: authorizer(args, Acls::insecure_default())?,
+            });
         }
         let (Some(ca_file), Some(credential_file), Some(credentials)) =
             (&args.ca_file, &args.credential_file, &args.credentials)
@@ -136,6 +164,7 @@ impl Security {
         let credential = strata_framework_sdk::secure::read_credential(credential_file)
             .context("--credential-file")?;
         let credentials = Credentials::load(credentials).context("--credentials")?;
+        let authz = authorizer(args, Acls::secure_default())?;
         Ok(Security::Secure {
             client: ClientTls {
                 ca_pem: Some(ca_pem),
@@ -143,6 +172,7 @@ impl Security {
                 credential: Some(credential),
             },
             authn: Authenticator::new(credentials, super::api::PUBLIC),
+            authz,
         })
     }
 }
@@ -159,7 +189,7 @@ fn warn_insecure(listen: SocketAddr) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     // Refuse a setup that cannot work before listening (`run` reads the files again).
     let scheme = match Security::from_args(&args)? {
-        Security::Insecure => "http",
+        Security::Insecure { .. } => "http",
         Security::Secure { .. } => "https",
     };
     let listener = TcpListener::bind(args.listen)
@@ -188,7 +218,7 @@ pub async fn run(
     let mut stop = Box::pin(stop);
     let listen = listener.local_addr()?;
     let certificate = match &security {
-        Security::Insecure => {
+        Security::Insecure { .. } => {
             warn_insecure(listen);
             None
         }
@@ -206,9 +236,13 @@ pub async fn run(
             }
         }
     };
-    let (client_tls, authn) = match security {
-        Security::Insecure => (ClientTls::insecure(), Authenticator::insecure()),
-        Security::Secure { client, authn } => (client, authn),
+    let (client_tls, authn, authz) = match security {
+        Security::Insecure { authz } => (ClientTls::insecure(), Authenticator::insecure(), authz),
+        Security::Secure {
+            client,
+            authn,
+            authz,
+        } => (client, authn, authz),
     };
 
     let mut store = StateStore::open(&args.state_dir)?;
@@ -267,7 +301,13 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let api = super::api::router(framework, authn);
+    // SIGHUP: --acls and --credentials again, for every caller from then on.
+    let reloader = reload_on_sighup(Reload {
+        authn: authn.clone(),
+        credentials: args.credentials.clone(),
+        authz: authz.clone(),
+    })?;
+    let api = super::api::router_with_acls(framework, authn, authz);
     // HTTPS with the master's certificate, renewed as it ages (plain HTTP if insecure).
     let (servers, servers_rx) =
         tokio::sync::watch::channel(certificate.as_ref().map(Renewal::server_tls));
@@ -293,6 +333,7 @@ pub async fn run(
     if let Some(renewer) = renewer {
         renewer.abort();
     }
+    reloader.abort();
     if tokio::time::timeout(Duration::from_secs(5), framework_task)
         .await
         .is_err()
@@ -424,6 +465,61 @@ async fn renew_forever(
     }
 }
 
+/// What SIGHUP reads again: the ACL file and the App API's credentials file.
+#[derive(Clone)]
+struct Reload {
+    authn: Authenticator,
+    /// `--credentials` (none when insecure).
+    credentials: Option<PathBuf>,
+    authz: Authorizer,
+}
+
+impl Reload {
+    /// Reads the files again. One that cannot be read or is invalid keeps what was in
+    /// force; its error is logged and returned.
+    fn reload(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        match self.authz.reload() {
+            Ok(_) => {}
+            Err(e) => errors.push(format!("--acls: {e}")),
+        }
+        if let Some(path) = &self.credentials {
+            match reload_credentials(&self.authn, path) {
+                Ok(()) => tracing::info!(
+                    target: "strata::audit",
+                    path = %path.display(),
+                    "App API credentials reloaded"
+                ),
+                Err(e) => errors.push(format!("--credentials: {e:#}")),
+            }
+        }
+        for error in &errors {
+            tracing::error!(
+                error = %error,
+                "SIGHUP: cannot reload; the ones in force are kept"
+            );
+        }
+        errors
+    }
+}
+
+fn reload_credentials(authn: &Authenticator, path: &Path) -> anyhow::Result<()> {
+    authn.set_credentials(Credentials::load(path)?);
+    Ok(())
+}
+
+/// Reloads on every SIGHUP until aborted.
+fn reload_on_sighup(reload: Reload) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading --acls and --credentials again");
+            reload.reload();
+        }
+    }))
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -443,7 +539,7 @@ async fn shutdown_signal() {
 mod tests {
     use serde_json::{Value, json};
     use strata_framework_sdk::Credential;
-    use strata_security::{APPS_NAME, ClusterCa};
+    use strata_security::{APPS_NAME, Action, ClusterCa};
 
     use super::*;
 
@@ -462,6 +558,7 @@ mod tests {
             ca_file: None,
             credential_file: None,
             credentials: None,
+            acls: None,
         }
     }
 
@@ -537,8 +634,162 @@ mod tests {
                 insecure: true,
                 ..args()
             }),
-            Ok(Security::Insecure)
+            Ok(Security::Insecure { .. })
         ));
+    }
+
+    /// `--acls`: a file that cannot be read or is invalid stops `strata serve` at the
+    /// start with an error naming it (secure or not); a valid one is what the App API
+    /// asks, in place of the defaults.
+    #[test]
+    fn a_bad_acl_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let acls = dir.path().join("acls.json");
+        std::fs::write(&acls, r#"{"manage_app": []}"#).unwrap();
+        let insecure = |acls: &Path| ServeArgs {
+            insecure: true,
+            acls: Some(acls.to_path_buf()),
+            ..args()
+        };
+        let e = error_of(&insecure(&acls));
+        assert!(
+            e.contains("--acls") && e.contains("acls.json") && e.contains("'manage_app'"),
+            "{e}"
+        );
+        let e = error_of(&insecure(&dir.path().join("missing.json")));
+        assert!(e.contains("--acls") && e.contains("missing.json"), "{e}");
+
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ClusterCa::create().unwrap().cert_pem()).unwrap();
+        let credential_file = dir.path().join("fw.json");
+        std::fs::write(
+            &credential_file,
+            r#"{"principal": "strata", "secret": "s3cret-s3cret-s3cret"}"#,
+        )
+        .unwrap();
+        let credentials = dir.path().join("credentials.json");
+        std::fs::write(
+            &credentials,
+            format!(r#"{{"credentials":[{{"principal":"ops","secret":"{OPS_SECRET}"}}]}}"#),
+        )
+        .unwrap();
+        let secure = ServeArgs {
+            ca_file: Some(ca_file),
+            credential_file: Some(credential_file),
+            credentials: Some(credentials),
+            acls: Some(acls.clone()),
+            ..args()
+        };
+        let e = error_of(&secure);
+        assert!(e.contains("--acls") && e.contains("acls.json"), "{e}");
+
+        // Valid: applied instead of the defaults.
+        std::fs::write(
+            &acls,
+            r#"{"permissive": false,
+                "view_apps": [{"principals": {"values": ["ops"]}, "apps": {"type": "ANY"}}]}"#,
+        )
+        .unwrap();
+        let ops = strata_security::Principal::User("ops".into());
+        let dev = strata_security::Principal::User("dev".into());
+        let Ok(Security::Secure { authz, .. }) = Security::from_args(&secure) else {
+            panic!("refused");
+        };
+        assert!(authz.permits(&ops, Action::ViewApps, "web"));
+        assert!(!authz.permits(&dev, Action::ViewApps, "web"));
+        assert!(!authz.permits(&ops, Action::ManageApps, "web"));
+        // Without --acls: the defaults of the mode.
+        let Ok(Security::Secure { authz, .. }) = Security::from_args(&ServeArgs {
+            acls: None,
+            ..secure.clone()
+        }) else {
+            panic!("refused");
+        };
+        assert!(authz.permits(&dev, Action::ManageApps, "web"));
+        assert!(!authz.permits(&dev, Action::RunTasks, "root"));
+        let Ok(Security::Insecure { authz }) = Security::from_args(&ServeArgs {
+            insecure: true,
+            ..args()
+        }) else {
+            panic!("refused");
+        };
+        let anonymous = strata_security::Principal::Anonymous;
+        assert!(authz.permits(&anonymous, Action::ManageApps, "web"));
+        assert!(!authz.permits(&anonymous, Action::RunTasks, "root"));
+    }
+
+    /// SIGHUP reads `--acls` and `--credentials` again; files that became invalid keep
+    /// the ones in force, and their errors name them.
+    #[tokio::test]
+    async fn sighup_reloads_the_acls_and_the_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let acls = dir.path().join("acls.json");
+        let credentials = dir.path().join("credentials.json");
+        let view = |who: &str| {
+            format!(
+                r#"{{"permissive": false,
+                    "view_apps": [{{"principals": {{"values": [{who}]}}, "apps": {{"type": "ANY"}}}}]}}"#
+            )
+        };
+        let ops = format!(r#"{{"principal": "ops", "secret": "{OPS_SECRET}"}}"#);
+        let dev = r#"{"principal": "dev", "secret": "the-developers-secret-0123"}"#;
+        std::fs::write(&acls, view(r#""ops""#)).unwrap();
+        std::fs::write(&credentials, format!(r#"{{"credentials": [{ops}]}}"#)).unwrap();
+        let authz = Authorizer::load(Some(&acls), Acls::secure_default()).unwrap();
+        let authn = Authenticator::new(
+            Credentials::load(&credentials).unwrap(),
+            super::super::api::PUBLIC,
+        );
+        let reload = Reload {
+            authn: authn.clone(),
+            credentials: Some(credentials.clone()),
+            authz: authz.clone(),
+        };
+        let reloader = reload_on_sighup(reload.clone()).unwrap();
+        let principal = strata_security::Principal::User("dev".into());
+        let knows_dev = || {
+            authn
+                .credentials()
+                .unwrap()
+                .principals()
+                .any(|p| p == "dev")
+        };
+        assert!(!authz.permits(&principal, Action::ViewApps, "web") && !knows_dev());
+
+        std::fs::write(&acls, view(r#""ops", "dev""#)).unwrap();
+        std::fs::write(
+            &credentials,
+            format!(r#"{{"credentials": [{ops}, {dev}]}}"#),
+        )
+        .unwrap();
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+        let mut reloaded = false;
+        for _ in 0..100 {
+            if authz.permits(&principal, Action::ViewApps, "web") && knows_dev() {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(reloaded, "SIGHUP reloads both files");
+
+        // Broken files: the ones in force stay.
+        std::fs::write(&acls, r#"{"view_apps": "#).unwrap();
+        std::fs::write(&credentials, r#"{"credentials": [{"principal": "dev"}]}"#).unwrap();
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(authz.permits(&principal, Action::ViewApps, "web") && knows_dev());
+        let errors = reload.reload();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("--acls") && errors[0].contains("acls.json"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("--credentials") && errors[1].contains("credentials.json"),
+            "{errors:?}"
+        );
+        reloader.abort();
     }
 
     /// The App API of a secure `strata serve`, over HTTPS with a certificate of the

@@ -1,5 +1,6 @@
 //! `strata agent list` and `strata framework list`: the cluster as the master's
-//! operator API (`GetState`, `GetFrameworks`) shows it; `strata agent
+//! operator API (`GetState`, `GetFrameworks`) shows it; `strata framework teardown`
+//! (`TeardownFramework`); `strata agent
 //! deactivate|drain|reactivate|gone`: maintenance through the same API
 //! (`DeactivateAgent`, `DrainAgent`, `ReactivateAgent`, `MarkAgentGone`).
 
@@ -49,6 +50,12 @@ pub enum FrameworkCommand {
     /// List the frameworks registered with the master.
     #[command(visible_alias = "ls")]
     List,
+    /// Remove a framework: its tasks are killed and its id may never subscribe again
+    /// (Mesos' teardown). Needs the `teardown_frameworks` ACL, or to be its principal.
+    Teardown {
+        /// The framework's id (`strata framework list`).
+        framework_id: String,
+    },
 }
 
 impl AgentCommand {
@@ -112,6 +119,18 @@ impl FrameworkCommand {
                 match global.output {
                     Output::Json => print_json(&frameworks)?,
                     Output::Table => frameworks_table(&frameworks).print_or("No frameworks."),
+                }
+                Ok(0)
+            }
+            FrameworkCommand::Teardown { framework_id } => {
+                global.master_client()?.teardown(&framework_id).await?;
+                match global.output {
+                    Output::Json => print_json(
+                        &serde_json::json!({ "framework_id": framework_id, "action": "teardown" }),
+                    )?,
+                    Output::Table => {
+                        println!("framework {framework_id}: torn down (its tasks are being killed)")
+                    }
                 }
                 Ok(0)
             }

@@ -231,6 +231,19 @@ impl MasterClient {
         Ok(())
     }
 
+    /// `TeardownFramework`: the framework is removed and its tasks killed.
+    pub async fn teardown(&self, framework_id: &str) -> Result<(), MasterError> {
+        let request = v1::TeardownFrameworkRequest {
+            framework_id: framework_id.to_string(),
+        };
+        self.client()
+            .await?
+            .teardown_framework(request)
+            .await
+            .map_err(|s| self.refused(s))?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<Operator, MasterError> {
         let channel = self
             .channel
@@ -750,6 +763,12 @@ pub(crate) mod tests {
             r: Request<v1::AgentMaintenanceRequest>,
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
             self.maintain("MarkAgentGone", r)
+        }
+        async fn teardown_framework(
+            &self,
+            _: Request<v1::TeardownFrameworkRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
         }
     }
 

@@ -167,6 +167,23 @@ impl SimAgent {
                     };
                     let reply = match message {
                         Some(master_message::Message::RunTask(run)) => self.launch(run),
+                        Some(master_message::Message::RunTasks(run)) => {
+                            let mut updates = Vec::with_capacity(run.tasks.len());
+                            for task in run.tasks {
+                                updates.extend(self.launch(v1::RunTask {
+                                    framework: run.framework.clone(),
+                                    task: Some(task),
+                                }));
+                            }
+                            let mut sent = true;
+                            for update in updates {
+                                sent = sent && outbound.send(update).await.is_ok();
+                            }
+                            if !sent {
+                                return;
+                            }
+                            None
+                        }
                         Some(master_message::Message::KillTask(kill)) => self.kill(&kill),
                         Some(master_message::Message::Acknowledge(_)) => {
                             self.shared.acks.fetch_add(1, Ordering::Relaxed);

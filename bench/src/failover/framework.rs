@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::{self, scheduler_client::SchedulerClient};
+use strata_security::credentials::AuthInterceptor;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::{
@@ -23,6 +25,10 @@ const TASK_MEM: f64 = 64.0;
 const ACCEPTS_IN_FLIGHT: usize = 32;
 /// Workers sending ACKNOWLEDGE calls during the setup.
 const ACKERS: usize = 16;
+
+/// The scheduler API's client, with the framework's credential on every call (none
+/// when insecure).
+type Scheduler = SchedulerClient<InterceptedService<Channel, AuthInterceptor>>;
 
 /// What the framework tells the bench.
 #[derive(Debug)]
@@ -83,7 +89,10 @@ impl Framework {
         loop {
             wait_or_new_master(&mut master, delay, &mut bound, self.shared.jitter).await;
             let epoch = *master.borrow_and_update();
-            let channel = match endpoint(&self.shared.url)?.connect().await {
+            let channel = match endpoint(&self.shared.tls, &self.shared.addr)?
+                .connect()
+                .await
+            {
                 Ok(c) => c,
                 Err(_) => {
                     self.shared.failures.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +101,8 @@ impl Framework {
                     continue;
                 }
             };
-            let mut client = SchedulerClient::new(channel)
+            let interceptor = AuthInterceptor::new(self.shared.tls.credential.as_ref());
+            let mut client: Scheduler = SchedulerClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
             if ackers.is_empty() {
@@ -292,7 +302,7 @@ impl Framework {
     }
 }
 
-fn spawn_reconcile(client: &SchedulerClient<Channel>, header: &v1::CallHeader) {
+fn spawn_reconcile(client: &Scheduler, header: &v1::CallHeader) {
     let mut c = client.clone();
     let header = header.clone();
     tokio::spawn(async move {

@@ -10,11 +10,14 @@ use anyhow::Context;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
+use strata_security::ClientTls;
+
 use super::agent::{ConnGroup, SimAgent};
 use super::framework::{Framework, FwReport};
-use super::master::{listen, progress, start_master, wait_serving};
-use super::{FailoverBenchArgs, Shared, Stage, endpoint, jitter};
+use super::master::{MasterSpec, RunningMaster, cpu_time, progress, wait_serving};
+use super::{FailoverBenchArgs, FailoverFigures, Shared, Stage, endpoint, jitter};
 use crate::Outcome;
+use crate::secure;
 use crate::stats::{Samples, ms};
 
 /// The issue's goal for `time_to_all_agents_back` at 10,000 agents and 100,000 tasks.
@@ -24,27 +27,85 @@ const RECONCILE_SETTLE: Duration = Duration::from_millis(100);
 /// How long the framework part of a restart may take before it is reported failed.
 const FRAMEWORK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What `bench_failover` decided from the arguments and the open-files limit.
+pub(super) struct Setup {
+    /// The agents to simulate.
+    pub(super) agents: u32,
+    pub(super) per_conn: u32,
+    pub(super) master_process: bool,
+    /// The open-files limit a master process asks for.
+    pub(super) nofile: u64,
+}
+
 pub(super) async fn run(
     args: &FailoverBenchArgs,
+    setup: &Setup,
     work: &std::path::Path,
-    per_conn: u32,
     agent_res: strata_proto::Resources,
-) -> anyhow::Result<Outcome> {
-    let connections = args.agents.div_ceil(per_conn);
+) -> anyhow::Result<(Outcome, FailoverFigures)> {
+    let n_agents = setup.agents;
+    let per_conn = setup.per_conn;
+    let connections = n_agents.div_ceil(per_conn);
     let phase_timeout = Duration::from_secs(args.timeout);
     let master_dir = work.join("master");
-    let listener = listen("127.0.0.1:0".parse()?)?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    let mut master = start_master(listener, &master_dir);
-    let http = reqwest::Client::new();
+
+    // Secure: the credentials file, and the cluster CA made in the master's work dir
+    // before it first starts (it loads it), so that the bench issues every agent's
+    // certificate itself.
+    let mut tls = ClientTls::insecure();
+    let mut credentials = None;
+    let mut certificates = Vec::new();
+    if args.secure {
+        let (path, credential) = secure::write_credentials(work)?;
+        let prepared = strata_master::security::prepare(&master_dir, &secure::tls_options(&path))?;
+        credentials = Some(path);
+        tls = secure::user_tls(&master_dir, &credential)?;
+        let issuing = Instant::now();
+        let ca = prepared.ca;
+        certificates = tokio::task::spawn_blocking(move || {
+            (0..n_agents)
+                .map(|_| {
+                    let node = uuid::Uuid::new_v4();
+                    ca.issue(
+                        &format!("{}{node}", strata_security::principal::AGENT_CN_PREFIX),
+                        &[],
+                        Duration::from_secs(24 * 3600),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+        println!(
+            "secure_agent_certificates_issued: {} in {:.3} s",
+            certificates.len(),
+            issuing.elapsed().as_secs_f64()
+        );
+    }
+    let spec = MasterSpec {
+        work_dir: master_dir.clone(),
+        process: setup.master_process,
+        credentials,
+        nofile: setup.nofile,
+    };
+    let (mut master, addr) = RunningMaster::start(&spec, "127.0.0.1:0".parse()?).await?;
+    if let Some(n) = master.nofile() {
+        println!("master_rlimit_nofile: {n}");
+        if n < setup.nofile {
+            eprintln!(
+                "bench: warning: the master process's open-files limit is {n}, below the {} this run may need",
+                setup.nofile
+            );
+        }
+    }
+    let (http, url) = secure::http(&tls, addr)?;
     wait_serving(&http, &url, Instant::now() + phase_timeout).await?;
 
     let (epoch_tx, epoch_rx) = watch::channel(1u64);
     let (registered_tx, mut registered_rx) = mpsc::unbounded_channel();
     let (stages_tx, mut stages_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        url: url.clone(),
+        addr: addr.to_string(),
+        tls: tls.clone(),
         master: epoch_rx,
         jitter: Duration::from_millis(args.jitter_ms),
         acks: AtomicUsize::new(0),
@@ -60,7 +121,7 @@ pub(super) async fn run(
     let framework = Framework {
         shared: shared.clone(),
         tasks: args.tasks,
-        per_agent: args.tasks.div_ceil(args.agents),
+        per_agent: args.tasks.div_ceil(n_agents),
         reports: reports_tx,
         reconcile: reconcile_rx,
         reconcile_on_subscribe: args.reconcile_on_subscribe,
@@ -69,16 +130,26 @@ pub(super) async fn run(
     background.spawn(framework.run());
 
     eprintln!(
-        "bench: master on {addr}, {} simulated agents over {connections} connections, {} tasks",
-        args.agents, args.tasks
+        "bench: master on {addr}, {n_agents} simulated agents over {connections} connections, {} tasks",
+        args.tasks
     );
     let setup_started = Instant::now();
     let resources = agent_res.to_proto();
     let mut group = None;
-    for i in 0..args.agents {
+    let mut certificates = certificates.into_iter();
+    for i in 0..n_agents {
         if i % per_conn == 0 {
+            // Secure: the agent's own certificate (one agent per connection).
+            let agent_tls = match certificates.next() {
+                Some(issued) => ClientTls {
+                    ca_pem: tls.ca_pem.clone(),
+                    identity: Some((issued.cert_pem, issued.key_pem)),
+                    credential: None,
+                },
+                None => ClientTls::insecure(),
+            };
             group = Some(Arc::new(ConnGroup {
-                endpoint: endpoint(&url)?,
+                endpoint: endpoint(&agent_tls, &addr.to_string())?,
                 channel: Mutex::new(None),
             }));
         }
@@ -101,11 +172,11 @@ pub(super) async fn run(
     // Setup: all agents registered, all tasks RUNNING and acknowledged.
     let deadline = Instant::now() + phase_timeout;
     let mut registered = 0usize;
-    while registered < args.agents as usize {
+    while registered < n_agents as usize {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, registered_rx.recv()).await {
             Ok(Some(_)) => registered += 1,
-            _ => anyhow::bail!("only {registered} of {} agents registered", args.agents),
+            _ => anyhow::bail!("only {registered} of {n_agents} agents registered"),
         }
     }
     let agents_up = setup_started.elapsed();
@@ -138,11 +209,12 @@ pub(super) async fn run(
     );
     let (agents, tasks, _) = progress(&http, &url).await?;
     anyhow::ensure!(
-        agents == u64::from(args.agents) && tasks == u64::from(args.tasks),
+        agents == u64::from(n_agents) && tasks == u64::from(args.tasks),
         "before the restart the master shows {agents} agents and {tasks} tasks"
     );
 
     let mut samples = Vec::new();
+    let (mut master_cpus, mut bench_cpus) = (Vec::new(), Vec::new());
     let mut framework_failures = 0u32;
     for restart in 1..=args.restarts {
         let epoch = u64::from(restart) + 1;
@@ -150,47 +222,31 @@ pub(super) async fn run(
 
         // Stop the master; start a new one on the same address and work dir.
         let stopping = Instant::now();
-        let _ = master.stop.send(());
-        master
-            .task
-            .await
-            .context("the master task panicked")?
-            .context("the master stopped with an error")?;
+        master.stop().await?;
         let stopped = stopping.elapsed();
         // The agents are other machines: what they do before dialling the new master
         // (notice the stream end, build their Register) is no load on it. Wait for
         // them here so that it does not count against the new master in this process.
-        while shared.waiting.load(Ordering::Relaxed) < args.agents as usize {
+        while shared.waiting.load(Ordering::Relaxed) < n_agents as usize {
             anyhow::ensure!(
                 stopping.elapsed() < phase_timeout,
-                "{p}: only {} of {} agents noticed the master stopped",
+                "{p}: only {} of {n_agents} agents noticed the master stopped",
                 shared.waiting.load(Ordering::Relaxed),
-                args.agents
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         shared.waiting.store(0, Ordering::Relaxed);
         let agents_waiting = stopping.elapsed();
 
-        let listener = {
-            let mut tries = 0;
-            loop {
-                match listen(addr) {
-                    Ok(l) => break l,
-                    Err(e) if tries < 100 => {
-                        tries += 1;
-                        tracing::debug!(error = %e, "address still in use");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err(e) => return Err(e).context("cannot listen on the master's address again"),
-                }
-            }
-        };
         let bound = Instant::now();
-        master = start_master(listener, &master_dir);
-        let http = reqwest::Client::new();
+        master = RunningMaster::start(&spec, addr)
+            .await
+            .context("cannot start the master again on its address")?
+            .0;
+        let (http, _) = secure::http(&tls, addr)?;
         wait_serving(&http, &url, bound + phase_timeout).await?;
         let t0 = Instant::now();
+        let cpu_at_t0 = (cpu_time(master.pid()), cpu_time(None));
         // The detector: agents and framework learn of the new master now.
         let _ = epoch_tx.send(epoch);
 
@@ -202,24 +258,30 @@ pub(super) async fn run(
             let (agents, tasks, _) = progress(&http, &url).await?;
             let answered = Instant::now();
             polls.push(answered - asked);
-            if agents == u64::from(args.agents) && tasks == u64::from(args.tasks) {
+            if agents == u64::from(n_agents) && tasks == u64::from(args.tasks) {
                 break answered - t0;
             }
             anyhow::ensure!(
                 answered < deadline,
-                "{p}: after {:?}, {agents} of {} agents active and {tasks} of {} tasks running",
+                "{p}: after {:?}, {agents} of {n_agents} agents active and {tasks} of {} tasks running",
                 answered - t0,
-                args.agents,
                 args.tasks
             );
             tokio::time::sleep_until((asked + Duration::from_millis(args.poll_ms)).into()).await;
         };
+        // CPU time spent from t0 until all were back: the master's (when it runs
+        // apart) and this process's (the simulated agents and framework, and the
+        // master when it runs here).
+        let master_cpu = master
+            .pid()
+            .map(|pid| cpu_time(Some(pid)).saturating_sub(cpu_at_t0.0));
+        let bench_cpu = cpu_time(None).saturating_sub(cpu_at_t0.1);
 
         // The agents' side: when each heard Registered (a little after the master
         // counted it ACTIVE).
         let mut latencies = Vec::new();
         let heard_by = Instant::now() + Duration::from_secs(5);
-        while latencies.len() < args.agents as usize {
+        while latencies.len() < n_agents as usize {
             let left = heard_by.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, registered_rx.recv()).await {
                 Ok(Some((e, at))) if e == epoch => latencies.push(at.saturating_duration_since(t0)),
@@ -237,6 +299,23 @@ pub(super) async fn run(
         );
         println!("{p}_new_master_startup: {:.1} ms", ms(t0 - bound));
         println!("{p}_agents_reregistered: {}", latencies.len());
+        if let Some(cpu) = master_cpu {
+            println!(
+                "{p}_master_cpu_until_all_back: {:.0} ms (master process, user + system)",
+                ms(cpu)
+            );
+            master_cpus.push(cpu);
+        }
+        println!(
+            "{p}_bench_cpu_until_all_back: {:.0} ms (simulated agents and framework{})",
+            ms(bench_cpu),
+            if master_cpu.is_some() {
+                ""
+            } else {
+                ", and the master"
+            }
+        );
+        bench_cpus.push(bench_cpu);
         for (name, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
             println!(
                 "{p}_agent_reregistered_{name}: {:.1} ms",
@@ -340,8 +419,9 @@ pub(super) async fn run(
         samples.push(back);
     }
 
-    let _ = master.stop.send(());
-    let _ = master.task.await;
+    if let Err(e) = master.stop().await {
+        eprintln!("bench: {e:#}");
+    }
     background.abort_all();
     while background.join_next().await.is_some() {}
 
@@ -359,12 +439,21 @@ pub(super) async fn run(
         );
     }
     println!("time_to_all_agents_back: {:.1} ms", ms(median));
-    Ok(Outcome {
+    let figures = FailoverFigures {
+        agents: n_agents,
+        median_ms: ms(median),
+        master_cpu_ms: (!master_cpus.is_empty())
+            .then(|| ms(Samples::new(master_cpus).percentile(0.5))),
+        bench_cpu_ms: ms(Samples::new(bench_cpus).percentile(0.5)),
+    };
+    let outcome = Outcome {
         code: u8::from(framework_failures > 0),
         figure: format!(
-            "time_to_all_agents_back {:.1} ms (median of {} restarts)",
+            "time_to_all_agents_back {:.1} ms (median of {} restarts{})",
             ms(median),
-            samples.len()
+            samples.len(),
+            if args.secure { ", secure" } else { "" }
         ),
-    })
+    };
+    Ok((outcome, figures))
 }

@@ -1,7 +1,7 @@
 //! `strata-bench failover`: master failover at scale. One process holds a master
 //! (`strata_master::serve` on a loopback listener, the real file-backed registry in a
-//! temporary work dir), N simulated agents and one framework, all speaking the real
-//! gRPC protocols over loopback.
+//! temporary work dir; or its own process, see `--master-process` below), N simulated
+//! agents and one framework, all speaking the real gRPC protocols over loopback.
 //!
 //! ```text
 //!  setup    agents Register ─▶ master ─▶ offers ─▶ framework ACCEPTs (LAUNCH) ─▶ RunTask
@@ -26,12 +26,24 @@
 //!   `[0, --jitter-ms]` (default 100 ms); a failed attempt doubles the bound, up to
 //!   1 s, as a real agent's backoff does (the real agent starts from 1 s).
 //! - Every agent has its own stream. A real agent also has its own TCP connection,
-//!   which here costs two sockets in this one process (client and master side), so
-//!   agents share HTTP/2 connections K at a time, K the smallest the open-files limit
-//!   allows (`--agents-per-conn` to choose; 1 is one connection per agent). The
-//!   client side of those connections (connect, HTTP/2 handshake, encoding) runs on
-//!   the same cores as the master and counts against it: the fewer connections, the
-//!   less of the figure is the harness.
+//!   which with the master in this process costs two sockets in this one process
+//!   (client and master side), so agents share HTTP/2 connections K at a time, K the
+//!   smallest the open-files limit allows (`--agents-per-conn` to choose; 1 is one
+//!   connection per agent). The client side of those connections (connect, HTTP/2
+//!   handshake, encoding) runs on the same cores as the master and counts against it:
+//!   the fewer connections, the less of the figure is the harness.
+//! - `--master-process` runs the master as a process of its own (this binary's hidden
+//!   `failover-master` command, see master.rs): each process then holds one side of
+//!   the connections under its own open-files limit, so one connection per agent fits,
+//!   and the master's CPU time is printed apart from the bench's.
+//! - `--secure` runs it as a secure cluster does: the master with TLS and
+//!   authentication (its own process, the credentials file the bench writes), every
+//!   simulated agent with its own client certificate `CN=agent:<node id>` issued by
+//!   the cluster CA (made in the master's work dir before it first starts) over its
+//!   own connection (a connection carries one client certificate, and one certificate
+//!   registers one agent), the framework and the /metrics reader with the credential
+//!   of the principal `bench`. If the open-files limit does not allow one connection
+//!   per agent, the run takes as many agents as fit and says so.
 //! - The tasks are real: the framework launches them through offers (ACCEPT with
 //!   LAUNCH, T/N per agent), the agents report them RUNNING and the framework
 //!   acknowledges every update before the restart. The master persists no tasks, so
@@ -74,6 +86,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use strata_security::ClientTls;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
@@ -83,7 +96,7 @@ use crate::rlimit::raise_nofile_limit;
 
 mod agent;
 mod framework;
-mod master;
+pub mod master;
 mod measure;
 
 #[derive(clap::Args, Debug)]
@@ -118,6 +131,27 @@ pub struct FailoverBenchArgs {
     /// then answers for every task it knows at that moment in the middle of the storm.
     #[arg(long)]
     pub reconcile_on_subscribe: bool,
+    /// Run the master as a process of its own (one side of the connections each, under
+    /// its own open-files limit; its CPU time printed apart).
+    #[arg(long)]
+    pub master_process: bool,
+    /// TLS and authentication: the master secure (its own process), each agent with its
+    /// own certificate and connection, the framework with a credential.
+    #[arg(long)]
+    pub secure: bool,
+}
+
+/// A failover run's headline figures.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverFigures {
+    /// The agents simulated (fewer than asked when the open-files limit is short).
+    pub agents: u32,
+    /// `time_to_all_agents_back`, the median over the restarts, ms.
+    pub median_ms: f64,
+    /// The master process's CPU time while the agents came back (median), ms.
+    pub master_cpu_ms: Option<f64>,
+    /// This process's CPU time (the simulated agents and framework) meanwhile, ms.
+    pub bench_cpu_ms: f64,
 }
 
 const AGENT_RESOURCES: &str = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
@@ -134,49 +168,104 @@ const MAX_MESSAGE: usize = strata_proto::limits::MAX_MESSAGE_BYTES;
 const FD_SLACK: u64 = 2048;
 
 pub async fn bench_failover(args: FailoverBenchArgs) -> anyhow::Result<Outcome> {
+    Ok(measure_failover(&args).await?.0)
+}
+
+/// One failover run: prints its lines; its outcome and figures.
+pub async fn measure_failover(
+    args: &FailoverBenchArgs,
+) -> anyhow::Result<(Outcome, FailoverFigures)> {
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.restarts >= 1, "--restarts must be at least 1");
-    let per_agent = args.tasks.div_ceil(args.agents);
     let agent_res = strata_proto::Resources::parse(AGENT_RESOURCES)?;
-    anyhow::ensure!(
-        f64::from(per_agent) * TASK_CPUS <= agent_res.cpus().as_f64(),
-        "{} tasks per agent do not fit an agent's {AGENT_RESOURCES}",
-        per_agent
-    );
-    // Each connection is two sockets in this process (client and server side); the
-    // old master's are closed before the new one starts. Plus room for the rest.
-    let fds = |per_conn: u32| 2 * u64::from(args.agents.div_ceil(per_conn)) + FD_SLACK;
-    let fd_limit = raise_nofile_limit(fds(1));
-    let per_conn = match args.agents_per_conn {
-        Some(k) => k,
-        None => (1..=100).find(|k| fds(*k) <= fd_limit).unwrap_or(100),
+    let master_process = args.master_process || args.secure;
+    // Each connection is a socket on each side: both in this process unless the master
+    // runs apart (the old master's are closed before the new one starts). Plus room
+    // for the rest.
+    let sides = if master_process { 1 } else { 2 };
+    let fds = |agents: u32, per_conn: u32| sides * u64::from(agents.div_ceil(per_conn)) + FD_SLACK;
+    let fd_limit = raise_nofile_limit(fds(args.agents, 1));
+    let mut agents = args.agents;
+    let per_conn = if args.secure {
+        anyhow::ensure!(
+            args.agents_per_conn.is_none_or(|k| k == 1),
+            "--secure: every agent has its own certificate, so its own connection (--agents-per-conn 1)"
+        );
+        if fds(agents, 1) > fd_limit {
+            agents = u32::try_from(fd_limit.saturating_sub(FD_SLACK) / sides)
+                .unwrap_or(u32::MAX)
+                .max(1);
+            eprintln!(
+                "bench: warning: the open-files limit is {fd_limit} (the hard limit): with one connection per agent only {agents} of the {} agents fit",
+                args.agents
+            );
+        }
+        1
+    } else {
+        match args.agents_per_conn {
+            Some(k) => k,
+            None => (1..=100)
+                .find(|k| fds(agents, *k) <= fd_limit)
+                .unwrap_or(100),
+        }
     };
     anyhow::ensure!(
         (1..=100).contains(&per_conn),
         "--agents-per-conn must be within 1..=100"
     );
-    let connections = args.agents.div_ceil(per_conn);
-    println!("agents: {}", args.agents);
+    let per_agent = args.tasks.div_ceil(agents);
+    anyhow::ensure!(
+        f64::from(per_agent) * TASK_CPUS <= agent_res.cpus().as_f64(),
+        "{} tasks per agent do not fit an agent's {AGENT_RESOURCES}",
+        per_agent
+    );
+    let connections = agents.div_ceil(per_conn);
+    println!("agents: {agents}");
     println!("tasks: {}", args.tasks);
+    println!(
+        "security: {}",
+        if args.secure {
+            "tls (agent certificates, credentials, ACLs)"
+        } else {
+            "insecure"
+        }
+    );
+    println!(
+        "master: {}",
+        if master_process {
+            "own process"
+        } else {
+            "in this process"
+        }
+    );
     println!("rlimit_nofile: {fd_limit}");
     println!("agents_per_connection: {per_conn}");
     println!("connections: {connections}");
-    if fd_limit < fds(per_conn) {
+    if fd_limit < fds(agents, per_conn) {
         eprintln!(
             "bench: warning: the open-files limit is {fd_limit}, below the {} this run may need",
-            fds(per_conn)
+            fds(agents, per_conn)
         );
     }
 
     let work = work_dir("strata-bench-failover")?;
-    let result = measure::run(&args, &work, per_conn, agent_res).await;
+    let setup = measure::Setup {
+        agents,
+        per_conn,
+        master_process,
+        nofile: fds(agents, 1),
+    };
+    let result = measure::run(args, &setup, &work, agent_res).await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
 /// What the agents and the framework share with the bench.
 struct Shared {
-    url: String,
+    /// The master's address, `host:port`.
+    addr: String,
+    /// The framework's settings (the CA and its credential when secure).
+    tls: ClientTls,
     /// The "detector": the epoch of the master to talk to (bumped when a new one serves).
     master: watch::Receiver<u64>,
     jitter: Duration,
@@ -230,8 +319,19 @@ fn jitter(bound: Duration) -> Duration {
     }
 }
 
-fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    Ok(Endpoint::from_shared(url.to_string())?
+/// An endpoint for the master at `addr` with `tls` (verified as `strata-master`).
+fn endpoint(tls: &ClientTls, addr: &str) -> anyhow::Result<Endpoint> {
+    Ok(tls
+        .endpoint(addr, strata_security::MASTER_NAME)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true))
+}
+
+/// How many of `agents` fit with one connection each and the master in its own
+/// process (each process one side), given the open-files limit (raised as far as
+/// allowed).
+pub fn agents_with_own_connections(agents: u32) -> u32 {
+    let limit = raise_nofile_limit(u64::from(agents) + FD_SLACK);
+    let fit = u32::try_from(limit.saturating_sub(FD_SLACK)).unwrap_or(u32::MAX);
+    agents.min(fit).max(1)
 }

@@ -113,11 +113,31 @@ impl Master {
             self.agent_disconnected(conn, now);
         }
 
-        let id = if info.id.is_empty() {
-            self.rng.uuid()
-        } else {
-            info.id.clone()
+        // An authenticated agent's id is its certificate's node id (`agent:<node>`),
+        // unless it registered an older id before it had a certificate.
+        let node = info
+            .principal
+            .strip_prefix(strata_security::principal::AGENT_CN_PREFIX)
+            .filter(|n| !n.is_empty());
+        let id = match (info.id.is_empty(), node) {
+            (false, _) => info.id.clone(),
+            (true, Some(node)) => self
+                .principal_agents
+                .get(&info.principal)
+                .cloned()
+                .unwrap_or_else(|| node.to_string()),
+            (true, None) => self.rng.uuid(),
         };
+        // A principal whose agent an operator marked gone is revoked: it registers
+        // under no id, not even as a new agent.
+        if !info.principal.is_empty() && self.revoked_principals.contains(&info.principal) {
+            let message = format!(
+                "the certificate of '{}' is revoked: its agent was marked gone by an operator; the machine must join again with a new work dir",
+                info.principal
+            );
+            self.refuse_gone_agent(conn, message, now);
+            return;
+        }
         let known = self.agent_ids.get(&id).and_then(|k| self.agents.get(k));
         if let Some(agent) = known.filter(|a| a.status == AgentStatus::Gone) {
             let message = format!(
@@ -140,14 +160,29 @@ impl Master {
             self.refuse_agent(conn, message, now);
             return;
         }
-        // A principal whose agent an operator marked gone is revoked: it registers
-        // under no id, not even as a new agent.
-        if !info.principal.is_empty() && self.revoked_principals.contains(&info.principal) {
+        // One certificate, one agent: a principal that registered an agent registers
+        // only as that agent (a stolen or copied certificate cannot add agents).
+        if let Some(bound) = self.principal_agents.get(&info.principal)
+            && *bound != id
+        {
             let message = format!(
-                "the certificate of '{}' is revoked: its agent was marked gone by an operator; the machine must join again with a new work dir",
+                "the certificate of '{}' belongs to agent '{bound}': one certificate registers one agent (join with a fresh work dir to add an agent)",
                 info.principal
             );
-            self.refuse_gone_agent(conn, message, now);
+            self.refuse_agent(conn, message, now);
+            return;
+        }
+        // A new authenticated agent registers under its certificate's node id (or
+        // claims an id registered without authentication).
+        if let Some(node) = node
+            && id != node
+            && known.is_none_or(|a| !a.principal.is_empty())
+        {
+            let message = format!(
+                "agent id '{id}' is not the id of the certificate of '{}': register without an id, or as '{node}'",
+                info.principal
+            );
+            self.refuse_agent(conn, message, now);
             return;
         }
         let (key, previous) = match self.agent_ids.get(&id) {
@@ -201,6 +236,10 @@ impl Master {
                     || *principal != info.principal
             }
         };
+        if !info.principal.is_empty() {
+            self.principal_agents
+                .insert(info.principal.clone(), id.clone());
+        }
         if readmit {
             self.emit(Effect::Persist(RegistryOp::AdmitAgent {
                 id: id.clone(),

@@ -50,6 +50,11 @@ pub enum Input {
     /// Timers: allocation batches, heartbeats, agent and framework timeouts, filter and
     /// offer expiry. The driver sends it every 100 ms.
     Tick,
+    /// Goes on with work left over from an earlier input (a large implicit
+    /// reconciliation, answered in chunks so that no input holds the core long). The
+    /// driver sends it while [`super::Master::has_pending_work`] and nothing else
+    /// waits; a Tick goes on with it too.
+    Continue,
 }
 
 /// The unary scheduler calls (everything but Subscribe).
@@ -106,6 +111,9 @@ pub enum OperatorCall {
     /// are reported TASK_GONE_BY_OPERATOR (TASK_LOST to frameworks that are not
     /// partition aware), and it may never register again. Cannot be undone.
     MarkAgentGone { agent_id: String },
+    /// Removes a framework as if it had torn itself down: its tasks are killed and its
+    /// id may not subscribe again (Mesos' operator TEARDOWN).
+    TeardownFramework { framework_id: String },
 }
 
 /// What the core asks the driver to do.
@@ -188,6 +196,13 @@ pub struct CoreConfig {
     pub weights: HashMap<String, f64>,
     /// Rescind offers not answered within this time; `None`: never (Mesos default).
     pub offer_timeout: Option<Duration>,
+    /// The one authorizer: which roles a framework's principal may register, and the
+    /// users, images and host paths its tasks may use.
+    pub authorizer: strata_security::Authorizer,
+    /// The most frameworks one principal may have registered at once.
+    pub max_frameworks_per_principal: usize,
+    /// The most distinct roles the frameworks of one principal may use at once.
+    pub max_roles_per_principal: usize,
 }
 
 impl Default for CoreConfig {
@@ -202,6 +217,9 @@ impl Default for CoreConfig {
             default_refuse: Duration::from_secs(5),
             weights: HashMap::new(),
             offer_timeout: None,
+            authorizer: strata_security::Authorizer::insecure(),
+            max_frameworks_per_principal: 1000,
+            max_roles_per_principal: 1000,
         }
     }
 }

@@ -36,6 +36,44 @@ impl Master {
         self.emit(Effect::CloseFramework { conn });
     }
 
+    /// The per-principal caps: how many frameworks one principal has registered at once
+    /// (a failover does not count twice) and how many distinct roles they use.
+    fn check_principal_caps(
+        &self,
+        info: &v1::FrameworkInfo,
+        roles: &[String],
+    ) -> Result<(), String> {
+        let this = self.framework_ids.get(&info.id).copied();
+        let mut frameworks = 1usize;
+        let mut used: BTreeSet<&str> = roles.iter().map(String::as_str).collect();
+        for (fk, fw) in &self.frameworks {
+            if fw.info.principal == info.principal && Some(*fk) != this {
+                frameworks += 1;
+                used.extend(fw.roles.iter().map(String::as_str));
+            }
+        }
+        let who = if info.principal.is_empty() {
+            "callers without a principal".to_string()
+        } else {
+            format!("principal '{}'", info.principal)
+        };
+        let max = self.config.max_frameworks_per_principal;
+        if frameworks > max {
+            return Err(format!(
+                "{who} has {} frameworks registered, the most one principal may have (--max-frameworks-per-principal {max}): tear one down first",
+                frameworks - 1
+            ));
+        }
+        let max = self.config.max_roles_per_principal;
+        if used.len() > max {
+            return Err(format!(
+                "the frameworks of {who} would use {} roles, more than one principal may use (--max-roles-per-principal {max})",
+                used.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A framework opened a Subscribe stream on `conn`.
     pub(super) fn subscribe(&mut self, conn: ConnId, request: v1::SubscribeRequest, now: Instant) {
         let Some(mut info) = request.framework_info else {
@@ -59,6 +97,17 @@ impl Master {
                 return;
             }
         };
+        let principal = strata_security::Principal::from_name(&info.principal);
+        for role in &roles {
+            if let Err(denied) = self.config.authorizer.authorize(
+                &principal,
+                strata_security::Action::RegisterFrameworks,
+                role,
+            ) {
+                self.refuse_subscription(conn, denied.to_string());
+                return;
+            }
+        }
         let failover = info.failover_timeout_seconds;
         if failover.is_nan() || failover < 0.0 {
             self.refuse_subscription(
@@ -111,6 +160,10 @@ impl Master {
                 "framework '{}' is registered by principal '{}', not '{}': only the principal that registered a framework may subscribe as it (fail over)",
                 info.id, fw.info.principal, info.principal
             );
+            self.refuse_subscription(conn, message);
+            return;
+        }
+        if let Err(message) = self.check_principal_caps(&info, &roles) {
             self.refuse_subscription(conn, message);
             return;
         }

@@ -47,6 +47,16 @@ impl Master {
                 self.drain_tasks(key);
                 Ok(())
             }
+            OperatorCall::TeardownFramework { framework_id } => {
+                let Some(&fk) = self.framework_ids.get(&framework_id) else {
+                    return Err(CallError::NotFound(format!(
+                        "no framework '{framework_id}' is registered"
+                    )));
+                };
+                tracing::info!(%framework_id, "framework torn down by an operator");
+                self.remove_framework(fk, now, true);
+                Ok(())
+            }
             OperatorCall::MarkAgentGone { agent_id } => {
                 let key = self.maintained_agent(&agent_id)?;
                 self.mark_gone(key, now);

@@ -65,6 +65,11 @@ pub struct Master {
     pub(super) removed_frameworks: HashSet<String>,
     /// Principals of agents an operator marked gone: they register no more.
     pub(super) revoked_principals: HashSet<String>,
+    /// The agent id each authenticated agent principal registered: one certificate,
+    /// one agent.
+    pub(super) principal_agents: HashMap<String, String>,
+    /// Implicit reconciliations still being answered, by framework.
+    pub(super) reconciling: BTreeMap<FrameworkKey, super::reconcile::Cursor>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -126,6 +131,8 @@ impl Master {
             next_framework_key: 0,
             removed_frameworks: HashSet::new(),
             revoked_principals: HashSet::new(),
+            principal_agents: HashMap::new(),
+            reconciling: BTreeMap::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,
@@ -177,9 +184,18 @@ impl Master {
                 }
                 return result;
             }
-            Input::Tick => self.tick(now),
+            Input::Tick => {
+                self.tick(now);
+                self.continue_reconciliations(now);
+            }
+            Input::Continue => self.continue_reconciliations(now),
         }
         Ok(())
+    }
+
+    /// Whether an input left work for [`Input::Continue`].
+    pub fn has_pending_work(&self) -> bool {
+        !self.reconciling.is_empty()
     }
 
     /// The effects produced since the last call, in order.
@@ -394,6 +410,7 @@ impl Master {
         for (id, principal) in &registry.agent_principals {
             if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
                 agent.principal = principal.clone();
+                self.principal_agents.insert(principal.clone(), id.clone());
                 if agent.status == AgentStatus::Gone {
                     self.revoked_principals.insert(principal.clone());
                 }

@@ -34,7 +34,7 @@ mod fastmap;
 mod frameworks;
 mod maintenance;
 mod offers;
-mod reconcile;
+pub(crate) mod reconcile;
 mod rng;
 mod state;
 mod tasks;

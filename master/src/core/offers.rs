@@ -36,7 +36,7 @@ use super::master::{Master, after};
 use super::registry::RegistryOp;
 use super::state::{Offer, OfferSeq, Task};
 use super::tasks::{TaskIds, visible_state};
-use super::validate::{TaskProblem, fit_problem, refuse_duration, validate_task};
+use super::validate::{TaskProblem, authorize_task, fit_problem, refuse_duration, validate_task};
 
 /// Recognises repeated ids in a call: a linear scan for the usual handful, a hash
 /// set beyond that.
@@ -433,6 +433,7 @@ impl Master {
             agent_id,
             pools,
             launched: HashSet::new(),
+            run: Vec::new(),
         };
         for op in req.operations {
             match op.operation {
@@ -440,6 +441,7 @@ impl Master {
                     for task in l.task_infos {
                         self.launch_task(&mut launch, task, now);
                     }
+                    self.send_launched(&mut launch);
                 }
                 None => tracing::debug!("ACCEPT operation without a kind ignored"),
             }
@@ -522,10 +524,10 @@ impl Master {
                 let Some(fw) = self.frameworks.get_mut(&l.fk) else {
                     return;
                 };
-                let framework = fw.info.clone();
+                let framework_id = fw.info.id.clone();
                 if fw.lost.remove(&task.task_id) {
                     self.emit(Effect::Persist(RegistryOp::ForgetLostTask {
-                        framework_id: framework.id.clone(),
+                        framework_id: framework_id.clone(),
                         task_id: task.task_id.clone(),
                     }));
                 }
@@ -536,7 +538,7 @@ impl Master {
                     id: task.task_id.clone(),
                     name: task.name.clone(),
                     framework: l.fk,
-                    framework_id: framework.id.clone(),
+                    framework_id,
                     agent: l.ak,
                     agent_id: l.agent_id.clone(),
                     role: l.pools[pool].0.clone(),
@@ -550,11 +552,35 @@ impl Master {
                     statistics: None,
                 };
                 self.add_task(record);
-                let run = v1::RunTask {
-                    framework: Some(framework),
-                    task: Some(task),
+                l.run.push(task);
+            }
+        }
+    }
+
+    /// Sends the tasks launched so far to their agent: one RunTasks per
+    /// [`RUN_TASKS_BYTES`] of tasks, each with the framework's info once.
+    fn send_launched(&mut self, l: &mut Launch) {
+        if l.run.is_empty() {
+            return;
+        }
+        let Some(framework) = self.frameworks.get(&l.fk).map(|f| f.info.clone()) else {
+            l.run.clear();
+            return;
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let tasks = std::mem::take(&mut l.run);
+        let last = tasks.len() - 1;
+        for (i, task) in tasks.into_iter().enumerate() {
+            bytes += prost::Message::encoded_len(&task);
+            batch.push(task);
+            if bytes >= RUN_TASKS_BYTES || i == last {
+                let run = v1::RunTasks {
+                    framework: Some(framework.clone()),
+                    tasks: std::mem::take(&mut batch),
                 };
-                self.message_to(l.ak, v1::master_message::Message::RunTask(run));
+                self.message_to(l.ak, v1::master_message::Message::RunTasks(run));
+                bytes = 0;
             }
         }
     }
@@ -566,6 +592,9 @@ impl Master {
         task: &v1::TaskInfo,
     ) -> Result<(Resources, usize), TaskProblem> {
         let resources = validate_task(task, &l.agent_id)?;
+        if let Some(fw) = self.frameworks.get(&l.fk) {
+            authorize_task(&self.config.authorizer, &fw.info, task)?;
+        }
         let id = &task.task_id;
         let duplicate = |message: String| TaskProblem {
             reason: TaskStatusReason::ReasonDuplicateTaskId,
@@ -620,4 +649,10 @@ struct Launch {
     pools: Vec<(String, Resources)>,
     /// Task ids launched by this call.
     launched: HashSet<String>,
+    /// Tasks launched by the current operation, not sent to the agent yet.
+    run: Vec<v1::TaskInfo>,
 }
+
+/// The size of the tasks one RunTasks message carries at most (well below the agent
+/// link's message limit, whatever the FrameworkInfo's size).
+const RUN_TASKS_BYTES: usize = 4 << 20;

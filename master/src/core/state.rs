@@ -218,8 +218,17 @@ impl EndedTasks {
         self.order.len()
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &EndedTask> {
-        self.by_id.values()
+    /// The ended tasks by id, from the first id after `after` (all with `None`).
+    pub fn after<'a>(
+        &'a self,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a EndedTask)> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id),
+            None => Bound::Unbounded,
+        };
+        self.by_id.range::<str, _>((start, Bound::Unbounded))
     }
 
     /// Remembers an ended task (replacing an earlier entry of the same id).

@@ -10,6 +10,7 @@ use strata_proto::Resources;
 use strata_proto::limits::{self, LimitError};
 use strata_proto::resources::Value;
 use strata_proto::v1::{self, TaskStatusReason};
+use strata_security::{Action, Authorizer, Principal};
 
 use super::api::{Call, CallError, OperatorCall};
 
@@ -147,6 +148,45 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
     Ok(resources)
 }
 
+/// The ACL checks of one task (issue 14): the framework's principal may run it as its
+/// user (the command's, else the framework's; none: the agent's `--default-user`), from
+/// its Docker image, with its host volumes.
+pub fn authorize_task(
+    authorizer: &Authorizer,
+    framework: &v1::FrameworkInfo,
+    task: &v1::TaskInfo,
+) -> Result<(), TaskProblem> {
+    let principal = Principal::from_name(&framework.principal);
+    let refuse = |denied: strata_security::Denied| TaskProblem {
+        reason: TaskStatusReason::ReasonTaskUnauthorized,
+        message: format!("task '{}' was not launched: {denied}", task.task_id),
+    };
+    let user = task
+        .command
+        .as_ref()
+        .map(|c| c.user.as_str())
+        .filter(|u| !u.is_empty())
+        .unwrap_or(&framework.user);
+    if !user.is_empty() {
+        authorizer
+            .authorize(&principal, Action::RunTasks, user)
+            .map_err(refuse)?;
+    }
+    if let Some(container) = &task.container {
+        if let Some(docker) = &container.docker {
+            authorizer
+                .authorize(&principal, Action::UseImages, &docker.image)
+                .map_err(refuse)?;
+        }
+        for volume in &container.volumes {
+            authorizer
+                .authorize(&principal, Action::UseHostVolumes, &volume.host_path)
+                .map_err(refuse)?;
+        }
+    }
+    Ok(())
+}
+
 /// The size limits of a scheduler call ([`strata_proto::limits`]), checked before
 /// anything else: a call over a limit is refused whole, with nothing changed.
 pub fn check_call_limits(header: &v1::CallHeader, call: &Call) -> Result<(), CallError> {
@@ -241,6 +281,9 @@ pub fn check_operator_limits(call: &OperatorCall) -> Result<(), CallError> {
         | OperatorCall::ReactivateAgent { agent_id }
         | OperatorCall::MarkAgentGone { agent_id } => {
             limits::check_len("agent id", agent_id, limits::MAX_ID_BYTES)
+        }
+        OperatorCall::TeardownFramework { framework_id } => {
+            limits::check_len("framework id", framework_id, limits::MAX_ID_BYTES)
         }
     };
     result.map_err(|e| CallError::InvalidArgument(e.to_string()))

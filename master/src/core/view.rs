@@ -45,6 +45,11 @@ impl Master {
     }
 
     /// A consistent view of agents, frameworks, tasks and roles.
+    /// Whether an agent principal's certificate is revoked (its agent marked gone).
+    pub fn is_revoked(&self, principal: &str) -> bool {
+        self.revoked_principals.contains(principal)
+    }
+
     pub fn snapshot(&self) -> StateSnapshot {
         let mut keys: Vec<_> = self.agents.keys().copied().collect();
         keys.sort_unstable();

@@ -684,6 +684,64 @@ fn implicit_reconciliation_reports_every_live_task_and_unacknowledged_ended_ones
     );
 }
 
+/// A large implicit reconciliation is answered a chunk per input, so that it does not
+/// hold the core (and every other caller) long; every task is answered once, and the
+/// ended tasks come after the live ones.
+#[test]
+fn a_large_implicit_reconciliation_is_answered_in_chunks() {
+    use crate::core::reconcile::RECONCILE_CHUNK;
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    let agent = sim.add_agent("h1", "cpus:1000;mem:100000");
+    let total = RECONCILE_CHUNK + 100;
+    let mut launched = 0;
+    while launched < total {
+        let offers = offers_for(&sim.tick_after(1.5), fw.conn);
+        let n = (total - launched).min(strata_proto::limits::MAX_TASKS_PER_ACCEPT);
+        let tasks = (launched..launched + n)
+            .map(|i| task(&format!("t{i:05}"), "cpus:0.01;mem:1"))
+            .collect();
+        sim.accept(&fw, offer_ids(&offers), tasks, refuse(0.0))
+            .unwrap();
+        launched += n;
+    }
+    sim.agent_update(&agent, &fw.id, "t00000", TaskState::TaskFinished, "u0");
+    sim.effects();
+    let reconcile = |sim: &mut Sim| {
+        sim.call(
+            &fw,
+            Call::Reconcile(v1::ReconcileRequest {
+                header: None,
+                tasks: vec![],
+            }),
+        )
+        .unwrap();
+        updates_for(&sim.effects(), fw.conn)
+    };
+    let first = reconcile(&mut sim);
+    assert_eq!(first.len(), RECONCILE_CHUNK);
+    assert!(sim.m.has_pending_work());
+    // A new implicit RECONCILE starts over.
+    assert_eq!(reconcile(&mut sim).len(), RECONCILE_CHUNK);
+    sim.handle(Input::Continue).unwrap();
+    let rest = updates_for(&sim.effects(), fw.conn);
+    assert!(!sim.m.has_pending_work());
+    let mut ids: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|u| u.task_id.clone())
+        .collect();
+    assert_eq!(ids.len(), total);
+    assert_eq!(ids.last().map(String::as_str), Some("t00000"), "ended last");
+    assert_eq!(state_of(rest.last().unwrap()), TaskState::TaskFinished);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "each task once");
+    // Nothing left: a Continue answers nothing.
+    sim.handle(Input::Continue).unwrap();
+    assert!(updates_for(&sim.effects(), fw.conn).is_empty());
+}
+
 #[test]
 fn explicit_reconciliation_answers_for_unknown_tasks_as_mesos_does() {
     for partition_aware in [true, false] {

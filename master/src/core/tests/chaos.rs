@@ -115,24 +115,28 @@ impl World {
                     let Some(a) = self.agents.iter_mut().find(|a| a.agent.conn == conn) else {
                         continue;
                     };
-                    match m {
-                        Message::RunTask(r) => {
-                            let fw_id = r.framework.map(|f| f.id).unwrap_or_default();
-                            if let Some(t) = r.task {
-                                a.tasks.push((fw_id, t, TaskState::TaskStaging, false));
+                    for m in split_run_tasks(m) {
+                        match m {
+                            Message::RunTask(r) => {
+                                let fw_id = r.framework.map(|f| f.id).unwrap_or_default();
+                                if let Some(t) = r.task {
+                                    a.tasks.push((fw_id, t, TaskState::TaskStaging, false));
+                                }
                             }
-                        }
-                        Message::KillTask(k) => {
-                            for t in a
-                                .tasks
-                                .iter_mut()
-                                .filter(|t| t.0 == k.framework_id && t.1.task_id == k.task_id)
-                            {
-                                t.3 = true;
+                            Message::KillTask(k) => {
+                                for t in a
+                                    .tasks
+                                    .iter_mut()
+                                    .filter(|t| t.0 == k.framework_id && t.1.task_id == k.task_id)
+                                {
+                                    t.3 = true;
+                                }
                             }
+                            Message::ShutdownFramework(s) => {
+                                a.tasks.retain(|t| t.0 != s.framework_id)
+                            }
+                            _ => {}
                         }
-                        Message::ShutdownFramework(s) => a.tasks.retain(|t| t.0 != s.framework_id),
-                        _ => {}
                     }
                 }
                 Effect::CloseAgent { conn } => {

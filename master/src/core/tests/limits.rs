@@ -246,7 +246,7 @@ fn an_accept_over_a_limit_is_refused_whole() {
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert_eq!(
         err.to_string(),
-        "ACCEPT: the ACCEPT's list of tasks has 4097 entries; the limit is 4096"
+        "ACCEPT: the ACCEPT's list of tasks has 1025 entries; the limit is 1024"
     );
     let ids = vec![offer.id.clone(); limits::MAX_OFFERS_PER_CALL + 1];
     let err = sim.accept(&fw, ids, vec![], None).unwrap_err();

@@ -10,6 +10,7 @@ use super::*;
 
 mod agents;
 mod allocation;
+mod authz;
 mod calls;
 mod chaos;
 mod frameworks;
@@ -435,6 +436,8 @@ pub fn rescinds_for(effects: &[Effect], conn: ConnId) -> Vec<String> {
         .collect()
 }
 
+/// The messages sent to the agent on `conn`, a RunTasks as one RunTask per task (what
+/// an agent handles).
 pub fn agent_messages(effects: &[Effect], conn: ConnId) -> Vec<Message> {
     effects
         .iter()
@@ -442,10 +445,28 @@ pub fn agent_messages(effects: &[Effect], conn: ConnId) -> Vec<Message> {
             Effect::ToAgent {
                 conn: c,
                 message: v1::MasterMessage { message: Some(m) },
-            } if *c == conn => Some(m.clone()),
+            } if *c == conn => Some(split_run_tasks(m.clone())),
             _ => None,
         })
+        .flatten()
         .collect()
+}
+
+/// A RunTasks as one RunTask per task; any other message as itself.
+pub fn split_run_tasks(m: Message) -> Vec<Message> {
+    match m {
+        Message::RunTasks(r) => r
+            .tasks
+            .into_iter()
+            .map(|t| {
+                Message::RunTask(v1::RunTask {
+                    framework: r.framework.clone(),
+                    task: Some(t),
+                })
+            })
+            .collect(),
+        other => vec![other],
+    }
 }
 
 /// A task an agent reports when it re-registers.

@@ -482,15 +482,19 @@ impl Walk {
                     let Some(a) = self.agents.iter_mut().find(|a| a.conn == conn) else {
                         continue;
                     };
-                    match m {
-                        Message::RunTask(r) => {
-                            let fw_id = r.framework.map(|f| f.id).unwrap_or_default();
-                            if let Some(t) = r.task {
-                                a.tasks.push((fw_id, t, TaskState::TaskStaging));
+                    for m in split_run_tasks(m) {
+                        match m {
+                            Message::RunTask(r) => {
+                                let fw_id = r.framework.map(|f| f.id).unwrap_or_default();
+                                if let Some(t) = r.task {
+                                    a.tasks.push((fw_id, t, TaskState::TaskStaging));
+                                }
                             }
+                            Message::ShutdownFramework(s) => {
+                                a.tasks.retain(|t| t.0 != s.framework_id)
+                            }
+                            _ => {}
                         }
-                        Message::ShutdownFramework(s) => a.tasks.retain(|t| t.0 != s.framework_id),
-                        _ => {}
                     }
                 }
                 Effect::CloseAgent { conn } => {

@@ -163,6 +163,11 @@ impl World {
     fn agent_receive(&mut self, i: usize, message: Message) {
         let now = self.now();
         match message {
+            Message::RunTasks(run) => {
+                for one in crate::core::tests::split_run_tasks(Message::RunTasks(run)) {
+                    self.agent_receive(i, one);
+                }
+            }
             Message::Registered(r) => {
                 let a = &mut self.agents[i];
                 if a.info.id.is_empty() {

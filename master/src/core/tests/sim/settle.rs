@@ -164,7 +164,7 @@ impl World {
         m.check_invariants()?;
         let mut master_live: BTreeMap<TaskKey, (String, TaskState)> = BTreeMap::new();
         for fw in m.frameworks.values() {
-            if let Some(t) = fw.ended.values().next() {
+            if let Some((_, t)) = fw.ended.after(None).next() {
                 return Err(format!(
                     "framework {}: task {} ended {:?} and is still unacknowledged",
                     fw.id, t.status.task_id, t.status.state

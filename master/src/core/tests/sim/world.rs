@@ -27,6 +27,7 @@ pub(super) fn sim_config(seed: u64, generation: u32) -> CoreConfig {
         default_refuse: Duration::from_secs(5),
         weights,
         offer_timeout: Some(Duration::from_secs(90)),
+        ..CoreConfig::default()
     }
 }
 
