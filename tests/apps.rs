@@ -523,8 +523,13 @@ fn the_cli_deploys_the_example_lists_scales_kills_and_refuses_bad_files() {
     });
     // The killed task's output can still be read: the app server forgets a replaced
     // task, the master (its operator API) still knows where it ran.
-    let (status, _) = apps.call("GET", &format!("/v1/tasks/{first}"), None);
-    assert_eq!(status, 404, "the app server forgot the replaced task");
+    // (It forgets it once the kill's terminal update arrives, which may come after
+    // the replacement runs.)
+    wait_until(
+        Duration::from_secs(30),
+        "the app server forgets the replaced task",
+        || apps.call("GET", &format!("/v1/tasks/{first}"), None).0 == 404,
+    );
     let (code, out, err) = cli(&apps, &["task", "logs", &first]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("hello from {first}")), "{out}");

@@ -196,6 +196,15 @@ fn strata_local_is_secure_and_the_cli_and_curl_work_with_what_it_writes() {
     let (code, out, err) = strata(&config, &["run", "--", "echo hello from run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "hello from run\n", "{err}");
+    // Not as root: the built-in ACLs refuse it, and nothing runs.
+    let (code, out, err) = strata(&config, &["run", "--user", "root", "--", "id"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("TASK_ERROR")
+            && err.contains("admin is not authorized to run tasks as user 'root'"),
+        "{err}"
+    );
 
     // curl, as strata local said to call it.
     let curl = local.line("curl --cacert").trim().to_string();
