@@ -46,6 +46,8 @@ enum Command {
     Agent(cli::AgentArgs),
     /// List the frameworks registered with the master.
     Framework(cli::FrameworkArgs),
+    /// Print the cluster's changes (tasks, agents, frameworks) as the master sees them.
+    Events(cli::events::EventsArgs),
     /// Print a shell completion script, e.g. `strata completions bash > /etc/bash_completion.d/strata`.
     Completions {
         #[arg(value_enum)]
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
             Command::Task(args) => args.run().await,
             Command::Agent(args) => args.run().await,
             Command::Framework(args) => args.run().await,
+            Command::Events(args) => args.run().await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(

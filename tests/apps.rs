@@ -382,6 +382,73 @@ fn hostname_unique_on_two_agents_runs_two_and_names_the_constraint() {
     assert_eq!(apps.tasks("spread").len(), 2);
 }
 
+/// Instances per agent id, of the app's running tasks.
+fn per_agent(apps: &Apps, app: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in apps.running(app) {
+        *out.entry(t["agent_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn four_instances_on_two_agents_are_spread_two_and_two_and_pack_keeps_first_fit() {
+    let apps = Apps::start(2);
+    let app = |id: &str, instances: u32, placement: &str| {
+        json!({
+            "id": id,
+            "instances": instances,
+            "cmd": "exec sleep 1000",
+            "cpus": 0.1,
+            "mem": 32,
+            "placement": placement,
+        })
+    };
+    // No placement named: spread.
+    let mut spread = app("hello", 4, "spread");
+    spread.as_object_mut().unwrap().remove("placement");
+    let view = apps.deploy(spread);
+    assert_eq!(view["spec"]["placement"], "spread", "{view}");
+    apps.wait_converged("hello", 4, Duration::from_secs(60));
+    let counts: Vec<usize> = per_agent(&apps, "hello").into_values().collect();
+    assert_eq!(counts, vec![2, 2], "2 per agent");
+
+    // A scale to 6 keeps them even.
+    let (code, v) = apps.call(
+        "POST",
+        "/v1/apps/hello/scale",
+        Some(json!({"instances": 6})),
+    );
+    assert_eq!(code, 200, "{v}");
+    apps.wait_converged("hello", 6, Duration::from_secs(60));
+    let counts: Vec<usize> = per_agent(&apps, "hello").into_values().collect();
+    assert_eq!(counts, vec![3, 3], "3 per agent");
+
+    // Pack: first fit, all on one agent (each has room for far more).
+    let view = apps.deploy(app("packed", 3, "pack"));
+    assert_eq!(view["spec"]["placement"], "pack", "{view}");
+    apps.wait_converged("packed", 3, Duration::from_secs(60));
+    let counts: Vec<usize> = per_agent(&apps, "packed").into_values().collect();
+    assert_eq!(counts, vec![3], "all on one agent");
+
+    // Bad values are refused, naming the field, and change nothing.
+    for (bad, field) in [
+        (json!({"placement": "binpack"}), "placement"),
+        (json!({"placement": "pack", "spread": "zone"}), "spread"),
+        (json!({"spread": ""}), "spread"),
+    ] {
+        let mut spec = app("hello", 6, "spread");
+        for (k, v) in bad.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let (code, v) = apps.call("PUT", "/v1/apps/hello", Some(spec));
+        assert_eq!(code, 422, "{bad}: {v}");
+        assert_eq!(v["field"], field, "{bad}: {v}");
+    }
+    assert_eq!(apps.get("/v1/apps/hello")["spec"]["placement"], "spread");
+}
+
 #[test]
 fn a_framework_restarted_mid_deployment_completes_it_without_duplicates() {
     let mut apps = Apps::start(2);
@@ -534,9 +601,71 @@ fn the_cli_deploys_the_example_lists_scales_kills_and_refuses_bad_files() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("hello from {first}")), "{out}");
 
+    // `strata events`: the state, then (with --follow) the changes as they happen.
+    let (code, out, err) = cli(&apps, &["events", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let snapshot: Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(snapshot["type"], "SNAPSHOT", "{out}");
+    assert_eq!(snapshot["agents"], 2, "{out}");
+    let mut follow = common::cli()
+        .args(["events", "--follow", "-o", "json"])
+        .env("STRATA_MASTER", &apps.cluster.master.addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(30)).unwrap()["type"],
+        "SNAPSHOT"
+    );
+
+    let before: Vec<String> = apps
+        .running("hello")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
     let (code, _, err) = cli(&apps, &["app", "scale", "hello", "3", "--wait"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(apps.running("hello").len(), 3);
+    // The new instance: added, then running, as the stream shows it.
+    let new = apps
+        .running("hello")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .find(|id| !before.contains(id))
+        .expect("the new instance");
+    let mut seen = Vec::new();
+    while !seen.contains(&"TASK_RUNNING".to_string()) {
+        let event = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the new instance's events");
+        if event["task_id"] == new.as_str() {
+            seen.push(event["state"].as_str().unwrap().to_string());
+            if seen.len() == 1 {
+                assert_eq!(event["type"], "TASK_ADDED", "{event}");
+            }
+        }
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("TASK_STAGING"),
+        "{seen:?}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // Bad files: refused before anything is sent, with the field named.
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,15 @@
 //!     .mem(128.0)
 //!     .port_mapping(80);
 //! # let _ = web;
+//!
+//! // Discoverable as the service "web" (DNS `web.strata`, SRV `_http._tcp.web.strata`):
+//! // the port picked from the offer for PORT0 is published as "http".
+//! let svc = TaskBuilder::new("web-3")
+//!     .shell("python3 -m http.server $PORT0")
+//!     .cpus(0.5)
+//!     .service("web")
+//!     .named_port("http", 0, "tcp");
+//! # let _ = svc;
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +83,7 @@ pub struct TaskBuilder {
     data: Vec<u8>,
     docker: Option<DockerSpec>,
     health_check: Option<v1::HealthCheck>,
+    discovery: Option<v1::DiscoveryInfo>,
 }
 
 impl TaskBuilder {
@@ -96,6 +106,7 @@ impl TaskBuilder {
             data: Vec::new(),
             docker: None,
             health_check: None,
+            discovery: None,
         }
     }
 
@@ -248,6 +259,111 @@ impl TaskBuilder {
         self
     }
 
+    /// How the task is discovered (Mesos' DiscoveryInfo): the service it is an instance
+    /// of, its visibility, its named ports and labels. The master keeps it with the task
+    /// and shows it in `/state` and the operator API; service discovery (DNS) publishes
+    /// the task under its name, and each named port as an SRV record. Replaces what
+    /// [`service`](TaskBuilder::service) and [`named_port`](TaskBuilder::named_port)
+    /// set before; call them after it to add to it. A port numbered 0 takes a port
+    /// picked from the offer (see [`named_port`](TaskBuilder::named_port)).
+    ///
+    /// Unset fields mean: visibility CLUSTER, name the task's name, protocol `tcp`. A
+    /// bad port (a number over 65535, a protocol other than `tcp`/`udp`, a name that is
+    /// not a DNS label, a name used twice) fails the build
+    /// ([`strata_proto::discovery::validate`], the master's own check).
+    ///
+    /// ```
+    /// use strata_framework_sdk::TaskBuilder;
+    /// use strata_framework_sdk::v1;
+    /// use v1::discovery_info::Visibility;
+    ///
+    /// let task = TaskBuilder::new("db-1")
+    ///     .shell("exec my-db --port 5432")
+    ///     .cpus(1.0)
+    ///     .discovery(v1::DiscoveryInfo {
+    ///         visibility: Visibility::Framework as i32,
+    ///         name: "db".into(),
+    ///         version: "15.2".into(),
+    ///         ..Default::default()
+    ///     })
+    ///     .named_port("pg", 5432, "tcp")
+    ///     .build("agent-1")
+    ///     .unwrap();
+    /// let discovery = task.discovery.unwrap();
+    /// assert_eq!(discovery.name, "db");
+    /// assert_eq!(discovery.ports.unwrap().ports[0].number, 5432);
+    /// ```
+    pub fn discovery(mut self, info: v1::DiscoveryInfo) -> Self {
+        self.discovery = Some(info);
+        self
+    }
+
+    /// Makes the task discoverable as an instance of the service `name` (e.g. `web`:
+    /// DNS `web.strata`), visible to the whole cluster unless
+    /// [`discovery`](TaskBuilder::discovery) says otherwise.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.discovery.get_or_insert_with(Default::default).name = name.into();
+        self
+    }
+
+    /// Publishes a port of the task under `name` (a DNS label such as `http`: SRV
+    /// `_http._tcp.SERVICE.strata`) with `protocol` `tcp` or `udp`. `number` is the
+    /// host port; 0 means a port picked from the offer by
+    /// [`build_for`](TaskBuilder::build_for): the first named port numbered 0 gets
+    /// PORT0 (with port mappings, the host port of the first mapping), the second
+    /// PORT1, and so on; the task takes at least that many ports. Makes the task
+    /// discoverable (under its name, unless [`service`](TaskBuilder::service) names the
+    /// service).
+    ///
+    /// ```
+    /// use strata_framework_sdk::{TaskBuilder, v1};
+    ///
+    /// let offer = v1::Offer {
+    ///     id: "o1".into(),
+    ///     agent_id: "a1".into(),
+    ///     resources: strata_framework_sdk::Resources::parse("cpus:1;mem:256;ports:[31000-31009]")
+    ///         .unwrap()
+    ///         .to_proto(),
+    ///     ..Default::default()
+    /// };
+    /// let task = TaskBuilder::new("web-1")
+    ///     .shell("serve --http $PORT0 --dns $PORT1")
+    ///     .cpus(0.5)
+    ///     .service("web")
+    ///     .named_port("http", 0, "tcp")
+    ///     .named_port("dns", 0, "udp")
+    ///     .build_for(&offer)
+    ///     .unwrap();
+    /// let ports = task.discovery.unwrap().ports.unwrap().ports;
+    /// assert_eq!((ports[0].name.as_str(), ports[0].number), ("http", 31000));
+    /// assert_eq!((ports[1].name.as_str(), ports[1].protocol.as_str()), ("dns", "udp"));
+    /// assert_eq!(ports[1].number, 31001);
+    /// ```
+    pub fn named_port(mut self, name: impl Into<String>, number: u16, protocol: &str) -> Self {
+        self.discovery
+            .get_or_insert_with(Default::default)
+            .ports
+            .get_or_insert_with(Default::default)
+            .ports
+            .push(v1::Port {
+                number: u32::from(number),
+                name: name.into(),
+                protocol: protocol.to_string(),
+                ..Default::default()
+            });
+        self
+    }
+
+    /// Discovery ports numbered 0: each takes a port picked from the offer.
+    fn picked_discovery_ports(&self) -> u64 {
+        self.discovery.as_ref().map_or(0, |d| {
+            strata_proto::discovery::ports(d)
+                .iter()
+                .filter(|p| p.number == 0)
+                .count() as u64
+        })
+    }
+
     /// Runs the task in a Docker container of `image` (on agents started with
     /// `--containerizers process,docker`, which advertise the attribute
     /// `containerizers` with `docker` in it). The command runs in the container:
@@ -330,10 +446,11 @@ impl TaskBuilder {
     }
 
     /// The number of ports the task takes: those requested with
-    /// [`ports`](TaskBuilder::ports), or one per port mapping when there are more.
+    /// [`ports`](TaskBuilder::ports), or one per port mapping, or one per named port
+    /// numbered 0 ([`named_port`](TaskBuilder::named_port)), whichever is most.
     pub fn port_count(&self) -> u64 {
         let mappings = self.docker.as_ref().map_or(0, |d| d.mappings.len() as u64);
-        self.ports.max(mappings)
+        self.ports.max(mappings).max(self.picked_discovery_ports())
     }
 
     /// The resources the task asks for, without the ports picked at build time.
@@ -466,7 +583,7 @@ impl TaskBuilder {
             let list: Vec<String> = ports.iter().map(u64::to_string).collect();
             environment.insert("PORTS".into(), list.join(","));
         }
-        Ok(v1::TaskInfo {
+        let task = v1::TaskInfo {
             task_id: self.id.clone(),
             name: self.name.clone().unwrap_or_else(|| self.id.clone()),
             agent_id,
@@ -489,7 +606,25 @@ impl TaskBuilder {
             data: self.data.clone(),
             container: self.container(ports)?,
             health_check: self.health_check.clone(),
-        })
+            discovery: self.discovery_info(ports),
+        };
+        strata_proto::discovery::validate(&task)
+            .map_err(|e| SdkError::InvalidArgument(e.to_string()))?;
+        Ok(task)
+    }
+
+    /// The task's DiscoveryInfo, its ports numbered 0 given the picked `ports` in order.
+    fn discovery_info(&self, ports: &[u64]) -> Option<v1::DiscoveryInfo> {
+        let mut info = self.discovery.clone()?;
+        let mut picked = ports.iter();
+        if let Some(list) = info.ports.as_mut() {
+            for port in list.ports.iter_mut().filter(|p| p.number == 0) {
+                // build() refuses tasks with ports to pick, and build_within picks
+                // port_count() >= the ports numbered 0: never runs out.
+                port.number = picked.next().map_or(0, |&p| u32::try_from(p).unwrap_or(0));
+            }
+        }
+        Some(info)
     }
 
     /// The task's ContainerInfo: `None` for a process task.
@@ -531,5 +666,151 @@ impl TaskBuilder {
             }),
             volumes: d.volumes.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(resources: &str) -> v1::Offer {
+        v1::Offer {
+            id: "o1".into(),
+            agent_id: "a1".into(),
+            resources: Resources::parse(resources).unwrap().to_proto(),
+            ..Default::default()
+        }
+    }
+
+    fn invalid(result: Result<v1::TaskInfo, SdkError>) -> String {
+        match result {
+            Err(SdkError::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_task_without_discovery_info_has_none() {
+        let task = TaskBuilder::new("t")
+            .shell("x")
+            .cpus(0.1)
+            .build("a")
+            .unwrap();
+        assert_eq!(task.discovery, None);
+    }
+
+    #[test]
+    fn service_and_named_ports_make_the_discovery_info() {
+        let task = TaskBuilder::new("web-1")
+            .shell("serve")
+            .cpus(0.1)
+            .named_port("admin", 9090, "tcp")
+            .service("web")
+            .label("team", "a")
+            .build("a")
+            .unwrap();
+        let info = task.discovery.unwrap();
+        assert_eq!(info.name, "web");
+        assert_eq!(
+            strata_proto::discovery::visibility(&info),
+            v1::discovery_info::Visibility::Cluster
+        );
+        let ports = strata_proto::discovery::ports(&info);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            (
+                ports[0].name.as_str(),
+                ports[0].number,
+                ports[0].protocol.as_str()
+            ),
+            ("admin", 9090, "tcp")
+        );
+        assert!(info.labels.is_empty(), "task labels stay the task's");
+
+        // A named port alone publishes the task under its own name.
+        let task = TaskBuilder::new("solo")
+            .shell("serve")
+            .cpus(0.1)
+            .named_port("http", 8080, "")
+            .build("a")
+            .unwrap();
+        assert_eq!(strata_proto::discovery::service_name(&task), "solo");
+    }
+
+    #[test]
+    fn ports_numbered_zero_take_the_picked_ports_in_order() {
+        // Two port mappings take two ports; the named ports follow PORT0, PORT1.
+        let task = TaskBuilder::new("web-1")
+            .docker_image("nginx")
+            .shell("nginx")
+            .cpus(0.1)
+            .port_mapping(80)
+            .port_mapping_with(53, "udp")
+            .service("web")
+            .named_port("http", 0, "tcp")
+            .named_port("fixed", 7000, "tcp")
+            .named_port("dns", 0, "udp")
+            .build_for(&offer("cpus:1;mem:64;ports:[31000-31000,31005-31010]"))
+            .unwrap();
+        let mappings = &task
+            .container
+            .as_ref()
+            .unwrap()
+            .docker
+            .as_ref()
+            .unwrap()
+            .port_mappings;
+        let info = task.discovery.unwrap();
+        let ports = strata_proto::discovery::ports(&info);
+        assert_eq!(ports[0].number, mappings[0].host_port);
+        assert_eq!(ports[0].number, 31000);
+        assert_eq!(ports[1].number, 7000);
+        assert_eq!(ports[2].number, mappings[1].host_port);
+        assert_eq!(ports[2].number, 31005);
+
+        // Named ports numbered 0 ask for ports of their own.
+        let b = TaskBuilder::new("t")
+            .shell("x")
+            .cpus(0.1)
+            .named_port("a", 0, "tcp")
+            .named_port("b", 0, "tcp");
+        assert_eq!(b.port_count(), 2);
+        let task = b.build_for(&offer("cpus:1;ports:[31000-31009]")).unwrap();
+        assert_eq!(task.command.unwrap().environment["PORTS"], "31000,31001");
+        assert!(invalid(b.build("a")).contains("build_for"));
+        match b.build_for(&offer("cpus:1;ports:[31000-31000]")) {
+            Err(SdkError::DoesNotFit { .. }) => {}
+            other => panic!("expected DoesNotFit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn discovery_replaces_and_bad_ports_fail_the_build() {
+        let task = TaskBuilder::new("t")
+            .shell("x")
+            .cpus(0.1)
+            .service("old")
+            .named_port("gone", 1, "tcp")
+            .discovery(v1::DiscoveryInfo {
+                name: "new".into(),
+                ..Default::default()
+            })
+            .build("a")
+            .unwrap();
+        let info = task.discovery.unwrap();
+        assert_eq!(info.name, "new");
+        assert!(strata_proto::discovery::ports(&info).is_empty());
+
+        let base = TaskBuilder::new("t").shell("x").cpus(0.1).service("s");
+        let e = invalid(base.clone().named_port("HTTP", 80, "tcp").build("a"));
+        assert!(e.contains("not a DNS label"), "{e}");
+        let e = invalid(base.clone().named_port("http", 80, "sctp").build("a"));
+        assert!(e.contains("protocol 'sctp' is unknown"), "{e}");
+        let e = invalid(
+            base.named_port("http", 80, "tcp")
+                .named_port("http", 81, "tcp")
+                .build("a"),
+        );
+        assert!(e.contains("used twice"), "{e}");
     }
 }

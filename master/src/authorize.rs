@@ -126,8 +126,10 @@ mod tests {
             message: String::new(),
             reason: String::new(),
             exit_status: None,
+            healthy: None,
             updated: 0.0,
             statistics: None,
+            discovery: None,
         }
     }
 

@@ -97,6 +97,12 @@ pub enum Command {
     Snapshot(oneshot::Sender<StateSnapshot>),
     /// The counters and gauges, `allocation_run_ms` filled in.
     Metrics(oneshot::Sender<Metrics>),
+    /// A new operator event stream subscriber (after `resume`, master id and seq, when
+    /// possible).
+    OperatorSubscribe {
+        resume: Option<(String, u64)>,
+        reply: oneshot::Sender<crate::events::SubscribeStart>,
+    },
     /// Whether an agent principal's certificate is revoked (its agent marked gone).
     Revoked {
         principal: String,
@@ -176,6 +182,17 @@ impl DriverHandle {
         rx.await.map_err(|_| DriverGone)
     }
 
+    /// Subscribes to the operator event stream (see [`crate::events`]).
+    pub async fn operator_subscribe(
+        &self,
+        resume: Option<(String, u64)>,
+    ) -> Result<crate::events::SubscribeStart, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::OperatorSubscribe { resume, reply })
+            .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
     /// Whether the certificate of the agent principal `principal` is revoked (its agent
     /// was marked gone): cheap, unlike a snapshot.
     pub async fn revoked(&self, principal: &str) -> Result<bool, DriverGone> {
@@ -235,6 +252,8 @@ pub struct CoreDriver {
     unsynced: bool,
     /// What waits for the store's next sync, in order (see the module docs).
     held: Vec<Held>,
+    /// The operator event stream (see [`crate::events`]).
+    events: crate::events::EventLog,
 }
 
 /// Something the driver does only once the ops persisted before it are durable.
@@ -257,6 +276,7 @@ impl CoreDriver {
     ) -> (CoreDriver, DriverHandle) {
         let ticks_per_allocation =
             (allocation_interval.as_nanos().div_ceil(TICK.as_nanos())).clamp(1, 10_000) as usize;
+        let core_master_id = core.master_id().to_string();
         let (commands_tx, commands) = mpsc::channel(COMMAND_BUFFER);
         let (disconnects_tx, disconnects) = mpsc::unbounded_channel();
         let handle = DriverHandle {
@@ -276,6 +296,7 @@ impl CoreDriver {
             ticks_per_allocation,
             unsynced: false,
             held: Vec::new(),
+            events: crate::events::EventLog::new(core_master_id),
         };
         (driver, handle)
     }
@@ -421,6 +442,16 @@ impl CoreDriver {
                 self.commit()?;
                 let _ = reply.send(self.core.snapshot());
             }
+            Command::OperatorSubscribe { resume, reply } => {
+                self.commit()?;
+                self.core.observe();
+                let core = &self.core;
+                let resume = resume.as_ref().map(|(m, s)| (m.as_str(), *s));
+                let start =
+                    self.events
+                        .subscribe(resume, || core.snapshot(), core.framework_principals());
+                let _ = reply.send(start);
+            }
             Command::Revoked { principal, reply } => {
                 let _ = reply.send(self.core.is_revoked(&principal));
             }
@@ -496,6 +527,9 @@ impl CoreDriver {
             }
             self.carry_out()?;
         }
+        // What operators watch, once what caused it is durable.
+        let observed = self.core.take_observed();
+        self.events.publish(observed);
         Ok(())
     }
 

@@ -528,6 +528,26 @@ impl v1::operator_server::Operator for OperatorService {
         self.operate(&principal, call).await
     }
 
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::OperatorEvent, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::OperatorSubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        let resume = r
+            .resume_after
+            .filter(|_| !r.resume_master_id.is_empty())
+            .map(|seq| (r.resume_master_id, seq));
+        let start = self.driver.operator_subscribe(resume).await?;
+        let (tx, rx) = mpsc::channel(OPERATOR_STREAM_BUFFER);
+        tokio::spawn(forward_events(start, principal, self.authz.clone(), tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn teardown_framework(
         &self,
         request: Request<v1::TeardownFrameworkRequest>,
@@ -557,6 +577,109 @@ impl OperatorService {
     }
 }
 
+/// Events in flight to one operator stream client.
+const OPERATOR_STREAM_BUFFER: usize = 1024;
+/// An idle operator stream gets a HEARTBEAT this often.
+const OPERATOR_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sends one subscriber its snapshot (or the events it missed), then the live events,
+/// each only if `principal` may view it (tasks and frameworks by their framework's
+/// principal, as [`crate::authorize::visible`] decides for `/state`), with a HEARTBEAT
+/// when idle. Ends when the client goes away or falls behind (it may resume).
+async fn forward_events(
+    start: crate::events::SubscribeStart,
+    principal: Principal,
+    authz: strata_security::Authorizer,
+    tx: mpsc::Sender<Result<v1::OperatorEvent, Status>>,
+) {
+    use strata_security::Action;
+    use v1::operator_event::Event;
+    let crate::events::SubscribeStart {
+        snapshot,
+        replay,
+        seq,
+        master_id,
+        mut owners,
+        mut events,
+    } = start;
+    let mut last = seq;
+    if let Some(snapshot) = snapshot {
+        let visible = crate::authorize::visible(&authz, &principal, snapshot);
+        let event = v1::OperatorEvent {
+            seq,
+            master_id: master_id.clone(),
+            event: Some(Event::Snapshot(state_response(&visible))),
+        };
+        if tx.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
+    // Whether `principal` may see `event`; keeps `owners` up to date.
+    let mut permitted = |event: &v1::OperatorEvent| -> bool {
+        let framework = |f: &v1::FrameworkState| {
+            f.info
+                .as_ref()
+                .map(|i| (i.id.clone(), i.principal.clone()))
+                .unwrap_or_default()
+        };
+        match &event.event {
+            Some(Event::TaskAdded(t)) | Some(Event::TaskUpdated(t)) => {
+                let owner = owners
+                    .get(&t.framework_id)
+                    .map(String::as_str)
+                    .unwrap_or("");
+                authz.permits(&principal, Action::ViewTasks, owner)
+            }
+            Some(Event::FrameworkAdded(f)) | Some(Event::FrameworkUpdated(f)) => {
+                let (id, owner) = framework(f);
+                let ok = authz.permits(&principal, Action::ViewFrameworks, &owner);
+                owners.insert(id, owner);
+                ok
+            }
+            Some(Event::FrameworkRemoved(id)) => {
+                let owner = owners.remove(id).unwrap_or_default();
+                authz.permits(&principal, Action::ViewFrameworks, &owner)
+            }
+            _ => true,
+        }
+    };
+    for event in replay {
+        last = event.seq;
+        if permitted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            next = events.recv() => {
+                let Some(event) = next else {
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "the event stream fell behind and was dropped: resume after seq {last}"
+                        ))))
+                        .await;
+                    return;
+                };
+                last = event.seq;
+                if permitted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(OPERATOR_HEARTBEAT) => {
+                let heartbeat = v1::OperatorEvent {
+                    seq: last,
+                    master_id: master_id.clone(),
+                    event: Some(Event::Heartbeat(v1::OperatorHeartbeat {})),
+                };
+                if tx.send(Ok(heartbeat)).await.is_err() {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+        }
+    }
+}
+
 /// The whole state as the operator API's `GetStateResponse`.
 pub fn state_response(s: &StateSnapshot) -> v1::GetStateResponse {
     v1::GetStateResponse {
@@ -568,7 +691,7 @@ pub fn state_response(s: &StateSnapshot) -> v1::GetStateResponse {
     }
 }
 
-fn agent_state(a: &AgentView) -> v1::AgentState {
+pub(crate) fn agent_state(a: &AgentView) -> v1::AgentState {
     v1::AgentState {
         info: Some(v1::AgentInfo {
             id: a.id.clone(),
@@ -594,7 +717,7 @@ fn agent_state(a: &AgentView) -> v1::AgentState {
     }
 }
 
-fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
+pub(crate) fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
     v1::FrameworkState {
         info: Some(v1::FrameworkInfo {
             id: f.id.clone(),
@@ -620,7 +743,7 @@ fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
     }
 }
 
-fn task_entry(t: &TaskView) -> v1::TaskEntry {
+pub(crate) fn task_entry(t: &TaskView) -> v1::TaskEntry {
     let state = v1::TaskState::from_str_name(&t.state).unwrap_or(v1::TaskState::Unspecified) as i32;
     v1::TaskEntry {
         task_id: t.id.clone(),
@@ -639,8 +762,10 @@ fn task_entry(t: &TaskView) -> v1::TaskEntry {
             framework_id: t.framework_id.clone(),
             timestamp: t.updated,
             exit_status: t.exit_status,
+            healthy: t.healthy,
             ..Default::default()
         }),
+        discovery: t.discovery.clone(),
     }
 }
 
@@ -752,8 +877,10 @@ mod tests {
                 message: String::new(),
                 reason: "REASON_COMMAND_EXITED".into(),
                 exit_status: None,
+                healthy: None,
                 updated: 2.0,
                 statistics: None,
+                discovery: None,
             }],
             roles: vec![RoleView {
                 name: "*".into(),

@@ -16,6 +16,7 @@
 pub mod authorize;
 pub mod core;
 pub mod driver;
+pub mod events;
 pub mod grpc;
 pub mod guard;
 pub mod http;

@@ -874,3 +874,71 @@ async fn one_principals_flood_is_rate_limited_and_others_go_on() {
     assert_ne!(second.code(), tonic::Code::ResourceExhausted, "{second}");
     master.stop().await.unwrap();
 }
+
+/// The operator event stream shows each principal what `/state` shows it: eve sees
+/// her own framework's changes, not the admin's; the admin sees both.
+#[tokio::test]
+async fn the_event_stream_shows_only_what_the_caller_may_view() {
+    use v1::operator_event::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let master = secure_master(dir.path(), Duration::from_secs(3600)).await;
+    let stream = |credential: Credential| {
+        let master = &master;
+        async move {
+            v1::operator_client::OperatorClient::with_interceptor(
+                channel(master, &client_tls(master, None)).await.unwrap(),
+                credential.interceptor(),
+            )
+            .subscribe(v1::OperatorSubscribeRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let mut eves = stream(eve()).await;
+    let mut admins = stream(admin()).await;
+    let (_admin_fw, admin_id) = subscribe_as(&master, admin()).await;
+    let (_eve_fw, eve_id) = subscribe_as(&master, eve()).await;
+    // The frameworks each stream shows, in order, until eve's appears.
+    let frameworks_until = |mut s: tonic::Streaming<v1::OperatorEvent>, last: String| async move {
+        let mut seen = Vec::new();
+        loop {
+            let event = tokio::time::timeout(WAIT, s.message())
+                .await
+                .expect("an event")
+                .unwrap()
+                .unwrap();
+            if let Some(Event::FrameworkAdded(f)) = event.event {
+                let id = f.info.unwrap().id;
+                seen.push(id.clone());
+                if id == last {
+                    return seen;
+                }
+            }
+        }
+    };
+    assert_eq!(
+        frameworks_until(eves, eve_id.clone()).await,
+        vec![eve_id.clone()]
+    );
+    assert_eq!(
+        frameworks_until(admins, eve_id.clone()).await,
+        vec![admin_id, eve_id]
+    );
+    eves = stream(eve()).await;
+    admins = stream(admin()).await;
+    let frameworks_in_snapshot = |mut s: tonic::Streaming<v1::OperatorEvent>| async move {
+        let event = tokio::time::timeout(WAIT, s.message())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        match event.event {
+            Some(Event::Snapshot(state)) => state.frameworks.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(frameworks_in_snapshot(eves).await, 1);
+    assert_eq!(frameworks_in_snapshot(admins).await, 2);
+    master.stop().await.unwrap();
+}

@@ -1,12 +1,13 @@
 //! Strata's wire contract: the generated tonic/prost code for the scheduler, agent and
 //! operator APIs (`v1`), plus the pieces every crate needs to read that wire data
 //! safely: fixed-point [`Resources`] maths and validation, the [`limits`] on every
-//! message and field, validation of containers and health checks, the one rule for
+//! message and field, validation of containers, health checks and discovery info, the one rule for
 //! task and framework ids ([`validate`]), the one duration syntax of flags and config
 //! ([`duration`]), and task-state helpers.
 #![forbid(unsafe_code)]
 
 pub mod container;
+pub mod discovery;
 pub mod duration;
 pub mod health;
 pub mod limits;

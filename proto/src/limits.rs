@@ -76,6 +76,8 @@ pub const MAX_OFFERS_PER_CALL: usize = 1024;
 /// or implicitly with none). Each named task is one answer built on the master's one
 /// driver: 55,000 named tasks stalled it about 50 ms (`strata-bench stall`).
 pub const MAX_TASKS_PER_RECONCILE: usize = 4096;
+/// Ports of one task's discovery info (`TaskInfo.discovery.ports`).
+pub const MAX_DISCOVERY_PORTS: usize = 64;
 /// Entries of one list of resources (an agent's, a task's).
 pub const MAX_RESOURCES: usize = 64;
 /// Ranges of one range resource (`ports:[31000-31010,31020-31030]` has two).
@@ -152,6 +154,30 @@ pub fn check_labels(labels: &HashMap<String, String>) -> Result<(), LimitError> 
     Ok(())
 }
 
+/// Checks a task's discovery info: its names (service name, environment, location,
+/// version) as names, its labels and each port's labels as a task's labels, and at
+/// most [`MAX_DISCOVERY_PORTS`] ports with names and protocols of at most
+/// [`MAX_NAME_BYTES`] (what the values may be is [`crate::discovery::validate`]'s).
+pub fn check_discovery_info(info: &v1::DiscoveryInfo) -> Result<(), LimitError> {
+    check_len("discovery name", &info.name, MAX_NAME_BYTES)?;
+    check_len("discovery environment", &info.environment, MAX_NAME_BYTES)?;
+    check_len("discovery location", &info.location, MAX_NAME_BYTES)?;
+    check_len("discovery version", &info.version, MAX_NAME_BYTES)?;
+    check_labels(&info.labels)?;
+    let ports = crate::discovery::ports(info);
+    check_count(
+        "the discovery info's list of ports",
+        ports.len(),
+        MAX_DISCOVERY_PORTS,
+    )?;
+    for port in ports {
+        check_len("a discovery port name", &port.name, MAX_NAME_BYTES)?;
+        check_len("a discovery port protocol", &port.protocol, MAX_NAME_BYTES)?;
+        check_labels(&port.labels)?;
+    }
+    Ok(())
+}
+
 /// Checks a list of role names: how many, and the bytes of each.
 pub fn check_roles(what: &'static str, roles: &[String]) -> Result<(), LimitError> {
     check_count(what, roles.len(), MAX_ROLES)?;
@@ -194,6 +220,9 @@ pub fn check_task_info(task: &v1::TaskInfo) -> Result<(), LimitError> {
     check_len("task agent_id", &task.agent_id, MAX_ID_BYTES)?;
     check_resources(&task.resources)?;
     check_labels(&task.labels)?;
+    if let Some(discovery) = &task.discovery {
+        check_discovery_info(discovery)?;
+    }
     let len = prost::Message::encoded_len(task);
     if len > MAX_TASK_BYTES {
         return Err(LimitError::TooLong {
@@ -305,6 +334,86 @@ mod tests {
         assert!(
             len * 8 < MAX_MESSAGE_BYTES,
             "a maximal offer is {len} bytes"
+        );
+    }
+
+    #[test]
+    fn discovery_info_is_bounded_as_names_and_labels() {
+        let port = |name: String| v1::Port {
+            number: 31000,
+            name,
+            protocol: "tcp".into(),
+            ..Default::default()
+        };
+        let task = |info: v1::DiscoveryInfo| v1::TaskInfo {
+            task_id: "t".into(),
+            discovery: Some(info),
+            ..Default::default()
+        };
+        let most = v1::DiscoveryInfo {
+            name: "n".repeat(MAX_NAME_BYTES),
+            environment: "e".repeat(MAX_NAME_BYTES),
+            location: "l".repeat(MAX_NAME_BYTES),
+            version: "v".repeat(MAX_NAME_BYTES),
+            labels: (0..MAX_LABELS)
+                .map(|i| (format!("{i:k>253}"), "v".repeat(64)))
+                .collect(),
+            ports: Some(v1::Ports {
+                ports: (0..MAX_DISCOVERY_PORTS)
+                    .map(|i| port(format!("p{i}")))
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(check_task_info(&task(most.clone())), Ok(()));
+
+        let mut long_name = most.clone();
+        long_name.name.push('n');
+        assert_eq!(
+            check_task_info(&task(long_name)).unwrap_err().to_string(),
+            "discovery name is 1025 bytes; the limit is 1024"
+        );
+        let mut long_version = most.clone();
+        long_version.version.push('v');
+        assert!(check_task_info(&task(long_version)).is_err());
+
+        let mut many_ports = most.clone();
+        many_ports
+            .ports
+            .as_mut()
+            .unwrap()
+            .ports
+            .push(port("one-more".into()));
+        assert_eq!(
+            check_task_info(&task(many_ports)).unwrap_err().to_string(),
+            "the discovery info's list of ports has 65 entries; the limit is 64"
+        );
+
+        let mut many_labels = most.clone();
+        many_labels.labels.insert("one-more".into(), String::new());
+        assert_eq!(
+            check_task_info(&task(many_labels)).unwrap_err().to_string(),
+            "the map of labels has 129 entries; the limit is 128"
+        );
+
+        let mut long_port_name = most.clone();
+        long_port_name.ports.as_mut().unwrap().ports[3].name = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            check_task_info(&task(long_port_name))
+                .unwrap_err()
+                .to_string(),
+            "a discovery port name is 1025 bytes; the limit is 1024"
+        );
+
+        let mut long_port_label = most;
+        long_port_label.ports.as_mut().unwrap().ports[0]
+            .labels
+            .insert("k".into(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1));
+        assert_eq!(
+            check_task_info(&task(long_port_label))
+                .unwrap_err()
+                .to_string(),
+            "a label value is 4097 bytes; the limit is 4096"
         );
     }
 

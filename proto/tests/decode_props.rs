@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use prost::Message;
 use strata_proto::v1;
-use strata_proto::{Resources, container, duration, health, limits, validate};
+use strata_proto::{Resources, container, discovery, duration, health, limits, validate};
 
 // ---- what the code does with decoded messages ----
 
@@ -57,6 +57,17 @@ fn check_task_info(task: &v1::TaskInfo) {
     if let Some(check) = &task.health_check {
         check_health(check);
     }
+    if let Err(e) = discovery::validate(task) {
+        let _ = e.to_string();
+    }
+    if let Some(info) = &task.discovery {
+        let _ = discovery::visibility(info);
+        for port in discovery::ports(info) {
+            let _ = discovery::port_visibility(info, port);
+            let _ = discovery::protocol(port);
+        }
+    }
+    let _ = discovery::service_name(task);
 }
 
 fn check_health(check: &v1::HealthCheck) {
@@ -406,6 +417,42 @@ fn container_info() -> impl Strategy<Value = v1::ContainerInfo> {
         })
 }
 
+fn discovery_info() -> impl Strategy<Value = v1::DiscoveryInfo> {
+    let port = (
+        prop_oneof![Just(0u32), 1u32..70_000, any::<u32>()],
+        text(),
+        prop_oneof![Just(String::new()), Just("tcp".to_string()), text()],
+        -1i32..5,
+        prop::collection::hash_map(text(), text(), 0..2),
+    )
+        .prop_map(|(number, name, protocol, visibility, labels)| v1::Port {
+            number,
+            name,
+            protocol,
+            visibility,
+            labels,
+        });
+    (
+        -1i32..5,
+        (text(), text(), text(), text()),
+        prop::option::of(prop::collection::vec(port, 0..4)),
+        prop::collection::hash_map(text(), text(), 0..2),
+    )
+        .prop_map(
+            |(visibility, (name, environment, location, version), ports, labels)| {
+                v1::DiscoveryInfo {
+                    visibility,
+                    name,
+                    environment,
+                    location,
+                    version,
+                    ports: ports.map(|ports| v1::Ports { ports }),
+                    labels,
+                }
+            },
+        )
+}
+
 fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
     (
         (text(), text(), text()),
@@ -415,9 +462,19 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
         prop::collection::hash_map(text(), text(), 0..3),
         prop::option::of(container_info()),
         prop::option::of(health_check()),
+        prop::option::of(discovery_info()),
     )
         .prop_map(
-            |((task_id, name, agent_id), resources, command, kill, labels, container, hc)| {
+            |(
+                (task_id, name, agent_id),
+                resources,
+                command,
+                kill,
+                labels,
+                container,
+                hc,
+                discovery,
+            )| {
                 v1::TaskInfo {
                     task_id,
                     name,
@@ -436,6 +493,7 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
                     data: vec![],
                     container,
                     health_check: hc,
+                    discovery,
                 }
             },
         )
@@ -491,6 +549,23 @@ fn seeds() -> Vec<Vec<u8>> {
             timeout_seconds: Some(3.0),
             grace_period_seconds: Some(4.0),
             consecutive_failures: Some(5),
+        }),
+        discovery: Some(v1::DiscoveryInfo {
+            visibility: 2,
+            name: "web".into(),
+            environment: "prod".into(),
+            location: "zone-a".into(),
+            version: "3".into(),
+            ports: Some(v1::Ports {
+                ports: vec![v1::Port {
+                    number: 31000,
+                    name: "http".into(),
+                    protocol: "tcp".into(),
+                    visibility: 3,
+                    labels: [("k".to_string(), "v".to_string())].into(),
+                }],
+            }),
+            labels: [("l".to_string(), "v".to_string())].into(),
         }),
     };
     let framework = v1::FrameworkInfo {
@@ -597,6 +672,7 @@ fn seeds() -> Vec<Vec<u8>> {
             state: 3,
             resources: task.resources.clone(),
             last_status: Some(status.clone()),
+            discovery: task.discovery.clone(),
         }],
         roles: vec![],
     };

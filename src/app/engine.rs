@@ -15,7 +15,7 @@ use super::plan::{self, Plan};
 use super::records::{
     AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
 };
-use super::spec::{AppSpec, PortSpec, SpecError};
+use super::spec::{AppSpec, PlacementStrategy, PortSpec, SpecError};
 use super::view::{AppTaskView, AppView, DeploymentView, TaskFailureView};
 
 /// How long declined offers stay away (revive brings them back when demand changes).
@@ -720,6 +720,8 @@ impl Engine {
         let mut unmet: HashMap<String, String> = HashMap::new();
         let mut placed_any: HashMap<String, bool> = HashMap::new();
         let mut unused = Vec::new();
+        // The round's offers: each with what is left of it and the tasks placed on it.
+        let mut slots: Vec<Slot> = Vec::new();
         for offer in offers {
             let Ok(mut available) = offer_resources(&offer) else {
                 unused.push(offer.id.clone());
@@ -737,18 +739,30 @@ impl Engine {
                     .map(|a| (a.name.clone(), a.value.clone()))
                     .collect(),
             };
-            let mut launched: Vec<v1::TaskInfo> = Vec::new();
+            slots.push(Slot {
+                offer,
+                placement,
+                available,
+                launched: Vec::new(),
+            });
+        }
+        // Apps placed with `spread`: every instance where the app has the fewest,
+        // looking at all of the round's offers.
+        let spread = self.place_spread(&mut wanted, &mut slots, &mut unmet, &mut placed_any, now);
+        // Apps placed with `pack`: first fit, offer after offer.
+        for slot in slots.iter_mut() {
             // Round robin over the apps until nothing more fits on this offer.
             loop {
                 let mut progress = false;
                 for (app_id, left) in wanted.iter_mut() {
-                    if *left == 0 {
+                    if *left == 0 || spread.contains(app_id.as_str()) {
                         continue;
                     }
-                    match self.try_place(app_id, &offer, &placement, &available, now) {
+                    match self.try_place(app_id, &slot.offer, &slot.placement, &slot.available, now)
+                    {
                         Ok((task, used)) => {
-                            available.subtract(&used);
-                            launched.push(task);
+                            slot.available.subtract(&used);
+                            slot.launched.push(task);
                             *left -= 1;
                             progress = true;
                             placed_any.insert(app_id.clone(), true);
@@ -764,12 +778,14 @@ impl Engine {
                     break;
                 }
             }
-            if launched.is_empty() {
-                unused.push(offer.id.clone());
+        }
+        for slot in slots {
+            if slot.launched.is_empty() {
+                unused.push(slot.offer.id.clone());
             } else {
                 actions.push(Action::Launch {
-                    offer_id: offer.id.clone(),
-                    tasks: launched,
+                    offer_id: slot.offer.id.clone(),
+                    tasks: slot.launched,
                 });
             }
         }
@@ -797,6 +813,83 @@ impl Engine {
         }
         actions.extend(self.tick(now));
         actions
+    }
+
+    /// Places the instances wanted by the apps with `spread` placement on the round's
+    /// offers (`slots`), one instance per app in turn: each goes to the offer whose
+    /// spread value (the `spread` field's, or the agent when unset) has the fewest of
+    /// the app's current tasks, then whose agent has the fewest, then the first offer.
+    /// An offer where an instance does not fit or a constraint forbids it is not tried
+    /// again for that app this round (what is left only shrinks, constraints only
+    /// tighten). Deterministic: it depends on the offers' order, not on hashing.
+    /// Returns the ids of the apps it placed for (the spread apps).
+    fn place_spread(
+        &mut self,
+        wanted: &mut [(String, u32)],
+        slots: &mut [Slot],
+        unmet: &mut HashMap<String, String>,
+        placed_any: &mut HashMap<String, bool>,
+        now: f64,
+    ) -> std::collections::HashSet<String> {
+        let mut spreading: Vec<Option<Spreading>> = wanted
+            .iter()
+            .map(|(app_id, _)| {
+                let app = self.apps.get(app_id)?;
+                if app.spec.placement != PlacementStrategy::Spread {
+                    return None;
+                }
+                // The app's current tasks (a rolling update spreads the new version).
+                let current = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.app_id == *app_id && !t.is_killing() && t.version == app.version);
+                let s = Spreading::new(app.spec.spread.as_deref(), slots, current);
+                Some(s)
+            })
+            .collect();
+        let ids = wanted
+            .iter()
+            .zip(&spreading)
+            .filter(|(_, s)| s.is_some())
+            .map(|((id, _), _)| id.clone())
+            .collect();
+        loop {
+            let mut progress = false;
+            for ((app_id, left), s) in wanted.iter_mut().zip(spreading.iter_mut()) {
+                let Some(s) = s else { continue };
+                if *left == 0 {
+                    continue;
+                }
+                while let Some(i) = (0..slots.len())
+                    .filter(|&i| !s.tried[i])
+                    .min_by_key(|&i| (s.rank(i), i))
+                {
+                    let slot = &mut slots[i];
+                    match self.try_place(app_id, &slot.offer, &slot.placement, &slot.available, now)
+                    {
+                        Ok((task, used)) => {
+                            slot.available.subtract(&used);
+                            slot.launched.push(task);
+                            s.placed(i);
+                            *left -= 1;
+                            progress = true;
+                            placed_any.insert(app_id.clone(), true);
+                            break;
+                        }
+                        Err(reason) => {
+                            if let Some(r) = reason {
+                                unmet.insert(app_id.clone(), r);
+                            }
+                            s.tried[i] = true;
+                        }
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        ids
     }
 
     /// Places one task of `app_id` on the offer: Ok(task, resources used), or
@@ -1061,6 +1154,93 @@ impl Engine {
     }
 }
 
+/// One offer of a round: what is left of it, and the tasks placed on it so far.
+struct Slot {
+    offer: v1::Offer,
+    placement: Placement,
+    available: Resources,
+    launched: Vec<v1::TaskInfo>,
+}
+
+/// Where one app's current tasks are, for `spread` placement in one offer round:
+/// counted per value of the spread field and per agent, for the values and agents of
+/// the round's offers (tasks elsewhere do not change the choice).
+struct Spreading {
+    /// Each offer's value of the field (its agent's id when spreading by agent;
+    /// agents lacking the attribute share one value, as in Docker Swarm), as an index
+    /// into `by_value`.
+    value_of: Vec<usize>,
+    /// Each offer's agent, as an index into `by_agent`.
+    agent_of: Vec<usize>,
+    by_value: Vec<u32>,
+    by_agent: Vec<u32>,
+    /// Offers (by index) already found unfit for the app this round.
+    tried: Vec<bool>,
+}
+
+impl Spreading {
+    /// `field` is the spec's `spread` (`None`: by agent); `tasks` the app's tasks.
+    fn new<'t>(
+        field: Option<&str>,
+        slots: &[Slot],
+        tasks: impl Iterator<Item = &'t TaskRecord>,
+    ) -> Spreading {
+        let mut values: HashMap<Option<&str>, usize> = HashMap::new();
+        let mut agents: HashMap<&str, usize> = HashMap::new();
+        let mut value_of = Vec::with_capacity(slots.len());
+        let mut agent_of = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let agent = slot.offer.agent_id.as_str();
+            let value = match field {
+                None => Some(agent),
+                Some(f) => slot.placement.field(f),
+            };
+            let next = values.len();
+            value_of.push(*values.entry(value).or_insert(next));
+            let next = agents.len();
+            agent_of.push(*agents.entry(agent).or_insert(next));
+        }
+        let mut by_value = vec![0; values.len()];
+        let mut by_agent = vec![0; agents.len()];
+        for t in tasks {
+            // As `Placement::field` reads it.
+            let value = match field {
+                None => Some(t.agent_id.as_str()),
+                Some("hostname") => Some(t.hostname.as_str()),
+                Some(f) => t.attributes.get(f).map(String::as_str),
+            };
+            if let Some(&v) = values.get(&value) {
+                by_value[v] += 1;
+            }
+            if let Some(&a) = agents.get(t.agent_id.as_str()) {
+                by_agent[a] += 1;
+            }
+        }
+        Spreading {
+            value_of,
+            agent_of,
+            by_value,
+            by_agent,
+            tried: vec![false; slots.len()],
+        }
+    }
+
+    /// For offer `i`, lower is preferred: the app's tasks at the offer's value, then
+    /// on its agent.
+    fn rank(&self, i: usize) -> (u32, u32) {
+        (
+            self.by_value[self.value_of[i]],
+            self.by_agent[self.agent_of[i]],
+        )
+    }
+
+    /// An instance was placed on offer `i`.
+    fn placed(&mut self, i: usize) {
+        self.by_value[self.value_of[i]] += 1;
+        self.by_agent[self.agent_of[i]] += 1;
+    }
+}
+
 /// The scalar resources one task of the app needs (ports are added per offer).
 fn needs_of(spec: &AppSpec) -> Resources {
     let mut r = Resources::new();
@@ -1240,6 +1420,45 @@ fn build_task(
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     labels.insert("strata.app".into(), spec.id.clone());
     labels.insert("strata.version".into(), app.version.clone());
+    // Discovery (issue 15): the app id is the service; one port per spec port, on the
+    // host port the task got, named as the spec names it (lower-cased) or portN.
+    let mut discovery_ports: Vec<v1::Port> = Vec::new();
+    for (i, host) in ports.iter().enumerate() {
+        let (name, protocol) = match spec.ports.get(i) {
+            Some(PortSpec::Mapping(m)) => (m.name.clone(), m.protocol.clone()),
+            _ => (None, None),
+        };
+        let protocol = protocol.unwrap_or_else(|| "tcp".to_string());
+        let taken = |n: &str| {
+            discovery_ports
+                .iter()
+                .any(|p| p.name == n && p.protocol == protocol)
+        };
+        let name = name
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| strata_proto::discovery::is_port_name(n) && !taken(n.as_str()))
+            .unwrap_or_else(|| format!("port{i}"));
+        let name = if taken(name.as_str()) {
+            String::new()
+        } else {
+            name
+        };
+        discovery_ports.push(v1::Port {
+            number: u32::from(*host),
+            name,
+            protocol,
+            ..Default::default()
+        });
+    }
+    let discovery = v1::DiscoveryInfo {
+        visibility: v1::discovery_info::Visibility::Cluster as i32,
+        name: spec.id.clone(),
+        version: app.version.clone(),
+        ports: Some(v1::Ports {
+            ports: discovery_ports,
+        }),
+        ..Default::default()
+    };
     v1::TaskInfo {
         task_id: task_id.to_string(),
         name: spec.id.clone(),
@@ -1253,6 +1472,7 @@ fn build_task(
         data: vec![],
         container,
         health_check,
+        discovery: Some(discovery),
     }
 }
 
@@ -1562,6 +1782,253 @@ mod tests {
         assert!(offered.contains(&both));
     }
 
+    /// Launched tasks per agent id.
+    fn per_agent(tasks: &[v1::TaskInfo]) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for t in tasks {
+            *out.entry(t.agent_id.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn zoned(id: &str, agent: &str, cpus: f64, zone: &str) -> v1::Offer {
+        let mut o = offer(id, agent, agent, cpus);
+        o.attributes = vec![v1::Attribute {
+            name: "zone".into(),
+            value: zone.into(),
+        }];
+        o
+    }
+
+    #[test]
+    fn instances_are_spread_across_agents_by_default() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 4, "cpus": 1, "mem": 64});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let offers = vec![offer("o1", "ag1", "h1", 4.0), offer("o2", "ag2", "h2", 4.0)];
+        let actions = c.offers(offers, 2.0);
+        let tasks = launched(&actions);
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 2), ("ag2", 2)]));
+        // One launch per offer, nothing declined.
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Launch { .. }))
+                .count(),
+            2
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Decline { .. })));
+        // A scale counts the tasks already running: the next two go one per agent,
+        // and an odd one goes to the first offer of the agents with the fewest.
+        c.scale("a", 7, 3.0).unwrap();
+        let offers = vec![offer("o3", "ag2", "h2", 2.0), offer("o4", "ag1", "h1", 2.0)];
+        let tasks = launched(&c.offers(offers, 4.0));
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 1), ("ag2", 2)]));
+    }
+
+    /// Tasks placed in earlier rounds count: an agent seen for the first time gets
+    /// the new instances, never a second one while it has fewer.
+    #[test]
+    fn spread_evens_out_with_the_tasks_already_placed() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 2, "cpus": 1, "mem": 64});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        // Only ag1 is offered: both go there.
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 2)]));
+        c.scale("a", 5, 3.0).unwrap();
+        let offers = vec![offer("o2", "ag1", "h1", 2.0), offer("o3", "ag2", "h2", 4.0)];
+        let tasks = launched(&c.offers(offers, 4.0));
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 1), ("ag2", 2)]));
+    }
+
+    /// An agent where an instance does not fit, or that a constraint rules out, is
+    /// passed over for the next best; the constraints still apply.
+    #[test]
+    fn spread_goes_where_it_fits_and_the_constraints_allow() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 4, "cpus": 1, "mem": 64});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let offers = vec![offer("o1", "ag1", "h1", 1.0), offer("o2", "ag2", "h2", 4.0)];
+        let tasks = launched(&c.offers(offers, 2.0));
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 1), ("ag2", 3)]));
+
+        let app = serde_json::json!({"id": "m", "cmd": "x", "instances": 5, "cpus": 0.5,
+            "mem": 64, "constraints": ["hostname MAX_PER 2"]});
+        c.deploy(spec(app), false, 3.0).unwrap();
+        let offers = vec![
+            offer("o3", "ag1", "h1", 4.0),
+            offer("o4", "ag2", "h2", 4.0),
+            offer("o5", "ag3", "h3", 4.0),
+        ];
+        let tasks = launched(&c.offers(offers, 4.0));
+        assert_eq!(
+            per_agent(&tasks),
+            counts(&[("ag1", 2), ("ag2", 2), ("ag3", 1)])
+        );
+        // Only h1 and h2 are offered, and each has its two: nothing is placed, and
+        // the app says why.
+        c.scale("m", 7, 5.0).unwrap();
+        let offers = vec![offer("o6", "ag1", "h1", 4.0), offer("o7", "ag2", "h2", 4.0)];
+        let tasks = launched(&c.offers(offers, 6.0));
+        assert!(tasks.is_empty(), "{tasks:?}");
+        let waiting = c.app_view("m", 6.0).unwrap().deployment.unwrap().waiting;
+        assert!(waiting.contains("hostname MAX_PER 2"), "{waiting}");
+    }
+
+    /// A rolling update spreads the new version: the old tasks, on their way out,
+    /// do not count. Changing the placement is an update like any other change.
+    #[test]
+    fn an_update_spreads_the_new_version() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "a", "cmd": "x", "instances": 2, "cpus": 1,
+            "mem": 64, "placement": "pack"});
+        c.deploy(spec(app.clone()), false, 1.0).unwrap();
+        let offers = vec![offer("o1", "ag1", "h1", 4.0), offer("o2", "ag2", "h2", 4.0)];
+        let old = launched(&c.offers(offers, 2.0));
+        assert_eq!(per_agent(&old), counts(&[("ag1", 2)]));
+        for t in &old {
+            c.status(&status(&t.task_id, TaskState::TaskRunning), 3.0);
+        }
+        let version = c.app_view("a", 3.0).unwrap().version;
+        let mut spread = app;
+        spread["placement"] = "spread".into();
+        let (view, _) = c.deploy(spec(spread), false, 4.0).unwrap();
+        assert_ne!(view.version, version, "a new version");
+        assert_eq!(view.deployment.unwrap().kind, "update");
+        let offers = vec![offer("o3", "ag1", "h1", 2.0), offer("o4", "ag2", "h2", 4.0)];
+        let new = launched(&c.offers(offers, 5.0));
+        assert_eq!(per_agent(&new), counts(&[("ag1", 1), ("ag2", 1)]));
+    }
+
+    #[test]
+    fn spread_by_an_attribute_balances_its_values_then_the_agents() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "z", "cmd": "x", "instances": 4, "cpus": 1,
+            "mem": 64, "spread": "zone"});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let offers = vec![
+            zoned("o1", "a1", 4.0, "a"),
+            zoned("o2", "a2", 4.0, "a"),
+            zoned("o3", "b1", 4.0, "b"),
+        ];
+        let tasks = launched(&c.offers(offers, 2.0));
+        // Zone a: one on each of its agents; zone b: two on its only agent.
+        assert_eq!(
+            per_agent(&tasks),
+            counts(&[("a1", 1), ("a2", 1), ("b1", 2)])
+        );
+        // Six: three per zone.
+        c.scale("z", 6, 3.0).unwrap();
+        let offers = vec![
+            zoned("o4", "a1", 4.0, "a"),
+            zoned("o5", "a2", 4.0, "a"),
+            zoned("o6", "b1", 4.0, "b"),
+        ];
+        let tasks = launched(&c.offers(offers, 4.0));
+        assert_eq!(per_agent(&tasks), counts(&[("a1", 1), ("b1", 1)]));
+    }
+
+    /// Many instances over many offers in one round: even, and quick.
+    #[test]
+    fn spread_of_many_instances_over_many_offers_is_even() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "many", "cmd": "x", "instances": 2000,
+            "cpus": 0.1, "mem": 16, "ports": [0]});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let offers: Vec<v1::Offer> = (0..200)
+            .map(|i| {
+                let mut o = offer(&format!("o{i}"), &format!("ag{i:03}"), "h", 4.0);
+                o.resources = Resources::parse("cpus:4;mem:4096;ports:[31000-31100]")
+                    .unwrap()
+                    .to_proto();
+                o
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let tasks = launched(&c.offers(offers, 2.0));
+        let took = started.elapsed();
+        assert_eq!(tasks.len(), 2000);
+        let per = per_agent(&tasks);
+        assert_eq!(per.len(), 200);
+        assert!(per.values().all(|&n| n == 10), "{per:?}");
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn pack_fills_the_first_offer_first() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "p", "cmd": "x", "instances": 4, "cpus": 1,
+            "mem": 64, "placement": "pack"});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let offers = vec![offer("o1", "ag1", "h1", 4.0), offer("o2", "ag2", "h2", 4.0)];
+        let actions = c.offers(offers, 2.0);
+        assert_eq!(per_agent(&launched(&actions)), counts(&[("ag1", 4)]));
+        assert!(actions.contains(&Action::Decline {
+            offer_ids: vec!["o2".into()],
+            refuse_seconds: DECLINE_REFUSE_SECONDS,
+        }));
+        // When the first is full, the next.
+        c.scale("p", 6, 3.0).unwrap();
+        let offers = vec![offer("o3", "ag1", "h1", 1.0), offer("o4", "ag2", "h2", 4.0)];
+        let tasks = launched(&c.offers(offers, 4.0));
+        assert_eq!(per_agent(&tasks), counts(&[("ag1", 1), ("ag2", 1)]));
+    }
+
+    /// Spread and pack apps share a round: each is placed its own way.
+    #[test]
+    fn spread_and_pack_apps_in_one_round() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        for (id, placement) in [("p", "pack"), ("s", "spread")] {
+            let app = serde_json::json!({"id": id, "cmd": "x", "instances": 2, "cpus": 1,
+                "mem": 64, "placement": placement});
+            c.deploy(spec(app), false, 1.0).unwrap();
+        }
+        let offers = vec![offer("o1", "ag1", "h1", 4.0), offer("o2", "ag2", "h2", 4.0)];
+        let tasks = launched(&c.offers(offers, 2.0));
+        let of = |app: &str| {
+            let mine: Vec<v1::TaskInfo> = tasks.iter().filter(|t| t.name == app).cloned().collect();
+            per_agent(&mine)
+        };
+        assert_eq!(of("p"), counts(&[("ag1", 2)]));
+        assert_eq!(of("s"), counts(&[("ag1", 1), ("ag2", 1)]));
+    }
+
+    #[test]
+    fn bad_placement_and_spread_are_refused_with_the_field_named() {
+        for (bad, field) in [
+            (serde_json::json!({"placement": "binpack"}), "placement"),
+            (serde_json::json!({"placement": ""}), "placement"),
+            (serde_json::json!({"placement": null}), "placement"),
+            (serde_json::json!({"spread": ""}), "spread"),
+            (serde_json::json!({"spread": "my zone"}), "spread"),
+            (serde_json::json!({"spread": 3}), "spread"),
+            (
+                serde_json::json!({"placement": "pack", "spread": "zone"}),
+                "spread",
+            ),
+        ] {
+            let mut app = serde_json::json!({"id": "a", "cmd": "x"});
+            for (k, v) in bad.as_object().unwrap() {
+                app[k] = v.clone();
+            }
+            let err = AppSpec::from_json(app).unwrap_err();
+            assert_eq!(err.field, field, "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn accepted_resource_roles_limit_what_tasks_use() {
         let mut c = Engine::default().with_role("web");
@@ -1610,5 +2077,42 @@ mod tests {
             };
             assert_eq!(used, Resources::parse(want).unwrap(), "{}", t.task_id);
         }
+    }
+
+    #[test]
+    fn every_task_carries_discovery_info_with_the_specs_ports() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "web", "cmd": "x", "cpus": 1, "ports": [
+            {"host_port": 0, "name": "HTTP"}, 31005,
+            {"host_port": 0, "name": "dns", "protocol": "udp"},
+            {"host_port": 0, "name": "not_a_label"}]});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        let task = &tasks[0];
+        assert_eq!(strata_proto::discovery::validate(task), Ok(()));
+        let env = &task.command.as_ref().unwrap().environment;
+        let info = task.discovery.as_ref().unwrap();
+        assert_eq!(info.name, "web");
+        assert_eq!(
+            info.visibility,
+            v1::discovery_info::Visibility::Cluster as i32
+        );
+        assert_eq!(info.version, env["STRATA_APP_VERSION"]);
+        let ports: Vec<(String, String, String)> = strata_proto::discovery::ports(info)
+            .iter()
+            .map(|p| (p.name.clone(), p.number.to_string(), p.protocol.clone()))
+            .collect();
+        let want: Vec<(String, String, String)> = [
+            ("http", "PORT0", "tcp"),
+            ("port1", "PORT1", "tcp"),
+            ("dns", "PORT2", "udp"),
+            ("port3", "PORT3", "tcp"),
+        ]
+        .iter()
+        .map(|(n, p, proto)| (n.to_string(), env[*p].clone(), proto.to_string()))
+        .collect();
+        assert_eq!(ports, want);
+        assert_eq!(env["PORT1"], "31005");
     }
 }

@@ -47,6 +47,15 @@ pub struct AppSpec {
     /// Placement constraints, e.g. `hostname UNIQUE` or `["rack", "CLUSTER", "a"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
+    /// How instances are placed among the agents that fit and satisfy the
+    /// constraints: `spread` (default) or `pack` (first fit).
+    #[serde(default)]
+    pub placement: PlacementStrategy,
+    /// With `placement: spread`: the field to spread across, `hostname` or an agent
+    /// attribute (e.g. `zone`), then across agents within each value. Unset: across
+    /// agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheckSpec>,
     #[serde(default)]
@@ -69,6 +78,27 @@ pub struct AppSpec {
     /// framework's role (its reservations). Unset: both, reservations first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_resource_roles: Option<Vec<String>>,
+}
+
+/// Where an app's instances go among the agents that fit and satisfy its constraints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementStrategy {
+    /// Balanced: a new instance goes where the app has the fewest instances (by the
+    /// spec's `spread` field, then by agent), as Docker Swarm places by default.
+    #[default]
+    Spread,
+    /// First fit: instances fill the first offer that fits before the next.
+    Pack,
+}
+
+impl PlacementStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementStrategy::Spread => "spread",
+            PlacementStrategy::Pack => "pack",
+        }
+    }
 }
 
 /// One port: a number (the host port; 0 = any offered port) or a mapping.
@@ -482,6 +512,7 @@ impl AppSpec {
                 return Err(SpecError::new(format!("constraints[{i}]"), reason));
             }
         }
+        self.validate_spread()?;
         for (i, check) in self.health_checks.iter().enumerate() {
             check.validate(&format!("health_checks[{i}]"), self.ports.len())?;
         }
@@ -569,6 +600,37 @@ impl AppSpec {
             && image.trim().is_empty()
         {
             return Err(SpecError::new("image", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `spread` names a field (`hostname` or an attribute), only with `spread`
+    /// placement.
+    fn validate_spread(&self) -> Result<(), SpecError> {
+        let Some(field) = &self.spread else {
+            return Ok(());
+        };
+        if self.placement != PlacementStrategy::Spread {
+            return Err(SpecError::new(
+                "spread",
+                format!(
+                    "only with placement spread (placement is {})",
+                    self.placement.as_str()
+                ),
+            ));
+        }
+        if field.is_empty() {
+            return Err(SpecError::new(
+                "spread",
+                "must not be empty: hostname or an agent attribute name (leave it out to \
+                 spread across agents)",
+            ));
+        }
+        if field.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SpecError::new(
+                "spread",
+                format!("{field:?} is not a field name: hostname or an agent attribute name"),
+            ));
         }
         Ok(())
     }
@@ -1082,6 +1144,8 @@ constraints:
   - ["rack", "MAX_PER", "2"]
   - zone like eu-(west|north) [0-9]
   - [disk, UNLIKE, "hdd|tape"]
+placement: spread
+spread: zone
 health_checks:
   - protocol: http
     path: /healthz
@@ -1168,6 +1232,8 @@ accepted_resource_roles: ["*", web]
                 c("zone", like("eu-(west|north) [0-9]")),
                 c("disk", unlike("hdd|tape")),
             ],
+            placement: PlacementStrategy::Spread,
+            spread: Some("zone".into()),
             health_checks: vec![HealthCheckSpec {
                 path: Some("/healthz".into()),
                 delay_seconds: 5.0,
@@ -2039,6 +2105,66 @@ accepted_resource_roles: ["*", web]
         ] {
             assert_eq!(Pattern::new(ok).unwrap().problem(), None, "{ok}");
         }
+    }
+
+    #[test]
+    fn placement_defaults_to_spread_across_agents_and_round_trips() {
+        let spec = base();
+        assert_eq!(
+            (spec.placement, spec.spread),
+            (PlacementStrategy::Spread, None)
+        );
+        let value = serde_json::to_value(base()).unwrap();
+        assert_eq!(value["placement"], "spread");
+        assert!(value.get("spread").is_none(), "{value}");
+        let spec = AppSpec::parse("id: app\ncmd: x\nplacement: pack\n").unwrap();
+        assert_eq!(spec.placement, PlacementStrategy::Pack);
+        let value = serde_json::to_value(&spec).unwrap();
+        assert_eq!(value["placement"], "pack");
+        assert_eq!(AppSpec::from_json(value).unwrap(), spec);
+        let spec =
+            AppSpec::from_json(serde_json::json!({"id": "app", "cmd": "x", "spread": "hostname"}))
+                .unwrap();
+        assert_eq!(spec.spread.as_deref(), Some("hostname"));
+        let yaml = serde_yaml::to_string(&spec).unwrap();
+        assert!(yaml.contains("spread: hostname"), "{yaml}");
+        assert_eq!(AppSpec::parse(&yaml).unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_placement_and_spread_are_refused_with_the_field_named() {
+        for bad in ["binpack", "Spread", "PACK", "\"\""] {
+            let err = parse_refused(&format!("id: app\ncmd: x\nplacement: {bad}\n"), "placement");
+            assert!(err.reason.contains("expected `spread` or `pack`"), "{err}");
+        }
+        let err =
+            AppSpec::from_json(serde_json::json!({"id": "app", "cmd": "x", "placement": "random"}))
+                .unwrap_err();
+        assert_eq!(err.field, "placement");
+        assert!(err.reason.contains("unknown variant `random`"), "{err}");
+        parse_refused("id: app\ncmd: x\nplacement: 3\n", "placement");
+        parse_refused("id: app\ncmd: x\nspread: [zone]\n", "spread");
+        let err = parse_refused("id: app\ncmd: x\nplacement: pack\nspread: zone\n", "spread");
+        assert!(err.reason.contains("only with placement spread"), "{err}");
+        let err = parse_refused("id: app\ncmd: x\nspread: \"\"\n", "spread");
+        assert!(err.reason.contains("must not be empty"), "{err}");
+        for bad in ["my zone", "zone\n", "\tzone", "a\u{7}"] {
+            let spec = AppSpec {
+                spread: Some(bad.into()),
+                ..base()
+            };
+            let err = refused(spec, "spread");
+            assert!(err.reason.contains("is not a field name"), "{err}");
+        }
+        // Built in code, a pack spec with a spread field is refused too.
+        refused(
+            AppSpec {
+                placement: PlacementStrategy::Pack,
+                spread: Some("zone".into()),
+                ..base()
+            },
+            "spread",
+        );
     }
 
     #[test]

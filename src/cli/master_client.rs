@@ -231,6 +231,29 @@ impl MasterClient {
         Ok(())
     }
 
+    /// `Subscribe`: the operator event stream, after `resume` (master id and seq) when
+    /// the master still has it.
+    pub async fn events(
+        &self,
+        resume: Option<(String, u64)>,
+    ) -> Result<tonic::Streaming<v1::OperatorEvent>, MasterError> {
+        let (resume_master_id, resume_after) = match resume {
+            Some((m, s)) => (m, Some(s)),
+            None => (String::new(), None),
+        };
+        let request = v1::OperatorSubscribeRequest {
+            resume_master_id,
+            resume_after,
+        };
+        Ok(self
+            .client()
+            .await?
+            .subscribe(request)
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner())
+    }
+
     /// `TeardownFramework`: the framework is removed and its tasks killed.
     pub async fn teardown(&self, framework_id: &str) -> Result<(), MasterError> {
         let request = v1::TeardownFrameworkRequest {
@@ -768,6 +791,15 @@ pub(crate) mod tests {
             &self,
             _: Request<v1::TeardownFrameworkRequest>,
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        type SubscribeStream = std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<v1::OperatorEvent, Status>> + Send>,
+        >;
+        async fn subscribe(
+            &self,
+            _: Request<v1::OperatorSubscribeRequest>,
+        ) -> Result<Response<Self::SubscribeStream>, Status> {
             Err(Status::unimplemented("not in this fake"))
         }
     }

@@ -20,6 +20,7 @@ pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod master_client;
 pub mod output;
 pub mod task;

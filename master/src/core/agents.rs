@@ -260,6 +260,7 @@ impl Master {
             agent.reregister_deadline = None;
             agent.registered_unix = unix;
         }
+        self.observe_agent(key, previous.is_none());
         self.agent_conns.insert(conn, key);
         tracing::info!(agent_id = %id, hostname = %info.hostname, ?peer, resources = %total,
             reregistered = previous.is_some(), "agent registered");
@@ -626,6 +627,7 @@ impl Master {
                     kill_pending: None,
                     updated_unix: self.unix(now),
                     statistics: None,
+                    discovery: info.discovery.clone(),
                 };
                 self.add_task(task);
                 if told_lost {
@@ -730,6 +732,7 @@ impl Master {
         }
         tracing::info!(agent_id = %agent.id, "agent disconnected");
         let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
+        self.observe_agent(key, false);
         for offer_id in offers {
             self.rescind_offer(offer_id, true, now);
         }
@@ -776,6 +779,7 @@ impl Master {
         let conn = agent.conn.take();
         let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
         let tasks: Vec<(FrameworkKey, String)> = agent.tasks.iter().cloned().collect();
+        self.observe_agent(key, false);
         tracing::warn!(agent_id = %id, previous = was.name(), tasks = tasks.len(), "agent unreachable");
         self.emit(Effect::Persist(RegistryOp::MarkUnreachable {
             id: id.clone(),
@@ -823,6 +827,7 @@ impl Master {
         let conn = agent.conn.take();
         let offers: Vec<OfferSeq> = agent.offers.iter().copied().collect();
         let tasks: Vec<(FrameworkKey, String)> = agent.tasks.iter().cloned().collect();
+        self.observe_agent_removed(&id);
         tracing::warn!(agent_id = %id, tasks = tasks.len(), "agent marked gone by an operator");
         self.emit(Effect::Persist(RegistryOp::MarkAgentGone {
             id: id.clone(),

@@ -290,11 +290,79 @@ pub struct TaskView {
     pub message: String,
     pub reason: String,
     pub exit_status: Option<i32>,
+    /// The latest health check result, when the task has a health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
     /// Unix seconds of the latest status.
     pub updated: f64,
     /// The latest resource usage the agent reported for the task (cgroups), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistics: Option<TaskStatistics>,
+    /// How the task can be discovered (`TaskInfo.discovery`), if it says.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_discovery"
+    )]
+    pub discovery: Option<v1::DiscoveryInfo>,
+}
+
+/// A task's discovery info as `/state` shows it: `name`, `visibility`, `environment`,
+/// `location`, `version`, `labels`, and `ports` of `number`, `name`, `protocol`,
+/// `visibility`, `labels` (empty fields left out).
+fn serialize_discovery<S: serde::Serializer>(
+    discovery: &Option<v1::DiscoveryInfo>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde_json::{Map, Value, json};
+    let Some(d) = discovery else {
+        return serializer.serialize_none();
+    };
+    let visibility = |v: i32| {
+        v1::discovery_info::Visibility::try_from(v)
+            .ok()
+            .filter(|v| *v != v1::discovery_info::Visibility::Unspecified)
+            .map(|v| v.as_str_name().to_string())
+    };
+    let mut out = Map::new();
+    let mut put = |key: &str, value: Value| {
+        let empty = match &value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            out.insert(key.to_string(), value);
+        }
+    };
+    put("name", json!(d.name));
+    put("visibility", json!(visibility(d.visibility)));
+    put("environment", json!(d.environment));
+    put("location", json!(d.location));
+    put("version", json!(d.version));
+    put("labels", json!(d.labels));
+    let ports: Vec<Value> = d
+        .ports
+        .iter()
+        .flat_map(|p| &p.ports)
+        .map(|p| {
+            let mut port = json!({
+                "number": p.number,
+                "name": p.name,
+                "protocol": if p.protocol.is_empty() { "tcp" } else { p.protocol.as_str() },
+            });
+            if let Some(v) = visibility(p.visibility) {
+                port["visibility"] = json!(v);
+            }
+            if !p.labels.is_empty() {
+                port["labels"] = json!(p.labels);
+            }
+            port
+        })
+        .collect();
+    put("ports", Value::Array(ports));
+    serde::Serialize::serialize(&Value::Object(out), serializer)
 }
 
 /// A task's resource usage as `/state` shows it (Mesos' `ResourceStatistics` names).

@@ -186,6 +186,7 @@ impl Master {
             stream_id: stream_id.clone(),
         };
         let next_heartbeat = after(now, self.config.framework_heartbeat_interval);
+        let added = !self.framework_ids.contains_key(&id);
         let fk = match self.framework_ids.get(&id).copied() {
             Some(fk) => {
                 // Failover (or first subscription of a recovered framework): the new
@@ -235,6 +236,7 @@ impl Master {
             }
         };
         self.framework_conns.insert(conn, fk);
+        self.observe_framework(fk, added);
         let subscribed = v1::Subscribed {
             framework_id: id,
             stream_id,
@@ -261,6 +263,7 @@ impl Master {
         fw.failover_deadline = Some(after(now, timeout));
         let offers: Vec<OfferSeq> = fw.offers.iter().copied().collect();
         tracing::info!(framework_id = %fw.id, failover_timeout = ?timeout, "framework disconnected");
+        self.observe_framework(fk, false);
         self.allocator.deactivate_framework(fk);
         for offer_id in offers {
             self.rescind_offer(offer_id, false, now);
@@ -337,6 +340,7 @@ impl Master {
         }
         self.frameworks.remove(&fk);
         self.framework_ids.remove(&id);
+        self.observe_framework_removed(&id);
         self.remember_removed(id);
     }
 

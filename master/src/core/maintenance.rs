@@ -145,6 +145,7 @@ impl Master {
         agent.maintenance = maintenance;
         let id = agent.id.clone();
         let connected = agent.is_connected();
+        self.observe_agent(key, false);
         tracing::info!(agent_id = %id, ?maintenance, "agent maintenance");
         self.emit(super::api::Effect::Persist(RegistryOp::SetMaintenance {
             id,

@@ -70,6 +70,10 @@ pub struct Master {
     pub(super) principal_agents: HashMap<String, String>,
     /// Implicit reconciliations still being answered, by framework.
     pub(super) reconciling: BTreeMap<FrameworkKey, super::reconcile::Cursor>,
+    /// Whether changes are recorded for the operator event stream, and those not
+    /// taken yet (see [`super::observe`]).
+    pub(super) observed: bool,
+    pub(super) observations: Vec<super::observe::Observed>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -133,6 +137,8 @@ impl Master {
             revoked_principals: HashSet::new(),
             principal_agents: HashMap::new(),
             reconciling: BTreeMap::new(),
+            observed: false,
+            observations: Vec::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,

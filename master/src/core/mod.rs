@@ -33,6 +33,7 @@ mod drf;
 mod fastmap;
 mod frameworks;
 mod maintenance;
+pub mod observe;
 mod offers;
 pub(crate) mod reconcile;
 mod rng;
@@ -46,3 +47,4 @@ mod tests;
 
 pub use maintenance::grace_from_secs;
 pub use master::Master;
+pub use observe::Observed;

@@ -550,6 +550,7 @@ impl Master {
                     kill_pending: None,
                     updated_unix: self.unix(now),
                     statistics: None,
+                    discovery: task.discovery.clone(),
                 };
                 self.add_task(record);
                 l.run.push(task);

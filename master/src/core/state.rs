@@ -316,6 +316,9 @@ pub struct Task {
     pub updated_unix: f64,
     /// The latest resource usage its agent reported (`UsageReport`), for `/state`.
     pub statistics: Option<v1::ResourceStatistics>,
+    /// How it can be discovered (`TaskInfo.discovery`), for `/state`, the operator API
+    /// and its event stream.
+    pub discovery: Option<v1::DiscoveryInfo>,
 }
 
 /// How many status uuids a task remembers.

@@ -139,6 +139,7 @@ impl Master {
 
     /// Puts a live task in the indices (framework, agent, used sums).
     pub(super) fn add_task(&mut self, task: Task) {
+        self.observe_task(&task, true);
         if let Some(agent) = self.agents.get_mut(&task.agent) {
             agent.tasks.insert((task.framework, task.id.clone()));
             agent.used.add(&task.resources);
@@ -196,6 +197,7 @@ impl Master {
                 .insert(task.agent, task.agent_id.clone(), status.clone());
         }
         task.last_status = Some(status);
+        self.observe_task(&task, false);
         self.completed.push_back(task);
         while self.completed.len() > COMPLETED_TASKS {
             self.completed.pop_front();
@@ -221,6 +223,7 @@ impl Master {
             task.last_status = Some(status);
             task.updated_unix = unix;
         }
+        self.observe_live_task(fk, task_id);
     }
 
     /// Master-side state change of a live task, reported to the framework: terminal

@@ -110,7 +110,7 @@ impl TaskProblem {
 
 /// The checks of one task that need no context but the offers' agent: id, resources,
 /// command, agent, kill policy, container (an image; port mappings within the task's
-/// ports), health check. Returns the task's validated resources.
+/// ports), health check, discovery info. Returns the task's validated resources.
 pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resources, TaskProblem> {
     strata_proto::validate::task_id(&task.task_id)
         .map_err(|e| TaskProblem::invalid(e.to_string()))?;
@@ -145,6 +145,7 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
         strata_proto::health::validate(check)
             .map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
     }
+    strata_proto::discovery::validate(task).map_err(|e| TaskProblem::invalid(e.to_string()))?;
     Ok(resources)
 }
 

@@ -9,9 +9,9 @@ use strata_proto::{Resources, state_name};
 
 use super::api::*;
 use super::master::Master;
-use super::state::{AgentStatus, OfferSeq, Task};
+use super::state::{Agent, AgentStatus, Framework, OfferSeq, Task};
 
-fn task_view(t: &Task) -> TaskView {
+pub(super) fn task_view(t: &Task) -> TaskView {
     let last = t.last_status.as_ref();
     let reason = last
         .map(|s| s.reason)
@@ -29,8 +29,10 @@ fn task_view(t: &Task) -> TaskView {
         message: last.map(|s| s.message.clone()).unwrap_or_default(),
         reason,
         exit_status: last.and_then(|s| s.exit_status),
+        healthy: last.and_then(|s| s.healthy),
         updated: t.updated_unix,
         statistics: t.statistics.as_ref().map(TaskStatistics::from),
+        discovery: t.discovery.clone(),
     }
 }
 
@@ -44,63 +46,73 @@ impl Master {
         sum
     }
 
-    /// A consistent view of agents, frameworks, tasks and roles.
+    /// One agent as `/state` shows it.
+    pub(super) fn agent_view(&self, a: &Agent) -> AgentView {
+        AgentView {
+            id: a.id.clone(),
+            hostname: a.hostname.clone(),
+            principal: a.principal.clone(),
+            address: a.address.clone(),
+            status: a.status.name().to_string(),
+            maintenance: super::maintenance::maintenance_name(a.maintenance, a.tasks.len()),
+            attributes: a
+                .attributes
+                .iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
+            total: a.total.clone(),
+            used: a.used.clone(),
+            offered: self.offered_sum(&a.offers),
+            registered_time: a.registered_unix,
+        }
+    }
+
+    /// One framework as `/state` shows it.
+    pub(super) fn framework_view(&self, f: &Framework) -> FrameworkView {
+        FrameworkView {
+            id: f.id.clone(),
+            name: f.info.name.clone(),
+            principal: f.info.principal.clone(),
+            user: f.info.user.clone(),
+            roles: f.roles.clone(),
+            capabilities: f
+                .info
+                .capabilities
+                .iter()
+                .map(|c| {
+                    FrameworkCapability::try_from(*c)
+                        .map(|c| c.as_str_name().to_string())
+                        .unwrap_or_else(|_| c.to_string())
+                })
+                .collect(),
+            failover_timeout_seconds: f.info.failover_timeout_seconds,
+            connected: f.subscription.is_some(),
+            active: f.subscription.is_some(),
+            suppressed_roles: f.suppressed.iter().cloned().collect(),
+            used: f.used.clone(),
+            offered: self.offered_sum(&f.offers),
+            task_count: f.tasks.len(),
+        }
+    }
+
     /// Whether an agent principal's certificate is revoked (its agent marked gone).
     pub fn is_revoked(&self, principal: &str) -> bool {
         self.revoked_principals.contains(principal)
     }
 
+    /// A consistent view of agents, frameworks, tasks and roles.
     pub fn snapshot(&self) -> StateSnapshot {
         let mut keys: Vec<_> = self.agents.keys().copied().collect();
         keys.sort_unstable();
         let agents = keys
             .iter()
             .filter_map(|k| self.agents.get(k))
-            .map(|a| AgentView {
-                id: a.id.clone(),
-                hostname: a.hostname.clone(),
-                principal: a.principal.clone(),
-                address: a.address.clone(),
-                status: a.status.name().to_string(),
-                maintenance: super::maintenance::maintenance_name(a.maintenance, a.tasks.len()),
-                attributes: a
-                    .attributes
-                    .iter()
-                    .map(|x| (x.name.clone(), x.value.clone()))
-                    .collect(),
-                total: a.total.clone(),
-                used: a.used.clone(),
-                offered: self.offered_sum(&a.offers),
-                registered_time: a.registered_unix,
-            })
+            .map(|a| self.agent_view(a))
             .collect();
         let frameworks = self
             .frameworks
             .values()
-            .map(|f| FrameworkView {
-                id: f.id.clone(),
-                name: f.info.name.clone(),
-                principal: f.info.principal.clone(),
-                user: f.info.user.clone(),
-                roles: f.roles.clone(),
-                capabilities: f
-                    .info
-                    .capabilities
-                    .iter()
-                    .map(|c| {
-                        FrameworkCapability::try_from(*c)
-                            .map(|c| c.as_str_name().to_string())
-                            .unwrap_or_else(|_| c.to_string())
-                    })
-                    .collect(),
-                failover_timeout_seconds: f.info.failover_timeout_seconds,
-                connected: f.subscription.is_some(),
-                active: f.subscription.is_some(),
-                suppressed_roles: f.suppressed.iter().cloned().collect(),
-                used: f.used.clone(),
-                offered: self.offered_sum(&f.offers),
-                task_count: f.tasks.len(),
-            })
+            .map(|f| self.framework_view(f))
             .collect();
         let mut tasks: Vec<TaskView> = self
             .frameworks

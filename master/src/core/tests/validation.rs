@@ -698,3 +698,54 @@ fn offer_ids_are_master_scoped_and_only_exact_ids_match() {
         "listing an offer twice declines it once"
     );
 }
+
+/// Discovery info is checked at ACCEPT like the rest of a task: a bad one is
+/// TASK_ERROR naming the field; a good one is kept and shown in `/state`.
+#[test]
+fn discovery_info_is_checked_and_kept() {
+    let mut sim = Sim::new();
+    let fw = sim.subscribe("fw");
+    sim.add_agent("h1", "cpus:4;mem:1024");
+    let offers = offers_for(&sim.tick(), fw.conn);
+    let with_port = |id: &str, name: &str, number: u32| {
+        let mut t = task(id, "cpus:1;mem:32");
+        t.discovery = Some(v1::DiscoveryInfo {
+            name: "web".into(),
+            ports: Some(v1::Ports {
+                ports: vec![v1::Port {
+                    number,
+                    name: name.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        });
+        t
+    };
+    sim.accept(
+        &fw,
+        offer_ids(&offers),
+        vec![
+            with_port("bad-name", "Not A Label", 80),
+            with_port("bad-port", "http", 0),
+            with_port("ok", "http", 8080),
+        ],
+        refuse(0.0),
+    )
+    .unwrap();
+    let updates = updates_for(&sim.effects(), fw.conn);
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    for u in &updates {
+        assert_eq!(state_of(u), v1::TaskState::TaskError);
+        assert!(u.message.contains("discovery"), "{}", u.message);
+    }
+    let state = sim.state_json();
+    let ok = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "ok")
+        .unwrap();
+    assert_eq!(ok["discovery"]["ports"][0]["number"], 8080);
+    assert_eq!(ok["discovery"]["ports"][0]["protocol"], "tcp");
+}

@@ -1,0 +1,230 @@
+//! The operator event stream's log, kept by the driver: the changes the core observed
+//! ([`crate::core::Observed`]), numbered, as `OperatorEvent`s, the last
+//! [`LOG_CAPACITY`] of them kept for clients that resume, and handed to every
+//! subscriber in order.
+//!
+//! ```text
+//!  core ─take_observed─▶ EventLog::publish ─seq n─▶ log (ring) ─▶ each subscriber's channel
+//!  Subscribe(resume after k) ─▶ k still in the log ─▶ events k+1..n, then live
+//!                             └▶ otherwise         ─▶ SNAPSHOT (seq n), then live
+//! ```
+//!
+//! Everything happens on the driver's task, between two inputs, so a subscriber never
+//! misses or repeats an event between its snapshot (or replay) and the live events. A
+//! subscriber whose channel is full is dropped (its stream ends) and resumes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use strata_proto::v1::{self, operator_event::Event};
+use tokio::sync::mpsc;
+
+use crate::core::{Observed, StateSnapshot};
+use crate::grpc::{agent_state, framework_state, task_entry};
+
+/// How many events the log keeps for clients that resume.
+pub const LOG_CAPACITY: usize = 65_536;
+/// How many events may wait for one subscriber before it is dropped.
+pub const SUBSCRIBER_BUFFER: usize = 16_384;
+
+/// Where a new subscriber starts: a snapshot (or the events it missed), then `events`.
+#[derive(Debug)]
+pub struct SubscribeStart {
+    /// The state as of `seq`, when the client could not resume.
+    pub snapshot: Option<StateSnapshot>,
+    /// The events after the client's resume point, up to `seq`.
+    pub replay: Vec<Arc<v1::OperatorEvent>>,
+    /// The seq of the last event included above.
+    pub seq: u64,
+    pub master_id: String,
+    /// Each framework's principal, for the subscriber's authorization.
+    pub owners: HashMap<String, String>,
+    /// The live events from `seq + 1` on.
+    pub events: mpsc::Receiver<Arc<v1::OperatorEvent>>,
+}
+
+/// The log and the subscribers.
+pub struct EventLog {
+    master_id: String,
+    last_seq: u64,
+    log: VecDeque<Arc<v1::OperatorEvent>>,
+    subscribers: Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
+}
+
+impl EventLog {
+    pub fn new(master_id: String) -> EventLog {
+        EventLog {
+            master_id,
+            last_seq: 0,
+            log: VecDeque::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Numbers `observed`, keeps them, and sends them to every subscriber.
+    pub fn publish(&mut self, observed: Vec<Observed>) {
+        if observed.is_empty() {
+            return;
+        }
+        for change in observed {
+            self.last_seq += 1;
+            let event = Arc::new(v1::OperatorEvent {
+                seq: self.last_seq,
+                master_id: self.master_id.clone(),
+                event: Some(event_of(change)),
+            });
+            if self.log.len() == LOG_CAPACITY {
+                self.log.pop_front();
+            }
+            self.log.push_back(event.clone());
+            self.subscribers
+                .retain(|s| match s.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::info!(
+                            "an operator event subscriber fell behind: dropped (it may resume)"
+                        );
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+        }
+    }
+
+    /// Starts a subscriber: after `resume` (master id and seq) when the log still
+    /// holds every event since, else from a snapshot (`snapshot` is called then).
+    pub fn subscribe(
+        &mut self,
+        resume: Option<(&str, u64)>,
+        snapshot: impl FnOnce() -> StateSnapshot,
+        owners: HashMap<String, String>,
+    ) -> SubscribeStart {
+        let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
+        self.subscribers.push(tx);
+        let first_kept = self.log.front().map(|e| e.seq).unwrap_or(self.last_seq + 1);
+        let replay = match resume {
+            Some((master_id, after))
+                if master_id == self.master_id
+                    && after <= self.last_seq
+                    && after + 1 >= first_kept =>
+            {
+                let skip = (after + 1 - first_kept) as usize;
+                Some(self.log.iter().skip(skip).cloned().collect())
+            }
+            _ => None,
+        };
+        let (snapshot, replay) = match replay {
+            Some(replay) => (None, replay),
+            None => (Some(snapshot()), Vec::new()),
+        };
+        SubscribeStart {
+            snapshot,
+            replay,
+            seq: self.last_seq,
+            master_id: self.master_id.clone(),
+            owners,
+            events,
+        }
+    }
+
+    /// How many subscribers are attached.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+fn event_of(change: Observed) -> Event {
+    match change {
+        Observed::TaskAdded(t) => Event::TaskAdded(task_entry(&t)),
+        Observed::TaskUpdated(t) => Event::TaskUpdated(task_entry(&t)),
+        Observed::AgentAdded(a) => Event::AgentAdded(agent_state(&a)),
+        Observed::AgentUpdated(a) => Event::AgentUpdated(agent_state(&a)),
+        Observed::AgentRemoved(id) => Event::AgentRemoved(id),
+        Observed::FrameworkAdded(f) => Event::FrameworkAdded(framework_state(&f)),
+        Observed::FrameworkUpdated(f) => Event::FrameworkUpdated(framework_state(&f)),
+        Observed::FrameworkRemoved(id) => Event::FrameworkRemoved(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> StateSnapshot {
+        StateSnapshot {
+            master_id: "m".into(),
+            agents: Vec::new(),
+            frameworks: Vec::new(),
+            tasks: Vec::new(),
+            roles: Vec::new(),
+            outstanding_offers: 0,
+        }
+    }
+
+    fn removed(id: &str) -> Observed {
+        Observed::FrameworkRemoved(id.into())
+    }
+
+    #[test]
+    fn a_client_resumes_where_it_left_off_or_gets_a_snapshot() {
+        let mut log = EventLog::new("m".into());
+        log.publish(vec![removed("a"), removed("b")]);
+        let start = log.subscribe(None, snapshot, HashMap::new());
+        assert!(start.snapshot.is_some());
+        assert_eq!(start.seq, 2);
+        let mut live = start.events;
+        log.publish(vec![removed("c")]);
+        assert_eq!(live.try_recv().unwrap().seq, 3);
+
+        // Resumes after 1: events 2 and 3, no snapshot.
+        let again = log.subscribe(Some(("m", 1)), || panic!("no snapshot"), HashMap::new());
+        let seqs: Vec<u64> = again.replay.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(again.seq, 3);
+        // Another master's resume point, or one from the future: a snapshot.
+        assert!(
+            log.subscribe(Some(("other", 1)), snapshot, HashMap::new())
+                .snapshot
+                .is_some()
+        );
+        assert!(
+            log.subscribe(Some(("m", 9)), snapshot, HashMap::new())
+                .snapshot
+                .is_some()
+        );
+        // Up to date: nothing to replay, no snapshot.
+        let current = log.subscribe(Some(("m", 3)), || panic!("no snapshot"), HashMap::new());
+        assert!(current.replay.is_empty() && current.snapshot.is_none());
+    }
+
+    #[test]
+    fn a_resume_point_the_log_no_longer_holds_gets_a_snapshot() {
+        let mut log = EventLog::new("m".into());
+        log.publish(
+            (0..LOG_CAPACITY + 10)
+                .map(|i| removed(&i.to_string()))
+                .collect(),
+        );
+        assert!(
+            log.subscribe(Some(("m", 5)), snapshot, HashMap::new())
+                .snapshot
+                .is_some()
+        );
+        let kept = log.subscribe(Some(("m", 10)), || panic!("no snapshot"), HashMap::new());
+        assert_eq!(kept.replay.len(), LOG_CAPACITY);
+        assert_eq!(kept.replay[0].seq, 11);
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_dropped() {
+        let mut log = EventLog::new("m".into());
+        let start = log.subscribe(None, snapshot, HashMap::new());
+        log.publish(
+            (0..SUBSCRIBER_BUFFER + 1)
+                .map(|i| removed(&i.to_string()))
+                .collect(),
+        );
+        assert_eq!(log.subscribers(), 0);
+        drop(start);
+    }
+}
