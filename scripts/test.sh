@@ -20,9 +20,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 # promtool (package prometheus) lints the master's /metrics, systemd-analyze (package
-# systemd) reads deploy/systemd/*.service; the tests fail without them.
+# systemd) reads deploy/systemd/*.service, dig (package dnsutils) queries the master's
+# DNS server; the tests fail without them.
 missing=()
-for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze; do
+for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze dnsutils:dig; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -300,6 +300,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         credentials: secrets.as_ref().map(|s| s.credentials.clone()),
         // the same file as the master's.
         acls: args.acls.clone(),
+        service_ports: Default::default(),
     };
     tasks.spawn({
         let stop = stopped(stop_rx.clone());

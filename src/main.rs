@@ -40,6 +40,8 @@ enum Command {
     Serve(app::serve::ServeArgs),
     /// Deploy, inspect, scale, restart and remove apps (the container framework).
     App(cli::AppArgs),
+    /// List the apps' service ports and the instances behind them.
+    Service(cli::ServiceArgs),
     /// List tasks, read their logs, kill them.
     Task(cli::TaskArgs),
     /// List the cluster's agents (from the master).
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Local(args) => local::local(args).await,
             Command::Serve(args) => app::serve::serve(args).await,
             Command::App(args) => args.run().await,
+            Command::Service(args) => args.run().await,
             Command::Task(args) => args.run().await,
             Command::Agent(args) => args.run().await,
             Command::Framework(args) => args.run().await,

@@ -1083,3 +1083,201 @@ fn task_pid(task: &str) -> Option<i32> {
                 .then_some(pid)
         })
 }
+
+/// Issue 15: a port asking for `service_port: 0` gets one of `--service-ports`, shown
+/// by the App API and the CLI and carried by the running tasks' discovery info at the
+/// master; another app asking for it is refused with the field named, until the first
+/// app is removed.
+#[test]
+fn service_ports_are_assigned_published_on_the_tasks_and_refused_when_taken() {
+    let apps = Apps::on(Cluster::start(1), &["--service-ports", "20000-20009"]);
+    let view = apps.deploy(json!({
+        "id": "svc",
+        "instances": 2,
+        "cmd": "sleep 1000",
+        "cpus": 0.1,
+        "mem": 32,
+        "ports": [{"host_port": 0, "name": "http", "service_port": 0}, 0],
+    }));
+    let port = view["ports"][0]["service_port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no service port: {view}"));
+    assert!((20000..=20009).contains(&port), "{view}");
+    assert_eq!(view["spec"]["ports"][0]["service_port"], port, "{view}");
+    assert!(view["ports"][1].get("service_port").is_none(), "{view}");
+    apps.wait_converged("svc", 2, Duration::from_secs(60));
+
+    // The App API: both instances, ready, at their host ports.
+    let view = apps.get("/v1/apps/svc");
+    let endpoints = view["endpoints"].as_array().cloned().unwrap_or_default();
+    assert_eq!(endpoints.len(), 2, "{view}");
+    let mut host_ports: Vec<u64> = endpoints
+        .iter()
+        .map(|e| {
+            assert_eq!(e["ready"], true, "{view}");
+            e["ports"][0].as_u64().unwrap()
+        })
+        .collect();
+    host_ports.sort();
+
+    // The master's /state: every running task carries the label on its first port.
+    let state = apps.cluster.state();
+    let mut labelled: Vec<u64> = Vec::new();
+    for t in state["tasks"].as_array().unwrap() {
+        if t["state"] != "TASK_RUNNING" || t["discovery"]["name"] != "svc" {
+            continue;
+        }
+        let ports = &t["discovery"]["ports"];
+        assert_eq!(ports[0]["name"], "http", "{t}");
+        assert_eq!(ports[0]["labels"]["service_port"], port.to_string(), "{t}");
+        assert!(ports[1].get("labels").is_none(), "{t}");
+        labelled.push(ports[0]["number"].as_u64().unwrap());
+    }
+    labelled.sort();
+    assert_eq!(labelled, host_ports, "{state}");
+
+    // The CLI.
+    let (code, out, err) = cli(&apps, &["service", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with("svc")).expect(&out);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let port_text = port.to_string();
+    assert_eq!(
+        &cols[..4],
+        ["svc", port_text.as_str(), "tcp", "2/2"],
+        "{out}"
+    );
+    let (code, out, _) = cli(&apps, &["service", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["service_port"], port, "{out}");
+    assert_eq!(
+        listed[0]["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{out}"
+    );
+    let (code, out, _) = cli(&apps, &["app", "show", "svc"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("(http) service {port}")), "{out}");
+    assert!(
+        out.contains("Endpoints:") && out.contains(" ready"),
+        "{out}"
+    );
+
+    // Taken, or outside the range: refused with the field named, nothing created.
+    for (asked, why) in [(port, "is taken by app \"svc\""), (10000, "outside")] {
+        let (code, body) = apps.call(
+            "PUT",
+            "/v1/apps/other",
+            Some(
+                json!({"id": "other", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
+                "ports": [{"service_port": asked}]}),
+            ),
+        );
+        assert_eq!(code, 422, "{body}");
+        assert_eq!(body["field"], "ports[0].service_port", "{body}");
+        assert!(body["error"].as_str().unwrap().contains(why), "{body}");
+    }
+    assert_eq!(apps.call("GET", "/v1/apps/other", None).0, 404);
+
+    // Removed: its port is free again.
+    let (code, body) = apps.call("DELETE", "/v1/apps/svc", None);
+    assert_eq!(code, 200, "{body}");
+    wait_until(Duration::from_secs(60), "svc to be removed", || {
+        apps.call("GET", "/v1/apps/svc", None).0 == 404
+    });
+    let view = apps.deploy(json!({"id": "other", "cmd": "sleep 1000", "cpus": 0.1,
+        "mem": 32, "ports": [{"service_port": port}]}));
+    assert_eq!(view["ports"][0]["service_port"], port, "{view}");
+}
+
+/// The routing mesh (issue 15): every agent's service proxy serves the app's service
+/// port (both agents of this machine share it, SO_REUSEPORT), spreads connections
+/// over its healthy instances anywhere in the cluster, and drops a killed instance
+/// from the rotation.
+#[test]
+fn a_service_port_reaches_every_instance_and_a_killed_one_leaves_the_rotation() {
+    let apps = Apps::on(Cluster::start(2), &["--service-ports", "21000-21009"]);
+    let bb = busybox();
+    let view = apps.deploy(json!({
+        "id": "mesh",
+        "instances": 3,
+        "cmd": format!("mkdir -p www && echo $STRATA_TASK_ID > www/index.html && exec {bb} httpd -f -p 0.0.0.0:$PORT0 -h www"),
+        "cpus": 0.1,
+        "mem": 32,
+        "ports": [{"host_port": 0, "name": "http", "service_port": 0}],
+        "health_checks": [{
+            "protocol": "http", "path": "/", "port_index": 0,
+            "delay_seconds": 0, "interval_seconds": 0.3, "timeout_seconds": 2,
+            "grace_period_seconds": 10, "max_consecutive_failures": 3
+        }],
+    }));
+    let port = view["ports"][0]["service_port"]
+        .as_u64()
+        .expect("a service port");
+    wait_until(Duration::from_secs(60), "3 healthy instances", || {
+        apps.get("/v1/apps/mesh")["tasks_healthy"] == 3
+    });
+    let ids: std::collections::BTreeSet<String> = apps
+        .running("mesh")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let url = format!("http://127.0.0.1:{port}/");
+    let answers = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .filter_map(|_| common::http_get(&url).ok())
+            .map(|body| body.trim().to_string())
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    wait_until(
+        Duration::from_secs(30),
+        "every instance answers on the service port",
+        || {
+            seen.extend(answers(20));
+            seen == ids
+        },
+    );
+
+    // Each agent's proxy listens on the port, with the three instances.
+    let state = apps.cluster.state();
+    for agent in state["agents"].as_array().unwrap() {
+        let address = agent["address"].as_str().unwrap();
+        wait_until(Duration::from_secs(10), "the agent's proxy table", || {
+            let agent_state = common::http_json(&format!("http://{address}/state"));
+            let ports = agent_state["service_proxy"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            ports
+                .iter()
+                .any(|p| p["port"] == port && p["listening"] == true && p["backends"] == 3)
+        });
+    }
+
+    // A killed instance leaves every proxy's rotation.
+    let killed = ids.iter().next().unwrap().clone();
+    let (code, _) = apps.call("POST", &format!("/v1/tasks/{killed}/kill"), None);
+    assert_eq!(code, 200);
+    wait_until(
+        Duration::from_secs(30),
+        "the killed instance is out",
+        || {
+            let running: Vec<String> = apps
+                .running("mesh")
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect();
+            !running.contains(&killed)
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "no answer from the killed instance",
+        || !answers(20).contains(&killed),
+    );
+    for _ in 0..3 {
+        assert!(!answers(20).contains(&killed));
+    }
+}

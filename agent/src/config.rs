@@ -130,6 +130,10 @@ pub struct AgentOptions {
     /// The master's join token (`STRATA-JOIN-1-...`), needed at first start of a
     /// secure agent: it gets its certificate with it and keeps it in `WORK_DIR/tls/`.
     pub join_token: Option<String>,
+    /// Where the service proxy listens for the cluster's service ports (issue 15): it
+    /// forwards each to the service's instances anywhere in the cluster. `None`: no
+    /// proxy. Default `0.0.0.0`.
+    pub service_proxy: Option<std::net::IpAddr>,
 }
 
 impl AgentOptions {
@@ -156,6 +160,7 @@ impl AgentOptions {
             default_user: Some(DEFAULT_USER.to_string()),
             insecure: true,
             join_token: None,
+            service_proxy: Some(std::net::IpAddr::from([0, 0, 0, 0])),
         }
     }
 }

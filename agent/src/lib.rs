@@ -37,9 +37,11 @@ mod http;
 pub mod hygiene;
 pub mod isolation;
 mod link;
+pub mod proxy;
 pub mod resources_detect;
 pub mod sandbox;
 pub mod security;
+mod services;
 mod task_key;
 mod tasks;
 mod updates;
@@ -71,6 +73,8 @@ use crate::tasks::TaskManager;
 use crate::updates::StatusUpdates;
 
 /// How long the HTTP server may take to close its connections at shutdown.
+/// How long open connections through the service proxy get when the agent stops.
+const PROXY_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where process tasks' monitors record how their task ended, under the work dir.
 const RUNTIME_DIR: &str = "runtime";
@@ -257,12 +261,15 @@ pub async fn run(
         Some(_) => security::authorizer(),
         None => strata_security::Authorizer::insecure(),
     };
+    // The routing mesh (issue 15): this agent's proxy for every service port.
+    let proxy = options.service_proxy.map(proxy::ServiceProxy::new);
     let (query_tx, query_rx) = mpsc::channel(64);
     let app = http::router(http::HttpState {
         queries: query_tx.clone(),
         work_dir: work_dir.clone(),
         containerizer: containerizer.clone(),
         authorizer: authz.clone(),
+        proxy: proxy.clone(),
     });
     let (usage_stop, usage_stopped) = oneshot::channel::<()>();
     let usage_reporter = tokio::spawn(usage::report(
@@ -282,6 +289,9 @@ pub async fn run(
         strata_security::authn::authenticate,
     ));
     let mut background = tokio::task::JoinSet::new();
+    if let Some(proxy) = &proxy {
+        background.spawn(services::follow(endpoint_rx.clone(), proxy.clone()));
+    }
     if let Some(identity) = &identity {
         let (identity_tx, identity_rx) = tokio::sync::watch::channel(identity.clone());
         background.spawn(security::renew_forever(
@@ -338,6 +348,10 @@ pub async fn run(
     .run(initial, shutdown)
     .await;
     background.abort_all();
+    if let Some(proxy) = &proxy {
+        // Connections through this agent end with it; a moment for those finishing.
+        proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
+    }
 
     let _ = usage_stop.send(());
     let _ = usage_reporter.await;

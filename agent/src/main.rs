@@ -158,6 +158,11 @@ struct Args {
     /// A file holding the join token (the master's WORK_DIR/tls/join-token).
     #[arg(long)]
     join_token_file: Option<PathBuf>,
+    /// The service proxy: `on` (listens on 0.0.0.0), `off`, or the address to listen
+    /// on. It serves every service port of the cluster, forwarding to the service's
+    /// healthy instances anywhere (the routing mesh).
+    #[arg(long, default_value = "on", value_parser = parse_service_proxy)]
+    service_proxy: ServiceProxyFlag,
     /// Log lines on stderr: 'text' (coloured on a terminal only) or 'json' (one object
     /// per line). RUST_LOG sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -302,6 +307,7 @@ fn main() -> ExitCode {
     options.default_user = Some(args.default_user);
     options.insecure = args.insecure;
     options.join_token = join_token;
+    options.service_proxy = args.service_proxy.0;
 
     options.hygiene = strata_agent::hygiene::HygieneOptions {
         gc_delay: args.gc_delay,
@@ -374,4 +380,21 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = Shutdo
         tracing::info!(signal = name, ?mode, "shutting down");
         mode
     })
+}
+
+/// `--service-proxy`: where the proxy listens, or `None` (off).
+#[derive(Clone, Debug)]
+struct ServiceProxyFlag(Option<std::net::IpAddr>);
+
+fn parse_service_proxy(text: &str) -> Result<ServiceProxyFlag, String> {
+    match text.trim() {
+        "on" => Ok(ServiceProxyFlag(Some(std::net::IpAddr::from([0, 0, 0, 0])))),
+        "off" => Ok(ServiceProxyFlag(None)),
+        other => other
+            .parse()
+            .map(|ip| ServiceProxyFlag(Some(ip)))
+            .map_err(|_| {
+                format!("'{other}' is not on, off or an IP address to listen on (e.g. 0.0.0.0)")
+            }),
+    }
 }

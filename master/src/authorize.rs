@@ -127,6 +127,7 @@ mod tests {
             reason: String::new(),
             exit_status: None,
             healthy: None,
+            health_checked: false,
             updated: 0.0,
             statistics: None,
             discovery: None,

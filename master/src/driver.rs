@@ -100,6 +100,7 @@ pub enum Command {
     /// A new operator event stream subscriber (after `resume`, master id and seq, when
     /// possible).
     OperatorSubscribe {
+        scope: crate::events::Scope,
         resume: Option<(String, u64)>,
         reply: oneshot::Sender<crate::events::SubscribeStart>,
     },
@@ -185,11 +186,16 @@ impl DriverHandle {
     /// Subscribes to the operator event stream (see [`crate::events`]).
     pub async fn operator_subscribe(
         &self,
+        scope: crate::events::Scope,
         resume: Option<(String, u64)>,
     ) -> Result<crate::events::SubscribeStart, DriverGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::OperatorSubscribe { resume, reply })
-            .await?;
+        self.send(Command::OperatorSubscribe {
+            scope,
+            resume,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -442,14 +448,21 @@ impl CoreDriver {
                 self.commit()?;
                 let _ = reply.send(self.core.snapshot());
             }
-            Command::OperatorSubscribe { resume, reply } => {
+            Command::OperatorSubscribe {
+                scope,
+                resume,
+                reply,
+            } => {
                 self.commit()?;
                 self.core.observe();
                 let core = &self.core;
                 let resume = resume.as_ref().map(|(m, s)| (m.as_str(), *s));
-                let start =
-                    self.events
-                        .subscribe(resume, || core.snapshot(), core.framework_principals());
+                let start = self.events.subscribe(
+                    scope,
+                    resume,
+                    || core.snapshot(),
+                    core.framework_principals(),
+                );
                 let _ = reply.send(start);
             }
             Command::Revoked { principal, reply } => {

@@ -43,12 +43,55 @@ pub struct SubscribeStart {
     pub events: mpsc::Receiver<Arc<v1::OperatorEvent>>,
 }
 
+/// What a subscriber follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (an operator; filtered by its ACLs on the way out).
+    All,
+    /// Agents, and tasks that offer themselves to discovery beyond their framework:
+    /// what the agents' service proxies need. Selected once per event, so that
+    /// thousands of agents following the stream cost the master little.
+    Services,
+}
+
+/// Whether `event` matters to [`Scope::Services`] subscribers.
+pub fn for_services(event: &v1::OperatorEvent) -> bool {
+    match &event.event {
+        Some(Event::TaskAdded(t)) | Some(Event::TaskUpdated(t)) => discoverable(t),
+        Some(Event::AgentAdded(_))
+        | Some(Event::AgentUpdated(_))
+        | Some(Event::AgentRemoved(_))
+        | Some(Event::Heartbeat(_)) => true,
+        _ => false,
+    }
+}
+
+/// A task with discovery info visible beyond its framework.
+pub fn discoverable(t: &v1::TaskEntry) -> bool {
+    t.discovery.as_ref().is_some_and(|d| {
+        strata_proto::discovery::visibility(d) != v1::discovery_info::Visibility::Framework
+    })
+}
+
+/// The state as [`Scope::Services`] subscribers see it: agents, and discoverable tasks.
+pub fn services_snapshot(mut s: StateSnapshot) -> StateSnapshot {
+    s.frameworks.clear();
+    s.roles.clear();
+    s.tasks.retain(|t| {
+        t.discovery.as_ref().is_some_and(|d| {
+            strata_proto::discovery::visibility(d) != v1::discovery_info::Visibility::Framework
+        })
+    });
+    s
+}
+
 /// The log and the subscribers.
 pub struct EventLog {
     master_id: String,
     last_seq: u64,
     log: VecDeque<Arc<v1::OperatorEvent>>,
     subscribers: Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
+    service_subscribers: Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
 }
 
 impl EventLog {
@@ -58,6 +101,7 @@ impl EventLog {
             last_seq: 0,
             log: VecDeque::new(),
             subscribers: Vec::new(),
+            service_subscribers: Vec::new(),
         }
     }
 
@@ -77,17 +121,10 @@ impl EventLog {
                 self.log.pop_front();
             }
             self.log.push_back(event.clone());
-            self.subscribers
-                .retain(|s| match s.try_send(event.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::info!(
-                            "an operator event subscriber fell behind: dropped (it may resume)"
-                        );
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                });
+            send_all(&mut self.subscribers, &event);
+            if for_services(&event) {
+                send_all(&mut self.service_subscribers, &event);
+            }
         }
     }
 
@@ -95,12 +132,16 @@ impl EventLog {
     /// holds every event since, else from a snapshot (`snapshot` is called then).
     pub fn subscribe(
         &mut self,
+        scope: Scope,
         resume: Option<(&str, u64)>,
         snapshot: impl FnOnce() -> StateSnapshot,
         owners: HashMap<String, String>,
     ) -> SubscribeStart {
         let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
-        self.subscribers.push(tx);
+        match scope {
+            Scope::All => self.subscribers.push(tx),
+            Scope::Services => self.service_subscribers.push(tx),
+        }
         let first_kept = self.log.front().map(|e| e.seq).unwrap_or(self.last_seq + 1);
         let replay = match resume {
             Some((master_id, after))
@@ -109,13 +150,20 @@ impl EventLog {
                     && after + 1 >= first_kept =>
             {
                 let skip = (after + 1 - first_kept) as usize;
-                Some(self.log.iter().skip(skip).cloned().collect())
+                let kept = self.log.iter().skip(skip);
+                Some(match scope {
+                    Scope::All => kept.cloned().collect(),
+                    Scope::Services => kept.filter(|e| for_services(e)).cloned().collect(),
+                })
             }
             _ => None,
         };
         let (snapshot, replay) = match replay {
             Some(replay) => (None, replay),
-            None => (Some(snapshot()), Vec::new()),
+            None => match scope {
+                Scope::All => (Some(snapshot()), Vec::new()),
+                Scope::Services => (Some(services_snapshot(snapshot())), Vec::new()),
+            },
         };
         SubscribeStart {
             snapshot,
@@ -129,8 +177,23 @@ impl EventLog {
 
     /// How many subscribers are attached.
     pub fn subscribers(&self) -> usize {
-        self.subscribers.len()
+        self.subscribers.len() + self.service_subscribers.len()
     }
+}
+
+/// Sends `event` to each of `subscribers`, dropping those that are gone or full.
+fn send_all(
+    subscribers: &mut Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
+    event: &Arc<v1::OperatorEvent>,
+) {
+    subscribers.retain(|s| match s.try_send(event.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::info!("an operator event subscriber fell behind: dropped (it may resume)");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
 }
 
 fn event_of(change: Observed) -> Event {
@@ -169,7 +232,7 @@ mod tests {
     fn a_client_resumes_where_it_left_off_or_gets_a_snapshot() {
         let mut log = EventLog::new("m".into());
         log.publish(vec![removed("a"), removed("b")]);
-        let start = log.subscribe(None, snapshot, HashMap::new());
+        let start = log.subscribe(Scope::All, None, snapshot, HashMap::new());
         assert!(start.snapshot.is_some());
         assert_eq!(start.seq, 2);
         let mut live = start.events;
@@ -177,23 +240,33 @@ mod tests {
         assert_eq!(live.try_recv().unwrap().seq, 3);
 
         // Resumes after 1: events 2 and 3, no snapshot.
-        let again = log.subscribe(Some(("m", 1)), || panic!("no snapshot"), HashMap::new());
+        let again = log.subscribe(
+            Scope::All,
+            Some(("m", 1)),
+            || panic!("no snapshot"),
+            HashMap::new(),
+        );
         let seqs: Vec<u64> = again.replay.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3]);
         assert_eq!(again.seq, 3);
         // Another master's resume point, or one from the future: a snapshot.
         assert!(
-            log.subscribe(Some(("other", 1)), snapshot, HashMap::new())
+            log.subscribe(Scope::All, Some(("other", 1)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
         assert!(
-            log.subscribe(Some(("m", 9)), snapshot, HashMap::new())
+            log.subscribe(Scope::All, Some(("m", 9)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
         // Up to date: nothing to replay, no snapshot.
-        let current = log.subscribe(Some(("m", 3)), || panic!("no snapshot"), HashMap::new());
+        let current = log.subscribe(
+            Scope::All,
+            Some(("m", 3)),
+            || panic!("no snapshot"),
+            HashMap::new(),
+        );
         assert!(current.replay.is_empty() && current.snapshot.is_none());
     }
 
@@ -206,11 +279,16 @@ mod tests {
                 .collect(),
         );
         assert!(
-            log.subscribe(Some(("m", 5)), snapshot, HashMap::new())
+            log.subscribe(Scope::All, Some(("m", 5)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
-        let kept = log.subscribe(Some(("m", 10)), || panic!("no snapshot"), HashMap::new());
+        let kept = log.subscribe(
+            Scope::All,
+            Some(("m", 10)),
+            || panic!("no snapshot"),
+            HashMap::new(),
+        );
         assert_eq!(kept.replay.len(), LOG_CAPACITY);
         assert_eq!(kept.replay[0].seq, 11);
     }
@@ -218,7 +296,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_is_dropped() {
         let mut log = EventLog::new("m".into());
-        let start = log.subscribe(None, snapshot, HashMap::new());
+        let start = log.subscribe(Scope::All, None, snapshot, HashMap::new());
         log.publish(
             (0..SUBSCRIBER_BUFFER + 1)
                 .map(|i| removed(&i.to_string()))

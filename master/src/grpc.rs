@@ -540,7 +540,13 @@ impl v1::operator_server::Operator for OperatorService {
             .resume_after
             .filter(|_| !r.resume_master_id.is_empty())
             .map(|seq| (r.resume_master_id, seq));
-        let start = self.driver.operator_subscribe(resume).await?;
+        // Agents follow the services (for their proxies); operators what their ACLs
+        // let them view.
+        let scope = match principal {
+            Principal::Agent(_) => crate::events::Scope::Services,
+            _ => crate::events::Scope::All,
+        };
+        let start = self.driver.operator_subscribe(scope, resume).await?;
         let (tx, rx) = mpsc::channel(OPERATOR_STREAM_BUFFER);
         tokio::spawn(forward_events(start, principal, self.authz.clone(), tx));
         Ok(Response::new(Box::pin(
@@ -604,7 +610,11 @@ async fn forward_events(
     } = start;
     let mut last = seq;
     if let Some(snapshot) = snapshot {
-        let visible = crate::authorize::visible(&authz, &principal, snapshot);
+        // An agent's snapshot holds only services already (`Scope::Services`).
+        let visible = match principal {
+            Principal::Agent(_) => snapshot,
+            _ => crate::authorize::visible(&authz, &principal, snapshot),
+        };
         let event = v1::OperatorEvent {
             seq,
             master_id: master_id.clone(),
@@ -615,7 +625,12 @@ async fn forward_events(
         }
     }
     // Whether `principal` may see `event`; keeps `owners` up to date.
+    let services_only = matches!(principal, Principal::Agent(_));
     let mut permitted = |event: &v1::OperatorEvent| -> bool {
+        if services_only {
+            // Selected for services by the log already.
+            return true;
+        }
         let framework = |f: &v1::FrameworkState| {
             f.info
                 .as_ref()
@@ -766,6 +781,7 @@ pub(crate) fn task_entry(t: &TaskView) -> v1::TaskEntry {
             ..Default::default()
         }),
         discovery: t.discovery.clone(),
+        health_checked: t.health_checked,
     }
 }
 
@@ -878,6 +894,7 @@ mod tests {
                 reason: "REASON_COMMAND_EXITED".into(),
                 exit_status: None,
                 healthy: None,
+                health_checked: false,
                 updated: 2.0,
                 statistics: None,
                 discovery: None,

@@ -9,12 +9,16 @@
 //!                    driver task (owns core::Master) ──Persist──▶ Store (registry in --work-dir)
 //! ```
 //!
+//! With `dns_listen` set, a DNS server ([`dns`]) answers beside them from the operator
+//! event stream.
+//!
 //! [`serve`] is the entry point used by the `strata-master` binary, `strata local`,
 //! `strata bench` and the tests.
 #![forbid(unsafe_code)]
 
 pub mod authorize;
 pub mod core;
+pub mod dns;
 pub mod driver;
 pub mod events;
 pub mod grpc;
@@ -44,6 +48,12 @@ pub enum MasterError {
     Store(#[from] StoreError),
     #[error("cannot use the listener")]
     Listener(#[source] std::io::Error),
+    #[error("cannot serve DNS on {addr} (UDP and TCP; is the port in use?)")]
+    Dns {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the server failed")]
     Server(#[from] tonic::transport::Error),
     #[error("TLS setup: {0}")]
@@ -75,6 +85,28 @@ pub async fn serve(
 /// up to `options.shutdown_grace` for open connections to finish.
 pub async fn serve_with_store(
     listener: TcpListener,
+    options: MasterOptions,
+    store: Box<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MasterError> {
+    options.validate_tunables()?;
+    let dns = match options.dns_listen {
+        Some(addr) => Some(
+            dns::DnsServer::bind(addr)
+                .await
+                .map_err(|source| MasterError::Dns { addr, source })?,
+        ),
+        None => None,
+    };
+    serve_with_dns(listener, dns, options, store, shutdown).await
+}
+
+/// [`serve_with_store`] with the DNS server's sockets bound by the caller
+/// ([`dns::DnsServer::bind`], so that it knows the port before the master runs);
+/// `options.dns_listen` is not used. `None`: no DNS server.
+pub async fn serve_with_dns(
+    listener: TcpListener,
+    dns: Option<dns::DnsServer>,
     options: MasterOptions,
     mut store: Box<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -123,6 +155,10 @@ pub async fn serve_with_store(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut driver_task = tokio::spawn(driver.run(stop_rx.clone()));
     let reloader = tokio::spawn(reload_on_sighup(security.clone(), stop_rx.clone()));
+    let dns_task = dns.map(|dns| {
+        tracing::info!(address = %dns.local_addr(), domain = %options.dns_domain, "DNS server listening");
+        tokio::spawn(dns.run(handle.clone(), options.dns_domain.clone(), stop_rx.clone()))
+    });
 
     let mut server_stop = stop_rx;
     let mut builder = tonic::transport::Server::builder();
@@ -167,6 +203,14 @@ pub async fn serve_with_store(
         }
     }
     reloader.abort();
+    if let Some(mut dns_task) = dns_task
+        && tokio::time::timeout(options.shutdown_grace, &mut dns_task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the DNS server did not stop within the shutdown grace period");
+        dns_task.abort();
+    }
     tracing::info!("master stopped");
 
     match driver_result {

@@ -2,8 +2,9 @@
 //!
 //! Flags are checked before anything starts: a bad value exits 2 with the reason; a
 //! work dir that cannot be used or a port that cannot be bound exits 1. Once bound it
-//! prints `strata-master listening on ADDR` to stdout, and runs until SIGINT or
-//! SIGTERM, then shuts down gracefully.
+//! prints `strata-master listening on ADDR` to stdout (then, with `--dns-listen`,
+//! `strata-master: DNS on ADDR ...`), and runs until SIGINT or SIGTERM, then shuts
+//! down gracefully.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -95,6 +96,14 @@ struct Args {
     /// How long agents' certificates are valid; agents renew them at two thirds.
     #[arg(long, value_parser = parse_duration, default_value = "30d")]
     agent_cert_ttl: Duration,
+    /// Serve DNS (UDP and TCP) on this address: `SERVICE.DOMAIN` (A/AAAA),
+    /// `_PORT._tcp.SERVICE.DOMAIN` (SRV) and `TASK.FRAMEWORK.DOMAIN` for every running
+    /// task with discovery info (port 0: any free port). Default: no DNS server.
+    #[arg(long)]
+    dns_listen: Option<SocketAddr>,
+    /// The domain the DNS server answers for.
+    #[arg(long, default_value = strata_master::dns::DEFAULT_DOMAIN)]
+    dns_domain: String,
     /// Log lines on stderr: `text` (coloured on a terminal only) or `json` (one object
     /// per line). `RUST_LOG` sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -140,6 +149,8 @@ fn main() -> ExitCode {
         rate_limits: args.rate_limits.clone(),
         max_frameworks_per_principal: args.max_frameworks_per_principal,
         max_roles_per_principal: args.max_roles_per_principal,
+        dns_listen: args.dns_listen,
+        dns_domain: args.dns_domain.clone(),
     };
     if let Some(path) = &args.acls
         && let Err(e) = strata_security::Acls::load(path)
@@ -184,6 +195,16 @@ async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let dns = match options.dns_listen {
+        Some(addr) => Some(
+            strata_master::dns::DnsServer::bind(addr)
+                .await
+                .with_context(|| {
+                    format!("cannot serve DNS on {addr} (UDP and TCP; is the port in use?)")
+                })?,
+        ),
+        None => None,
+    };
     // The CA, join token and credentials exist before the first line is printed, so
     // that whoever waits for it can read them.
     if let Security::Tls(tls) = &options.security {
@@ -193,6 +214,15 @@ async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "strata-master listening on {bound}").context("cannot write to stdout")?;
+        if let Some(dns) = &dns {
+            writeln!(
+                out,
+                "strata-master: DNS on {} (UDP and TCP) for the domain {}",
+                dns.local_addr(),
+                options.dns_domain
+            )
+            .context("cannot write to stdout")?;
+        }
         match &options.security {
             Security::Tls(tls) => {
                 let dir = strata_master::security::tls_dir(&options.work_dir);
@@ -213,7 +243,7 @@ async fn run(listen: SocketAddr, options: MasterOptions) -> anyhow::Result<()> {
         }
         out.flush().context("cannot write to stdout")?;
     }
-    strata_master::serve_with_store(listener, options, Box::new(store), shutdown)
+    strata_master::serve_with_dns(listener, dns, options, Box::new(store), shutdown)
         .await
         .context("master failed")?;
     Ok(())

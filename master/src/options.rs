@@ -7,6 +7,7 @@
 //! the core then trusts them.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,6 +61,12 @@ pub struct MasterOptions {
     pub max_frameworks_per_principal: usize,
     /// The most distinct roles the frameworks of one principal may use at once.
     pub max_roles_per_principal: usize,
+    /// Where the DNS server (see [`crate::dns`]) answers, on UDP and TCP; `None`
+    /// (default): no DNS server. Port 0 picks a free port (the same for both).
+    pub dns_listen: Option<SocketAddr>,
+    /// The domain the DNS server answers for (default `strata`): lower-case DNS labels
+    /// separated by dots, no trailing dot.
+    pub dns_domain: String,
 }
 
 impl Default for MasterOptions {
@@ -89,6 +96,8 @@ impl MasterOptions {
             rate_limits: None,
             max_frameworks_per_principal: core.max_frameworks_per_principal,
             max_roles_per_principal: core.max_roles_per_principal,
+            dns_listen: None,
+            dns_domain: crate::dns::DEFAULT_DOMAIN.to_string(),
         }
     }
 
@@ -128,6 +137,9 @@ impl MasterOptions {
         for (role, weight) in &self.weights {
             check_role(role)?;
             check_weight(role, *weight)?;
+        }
+        if !crate::dns::is_domain(&self.dns_domain) {
+            return Err(OptionsError::DnsDomain(self.dns_domain.clone()));
         }
         Ok(())
     }
@@ -173,6 +185,10 @@ pub enum OptionsError {
     Role(String),
     #[error("invalid weight {weight} for role '{role}': weights are finite numbers greater than 0")]
     Weight { role: String, weight: f64 },
+    #[error(
+        "invalid DNS domain '{0}': use lower-case DNS labels (letters, digits, '-') separated by dots, e.g. strata or cluster.example, without a trailing dot"
+    )]
+    DnsDomain(String),
 }
 
 /// Parses a duration flag: `500ms`, `1s`, `1.5s`, `10m`, `2h`, `1d` (humantime's
@@ -296,5 +312,9 @@ mod tests {
         assert!(matches!(o.validate(), Err(OptionsError::Weight { .. })));
         let o = MasterOptions::new("/tmp/x");
         assert_eq!(o.core_config("m1".into()).master_id, "m1");
+        assert_eq!((o.dns_listen, o.dns_domain.as_str()), (None, "strata"));
+        let mut o = MasterOptions::new("/tmp/x");
+        o.dns_domain = "Strata.".into();
+        assert_eq!(o.validate(), Err(OptionsError::DnsDomain("Strata.".into())));
     }
 }

@@ -17,8 +17,8 @@
 //!                                     with them)
 //! ```
 //!
-//! Who may call what: agents only the agent link, `/tls/renew`, `/tls/credentials` and
-//! `/tls/acls`; users (frameworks, operators) everything but those, each call then
+//! Who may call what: agents only the agent link, `/tls/renew`, `/tls/credentials`,
+//! `/tls/acls` and the operator event stream (where they see services only); users (frameworks, operators) everything but those, each call then
 //! asked of the one [`Authorizer`] (`--acls`, reloaded by [`MasterSecurity::reload`] on
 //! SIGHUP and `POST /security/reload`).
 
@@ -52,6 +52,8 @@ const ISSUED_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 const PUBLIC: &[&str] = &["/health", CA_PATH, JOIN_PATH];
 /// The paths an agent's certificate may call.
 const AGENT_PREFIX: &str = "/strata.v1.AgentLink/";
+/// The operator event stream, which agents follow (services only) for their proxies.
+const EVENTS_PATH: &str = "/strata.v1.Operator/Subscribe";
 
 /// TLS and authentication of a master (`--insecure` turns them off).
 #[derive(Debug, Clone)]
@@ -325,7 +327,9 @@ pub async fn separate(request: Request, next: Next) -> Response {
     let agent_only = path.starts_with(AGENT_PREFIX) || path == RENEW_PATH;
     let agent_api = agent_only || path == CREDENTIALS_PATH || path == ACLS_PATH;
     let refusal = match &principal {
-        Principal::Agent(_) if !agent_api && path != "/health" && path != CA_PATH => {
+        Principal::Agent(_)
+            if !agent_api && path != "/health" && path != CA_PATH && path != EVENTS_PATH =>
+        {
             Some("an agent certificate may call only the agent API: use an operator's credential")
         }
         Principal::User(_) if agent_only => {

@@ -942,3 +942,42 @@ async fn the_event_stream_shows_only_what_the_caller_may_view() {
     assert_eq!(frameworks_in_snapshot(admins).await, 2);
     master.stop().await.unwrap();
 }
+
+/// An agent's certificate may follow the event stream (its service proxy needs it),
+/// and sees services only: agents and discoverable tasks, no frameworks; the rest of
+/// the operator API stays closed to it.
+#[tokio::test]
+async fn an_agent_follows_the_services_and_nothing_else() {
+    use v1::operator_event::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let master = secure_master(dir.path(), Duration::from_secs(3600)).await;
+    let a = join_agent(&master).await;
+    let mut agent = attach_with(
+        channel(&master, &a.client_tls()).await.unwrap(),
+        agent_info("a.example"),
+    )
+    .await
+    .unwrap();
+    registered(&mut agent).await;
+    let (_fw, _) = subscribe_as(&master, admin()).await;
+    let mut operator =
+        v1::operator_client::OperatorClient::new(channel(&master, &a.client_tls()).await.unwrap());
+    let mut events = operator
+        .subscribe(v1::OperatorSubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    match events.message().await.unwrap().unwrap().event {
+        Some(Event::Snapshot(state)) => {
+            assert_eq!(state.agents.len(), 1);
+            assert!(state.frameworks.is_empty(), "{:?}", state.frameworks);
+        }
+        other => panic!("{other:?}"),
+    }
+    let status = operator
+        .get_state(v1::GetStateRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    master.stop().await.unwrap();
+}

@@ -11,6 +11,14 @@ use crate::v1::{self, discovery_info::Visibility};
 /// The longest port name: a DNS label.
 pub const MAX_PORT_NAME_BYTES: usize = 63;
 
+/// The label of a discovery [`v1::Port`] that names the port's service port (issue
+/// 15): its value is the service port number as decimal text, e.g. `"10000"`. The
+/// container framework sets it on each port of an app task whose spec asks for a
+/// service port (`ports[i].service_port`); the service proxy in every agent listens on
+/// that port and forwards to the instances that carry it. A port without the label has
+/// no service port.
+pub const SERVICE_PORT_LABEL: &str = "service_port";
+
 /// The protocols a port may name.
 pub const PROTOCOLS: [&str; 2] = ["tcp", "udp"];
 

@@ -673,6 +673,7 @@ fn seeds() -> Vec<Vec<u8>> {
             resources: task.resources.clone(),
             last_status: Some(status.clone()),
             discovery: task.discovery.clone(),
+            health_checked: task.health_check.is_some(),
         }],
         roles: vec![],
     };

@@ -3,7 +3,9 @@
 //! returns the actions to take (launch, decline, kill, revive, ...) and records what
 //! must be persisted before they are taken; nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
 
 use strata_framework_sdk::offer_resources;
 use strata_proto::is_terminal;
@@ -16,7 +18,7 @@ use super::records::{
     AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
 };
 use super::spec::{AppSpec, PlacementStrategy, PortSpec, SpecError};
-use super::view::{AppTaskView, AppView, DeploymentView, TaskFailureView};
+use super::view::{AppTaskView, AppView, DeploymentView, EndpointView, PortView, TaskFailureView};
 
 /// How long declined offers stay away (revive brings them back when demand changes).
 pub const DECLINE_REFUSE_SECONDS: f64 = 120.0;
@@ -32,6 +34,70 @@ pub const RECONCILE_SECONDS: f64 = 30.0;
 pub const BACKOFF_RESET_SECONDS: f64 = 600.0;
 /// After this long without offers, a deployment's waiting reason says so.
 const QUIET_OFFERS_SECONDS: f64 = 10.0;
+
+/// The ports service ports are assigned from (`strata serve --service-ports`, issue
+/// 15): `FIRST-LAST`, both included; 10000-10999 by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for ServicePortRange {
+    fn default() -> ServicePortRange {
+        ServicePortRange {
+            first: 10000,
+            last: 10999,
+        }
+    }
+}
+
+impl ServicePortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    /// How many ports the range holds.
+    pub fn size(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+}
+
+impl fmt::Display for ServicePortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl FromStr for ServicePortRange {
+    type Err = String;
+
+    /// `FIRST-LAST` (or one port), 1-65535, FIRST at most LAST.
+    fn from_str(text: &str) -> Result<ServicePortRange, String> {
+        let port = |t: &str| -> Result<u16, String> {
+            match t.trim().parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!(
+                    "'{}' is not a port (1-65535): expected FIRST-LAST, e.g. 10000-10999",
+                    t.trim()
+                )),
+            }
+        };
+        let (first, last) = match text.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => {
+                let p = port(text)?;
+                (p, p)
+            }
+        };
+        if first > last {
+            return Err(format!(
+                "{first}-{last} is empty: the first port must not be above the last"
+            ));
+        }
+        Ok(ServicePortRange { first, last })
+    }
+}
 
 /// What the service must do, in order, after the writes are persisted.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,12 +212,20 @@ pub struct Engine {
     seq: u64,
     /// The framework's role (`*` when unset).
     role: String,
+    /// Where service ports asked as 0 are taken from, and where asked ones must be.
+    service_ports: ServicePortRange,
 }
 
 impl Engine {
     /// The role the framework subscribes with: apps may accept its reservations.
     pub fn with_role(mut self, role: &str) -> Engine {
         self.role = role.to_string();
+        self
+    }
+
+    /// The range service ports are assigned from (`strata serve --service-ports`).
+    pub fn with_service_ports(mut self, range: ServicePortRange) -> Engine {
+        self.service_ports = range;
         self
     }
 
@@ -272,6 +346,9 @@ impl Engine {
                 return Err(ApiError::Destroying(id));
             }
         }
+        let spec = self
+            .assign_service_ports(spec, existing.as_ref())
+            .map_err(ApiError::Refused)?;
         let record = match existing {
             None => {
                 let version = self.new_version(None, now);
@@ -379,6 +456,116 @@ impl Engine {
         let view = self.task_view(&self.tasks[task_id]);
         actions.extend(self.tick(now));
         Ok((view, actions))
+    }
+
+    /// Puts the service port of each port of `spec` that asks for one (issue 15): a
+    /// port asking for 0 keeps the one it holds (`existing`, the app as deployed), else
+    /// gets the lowest free one of the range; a port asking for n gets n, if no other
+    /// app holds it and it is inside the range (or the app already holds it: a
+    /// narrower range does not take ports away). The spec returned (and stored with
+    /// the app) holds the assigned numbers, never 0, so the assignment is persisted
+    /// with the app, stays across updates, scales and restarts, and is freed with the
+    /// app. Refused with the field named; nothing is changed then.
+    fn assign_service_ports(
+        &self,
+        mut spec: AppSpec,
+        existing: Option<&AppRecord>,
+    ) -> Result<AppSpec, SpecError> {
+        if spec.ports.iter().all(|p| p.service_port().is_none()) {
+            return Ok(spec);
+        }
+        let range = self.service_ports;
+        // Held by the other apps (those being removed too, until they are gone).
+        let mut others: BTreeMap<u16, (&str, usize)> = BTreeMap::new();
+        for (app_id, app) in &self.apps {
+            if *app_id == spec.id {
+                continue;
+            }
+            for (i, port) in app.spec.ports.iter().enumerate() {
+                if let Some(n) = port.service_port().filter(|n| *n != 0) {
+                    others.insert(n, (app_id.as_str(), i));
+                }
+            }
+        }
+        let held: Vec<Option<u16>> = existing
+            .map(|a| {
+                a.spec
+                    .ports
+                    .iter()
+                    .map(|p| p.service_port().filter(|n| *n != 0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut used: BTreeSet<u16> = others.keys().copied().collect();
+        for (i, port) in spec.ports.iter().enumerate() {
+            let Some(n) = port.service_port().filter(|n| *n != 0) else {
+                continue;
+            };
+            let field = format!("ports[{i}].service_port");
+            if let Some((app, j)) = others.get(&n) {
+                return Err(SpecError {
+                    field,
+                    reason: format!(
+                        "service port {n} is taken by app \"{app}\" (its ports[{j}]): \
+                         choose another, or 0 for any free one"
+                    ),
+                });
+            }
+            if !range.contains(n) && !held.contains(&Some(n)) {
+                return Err(SpecError {
+                    field,
+                    reason: format!(
+                        "service port {n} is outside the framework's service port range \
+                         {range} (strata serve --service-ports): choose one inside it, or \
+                         0 for any free one"
+                    ),
+                });
+            }
+            used.insert(n);
+        }
+        for i in 0..spec.ports.len() {
+            if spec.ports[i].service_port() != Some(0) {
+                continue;
+            }
+            let kept = held.get(i).copied().flatten().filter(|n| !used.contains(n));
+            let n = match kept.or_else(|| (range.first..=range.last).find(|n| !used.contains(n))) {
+                Some(n) => n,
+                None => {
+                    return Err(SpecError {
+                        field: format!("ports[{i}].service_port"),
+                        reason: format!(
+                            "no free service port: all {} of the range {range} are taken; \
+                             remove an app that holds one, or widen strata serve \
+                             --service-ports",
+                            range.size()
+                        ),
+                    });
+                }
+            };
+            used.insert(n);
+            if let PortSpec::Mapping(m) = &mut spec.ports[i] {
+                m.service_port = Some(n);
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Service ports held by apps: (port, app id, port index), by port.
+    #[cfg(test)]
+    pub fn service_ports(&self) -> Vec<(u16, String, usize)> {
+        let mut out: Vec<(u16, String, usize)> = self
+            .apps
+            .iter()
+            .flat_map(|(id, app)| {
+                app.spec.ports.iter().enumerate().filter_map(move |(i, p)| {
+                    p.service_port()
+                        .filter(|n| *n != 0)
+                        .map(|n| (n, id.clone(), i))
+                })
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     fn live_app(&self, id: &str) -> Result<&AppRecord, ApiError> {
@@ -1050,6 +1237,18 @@ impl Engine {
             deployment,
             last_failure: app.last_failure.clone(),
             backoff_seconds: (app.backoff.until > now).then_some(app.backoff.until - now),
+            ports: port_names(&app.spec)
+                .into_iter()
+                .zip(&app.spec.ports)
+                .enumerate()
+                .map(|(index, ((name, protocol), port))| PortView {
+                    index,
+                    name,
+                    protocol,
+                    service_port: port.service_port().filter(|n| *n != 0),
+                })
+                .collect(),
+            endpoints: endpoints(app, &tasks),
         })
     }
 
@@ -1318,6 +1517,52 @@ impl Largest {
     }
 }
 
+/// The running instances of an app, where its service ports lead: each one's host and
+/// ports and whether it is in the service proxies' rotation (running, reachable, not
+/// being killed, healthy when checked: [`plan::is_healthy`]).
+fn endpoints(app: &AppRecord, tasks: &[&TaskRecord]) -> Vec<EndpointView> {
+    let mut out: Vec<EndpointView> = tasks
+        .iter()
+        .filter(|t| t.is_running() || t.state == TaskState::TaskKilling)
+        .map(|t| EndpointView {
+            task_id: t.id.clone(),
+            host: t.hostname.clone(),
+            ports: t.ports.clone(),
+            state: t.state.as_str_name().to_string(),
+            healthy: t.healthy,
+            ready: plan::is_healthy(app, t) && !t.is_killing(),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.host, &a.ports).cmp(&(&b.host, &b.ports)));
+    out
+}
+
+/// The discovery name and protocol of each port of the spec, in its order: the name
+/// the spec gives (lower-cased) when it is a DNS label not used before for the
+/// protocol, else `portN` (else none, if even that is used).
+fn port_names(spec: &AppSpec) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let name = match port {
+            PortSpec::Mapping(m) => m.name.clone(),
+            PortSpec::Host(_) => None,
+        };
+        let protocol = port.protocol().to_string();
+        let taken = |n: &str| out.iter().any(|(name, p)| name == n && *p == protocol);
+        let name = name
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| strata_proto::discovery::is_port_name(n) && !taken(n.as_str()))
+            .unwrap_or_else(|| format!("port{i}"));
+        let name = if taken(name.as_str()) {
+            String::new()
+        } else {
+            name
+        };
+        out.push((name, protocol));
+    }
+    out
+}
+
 /// The TaskInfo for one instance.
 fn build_task(
     app: &AppRecord,
@@ -1421,35 +1666,39 @@ fn build_task(
     labels.insert("strata.app".into(), spec.id.clone());
     labels.insert("strata.version".into(), app.version.clone());
     // Discovery (issue 15): the app id is the service; one port per spec port, on the
-    // host port the task got, named as the spec names it (lower-cased) or portN.
-    let mut discovery_ports: Vec<v1::Port> = Vec::new();
-    for (i, host) in ports.iter().enumerate() {
-        let (name, protocol) = match spec.ports.get(i) {
-            Some(PortSpec::Mapping(m)) => (m.name.clone(), m.protocol.clone()),
-            _ => (None, None),
-        };
-        let protocol = protocol.unwrap_or_else(|| "tcp".to_string());
-        let taken = |n: &str| {
-            discovery_ports
-                .iter()
-                .any(|p| p.name == n && p.protocol == protocol)
-        };
-        let name = name
-            .map(|n| n.to_ascii_lowercase())
-            .filter(|n| strata_proto::discovery::is_port_name(n) && !taken(n.as_str()))
-            .unwrap_or_else(|| format!("port{i}"));
-        let name = if taken(name.as_str()) {
-            String::new()
-        } else {
-            name
-        };
-        discovery_ports.push(v1::Port {
-            number: u32::from(*host),
-            name,
-            protocol,
-            ..Default::default()
-        });
-    }
+    // host port the task got, named as the spec names it (lower-cased) or portN, with
+    // its service port (if any) in the SERVICE_PORT_LABEL label: the service proxies
+    // listen on it and forward to this port.
+    let names = port_names(spec);
+    let discovery_ports: Vec<v1::Port> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let (name, protocol) = names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| (format!("port{i}"), "tcp".to_string()));
+            let labels = spec
+                .ports
+                .get(i)
+                .and_then(PortSpec::service_port)
+                .filter(|n| *n != 0)
+                .map(|n| {
+                    HashMap::from([(
+                        strata_proto::discovery::SERVICE_PORT_LABEL.to_string(),
+                        n.to_string(),
+                    )])
+                })
+                .unwrap_or_default();
+            v1::Port {
+                number: u32::from(*host),
+                name,
+                protocol,
+                labels,
+                ..Default::default()
+            }
+        })
+        .collect();
     let discovery = v1::DiscoveryInfo {
         visibility: v1::discovery_info::Visibility::Cluster as i32,
         name: spec.id.clone(),
@@ -2114,5 +2363,331 @@ mod tests {
         .collect();
         assert_eq!(ports, want);
         assert_eq!(env["PORT1"], "31005");
+    }
+
+    // ---- service ports (issue 15) ------------------------------------------------
+
+    fn with_service_ports(id: &str, asked: &[Option<u16>]) -> AppSpec {
+        let ports: Vec<serde_json::Value> = asked
+            .iter()
+            .map(|a| match a {
+                None => serde_json::json!(0),
+                Some(n) => serde_json::json!({"host_port": 0, "service_port": n}),
+            })
+            .collect();
+        spec(
+            serde_json::json!({"id": id, "cmd": "sleep 100", "cpus": 0.1, "mem": 16,
+            "ports": ports}),
+        )
+    }
+
+    fn assigned(c: &Engine, id: &str) -> Vec<Option<u16>> {
+        c.app_view(id, 0.0)
+            .unwrap()
+            .ports
+            .iter()
+            .map(|p| p.service_port)
+            .collect()
+    }
+
+    fn refused_field(r: Result<(AppView, Vec<Action>), ApiError>) -> SpecError {
+        match r {
+            Err(ApiError::Refused(e)) => e,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn label(port: &v1::Port) -> Option<&str> {
+        port.labels
+            .get(strata_proto::discovery::SERVICE_PORT_LABEL)
+            .map(String::as_str)
+    }
+
+    #[test]
+    fn service_ports_are_assigned_from_the_range_and_labelled_on_the_tasks() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let (view, _) = c
+            .deploy(
+                with_service_ports("web", &[Some(0), None, Some(10500), Some(0)]),
+                false,
+                1.0,
+            )
+            .unwrap();
+        let ports: Vec<Option<u16>> = view.ports.iter().map(|p| p.service_port).collect();
+        assert_eq!(ports, [Some(10000), None, Some(10500), Some(10001)]);
+        // The spec as stored (and shown) holds the numbers assigned.
+        let stored: Vec<Option<u16>> = view.spec.ports.iter().map(PortSpec::service_port).collect();
+        assert_eq!(stored, ports);
+        assert_eq!(view.ports[1].name, "port1");
+        assert_eq!(view.ports[1].protocol, "tcp");
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        let info = tasks[0].discovery.as_ref().unwrap();
+        let labels: Vec<Option<&str>> = strata_proto::discovery::ports(info)
+            .iter()
+            .map(label)
+            .collect();
+        assert_eq!(labels, [Some("10000"), None, Some("10500"), Some("10001")]);
+        assert_eq!(strata_proto::discovery::validate(&tasks[0]), Ok(()));
+        // A second app gets the next free one.
+        c.deploy(with_service_ports("api", &[Some(0)]), false, 3.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "api"), [Some(10002)]);
+        assert_eq!(
+            c.service_ports(),
+            [
+                (10000, "web".to_string(), 0),
+                (10001, "web".to_string(), 3),
+                (10002, "api".to_string(), 0),
+                (10500, "web".to_string(), 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_service_ports_are_refused_with_the_field_named_and_change_nothing() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(with_service_ports("web", &[Some(10010)]), false, 1.0)
+            .unwrap();
+        let writes = c.take_writes();
+        assert!(!writes.is_empty());
+        // Taken by another app.
+        let e =
+            refused_field(c.deploy(with_service_ports("api", &[None, Some(10010)]), false, 2.0));
+        assert_eq!(e.field, "ports[1].service_port", "{e}");
+        assert!(
+            e.reason
+                .contains("service port 10010 is taken by app \"web\" (its ports[0])"),
+            "{e}"
+        );
+        // Outside the range.
+        for n in [9999, 11000, 80] {
+            let e = refused_field(c.deploy(with_service_ports("api", &[Some(n)]), false, 2.0));
+            assert_eq!(e.field, "ports[0].service_port", "{e}");
+            assert!(
+                e.reason
+                    .contains("outside the framework's service port range 10000-10999"),
+                "{e}"
+            );
+        }
+        // Duplicates within the app: the spec refuses them.
+        let dup = serde_json::json!({"id": "api", "cmd": "x", "ports": [
+            {"service_port": 10020}, {"service_port": 10020}]});
+        let e = AppSpec::from_json(dup).unwrap_err();
+        assert_eq!(e.field, "ports[1].service_port", "{e}");
+        // An update of the holder to a taken port is refused too, and keeps what it had.
+        c.deploy(with_service_ports("api", &[Some(0)]), false, 3.0)
+            .unwrap();
+        let before = c.app_view("web", 4.0).unwrap();
+        c.take_writes();
+        let e = refused_field(c.deploy(with_service_ports("web", &[Some(10000)]), false, 4.0));
+        assert_eq!(e.field, "ports[0].service_port");
+        assert!(e.reason.contains("taken by app \"api\""), "{e}");
+        assert_eq!(c.app_view("web", 4.0).unwrap(), before);
+        assert!(c.take_writes().is_empty(), "a refusal writes nothing");
+        assert!(c.app_view("nope", 4.0).is_none());
+        assert_eq!(c.app_ids(), ["api", "web"]);
+    }
+
+    #[test]
+    fn an_exhausted_range_is_refused_naming_the_port() {
+        let range: ServicePortRange = "20000-20001".parse().unwrap();
+        let mut c = Engine::default().with_service_ports(range);
+        c.subscribed("fw", 0.0);
+        c.deploy(with_service_ports("a", &[Some(0), Some(0)]), false, 1.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "a"), [Some(20000), Some(20001)]);
+        let e =
+            refused_field(c.deploy(with_service_ports("b", &[None, None, Some(0)]), false, 2.0));
+        assert_eq!(e.field, "ports[2].service_port");
+        assert!(
+            e.reason
+                .contains("no free service port: all 2 of the range 20000-20001 are taken"),
+            "{e}"
+        );
+        assert!(c.app_view("b", 2.0).is_none());
+    }
+
+    #[test]
+    fn service_ports_stay_across_updates_scales_and_restarts() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(with_service_ports("other", &[Some(0)]), false, 0.5)
+            .unwrap();
+        let (first, _) = c
+            .deploy(with_service_ports("web", &[Some(0), Some(0)]), false, 1.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "web"), [Some(10001), Some(10002)]);
+        // The same file deployed again: nothing to change (not a new version).
+        let (again, _) = c
+            .deploy(with_service_ports("web", &[Some(0), Some(0)]), false, 2.0)
+            .unwrap();
+        assert_eq!(again.version, first.version);
+        // A rolling update keeps them; so do a scale and a restart.
+        let mut update = with_service_ports("web", &[Some(0), Some(0)]);
+        update.cmd = Some("sleep 200".into());
+        let (updated, _) = c.deploy(update, false, 3.0).unwrap();
+        assert_ne!(updated.version, first.version);
+        assert_eq!(assigned(&c, "web"), [Some(10001), Some(10002)]);
+        c.scale("web", 3, 4.0).unwrap();
+        c.restart("web", 5.0).unwrap();
+        assert_eq!(assigned(&c, "web"), [Some(10001), Some(10002)]);
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 6.0));
+        assert_eq!(tasks.iter().filter(|t| t.name == "web").count(), 3);
+        for t in tasks.iter().filter(|t| t.name == "web") {
+            let info = t.discovery.as_ref().unwrap();
+            let labels: Vec<Option<&str>> = strata_proto::discovery::ports(info)
+                .iter()
+                .map(label)
+                .collect();
+            assert_eq!(labels, [Some("10001"), Some("10002")]);
+        }
+        // A port asking for the one another port of the app holds takes it over; the
+        // other gets a free one.
+        c.deploy(
+            with_service_ports("web", &[Some(0), Some(10001)]),
+            false,
+            7.0,
+        )
+        .unwrap();
+        assert_eq!(assigned(&c, "web"), [Some(10002), Some(10001)]);
+        // A port that no longer asks frees its port.
+        c.deploy(with_service_ports("web", &[None, Some(0)]), false, 8.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "web"), [None, Some(10001)]);
+        c.deploy(with_service_ports("new", &[Some(10002)]), false, 9.0)
+            .unwrap();
+    }
+
+    /// What the store would hold after the writes: the records a restarted framework
+    /// loads.
+    fn stored(writes: Vec<Write>) -> (Vec<AppRecord>, Vec<TaskRecord>) {
+        let mut apps = BTreeMap::new();
+        let mut tasks = BTreeMap::new();
+        for w in writes {
+            match w {
+                Write::App(id, rec) => {
+                    apps.insert(id, rec);
+                }
+                Write::Task(id, rec) => {
+                    tasks.insert(id, rec);
+                }
+                Write::FrameworkId(_) => {}
+            }
+        }
+        (
+            apps.into_values().flatten().map(|r| *r).collect(),
+            tasks.into_values().flatten().map(|r| *r).collect(),
+        )
+    }
+
+    #[test]
+    fn service_ports_survive_a_restart_of_the_framework_and_are_freed_on_removal() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(with_service_ports("web", &[Some(0)]), false, 1.0)
+            .unwrap();
+        c.deploy(with_service_ports("api", &[Some(0)]), false, 1.5)
+            .unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        assert_eq!(tasks.len(), 2);
+        // The framework restarts from what it persisted, with a narrower range.
+        let (apps, task_records) = stored(c.take_writes());
+        let range: ServicePortRange = "10001-10005".parse().unwrap();
+        let mut c =
+            Engine::restore(apps, task_records, Some("fw".into())).with_service_ports(range);
+        assert_eq!(assigned(&c, "web"), [Some(10000)]);
+        assert_eq!(assigned(&c, "api"), [Some(10001)]);
+        // Deployed again, each keeps its port (web's, now outside the range, too) and
+        // a new app gets a free one.
+        let (_, actions) = c
+            .deploy(with_service_ports("web", &[Some(0)]), false, 3.0)
+            .unwrap();
+        assert!(launched(&actions).is_empty());
+        c.scale("web", 2, 3.5).unwrap();
+        assert_eq!(assigned(&c, "web"), [Some(10000)]);
+        let e = refused_field(c.deploy(with_service_ports("new", &[Some(10001)]), false, 4.0));
+        assert!(e.reason.contains("taken by app \"api\""), "{e}");
+        c.deploy(with_service_ports("new", &[Some(0)]), false, 4.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "new"), [Some(10002)]);
+        // Removed: its port is held until its tasks are gone, then free.
+        c.destroy("api", 5.0).unwrap();
+        let e = refused_field(c.deploy(with_service_ports("late", &[Some(10001)]), false, 5.5));
+        assert!(e.reason.contains("taken by app \"api\""), "{e}");
+        let api_task = tasks.iter().find(|t| t.name == "api").unwrap();
+        c.status(&status(&api_task.task_id, TaskState::TaskKilled), 6.0);
+        c.tick(6.5);
+        assert!(c.app_view("api", 7.0).is_none());
+        c.deploy(with_service_ports("late", &[Some(10001)]), false, 7.0)
+            .unwrap();
+        assert_eq!(assigned(&c, "late"), [Some(10001)]);
+    }
+
+    #[test]
+    fn the_view_lists_the_running_instances_as_endpoints() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "web", "cmd": "x", "cpus": 1, "instances": 2,
+            "ports": [{"host_port": 0, "name": "http", "service_port": 0}],
+            "health_checks": [{"protocol": "tcp", "port_index": 0}]});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(
+            vec![offer("o1", "ag1", "h1", 1.0), offer("o2", "ag2", "h2", 1.0)],
+            2.0,
+        ));
+        assert_eq!(tasks.len(), 2);
+        assert!(c.app_view("web", 2.0).unwrap().endpoints.is_empty());
+        for t in &tasks {
+            let mut s = status(&t.task_id, TaskState::TaskRunning);
+            s.healthy = Some(t.agent_id == "ag1");
+            c.status(&s, 3.0);
+        }
+        let view = c.app_view("web", 3.0).unwrap();
+        assert_eq!(view.ports.len(), 1);
+        assert_eq!(
+            (view.ports[0].name.as_str(), view.ports[0].service_port),
+            ("http", Some(10000))
+        );
+        let seen: Vec<(Option<String>, Option<bool>, bool)> = view
+            .endpoints
+            .iter()
+            .map(|e| (e.address(0), e.healthy, e.ready))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("h1:31000".to_string()), Some(true), true),
+                (Some("h2:31000".to_string()), Some(false), false),
+            ]
+        );
+        // Being killed: still listed, out of rotation.
+        let h1 = tasks.iter().find(|t| t.agent_id == "ag1").unwrap();
+        c.kill_task(&h1.task_id, 4.0).unwrap();
+        let view = c.app_view("web", 4.0).unwrap();
+        let e = view.endpoints.iter().find(|e| e.host == "h1").unwrap();
+        assert!(!e.ready, "{e:?}");
+        // JSON: the ports and endpoints of the App API.
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["ports"][0]["service_port"], 10000);
+        assert_eq!(json["endpoints"][0]["host"], "h1");
+        assert_eq!(json["endpoints"][0]["ports"][0], 31000);
+    }
+
+    #[test]
+    fn service_port_ranges_are_parsed_and_bad_ones_refused() {
+        assert_eq!(
+            ServicePortRange::default(),
+            "10000-10999".parse::<ServicePortRange>().unwrap()
+        );
+        let r: ServicePortRange = " 20000 - 20009 ".trim().parse().unwrap();
+        assert_eq!((r.first, r.last, r.size()), (20000, 20009, 10));
+        assert_eq!(r.to_string(), "20000-20009");
+        let one: ServicePortRange = "8080".parse().unwrap();
+        assert_eq!((one.first, one.last), (8080, 8080));
+        for bad in ["", "0-10", "10-0x", "a-b", "20-10", "1-70000", "-5"] {
+            assert!(bad.parse::<ServicePortRange>().is_err(), "{bad}");
+        }
     }
 }

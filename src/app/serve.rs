@@ -35,7 +35,7 @@ use strata_proto::v1;
 use strata_security::{Acls, Authenticator, Authorizer, Credentials, Issued, ServerTls};
 use tokio::net::TcpListener;
 
-use super::engine::{Engine, Persisted};
+use super::engine::{Engine, Persisted, ServicePortRange};
 use super::service::{AppScheduler, Framework};
 use super::store::StateStore;
 
@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// Read again on SIGHUP.
     #[arg(long, value_name = "PATH")]
     pub acls: Option<PathBuf>,
+    /// The ports apps' service ports come from, FIRST-LAST: a port asking for
+    /// `service_port: 0` gets a free one of them, one asking for a number must be
+    /// inside. Unique in the cluster: every agent's service proxy listens on them.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "10000-10999")]
+    pub service_ports: ServicePortRange,
 }
 
 /// How the framework reaches the master and guards the App API.
@@ -274,8 +279,9 @@ pub async fn run(
             .unwrap_or_default(),
     };
     let persisted = Persisted::new(&loaded.apps, &loaded.tasks);
-    let core =
-        Engine::restore(loaded.apps, loaded.tasks, loaded.framework_id).with_role(&args.role);
+    let core = Engine::restore(loaded.apps, loaded.tasks, loaded.framework_id)
+        .with_role(&args.role)
+        .with_service_ports(args.service_ports);
     let (framework_task, framework) =
         Framework::new(core, store, persisted, args.master.clone(), args.tick);
     // Status updates are acknowledged by the scheduler, once they are durable.
@@ -559,7 +565,32 @@ mod tests {
             credential_file: None,
             credentials: None,
             acls: None,
+            service_ports: ServicePortRange::default(),
         }
+    }
+
+    #[test]
+    fn service_ports_default_to_10000_10999_and_a_bad_range_is_refused() {
+        use clap::Parser;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["strata"]).unwrap();
+        assert_eq!(cli.serve.service_ports, ServicePortRange::default());
+        assert_eq!(cli.serve.service_ports.to_string(), "10000-10999");
+        let cli = Cli::try_parse_from(["strata", "--service-ports", "20000-20009"]).unwrap();
+        assert_eq!(cli.serve.service_ports.to_string(), "20000-20009");
+        let err = Cli::try_parse_from(["strata", "--service-ports", "20-10"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("--service-ports") && err.contains("is empty"),
+            "{err}"
+        );
     }
 
     fn error_of(args: &ServeArgs) -> String {

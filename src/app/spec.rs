@@ -109,6 +109,28 @@ pub enum PortSpec {
     Mapping(PortMapping),
 }
 
+impl PortSpec {
+    /// The service port asked for: `None` (none), `Some(0)` (any free one of the
+    /// framework's `--service-ports`) or `Some(n)`. Once deployed, the app's spec holds
+    /// the port assigned (never 0).
+    pub fn service_port(&self) -> Option<u16> {
+        match self {
+            PortSpec::Mapping(m) => m.service_port,
+            PortSpec::Host(_) => None,
+        }
+    }
+
+    /// tcp (when not said) or udp.
+    pub fn protocol(&self) -> &str {
+        match self {
+            PortSpec::Mapping(PortMapping {
+                protocol: Some(p), ..
+            }) => p,
+            _ => "tcp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortMapping {
@@ -123,6 +145,13 @@ pub struct PortMapping {
     pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The app's stable port on every agent (issue 15, Marathon's `servicePort`): the
+    /// service proxies forward connections to it to the app's healthy instances.
+    /// Absent: none; 0: any free port of the framework's `--service-ports` range
+    /// (assigned once, kept across updates and restarts); n: that port (inside the
+    /// range, not taken by another app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u16>,
 }
 
 /// A placement constraint on agents: a field (`hostname` or an agent attribute),
@@ -656,7 +685,17 @@ impl AppSpec {
     fn validate_ports(&self) -> Result<(), SpecError> {
         let bridge = self.image.is_some() && self.network.as_deref() == Some("bridge");
         let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
+        let mut services: BTreeMap<u16, usize> = BTreeMap::new();
         for (i, port) in self.ports.iter().enumerate() {
+            if let Some(service_port) = port.service_port()
+                && service_port != 0
+                && let Some(first) = services.insert(service_port, i)
+            {
+                return Err(SpecError::new(
+                    format!("ports[{i}].service_port"),
+                    format!("service port {service_port} is also ports[{first}].service_port"),
+                ));
+            }
             let (field, host_port) = match port {
                 PortSpec::Host(host_port) => {
                     if bridge {
@@ -920,7 +959,7 @@ fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> SpecError 
     {
         reason = format!(
             "expected a host port number (0-65535) or a mapping of host_port, \
-             container_port, protocol and name{tail}"
+             container_port, protocol, name and service_port{tail}"
         );
     } else if let Some(tail) =
         reason.strip_prefix("data did not match any variant of untagged enum ConstraintRepr")
@@ -1137,7 +1176,8 @@ ports:
     container_port: 80
     protocol: tcp
     name: http
-  - {host_port: 8443, container_port: 443, protocol: udp, name: quic}
+    service_port: 0
+  - {host_port: 8443, container_port: 443, protocol: udp, name: quic, service_port: 10443}
 constraints:
   - hostname UNIQUE
   - rack CLUSTER a
@@ -1217,12 +1257,14 @@ accepted_resource_roles: ["*", web]
                     container_port: Some(80),
                     protocol: Some("tcp".into()),
                     name: Some("http".into()),
+                    service_port: Some(0),
                 }),
                 PortSpec::Mapping(PortMapping {
                     host_port: 8443,
                     container_port: Some(443),
                     protocol: Some("udp".into()),
                     name: Some("quic".into()),
+                    service_port: Some(10443),
                 }),
             ],
             constraints: vec![
@@ -1763,7 +1805,39 @@ accepted_resource_roles: ["*", web]
             container_port,
             protocol: None,
             name: None,
+            service_port: None,
         })
+    }
+
+    #[test]
+    fn service_ports_are_parsed_in_the_mapping_form_and_duplicates_refused() {
+        let spec = AppSpec::parse(
+            "id: app\ncmd: x\nports: [0, {host_port: 0, name: http, service_port: 0}, \
+             {service_port: 10005, protocol: udp}]\n",
+        )
+        .unwrap();
+        let asked: Vec<Option<u16>> = spec.ports.iter().map(PortSpec::service_port).collect();
+        assert_eq!(asked, [None, Some(0), Some(10005)]);
+        let protocols: Vec<&str> = spec.ports.iter().map(PortSpec::protocol).collect();
+        assert_eq!(protocols, ["tcp", "tcp", "udp"]);
+        // Absent stays absent when written back.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["ports"][0], 0);
+        assert_eq!(json["ports"][1]["service_port"], 0);
+        assert!(AppSpec::from_json(json).is_ok());
+        // Two ports of the app may not ask for the same one (any number of 0s may).
+        let err = parse_refused(
+            "id: app\ncmd: x\nports: [{service_port: 0}, {service_port: 0}, \
+             {service_port: 10001}, {service_port: 10001}]\n",
+            "ports[3].service_port",
+        );
+        assert!(err.reason.contains("also ports[2].service_port"), "{err}");
+        let err = parse_refused(
+            "id: app\ncmd: x\nports: [{service_port: 70000}]\n",
+            "ports[0]",
+        );
+        assert!(err.reason.contains("service_port"), "{err}");
+        parse_refused("id: app\ncmd: x\nports: [{service_prot: 1}]\n", "ports[0]");
     }
 
     #[test]
@@ -1854,6 +1928,7 @@ accepted_resource_roles: ["*", web]
                     container_port: None,
                     protocol: Some(protocol.into()),
                     name: None,
+                    service_port: None,
                 })],
                 ..base()
             };

@@ -41,6 +41,53 @@ pub struct AppView {
     /// Seconds until the next launch is allowed (restart backoff), if waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_seconds: Option<f64>,
+    /// The app's ports as published for discovery, in the spec's order: name,
+    /// protocol and the service port assigned (issue 15).
+    #[serde(default)]
+    pub ports: Vec<PortView>,
+    /// The app's running instances: where its service ports lead.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// One port of an app (`AppView.ports`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortView {
+    /// Its index in the spec's `ports` (`$PORT0`, `$PORT1`, ...).
+    pub index: usize,
+    /// Its name in the tasks' discovery info (the spec's name lower-cased, else
+    /// `portN`): the PORTNAME of SRV records.
+    pub name: String,
+    /// tcp or udp.
+    pub protocol: String,
+    /// The service port assigned (`ports[i].service_port`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u16>,
+}
+
+/// One running instance of an app (`AppView.endpoints`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub task_id: String,
+    /// The agent's hostname.
+    pub host: String,
+    /// Its host ports, in the spec's order: `host:ports[i]` serves `AppView.ports[i]`.
+    pub ports: Vec<u16>,
+    /// TASK_RUNNING, or TASK_KILLING while it is being stopped.
+    pub state: String,
+    /// The latest health check result; unset without health checks or before one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// In the service proxies' rotation: running, reachable, not being killed, and
+    /// healthy when the app has a health check.
+    pub ready: bool,
+}
+
+impl EndpointView {
+    /// `host:port` of the app's port `index`, if the task has it.
+    pub fn address(&self, index: usize) -> Option<String> {
+        self.ports.get(index).map(|p| format!("{}:{p}", self.host))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use super::output::{
 };
 use super::task::{sort_tasks, tasks_table};
 use crate::app::spec::{AppSpec, Constraint, HealthCheckSpec, Operator, PortSpec};
-use crate::app::view::{AppTaskView, AppView};
+use crate::app::view::{AppTaskView, AppView, EndpointView};
 
 /// `strata app ...`.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -319,6 +319,9 @@ pub fn describe(view: &AppView, tasks: &[AppTaskView], now: f64) -> String {
         }
     }
     f.add("Instances", counts);
+    if !view.ports.is_empty() {
+        f.add("Endpoints", endpoints_text(&view.endpoints));
+    }
     match &view.deployment {
         Some(d) => {
             f.add(
@@ -405,8 +408,42 @@ fn port_text(port: &PortSpec) -> String {
             if let Some(name) = &m.name {
                 text.push_str(&format!(" ({name})"));
             }
+            match m.service_port {
+                Some(0) => text.push_str(" service any"),
+                Some(n) => text.push_str(&format!(" service {n}")),
+                None => {}
+            }
             text
         }
+    }
+}
+
+/// `node1:31000 ready, node2:31002 unhealthy`: each running instance's host and ports
+/// and whether the service proxies route to it.
+pub fn endpoints_text(endpoints: &[EndpointView]) -> String {
+    if endpoints.is_empty() {
+        return "none running".to_string();
+    }
+    endpoints
+        .iter()
+        .map(|e| {
+            let ports: Vec<String> = e.ports.iter().map(u16::to_string).collect();
+            format!("{}:{} {}", e.host, ports.join(","), endpoint_status(e))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// ready (in the service proxies' rotation), killing, unhealthy or not ready.
+pub fn endpoint_status(e: &EndpointView) -> &'static str {
+    if e.ready {
+        "ready"
+    } else if e.state == "TASK_KILLING" {
+        "killing"
+    } else if e.healthy == Some(false) {
+        "unhealthy"
+    } else {
+        "not ready"
     }
 }
 
@@ -753,6 +790,8 @@ mod tests {
             deployment: None,
             last_failure: None,
             backoff_seconds: None,
+            ports: vec![],
+            endpoints: vec![],
         }
     }
 
@@ -904,6 +943,62 @@ ID      STATE     HEALTH    HOST    PORTS        AGE
 web.1   RUNNING   healthy   node1   31000,8080   30s
 ";
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn describe_shows_service_ports_and_endpoints() {
+        use crate::app::view::PortView;
+
+        let spec = AppSpec::parse(
+            "id: web\ncmd: x\nports: [{host_port: 0, name: http, service_port: 10000}, 0]\n",
+        )
+        .unwrap();
+        let mut view = app("web", 3, 3, 2);
+        view.spec = spec;
+        view.ports = vec![
+            PortView {
+                index: 0,
+                name: "http".into(),
+                protocol: "tcp".into(),
+                service_port: Some(10000),
+            },
+            PortView {
+                index: 1,
+                name: "port1".into(),
+                protocol: "tcp".into(),
+                service_port: None,
+            },
+        ];
+        let endpoint = |host: &str, ready: bool, healthy: Option<bool>, state: &str| EndpointView {
+            task_id: format!("web.{host}"),
+            host: host.into(),
+            ports: vec![31000, 31001],
+            state: state.into(),
+            healthy,
+            ready,
+        };
+        view.endpoints = vec![
+            endpoint("n1", true, Some(true), "TASK_RUNNING"),
+            endpoint("n2", false, Some(false), "TASK_RUNNING"),
+            endpoint("n3", false, Some(true), "TASK_KILLING"),
+        ];
+        let text = describe(&view, &[], 0.0);
+        assert!(
+            text.contains("Ports:       any (http) service 10000, any\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Endpoints:   n1:31000,31001 ready, n2:31000,31001 unhealthy, \
+                 n3:31000,31001 killing\n"
+            ),
+            "{text}"
+        );
+        view.endpoints.clear();
+        let text = describe(&view, &[], 0.0);
+        assert!(text.contains("Endpoints:   none running\n"), "{text}");
+        // An app without ports says nothing of endpoints.
+        assert!(!describe(&app("db", 1, 1, 1), &[], 0.0).contains("Endpoints"));
     }
 
     #[test]

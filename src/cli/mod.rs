@@ -1,4 +1,4 @@
-//! The `strata` commands of the container framework: `app`, `task`, `agent` and
+//! The `strata` commands of the container framework: `app`, `service`, `task`, `agent` and
 //! `framework`, talking to the App API (`strata serve`, [`client`]) and to the master's
 //! operator gRPC API ([`master_client`]).
 //!
@@ -23,6 +23,7 @@ pub mod config;
 pub mod events;
 pub mod master_client;
 pub mod output;
+pub mod service;
 pub mod task;
 
 pub use app::AppCommand;
@@ -31,6 +32,7 @@ pub use cluster::{AgentCommand, FrameworkCommand};
 pub use config::{Choices, ConfigError, Settings};
 pub use master_client::MasterClient;
 pub use output::Output;
+pub use service::ServiceCommand;
 use strata_framework_sdk::{SandboxClient, SdkError};
 pub use task::TaskCommand;
 
@@ -116,6 +118,21 @@ pub struct AppArgs {
 }
 
 impl AppArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        self.command.run(&self.global).await
+    }
+}
+
+/// `strata service ...`: the apps' service ports and the instances behind them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+}
+
+impl ServiceArgs {
     pub async fn run(self) -> anyhow::Result<u8> {
         self.command.run(&self.global).await
     }

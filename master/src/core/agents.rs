@@ -628,6 +628,7 @@ impl Master {
                     updated_unix: self.unix(now),
                     statistics: None,
                     discovery: info.discovery.clone(),
+                    health_checked: info.health_check.is_some(),
                 };
                 self.add_task(task);
                 if told_lost {

@@ -293,6 +293,9 @@ pub struct TaskView {
     /// The latest health check result, when the task has a health check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// Whether the task has a health check (`healthy` is unset until its first result).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub health_checked: bool,
     /// Unix seconds of the latest status.
     pub updated: f64,
     /// The latest resource usage the agent reported for the task (cgroups), if any.

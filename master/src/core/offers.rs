@@ -551,6 +551,7 @@ impl Master {
                     updated_unix: self.unix(now),
                     statistics: None,
                     discovery: task.discovery.clone(),
+                    health_checked: task.health_check.is_some(),
                 };
                 self.add_task(record);
                 l.run.push(task);

@@ -319,6 +319,8 @@ pub struct Task {
     /// How it can be discovered (`TaskInfo.discovery`), for `/state`, the operator API
     /// and its event stream.
     pub discovery: Option<v1::DiscoveryInfo>,
+    /// Whether it has a health check (`TaskInfo.health_check`).
+    pub health_checked: bool,
 }
 
 /// How many status uuids a task remembers.

@@ -30,6 +30,7 @@ pub(super) fn task_view(t: &Task) -> TaskView {
         reason,
         exit_status: last.and_then(|s| s.exit_status),
         healthy: last.and_then(|s| s.healthy),
+        health_checked: t.health_checked,
         updated: t.updated_unix,
         statistics: t.statistics.as_ref().map(TaskStatistics::from),
         discovery: t.discovery.clone(),
