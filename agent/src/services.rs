@@ -11,7 +11,11 @@
 //! ```
 //!
 //! An instance leaves the rotation as soon as an event says it is no longer running
-//! (TASK_KILLING, unreachable, ended), unhealthy, or its agent is gone.
+//! (TASK_KILLING, unreachable, ended), unhealthy, or its agent is gone. After each
+//! batch of events the follower acknowledges the last one it applied
+//! (`Operator.AckEvents`): the master holds the kill of a service instance until
+//! every proxy has taken it out of rotation (bounded), so no connection reaches an
+//! instance that is going away.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +30,16 @@ use crate::proxy::{Backend, Protocol, Service, ServiceProxy};
 
 /// How long the follower waits before it resumes a dropped stream.
 const RESUME_AFTER: Duration = Duration::from_secs(1);
+/// The longest an acknowledgement waits for the connections to instances that left
+/// the rotation to finish (the master goes on after its own bound anyway).
+const ACK_DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// How often the acknowledger looks at the draining connections.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+type Operator = v1::operator_client::OperatorClient<tonic::transport::Channel>;
+
+/// What the proxy applied last: where to acknowledge it, and the event.
+type Applied = Option<(Operator, String, u64)>;
 
 /// One published port of a running instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,24 +204,76 @@ fn address_ip(address: &str) -> Option<IpAddr> {
     host.parse().ok()
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Acknowledges the latest applied event, once the proxy has no connection left to
+/// an instance that left the rotation (or [`ACK_DRAIN_WAIT`] passed).
+async fn acknowledge(mut applied: watch::Receiver<Applied>, proxy: ServiceProxy, proxy_id: String) {
+    let mut acked: Option<(String, u64)> = None;
+    while applied.changed().await.is_ok() {
+        let Some((mut client, master_id, seq)) = applied.borrow_and_update().clone() else {
+            continue;
+        };
+        if acked.as_ref() == Some(&(master_id.clone(), seq)) {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + ACK_DRAIN_WAIT;
+        while proxy.draining() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let ack = v1::OperatorAckRequest {
+            master_id: master_id.clone(),
+            seq,
+            proxy: proxy_id.clone(),
+        };
+        match client.ack_events(ack).await {
+            Ok(_) => acked = Some((master_id, seq)),
+            Err(e) => tracing::debug!(error = %e, "cannot acknowledge the services events"),
+        }
+    }
+}
+
+/// Resolves when the master's endpoint changes (a renewed certificate); never when
+/// it cannot change (an insecure agent drops the sender at once).
+async fn endpoint_changed(endpoint: &mut watch::Receiver<Endpoint>) {
+    if endpoint.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Follows the master's event stream and keeps `proxy`'s table current, until the
 /// task is aborted.
 pub(crate) async fn follow(mut endpoint: watch::Receiver<Endpoint>, proxy: ServiceProxy) {
     let mut table = Table::default();
     let mut resume: Option<(String, u64)> = None;
+    // Who this proxy is to the master (an insecure master knows agents by nothing else).
+    let proxy_id = uuid::Uuid::new_v4().to_string();
+    let (applied_tx, applied_rx) = watch::channel::<Applied>(None);
+    let acker = tokio::spawn(acknowledge(applied_rx, proxy.clone(), proxy_id.clone()));
+    let _stop_acker = AbortOnDrop(acker);
     loop {
         let current = endpoint.borrow_and_update().clone();
         let channel = current.connect().await;
+        let mut client = None;
         let stream = match channel {
             Ok(channel) => {
                 let request = v1::OperatorSubscribeRequest {
                     resume_master_id: resume.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
                     resume_after: resume.as_ref().map(|r| r.1),
+                    proxy: proxy_id.clone(),
                 };
-                v1::operator_client::OperatorClient::new(channel)
-                    .max_decoding_message_size(strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES)
-                    .subscribe(request)
-                    .await
+                let mut operator = Operator::new(channel)
+                    .max_decoding_message_size(strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES);
+                let stream = operator.subscribe(request).await;
+                client = Some(operator);
+                stream
             }
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),
         };
@@ -217,7 +283,7 @@ pub(crate) async fn follow(mut endpoint: watch::Receiver<Endpoint>, proxy: Servi
                 tracing::debug!(error = %status, "cannot follow the services yet");
                 tokio::select! {
                     () = tokio::time::sleep(RESUME_AFTER) => {}
-                    _ = endpoint.changed() => {}
+                    () = endpoint_changed(&mut endpoint) => {}
                 }
                 continue;
             }
@@ -225,7 +291,7 @@ pub(crate) async fn follow(mut endpoint: watch::Receiver<Endpoint>, proxy: Servi
         loop {
             let next = tokio::select! {
                 next = stream.message() => next,
-                _ = endpoint.changed() => break,
+                () = endpoint_changed(&mut endpoint) => break,
             };
             match next {
                 Ok(Some(event)) => {
@@ -241,8 +307,17 @@ pub(crate) async fn follow(mut endpoint: watch::Receiver<Endpoint>, proxy: Servi
                     if changed {
                         proxy.update(table.services());
                     }
+                    // Tell the master the proxy has it (once the connections to the
+                    // instances that left have finished): kills held for the proxies
+                    // go on once every proxy has said so.
+                    if let (Some(client), Some((master_id, seq))) = (client.as_ref(), &resume) {
+                        applied_tx.send_replace(Some((client.clone(), master_id.clone(), *seq)));
+                    }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    tracing::debug!("the services stream ended (closed); resuming");
+                    break;
+                }
                 Err(status) => {
                     tracing::debug!(error = %status, "the services stream ended; resuming");
                     break;

@@ -100,9 +100,16 @@ pub enum Command {
     /// A new operator event stream subscriber (after `resume`, master id and seq, when
     /// possible).
     OperatorSubscribe {
+        principal: String,
         scope: crate::events::Scope,
         resume: Option<(String, u64)>,
         reply: oneshot::Sender<crate::events::SubscribeStart>,
+    },
+    /// A service proxy (`principal`) has applied the operator events up to `seq`.
+    EventsAcked {
+        principal: String,
+        master_id: String,
+        seq: u64,
     },
     /// Whether an agent principal's certificate is revoked (its agent marked gone).
     Revoked {
@@ -186,17 +193,34 @@ impl DriverHandle {
     /// Subscribes to the operator event stream (see [`crate::events`]).
     pub async fn operator_subscribe(
         &self,
+        principal: String,
         scope: crate::events::Scope,
         resume: Option<(String, u64)>,
     ) -> Result<crate::events::SubscribeStart, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::OperatorSubscribe {
+            principal,
             scope,
             resume,
             reply,
         })
         .await?;
         rx.await.map_err(|_| DriverGone)
+    }
+
+    /// A service proxy's acknowledgement of the events up to `seq`.
+    pub async fn events_acked(
+        &self,
+        principal: String,
+        master_id: String,
+        seq: u64,
+    ) -> Result<(), DriverGone> {
+        self.send(Command::EventsAcked {
+            principal,
+            master_id,
+            seq,
+        })
+        .await
     }
 
     /// Whether the certificate of the agent principal `principal` is revoked (its agent
@@ -449,6 +473,7 @@ impl CoreDriver {
                 let _ = reply.send(self.core.snapshot());
             }
             Command::OperatorSubscribe {
+                principal,
                 scope,
                 resume,
                 reply,
@@ -458,12 +483,21 @@ impl CoreDriver {
                 let core = &self.core;
                 let resume = resume.as_ref().map(|(m, s)| (m.as_str(), *s));
                 let start = self.events.subscribe(
+                    &principal,
                     scope,
                     resume,
                     || core.snapshot(),
                     core.framework_principals(),
                 );
                 let _ = reply.send(start);
+            }
+            Command::EventsAcked {
+                principal,
+                master_id,
+                seq,
+            } => {
+                self.events.ack(&principal, &master_id, seq);
+                self.commit()?;
             }
             Command::Revoked { principal, reply } => {
                 let _ = reply.send(self.core.is_revoked(&principal));
@@ -543,6 +577,14 @@ impl CoreDriver {
         // What operators watch, once what caused it is durable.
         let observed = self.core.take_observed();
         self.events.publish(observed);
+        // Kills held for the service proxies go on once every proxy has the event.
+        if let Some(oldest) = self.core.oldest_held_kill() {
+            let seq = self.events.synced();
+            if seq >= oldest {
+                self.feed(Input::ServicesSynced { seq })?;
+                return self.commit();
+            }
+        }
         Ok(())
     }
 

@@ -91,7 +91,10 @@ pub struct EventLog {
     last_seq: u64,
     log: VecDeque<Arc<v1::OperatorEvent>>,
     subscribers: Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
-    service_subscribers: Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
+    /// The agents' proxies, by principal.
+    service_subscribers: Vec<(String, mpsc::Sender<Arc<v1::OperatorEvent>>)>,
+    /// The latest seq each proxy has applied (its acknowledgements).
+    acks: HashMap<String, u64>,
 }
 
 impl EventLog {
@@ -102,6 +105,7 @@ impl EventLog {
             log: VecDeque::new(),
             subscribers: Vec::new(),
             service_subscribers: Vec::new(),
+            acks: HashMap::new(),
         }
     }
 
@@ -123,7 +127,8 @@ impl EventLog {
             self.log.push_back(event.clone());
             send_all(&mut self.subscribers, &event);
             if for_services(&event) {
-                send_all(&mut self.service_subscribers, &event);
+                self.service_subscribers
+                    .retain(|(_, s)| keep(s.try_send(event.clone())));
             }
         }
     }
@@ -132,6 +137,7 @@ impl EventLog {
     /// holds every event since, else from a snapshot (`snapshot` is called then).
     pub fn subscribe(
         &mut self,
+        principal: &str,
         scope: Scope,
         resume: Option<(&str, u64)>,
         snapshot: impl FnOnce() -> StateSnapshot,
@@ -140,7 +146,7 @@ impl EventLog {
         let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
         match scope {
             Scope::All => self.subscribers.push(tx),
-            Scope::Services => self.service_subscribers.push(tx),
+            Scope::Services => self.service_subscribers.push((principal.to_string(), tx)),
         }
         let first_kept = self.log.front().map(|e| e.seq).unwrap_or(self.last_seq + 1);
         let replay = match resume {
@@ -181,19 +187,45 @@ impl EventLog {
     }
 }
 
-/// Sends `event` to each of `subscribers`, dropping those that are gone or full.
-fn send_all(
-    subscribers: &mut Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
-    event: &Arc<v1::OperatorEvent>,
-) {
-    subscribers.retain(|s| match s.try_send(event.clone()) {
+impl EventLog {
+    /// A proxy (`principal`) has applied the events up to `seq` of `master_id`.
+    pub fn ack(&mut self, principal: &str, master_id: &str, seq: u64) {
+        if master_id == self.master_id && seq <= self.last_seq {
+            let acked = self.acks.entry(principal.to_string()).or_default();
+            *acked = (*acked).max(seq);
+        }
+    }
+
+    /// The seq every proxy following the stream has applied (`u64::MAX` when none
+    /// follows).
+    pub fn synced(&mut self) -> u64 {
+        self.service_subscribers.retain(|(_, s)| !s.is_closed());
+        self.service_subscribers
+            .iter()
+            .map(|(p, _)| self.acks.get(p).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// Whether a subscriber stays after a send (it is dropped when gone or full).
+fn keep(sent: Result<(), mpsc::error::TrySendError<Arc<v1::OperatorEvent>>>) -> bool {
+    match sent {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
             tracing::info!("an operator event subscriber fell behind: dropped (it may resume)");
             false
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
-    });
+    }
+}
+
+/// Sends `event` to each of `subscribers`, dropping those that are gone or full.
+fn send_all(
+    subscribers: &mut Vec<mpsc::Sender<Arc<v1::OperatorEvent>>>,
+    event: &Arc<v1::OperatorEvent>,
+) {
+    subscribers.retain(|s| keep(s.try_send(event.clone())));
 }
 
 fn event_of(change: Observed) -> Event {
@@ -232,7 +264,7 @@ mod tests {
     fn a_client_resumes_where_it_left_off_or_gets_a_snapshot() {
         let mut log = EventLog::new("m".into());
         log.publish(vec![removed("a"), removed("b")]);
-        let start = log.subscribe(Scope::All, None, snapshot, HashMap::new());
+        let start = log.subscribe("", Scope::All, None, snapshot, HashMap::new());
         assert!(start.snapshot.is_some());
         assert_eq!(start.seq, 2);
         let mut live = start.events;
@@ -241,6 +273,7 @@ mod tests {
 
         // Resumes after 1: events 2 and 3, no snapshot.
         let again = log.subscribe(
+            "",
             Scope::All,
             Some(("m", 1)),
             || panic!("no snapshot"),
@@ -251,17 +284,18 @@ mod tests {
         assert_eq!(again.seq, 3);
         // Another master's resume point, or one from the future: a snapshot.
         assert!(
-            log.subscribe(Scope::All, Some(("other", 1)), snapshot, HashMap::new())
+            log.subscribe("", Scope::All, Some(("other", 1)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
         assert!(
-            log.subscribe(Scope::All, Some(("m", 9)), snapshot, HashMap::new())
+            log.subscribe("", Scope::All, Some(("m", 9)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
         // Up to date: nothing to replay, no snapshot.
         let current = log.subscribe(
+            "",
             Scope::All,
             Some(("m", 3)),
             || panic!("no snapshot"),
@@ -279,11 +313,12 @@ mod tests {
                 .collect(),
         );
         assert!(
-            log.subscribe(Scope::All, Some(("m", 5)), snapshot, HashMap::new())
+            log.subscribe("", Scope::All, Some(("m", 5)), snapshot, HashMap::new())
                 .snapshot
                 .is_some()
         );
         let kept = log.subscribe(
+            "",
             Scope::All,
             Some(("m", 10)),
             || panic!("no snapshot"),
@@ -296,7 +331,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_is_dropped() {
         let mut log = EventLog::new("m".into());
-        let start = log.subscribe(Scope::All, None, snapshot, HashMap::new());
+        let start = log.subscribe("", Scope::All, None, snapshot, HashMap::new());
         log.publish(
             (0..SUBSCRIBER_BUFFER + 1)
                 .map(|i| removed(&i.to_string()))

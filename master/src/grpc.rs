@@ -540,18 +540,39 @@ impl v1::operator_server::Operator for OperatorService {
             .resume_after
             .filter(|_| !r.resume_master_id.is_empty())
             .map(|seq| (r.resume_master_id, seq));
-        // Agents follow the services (for their proxies); operators what their ACLs
-        // let them view.
-        let scope = match principal {
-            Principal::Agent(_) => crate::events::Scope::Services,
-            _ => crate::events::Scope::All,
+        // Agents' proxies follow the services; operators what their ACLs let them view.
+        let (scope, key) = match proxy_key(&principal, &r.proxy) {
+            Some(key) => (crate::events::Scope::Services, key),
+            None => (crate::events::Scope::All, principal.name()),
         };
-        let start = self.driver.operator_subscribe(scope, resume).await?;
+        let start = self.driver.operator_subscribe(key, scope, resume).await?;
         let (tx, rx) = mpsc::channel(OPERATOR_STREAM_BUFFER);
-        tokio::spawn(forward_events(start, principal, self.authz.clone(), tx));
+        let services_only = scope == crate::events::Scope::Services;
+        tokio::spawn(forward_events(
+            start,
+            principal,
+            services_only,
+            self.authz.clone(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn ack_events(
+        &self,
+        request: Request<v1::OperatorAckRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        let Some(key) = proxy_key(&principal, &r.proxy) else {
+            return Err(Status::permission_denied(
+                "only agents' service proxies acknowledge events",
+            ));
+        };
+        self.driver.events_acked(key, r.master_id, r.seq).await?;
+        Ok(Response::new(v1::MaintenanceResponse {}))
     }
 
     async fn teardown_framework(
@@ -583,6 +604,17 @@ impl OperatorService {
     }
 }
 
+/// The key of a service proxy's subscription: an agent's by its certificate; on an
+/// `--insecure` master (everyone anonymous) the `proxy` id it gives. `None`: not a
+/// proxy (operators follow everything their ACLs let them see).
+fn proxy_key(principal: &Principal, proxy: &str) -> Option<String> {
+    match principal {
+        Principal::Agent(_) => Some(principal.name()),
+        Principal::Anonymous if !proxy.is_empty() => Some(format!("proxy:{proxy}")),
+        _ => None,
+    }
+}
+
 /// Events in flight to one operator stream client.
 const OPERATOR_STREAM_BUFFER: usize = 1024;
 /// An idle operator stream gets a HEARTBEAT this often.
@@ -595,6 +627,7 @@ const OPERATOR_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1
 async fn forward_events(
     start: crate::events::SubscribeStart,
     principal: Principal,
+    services_only: bool,
     authz: strata_security::Authorizer,
     tx: mpsc::Sender<Result<v1::OperatorEvent, Status>>,
 ) {
@@ -610,10 +643,11 @@ async fn forward_events(
     } = start;
     let mut last = seq;
     if let Some(snapshot) = snapshot {
-        // An agent's snapshot holds only services already (`Scope::Services`).
-        let visible = match principal {
-            Principal::Agent(_) => snapshot,
-            _ => crate::authorize::visible(&authz, &principal, snapshot),
+        // A proxy's snapshot holds only services already (`Scope::Services`).
+        let visible = if services_only {
+            snapshot
+        } else {
+            crate::authorize::visible(&authz, &principal, snapshot)
         };
         let event = v1::OperatorEvent {
             seq,
@@ -625,7 +659,6 @@ async fn forward_events(
         }
     }
     // Whether `principal` may see `event`; keeps `owners` up to date.
-    let services_only = matches!(principal, Principal::Agent(_));
     let mut permitted = |event: &v1::OperatorEvent| -> bool {
         if services_only {
             // Selected for services by the log already.

@@ -52,8 +52,10 @@ const ISSUED_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 const PUBLIC: &[&str] = &["/health", CA_PATH, JOIN_PATH];
 /// The paths an agent's certificate may call.
 const AGENT_PREFIX: &str = "/strata.v1.AgentLink/";
-/// The operator event stream, which agents follow (services only) for their proxies.
+/// The operator event stream, which agents follow (services only) for their proxies,
+/// and their acknowledgements.
 const EVENTS_PATH: &str = "/strata.v1.Operator/Subscribe";
+const ACK_PATH: &str = "/strata.v1.Operator/AckEvents";
 
 /// TLS and authentication of a master (`--insecure` turns them off).
 #[derive(Debug, Clone)]
@@ -328,7 +330,11 @@ pub async fn separate(request: Request, next: Next) -> Response {
     let agent_api = agent_only || path == CREDENTIALS_PATH || path == ACLS_PATH;
     let refusal = match &principal {
         Principal::Agent(_)
-            if !agent_api && path != "/health" && path != CA_PATH && path != EVENTS_PATH =>
+            if !agent_api
+                && path != "/health"
+                && path != CA_PATH
+                && path != EVENTS_PATH
+                && path != ACK_PATH =>
         {
             Some("an agent certificate may call only the agent API: use an operator's credential")
         }

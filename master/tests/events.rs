@@ -16,6 +16,7 @@ async fn events(
     let request = v1::OperatorSubscribeRequest {
         resume_master_id: resume.map(|(m, _)| m.to_string()).unwrap_or_default(),
         resume_after: resume.map(|(_, s)| s),
+        proxy: String::new(),
     };
     master
         .operator()

@@ -244,6 +244,7 @@ impl MasterClient {
         let request = v1::OperatorSubscribeRequest {
             resume_master_id,
             resume_after,
+            proxy: String::new(),
         };
         Ok(self
             .client()
@@ -790,6 +791,12 @@ pub(crate) mod tests {
         async fn teardown_framework(
             &self,
             _: Request<v1::TeardownFrameworkRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        async fn ack_events(
+            &self,
+            _: Request<v1::OperatorAckRequest>,
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
             Err(Status::unimplemented("not in this fake"))
         }

@@ -99,6 +99,8 @@ pub(crate) struct PortShared {
     pub(crate) protocol: Protocol,
     name: RwLock<Arc<str>>,
     backends: RwLock<Arc<[Arc<BackendSlot>]>>,
+    /// Backends taken out of the table that still had connections or flows.
+    retired: RwLock<Vec<Arc<BackendSlot>>>,
     /// Open connections (TCP) or live flows (UDP) of the port.
     active: AtomicU64,
 }
@@ -110,8 +112,16 @@ impl PortShared {
             protocol,
             name: RwLock::new(Arc::from(name)),
             backends: RwLock::new(Arc::from(Vec::new())),
+            retired: RwLock::new(Vec::new()),
             active: AtomicU64::new(0),
         }
+    }
+
+    /// Connections (or flows) still open to backends no longer in the table.
+    pub(crate) fn draining(&self) -> u64 {
+        let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|slot| slot.active() > 0);
+        retired.iter().map(|slot| slot.active()).sum()
     }
 
     pub(crate) fn name(&self) -> Arc<str> {
@@ -149,6 +159,15 @@ impl PortShared {
                 }
             })
             .collect();
+        let gone = old
+            .into_iter()
+            .flatten()
+            .filter(|slot| slot.active() > 0)
+            .cloned();
+        self.retired
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(gone);
         *table = Arc::from(new);
     }
 

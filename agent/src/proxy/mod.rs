@@ -414,6 +414,15 @@ impl ServiceProxy {
         }
     }
 
+    /// Connections (and UDP flows) still open to backends taken out of the table: 0
+    /// once every instance that left the rotation has no traffic from this proxy.
+    pub fn draining(&self) -> u64 {
+        lock(&self.inner.ports)
+            .values()
+            .map(|entry| entry.shared.draining())
+            .sum()
+    }
+
     /// Every port of the table, by port and protocol.
     pub fn status(&self) -> Vec<PortStatus> {
         lock(&self.inner.ports)

@@ -299,7 +299,7 @@ impl Master {
         {
             // Under maintenance: known, not offered; a draining agent's tasks go.
             self.allocator.deactivate_agent(key);
-            self.drain_tasks(key);
+            self.drain_tasks(key, now);
         } else {
             self.pending_agents.insert(key);
         }
@@ -629,6 +629,7 @@ impl Master {
                     statistics: None,
                     discovery: info.discovery.clone(),
                     health_checked: info.health_check.is_some(),
+                    leaving: false,
                 };
                 self.add_task(task);
                 if told_lost {

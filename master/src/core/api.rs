@@ -55,6 +55,10 @@ pub enum Input {
     /// driver sends it while [`super::Master::has_pending_work`] and nothing else
     /// waits; a Tick goes on with it too.
     Continue,
+    /// Every service proxy has applied the operator events up to `seq` (the driver
+    /// follows their acknowledgements; `u64::MAX` when no proxy follows): kills held
+    /// for them go on.
+    ServicesSynced { seq: u64 },
 }
 
 /// The unary scheduler calls (everything but Subscribe).

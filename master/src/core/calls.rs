@@ -67,6 +67,10 @@ impl Master {
                     task_id: req.task_id.clone(),
                     kill_policy: policy,
                 };
+                // A service instance leaves every proxy's rotation first.
+                let Some(kill) = self.hold_kill(fk, ak, kill, now) else {
+                    return Ok(());
+                };
                 if !self.message_to(ak, v1::master_message::Message::KillTask(kill)) {
                     tracing::info!(task_id = %req.task_id, "agent not connected: kill delivered when it re-registers");
                     if let Some(task) = self

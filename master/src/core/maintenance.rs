@@ -44,7 +44,7 @@ impl Master {
                     max_grace_period_seconds: max_grace_period.map(|d| d.as_secs_f64()),
                 };
                 self.set_maintenance(key, Some(maintenance), now);
-                self.drain_tasks(key);
+                self.drain_tasks(key, now);
                 Ok(())
             }
             OperatorCall::TeardownFramework { framework_id } => {
@@ -171,7 +171,7 @@ impl Master {
     /// Kills every task on a draining agent, with the grace period capped by the
     /// drain's. An agent that is away gets the kills when it re-registers (this runs
     /// again then, for the tasks it reports).
-    pub(super) fn drain_tasks(&mut self, key: AgentKey) {
+    pub(super) fn drain_tasks(&mut self, key: AgentKey, now: Instant) {
         let Some(agent) = self.agents.get(&key).filter(|a| a.is_connected()) else {
             return;
         };
@@ -191,7 +191,9 @@ impl Master {
                 task_id,
                 kill_policy: capped_policy(task.kill_policy, max_grace_period_seconds),
             };
-            self.message_to(key, v1::master_message::Message::KillTask(kill));
+            if let Some(kill) = self.hold_kill(fk, key, kill, now) {
+                self.message_to(key, v1::master_message::Message::KillTask(kill));
+            }
         }
     }
 }

@@ -74,6 +74,10 @@ pub struct Master {
     /// taken yet (see [`super::observe`]).
     pub(super) observed: bool,
     pub(super) observations: Vec<super::observe::Observed>,
+    pub(super) observed_total: u64,
+    /// Kills of service instances held until every service proxy has taken the
+    /// instance out of rotation (see [`super::drain`]).
+    pub(super) held_kills: Vec<super::drain::HeldKill>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -139,6 +143,8 @@ impl Master {
             reconciling: BTreeMap::new(),
             observed: false,
             observations: Vec::new(),
+            observed_total: 0,
+            held_kills: Vec::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,
@@ -193,7 +199,9 @@ impl Master {
             Input::Tick => {
                 self.tick(now);
                 self.continue_reconciliations(now);
+                self.release_kills(None, now);
             }
+            Input::ServicesSynced { seq } => self.release_kills(Some(seq), now),
             Input::Continue => self.continue_reconciliations(now),
         }
         Ok(())

@@ -29,6 +29,7 @@ pub mod master;
 mod agents;
 mod calls;
 mod codec;
+mod drain;
 mod drf;
 mod fastmap;
 mod frameworks;

@@ -26,6 +26,17 @@ pub enum Observed {
 }
 
 impl Master {
+    fn record(&mut self, change: Observed) {
+        self.observations.push(change);
+        self.observed_total += 1;
+    }
+
+    /// How many changes have been recorded since [`Master::observe`]: the event
+    /// stream's seq of the latest one.
+    pub fn observed_total(&self) -> u64 {
+        self.observed_total
+    }
+
     /// Starts recording changes for [`Master::take_observed`] (for good).
     pub fn observe(&mut self) {
         self.observed = true;
@@ -52,7 +63,7 @@ impl Master {
     pub(super) fn observe_task(&mut self, task: &Task, added: bool) {
         if self.observed {
             let view = task_view(task);
-            self.observations.push(if added {
+            self.record(if added {
                 Observed::TaskAdded(view)
             } else {
                 Observed::TaskUpdated(view)
@@ -71,7 +82,7 @@ impl Master {
             .and_then(|f| f.tasks.get(task_id))
             .map(task_view)
         {
-            self.observations.push(Observed::TaskUpdated(view));
+            self.record(Observed::TaskUpdated(view));
         }
     }
 
@@ -80,7 +91,7 @@ impl Master {
             return;
         }
         if let Some(view) = self.agents.get(&key).map(|a| self.agent_view(a)) {
-            self.observations.push(if added {
+            self.record(if added {
                 Observed::AgentAdded(view)
             } else {
                 Observed::AgentUpdated(view)
@@ -100,7 +111,7 @@ impl Master {
             return;
         }
         if let Some(view) = self.frameworks.get(&fk).map(|f| self.framework_view(f)) {
-            self.observations.push(if added {
+            self.record(if added {
                 Observed::FrameworkAdded(view)
             } else {
                 Observed::FrameworkUpdated(view)

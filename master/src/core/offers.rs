@@ -552,6 +552,7 @@ impl Master {
                     statistics: None,
                     discovery: task.discovery.clone(),
                     health_checked: task.health_check.is_some(),
+                    leaving: false,
                 };
                 self.add_task(record);
                 l.run.push(task);

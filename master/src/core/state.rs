@@ -321,6 +321,9 @@ pub struct Task {
     pub discovery: Option<v1::DiscoveryInfo>,
     /// Whether it has a health check (`TaskInfo.health_check`).
     pub health_checked: bool,
+    /// Being killed after leaving the service proxies' rotation: it stays
+    /// TASK_KILLING whatever TASK_RUNNING update comes (a health result) until it ends.
+    pub leaving: bool,
 }
 
 /// How many status uuids a task remembers.

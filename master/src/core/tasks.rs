@@ -219,7 +219,12 @@ impl Master {
             .get_mut(&fk)
             .and_then(|f| f.tasks.get_mut(task_id))
         {
-            task.state = state_from_i32(status.state);
+            let state = state_from_i32(status.state);
+            task.state = if task.leaving && state == TaskState::TaskRunning {
+                TaskState::TaskKilling
+            } else {
+                state
+            };
             task.last_status = Some(status);
             task.updated_unix = unix;
         }

@@ -117,7 +117,7 @@ async fn follow(
     loop {
         let start = tokio::select! {
             // All: the framework names are needed too (TASK.FRAMEWORK.DOMAIN).
-            start = driver.operator_subscribe(crate::events::Scope::All, resume.take()) => match start {
+            start = driver.operator_subscribe(String::new(), crate::events::Scope::All, resume.take()) => match start {
                 Ok(start) => start,
                 Err(_) => return,
             },
