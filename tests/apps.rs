@@ -1203,12 +1203,20 @@ fn service_ports_are_assigned_published_on_the_tasks_and_refused_when_taken() {
 /// A cluster of two agents whose host ports (`from`..) are this test's alone: the
 /// tests of this file run two at a time on one machine.
 fn cluster_with_ports(from: u32) -> Cluster {
+    cluster_with(from, |_| Vec::new())
+}
+
+/// The same, agent `i` started with `flags(i)` too.
+fn cluster_with(from: u32, flags: impl Fn(usize) -> Vec<String>) -> Cluster {
     let mut cluster = Cluster::start(0);
     for i in 0..2 {
         let first = from + 200 * i as u32;
-        cluster.add_agent(
+        let flags = flags(i);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        cluster.add_agent_with(
             i,
             &format!("cpus:2;mem:1024;disk:1000;ports:[{first}-{}]", first + 100),
+            &flags,
         );
     }
     cluster.wait_for_agents(2);
@@ -1221,10 +1229,10 @@ fn cluster_with_ports(from: u32) -> Cluster {
 /// from the rotation.
 #[test]
 fn a_service_port_reaches_every_instance_and_a_killed_one_leaves_the_rotation() {
-    let apps = Apps::on(
-        cluster_with_ports(34000),
-        &["--service-ports", "21000-21009"],
-    );
+    // Each agent's proxy on an address of its own, so that each can be asked.
+    let proxy_ip = |i: usize| format!("127.0.0.{}", i + 2);
+    let cluster = cluster_with(34000, |i| vec!["--service-proxy".into(), proxy_ip(i)]);
+    let apps = Apps::on(cluster, &["--service-ports", "21000-21009"]);
     let bb = busybox();
     let view = apps.deploy(json!({
         "id": "mesh",
@@ -1250,22 +1258,31 @@ fn a_service_port_reaches_every_instance_and_a_killed_one_leaves_the_rotation() 
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect();
-    let url = format!("http://127.0.0.1:{port}/");
+    let urls: Vec<String> = (0..2)
+        .map(|i| format!("http://{}:{port}/", proxy_ip(i)))
+        .collect();
     let answers = |n: usize| -> std::collections::BTreeSet<String> {
-        (0..n)
-            .filter_map(|_| common::http_get(&url).ok())
+        urls.iter()
+            .flat_map(|url| (0..n).filter_map(|_| common::http_get(url).ok()))
             .map(|body| body.trim().to_string())
             .collect()
     };
-    let mut seen = std::collections::BTreeSet::new();
-    wait_until(
-        Duration::from_secs(30),
-        "every instance answers on the service port",
-        || {
-            seen.extend(answers(20));
-            seen == ids
-        },
-    );
+    // Through each agent's service port, every instance answers.
+    for url in &urls {
+        let mut seen = std::collections::BTreeSet::new();
+        wait_until(
+            Duration::from_secs(30),
+            "every instance answers on each agent's service port",
+            || {
+                seen.extend(
+                    (0..20)
+                        .filter_map(|_| common::http_get(url).ok())
+                        .map(|body| body.trim().to_string()),
+                );
+                seen == ids
+            },
+        );
+    }
 
     // Each agent's proxy listens on the port, with the three instances.
     let state = apps.cluster.state();

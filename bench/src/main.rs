@@ -11,6 +11,8 @@
 //! strata-bench docker                  Docker launches against `docker run -d` (docker.rs)
 //! strata-bench apps                    app deploys against Swarm and the floor (apps.rs)
 //! strata-bench stall                   the driver's stall from the largest requests (stall/)
+//! strata-bench proxy                   service proxy vs direct and HAProxy (services/proxy.rs)
+//! strata-bench propagation             kill to out of every agent's proxy (services/propagation.rs)
 //!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
 //! ```
 
@@ -36,6 +38,7 @@ mod record;
 mod rlimit;
 mod secure;
 mod security;
+mod services;
 mod stall;
 mod stats;
 
@@ -76,6 +79,18 @@ enum Kind {
     /// and a failover run of each, in one invocation; the medians side by side and the
     /// ratios secure/insecure (goal: within 10%).
     Security(security::SecurityArgs),
+    /// The service proxy's throughput and latency (HTTP/1.1, keep-alive and a
+    /// connection per request) against a direct connection to one backend and against
+    /// HAProxy (`mode tcp`, `balance leastconn`) with the same backends, alternated in
+    /// one run; goal: added p50 no worse than HAProxy's, throughput at least 0.9x.
+    Proxy(services::proxy::ProxyBenchArgs),
+    /// From a task's kill to its removal from the service proxy of every agent (3
+    /// in-process agents); goal p99 under 100 ms.
+    Propagation(services::propagation::PropagationArgs),
+    /// The proxy bench's service proxy as a process of its own (started by
+    /// `strata-bench proxy`; not for direct use).
+    #[command(hide = true)]
+    ProxyChild(services::proxy::ChildArgs),
     /// The failover bench's master as a process of its own (started by
     /// `strata-bench failover --master-process` or `--secure`; not for direct use).
     #[command(hide = true)]
@@ -112,6 +127,12 @@ fn main() -> std::process::ExitCode {
             Some(Kind::Outage(args)) => ("outage", outage::bench_outage(args).await),
             Some(Kind::Stall(args)) => ("stall", stall::bench_stall(args).await),
             Some(Kind::Security(args)) => ("security", security::bench_security(args).await),
+            Some(Kind::Proxy(args)) => ("proxy", services::proxy::bench_proxy(args).await),
+            Some(Kind::Propagation(args)) => (
+                "propagation",
+                services::propagation::bench_propagation(args).await,
+            ),
+            Some(Kind::ProxyChild(args)) => ("proxy-child", services::proxy::run_child(args).await),
             Some(Kind::FailoverMaster(args)) => {
                 ("failover-master", failover::master::run_child(args).await)
             }
