@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use strata_proto::discovery::SERVICE_PORT_LABEL;
+use strata_proto::states::state_from_i32;
 use strata_proto::v1::{self, operator_event::Event};
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
@@ -122,7 +123,7 @@ impl Table {
         } else {
             health != Some(false)
         };
-        if ports.is_empty() || strata_proto::is_terminal(state_of(task.state)) {
+        if ports.is_empty() || strata_proto::is_terminal(state_from_i32(task.state)) {
             self.instances.remove(&key);
             return;
         }
@@ -184,10 +185,6 @@ impl Table {
         }
         by_port.into_values().collect()
     }
-}
-
-fn state_of(state: i32) -> v1::TaskState {
-    v1::TaskState::try_from(state).unwrap_or(v1::TaskState::Unspecified)
 }
 
 /// The IP of an agent's `host:port` address (names are not resolved: an agent's

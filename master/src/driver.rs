@@ -479,7 +479,7 @@ impl CoreDriver {
                 reply,
             } => {
                 self.commit()?;
-                self.core.observe();
+                self.core.observe(scope == crate::events::Scope::All);
                 let core = &self.core;
                 let resume = resume.as_ref().map(|(m, s)| (m.as_str(), *s));
                 let start = self.events.subscribe(

@@ -68,20 +68,19 @@ pub fn for_services(event: &v1::OperatorEvent) -> bool {
 
 /// A task with discovery info visible beyond its framework.
 pub fn discoverable(t: &v1::TaskEntry) -> bool {
-    t.discovery.as_ref().is_some_and(|d| {
-        strata_proto::discovery::visibility(d) != v1::discovery_info::Visibility::Framework
-    })
+    t.discovery.as_ref().is_some_and(beyond_framework)
+}
+
+fn beyond_framework(d: &v1::DiscoveryInfo) -> bool {
+    strata_proto::discovery::visibility(d) != v1::discovery_info::Visibility::Framework
 }
 
 /// The state as [`Scope::Services`] subscribers see it: agents, and discoverable tasks.
 pub fn services_snapshot(mut s: StateSnapshot) -> StateSnapshot {
     s.frameworks.clear();
     s.roles.clear();
-    s.tasks.retain(|t| {
-        t.discovery.as_ref().is_some_and(|d| {
-            strata_proto::discovery::visibility(d) != v1::discovery_info::Visibility::Framework
-        })
-    });
+    s.tasks
+        .retain(|t| t.discovery.as_ref().is_some_and(beyond_framework));
     s
 }
 

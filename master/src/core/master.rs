@@ -73,6 +73,7 @@ pub struct Master {
     /// Whether changes are recorded for the operator event stream, and those not
     /// taken yet (see [`super::observe`]).
     pub(super) observed: bool,
+    pub(super) observe_all: bool,
     pub(super) observations: Vec<super::observe::Observed>,
     pub(super) observed_total: u64,
     /// Kills of service instances held until every service proxy has taken the
@@ -142,6 +143,7 @@ impl Master {
             principal_agents: HashMap::new(),
             reconciling: BTreeMap::new(),
             observed: false,
+            observe_all: false,
             observations: Vec::new(),
             observed_total: 0,
             held_kills: Vec::new(),

@@ -1,7 +1,8 @@
 //! What operators watch (the operator event stream, `Operator.Subscribe`): the changes
 //! of tasks, agents and frameworks, recorded as views in the order they happen, once
 //! the driver has asked for them ([`Master::observe`]; nothing is recorded before, so
-//! a master nobody watches pays nothing). The driver takes them after each input
+//! a master nobody watches pays nothing, and while only service proxies watch, only
+//! agents and tasks with discovery info are recorded). The driver takes them after each input
 //! ([`Master::take_observed`]), numbers them and hands them to the subscribers.
 
 use super::allocator::{AgentKey, FrameworkKey};
@@ -37,9 +38,16 @@ impl Master {
         self.observed_total
     }
 
-    /// Starts recording changes for [`Master::take_observed`] (for good).
-    pub fn observe(&mut self) {
+    /// Starts recording changes for [`Master::take_observed`] (for good): every change
+    /// when `all`, else (service proxies) agents and tasks with discovery info only.
+    pub fn observe(&mut self, all: bool) {
         self.observed = true;
+        self.observe_all |= all;
+    }
+
+    /// Whether changes of `task` are recorded.
+    fn watched(&self, task: &Task) -> bool {
+        self.observed && (self.observe_all || task.discovery.is_some())
     }
 
     /// This master's id (the event stream's epoch).
@@ -61,7 +69,7 @@ impl Master {
     }
 
     pub(super) fn observe_task(&mut self, task: &Task, added: bool) {
-        if self.observed {
+        if self.watched(task) {
             let view = task_view(task);
             self.record(if added {
                 Observed::TaskAdded(view)
@@ -80,6 +88,7 @@ impl Master {
             .frameworks
             .get(&fk)
             .and_then(|f| f.tasks.get(task_id))
+            .filter(|t| self.watched(t))
             .map(task_view)
         {
             self.record(Observed::TaskUpdated(view));
@@ -107,7 +116,7 @@ impl Master {
     }
 
     pub(super) fn observe_framework(&mut self, fk: FrameworkKey, added: bool) {
-        if !self.observed {
+        if !self.observe_all {
             return;
         }
         if let Some(view) = self.frameworks.get(&fk).map(|f| self.framework_view(f)) {
@@ -120,7 +129,7 @@ impl Master {
     }
 
     pub(super) fn observe_framework_removed(&mut self, id: &str) {
-        if self.observed {
+        if self.observe_all {
             self.observations
                 .push(Observed::FrameworkRemoved(id.to_string()));
         }

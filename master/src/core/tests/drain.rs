@@ -65,7 +65,7 @@ fn kill(sim: &mut Sim, fw: &SimFramework, task_id: &str) {
 #[test]
 fn a_service_instance_is_killed_once_every_proxy_has_dropped_it() {
     let mut sim = Sim::new();
-    sim.m.observe();
+    sim.m.observe(true);
     let (fw, agent) = running(
         &mut sim,
         vec![service_task("web.1"), task("batch.1", "cpus:1;mem:32")],
@@ -106,7 +106,7 @@ fn a_service_instance_is_killed_once_every_proxy_has_dropped_it() {
 #[test]
 fn a_proxy_that_never_answers_holds_a_kill_at_most_the_drain_wait() {
     let mut sim = Sim::new();
-    sim.m.observe();
+    sim.m.observe(true);
     let (fw, agent) = running(&mut sim, vec![service_task("web.1")]);
     kill(&mut sim, &fw, "web.1");
     assert!(kills(&sim.effects(), &agent).is_empty());
@@ -122,4 +122,25 @@ fn nothing_waits_when_no_proxy_follows_the_events() {
     let (fw, agent) = running(&mut sim, vec![service_task("web.1")]);
     kill(&mut sim, &fw, "web.1");
     assert_eq!(kills(&sim.effects(), &agent), ["web.1"]);
+}
+
+/// While only service proxies watch, only what they follow is recorded: agents and
+/// tasks with discovery info, not frameworks or other tasks.
+#[test]
+fn proxies_alone_cost_only_the_changes_they_follow() {
+    let mut sim = Sim::new();
+    sim.m.observe(false);
+    running(
+        &mut sim,
+        vec![service_task("web.1"), task("batch.1", "cpus:1;mem:32")],
+    );
+    let observed = sim.m.take_observed();
+    assert!(!observed.is_empty());
+    for o in &observed {
+        match o {
+            Observed::TaskAdded(t) | Observed::TaskUpdated(t) => assert_eq!(t.id, "web.1"),
+            Observed::AgentAdded(_) | Observed::AgentUpdated(_) => {}
+            other => panic!("recorded for proxies: {other:?}"),
+        }
+    }
 }
