@@ -84,6 +84,7 @@ pub struct TaskBuilder {
     docker: Option<DockerSpec>,
     health_check: Option<v1::HealthCheck>,
     discovery: Option<v1::DiscoveryInfo>,
+    objects: Vec<v1::ObjectRef>,
 }
 
 impl TaskBuilder {
@@ -107,6 +108,7 @@ impl TaskBuilder {
             docker: None,
             health_check: None,
             discovery: None,
+            objects: Vec::new(),
         }
     }
 
@@ -296,6 +298,82 @@ impl TaskBuilder {
     pub fn discovery(mut self, info: v1::DiscoveryInfo) -> Self {
         self.discovery = Some(info);
         self
+    }
+
+    /// Delivers the latest version of the secret `name` as the file `path`, relative to
+    /// the task's secrets directory (a tmpfs: `$STRATA_SANDBOX/secrets/` for a process
+    /// task, `/run/secrets/` in a Docker container), mode 0400. The agent fetches the
+    /// value from the master at launch; the framework never sees it. The framework's
+    /// principal must be allowed to use the secret (ACL `use_secrets`, or having
+    /// created it), else the task fails with TASK_ERROR naming it.
+    ///
+    /// ```
+    /// use strata_framework_sdk::TaskBuilder;
+    /// let task = TaskBuilder::new("db-1")
+    ///     .shell("cat $STRATA_SANDBOX/secrets/db-pass")
+    ///     .secret_file("db-pass", "db-pass")
+    ///     .secret_env("DB_PASS", "db-pass")
+    ///     .config_file("db-conf", "configs/db.conf")
+    ///     .build("agent-1")
+    ///     .unwrap();
+    /// assert_eq!(task.objects.len(), 3);
+    /// ```
+    pub fn secret_file(self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        self.object(
+            v1::ObjectKind::Secret,
+            name,
+            v1::object_ref::Target::File(path.into()),
+        )
+    }
+
+    /// Sets the environment variable `var` to the latest version of the secret `name`.
+    pub fn secret_env(self, var: impl Into<String>, name: impl Into<String>) -> Self {
+        self.object(
+            v1::ObjectKind::Secret,
+            name,
+            v1::object_ref::Target::Env(var.into()),
+        )
+    }
+
+    /// Delivers the latest version of the config `name` as the file `path`: relative
+    /// to the sandbox (e.g. `configs/NAME`), or for a Docker task an absolute path in
+    /// the container; mode 0444.
+    pub fn config_file(self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        self.object(
+            v1::ObjectKind::Config,
+            name,
+            v1::object_ref::Target::File(path.into()),
+        )
+    }
+
+    /// Sets the environment variable `var` to the latest version of the config `name`.
+    pub fn config_env(self, var: impl Into<String>, name: impl Into<String>) -> Self {
+        self.object(
+            v1::ObjectKind::Config,
+            name,
+            v1::object_ref::Target::Env(var.into()),
+        )
+    }
+
+    /// References a config or secret as given (`version` 0: the latest at launch; the
+    /// master pins it).
+    pub fn object_ref(mut self, reference: v1::ObjectRef) -> Self {
+        self.objects.push(reference);
+        self
+    }
+
+    fn object(
+        self,
+        kind: v1::ObjectKind,
+        name: impl Into<String>,
+        target: v1::object_ref::Target,
+    ) -> Self {
+        self.object_ref(v1::ObjectRef {
+            kind: kind as i32,
+            name: name.into(),
+            version: 0,
+            target: Some(target),
+        })
     }
 
     /// Makes the task discoverable as an instance of the service `name` (e.g. `web`:
@@ -607,6 +685,7 @@ impl TaskBuilder {
             container: self.container(ports)?,
             health_check: self.health_check.clone(),
             discovery: self.discovery_info(ports),
+            objects: self.objects.clone(),
         };
         strata_proto::discovery::validate(&task)
             .map_err(|e| SdkError::InvalidArgument(e.to_string()))?;

@@ -286,6 +286,13 @@ impl Stream for MasterMessageStream {
 impl v1::agent_link_server::AgentLink for AgentLinkService {
     type AttachStream = MasterMessageStream;
 
+    async fn fetch_objects(
+        &self,
+        _request: Request<v1::FetchObjectsRequest>,
+    ) -> Result<Response<v1::FetchObjectsResponse>, Status> {
+        Err(Status::unimplemented("objects: not yet"))
+    }
+
     async fn attach(
         &self,
         request: Request<tonic::Streaming<v1::AgentMessage>>,
@@ -584,6 +591,34 @@ impl v1::operator_server::Operator for OperatorService {
             framework_id: request.into_inner().framework_id,
         };
         self.operate(&principal, call).await
+    }
+
+    async fn create_object(
+        &self,
+        _request: Request<v1::CreateObjectRequest>,
+    ) -> Result<Response<v1::CreateObjectResponse>, Status> {
+        Err(Status::unimplemented("objects: not yet"))
+    }
+
+    async fn remove_object(
+        &self,
+        _request: Request<v1::RemoveObjectRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        Err(Status::unimplemented("objects: not yet"))
+    }
+
+    async fn list_objects(
+        &self,
+        _request: Request<v1::ListObjectsRequest>,
+    ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+        Err(Status::unimplemented("objects: not yet"))
+    }
+
+    async fn get_config(
+        &self,
+        _request: Request<v1::GetConfigRequest>,
+    ) -> Result<Response<v1::GetConfigResponse>, Status> {
+        Err(Status::unimplemented("objects: not yet"))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod duration;
 pub mod health;
 pub mod limits;
+pub mod objects;
 pub mod resources;
 pub mod states;
 pub mod validate;

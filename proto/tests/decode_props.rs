@@ -494,6 +494,7 @@ fn task_info() -> impl Strategy<Value = v1::TaskInfo> {
                     container,
                     health_check: hc,
                     discovery,
+                    objects: vec![],
                 }
             },
         )
@@ -567,6 +568,20 @@ fn seeds() -> Vec<Vec<u8>> {
             }),
             labels: [("l".to_string(), "v".to_string())].into(),
         }),
+        objects: vec![
+            v1::ObjectRef {
+                kind: 1,
+                name: "db-pass".into(),
+                version: 3,
+                target: Some(v1::object_ref::Target::File("db-pass".into())),
+            },
+            v1::ObjectRef {
+                kind: 2,
+                name: "conf".into(),
+                version: 0,
+                target: Some(v1::object_ref::Target::Env("CONF".into())),
+            },
+        ],
     };
     let framework = v1::FrameworkInfo {
         id: "f1".into(),

@@ -1722,6 +1722,7 @@ fn build_task(
         container,
         health_check,
         discovery: Some(discovery),
+        objects: Vec::new(),
     }
 }
 

@@ -800,6 +800,30 @@ pub(crate) mod tests {
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
             Err(Status::unimplemented("not in this fake"))
         }
+        async fn create_object(
+            &self,
+            _: Request<v1::CreateObjectRequest>,
+        ) -> Result<Response<v1::CreateObjectResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        async fn remove_object(
+            &self,
+            _: Request<v1::RemoveObjectRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        async fn list_objects(
+            &self,
+            _: Request<v1::ListObjectsRequest>,
+        ) -> Result<Response<v1::ListObjectsResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+        async fn get_config(
+            &self,
+            _: Request<v1::GetConfigRequest>,
+        ) -> Result<Response<v1::GetConfigResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
         type SubscribeStream = std::pin::Pin<
             Box<dyn futures::Stream<Item = Result<v1::OperatorEvent, Status>> + Send>,
         >;

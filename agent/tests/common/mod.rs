@@ -58,6 +58,13 @@ struct Link {
 impl AgentLink for Link {
     type AttachStream = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, Status>> + Send>>;
 
+    async fn fetch_objects(
+        &self,
+        _request: Request<v1::FetchObjectsRequest>,
+    ) -> Result<Response<v1::FetchObjectsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake master"))
+    }
+
     async fn attach(
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
