@@ -48,6 +48,10 @@ enum Command {
     Agent(cli::AgentArgs),
     /// List the frameworks registered with the master.
     Framework(cli::FrameworkArgs),
+    /// Create, update, list and remove secrets (the master's; values never shown).
+    Secret(cli::SecretArgs),
+    /// Create, update, list, show and remove configs (the master's).
+    Config(cli::ConfigArgs),
     /// Print the cluster's changes (tasks, agents, frameworks) as the master sees them.
     Events(cli::events::EventsArgs),
     /// Print a shell completion script, e.g. `strata completions bash > /etc/bash_completion.d/strata`.
@@ -62,6 +66,11 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = init_logging(cli.log_format, "warn") {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(1);
+    }
+    // `strata local` runs a master and agents in this process, and secrets pass
+    // through them (issue 16): no core dump may hold them.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable; a core dump could hold secrets");
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -80,6 +89,8 @@ fn main() -> std::process::ExitCode {
             Command::Task(args) => args.run().await,
             Command::Agent(args) => args.run().await,
             Command::Framework(args) => args.run().await,
+            Command::Secret(args) => args.run().await,
+            Command::Config(args) => args.run().await,
             Command::Events(args) => args.run().await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;

@@ -10,6 +10,10 @@
 //!  shutdown signal ──────────────────────────┘
 //! ```
 //!
+//! A launch job of a task that references configs or secrets fetches their values from
+//! the master first ([`crate::objects::fetch`], on the link's current endpoint); a
+//! failed fetch is a failed launch.
+//!
 //! Every job is spawned into the loop's `JoinSet` and carries its task's key back,
 //! even when it panics; on return the loop stops them all. Health checkers
 //! ([`crate::health`]) run as tasks of their own, one per checked task, aborted when the
@@ -37,6 +41,7 @@ use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerize
 use crate::health::{self, HealthEvent};
 use crate::hygiene::{HygieneJob, HygieneOptions, HygieneReport};
 use crate::link::{self, Backoff, Connection, LinkError};
+use crate::objects;
 use crate::task_key::TaskKey;
 use crate::tasks::{Action, AgentTaskView, TaskManager, WaitError};
 
@@ -612,20 +617,28 @@ impl AgentLoop {
                     };
                     let container = spec.container_id.clone();
                     let refused = unwritten.clone();
+                    let endpoint = self.endpoint.clone();
                     self.launches_in_flight += 1;
                     self.spawn_job(
                         key.clone(),
                         container.clone(),
                         JobKind::Launch,
                         async move {
-                            match refused {
-                                Some(e) => {
-                                    Err(format!("the agent cannot write its checkpoint: {e}"))
-                                }
-                                None => {
-                                    containerizer.launch(*spec).await.map_err(|e| e.to_string())
-                                }
+                            if let Some(e) = refused {
+                                return Err(format!("the agent cannot write its checkpoint: {e}"));
                             }
+                            let mut spec = spec;
+                            // The task's configs and secrets, from the master (issue 16):
+                            // held in memory for the launch only, see `objects`.
+                            spec.objects = objects::fetch(
+                                &endpoint,
+                                &spec.agent_id,
+                                &spec.framework_id,
+                                &spec.task,
+                            )
+                            .await?
+                            .map(Arc::new);
+                            containerizer.launch(*spec).await.map_err(|e| e.to_string())
                         },
                         move |key, container, result| Job::Launched {
                             key,

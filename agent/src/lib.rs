@@ -23,6 +23,12 @@
 //! [`isolation::child`]). A new run on the same work dir re-attaches to the tasks that
 //! still run and reports the real end of those that ended meanwhile
 //! ([`Containerizer::recover`]) before it registers with the master.
+//!
+//! Configs and secrets (issue 16, [`objects`]): a launch whose task references some
+//! first fetches their values from the master (`AgentLink.FetchObjects`, on the
+//! link's endpoint) and hands them, in memory only, to the containerizer, which
+//! delivers secret files on a tmpfs in the task's own mount namespace (or container),
+//! config files in the sandbox and variables in the task's environment.
 // Unsafe code is denied everywhere but in `isolation::child`, the `pre_exec` hook that
 // joins a task to its cgroup and namespaces between fork and exec.
 #![deny(unsafe_code)]
@@ -37,6 +43,7 @@ mod http;
 pub mod hygiene;
 pub mod isolation;
 mod link;
+pub mod objects;
 pub mod proxy;
 pub mod resources_detect;
 pub mod sandbox;
@@ -203,6 +210,8 @@ pub async fn run(
         ProcessContainerizer::with_isolation(process_isolation())
             .with_runtime_dir(runtime_dir.clone())
     };
+    // Secrets staged by a previous run that died before its task bound them.
+    objects::remove_leftovers(&runtime_dir);
     let containerizer: Arc<dyn Containerizer> = match &options.containerizer {
         ContainerizerConfig::Process => Arc::new(process_containerizer()),
         ContainerizerConfig::Fake { task_duration } => {
@@ -214,7 +223,9 @@ pub async fn run(
                 process.then(|| Arc::new(process_containerizer()) as Arc<dyn Containerizer>);
             // Recovery (below) re-attaches to the containers of an earlier run and
             // removes those no task claims.
-            let docker = DockerContainerizer::new(docker.clone(), &agent_id).await;
+            let docker = DockerContainerizer::new(docker.clone(), &agent_id)
+                .await
+                .with_runtime_dir(runtime_dir.clone());
             let mut names: Vec<&str> = Vec::new();
             if process.is_some() {
                 names.push("process");

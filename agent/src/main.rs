@@ -207,6 +207,10 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Secrets pass through this process on their way to tasks (issue 16): no core dump
+    // may hold them, and no other user may ptrace it. Tasks are exec'd, which makes
+    // them dumpable again.
+    let dumpable = nix::sys::prctl::set_dumpable(false);
 
     // Everything a user can get wrong is checked before anything starts.
     if let Err(e) = strata_agent::check_work_dir(&args.work_dir) {
@@ -280,6 +284,9 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(args.log_format, "info") {
         eprintln!("error: {e}");
         return ExitCode::from(1);
+    }
+    if let Err(e) = dumpable {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable; a core dump could hold secrets");
     }
 
     let mut options = AgentOptions::new(args.master, args.work_dir);

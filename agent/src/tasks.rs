@@ -417,6 +417,7 @@ impl TaskManager {
             resources,
             sandbox: sandbox.clone(),
             user,
+            objects: None,
         };
         tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, container = %container_id, "launching task");
         self.forget_completed(&key);
@@ -1091,6 +1092,7 @@ impl TaskManager {
             resources: Resources::try_from_proto(&task.info.resources).unwrap_or_default(),
             sandbox: task.sandbox.clone(),
             user: user.clone(),
+            objects: None,
         };
         let checker = Checker {
             spec,

@@ -116,6 +116,12 @@ pub enum Command {
         principal: String,
         reply: oneshot::Sender<bool>,
     },
+    /// A config or secret operation (issue 16); answered once what it changed is
+    /// durable.
+    Objects {
+        call: core::ObjectCall,
+        reply: oneshot::Sender<Result<core::ObjectAnswer, core::ObjectError>>,
+    },
 }
 
 /// A stream that closed on the client's side, reported from a `Drop` (which cannot
@@ -232,6 +238,17 @@ impl DriverHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Runs a config or secret operation through the core; answered once what it
+    /// changed is durable.
+    pub async fn objects(
+        &self,
+        call: core::ObjectCall,
+    ) -> Result<Result<core::ObjectAnswer, core::ObjectError>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Objects { call, reply }).await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -501,6 +518,12 @@ impl CoreDriver {
             }
             Command::Revoked { principal, reply } => {
                 let _ = reply.send(self.core.is_revoked(&principal));
+            }
+            Command::Objects { call, reply } => {
+                let result = self.core.object_call(call, Instant::now());
+                self.carry_out()?;
+                self.commit()?;
+                let _ = reply.send(result);
             }
             Command::Metrics(reply) => {
                 self.commit()?;

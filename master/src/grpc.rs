@@ -14,11 +14,17 @@
 //! stream that does not start with Register is `INVALID_ARGUMENT`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use strata_proto::objects;
 use strata_proto::v1;
+use zeroize::Zeroize;
+
+use crate::core::{ObjectAnswer, ObjectCall, ObjectCode, ObjectError, StoredKind};
+use crate::secrets::SecretsKey;
 use strata_proto::v1::agent_message::Message as AgentMsg;
 use strata_security::Principal;
 
@@ -257,11 +263,34 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
 #[derive(Debug, Clone)]
 pub struct AgentLinkService {
     driver: DriverHandle,
+    /// Opens the secrets agents fetch (see [`crate::secrets`]).
+    key: Arc<SecretsKey>,
 }
 
 impl AgentLinkService {
-    pub fn new(driver: DriverHandle) -> AgentLinkService {
-        AgentLinkService { driver }
+    pub fn new(driver: DriverHandle, key: Arc<SecretsKey>) -> AgentLinkService {
+        AgentLinkService { driver, key }
+    }
+}
+
+/// The gRPC status of a refused object operation.
+fn object_status(e: ObjectError) -> Status {
+    match e.code {
+        ObjectCode::InvalidArgument => Status::invalid_argument(e.message),
+        ObjectCode::NotFound => Status::not_found(e.message),
+        ObjectCode::AlreadyExists => Status::already_exists(e.message),
+        ObjectCode::PermissionDenied => Status::permission_denied(e.message),
+    }
+}
+
+/// The stored kind of a request's kind; `None` for unspecified (`what` names the
+/// field in the refusal).
+fn stored_kind(kind: i32) -> Result<Option<StoredKind>, Status> {
+    match v1::ObjectKind::try_from(kind) {
+        Ok(k) => Ok(StoredKind::from_proto(k)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown object kind {kind}: 1 (secret) or 2 (config)"
+        ))),
     }
 }
 
@@ -288,9 +317,41 @@ impl v1::agent_link_server::AgentLink for AgentLinkService {
 
     async fn fetch_objects(
         &self,
-        _request: Request<v1::FetchObjectsRequest>,
+        request: Request<v1::FetchObjectsRequest>,
     ) -> Result<Response<v1::FetchObjectsResponse>, Status> {
-        Err(Status::unimplemented("objects: not yet"))
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        for (what, id) in [
+            ("agent_id", &r.agent_id),
+            ("framework_id", &r.framework_id),
+            ("task_id", &r.task_id),
+        ] {
+            strata_proto::limits::check_len(what, id, strata_proto::limits::MAX_ID_BYTES)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let call = ObjectCall::Fetch {
+            principal: principal.name(),
+            agent_id: r.agent_id,
+            framework_id: r.framework_id,
+            task_id: r.task_id.clone(),
+        };
+        let ObjectAnswer::Values(mut values) =
+            self.driver.objects(call).await?.map_err(object_status)?
+        else {
+            return Err(Status::internal("unexpected answer to a fetch"));
+        };
+        for value in &mut values {
+            if value.kind == v1::ObjectKind::Secret as i32 {
+                let opened = self.key.open(&value.name, &value.data).map_err(|e| {
+                    tracing::error!(secret = %value.name, error = %e, "a secret of the registry does not open");
+                    Status::internal(format!("secret '{}' cannot be decrypted by this master", value.name))
+                })?;
+                value.data.zeroize();
+                value.data = opened.to_vec();
+            }
+        }
+        tracing::debug!(task_id = %r.task_id, objects = values.len(), "objects fetched by an agent");
+        Ok(Response::new(v1::FetchObjectsResponse { objects: values }))
     }
 
     async fn attach(
@@ -386,11 +447,17 @@ impl v1::agent_link_server::AgentLink for AgentLinkService {
 pub struct OperatorService {
     driver: DriverHandle,
     authz: strata_security::Authorizer,
+    /// Seals the secrets operators create (see [`crate::secrets`]).
+    key: Arc<SecretsKey>,
 }
 
 impl OperatorService {
-    pub fn new(driver: DriverHandle, authz: strata_security::Authorizer) -> OperatorService {
-        OperatorService { driver, authz }
+    pub fn new(
+        driver: DriverHandle,
+        authz: strata_security::Authorizer,
+        key: Arc<SecretsKey>,
+    ) -> OperatorService {
+        OperatorService { driver, authz, key }
     }
 
     /// The state as the caller of `request` may see it ([`crate::authorize::visible`]).
@@ -595,30 +662,101 @@ impl v1::operator_server::Operator for OperatorService {
 
     async fn create_object(
         &self,
-        _request: Request<v1::CreateObjectRequest>,
+        request: Request<v1::CreateObjectRequest>,
     ) -> Result<Response<v1::CreateObjectResponse>, Status> {
-        Err(Status::unimplemented("objects: not yet"))
+        let principal = principal_of(&request);
+        let mut r = request.into_inner();
+        let Some(kind) = stored_kind(r.kind)? else {
+            return Err(Status::invalid_argument(
+                "CreateObject: kind is required: 1 (secret) or 2 (config)",
+            ));
+        };
+        // The rules first (also checked by the core): nothing is sealed for nothing.
+        objects::validate_name(kind.to_proto(), &r.name).map_err(Status::invalid_argument)?;
+        objects::validate_size(kind.to_proto(), &r.name, r.data.len())
+            .map_err(Status::invalid_argument)?;
+        let size = r.data.len() as u64;
+        let data = match kind {
+            StoredKind::Secret => {
+                let sealed = self.key.seal(&r.name, &r.data);
+                r.data.zeroize();
+                sealed
+            }
+            StoredKind::Config => std::mem::take(&mut r.data),
+        };
+        let call = ObjectCall::Create {
+            principal: principal.name(),
+            kind,
+            name: r.name,
+            data,
+            size,
+            update: r.update,
+        };
+        match self.driver.objects(call).await?.map_err(object_status)? {
+            ObjectAnswer::Version(version) => {
+                Ok(Response::new(v1::CreateObjectResponse { version }))
+            }
+            _ => Err(Status::internal("unexpected answer to a create")),
+        }
     }
 
     async fn remove_object(
         &self,
-        _request: Request<v1::RemoveObjectRequest>,
+        request: Request<v1::RemoveObjectRequest>,
     ) -> Result<Response<v1::MaintenanceResponse>, Status> {
-        Err(Status::unimplemented("objects: not yet"))
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        let Some(kind) = stored_kind(r.kind)? else {
+            return Err(Status::invalid_argument(
+                "RemoveObject: kind is required: 1 (secret) or 2 (config)",
+            ));
+        };
+        strata_proto::limits::check_len("name", &r.name, strata_proto::limits::MAX_NAME_BYTES)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call = ObjectCall::Remove {
+            principal: principal.name(),
+            kind,
+            name: r.name,
+        };
+        self.driver.objects(call).await?.map_err(object_status)?;
+        Ok(Response::new(v1::MaintenanceResponse {}))
     }
 
     async fn list_objects(
         &self,
-        _request: Request<v1::ListObjectsRequest>,
+        request: Request<v1::ListObjectsRequest>,
     ) -> Result<Response<v1::ListObjectsResponse>, Status> {
-        Err(Status::unimplemented("objects: not yet"))
+        let principal = principal_of(&request);
+        let kind = stored_kind(request.into_inner().kind)?;
+        let call = ObjectCall::List {
+            principal: principal.name(),
+            kind,
+        };
+        match self.driver.objects(call).await?.map_err(object_status)? {
+            ObjectAnswer::List(objects) => Ok(Response::new(v1::ListObjectsResponse { objects })),
+            _ => Err(Status::internal("unexpected answer to a list")),
+        }
     }
 
     async fn get_config(
         &self,
-        _request: Request<v1::GetConfigRequest>,
+        request: Request<v1::GetConfigRequest>,
     ) -> Result<Response<v1::GetConfigResponse>, Status> {
-        Err(Status::unimplemented("objects: not yet"))
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        strata_proto::limits::check_len("name", &r.name, strata_proto::limits::MAX_NAME_BYTES)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call = ObjectCall::GetConfig {
+            principal: principal.name(),
+            name: r.name,
+            version: r.version,
+        };
+        match self.driver.objects(call).await?.map_err(object_status)? {
+            ObjectAnswer::Config { version, data } => {
+                Ok(Response::new(v1::GetConfigResponse { version, data }))
+            }
+            _ => Err(Status::internal("unexpected answer to a get")),
+        }
     }
 }
 

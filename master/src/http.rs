@@ -71,6 +71,7 @@ pub fn router(
     driver: DriverHandle,
     security: &MasterSecurity,
     limits: crate::rate::RateLimits,
+    key: std::sync::Arc<crate::secrets::SecretsKey>,
 ) -> tonic::service::Routes {
     let api = Api {
         driver: driver.clone(),
@@ -102,9 +103,12 @@ pub fn router(
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            v1::agent_link_server::AgentLinkServer::new(AgentLinkService::new(driver.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            v1::agent_link_server::AgentLinkServer::new(AgentLinkService::new(
+                driver.clone(),
+                key.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             // Answers grow with the cluster (GetState of 10,000 agents), not with a
@@ -112,6 +116,7 @@ pub fn router(
             v1::operator_server::OperatorServer::new(OperatorService::new(
                 driver,
                 security.authz.clone(),
+                key,
             ))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_OPERATOR_ANSWER_BYTES),

@@ -26,6 +26,7 @@ pub mod guard;
 pub mod http;
 pub mod options;
 pub mod rate;
+pub mod secrets;
 pub mod security;
 pub mod store;
 
@@ -62,6 +63,8 @@ pub enum MasterError {
     Driver(#[from] driver::DriverError),
     #[error("the driver task panicked: {0}")]
     DriverPanicked(String),
+    #[error(transparent)]
+    Secrets(#[from] secrets::KeyError),
 }
 
 /// Runs a master on `listener` until `shutdown` completes: opens the registry in
@@ -147,6 +150,7 @@ pub async fn serve_with_dns(
         .as_ref()
         .map(rate::RateLimits::new)
         .unwrap_or_default();
+    let key = std::sync::Arc::new(load_secrets_key(&options, &registry)?);
     let mut config = options.core_config(master_id);
     config.authorizer = authz;
     let master = core::Master::new(config, registry, Instant::now());
@@ -169,7 +173,7 @@ pub async fn serve_with_dns(
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .add_routes(http::router(handle, &security, limits))
+        .add_routes(http::router(handle, &security, limits, key))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
@@ -222,6 +226,39 @@ pub async fn serve_with_dns(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The key that seals secrets (see [`secrets`]): `options.secrets_key_file`, else
+/// `WORK_DIR/secrets.key`, created at the first start; a key in memory only when there
+/// is neither (a master without a work dir keeps no registry either). A registry with
+/// secrets needs the key that sealed them.
+fn load_secrets_key(
+    options: &MasterOptions,
+    registry: &core::Registry,
+) -> Result<secrets::SecretsKey, MasterError> {
+    let sealed: Vec<(&str, &[u8])> = registry
+        .objects
+        .values()
+        .filter(|o| o.kind == core::StoredKind::Secret)
+        .filter_map(|o| o.latest().map(|v| (o.name.as_str(), v.data.as_slice())))
+        .collect();
+    let path = options.secrets_key_file.clone().or_else(|| {
+        (!options.work_dir.as_os_str().is_empty()).then(|| options.work_dir.join("secrets.key"))
+    });
+    let Some(path) = path else {
+        if !sealed.is_empty() {
+            return Err(MasterError::Secrets(secrets::KeyError::Missing {
+                path: std::path::PathBuf::new(),
+                count: sealed.len(),
+            }));
+        }
+        return Ok(secrets::SecretsKey::ephemeral());
+    };
+    let key = secrets::SecretsKey::load_or_create(&path, sealed.len())?;
+    if let Some((name, data)) = sealed.first() {
+        key.verify(name, data)?;
+    }
+    Ok(key)
 }
 
 /// Reloads the credentials and the ACLs on every SIGHUP until `stop`; a bad file keeps

@@ -104,6 +104,11 @@ struct Args {
     /// The domain the DNS server answers for.
     #[arg(long, default_value = strata_master::dns::DEFAULT_DOMAIN)]
     dns_domain: String,
+    /// The key that encrypts secrets in the registry (XChaCha20-Poly1305): 64 hex
+    /// digits, mode 0600, created at the first start. Default WORK_DIR/secrets.key.
+    /// Back it up, apart from the registry's backups: without it no secret opens.
+    #[arg(long)]
+    secrets_key_file: Option<PathBuf>,
     /// Log lines on stderr: `text` (coloured on a terminal only) or `json` (one object
     /// per line). `RUST_LOG` sets the level (default info).
     #[arg(long, value_enum, env = "STRATA_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -123,6 +128,11 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(args.log_format, "info") {
         eprintln!("strata-master: {e}");
         return ExitCode::from(1);
+    }
+    // Secrets pass through this process (issue 16): no core dump may hold them, and
+    // no other user may ptrace it.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable; a core dump could hold secrets");
     }
 
     let options = MasterOptions {
@@ -151,6 +161,7 @@ fn main() -> ExitCode {
         max_roles_per_principal: args.max_roles_per_principal,
         dns_listen: args.dns_listen,
         dns_domain: args.dns_domain.clone(),
+        secrets_key_file: args.secrets_key_file.clone(),
     };
     if let Some(path) = &args.acls
         && let Err(e) = strata_security::Acls::load(path)

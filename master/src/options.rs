@@ -67,6 +67,10 @@ pub struct MasterOptions {
     /// The domain the DNS server answers for (default `strata`): lower-case DNS labels
     /// separated by dots, no trailing dot.
     pub dns_domain: String,
+    /// The key that encrypts secrets in the registry (see [`crate::secrets`]), created
+    /// with mode 0600 at the first start; `None`: `WORK_DIR/secrets.key` (a key in
+    /// memory only when `work_dir` is empty).
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl Default for MasterOptions {
@@ -98,6 +102,7 @@ impl MasterOptions {
             max_roles_per_principal: core.max_roles_per_principal,
             dns_listen: None,
             dns_domain: crate::dns::DEFAULT_DOMAIN.to_string(),
+            secrets_key_file: None,
         }
     }
 

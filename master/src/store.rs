@@ -127,6 +127,14 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
         } => !registry.lost_tasks.iter().any(|t| {
             &t.framework_id == framework_id && &t.task_id == task_id && &t.agent_id == agent_id
         }),
+        RegistryOp::PutObject { kind, name, .. } => {
+            // Every put is a new version.
+            let _ = (kind, name);
+            true
+        }
+        RegistryOp::RemoveObject { kind, name } => registry
+            .objects
+            .contains_key(&crate::core::registry::object_key(*kind, name)),
         RegistryOp::ForgetLostTask {
             framework_id,
             task_id,
@@ -216,8 +224,11 @@ const LOG_FILE: &str = "registry.log";
 
 /// The registry format this master writes, and the newest it reads (see the module
 /// docs). Version 1: the snapshot `{"version","seq","registry"}` and log lines
-/// `{"seq","op"}`.
-pub const REGISTRY_VERSION: u32 = 1;
+/// `{"seq","op"}`. Version 2: the same, and configs and secrets (`objects` in the
+/// registry, `PutObject` / `RemoveObject` in the log: issue 16). A version-1 registry
+/// is read as it is and compacted at open, so that it says version 2 before any line
+/// a version-1 master could not read is appended.
+pub const REGISTRY_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -277,8 +288,12 @@ impl FileStore {
         }
 
         let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
-        let has_snapshot = snapshot.is_some();
-        let (registry, snapshot_seq) = snapshot.unwrap_or_default();
+        let current = snapshot
+            .as_ref()
+            .is_some_and(|(_, _, version)| *version == u64::from(REGISTRY_VERSION));
+        let (registry, snapshot_seq) = snapshot
+            .map(|(registry, seq, _)| (registry, seq))
+            .unwrap_or_default();
         let log_path = dir.join(LOG_FILE);
         let mut log = OpenOptions::new()
             .create(true)
@@ -297,9 +312,10 @@ impl FileStore {
             pending_ops: 0,
         };
         store.replay(&mut log, &log_path)?;
-        if !has_snapshot {
+        if !current {
             // A new registry (or one a master before versioning left without a
-            // snapshot): written now, so that it carries its format version.
+            // snapshot, or an older format): written now, so that it carries its
+            // format version.
             store.compact()?;
         }
         Ok(store)
@@ -479,7 +495,8 @@ fn version_1<T: From<u8>>() -> T {
 
 /// The snapshot's registry and the last sequence number it covers; `None` when there
 /// is no snapshot yet.
-fn read_snapshot(path: &Path) -> Result<Option<(Registry, u64)>, StoreError> {
+/// The snapshot's registry, sequence number and format version.
+fn read_snapshot(path: &Path) -> Result<Option<(Registry, u64, u64)>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -511,7 +528,7 @@ fn read_snapshot(path: &Path) -> Result<Option<(Registry, u64)>, StoreError> {
         });
     }
     let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(corrupt)?;
-    Ok(Some((snapshot.registry, snapshot.seq)))
+    Ok(Some((snapshot.registry, snapshot.seq, version)))
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {

@@ -34,6 +34,10 @@ pub const SECRETS_DIR: &str = "secrets";
 /// Where a Docker task's secrets are (a tmpfs), as Swarm puts them.
 pub const DOCKER_SECRETS_DIR: &str = "/run/secrets";
 
+/// The file, in a Docker task's secrets tmpfs, from which the agent's shell prefix sets
+/// the task's secret variables (`export NAME='value'` lines).
+pub const DOCKER_SECRET_ENV_FILE: &str = ".strata-env";
+
 /// The default directory of configs, relative to the sandbox.
 pub const CONFIGS_DIR: &str = "configs";
 
@@ -176,7 +180,10 @@ pub fn validate_ref(reference: &v1::ObjectRef, docker: bool) -> Result<(), Strin
 }
 
 /// Checks every reference of a task: each one ([`validate_ref`]), at most
-/// [`MAX_OBJECTS_PER_TASK`], no two with the same file target or the same variable.
+/// [`MAX_OBJECTS_PER_TASK`], no two with the same file target or the same variable,
+/// and a Docker task's secret variables only with a shell command (the agent sources
+/// them from `/run/secrets/.strata-env` in that shell rather than handing them to the
+/// engine, which writes a container's environment to disk).
 pub fn validate_task(task: &v1::TaskInfo) -> Result<(), String> {
     if task.objects.is_empty() {
         return Ok(());
@@ -188,6 +195,7 @@ pub fn validate_task(task: &v1::TaskInfo) -> Result<(), String> {
         ));
     }
     let docker = crate::container::is_docker(task);
+    let shell = task.command.as_ref().is_some_and(|c| c.shell);
     let mut files = HashSet::new();
     let mut vars = HashSet::new();
     for reference in &task.objects {
@@ -200,6 +208,12 @@ pub fn validate_task(task: &v1::TaskInfo) -> Result<(), String> {
                 }
             }
             Some(Target::Env(var)) => {
+                if docker && !shell && reference.kind == ObjectKind::Secret as i32 {
+                    return Err(format!(
+                        "secret '{}' as a variable of a Docker task needs a shell command: the engine keeps a container's environment on disk, so the agent sets it from the secrets tmpfs in the shell; or deliver it as a file",
+                        reference.name
+                    ));
+                }
                 if !vars.insert(var.as_str()) {
                     return Err(format!("two references set the variable '{var}'"));
                 }
@@ -289,15 +303,32 @@ mod tests {
 
     #[test]
     fn a_task_delivers_each_target_once() {
-        let mut task = v1::TaskInfo::default();
-        task.objects = vec![
-            reference(ObjectKind::Secret, "a", Target::File("x".into())),
-            reference(ObjectKind::Config, "b", Target::File("x".into())),
-            reference(ObjectKind::Secret, "a", Target::Env("X".into())),
-        ];
+        let mut task = v1::TaskInfo {
+            objects: vec![
+                reference(ObjectKind::Secret, "a", Target::File("x".into())),
+                reference(ObjectKind::Config, "b", Target::File("x".into())),
+                reference(ObjectKind::Secret, "a", Target::Env("X".into())),
+            ],
+            ..Default::default()
+        };
         assert!(validate_task(&task).is_ok());
         task.objects
             .push(reference(ObjectKind::Config, "c", Target::Env("X".into())));
         assert!(validate_task(&task).unwrap_err().contains("variable 'X'"));
+        task.objects.pop();
+        task.container = Some(v1::ContainerInfo {
+            r#type: v1::container_info::Type::Docker as i32,
+            ..Default::default()
+        });
+        assert!(
+            validate_task(&task)
+                .unwrap_err()
+                .contains("needs a shell command")
+        );
+        task.command = Some(v1::CommandInfo {
+            shell: true,
+            ..Default::default()
+        });
+        assert!(validate_task(&task).is_ok());
     }
 }

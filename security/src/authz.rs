@@ -22,7 +22,9 @@
 //! comes before it, and a host path value matches the paths below it too. A caller
 //! without a principal (`--insecure`, public endpoints) matches only `ANY` and `NONE`
 //! and is allowed only by `ANY`, as in Mesos. Besides the rules, a principal may
-//! always see, tear down and read the sandboxes of its own frameworks.
+//! always see, tear down and read the sandboxes of its own frameworks, and (applied
+//! by the master, not here) use, view, update and remove the secrets and configs it
+//! created.
 //!
 //! Refusals, and every operator action allowed, are written to the audit log (target
 //! `strata::audit`).
@@ -78,11 +80,20 @@ pub enum Action {
     /// Reload credentials and ACLs through the operator API (object: `acls` or
     /// `credentials`).
     ReloadSecurity,
+    /// Reference a secret in a task (object: the secret's name).
+    UseSecrets,
+    /// See a secret's name, versions and size in listings (object: the secret's name).
+    ViewSecrets,
+    /// Create, update or remove a secret (object: the secret's name).
+    ManageSecrets,
+    /// Create, update or remove a config (object: the config's name). Configs are
+    /// readable and usable by any authenticated principal.
+    ManageConfigs,
 }
 
 impl Action {
     /// Every action, in the order the ACL file documents them.
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 22] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::UseImages,
@@ -101,6 +112,10 @@ impl Action {
         Action::ViewApps,
         Action::ManageApps,
         Action::ReloadSecurity,
+        Action::UseSecrets,
+        Action::ViewSecrets,
+        Action::ManageSecrets,
+        Action::ManageConfigs,
     ];
 
     /// The action's key in the ACL file.
@@ -124,6 +139,10 @@ impl Action {
             Action::ViewApps => "view_apps",
             Action::ManageApps => "manage_apps",
             Action::ReloadSecurity => "reload_security",
+            Action::UseSecrets => "use_secrets",
+            Action::ViewSecrets => "view_secrets",
+            Action::ManageSecrets => "manage_secrets",
+            Action::ManageConfigs => "manage_configs",
         }
     }
 
@@ -147,6 +166,8 @@ impl Action {
             | Action::MarkAgentsGone => "agents",
             Action::ViewApps | Action::ManageApps => "apps",
             Action::ReloadSecurity => "files",
+            Action::UseSecrets | Action::ViewSecrets | Action::ManageSecrets => "secrets",
+            Action::ManageConfigs => "configs",
         }
     }
 
@@ -175,6 +196,8 @@ impl Action {
                 | Action::ReloadSecurity
                 | Action::ReserveResources
                 | Action::UnreserveResources
+                | Action::ManageSecrets
+                | Action::ManageConfigs
         )
     }
 
@@ -201,6 +224,10 @@ impl Action {
             Action::ViewApps => format!("view app '{object}'"),
             Action::ManageApps => format!("change app '{object}'"),
             Action::ReloadSecurity => format!("reload the {object}"),
+            Action::UseSecrets => format!("use secret '{object}'"),
+            Action::ViewSecrets => format!("view secret '{object}'"),
+            Action::ManageSecrets => format!("change secret '{object}'"),
+            Action::ManageConfigs => format!("change config '{object}'"),
         }
     }
 
@@ -427,7 +454,8 @@ impl Acls {
     /// may register any role, run tasks as any user but root, use any image and host
     /// path (the agents' `--docker-volume-allow` still applies), see and tear down its
     /// own frameworks and use the App API; the operator principal `admin` may do
-    /// everything else. Anything not named is refused.
+    /// everything else, secrets and configs included (their owners' rights are the
+    /// master's, not the ACLs'). Anything not named is refused.
     pub fn secure_default() -> Acls {
         let anyone = |objects| Rule {
             principals: Entity::Any,
@@ -457,7 +485,11 @@ impl Acls {
                 | Action::ViewFrameworks
                 | Action::ViewTasks
                 | Action::AccessSandboxes
-                | Action::ReloadSecurity => vec![operator()],
+                | Action::ReloadSecurity
+                | Action::UseSecrets
+                | Action::ViewSecrets
+                | Action::ManageSecrets
+                | Action::ManageConfigs => vec![operator()],
             };
             rules.insert(action, list);
         }
@@ -522,6 +554,91 @@ impl Acls {
                 "no rule of {} allows it and the ACLs are not permissive",
                 action.key()
             ))
+        }
+    }
+}
+
+/// Who the ACLs let do an action to one object (see [`Acls::who_may`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WhoMay {
+    /// The principals allowed by name, in rule order, without duplicates. A value of a
+    /// rule is copied as written, so a `prefix*` pattern stands for every principal
+    /// starting with the prefix.
+    pub principals: Vec<String>,
+    /// Every principal not refused by a rule is allowed too (an `ANY` rule, or the ACLs
+    /// are permissive and no rule decided), but those in `except`.
+    pub anyone: bool,
+    /// When `anyone`: the principals (or `prefix*` patterns) a rule refused by name
+    /// (a `NONE` object) before. Empty otherwise.
+    pub except: Vec<String>,
+}
+
+impl WhoMay {
+    /// Whether the named principal is allowed: listed (or matched by a listed
+    /// pattern), or anyone is and it is not excepted. A pattern allowed after a
+    /// narrower refusal (`team-a` refused, then `team-*` allowed) counts as allowed
+    /// whole: `principals` lists it as written.
+    pub fn includes(&self, principal: &str) -> bool {
+        let named = |list: &[String]| list.iter().any(|p| value_matches(p, principal, false));
+        named(&self.principals) || (self.anyone && !named(&self.except))
+    }
+}
+
+impl Acls {
+    /// Who may do `action` to `object`, by the same first-match semantics as
+    /// [`Acls::decide`]: the rules whose object matches `object` are walked in order.
+    /// A rule naming principals decides for each of them not decided yet: allowed, or
+    /// refused when its object is `NONE`. An `ANY` rule allows (or, with a `NONE`
+    /// object, refuses) everyone not decided yet and a `NONE` principals rule refuses
+    /// them; either ends the walk. Those no rule decided are allowed when the ACLs are
+    /// permissive. Owners' rights applied by the caller (a secret's creator) are not
+    /// included; a framework principal's own objects (see [`Action::owned`]) are. A
+    /// caller without a principal is covered by `anyone` only.
+    pub fn who_may(&self, action: Action, object: &str) -> WhoMay {
+        let mut allowed: Vec<String> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
+        if action.owned() && !object.is_empty() {
+            allowed.push(object.to_string());
+        }
+        let decided = |allowed: &[String], refused: &[String], v: &str| {
+            allowed
+                .iter()
+                .chain(refused)
+                .any(|d| value_matches(d, v, false))
+        };
+        let paths = action == Action::UseHostVolumes;
+        let mut anyone = self.permissive;
+        for rule in self.rules(action) {
+            if !rule.objects.matches(Some(object), paths) {
+                continue;
+            }
+            let object_allows = rule.objects.allows(Some(object));
+            match &rule.principals {
+                Entity::Values(values) => {
+                    for v in values {
+                        if !decided(&allowed, &refused, v) {
+                            if object_allows {
+                                allowed.push(v.clone());
+                            } else {
+                                refused.push(v.clone());
+                            }
+                        }
+                    }
+                }
+                Entity::Any => {
+                    anyone = object_allows;
+                    break;
+                }
+                Entity::None => {
+                    anyone = false;
+                    break;
+                }
+            }
+        }
+        WhoMay {
+            principals: allowed,
+            anyone,
+            except: if anyone { refused } else { Vec::new() },
         }
     }
 }
@@ -624,6 +741,11 @@ impl Authorizer {
         self.set(acls);
         tracing::info!(target: "strata::audit", path = %path.display(), "ACLs reloaded");
         Ok(true)
+    }
+
+    /// Who the ACLs in force let do `action` to `object` ([`Acls::who_may`]).
+    pub fn who_may(&self, action: Action, object: &str) -> WhoMay {
+        self.acls().who_may(action, object)
     }
 
     /// Whether `principal` may do `action` to `object`, without writing to the audit
@@ -821,6 +943,123 @@ mod tests {
             let e = Acls::parse(json).unwrap_err();
             assert!(e.contains(want), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn who_may_follows_first_match() {
+        let acls = Acls::parse(
+            r#"{"permissive": false,
+                "use_secrets": [
+                  {"principals": {"values": ["web", "ops"]}, "secrets": {"values": ["web-*"]}},
+                  {"principals": {"values": ["ops", "team-*"]}, "secrets": {"values": ["db-pass"]}},
+                  {"principals": {"type": "NONE"}, "secrets": {"values": ["root-*"]}},
+                  {"principals": {"type": "ANY"}, "secrets": {"values": ["public"]}},
+                  {"principals": {"values": ["late"]}, "secrets": {"type": "ANY"}}
+                ]}"#,
+        )
+        .unwrap();
+        let who = acls.who_may(Action::UseSecrets, "web-tls");
+        assert_eq!(who.principals, ["web", "ops", "late"]);
+        assert!(!who.anyone);
+        assert!(who.includes("web") && !who.includes("db"));
+
+        let who = acls.who_may(Action::UseSecrets, "db-pass");
+        assert_eq!(who.principals, ["ops", "team-*", "late"]);
+        assert!(!who.anyone);
+        assert!(who.includes("team-a") && !who.includes("web"));
+
+        let who = acls.who_may(Action::UseSecrets, "root-key");
+        assert_eq!(who, WhoMay::default());
+
+        let who = acls.who_may(Action::UseSecrets, "public");
+        assert!(who.anyone && who.principals.is_empty());
+
+        let who = acls.who_may(Action::UseSecrets, "other");
+        assert_eq!(who.principals, ["late"]);
+        assert!(!who.anyone);
+
+        // It agrees with decide.
+        for object in ["web-tls", "db-pass", "root-key", "public", "other"] {
+            let who = acls.who_may(Action::UseSecrets, object);
+            for p in ["web", "ops", "team-a", "late", "eve"] {
+                assert_eq!(
+                    who.includes(p),
+                    acls.decide(&user(p), Action::UseSecrets, object).is_ok(),
+                    "{p} on {object}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn who_may_permissive_and_none_objects() {
+        let acls = Acls::parse(
+            r#"{"permissive": true,
+                "view_secrets": [
+                  {"principals": {"values": ["ops"]}, "secrets": {"values": ["a*"]}},
+                  {"principals": {"values": ["web", "team-*"]}, "secrets": {"type": "NONE"}},
+                  {"principals": {"values": ["web", "team-a", "db"]}, "secrets": {"type": "ANY"}}
+                ]}"#,
+        )
+        .unwrap();
+        let who = acls.who_may(Action::ViewSecrets, "abc");
+        assert_eq!(who.principals, ["ops", "db"]);
+        assert!(who.anyone);
+        assert_eq!(who.except, ["web", "team-*"]);
+        for object in ["abc", "b"] {
+            let who = acls.who_may(Action::ViewSecrets, object);
+            for p in ["ops", "web", "team-a", "db", "eve"] {
+                assert_eq!(
+                    who.includes(p),
+                    acls.decide(&user(p), Action::ViewSecrets, object).is_ok(),
+                    "{p} on {object}"
+                );
+            }
+        }
+        // No rule for manage_configs: permissive.
+        let who = acls.who_may(Action::ManageConfigs, "c");
+        assert!(who.anyone && who.principals.is_empty() && who.except.is_empty());
+        assert!(
+            Acls::insecure_default()
+                .who_may(Action::UseSecrets, "s")
+                .anyone
+        );
+        // An ANY rule with a NONE object refuses everyone left.
+        let acls = Acls::parse(
+            r#"{"permissive": true,
+                "use_secrets": [
+                  {"principals": {"values": ["ops"]}, "secrets": {"type": "ANY"}},
+                  {"principals": {"type": "ANY"}, "secrets": {"type": "NONE"}}
+                ]}"#,
+        )
+        .unwrap();
+        let who = acls.who_may(Action::UseSecrets, "x");
+        assert_eq!(who.principals, ["ops"]);
+        assert!(!who.anyone && who.except.is_empty());
+    }
+
+    #[test]
+    fn secrets_and_configs_are_the_operators_by_default() {
+        let acls = Acls::secure_default();
+        for action in [
+            Action::UseSecrets,
+            Action::ViewSecrets,
+            Action::ManageSecrets,
+            Action::ManageConfigs,
+        ] {
+            let who = acls.who_may(action, "db-pass");
+            assert_eq!(who.principals, ["admin"], "{action}");
+            assert!(!who.anyone);
+            assert!(acls.decide(&user("admin"), action, "db-pass").is_ok());
+            assert!(acls.decide(&user("web"), action, "db-pass").is_err());
+        }
+        assert_eq!(Action::UseSecrets.object_key(), "secrets");
+        assert_eq!(Action::ManageConfigs.object_key(), "configs");
+        let authz = Authorizer::new(acls);
+        assert_eq!(
+            authz.who_may(Action::ViewTasks, "web").principals,
+            ["web", "admin"]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod principal;
 pub mod tls;
 
 pub use authn::{AuthError, Authenticator};
-pub use authz::{Acls, Action, Authorizer, Denied};
+pub use authz::{Acls, Action, Authorizer, Denied, WhoMay};
 pub use ca::{ClusterCa, Issued};
 pub use credentials::{Credential, Credentials};
 pub use join::JoinToken;

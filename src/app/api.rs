@@ -225,7 +225,8 @@ type Reply<T> = Result<Json<T>, Failure>;
 
 /// What deploying `spec` asks of the ACLs besides `manage_apps` on its id: what the
 /// master would ask of the framework's principal for its tasks (the spec's user, its
-/// image). Specs have no host path volumes yet; `use_host_volumes` joins here when
+/// image, each secret it references: `use_secrets`, issue 16; configs are usable by
+/// anyone). Specs have no host path volumes yet; `use_host_volumes` joins here when
 /// they do.
 pub fn deploy_permissions(spec: &AppSpec) -> Vec<(Action, String)> {
     let mut asks = Vec::new();
@@ -234,6 +235,9 @@ pub fn deploy_permissions(spec: &AppSpec) -> Vec<(Action, String)> {
     }
     if let Some(image) = &spec.image {
         asks.push((Action::UseImages, image.clone()));
+    }
+    for secret in spec.secret_names() {
+        asks.push((Action::UseSecrets, secret));
     }
     asks
 }
@@ -877,6 +881,83 @@ mod tests {
         server.stop().await;
     }
 
+    /// A spec that references secrets (issue 16) also asks `use_secrets` on each one,
+    /// for the caller: nobody gets a secret into a task through the framework that the
+    /// ACLs do not let them use. Configs are usable by anyone.
+    #[tokio::test]
+    async fn a_deploy_that_references_a_secret_needs_use_secrets_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acls.json");
+        std::fs::write(
+            &file,
+            r#"{"permissive": false,
+                "view_apps": [{"principals": {"type": "ANY"}, "apps": {"type": "ANY"}}],
+                "manage_apps": [{"principals": {"type": "ANY"}, "apps": {"type": "ANY"}}],
+                "use_secrets": [{"principals": {"values": ["ops"]}, "secrets": {"values": ["db-pass"]}}]}"#,
+        )
+        .unwrap();
+        let authz = Authorizer::load(Some(&file), Acls::secure_default()).unwrap();
+        let server = Server::start(secure(), Some(authz)).await;
+        let with = |id: &str, objects: Value| {
+            let mut spec = app(id);
+            for (k, v) in objects.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            spec
+        };
+
+        let web = with(
+            "web",
+            json!({"secrets": [{"source": "db-pass"}], "configs": [{"source": "nginx-conf"}],
+                   "env": {"LEVEL": {"config": "log-level"}}}),
+        );
+        let (code, body) = server.deploy("ops", web.clone()).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["spec"]["secrets"], json!([{"source": "db-pass"}]));
+        // dev may not use db-pass: nothing is made.
+        let answer = server
+            .deploy(
+                "dev",
+                with("web-2", json!({"secrets": [{"source": "db-pass"}]})),
+            )
+            .await;
+        refused(&answer, &["dev", "secret 'db-pass'"]);
+        assert_eq!(
+            answer.1["error"],
+            "dev is not authorized to use secret 'db-pass': no rule of use_secrets allows it \
+             and the ACLs are not permissive"
+        );
+        // Nor may ops use another secret, as a file or as a variable, on create or update.
+        let answer = server
+            .deploy(
+                "ops",
+                with("web-3", json!({"env": {"TOKEN": {"secret": "api-token"}}})),
+            )
+            .await;
+        refused(&answer, &["ops", "secret 'api-token'"]);
+        let mut more = web.clone();
+        more["secrets"] = json!([{"source": "db-pass"}, {"source": "api-token"}]);
+        let answer = server.deploy("ops", more.clone()).await;
+        refused(&answer, &["ops", "secret 'api-token'"]);
+        let answer = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                "/v1/apps",
+                Some(with("web-4", json!({"secrets": [{"source": "api-token"}]}))),
+            )
+            .await;
+        refused(&answer, &["ops", "secret 'api-token'"]);
+        assert_eq!(server.apps("ops").await, ["web"]);
+        let (_, shown) = server.get("ops", "/v1/apps/web").await;
+        assert_eq!(
+            shown["spec"]["secrets"],
+            json!([{"source": "db-pass"}]),
+            "unchanged"
+        );
+        server.stop().await;
+    }
+
     #[test]
     fn a_deploy_asks_for_its_user_and_image() {
         let spec = AppSpec::from_json(json!({
@@ -891,5 +972,16 @@ mod tests {
             ]
         );
         assert!(deploy_permissions(&AppSpec::from_json(app("web")).unwrap()).is_empty());
+        let mut spec = app("web");
+        spec["secrets"] = json!([{"source": "tls.key"}, {"source": "db-pass", "target": "db"}]);
+        spec["configs"] = json!([{"source": "nginx-conf"}]);
+        spec["env"] = json!({"DB_PASS": {"secret": "db-pass"}, "LEVEL": {"config": "level"}});
+        assert_eq!(
+            deploy_permissions(&AppSpec::from_json(spec).unwrap()),
+            [
+                (Action::UseSecrets, "db-pass".to_string()),
+                (Action::UseSecrets, "tls.key".to_string())
+            ]
+        );
     }
 }

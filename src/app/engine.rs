@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use strata_framework_sdk::offer_resources;
 use strata_proto::is_terminal;
-use strata_proto::v1::{self, TaskState};
+use strata_proto::v1::{self, ObjectKind, TaskState};
 use strata_proto::{RangeSet, Resources, Scalar};
 
 use super::constraints::{self, Placement};
@@ -17,7 +17,7 @@ use super::plan::{self, Plan};
 use super::records::{
     AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
 };
-use super::spec::{AppSpec, PlacementStrategy, PortSpec, SpecError};
+use super::spec::{AppSpec, EnvValue, PlacementStrategy, PortSpec, SpecError, object_key};
 use super::view::{AppTaskView, AppView, DeploymentView, EndpointView, PortView, TaskFailureView};
 
 /// How long declined offers stay away (revive brings them back when demand changes).
@@ -34,6 +34,10 @@ pub const RECONCILE_SECONDS: f64 = 30.0;
 pub const BACKOFF_RESET_SECONDS: f64 = 600.0;
 /// After this long without offers, a deployment's waiting reason says so.
 const QUIET_OFFERS_SECONDS: f64 = 10.0;
+/// How long a listing of the master's configs and secrets is pinned by new versions of
+/// apps (the service lists every 2 s while an app references objects; after a pause
+/// the versions it saw last may be old, and pinning an old value would launch it).
+pub const OBJECTS_FRESH_SECONDS: f64 = 10.0;
 
 /// The ports service ports are assigned from (`strata serve --service-ports`, issue
 /// 15): `FIRST-LAST`, both included; 10000-10999 by default.
@@ -214,7 +218,18 @@ pub struct Engine {
     role: String,
     /// Where service ports asked as 0 are taken from, and where asked ones must be.
     service_ports: ServicePortRange,
+    /// The latest version of each config and secret the master listed last
+    /// ([`Engine::objects`]): what a new version of an app pins. Not persisted: empty
+    /// after a restart until the first listing (apps deployed meanwhile pin 0).
+    latest_objects: ObjectVersions,
+    /// When they were listed. The service lists only while an app references objects,
+    /// so a listing older than [`OBJECTS_FRESH_SECONDS`] is not pinned (0 instead).
+    objects_listed_at: Option<f64>,
 }
+
+/// The latest version of each config and secret, by kind and name, as the master's
+/// `ListObjects` says.
+pub type ObjectVersions = BTreeMap<(ObjectKind, String), u64>;
 
 impl Engine {
     /// The role the framework subscribes with: apps may accept its reservations.
@@ -354,11 +369,13 @@ impl Engine {
                 let version = self.new_version(None, now);
                 AppRecord {
                     deployment: Some(self.deployment(DeploymentKind::Create, &id, &version, now)),
+                    objects: self.pins(&spec, now),
                     spec,
                     version,
                     destroying: false,
                     backoff: BackoffState::default(),
                     last_failure: None,
+                    version_cause: None,
                 }
             }
             Some(a) => {
@@ -377,6 +394,8 @@ impl Engine {
                     rec.deployment =
                         Some(self.deployment(DeploymentKind::Update, &id, &version, now));
                     rec.version = version;
+                    rec.objects = self.pins(&spec, now);
+                    rec.version_cause = None;
                     rec.spec = spec;
                     rec.backoff = BackoffState::default();
                 }
@@ -412,8 +431,11 @@ impl Engine {
         let a = self.live_app(id)?.clone();
         let version = self.new_version(Some(&a), now);
         let deployment = self.deployment(DeploymentKind::Restart, id, &version, now);
+        let objects = self.pins(&a.spec, now);
         let rec = self.apps.get_mut(id).expect("checked");
         rec.version = version;
+        rec.objects = objects;
+        rec.version_cause = None;
         rec.deployment = Some(deployment);
         rec.backoff = BackoffState::default();
         self.save_app(id);
@@ -588,7 +610,108 @@ impl Engine {
             kind,
             version: version.to_string(),
             started_at: now,
+            cause: None,
         }
+    }
+
+    // ---- configs and secrets (issue 16) ----------------------------------------
+
+    /// The pins of a new version of an app running `spec`: the latest version of each
+    /// object it references as last listed (within [`OBJECTS_FRESH_SECONDS`]), or 0
+    /// (the master gives the latest at launch) for one not listed (yet).
+    fn pins(&self, spec: &AppSpec, now: f64) -> BTreeMap<String, u64> {
+        let fresh = self
+            .objects_listed_at
+            .is_some_and(|at| now - at <= OBJECTS_FRESH_SECONDS);
+        spec.object_names()
+            .into_iter()
+            .map(|(kind, name)| {
+                let version = self
+                    .latest_objects
+                    .get(&(kind, name.clone()))
+                    .filter(|_| fresh)
+                    .copied()
+                    .unwrap_or(0);
+                (object_key(kind, &name), version)
+            })
+            .collect()
+    }
+
+    /// Whether an app (not being removed) references a config or secret: only then
+    /// does the service list the master's objects.
+    pub fn uses_objects(&self) -> bool {
+        self.apps
+            .values()
+            .any(|a| !a.destroying && !a.spec.object_names().is_empty())
+    }
+
+    /// The latest version of every config and secret (the master's `ListObjects`).
+    /// Each app whose pins differ gets a new version with the new pins: a rolling
+    /// update within its upgrade strategy, as if its spec had changed (old tasks keep
+    /// running with what they got until replaced), its cause (`secret db-pass version
+    /// 4`) recorded. A pin of 0 (deployed before the version was known: its tasks got
+    /// the latest at launch) is only recorded. An object no longer listed (removed)
+    /// changes nothing: launches that need it fail at the master and the app shows it.
+    pub fn objects(&mut self, latest: ObjectVersions, now: f64) -> Vec<Action> {
+        self.latest_objects = latest;
+        self.objects_listed_at = Some(now);
+        let mut rolled = false;
+        let ids: Vec<String> = self.apps.keys().cloned().collect();
+        for id in ids {
+            let app = &self.apps[&id];
+            if app.destroying {
+                continue;
+            }
+            let mut pins = app.objects.clone();
+            let mut changed = Vec::new();
+            let mut learned = false;
+            for (kind, name) in app.spec.object_names() {
+                let Some(&version) = self.latest_objects.get(&(kind, name.clone())) else {
+                    continue;
+                };
+                let pin = pins.entry(object_key(kind, &name)).or_insert(0);
+                if *pin == version {
+                    continue;
+                }
+                if *pin == 0 {
+                    learned = true;
+                } else {
+                    changed.push(format!(
+                        "{} {name} version {version}",
+                        strata_proto::objects::kind_name(kind)
+                    ));
+                }
+                *pin = version;
+            }
+            if changed.is_empty() && !learned {
+                continue;
+            }
+            if changed.is_empty() {
+                tracing::info!(app = %id, objects = ?pins, "object versions learned");
+                self.apps.get_mut(&id).expect("listed").objects = pins;
+                self.save_app(&id);
+                continue;
+            }
+            let cause = changed.join(", ");
+            tracing::info!(app = %id, %cause, "a newer version of an object: rolling the app");
+            let version = self.new_version(Some(app), now);
+            let mut deployment = self.deployment(DeploymentKind::Update, &id, &version, now);
+            deployment.cause = Some(cause.clone());
+            let rec = self.apps.get_mut(&id).expect("listed");
+            rec.version = version;
+            rec.objects = pins;
+            rec.version_cause = Some(cause);
+            rec.deployment = Some(deployment);
+            rec.backoff = BackoffState::default();
+            self.save_app(&id);
+            rolled = true;
+        }
+        if !rolled {
+            return Vec::new();
+        }
+        // Demand changed, as after a deploy.
+        self.last_pending = 0;
+        self.tick(now)
     }
 
     // ---- scheduler events ------------------------------------------------------
@@ -1219,6 +1342,7 @@ impl Engine {
             },
             ready_instances: p.ready,
             waiting: self.waiting_reason(app, id, &p, now),
+            cause: d.cause.clone(),
         });
         Some(AppView {
             id: id.to_string(),
@@ -1249,6 +1373,8 @@ impl Engine {
                 })
                 .collect(),
             endpoints: endpoints(app, &tasks),
+            objects: app.objects.clone(),
+            version_cause: app.version_cause.clone(),
         })
     }
 
@@ -1572,7 +1698,14 @@ fn build_task(
     ports: &[u16],
 ) -> v1::TaskInfo {
     let spec = &app.spec;
-    let mut env: HashMap<String, String> = spec.env.clone().into_iter().collect();
+    let mut env: HashMap<String, String> = spec
+        .env
+        .iter()
+        .filter_map(|(k, v)| match v {
+            EnvValue::Value(v) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
     env.insert("STRATA_APP_ID".into(), spec.id.clone());
     env.insert("STRATA_APP_VERSION".into(), app.version.clone());
     // PORTn in the spec's order (what port_index and the task view use); the agent
@@ -1722,8 +1855,24 @@ fn build_task(
         container,
         health_check,
         discovery: Some(discovery),
-        objects: Vec::new(),
+        objects: object_refs(app),
     }
+}
+
+/// The configs and secrets of a task of the app's current version: the spec's
+/// references, each with the version the app pins (0: the latest at launch).
+fn object_refs(app: &AppRecord) -> Vec<v1::ObjectRef> {
+    let mut refs = app.spec.object_refs();
+    for r in &mut refs {
+        if let Some(kind) = strata_proto::objects::kind_of(r.kind) {
+            r.version = app
+                .objects
+                .get(&object_key(kind, &r.name))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+    refs
 }
 
 #[cfg(test)]
@@ -2559,6 +2708,299 @@ mod tests {
         assert_eq!(assigned(&c, "web"), [None, Some(10001)]);
         c.deploy(with_service_ports("new", &[Some(10002)]), false, 9.0)
             .unwrap();
+    }
+
+    // ---- configs and secrets (issue 16) ----------------------------------------
+
+    fn latest(objects: &[(ObjectKind, &str, u64)]) -> ObjectVersions {
+        objects
+            .iter()
+            .map(|(kind, name, version)| ((*kind, name.to_string()), *version))
+            .collect()
+    }
+
+    /// (kind, name, version, target) of each reference of a task.
+    fn refs(task: &v1::TaskInfo) -> Vec<(ObjectKind, String, u64, String)> {
+        task.objects
+            .iter()
+            .map(|r| {
+                let target = match &r.target {
+                    Some(v1::object_ref::Target::File(f)) => format!("file {f}"),
+                    Some(v1::object_ref::Target::Env(v)) => format!("env {v}"),
+                    None => String::new(),
+                };
+                (r.kind(), r.name.clone(), r.version, target)
+            })
+            .collect()
+    }
+
+    fn pins(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn kills(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { task_id, .. } => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn db_app(instances: u32) -> AppSpec {
+        spec(serde_json::json!({
+            "id": "web", "cmd": "serve", "instances": instances, "cpus": 0.5, "mem": 64,
+            "secrets": [{"source": "db-pass"}],
+            "configs": [{"source": "nginx-conf", "target": "conf/nginx.conf"}],
+            "env": {"PLAIN": "value", "DB_PASS": {"secret": "db-pass"},
+                    "LEVEL": {"config": "log-level"}},
+            "upgrade_strategy": {"minimum_health_capacity": 0.5, "maximum_over_capacity": 0}
+        }))
+    }
+
+    /// Every task carries the spec's references with the versions the app pins: the
+    /// latest the master listed, 0 for one it did not list (the master gives the
+    /// latest at launch). Values never pass through the framework: the plain
+    /// variables are in the command's environment, the references only in `objects`.
+    #[test]
+    fn tasks_carry_the_specs_references_with_pinned_versions() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let secret = ObjectKind::Secret;
+        let config = ObjectKind::Config;
+        assert!(!c.uses_objects());
+        let actions = c.objects(
+            latest(&[(secret, "db-pass", 3), (config, "nginx-conf", 2)]),
+            0.5,
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        let (view, _) = c.deploy(db_app(1), false, 1.0).unwrap();
+        assert!(c.uses_objects());
+        assert_eq!(
+            view.objects,
+            pins(&[
+                ("config/log-level", 0),
+                ("config/nginx-conf", 2),
+                ("secret/db-pass", 3)
+            ])
+        );
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(
+            refs(&tasks[0]),
+            [
+                (secret, "db-pass".into(), 3, "file db-pass".into()),
+                (
+                    config,
+                    "nginx-conf".into(),
+                    2,
+                    "file conf/nginx.conf".into()
+                ),
+                (secret, "db-pass".into(), 3, "env DB_PASS".into()),
+                (config, "log-level".into(), 0, "env LEVEL".into()),
+            ]
+        );
+        let env = &tasks[0].command.as_ref().unwrap().environment;
+        assert_eq!(env["PLAIN"], "value");
+        assert!(!env.contains_key("DB_PASS") && !env.contains_key("LEVEL"));
+        strata_proto::objects::validate_task(&tasks[0]).expect("the master's rules hold");
+        // The pins are stored with the app.
+        let (apps, _) = stored(c.take_writes());
+        assert_eq!(apps[0].objects, view.objects);
+        // An app being removed lists nothing any more.
+        c.destroy("web", 3.0).unwrap();
+        assert!(!c.uses_objects());
+    }
+
+    /// A new version of a secret rolls the app like a change of its spec, within its
+    /// upgrade strategy (4 instances, half must stay healthy, none over): two old tasks
+    /// go, two new ones come with the new version, the other two old ones keep
+    /// running with the old version until the new ones are healthy. The version's
+    /// cause says why.
+    #[test]
+    fn a_newer_version_of_a_secret_rolls_the_app_within_its_upgrade_strategy() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let secret = ObjectKind::Secret;
+        c.objects(latest(&[(secret, "db-pass", 3)]), 1.0);
+        c.deploy(db_app(4), false, 2.0).unwrap();
+        let old = launched(&c.offers(vec![offer("o1", "ag1", "h1", 8.0)], 3.0));
+        assert_eq!(old.len(), 4);
+        assert!(old.iter().all(|t| t.objects[0].version == 3));
+        for t in &old {
+            c.status(&status(&t.task_id, TaskState::TaskRunning), 4.0);
+        }
+        let before = c.app_view("web", 4.5).unwrap();
+        assert!(before.deployment.is_none(), "converged");
+
+        let actions = c.objects(latest(&[(secret, "db-pass", 4)]), 5.0);
+        let killed = kills(&actions);
+        assert_eq!(killed.len(), 2, "half may go: {actions:?}");
+        let view = c.app_view("web", 5.0).unwrap();
+        assert_ne!(view.version, before.version, "a new version");
+        assert_eq!(view.objects["secret/db-pass"], 4);
+        assert_eq!(
+            view.version_cause.as_deref(),
+            Some("secret db-pass version 4")
+        );
+        let deployment = view.deployment.expect("a rolling update");
+        assert_eq!(deployment.kind, "update");
+        assert_eq!(
+            deployment.cause.as_deref(),
+            Some("secret db-pass version 4")
+        );
+        let (apps, _) = stored(c.take_writes());
+        assert_eq!(apps[0].objects["secret/db-pass"], 4, "persisted");
+        assert_eq!(
+            apps[0].version_cause.as_deref(),
+            Some("secret db-pass version 4")
+        );
+        // The same listing again changes nothing.
+        assert!(c.objects(latest(&[(secret, "db-pass", 4)]), 5.5).is_empty());
+
+        // The two that stay run the old version (their tasks were launched with 3).
+        let kept: Vec<&TaskRecord> = c.tasks.values().filter(|t| !t.is_killing()).collect();
+        assert_eq!(kept.len(), 2);
+        assert!(
+            kept.iter()
+                .all(|t| t.version == before.version && t.is_running())
+        );
+        // Two new tasks, with the new version of the secret.
+        let new = launched(&c.offers(vec![offer("o2", "ag1", "h1", 8.0)], 6.0));
+        assert_eq!(new.len(), 2);
+        let mut actions = Vec::new();
+        for id in &killed {
+            actions.extend(c.status(&status(id, TaskState::TaskKilled), 7.0));
+        }
+        assert!(
+            kills(&actions).is_empty(),
+            "no new one healthy yet: {actions:?}"
+        );
+        for t in &new {
+            assert!(
+                t.objects
+                    .iter()
+                    .filter(|r| r.name == "db-pass")
+                    .all(|r| r.version == 4)
+            );
+            actions.extend(c.status(&status(&t.task_id, TaskState::TaskRunning), 7.5));
+        }
+        // Once they are healthy, the other two old ones go and two more new come.
+        assert_eq!(kills(&actions).len(), 2, "{actions:?}");
+        let more = launched(&c.offers(vec![offer("o3", "ag1", "h1", 8.0)], 9.0));
+        assert_eq!(more.len(), 2);
+        assert!(more.iter().all(|t| t.objects[0].version == 4));
+    }
+
+    /// An app deployed before the framework knew an object's version pinned 0: its
+    /// tasks got the latest at launch. Learning the version records it without rolling.
+    /// A removed object rolls nothing (launches that need it fail at the master, and
+    /// the app shows that); one created again rolls the app.
+    #[test]
+    fn learning_a_version_does_not_roll_nor_does_a_removed_object() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let secret = ObjectKind::Secret;
+        c.deploy(db_app(2), false, 1.0).unwrap();
+        let first = launched(&c.offers(vec![offer("o1", "ag1", "h1", 8.0)], 2.0));
+        assert_eq!(first.len(), 2);
+        assert!(
+            first
+                .iter()
+                .all(|t| t.objects.iter().all(|r| r.version == 0))
+        );
+        for t in &first {
+            c.status(&status(&t.task_id, TaskState::TaskRunning), 3.0);
+        }
+        let before = c.app_view("web", 3.0).unwrap();
+        assert!(before.objects.values().all(|v| *v == 0));
+        c.take_writes();
+
+        let listed = latest(&[
+            (secret, "db-pass", 5),
+            (ObjectKind::Config, "nginx-conf", 1),
+        ]);
+        let actions = c.objects(listed.clone(), 4.0);
+        assert!(kills(&actions).is_empty(), "{actions:?}");
+        let view = c.app_view("web", 4.0).unwrap();
+        assert_eq!(view.version, before.version, "no new version");
+        assert!(view.deployment.is_none() && view.version_cause.is_none());
+        assert_eq!(
+            view.objects,
+            pins(&[
+                ("config/log-level", 0),
+                ("config/nginx-conf", 1),
+                ("secret/db-pass", 5)
+            ])
+        );
+        let (apps, _) = stored(c.take_writes());
+        assert_eq!(apps[0].objects, view.objects, "recorded");
+        // A scale launches with the versions learned.
+        c.scale("web", 3, 5.0).unwrap();
+        let third = launched(&c.offers(vec![offer("o2", "ag1", "h1", 8.0)], 5.0));
+        assert_eq!(third[0].objects[0].version, 5);
+        c.status(&status(&third[0].task_id, TaskState::TaskRunning), 5.5);
+
+        c.take_writes();
+        // Removed: nothing rolls, nothing is forgotten.
+        let actions = c.objects(latest(&[(ObjectKind::Config, "nginx-conf", 1)]), 6.0);
+        assert!(actions.is_empty(), "{actions:?}");
+        let view = c.app_view("web", 6.0).unwrap();
+        assert_eq!(view.version, before.version);
+        assert_eq!(view.objects["secret/db-pass"], 5);
+        assert!(c.take_writes().is_empty());
+        // Created again (version 1): a new value, so the app rolls.
+        c.objects(
+            latest(&[
+                (secret, "db-pass", 1),
+                (ObjectKind::Config, "nginx-conf", 1),
+            ]),
+            7.0,
+        );
+        let view = c.app_view("web", 7.0).unwrap();
+        assert_ne!(view.version, before.version);
+        assert_eq!(
+            view.version_cause.as_deref(),
+            Some("secret db-pass version 1")
+        );
+    }
+
+    /// Pins go with the app's version: an update of the spec pins what was listed
+    /// last, as does a restart; a scale keeps them; a framework restarted from its
+    /// store keeps them.
+    #[test]
+    fn pins_follow_the_apps_versions_and_survive_a_restart() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let secret = ObjectKind::Secret;
+        c.deploy(db_app(1), false, 1.0).unwrap();
+        // Listed after the deploy (learned, no roll), then the secret changes while the
+        // app is being updated anyway: the update pins what was listed last.
+        c.objects(latest(&[(secret, "db-pass", 2)]), 2.0);
+        let mut changed = db_app(1);
+        changed.cpus = 0.25;
+        c.latest_objects = latest(&[(secret, "db-pass", 3)]);
+        c.objects_listed_at = Some(2.5);
+        let (view, _) = c.deploy(changed.clone(), false, 3.0).unwrap();
+        assert_eq!(view.objects["secret/db-pass"], 3);
+        assert!(view.version_cause.is_none(), "an API change");
+        let (view, _) = c.scale("web", 2, 4.0).unwrap();
+        assert_eq!(view.objects["secret/db-pass"], 3);
+        c.latest_objects = latest(&[(secret, "db-pass", 7)]);
+        c.objects_listed_at = Some(4.5);
+        let (view, _) = c.restart("web", 5.0).unwrap();
+        assert_eq!(view.objects["secret/db-pass"], 7);
+        let (apps, tasks) = stored(c.take_writes());
+        let restored = Engine::restore(apps, tasks, Some("fw".into()));
+        assert_eq!(
+            restored.app_view("web", 6.0).unwrap().objects["secret/db-pass"],
+            7
+        );
+        // A listing from long ago (no app referenced objects for a while, so none was
+        // made since) is not pinned: the master gives the latest.
+        let (view, _) = c.restart("web", 4.5 + OBJECTS_FRESH_SECONDS + 1.0).unwrap();
+        assert_eq!(view.objects["secret/db-pass"], 0);
     }
 
     /// What the store would hold after the writes: the records a restarted framework

@@ -196,6 +196,8 @@ mod tests {
             deployment: None,
             backoff: Default::default(),
             last_failure: None,
+            objects: Default::default(),
+            version_cause: None,
         }
     }
 

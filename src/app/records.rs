@@ -26,6 +26,18 @@ pub struct AppRecord {
     pub backoff: BackoffState,
     #[serde(default)]
     pub last_failure: Option<TaskFailureView>,
+    /// The version of each config and secret the tasks of `version` are launched with
+    /// (issue 16), by [`object_key`](super::spec::object_key) (`secret/db-pass`): 0
+    /// when the framework did not know it (the master then gives the latest, and the
+    /// framework records it when it learns it, without a new version). A newer version
+    /// of one of them makes a new version of the app (a rolling update).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, u64>,
+    /// Why the framework itself made `version`, when it did: e.g. `secret db-pass
+    /// version 4` (a newer version of an object the app uses). Unset for changes made
+    /// through the App API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +47,9 @@ pub struct DeploymentRecord {
     pub version: String,
     /// Seconds since the Unix epoch.
     pub started_at: f64,
+    /// What started it when not the App API: e.g. `secret db-pass version 4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// What a deployment does. Stored (and shown by the App API) as its lower-case name,

@@ -35,8 +35,8 @@ use strata_proto::v1;
 use strata_security::{Acls, Authenticator, Authorizer, Credentials, Issued, ServerTls};
 use tokio::net::TcpListener;
 
-use super::engine::{Engine, Persisted, ServicePortRange};
-use super::service::{AppScheduler, Framework};
+use super::engine::{Engine, ObjectVersions, Persisted, ServicePortRange};
+use super::service::{AppScheduler, Event, Framework, FrameworkHandle};
 use super::store::StateStore;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -285,6 +285,7 @@ pub async fn run(
     let (framework_task, framework) =
         Framework::new(core, store, persisted, args.master.clone(), args.tick);
     // Status updates are acknowledged by the scheduler, once they are durable.
+    let objects_tls = client_tls.clone();
     let options = DriverOptions {
         auto_acknowledge: false,
         tls: client_tls,
@@ -313,6 +314,7 @@ pub async fn run(
         credentials: args.credentials.clone(),
         authz: authz.clone(),
     })?;
+    let objects_framework = framework.clone();
     let api = super::api::router_with_acls(framework, authn, authz);
     // HTTPS with the master's certificate, renewed as it ages (plain HTTP if insecure).
     let (servers, servers_rx) =
@@ -327,6 +329,14 @@ pub async fn run(
         }
     });
     let framework_task = tokio::spawn(framework_task.run(Some(handle.clone()), stopped()));
+    // Configs and secrets (issue 16): their latest versions, listed with the address
+    // and credential of the scheduler's connection.
+    let objects_poller = tokio::spawn(poll_objects(
+        args.master.clone(),
+        objects_tls,
+        objects_framework,
+        stopped(),
+    ));
     let mut driver_task = tokio::spawn(driver.run());
 
     let outcome = tokio::select! {
@@ -340,6 +350,7 @@ pub async fn run(
         renewer.abort();
     }
     reloader.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), objects_poller).await;
     if tokio::time::timeout(Duration::from_secs(5), framework_task)
         .await
         .is_err()
@@ -360,6 +371,130 @@ pub async fn run(
         Some(Ok(Err(e))) => Err(anyhow::anyhow!(e).context("the framework stopped")),
         Some(Err(e)) => Err(anyhow::anyhow!("the framework driver panicked: {e}")),
     }
+}
+
+/// How often the master's configs and secrets are listed while an app uses one.
+pub const OBJECTS_POLL: Duration = Duration::from_secs(2);
+/// How long one listing may take (connecting included).
+const OBJECTS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lists the master's configs and secrets (`ListObjects`: names and versions, never
+/// values) every [`OBJECTS_POLL`] while an app references one, and hands their latest
+/// versions to the framework task ([`Event::Objects`]), which rolls the apps whose
+/// pins are older. Connects as the scheduler does (`tls`: the CA and the framework's
+/// credential) and reconnects after a failure. The master lists a secret only to a
+/// principal that owns it or may `view_secrets` it: the framework's principal needs
+/// that to roll apps on a secret's change (configs are listed to anyone). Runs until
+/// `stop` resolves or the framework task is gone.
+async fn poll_objects(
+    master: String,
+    tls: ClientTls,
+    framework: FrameworkHandle,
+    stop: impl Future<Output = ()>,
+) {
+    let mut interval = tokio::time::interval(OBJECTS_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client = None;
+    let mut failing = false;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = interval.tick() => {}
+        }
+        match framework.read(|core, _| core.uses_objects()).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => return,
+        }
+        let listed = tokio::time::timeout(
+            OBJECTS_CALL_TIMEOUT,
+            list_objects(&master, &tls, &mut client),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_string()));
+        match listed {
+            Ok(latest) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(%master, "configs and secrets are listed again");
+                }
+                if framework.event(Event::Objects(latest)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                client = None;
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        %master,
+                        error = %e,
+                        "cannot list the master's configs and secrets: apps are not rolled on \
+                         their changes until it can"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "still cannot list configs and secrets");
+                }
+            }
+        }
+    }
+}
+
+type ObjectsClient = v1::operator_client::OperatorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        strata_security::credentials::AuthInterceptor,
+    >,
+>;
+
+/// One `ListObjects` call (connecting first if `client` is unset): the latest version
+/// of each object listed.
+async fn list_objects(
+    master: &str,
+    tls: &ClientTls,
+    client: &mut Option<ObjectsClient>,
+) -> Result<ObjectVersions, String> {
+    let client = match client {
+        Some(client) => client,
+        None => client.insert(operator_client(master, tls).await?),
+    };
+    let answer = client
+        .list_objects(v1::ListObjectsRequest::default())
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .into_inner();
+    Ok(latest_versions(answer))
+}
+
+/// A client of the master's operator API, verifying the master and sending the
+/// credential as the scheduler's connection does.
+async fn operator_client(master: &str, tls: &ClientTls) -> Result<ObjectsClient, String> {
+    let endpoint = tls
+        .endpoint(master, strata_security::MASTER_NAME)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let interceptor = strata_security::credentials::AuthInterceptor::new(tls.credential.as_ref());
+    Ok(
+        v1::operator_client::OperatorClient::with_interceptor(channel, interceptor)
+            .max_decoding_message_size(strata_proto::limits::MAX_OPERATOR_ANSWER_BYTES)
+            .max_encoding_message_size(strata_proto::limits::MAX_MESSAGE_BYTES),
+    )
+}
+
+/// The latest version of each object of a `ListObjects` answer (the last one kept).
+fn latest_versions(answer: v1::ListObjectsResponse) -> ObjectVersions {
+    answer
+        .objects
+        .into_iter()
+        .filter_map(|o| {
+            let kind = strata_proto::objects::kind_of(o.kind)?;
+            let latest = o.versions.iter().map(|v| v.version).max()?;
+            Some(((kind, o.name), latest))
+        })
+        .collect()
 }
 
 /// The names in the App API's certificate: the one the CLI verifies
@@ -567,6 +702,41 @@ mod tests {
             acls: None,
             service_ports: ServicePortRange::default(),
         }
+    }
+
+    /// What the framework learns from `ListObjects`: the latest version of each object
+    /// (the last kept), by kind and name; nothing of an object without versions or of
+    /// an unknown kind.
+    #[test]
+    fn the_latest_version_of_each_listed_object() {
+        let info = |kind: v1::ObjectKind, name: &str, versions: &[u64]| v1::ObjectInfo {
+            kind: kind as i32,
+            name: name.into(),
+            versions: versions
+                .iter()
+                .map(|v| v1::ObjectVersionInfo {
+                    version: *v,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let answer = v1::ListObjectsResponse {
+            objects: vec![
+                info(v1::ObjectKind::Secret, "db-pass", &[2, 3, 4]),
+                info(v1::ObjectKind::Config, "db-pass", &[1]),
+                info(v1::ObjectKind::Config, "empty", &[]),
+                info(v1::ObjectKind::Unspecified, "odd", &[1]),
+            ],
+        };
+        let latest = latest_versions(answer);
+        assert_eq!(
+            latest.into_iter().collect::<Vec<_>>(),
+            [
+                ((v1::ObjectKind::Secret, "db-pass".to_string()), 4),
+                ((v1::ObjectKind::Config, "db-pass".to_string()), 1),
+            ]
+        );
     }
 
     #[test]
@@ -983,6 +1153,135 @@ mod tests {
             .unwrap()
             .unwrap();
         framework_task.await.unwrap();
+    }
+
+    /// Issue 16 from end to end: `strata serve` against the real master in its secure
+    /// mode, and an app that uses a config. The framework lists the master's objects
+    /// with its own credential: it learns the config's version (the app does not roll),
+    /// then a new version of the config rolls the app, and the App API says why.
+    #[tokio::test]
+    async fn a_new_version_of_a_config_rolls_the_apps_that_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let master_dir = dir.path().join("master");
+        let master_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let master_addr = master_listener.local_addr().unwrap().to_string();
+        let options = strata_master::MasterOptions {
+            security: strata_master::Security::Tls(strata_master::TlsOptions::default()),
+            ..strata_master::MasterOptions::new(&master_dir)
+        };
+        let (master_stop, master_stopped) = tokio::sync::oneshot::channel::<()>();
+        let master = tokio::spawn(strata_master::serve(master_listener, options, async move {
+            let _ = master_stopped.await;
+        }));
+        let ca_file = master_dir.join("tls/ca.crt");
+        let credentials = master_dir.join("credentials.json");
+        for _ in 0..200 {
+            if ca_file.exists() && credentials.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let admin = strata_security::credentials::secret_in_file(&credentials, "admin").unwrap();
+        let credential_file = dir.path().join("framework.json");
+        std::fs::write(
+            &credential_file,
+            json!({"principal": "admin", "secret": admin}).to_string(),
+        )
+        .unwrap();
+        let tls = ClientTls {
+            ca_pem: Some(std::fs::read_to_string(&ca_file).unwrap()),
+            identity: None,
+            credential: Some(Credential::new("admin", admin.clone())),
+        };
+        let mut operator = None;
+        for _ in 0..100 {
+            if let Ok(client) = operator_client(&master_addr, &tls).await {
+                operator = Some(client);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut operator = operator.expect("the master answers");
+        let create = |update: bool, data: &str| v1::CreateObjectRequest {
+            kind: v1::ObjectKind::Config as i32,
+            name: "log-level".into(),
+            data: data.as_bytes().to_vec(),
+            update,
+        };
+        let v1 = operator.create_object(create(false, "info")).await.unwrap();
+        assert_eq!(v1.into_inner().version, 1);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve_args = ServeArgs {
+            master: master_addr.clone(),
+            state_dir: dir.path().join("apps"),
+            ca_file: Some(ca_file.clone()),
+            credential_file: Some(credential_file.clone()),
+            credentials: Some(credentials.clone()),
+            ..args()
+        };
+        let serve = tokio::spawn(run(serve_args, listener, async move {
+            let _ = stopped.await;
+        }));
+        let http = tls
+            .reqwest(reqwest::Client::builder().resolve(APPS_NAME, addr))
+            .unwrap()
+            .build()
+            .unwrap();
+        let url = format!("https://{APPS_NAME}:{}/v1/apps/web", addr.port());
+        let spec = json!({"id": "web", "cmd": "sleep 1000", "cpus": 0.1,
+                          "env": {"LEVEL": {"config": "log-level"}}});
+        let mut deployed = false;
+        for _ in 0..100 {
+            if let Ok(r) = http.put(&url).json(&spec).send().await
+                && r.status().is_success()
+            {
+                deployed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(deployed, "the App API takes the app");
+        // Polls until the app's view satisfies `done` (at most 15 s).
+        let until = |done: fn(&Value) -> bool| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let mut view = Value::Null;
+                for _ in 0..150 {
+                    view = http.get(&url).send().await.unwrap().json().await.unwrap();
+                    if done(&view) {
+                        return view;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("not reached: {view}");
+            }
+        };
+        let learned = until(|v| v["objects"]["config/log-level"] == json!(1)).await;
+        assert!(learned.get("version_cause").is_none(), "no roll: {learned}");
+        let version = learned["version"].clone();
+
+        let v2 = operator.create_object(create(true, "debug")).await.unwrap();
+        assert_eq!(v2.into_inner().version, 2);
+        let rolled = until(|v| v["objects"]["config/log-level"] == json!(2)).await;
+        assert_ne!(rolled["version"], version, "a new version: {rolled}");
+        assert_eq!(rolled["version_cause"], json!("config log-level version 2"));
+        assert_eq!(rolled["deployment"]["kind"], json!("update"));
+        assert_eq!(
+            rolled["deployment"]["cause"],
+            json!("config log-level version 2")
+        );
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), serve)
+            .await
+            .expect("strata serve stops")
+            .unwrap()
+            .unwrap();
+        let _ = master_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), master).await;
     }
 
     /// `strata serve` as `strata local` runs it, against the real master in its secure

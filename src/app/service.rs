@@ -39,7 +39,7 @@ use strata_framework_sdk::{DriverHandle, Scheduler, SdkError};
 use strata_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{Action, ApiError, Engine, Persisted};
+use super::engine::{Action, ApiError, Engine, ObjectVersions, Persisted};
 use super::records::now;
 use super::spec::AppSpec;
 use super::store::{StateStore, StoreError};
@@ -103,12 +103,16 @@ pub enum CallError {
 #[error("the container framework is stopping")]
 pub struct FrameworkGone;
 
-/// What the master told the framework (through the SDK callbacks).
+/// What the master told the framework (through the SDK callbacks, and the objects
+/// poller of `strata serve`).
 #[derive(Debug)]
 pub enum Event {
     Subscribed(String),
     Offers(Vec<v1::Offer>),
     Status(Box<v1::TaskStatus>),
+    /// The latest version of every config and secret the master lists (issue 16):
+    /// apps whose pins differ roll ([`Engine::objects`]).
+    Objects(ObjectVersions),
 }
 
 /// A read of the core: runs in the framework task, between two commands. The flag
@@ -335,6 +339,7 @@ impl Framework {
                     Event::Subscribed(framework_id) => self.core.subscribed(&framework_id, now),
                     Event::Offers(offers) => self.core.offers(offers, now),
                     Event::Status(status) => self.core.status(&status, now),
+                    Event::Objects(latest) => self.core.objects(latest, now),
                 };
                 let (persisted, actions) = self.persist(actions);
                 let _ = reply.send(persisted);

@@ -1,10 +1,12 @@
 //! App specs: what a user deploys (YAML or JSON), parsed and validated with the
 //! offending field named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use strata_proto::objects::{self as object_rules, kind_name};
+use strata_proto::v1::{self, ObjectKind, object_ref::Target};
 
 /// An app: `instances` copies of a command or a Docker image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,8 +41,19 @@ pub struct AppSpec {
     /// MB.
     #[serde(default)]
     pub disk: f64,
+    /// Environment variables: a value, or a reference to a secret or config
+    /// (`{secret: NAME}`, `{config: NAME}`) whose value the agent sets (issue 16).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// Secrets delivered as files (Swarm's `secrets`): on a tmpfs, at `secrets/TARGET`
+    /// in the sandbox (`/run/secrets/TARGET` in a container).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<ObjectFile>,
+    /// Configs delivered as files (Swarm's `configs`): at TARGET in the sandbox
+    /// (default `configs/SOURCE`), or for a Docker app at an absolute TARGET in the
+    /// container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<ObjectFile>,
     /// Host ports, one per entry; tasks see `$PORT0`, `$PORT1`, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
@@ -78,6 +91,144 @@ pub struct AppSpec {
     /// framework's role (its reservations). Unset: both, reservations first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_resource_roles: Option<Vec<String>>,
+}
+
+/// A secret or config delivered to the app's tasks as a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectFile {
+    /// The object's name.
+    pub source: String,
+    /// Where the file goes. A secret: a path relative to the task's secrets directory
+    /// (default: `source`). A config: a path relative to the sandbox (default:
+    /// `configs/SOURCE`), or for a Docker app an absolute path in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The value of an environment variable of the spec: a string, or a reference to a
+/// secret or config (`{secret: NAME}`, `{config: NAME}`), never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Value(String),
+    Secret(String),
+    Config(String),
+}
+
+impl EnvValue {
+    /// The object referenced, if any.
+    pub fn reference(&self) -> Option<(ObjectKind, &str)> {
+        match self {
+            EnvValue::Value(_) => None,
+            EnvValue::Secret(name) => Some((ObjectKind::Secret, name)),
+            EnvValue::Config(name) => Some((ObjectKind::Config, name)),
+        }
+    }
+}
+
+impl From<&str> for EnvValue {
+    fn from(value: &str) -> EnvValue {
+        EnvValue::Value(value.to_string())
+    }
+}
+
+impl fmt::Display for EnvValue {
+    /// The value, or `{secret: NAME}` / `{config: NAME}` (as written in YAML).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvValue::Value(v) => f.write_str(v),
+            EnvValue::Secret(name) => write!(f, "{{secret: {name}}}"),
+            EnvValue::Config(name) => write!(f, "{{config: {name}}}"),
+        }
+    }
+}
+
+impl Serialize for EnvValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, name) = match self {
+            EnvValue::Value(v) => return s.serialize_str(v),
+            EnvValue::Secret(name) => ("secret", name),
+            EnvValue::Config(name) => ("config", name),
+        };
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(key, name)?;
+        map.end()
+    }
+}
+
+/// What an `env` value may be, for messages.
+const ENV_VALUE_EXPECTED: &str = "a string, {secret: NAME} or {config: NAME}";
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EnvValue, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EnvValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(ENV_VALUE_EXPECTED)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v.to_string()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v))
+            }
+
+            // YAML's unquoted scalars (`A: 1`, `B: true`) are values as before.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue::Value(v.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EnvValue, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom(format!(
+                        "an empty mapping: expected {ENV_VALUE_EXPECTED}"
+                    )));
+                };
+                let value = match key.as_str() {
+                    "secret" => EnvValue::Secret(map.next_value()?),
+                    "config" => EnvValue::Config(map.next_value()?),
+                    other => {
+                        return Err(A::Error::custom(format!(
+                            "unknown reference `{other}`: expected {ENV_VALUE_EXPECTED}"
+                        )));
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(A::Error::custom(format!(
+                        "a reference names one object: expected {ENV_VALUE_EXPECTED}"
+                    )));
+                }
+                Ok(value)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// How pins and messages name an object: `secret/NAME`, `config/NAME`.
+pub fn object_key(kind: ObjectKind, name: &str) -> String {
+    format!("{}/{name}", kind_name(kind))
 }
 
 /// Where an app's instances go among the agents that fit and satisfy its constraints.
@@ -527,7 +678,9 @@ impl AppSpec {
                     format!("variable name {key:?} contains '=' or NUL"),
                 ));
             }
-            if value.contains('\0') {
+            if let EnvValue::Value(value) = value
+                && value.contains('\0')
+            {
                 return Err(SpecError::new(
                     format!("env.{key}"),
                     "the value contains NUL",
@@ -535,6 +688,7 @@ impl AppSpec {
             }
         }
         self.validate_docker()?;
+        self.validate_objects()?;
         self.validate_ports()?;
         for (i, constraint) in self.constraints.iter().enumerate() {
             if let Some(reason) = constraint.problem() {
@@ -629,6 +783,170 @@ impl AppSpec {
             && image.trim().is_empty()
         {
             return Err(SpecError::new("image", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The configs and secrets the tasks reference (issue 16), as the task's
+    /// [`v1::ObjectRef`]s with version 0 (the latest: the engine pins them): the
+    /// `secrets`, then the `configs`, then the `env` references, each with its target.
+    pub fn object_refs(&self) -> Vec<v1::ObjectRef> {
+        let file = |kind: ObjectKind, f: &ObjectFile| v1::ObjectRef {
+            kind: kind as i32,
+            name: f.source.clone(),
+            version: 0,
+            target: Some(Target::File(match (&f.target, kind) {
+                (Some(target), _) => target.clone(),
+                (None, ObjectKind::Config) => {
+                    format!("{}/{}", object_rules::CONFIGS_DIR, f.source)
+                }
+                (None, _) => f.source.clone(),
+            })),
+        };
+        let mut refs: Vec<v1::ObjectRef> = self
+            .secrets
+            .iter()
+            .map(|f| file(ObjectKind::Secret, f))
+            .chain(self.configs.iter().map(|f| file(ObjectKind::Config, f)))
+            .collect();
+        for (var, value) in &self.env {
+            if let Some((kind, name)) = value.reference() {
+                refs.push(v1::ObjectRef {
+                    kind: kind as i32,
+                    name: name.to_string(),
+                    version: 0,
+                    target: Some(Target::Env(var.clone())),
+                });
+            }
+        }
+        refs
+    }
+
+    /// Every object the tasks reference (kind and name), once each.
+    pub fn object_names(&self) -> BTreeSet<(ObjectKind, String)> {
+        self.object_refs()
+            .into_iter()
+            .filter_map(|r| Some((object_rules::kind_of(r.kind)?, r.name)))
+            .collect()
+    }
+
+    /// The secrets the tasks reference (what a deploy asks `use_secrets` for).
+    pub fn secret_names(&self) -> BTreeSet<String> {
+        self.object_names()
+            .into_iter()
+            .filter(|(kind, _)| *kind == ObjectKind::Secret)
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    /// `secrets`, `configs` and the `env` references, with the rules the master and the
+    /// agent apply to a task's references (`strata_proto::objects`), each refusal naming
+    /// its field.
+    fn validate_objects(&self) -> Result<(), SpecError> {
+        let docker = self.image.is_some();
+        let mut count = 0;
+        let mut counted = |field: &str| {
+            count += 1;
+            if count > object_rules::MAX_OBJECTS_PER_TASK {
+                return Err(SpecError::new(
+                    field,
+                    format!(
+                        "more than {} secret and config references (secrets, configs and \
+                         env together)",
+                        object_rules::MAX_OBJECTS_PER_TASK
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        for (list, kind, files) in [
+            ("secrets", ObjectKind::Secret, &self.secrets),
+            ("configs", ObjectKind::Config, &self.configs),
+        ] {
+            let mut targets: BTreeMap<String, usize> = BTreeMap::new();
+            for (i, f) in files.iter().enumerate() {
+                let at = format!("{list}[{i}]");
+                counted(&at)?;
+                object_rules::validate_name(kind, &f.source)
+                    .map_err(|e| SpecError::new(format!("{at}.source"), e))?;
+                let field = format!("{at}.target");
+                let target = match &f.target {
+                    Some(target) => target.clone(),
+                    None if kind == ObjectKind::Config => {
+                        format!("{}/{}", object_rules::CONFIGS_DIR, f.source)
+                    }
+                    None => f.source.clone(),
+                };
+                let absolute = target.starts_with('/');
+                if absolute && !(docker && kind == ObjectKind::Config) {
+                    let reason = if kind == ObjectKind::Secret {
+                        format!(
+                            "'{target}' must be relative to the task's secrets directory \
+                             ({}/ in the sandbox, {} in a container)",
+                            object_rules::SECRETS_DIR,
+                            object_rules::DOCKER_SECRETS_DIR
+                        )
+                    } else {
+                        format!(
+                            "'{target}' must be relative to the sandbox (an absolute path, \
+                             in the container, only with image)"
+                        )
+                    };
+                    return Err(SpecError::new(field, reason));
+                }
+                let inner = target.trim_start_matches('/');
+                if absolute && inner.is_empty() {
+                    return Err(SpecError::new(field, "the file path is '/'"));
+                }
+                object_rules::validate_relative_path(inner)
+                    .map_err(|e| SpecError::new(&field, e))?;
+                if kind == ObjectKind::Config {
+                    // The secrets are a tmpfs mounted over that directory.
+                    let secrets_dir = if absolute {
+                        object_rules::DOCKER_SECRETS_DIR.trim_start_matches('/')
+                    } else {
+                        object_rules::SECRETS_DIR
+                    };
+                    if inner == secrets_dir || inner.starts_with(&format!("{secrets_dir}/")) {
+                        return Err(SpecError::new(
+                            field,
+                            format!(
+                                "'{target}' is inside the secrets directory (a tmpfs of the \
+                                 secrets): choose another path"
+                            ),
+                        ));
+                    }
+                }
+                if let Some(first) = targets.insert(target.clone(), i) {
+                    return Err(SpecError::new(
+                        field,
+                        format!("'{target}' is also the target of {list}[{first}]"),
+                    ));
+                }
+            }
+        }
+        for (var, value) in &self.env {
+            let Some((kind, name)) = value.reference() else {
+                continue;
+            };
+            let at = format!("env.{var}");
+            counted(&at)?;
+            object_rules::validate_env_name(var).map_err(|e| SpecError::new(&at, e))?;
+            object_rules::validate_name(kind, name).map_err(|e| SpecError::new(&at, e))?;
+            // Without `cmd` a Docker task runs the image's entrypoint, not a shell: the
+            // agent sets secret variables from the secrets tmpfs in a shell only (the
+            // engine writes a container's environment to disk).
+            if docker && kind == ObjectKind::Secret && self.cmd.is_none() {
+                return Err(SpecError::new(
+                    at,
+                    format!(
+                        "secret '{name}' as a variable of a Docker app needs cmd (a shell \
+                         command, where the agent sets it from the secrets tmpfs; the engine \
+                         keeps a container's environment on disk); or deliver it as a file \
+                         with secrets"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -1171,6 +1489,14 @@ disk: 1024
 env:
   MODE: prod
   EMPTY: ""
+  LOG_LEVEL: {config: log-level}
+secrets:
+  - source: tls.key
+  - {source: db-pass, target: db/password}
+configs:
+  - source: nginx-conf
+    target: /etc/nginx/nginx.conf
+  - source: motd
 ports:
   - host_port: 0
     container_port: 80
@@ -1247,10 +1573,34 @@ accepted_resource_roles: ["*", web]
             cpus: 0.5,
             mem: 256.0,
             disk: 1024.0,
-            env: [("MODE", "prod"), ("EMPTY", "")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: [
+                ("MODE", EnvValue::from("prod")),
+                ("EMPTY", EnvValue::from("")),
+                ("LOG_LEVEL", EnvValue::Config("log-level".into())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            secrets: vec![
+                ObjectFile {
+                    source: "tls.key".into(),
+                    target: None,
+                },
+                ObjectFile {
+                    source: "db-pass".into(),
+                    target: Some("db/password".into()),
+                },
+            ],
+            configs: vec![
+                ObjectFile {
+                    source: "nginx-conf".into(),
+                    target: Some("/etc/nginx/nginx.conf".into()),
+                },
+                ObjectFile {
+                    source: "motd".into(),
+                    target: None,
+                },
+            ],
             ports: vec![
                 PortSpec::Mapping(PortMapping {
                     host_port: 0,
@@ -1760,7 +2110,7 @@ accepted_resource_roles: ["*", web]
 
     #[test]
     fn env_rules() {
-        let env = |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect();
+        let env = |k: &str, v: &str| [(k.to_string(), EnvValue::from(v))].into_iter().collect();
         assert!(
             AppSpec {
                 env: env("A_1", ""),
@@ -1797,6 +2147,209 @@ accepted_resource_roles: ["*", web]
             },
             "env.A",
         );
+    }
+
+    /// The example of docs/app-api.md's "Configs and secrets" section.
+    fn docs_objects_example() -> String {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-api.md"))
+            .expect("docs/app-api.md");
+        let section = &doc[doc
+            .find("#### Configs and secrets")
+            .expect("docs/app-api.md has a Configs and secrets section")..];
+        let start = section.find("```yaml\n").expect("it shows a spec") + "```yaml\n".len();
+        let end = start + section[start..].find("```").expect("the block ends");
+        section[start..end].to_string()
+    }
+
+    #[test]
+    fn secrets_configs_and_env_references_parse_with_their_defaults() {
+        let spec = AppSpec::parse(&docs_objects_example()).expect("the docs' example parses");
+        let refs: Vec<(i32, String, Option<Target>)> = spec
+            .object_refs()
+            .into_iter()
+            .map(|r| (r.kind, r.name, r.target))
+            .collect();
+        let secret = ObjectKind::Secret as i32;
+        let config = ObjectKind::Config as i32;
+        let file = |p: &str| Some(Target::File(p.into()));
+        let env = |v: &str| Some(Target::Env(v.into()));
+        assert_eq!(
+            refs,
+            [
+                (secret, "db-pass".into(), file("db-pass")),
+                (secret, "tls.key".into(), file("tls/server.key")),
+                (config, "nginx-conf".into(), file("conf/nginx.conf")),
+                (config, "motd".into(), file("configs/motd")),
+                (secret, "db-pass".into(), env("DB_PASS")),
+                (config, "log-level".into(), env("LOG_LEVEL")),
+            ]
+        );
+        assert_eq!(spec.env["PLAIN"], EnvValue::from("value"));
+        assert_eq!(spec.env["DB_PASS"].to_string(), "{secret: db-pass}");
+        assert_eq!(
+            spec.secret_names().into_iter().collect::<Vec<_>>(),
+            ["db-pass", "tls.key"]
+        );
+        assert_eq!(spec.object_names().len(), 5);
+        // References, never values: what is shown is what was written.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["env"]["DB_PASS"],
+            serde_json::json!({"secret": "db-pass"})
+        );
+        assert_eq!(json["secrets"][0], serde_json::json!({"source": "db-pass"}));
+        assert_eq!(AppSpec::from_json(json).unwrap(), spec);
+        // Every reference passes the master's rules for a task's references.
+        let task = v1::TaskInfo {
+            objects: spec.object_refs(),
+            command: Some(v1::CommandInfo {
+                shell: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        object_rules::validate_task(&task).unwrap();
+        // Unquoted YAML scalars are still plain values.
+        let spec = AppSpec::parse("id: a\ncmd: x\nenv: {N: 1, B: true, S: two}\n").unwrap();
+        assert_eq!(spec.env["N"], EnvValue::from("1"));
+        assert_eq!(spec.env["B"], EnvValue::from("true"));
+        assert!(spec.object_refs().is_empty());
+    }
+
+    #[test]
+    fn bad_references_are_refused_naming_the_field_and_the_reason() {
+        let spec = |rest: &str| format!("id: app\ncmd: x\n{rest}\n");
+        let image = |rest: &str| format!("id: app\nimage: busybox\n{rest}\n");
+        for (text, field, reason) in [
+            (
+                spec("secrets: [{source: DB}]"),
+                "secrets[0].source",
+                "secret name 'DB' is not valid",
+            ),
+            (
+                spec("secrets: [{source: ''}]"),
+                "secrets[0].source",
+                "a secret name is empty",
+            ),
+            (
+                spec("configs: [{source: a/b}]"),
+                "configs[0].source",
+                "config name 'a/b' is not valid",
+            ),
+            (
+                spec("secrets: [{source: a, target: ../etc/passwd}]"),
+                "secrets[0].target",
+                "'..' component",
+            ),
+            (
+                spec("secrets: [{source: a, target: /etc/passwd}]"),
+                "secrets[0].target",
+                "must be relative to the task's secrets directory",
+            ),
+            (
+                spec("configs: [{source: a, target: /etc/a.conf}]"),
+                "configs[0].target",
+                "only with image",
+            ),
+            (
+                image("configs: [{source: a, target: /etc/../a.conf}]"),
+                "configs[0].target",
+                "'..' component",
+            ),
+            (
+                image("configs: [{source: a, target: /}]"),
+                "configs[0].target",
+                "'/'",
+            ),
+            (
+                spec("configs: [{source: a, target: 'a//b'}]"),
+                "configs[0].target",
+                "empty",
+            ),
+            (
+                spec("configs: [{source: a, target: secrets/a}]"),
+                "configs[0].target",
+                "inside the secrets directory",
+            ),
+            (
+                image("configs: [{source: a, target: /run/secrets/a}]"),
+                "configs[0].target",
+                "inside the secrets directory",
+            ),
+            (
+                spec("secrets: [{source: a}, {source: b, target: a}]"),
+                "secrets[1].target",
+                "'a' is also the target of secrets[0]",
+            ),
+            (
+                spec("configs: [{source: a}, {source: a}]"),
+                "configs[1].target",
+                "'configs/a' is also the target of configs[0]",
+            ),
+            (
+                spec("env: {DB_PASS: {secret: Bad}}"),
+                "env.DB_PASS",
+                "secret name 'Bad'",
+            ),
+            (
+                spec("env: {1X: {config: c}}"),
+                "env.1X",
+                "environment variable name",
+            ),
+            (
+                spec("env: {A-B: {secret: s}}"),
+                "env.A-B",
+                "environment variable name",
+            ),
+            (
+                image("env: {DB_PASS: {secret: s}}"),
+                "env.DB_PASS",
+                "needs cmd",
+            ),
+            (
+                spec("env: {A: {vault: s}}"),
+                "env.A",
+                "unknown reference `vault`",
+            ),
+            (
+                spec("env: {A: {secret: s, config: c}}"),
+                "env.A",
+                "a reference names one object",
+            ),
+            (spec("env: {A: {}}"), "env.A", "an empty mapping"),
+            (
+                spec("env: {A: [s]}"),
+                "env.A",
+                "{secret: NAME} or {config: NAME}",
+            ),
+            (
+                spec("secrets: [{source: a, mode: 0400}]"),
+                "secrets[0].mode",
+                "unknown field",
+            ),
+            (spec("secrets: [db-pass]"), "secrets[0]", ""),
+        ] {
+            let err = parse_refused(&text, field);
+            assert!(err.reason.contains(reason), "{text}: {err}");
+        }
+        // A Docker app's config variables, and secret variables with a shell command, are
+        // fine; so is one source under two targets.
+        AppSpec::parse(&image("env: {LEVEL: {config: c}}")).unwrap();
+        AppSpec::parse(&image("cmd: exec app\nenv: {DB_PASS: {secret: s}}")).unwrap();
+        AppSpec::parse(&spec("args: [app]\nenv: {DB_PASS: {secret: s}}").replace("cmd: x\n", ""))
+            .unwrap();
+        AppSpec::parse(&spec("secrets: [{source: s}, {source: s, target: copy}]")).unwrap();
+        // At most 64 references in all.
+        let many: Vec<String> = (0..59).map(|i| format!("{{source: s{i}}}")).collect();
+        let text = spec(&format!(
+            "secrets: [{}]\nconfigs: [{{source: c}}]\nenv: {{A: {{secret: a}}, B: {{secret: b}}, \
+             C: {{config: c}}, D: {{config: d}}}}",
+            many.join(", ")
+        ));
+        AppSpec::parse(&text).unwrap();
+        let text = text.replace("D: {config: d}", "D: {config: d}, E: {config: e}");
+        let err = parse_refused(&text, "env.E");
+        assert!(err.reason.contains("more than 64"), "{err}");
     }
 
     fn mapping(host_port: u16, container_port: Option<u16>) -> PortSpec {

@@ -178,6 +178,8 @@ mod tests {
             deployment: None,
             backoff: Default::default(),
             last_failure: None,
+            objects: Default::default(),
+            version_cause: None,
         };
         {
             let mut store = StateStore::open(dir.path()).unwrap();

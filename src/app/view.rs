@@ -48,6 +48,15 @@ pub struct AppView {
     /// The app's running instances: where its service ports lead.
     #[serde(default)]
     pub endpoints: Vec<EndpointView>,
+    /// The version of each config and secret the current version's tasks get, by
+    /// `secret/NAME` and `config/NAME` (issue 16); 0: the latest at launch, not yet
+    /// learned. Versions only, never values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, u64>,
+    /// Why the framework made the current version itself, if it did: e.g. `secret
+    /// db-pass version 4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_cause: Option<String>,
 }
 
 /// One port of an app (`AppView.ports`).
@@ -141,6 +150,10 @@ pub struct DeploymentView {
     /// `no offer fits: needs cpus 2, largest offer has cpus 1.5`, or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub waiting: String,
+    /// What started it when not the App API: e.g. `secret db-pass version 4` (a newer
+    /// version of an object the app uses, issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// `GET /v1/info`.

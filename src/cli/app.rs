@@ -255,7 +255,10 @@ pub fn describe(view: &AppView, tasks: &[AppTaskView], now: f64) -> String {
     let spec = &view.spec;
     let mut f = Fields::new();
     f.add("ID", &view.id);
-    f.add("Version", &view.version);
+    match &view.version_cause {
+        Some(cause) => f.add("Version", format!("{} ({cause})", view.version)),
+        None => f.add("Version", &view.version),
+    }
     f.add("Command", spec.cmd.clone().unwrap_or_default());
     f.add("Args", shell_words(&spec.args));
     if let Some(image) = &spec.image {
@@ -286,7 +289,39 @@ pub fn describe(view: &AppView, tasks: &[AppTaskView], now: f64) -> String {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    f.add("Env", key_values(spec.env.iter()));
+    // References (`{secret: NAME}`), never values: the spec holds none.
+    f.add(
+        "Env",
+        spec.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for (label, files) in [("Secrets", &spec.secrets), ("Configs", &spec.configs)] {
+        f.add(
+            label,
+            files
+                .iter()
+                .map(|o| match &o.target {
+                    Some(target) => format!("{} as {target}", o.source),
+                    None => o.source.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    f.add(
+        "Object versions",
+        view.objects
+            .iter()
+            .map(|(key, v)| match v {
+                0 => format!("{key} latest"),
+                v => format!("{key} {v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     f.add(
         "Constraints",
         spec.constraints
@@ -792,6 +827,8 @@ mod tests {
             backoff_seconds: None,
             ports: vec![],
             endpoints: vec![],
+            objects: Default::default(),
+            version_cause: None,
         }
     }
 
@@ -805,6 +842,7 @@ mod tests {
             target_instances: target,
             ready_instances: ready,
             waiting: waiting.into(),
+            cause: None,
         }
     }
 
@@ -943,6 +981,36 @@ ID      STATE     HEALTH    HOST    PORTS        AGE
 web.1   RUNNING   healthy   node1   31000,8080   30s
 ";
         assert_eq!(text, want);
+    }
+
+    /// Issue 16: the spec's references and the versions the app pins, never values.
+    #[test]
+    fn describe_shows_secret_and_config_references_and_their_versions() {
+        let mut view = app("web", 1, 1, 1);
+        view.spec = AppSpec::parse(
+            "id: web\ncmd: x\nsecrets: [{source: db-pass}, {source: tls.key, target: tls/key}]\n\
+             configs: [{source: nginx-conf}]\nenv: {PLAIN: v, DB_PASS: {secret: db-pass}}\n",
+        )
+        .unwrap();
+        view.objects = [
+            ("config/nginx-conf", 0),
+            ("secret/db-pass", 4),
+            ("secret/tls.key", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        view.version_cause = Some("secret db-pass version 4".into());
+        let text = describe(&view, &[], 0.0);
+        for line in [
+            "Version:          2026-01-01T00:00:00Z (secret db-pass version 4)\n",
+            "Env:              DB_PASS={secret: db-pass}, PLAIN=v\n",
+            "Secrets:          db-pass, tls.key as tls/key\n",
+            "Configs:          nginx-conf\n",
+            "Object versions:  config/nginx-conf latest, secret/db-pass 4, secret/tls.key 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
     }
 
     #[test]

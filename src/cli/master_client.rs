@@ -268,6 +268,84 @@ impl MasterClient {
         Ok(())
     }
 
+    /// `CreateObject`: a new config or secret (version 1), or with `update` the next
+    /// version of an existing one; answers the version. `data` is sent as it is and
+    /// appears in no error.
+    pub async fn create_object(
+        &self,
+        kind: v1::ObjectKind,
+        name: &str,
+        data: Vec<u8>,
+        update: bool,
+    ) -> Result<u64, MasterError> {
+        let request = v1::CreateObjectRequest {
+            kind: kind as i32,
+            name: name.to_string(),
+            data,
+            update,
+        };
+        let answer = self
+            .client()
+            .await?
+            .create_object(request)
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        Ok(answer.version)
+    }
+
+    /// `RemoveObject`: the object and all its versions.
+    pub async fn remove_object(&self, kind: v1::ObjectKind, name: &str) -> Result<(), MasterError> {
+        let request = v1::RemoveObjectRequest {
+            kind: kind as i32,
+            name: name.to_string(),
+        };
+        self.client()
+            .await?
+            .remove_object(request)
+            .await
+            .map_err(|s| self.refused(s))?;
+        Ok(())
+    }
+
+    /// `ListObjects`: the objects of `kind` the caller may see (never their values).
+    pub async fn list_objects(&self, kind: v1::ObjectKind) -> Result<Vec<ObjectInfo>, MasterError> {
+        let answer = self
+            .client()
+            .await?
+            .list_objects(v1::ListObjectsRequest { kind: kind as i32 })
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        Ok(answer
+            .objects
+            .into_iter()
+            .map(ObjectInfo::from)
+            .filter(|o| kind == v1::ObjectKind::Unspecified || o.kind == kind)
+            .collect())
+    }
+
+    /// `GetConfig`: a config's value, of `version` (`None`: the latest), and the
+    /// version it is.
+    pub async fn get_config(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(u64, Vec<u8>), MasterError> {
+        let request = v1::GetConfigRequest {
+            name: name.to_string(),
+            version: version.unwrap_or(0),
+        };
+        let answer = self
+            .client()
+            .await?
+            .get_config(request)
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        Ok((answer.version, answer.data))
+    }
+
     async fn client(&self) -> Result<Operator, MasterError> {
         let channel = self
             .channel
@@ -642,6 +720,68 @@ impl TryFrom<v1::FrameworkState> for Framework {
     }
 }
 
+/// A config or secret as `ListObjects` shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectInfo {
+    /// `secret` or `config`.
+    #[serde(serialize_with = "serialize_kind")]
+    pub kind: v1::ObjectKind,
+    pub name: String,
+    /// The principal that created it (empty on an --insecure master).
+    pub owner: String,
+    /// Kept versions, oldest first; the last is the latest.
+    pub versions: Vec<ObjectVersion>,
+    /// Who may use it in tasks besides anyone (`anyone`): the owner and the
+    /// principals the ACLs name (`prefix*` patterns as written).
+    pub principals: Vec<String>,
+    pub anyone: bool,
+    /// Tasks the master knows that reference it.
+    pub tasks: u64,
+}
+
+/// One kept version of an object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectVersion {
+    pub version: u64,
+    /// Bytes of the value.
+    pub size: u64,
+    /// Unix seconds.
+    pub created_unix: f64,
+}
+
+fn serialize_kind<S: serde::Serializer>(kind: &v1::ObjectKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(strata_proto::objects::kind_name(*kind))
+}
+
+impl ObjectInfo {
+    /// The latest version, if the master sent any.
+    pub fn latest(&self) -> Option<&ObjectVersion> {
+        self.versions.last()
+    }
+}
+
+impl From<v1::ObjectInfo> for ObjectInfo {
+    fn from(o: v1::ObjectInfo) -> ObjectInfo {
+        ObjectInfo {
+            kind: strata_proto::objects::kind_of(o.kind).unwrap_or(v1::ObjectKind::Unspecified),
+            name: o.name,
+            owner: o.owner,
+            versions: o
+                .versions
+                .into_iter()
+                .map(|v| ObjectVersion {
+                    version: v.version,
+                    size: v.size,
+                    created_unix: v.created_unix,
+                })
+                .collect(),
+            principals: o.principals,
+            anyone: o.anyone,
+            tasks: o.tasks,
+        }
+    }
+}
+
 /// A task the master knows (it keeps ended ones for a while).
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -684,12 +824,31 @@ pub(crate) mod tests {
     use super::*;
 
     /// A fake master: serves `state` to every Get* call and records maintenance calls,
-    /// answering them with `refuse` when set.
+    /// answering them with `refuse` when set. Objects: records every call in
+    /// `object_calls`, answers `ListObjects` with `objects` and `GetConfig` with
+    /// `configs` (name, version, value), `CreateObject` with the next version of the
+    /// name (from `objects`' versions and the creates so far), and all of them with
+    /// `refuse` when set.
     #[derive(Clone, Default)]
     pub struct FakeMaster {
         pub state: Arc<Mutex<v1::GetStateResponse>>,
         pub calls: Arc<Mutex<Vec<(&'static str, v1::AgentMaintenanceRequest)>>>,
         pub refuse: Arc<Mutex<Option<Status>>>,
+        pub objects: Arc<Mutex<Vec<v1::ObjectInfo>>>,
+        pub configs: Arc<Mutex<Vec<StoredConfig>>>,
+        pub object_calls: Arc<Mutex<Vec<ObjectCall>>>,
+    }
+
+    /// A config the fake master has: name, version, value.
+    pub type StoredConfig = (String, u64, Vec<u8>);
+
+    /// An object call the fake master received.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ObjectCall {
+        Create(v1::CreateObjectRequest),
+        Remove(v1::RemoveObjectRequest),
+        List(v1::ListObjectsRequest),
+        GetConfig(v1::GetConfigRequest),
     }
 
     impl FakeMaster {
@@ -707,6 +866,14 @@ pub(crate) mod tests {
 
         fn state(&self) -> v1::GetStateResponse {
             self.state.lock().unwrap().clone()
+        }
+
+        fn object_call(&self, call: ObjectCall) -> Result<(), Status> {
+            self.object_calls.lock().unwrap().push(call);
+            match self.refuse.lock().unwrap().clone() {
+                Some(status) => Err(status),
+                None => Ok(()),
+            }
         }
 
         fn maintain(
@@ -802,27 +969,73 @@ pub(crate) mod tests {
         }
         async fn create_object(
             &self,
-            _: Request<v1::CreateObjectRequest>,
+            r: Request<v1::CreateObjectRequest>,
         ) -> Result<Response<v1::CreateObjectResponse>, Status> {
-            Err(Status::unimplemented("not in this fake"))
+            let r = r.into_inner();
+            let before = self
+                .object_calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| matches!(c, ObjectCall::Create(c) if c.name == r.name))
+                .count() as u64;
+            let listed = self
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| o.name == r.name)
+                .filter_map(|o| o.versions.last().map(|v| v.version))
+                .max()
+                .unwrap_or(0);
+            self.object_call(ObjectCall::Create(r))?;
+            Ok(Response::new(v1::CreateObjectResponse {
+                version: listed + before + 1,
+            }))
         }
         async fn remove_object(
             &self,
-            _: Request<v1::RemoveObjectRequest>,
+            r: Request<v1::RemoveObjectRequest>,
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
-            Err(Status::unimplemented("not in this fake"))
+            self.object_call(ObjectCall::Remove(r.into_inner()))?;
+            Ok(Response::new(v1::MaintenanceResponse {}))
         }
         async fn list_objects(
             &self,
-            _: Request<v1::ListObjectsRequest>,
+            r: Request<v1::ListObjectsRequest>,
         ) -> Result<Response<v1::ListObjectsResponse>, Status> {
-            Err(Status::unimplemented("not in this fake"))
+            let kind = r.get_ref().kind;
+            self.object_call(ObjectCall::List(r.into_inner()))?;
+            let objects = self
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| kind == 0 || o.kind == kind)
+                .cloned()
+                .collect();
+            Ok(Response::new(v1::ListObjectsResponse { objects }))
         }
         async fn get_config(
             &self,
-            _: Request<v1::GetConfigRequest>,
+            r: Request<v1::GetConfigRequest>,
         ) -> Result<Response<v1::GetConfigResponse>, Status> {
-            Err(Status::unimplemented("not in this fake"))
+            let r = r.into_inner();
+            self.object_call(ObjectCall::GetConfig(r.clone()))?;
+            let configs = self.configs.lock().unwrap();
+            let found = configs
+                .iter()
+                .filter(|(name, version, _)| {
+                    *name == r.name && (r.version == 0 || *version == r.version)
+                })
+                .max_by_key(|(_, version, _)| *version);
+            match found {
+                Some((_, version, data)) => Ok(Response::new(v1::GetConfigResponse {
+                    version: *version,
+                    data: data.clone(),
+                })),
+                None => Err(Status::not_found(format!("no config '{}'", r.name))),
+            }
         }
         type SubscribeStream = std::pin::Pin<
             Box<dyn futures::Stream<Item = Result<v1::OperatorEvent, Status>> + Send>,

@@ -1,11 +1,12 @@
-//! The `strata` commands of the container framework: `app`, `service`, `task`, `agent` and
-//! `framework`, talking to the App API (`strata serve`, [`client`]) and to the master's
+//! The `strata` commands of the container framework: `app`, `service`, `task`, `agent`,
+//! `framework`, `secret` and `config`, talking to the App API (`strata serve`, [`client`]) and to the master's
 //! operator gRPC API ([`master_client`]).
 //!
 //! ```text
 //!   app.rs ───────────▶ client.rs (App API, HTTP), task.rs (its task table)
 //!   task.rs ──────────▶ client.rs, master_client.rs
 //!   cluster.rs ───────▶ master_client.rs (operator API, gRPC)
+//!   objects.rs ───────▶ master_client.rs (`strata secret`, `strata config`)
 //!   task.rs ──────────▶ the SDK's SandboxClient (task output, from the agents)
 //!   every command ────▶ config.rs (flags, environment, the CLI config: where the
 //!                       servers are, the cluster CA, the credential)
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod master_client;
+pub mod objects;
 pub mod output;
 pub mod service;
 pub mod task;
@@ -31,6 +33,7 @@ pub use client::{ApiClient, ApiError};
 pub use cluster::{AgentCommand, FrameworkCommand};
 pub use config::{Choices, ConfigError, Settings};
 pub use master_client::MasterClient;
+pub use objects::{ConfigCommand, SecretCommand};
 pub use output::Output;
 pub use service::ServiceCommand;
 use strata_framework_sdk::{SandboxClient, SdkError};
@@ -178,6 +181,36 @@ pub struct FrameworkArgs {
 }
 
 impl FrameworkArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        self.command.run(&self.global).await
+    }
+}
+
+/// `strata secret ...`: the master's secrets (values never shown).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: SecretCommand,
+}
+
+impl SecretArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        self.command.run(&self.global).await
+    }
+}
+
+/// `strata config ...`: the master's configs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+impl ConfigArgs {
     pub async fn run(self) -> anyhow::Result<u8> {
         self.command.run(&self.global).await
     }

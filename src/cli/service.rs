@@ -164,6 +164,8 @@ mod tests {
                     ready: *ready,
                 })
                 .collect(),
+            objects: Default::default(),
+            version_cause: None,
         }
     }
 

@@ -192,6 +192,7 @@ mod tests {
             resources: Default::default(),
             sandbox: "/nonexistent".into(),
             user: None,
+            objects: None,
         }
     }
 

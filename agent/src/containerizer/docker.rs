@@ -44,6 +44,20 @@
 //! only through [`sandbox::open_for_output`]: never through a symlink, only to a
 //! regular file with one link, so a container cannot make the agent write elsewhere.
 //!
+//! Configs and secrets (issue 16, [`crate::objects`]): secret files and the secret
+//! variables' file `.strata-env` are staged on a tmpfs that the container binds
+//! read-only at `/run/secrets`; once the container has started the agent detaches
+//! the tmpfs from the host (the container's bind, rprivate as Docker makes it, keeps
+//! it until the container is removed). A shell command then starts with `.
+//! /run/secrets/.strata-env`, which exports the secret variables: they never reach
+//! the engine, which keeps a container's `Env` on disk. Secret files are 0400, owned
+//! by the container's user when the command names it by number (`uid[:gid]`), else
+//! by root: a container running as a named non-root user of its image cannot read
+//! them (give the user as a number). Config variables go into the container's `Env`;
+//! config files of relative paths into the sandbox (0444, the sandbox's owner's),
+//! of absolute paths into `WORK_DIR/runtime/docker-configs/<container>/` on the host,
+//! bound read-only at that path and removed when the container has ended.
+//!
 //! Recovery (an agent that died and restarted): the containers keep running without
 //! the agent. `recover` inspects each checkpointed container by name: one that exists
 //! (running or exited) is taken back, its output copied again into the sandbox from
@@ -54,6 +68,7 @@
 //! labelled with this agent's id that no task claims are removed.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -71,17 +86,36 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use strata_proto::container::SANDBOX_MOUNT;
-use strata_proto::v1::{self, TaskStatusReason, docker_info, volume};
+use strata_proto::objects::{DOCKER_SECRET_ENV_FILE, DOCKER_SECRETS_DIR};
+use strata_proto::v1::{self, ObjectKind, TaskStatusReason, docker_info, volume};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::objects::{self, Staging, TaskObjects};
 use crate::sandbox;
 
 use super::{
     BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
     Limitation, Recovery, Termination, task_environment,
 };
+
+/// Where config files of absolute container paths are kept, under the runtime dir.
+const CONFIGS_RUNTIME_DIR: &str = "docker-configs";
+
+/// Who a Docker task's secret files belong to: the container's user when the command
+/// names it by number (`uid` or `uid:gid`), else root (an image's named user has no
+/// meaning on the host). Files are 0400: a container that runs as a named non-root
+/// user cannot read them unless the command gives the user as a number.
+pub fn container_owner(user: &str) -> (u32, u32) {
+    let mut parts = user.splitn(2, ':');
+    let uid = parts.next().and_then(|u| u.parse::<u32>().ok());
+    let gid = parts.next().and_then(|g| g.parse::<u32>().ok());
+    match uid {
+        Some(uid) => (uid, gid.unwrap_or(uid)),
+        None => (0, 0),
+    }
+}
 
 /// The engine's socket when none is given.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -314,6 +348,10 @@ pub struct DockerContainerizer {
     /// The reaper task; owned here and stopped when the containerizer is dropped
     /// (containers it had not removed yet are orphans the next start removes).
     reaper: JoinHandle<()>,
+    /// The agent's runtime dir (`WORK_DIR/runtime`): secrets are staged below it and
+    /// config files for absolute paths in containers are kept in its `docker/`.
+    /// `None`: tasks with configs or secrets that need it fail to launch.
+    runtime_dir: Option<PathBuf>,
 }
 
 impl Drop for DockerContainerizer {
@@ -345,6 +383,7 @@ impl DockerContainerizer {
             containers: Mutex::new(HashMap::new()),
             removals,
             reaper,
+            runtime_dir: None,
         };
         match &client {
             Ok(docker) => {
@@ -355,6 +394,101 @@ impl DockerContainerizer {
             }
         }
         this
+    }
+
+    /// Stages secrets and keeps config files of absolute container paths under `dir`
+    /// (the agent's `WORK_DIR/runtime`).
+    pub fn with_runtime_dir(mut self, dir: PathBuf) -> DockerContainerizer {
+        self.runtime_dir = Some(dir);
+        self
+    }
+
+    /// Where the config files of a container's absolute paths are kept on the host
+    /// (removed when the container has ended).
+    fn config_dir(&self, id: &ContainerId) -> Option<PathBuf> {
+        self.runtime_dir
+            .as_ref()
+            .map(|d| d.join(CONFIGS_RUNTIME_DIR).join(&id.0))
+    }
+
+    /// Removes the config files kept for container `id`.
+    fn remove_config_dir(&self, id: &ContainerId) {
+        if let Some(dir) = self.config_dir(id)
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container = %id, dir = %dir.display(), error = %e, "cannot remove the container's config files");
+        }
+    }
+
+    /// Delivers a task's configs and secrets (see the module docs): config files of
+    /// relative paths into the sandbox, of absolute paths into [`Self::config_dir`]
+    /// (bound read-only), secret files and the secret variables' env file onto a
+    /// staging tmpfs (bound read-only at `/run/secrets`).
+    fn prepare_objects(
+        &self,
+        spec: &LaunchSpec,
+        objects: &TaskObjects,
+        owner: sandbox::Owner,
+    ) -> Result<(Option<Staging>, Vec<String>), ContainerError> {
+        let mut binds = Vec::new();
+        objects::write_config_files(objects, &spec.sandbox, owner)
+            .map_err(ContainerError::Sandbox)?;
+        let absolute: Vec<(&str, &[u8])> = objects
+            .files(ObjectKind::Config)
+            .filter(|(p, _)| p.starts_with('/'))
+            .collect();
+        let needs_runtime =
+            !absolute.is_empty() || objects.has_secret_files() || objects.has_secret_env();
+        if needs_runtime && self.runtime_dir.is_none() {
+            return Err(ContainerError::Docker(
+                "configs and secrets need the agent's runtime dir (WORK_DIR/runtime)".into(),
+            ));
+        }
+        if !absolute.is_empty()
+            && let Some(dir) = self.config_dir(&spec.container_id)
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| {
+                    ContainerError::Sandbox(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            for (i, (path, data)) in absolute.iter().enumerate() {
+                let name = format!("config-{i}");
+                objects::write_file_at(&dir, &name, data, objects::CONFIG_FILE_MODE, None)
+                    .map_err(|e| {
+                        ContainerError::Sandbox(format!("cannot write config file '{path}': {e}"))
+                    })?;
+                binds.push(format!("{}:{path}:ro", dir.join(name).display()));
+            }
+        }
+        if !objects.has_secret_files() && !objects.has_secret_env() {
+            return Ok((None, binds));
+        }
+        let env_file = objects.secret_env_file();
+        let mut files: Vec<(&str, &[u8])> = objects.files(ObjectKind::Secret).collect();
+        if objects.has_secret_env() {
+            files.push((DOCKER_SECRET_ENV_FILE, env_file.as_bytes()));
+        }
+        let base = self
+            .runtime_dir
+            .as_ref()
+            .map(|d| d.join(objects::STAGING_DIR))
+            .unwrap_or_default();
+        let staging = Staging::create(
+            &base,
+            &spec.container_id,
+            &files,
+            container_owner(&spec.command.user),
+        )
+        .map_err(ContainerError::Docker)?;
+        binds.push(format!(
+            "{}:{DOCKER_SECRETS_DIR}:ro",
+            staging.path().display()
+        ));
+        Ok((Some(staging), binds))
     }
 
     /// Whether the engine answered when the containerizer was created: the agent
@@ -478,8 +612,23 @@ impl DockerContainerizer {
         let image = image_reference(docker_info.image.trim());
         self.ensure_image(&docker, &image, &docker_info).await?;
 
+        // Configs and secrets (issue 16): the staging tmpfs is detached from the host
+        // when this returns (the started container keeps its bind of it).
+        let (staging, object_binds) = match spec.objects.as_deref() {
+            Some(objects) => match self.prepare_objects(&spec, objects, owner) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    self.remove_config_dir(&spec.container_id);
+                    return Err(e);
+                }
+            },
+            None => (None, Vec::new()),
+        };
         let name = container_name(&spec.agent_id, &spec.container_id);
-        let body = container_body(&spec, &docker_info, &volumes, &sandbox_dir, &image);
+        let mut body = container_body(&spec, &docker_info, &volumes, &sandbox_dir, &image);
+        if let Some(host) = body.host_config.as_mut() {
+            host.binds.get_or_insert_with(Vec::new).extend(object_binds);
+        }
         docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -490,6 +639,7 @@ impl DockerContainerizer {
             )
             .await
             .map_err(|e| {
+                self.remove_config_dir(&spec.container_id);
                 self.engine_error(
                     &format!("cannot create the container of image '{image}'"),
                     &e,
@@ -498,8 +648,11 @@ impl DockerContainerizer {
         if let Err(e) = docker.start_container(&name, None).await {
             let err = self.engine_error("cannot start the container", &e);
             remove_now(&docker, &name).await;
+            self.remove_config_dir(&spec.container_id);
             return Err(err);
         }
+        // Started: the container's mount namespace holds the secrets now.
+        drop(staging);
         tracing::debug!(container = %spec.container_id, name = %name, %image, task_id = %spec.task.task_id, "container started");
         let logs = tokio::spawn(follow_logs(
             docker.clone(),
@@ -585,11 +738,13 @@ impl DockerContainerizer {
         };
         if missing {
             self.lock().remove(&id);
+            self.remove_config_dir(&id);
             return Err(ContainerError::EndedWhileDown(format!(
                 "the task ended while the agent was down and its outcome is unknown: its container {name} no longer exists"
             )));
         }
         let result = self.wait_for_end(&name).await;
+        self.remove_config_dir(&id);
         let logs = self.lock().remove(&id).and_then(|e| e.logs);
         if let Some(mut logs) = logs
             && tokio::time::timeout(LOG_DRAIN, &mut logs).await.is_err()
@@ -776,6 +931,20 @@ impl DockerContainerizer {
             let keep: HashSet<ContainerId> = recovered.iter().cloned().collect();
             if let Err(e) = self.remove_orphans(docker, &self.agent_id, &keep).await {
                 tracing::warn!(error = %e, "cannot remove orphaned containers");
+            }
+        }
+        // Config files of containers no task claims any more.
+        if let Some(dir) = self
+            .runtime_dir
+            .as_ref()
+            .map(|d| d.join(CONFIGS_RUNTIME_DIR))
+            && let Ok(entries) = std::fs::read_dir(&dir)
+        {
+            for entry in entries.flatten() {
+                let id = ContainerId(entry.file_name().to_string_lossy().into_owned());
+                if !recovered.contains(&id) {
+                    self.remove_config_dir(&id);
+                }
             }
         }
         Ok(recovered)
@@ -1165,15 +1334,23 @@ fn container_body(
     image: &str,
 ) -> ContainerCreateBody {
     let command = &spec.command;
+    let objects = spec.objects.as_deref();
     let (entrypoint, cmd) = if command.shell {
-        (
-            vec!["/bin/sh".to_string(), "-c".to_string()],
-            vec![command.value.clone()],
-        )
+        // Secret variables are set by the shell from the tmpfs, never handed to the
+        // engine (validate_task allows them with a shell command only).
+        let value = if objects.is_some_and(TaskObjects::has_secret_env) {
+            format!(
+                ". {DOCKER_SECRETS_DIR}/{DOCKER_SECRET_ENV_FILE}\n{}",
+                command.value
+            )
+        } else {
+            command.value.clone()
+        };
+        (vec!["/bin/sh".to_string(), "-c".to_string()], vec![value])
     } else {
         (vec![command.value.clone()], command.arguments.clone())
     };
-    let env: Vec<String> = task_environment(spec)
+    let mut env: Vec<String> = task_environment(spec)
         .into_iter()
         .map(|(k, v)| {
             if k == "STRATA_SANDBOX" {
@@ -1183,6 +1360,16 @@ fn container_body(
             }
         })
         .collect();
+    // Config variables (not secret: the engine keeps `Env` on disk) win over the
+    // command's own, never over Strata's.
+    if let Some(objects) = objects {
+        env.extend(
+            objects
+                .env(Some(ObjectKind::Config))
+                .filter(|(k, _)| !k.starts_with("STRATA_"))
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+    }
     let labels = HashMap::from([
         (LABEL_AGENT.to_string(), spec.agent_id.clone()),
         (LABEL_FRAMEWORK.to_string(), spec.framework_id.clone()),
@@ -1439,6 +1626,7 @@ mod tests {
             resources: Resources::parse("cpus:0.5;mem:64;ports:[31000-31000]").unwrap(),
             sandbox: PathBuf::from("/w/sb"),
             user: None,
+            objects: None,
         };
         let vol = v1::Volume {
             host_path: "/data".into(),
@@ -1468,5 +1656,81 @@ mod tests {
             ports["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
             Some("31000")
         );
+    }
+
+    #[test]
+    fn secret_variables_reach_the_shell_through_the_tmpfs_never_the_engine() {
+        use strata_proto::v1::object_ref::Target;
+        let reference = |kind: ObjectKind, name: &str, target: Target| v1::ObjectRef {
+            kind: kind as i32,
+            name: name.into(),
+            version: 1,
+            target: Some(target),
+        };
+        let value = |kind: ObjectKind, name: &str, data: &[u8]| v1::ObjectValue {
+            kind: kind as i32,
+            name: name.into(),
+            version: 1,
+            data: data.to_vec(),
+        };
+        let refs = vec![
+            reference(ObjectKind::Secret, "pw", Target::Env("PW".into())),
+            reference(ObjectKind::Config, "mode", Target::Env("MODE".into())),
+        ];
+        let objects = TaskObjects::resolve(
+            &refs,
+            vec![
+                value(ObjectKind::Secret, "pw", b"s3cr3t-planted"),
+                value(ObjectKind::Config, "mode", b"blue"),
+            ],
+        )
+        .unwrap();
+        let spec = LaunchSpec {
+            container_id: ContainerId("c1".into()),
+            agent_id: "a1".into(),
+            framework_id: "f1".into(),
+            framework: v1::FrameworkInfo::default(),
+            task: v1::TaskInfo {
+                task_id: "t1".into(),
+                objects: refs,
+                ..Default::default()
+            },
+            command: v1::CommandInfo {
+                shell: true,
+                value: "echo $PW".into(),
+                ..Default::default()
+            },
+            resources: Resources::new(),
+            sandbox: PathBuf::from("/w/sb"),
+            user: None,
+            objects: Some(std::sync::Arc::new(objects)),
+        };
+        let body = container_body(
+            &spec,
+            &v1::DockerInfo::default(),
+            &[],
+            Path::new("/w/sb"),
+            "busybox:latest",
+        );
+        assert_eq!(
+            body.cmd.clone().unwrap(),
+            [". /run/secrets/.strata-env\necho $PW"]
+        );
+        let env = body.env.clone().unwrap();
+        assert!(env.contains(&"MODE=blue".to_string()), "{env:?}");
+        assert!(!format!("{body:?}").contains("s3cr3t"));
+        assert_eq!(
+            spec.objects.unwrap().secret_env_file().as_str(),
+            "export PW='s3cr3t-planted'\n"
+        );
+    }
+
+    #[test]
+    fn secret_files_belong_to_a_numeric_container_user_else_root() {
+        assert_eq!(container_owner(""), (0, 0));
+        assert_eq!(container_owner("nobody"), (0, 0));
+        assert_eq!(container_owner("1000"), (1000, 1000));
+        assert_eq!(container_owner("1000:50"), (1000, 50));
+        assert_eq!(container_owner("1000:staff"), (1000, 1000));
     }
 }

@@ -93,6 +93,7 @@ mod tests {
             resources: Default::default(),
             sandbox: "/nonexistent".into(),
             user: None,
+            objects: None,
         }
     }
 

@@ -27,11 +27,14 @@ pub mod process;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_proto::Resources;
 use strata_proto::v1;
+
+use crate::objects::TaskObjects;
 
 pub use composing::ComposingContainerizer;
 pub use docker::{DockerContainerizer, DockerOptions};
@@ -78,6 +81,11 @@ pub struct LaunchSpec {
     /// Process tasks run as it (when the agent is root); a Docker task's sandbox
     /// belongs to it, while the container runs as the image's user (or the command's).
     pub user: Option<String>,
+    /// The values of the task's configs and secrets (`TaskInfo.objects`), fetched
+    /// from the master by the launch job just before `launch`; `None` when the task
+    /// references none (and in every spec built for anything but a launch). Never
+    /// shown by `Debug`, wiped when the last launch-time copy is dropped.
+    pub objects: Option<Arc<TaskObjects>>,
 }
 
 /// What `launch` returns and the agent checkpoints, so that a restarted agent can
@@ -370,6 +378,7 @@ mod tests {
             resources: Resources::parse("cpus:1;ports:[31000-31001,31005-31005]").unwrap(),
             sandbox: PathBuf::from("/w/sb"),
             user: None,
+            objects: None,
         };
         let env = task_environment(&spec);
         let get = |k: &str| {

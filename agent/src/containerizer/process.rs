@@ -6,9 +6,13 @@
 //!
 //! ```text
 //! launch: sandbox dir, stdout, stderr (the task writes them itself), status file
+//!         ─▶ [configs and secrets (crate::objects): config files in the sandbox,
+//!            secret files staged on a tmpfs, variables in the task's environment]
 //!         ─▶ [cgroup created with the task's limits]
 //!         ─▶ monitor (setpgid(0, 0), [joined its cgroup, pid namespace]) ─▶ fork
 //!            ─▶ /bin/sh -c CMD | exec CMD ARGS, cwd = sandbox, uid/gid of the task's user
+//!            [the task's process binds the secrets tmpfs at <sandbox>/secrets in a
+//!            mount namespace of its own; the agent then detaches it from the host]
 //!         ─▶ handle: monitor pid + start time, status file, cgroup (checkpointed)
 //! wait:   reap the monitor (it ends as the task did) ─▶ SIGKILL what is left of the
 //!         cgroup / group (unless a kill is running its grace period) ─▶ wait until
@@ -40,10 +44,11 @@ use tokio::process::{Child, Command};
 
 use crate::cgroups::{Cgroups, Limits, limits::human_bytes};
 use crate::isolation::Isolation;
-use crate::isolation::child::{ChildSetup, RecordedEnd, parse_status};
+use crate::isolation::child::{ChildSetup, RecordedEnd, SecretsBind, parse_status};
+use crate::objects::{self, Staging, TaskObjects};
 use crate::sandbox;
 use std::sync::Arc;
-use strata_proto::v1::TaskStatusReason;
+use strata_proto::v1::{ObjectKind, TaskStatusReason};
 
 use super::{
     BoxFuture, ContainerError, ContainerHandle, ContainerId, Containerizer, ExitKind, LaunchSpec,
@@ -193,6 +198,13 @@ impl ProcessContainerizer {
         if let Some(why) = &self.isolation.unavailable {
             return Err(ContainerError::Isolation(why.clone()));
         }
+        // Configs and secrets (issue 16): config files in the sandbox now; secret
+        // files on a staging tmpfs the task binds (dropped, so detached from the
+        // host, when this returns: the task has its own by then, or failed).
+        let (staging, secrets) = match spec.objects.as_deref() {
+            Some(objects) => self.prepare_objects(&spec, objects, user.as_ref())?,
+            None => (None, None),
+        };
         // Created by `prepare` for the task's user, never through a link.
         let (stdout, stderr) = (logs.stdout, logs.stderr);
 
@@ -225,6 +237,14 @@ impl ProcessContainerizer {
                 .env("HOME", &user.dir);
         }
         cmd.envs(task_environment(&spec));
+        if let Some(objects) = spec.objects.as_deref() {
+            // After the command's own: a reference wins; but never over Strata's.
+            cmd.envs(
+                objects
+                    .env(None)
+                    .filter(|(name, _)| !name.starts_with("STRATA_")),
+            );
+        }
 
         let cgroup = match self.cgroups() {
             Some(cgroups) => {
@@ -269,11 +289,14 @@ impl ProcessContainerizer {
             credentials: user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())),
             monitor: true,
             status,
+            secrets,
         }
         .install(&mut cmd);
 
         let spawned = cmd.spawn();
         drop(cmd); // closes the agent's copies of the cgroup and status files
+        // The task has exec'd with the secrets bound (or failed): off the host.
+        drop(staging);
         let child = match spawned {
             Ok(child) => child,
             Err(source) => {
@@ -322,6 +345,52 @@ impl ProcessContainerizer {
             pid: Some(pid),
             recovery: Some(Recovery::Process(recovery)),
         })
+    }
+
+    /// Writes the task's config files into the sandbox and stages its secret files
+    /// (see [`crate::objects`]): the staging tmpfs and what the task's process binds.
+    fn prepare_objects(
+        &self,
+        spec: &LaunchSpec,
+        objects: &TaskObjects,
+        user: Option<&User>,
+    ) -> Result<(Option<Staging>, Option<SecretsBind>), ContainerError> {
+        let owner = owner_of(user);
+        objects::write_config_files(objects, &spec.sandbox, owner)
+            .map_err(ContainerError::Sandbox)?;
+        if !objects.has_secret_files() {
+            return Ok((None, None));
+        }
+        let Some(runtime_dir) = &self.runtime_dir else {
+            return Err(ContainerError::Isolation(
+                "secrets need the agent's runtime dir (WORK_DIR/runtime), which could not be created".into(),
+            ));
+        };
+        let files: Vec<(&str, &[u8])> = objects.files(ObjectKind::Secret).collect();
+        let chown_to = owner.unwrap_or_else(|| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        });
+        let staging = Staging::create(
+            &runtime_dir.join(objects::STAGING_DIR),
+            &spec.container_id,
+            &files,
+            chown_to,
+        )
+        .map_err(ContainerError::Isolation)?;
+        let target = objects::secrets_mountpoint(&spec.sandbox, owner).map_err(|e| {
+            ContainerError::Sandbox(format!(
+                "cannot create the secrets directory in the sandbox: {e}"
+            ))
+        })?;
+        let bind = SecretsBind {
+            source: staging.path().to_path_buf(),
+            target,
+            target_path: spec.sandbox.join(strata_proto::objects::SECRETS_DIR),
+        };
+        Ok((Some(staging), Some(bind)))
     }
 
     async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
@@ -907,6 +976,7 @@ mod tests {
             resources: strata_proto::Resources::new(),
             sandbox: dir.join(task_id),
             user: None,
+            objects: None,
         }
     }
 

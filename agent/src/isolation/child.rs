@@ -8,6 +8,9 @@
 //!                     │ [unshare(NEWPID | NEWNS), with --isolation pid]
 //!                     ├─ fork ──▶ grandchild (pid 1 of the new namespace with --isolation pid:
 //!                     │             mount --make-rprivate /, mount a fresh /proc)
+//!                     │           [secret files: unshare(NEWNS) (unless done above),
+//!                     │             mount --make-rprivate /, bind the secrets tmpfs onto
+//!                     │             <sandbox>/secrets, remount it ro,nosuid,nodev,noexec]
 //!                     │           setgroups, setgid, setuid ─▶ exec the task
 //!                     └─ monitor: close fds >= 3 but the status file, ignore SIGTERM & co,
 //!                        wait for the task, write "exit N" / "signal N" to the status
@@ -42,6 +45,20 @@
 //! switches them before `pre_exec` hooks run, and joining a namespace needs root; the
 //! monitor keeps the agent's (root), so the task's user cannot signal it.
 //!
+//! Secret files (issue 16, [`crate::objects`]): the agent has mounted them on a tmpfs
+//! in its own (the host's) mount namespace; the task's process (not the monitor, which
+//! stays in the host's namespace unless a pid namespace put both in a new one) moves
+//! to a mount namespace of its own, makes every mount in it private (nothing it mounts
+//! propagates back to the host) and binds the tmpfs onto the sandbox's `secrets`
+//! directory. The bind's target is that directory opened (`O_PATH`, the last
+//! component, in the sandbox the task's user owns, not followed if a link; the
+//! directories above are the agent's) and named as `/proc/self/fd/N`, never a path the
+//! user could swap meanwhile; the read-only remount that follows names the path (at
+//! worst, a swapped path makes another mount of the task's own namespace read-only,
+//! and the tmpfs itself is read-only already). Once `spawn`
+//! returns the agent detaches the tmpfs from the host: it then exists only in the
+//! task's namespace and goes when the task's last process does.
+//!
 //! Only async-signal-safe calls happen in the child (raw syscalls through libc, no
 //! allocation): the agent is multi-threaded and only the forking thread exists there.
 #![allow(unsafe_code)]
@@ -50,6 +67,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use nix::sys::signal::{SigSet, Signal};
 
@@ -79,12 +98,30 @@ pub struct ChildSetup {
     /// Where the monitor writes how the task ended (`exit N\n` or `signal N\n`):
     /// opened for writing by the agent, close-on-exec (the task never holds it).
     pub status: Option<File>,
+    /// Secret files to bind into the task's sandbox, in a mount namespace of its own.
+    pub secrets: Option<SecretsBind>,
+}
+
+/// The secrets tmpfs to bind into a task (see the module docs).
+#[derive(Debug)]
+pub struct SecretsBind {
+    /// The staging tmpfs on the host (under the agent's 0700 runtime dir).
+    pub source: PathBuf,
+    /// The empty mountpoint `<sandbox>/secrets`, opened `O_PATH` without following a
+    /// link (close-on-exec).
+    pub target: OwnedFd,
+    /// Its path, for the read-only remount.
+    pub target_path: PathBuf,
 }
 
 impl ChildSetup {
     /// Whether there is anything to do (else no hook is installed).
     pub fn is_empty(&self) -> bool {
-        self.join.is_empty() && !self.pid_namespace && self.credentials.is_none() && !self.monitor
+        self.join.is_empty()
+            && !self.pid_namespace
+            && self.credentials.is_none()
+            && !self.monitor
+            && self.secrets.is_none()
     }
 
     /// Installs the hook on `cmd`. The open files move into the hook and are closed
@@ -93,6 +130,7 @@ impl ChildSetup {
         if self.is_empty() {
             return;
         }
+        let secrets_asked = self.secrets.is_some();
         let fds: Vec<i32> = self.join.iter().map(AsRawFd::as_raw_fd).collect();
         let files = self.join;
         let pid_namespace = self.pid_namespace;
@@ -116,6 +154,26 @@ impl ChildSetup {
         let status_fd: i32 = status.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         // Built here: the child must not allocate.
         let cstr = |s: &str| CString::new(s).unwrap_or_default();
+        // The secrets' source, the mountpoint as /proc/self/fd/N, its path; the
+        // descriptor moved off the standard fds as the status file is.
+        let secrets = self.secrets.and_then(|bind| {
+            let target: OwnedFd = if bind.target.as_raw_fd() > 2 {
+                bind.target
+            } else {
+                match bind.target.try_clone() {
+                    Ok(copy) => copy,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot move the secrets mountpoint off the standard fds");
+                        return None;
+                    }
+                }
+            };
+            let path = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
+            let via_fd = cstr(&format!("/proc/self/fd/{}", target.as_raw_fd()));
+            Some((path(&bind.source), via_fd, path(&bind.target_path), target))
+        });
+        // Asked for and not prepared: the hook fails rather than run the task without.
+        let secrets_lost = secrets.is_none() && secrets_asked;
         let (proc_src, proc_dir, proc_fs, root) =
             (cstr("proc"), cstr("/proc"), cstr("proc"), cstr("/"));
         let mut ignored = SigSet::empty();
@@ -124,9 +182,13 @@ impl ChildSetup {
         }
         let hook = move || -> io::Result<()> {
             // Keep the files alive (and their fds valid) for as long as the hook exists.
-            let _ = (&files, &status);
+            let _ = (&files, &status, &secrets);
+            if secrets_lost {
+                // A raw errno: an `io::Error` with a message would allocate.
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
             // SAFETY: every call below is a raw syscall (write, sigprocmask, unshare,
-            // fork, mount, setgroups, setgid, setuid) on values prepared before the
+            // fork, open, dup3, close, mount, setgroups, setgid, setuid) on values prepared before the
             // fork: all are async-signal-safe (signal-safety(7)), nothing allocates or
             // takes a lock.
             unsafe {
@@ -154,8 +216,12 @@ impl ChildSetup {
                         return Err(io::Error::last_os_error());
                     }
                 }
-                if pid_namespace {
-                    // pid 1 of the new namespace: a private /proc that shows only it.
+                if let Some((source, via_fd, target, reserved)) = &secrets {
+                    // The task alone gets a mount namespace (the monitor stays in the
+                    // host's), unless the pid namespace's unshare made one for both.
+                    if !pid_namespace && libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                     if libc::mount(
                         std::ptr::null(),
                         root.as_ptr(),
@@ -163,6 +229,61 @@ impl ChildSetup {
                         libc::MS_REC | libc::MS_PRIVATE,
                         std::ptr::null(),
                     ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // The mountpoint, opened again in this namespace (a descriptor of
+                    // the agent's names the host's mount, where a bind is refused),
+                    // without following a link, onto the descriptor number the
+                    // agent's copy held (so that `via_fd` names it).
+                    let fd = libc::open(
+                        target.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    );
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    if libc::mount(
+                        source.as_ptr(),
+                        via_fd.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::mount(
+                        std::ptr::null(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REMOUNT
+                            | libc::MS_BIND
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if pid_namespace {
+                    // pid 1 of the new namespace: a private /proc that shows only it
+                    // (`/` made private first, unless the secrets' bind did it).
+                    if secrets.is_none()
+                        && libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
                     {
                         return Err(io::Error::last_os_error());
                     }

@@ -44,6 +44,11 @@ pub enum Seen {
 
 type ToAgent = mpsc::UnboundedSender<Result<v1::MasterMessage, Status>>;
 
+/// What the fake master answers to `FetchObjects`, by (framework id, task id): the
+/// values, or an error status. Tasks not in it: NotFound.
+pub type Objects =
+    Arc<Mutex<std::collections::HashMap<(String, String), Result<Vec<v1::ObjectValue>, Status>>>>;
+
 struct Link {
     seen: mpsc::UnboundedSender<Seen>,
     to_agent: Arc<Mutex<Option<ToAgent>>>,
@@ -52,6 +57,11 @@ struct Link {
     heartbeat_seconds: f64,
     /// How many registrations to refuse with an AgentError before accepting one.
     refusals: Arc<std::sync::atomic::AtomicUsize>,
+    objects: Objects,
+    /// Every FetchObjects request received.
+    fetches: Arc<Mutex<Vec<v1::FetchObjectsRequest>>>,
+    /// How many fetches to answer Unavailable before answering.
+    unavailable_fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -60,9 +70,28 @@ impl AgentLink for Link {
 
     async fn fetch_objects(
         &self,
-        _request: Request<v1::FetchObjectsRequest>,
+        request: Request<v1::FetchObjectsRequest>,
     ) -> Result<Response<v1::FetchObjectsResponse>, Status> {
-        Err(Status::unimplemented("not in this fake master"))
+        let request = request.into_inner();
+        self.fetches.lock().unwrap().push(request.clone());
+        if self
+            .unavailable_fetches
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Status::unavailable("the master is busy"));
+        }
+        let key = (request.framework_id.clone(), request.task_id.clone());
+        match self.objects.lock().unwrap().get(&key) {
+            Some(Ok(values)) => Ok(Response::new(v1::FetchObjectsResponse {
+                objects: values.clone(),
+            })),
+            Some(Err(status)) => Err(Status::new(status.code(), status.message())),
+            None => Err(Status::not_found(format!(
+                "no configs or secrets for task '{}'",
+                request.task_id
+            ))),
+        }
     }
 
     async fn attach(
@@ -131,6 +160,12 @@ pub struct FakeMaster {
     seen: mpsc::UnboundedReceiver<Seen>,
     to_agent: Arc<Mutex<Option<ToAgent>>>,
     refusals: Arc<std::sync::atomic::AtomicUsize>,
+    /// What `FetchObjects` answers (see [`FakeMaster::serve_objects`]).
+    pub objects: Objects,
+    /// The `FetchObjects` requests received.
+    pub fetches: Arc<Mutex<Vec<v1::FetchObjectsRequest>>>,
+    /// How many of the next fetches are answered Unavailable.
+    pub unavailable_fetches: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -157,7 +192,13 @@ impl FakeMaster {
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let to_agent = Arc::new(Mutex::new(None));
         let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let objects: Objects = Arc::default();
+        let fetches: Arc<Mutex<Vec<v1::FetchObjectsRequest>>> = Arc::default();
+        let unavailable_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let link = Link {
+            objects: objects.clone(),
+            fetches: fetches.clone(),
+            unavailable_fetches: unavailable_fetches.clone(),
             refusals: refusals.clone(),
             seen: seen_tx,
             to_agent: to_agent.clone(),
@@ -190,6 +231,9 @@ impl FakeMaster {
             seen,
             to_agent,
             refusals,
+            objects,
+            fetches,
+            unavailable_fetches,
             stop: Some(stop_tx),
             server: Some(server),
         }
@@ -210,6 +254,22 @@ impl FakeMaster {
         {
             server.abort();
         }
+    }
+
+    /// Answers `FetchObjects` for `task_id` (of [`FRAMEWORK`]) with `values`.
+    pub fn serve_objects(&self, task_id: &str, values: Vec<v1::ObjectValue>) {
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((FRAMEWORK.to_string(), task_id.to_string()), Ok(values));
+    }
+
+    /// Answers `FetchObjects` for `task_id` (of [`FRAMEWORK`]) with `status`.
+    pub fn refuse_objects(&self, task_id: &str, status: Status) {
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((FRAMEWORK.to_string(), task_id.to_string()), Err(status));
     }
 
     /// Refuses the next `n` registrations with an AgentError.

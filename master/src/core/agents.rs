@@ -630,6 +630,7 @@ impl Master {
                     discovery: info.discovery.clone(),
                     health_checked: info.health_check.is_some(),
                     leaving: false,
+                    objects: info.objects.clone(),
                 };
                 self.add_task(task);
                 if told_lost {

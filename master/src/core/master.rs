@@ -79,6 +79,8 @@ pub struct Master {
     /// Kills of service instances held until every service proxy has taken the
     /// instance out of rotation (see [`super::drain`]).
     pub(super) held_kills: Vec<super::drain::HeldKill>,
+    /// Configs and secrets (secrets sealed), by registry key (see [`super::objects`]).
+    pub(super) objects: BTreeMap<String, super::registry::ObjectRecord>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -147,6 +149,7 @@ impl Master {
             observations: Vec::new(),
             observed_total: 0,
             held_kills: Vec::new(),
+            objects: BTreeMap::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,
@@ -379,7 +382,8 @@ impl Master {
 
     /// Loads what the previous run persisted: agents to wait for, unreachable agents,
     /// frameworks to wait for, operators' weights and maintenance.
-    fn recover_registry(&mut self, registry: Registry, now: Instant) {
+    fn recover_registry(&mut self, mut registry: Registry, now: Instant) {
+        self.objects = std::mem::take(&mut registry.objects);
         // Set at runtime after the flag was: they win over `--weights`.
         for (role, weight) in &registry.weights {
             self.set_weight(role, *weight);

@@ -34,6 +34,7 @@ mod drf;
 mod fastmap;
 mod frameworks;
 mod maintenance;
+pub mod objects;
 pub mod observe;
 mod offers;
 pub(crate) mod reconcile;
@@ -48,4 +49,5 @@ mod tests;
 
 pub use maintenance::grace_from_secs;
 pub use master::Master;
+pub use objects::{ObjectAnswer, ObjectCall, ObjectCode, ObjectError};
 pub use observe::Observed;

@@ -520,7 +520,8 @@ impl Master {
                 self.counters.tasks_error += 1;
                 self.send_update(l.fk, status);
             }
-            Ok((resources, pool)) => {
+            Ok((resources, pool, pins)) => {
+                super::objects::pin(&mut task, &pins);
                 let Some(fw) = self.frameworks.get_mut(&l.fk) else {
                     return;
                 };
@@ -553,6 +554,7 @@ impl Master {
                     discovery: task.discovery.clone(),
                     health_checked: task.health_check.is_some(),
                     leaving: false,
+                    objects: task.objects.clone(),
                 };
                 self.add_task(record);
                 l.run.push(task);
@@ -593,10 +595,12 @@ impl Master {
         &self,
         l: &Launch,
         task: &v1::TaskInfo,
-    ) -> Result<(Resources, usize), TaskProblem> {
+    ) -> Result<(Resources, usize, Vec<u64>), TaskProblem> {
         let resources = validate_task(task, &l.agent_id)?;
+        let mut pins = Vec::new();
         if let Some(fw) = self.frameworks.get(&l.fk) {
             authorize_task(&self.config.authorizer, &fw.info, task)?;
+            pins = self.resolve_objects(&fw.info, task)?;
         }
         let id = &task.task_id;
         let duplicate = |message: String| TaskProblem {
@@ -631,7 +635,7 @@ impl Master {
             .iter()
             .position(|(_, left)| left.contains(&resources))
         {
-            return Ok((resources, i));
+            return Ok((resources, i, pins));
         }
         let mut left = Resources::new();
         for (_, p) in &l.pools {

@@ -67,6 +67,132 @@ pub enum RegistryOp {
         framework_id: String,
         task_id: String,
     },
+    /// A config or secret was created (`version` 1) or given a new version (issue 16).
+    /// A secret's data is sealed (`crate::secrets`); the registry never holds a secret
+    /// value in the clear.
+    PutObject {
+        kind: StoredKind,
+        name: String,
+        /// The principal that created it (kept from version 1 on).
+        owner: String,
+        version: ObjectVersion,
+    },
+    /// A config or secret was removed, with all its versions.
+    RemoveObject { kind: StoredKind, name: String },
+}
+
+/// The kind of a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredKind {
+    Secret,
+    Config,
+}
+
+impl StoredKind {
+    /// The wire kind.
+    pub fn to_proto(self) -> strata_proto::v1::ObjectKind {
+        match self {
+            StoredKind::Secret => strata_proto::v1::ObjectKind::Secret,
+            StoredKind::Config => strata_proto::v1::ObjectKind::Config,
+        }
+    }
+
+    /// The stored kind of a wire kind (`None`: unspecified).
+    pub fn from_proto(kind: strata_proto::v1::ObjectKind) -> Option<StoredKind> {
+        match kind {
+            strata_proto::v1::ObjectKind::Secret => Some(StoredKind::Secret),
+            strata_proto::v1::ObjectKind::Config => Some(StoredKind::Config),
+            strata_proto::v1::ObjectKind::Unspecified => None,
+        }
+    }
+
+    /// `secret` or `config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredKind::Secret => "secret",
+            StoredKind::Config => "config",
+        }
+    }
+}
+
+/// The registry's key of an object: `secret/NAME` or `config/NAME`.
+pub fn object_key(kind: StoredKind, name: &str) -> String {
+    format!("{}/{name}", kind.name())
+}
+
+/// One version of a config or secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    pub version: u64,
+    /// Bytes of the value (a secret's data is longer: sealed).
+    pub size: u64,
+    pub created_unix: f64,
+    /// The value (a config's) or the sealed value (a secret's), base64 in the file.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// A config or secret: its owner and its kept versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub kind: StoredKind,
+    pub name: String,
+    pub owner: String,
+    pub versions: Vec<ObjectVersion>,
+}
+
+impl ObjectRecord {
+    /// The latest version.
+    pub fn latest(&self) -> Option<&ObjectVersion> {
+        self.versions.last()
+    }
+
+    /// Version `version`, if kept.
+    pub fn version(&self, version: u64) -> Option<&ObjectVersion> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+}
+
+/// Applies a `PutObject` to a map of objects (the registry's and the core's): the
+/// version is added and only the last [`strata_proto::objects::VERSIONS_KEPT`] kept.
+pub fn put_object(
+    objects: &mut BTreeMap<String, ObjectRecord>,
+    kind: StoredKind,
+    name: &str,
+    owner: &str,
+    version: &ObjectVersion,
+) {
+    let record = objects
+        .entry(object_key(kind, name))
+        .or_insert_with(|| ObjectRecord {
+            kind,
+            name: name.to_string(),
+            owner: owner.to_string(),
+            versions: Vec::new(),
+        });
+    record.versions.retain(|v| v.version != version.version);
+    record.versions.push(version.clone());
+    let over = record
+        .versions
+        .len()
+        .saturating_sub(strata_proto::objects::VERSIONS_KEPT);
+    record.versions.drain(..over);
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// How many tasks told TASK_LOST that came back a framework remembers, in memory
@@ -116,6 +242,9 @@ pub struct Registry {
     /// authentication have none).
     #[serde(default)]
     pub agent_principals: BTreeMap<String, String>,
+    /// Configs and secrets (issue 16), by [`object_key`].
+    #[serde(default)]
+    pub objects: BTreeMap<String, ObjectRecord>,
 }
 
 impl Registry {
@@ -195,6 +324,15 @@ impl Registry {
             } => {
                 self.lost_tasks
                     .retain(|t| !(&t.framework_id == framework_id && &t.task_id == task_id));
+            }
+            RegistryOp::PutObject {
+                kind,
+                name,
+                owner,
+                version,
+            } => put_object(&mut self.objects, *kind, name, owner, version),
+            RegistryOp::RemoveObject { kind, name } => {
+                self.objects.remove(&object_key(*kind, name));
             }
         }
     }

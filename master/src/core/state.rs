@@ -324,6 +324,9 @@ pub struct Task {
     /// Being killed after leaving the service proxies' rotation: it stays
     /// TASK_KILLING whatever TASK_RUNNING update comes (a health result) until it ends.
     pub leaving: bool,
+    /// The configs and secrets it references, versions pinned (`TaskInfo.objects`):
+    /// what its agent may fetch for it.
+    pub objects: Vec<v1::ObjectRef>,
 }
 
 /// How many status uuids a task remembers.

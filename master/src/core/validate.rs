@@ -146,6 +146,8 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
             .map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
     }
     strata_proto::discovery::validate(task).map_err(|e| TaskProblem::invalid(e.to_string()))?;
+    strata_proto::objects::validate_task(task)
+        .map_err(|e| TaskProblem::invalid(format!("task '{id}': {e}")))?;
     Ok(resources)
 }
 

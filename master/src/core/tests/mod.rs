@@ -17,6 +17,7 @@ mod drain;
 mod frameworks;
 mod limits;
 mod maintenance;
+mod objects;
 mod props;
 mod sim;
 mod validation;
