@@ -779,19 +779,47 @@ mod tests {
         assert_eq!(snapshot["seq"], 0);
     }
 
+    /// A registry a version-1 master wrote (issue 16 made version 2) is read as it is
+    /// and compacted at open, so that it says version 2 before anything a version-1
+    /// master could not read is appended.
+    #[test]
+    fn a_version_1_registry_is_read_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        std::fs::write(
+            &snapshot,
+            r#"{"version": 1, "seq": 1, "registry": {"agents": {"a1": "h1"}, "unreachable": {}, "frameworks": {}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(LOG_FILE),
+            "{\"seq\":2,\"op\":{\"SetWeight\":{\"role\":\"web\",\"weight\":2.0}}}\n",
+        )
+        .unwrap();
+        let mut store = FileStore::open(dir.path()).unwrap();
+        let registry = store.load().unwrap();
+        assert_eq!(registry.agents.get("a1").map(String::as_str), Some("h1"));
+        assert_eq!(registry.weights.get("web"), Some(&2.0));
+        assert!(registry.objects.is_empty());
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
+        assert_eq!(written["version"], 2);
+        assert_eq!(written["seq"], 2);
+    }
+
     #[test]
     fn a_registry_of_a_newer_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = dir.path().join(SNAPSHOT_FILE);
         // A layout this master cannot parse: refused for its version, not its shape.
-        std::fs::write(&snapshot, r#"{"version": 2, "registry": {"shards": []}}"#).unwrap();
+        std::fs::write(&snapshot, r#"{"version": 3, "registry": {"shards": []}}"#).unwrap();
         let err = FileStore::open(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
                 StoreError::NewerVersion {
-                    version: 2,
-                    supported: 1,
+                    version: 3,
+                    supported: 2,
                     ..
                 }
             ),
@@ -800,8 +828,8 @@ mod tests {
         let message = err.to_string();
         for wanted in [
             snapshot.display().to_string().as_str(),
-            "format version 2",
-            "reads version 1 and older",
+            "format version 3",
+            "reads version 2 and older",
             "run the newer strata-master",
         ] {
             assert!(message.contains(wanted), "{wanted:?} in {message}");

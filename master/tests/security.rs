@@ -981,3 +981,136 @@ async fn an_agent_follows_the_services_and_nothing_else() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
     master.stop().await.unwrap();
 }
+
+/// Configs and secrets under the built-in ACLs (issue 16): managing them is the
+/// operator's, a secret is seen only by who may, agents cannot manage them and users
+/// cannot fetch values; configs are readable by any authenticated caller. The
+/// attacker's calls change nothing and learn nothing.
+#[tokio::test]
+async fn secrets_are_managed_by_the_operator_and_fetched_only_by_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = secure_master(dir.path(), Duration::from_secs(3600)).await;
+    let operator = |credential: Credential| {
+        let master = &master;
+        async move {
+            v1::operator_client::OperatorClient::with_interceptor(
+                channel(master, &client_tls(master, None)).await.unwrap(),
+                credential.interceptor(),
+            )
+        }
+    };
+    let create = |kind: v1::ObjectKind, name: &str, update: bool| v1::CreateObjectRequest {
+        kind: kind as i32,
+        name: name.into(),
+        data: b"value".to_vec(),
+        update,
+    };
+    let mut admin_op = operator(admin()).await;
+    let version = admin_op
+        .create_object(create(v1::ObjectKind::Secret, "db-pass", false))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    assert_eq!(version, 1);
+    admin_op
+        .create_object(create(v1::ObjectKind::Config, "app-conf", false))
+        .await
+        .unwrap();
+
+    // eve: may not create, update or remove; the same answer for a name that exists
+    // and one that does not.
+    let mut eve_op = operator(eve()).await;
+    for (request, message) in [
+        (
+            create(v1::ObjectKind::Secret, "eve-secret", false),
+            "principal 'eve' is not authorized to create secret 'eve-secret'",
+        ),
+        (
+            create(v1::ObjectKind::Secret, "db-pass", true),
+            "principal 'eve' is not authorized to update secret 'db-pass'",
+        ),
+        (
+            create(v1::ObjectKind::Secret, "no-such", true),
+            "principal 'eve' is not authorized to update secret 'no-such'",
+        ),
+        (
+            create(v1::ObjectKind::Config, "app-conf", true),
+            "principal 'eve' is not authorized to update config 'app-conf'",
+        ),
+    ] {
+        let e = eve_op.create_object(request).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert_eq!(e.message(), message);
+    }
+    let e = eve_op
+        .remove_object(v1::RemoveObjectRequest {
+            kind: v1::ObjectKind::Secret as i32,
+            name: "db-pass".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    // eve sees the config, not the secret; she reads the config's value.
+    let listed = eve_op
+        .list_objects(v1::ListObjectsRequest { kind: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .objects;
+    assert_eq!(
+        listed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["app-conf"]
+    );
+    let config = eve_op
+        .get_config(v1::GetConfigRequest {
+            name: "app-conf".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(config.data, b"value");
+    // admin sees both, and who may use the secret.
+    let listed = admin_op
+        .list_objects(v1::ListObjectsRequest {
+            kind: v1::ObjectKind::Secret as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .objects;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].owner, "admin");
+    assert_eq!(listed[0].principals, ["admin"]);
+    assert!(!listed[0].anyone);
+
+    // A user may not call the agents' fetch; an agent may not manage objects.
+    let fetch = v1::FetchObjectsRequest {
+        agent_id: "a".into(),
+        framework_id: "f".into(),
+        task_id: "t".into(),
+    };
+    let e = v1::agent_link_client::AgentLinkClient::with_interceptor(
+        channel(&master, &client_tls(&master, None)).await.unwrap(),
+        admin().interceptor(),
+    )
+    .fetch_objects(fetch.clone())
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let agent = join_agent(&master).await;
+    let agent_channel = channel(&master, &agent.client_tls()).await.unwrap();
+    let e = v1::operator_client::OperatorClient::new(agent_channel.clone())
+        .create_object(create(v1::ObjectKind::Secret, "x", false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    // An agent asking for a task it was not sent: refused, nothing revealed.
+    let e = v1::agent_link_client::AgentLinkClient::new(agent_channel)
+        .fetch_objects(fetch)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(!e.message().contains("db-pass"));
+}
