@@ -570,6 +570,26 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Counter,
         "Batch allocation runs."
     ),
+    family!(secrets, "secrets", Gauge, "Secrets kept (issue 16)."),
+    family!(configs, "configs", Gauge, "Configs kept (issue 16)."),
+    family!(
+        objects_stored_bytes,
+        "objects_stored_bytes",
+        Gauge,
+        "Bytes of the kept versions of configs and secrets (secrets sealed)."
+    ),
+    family!(
+        object_fetches_total,
+        "object_fetches_total",
+        Counter,
+        "Agents' fetches of the configs and secrets of a task launched on them."
+    ),
+    family!(
+        object_fetches_refused_total,
+        "object_fetches_refused_total",
+        Counter,
+        "Fetches of configs and secrets refused (not the caller's task, or removed)."
+    ),
     family!(
         allocation_run_ms * 1e-3,
         "allocation_run_seconds",

@@ -242,6 +242,14 @@ async fn secrets_are_sealed_at_rest_kept_across_restarts_and_fetched_by_their_ag
     assert!(!state.contains(PLANTED));
     let metrics = http_get(&master, "/metrics").await.text().await.unwrap();
     assert!(!metrics.contains(PLANTED));
+    for line in [
+        "strata_master_secrets 1",
+        "strata_master_configs 1",
+        "strata_master_object_fetches_total 1",
+        "strata_master_object_fetches_refused_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     let listed = format!("{:?}", list(&master).await);
     assert!(!listed.contains(PLANTED));
     drop((events, agent));

@@ -449,4 +449,12 @@ pub struct Metrics {
     pub mem_total: f64,
     pub mem_used: f64,
     pub mem_offered: f64,
+    /// Secrets and configs kept (issue 16), and the bytes of their kept versions'
+    /// values (sealed secrets count their sealed size).
+    pub secrets: u64,
+    pub configs: u64,
+    pub objects_stored_bytes: u64,
+    /// Agents' fetches of task values answered, and refused.
+    pub object_fetches_total: u64,
+    pub object_fetches_refused_total: u64,
 }

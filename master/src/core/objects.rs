@@ -170,7 +170,17 @@ impl Master {
                 agent_id,
                 framework_id,
                 task_id,
-            } => self.fetch_objects(&principal, &agent_id, &framework_id, &task_id),
+            } => {
+                let result = self.fetch_objects(&principal, &agent_id, &framework_id, &task_id);
+                match &result {
+                    Ok(_) => self.counters.object_fetches += 1,
+                    Err(e) => {
+                        self.counters.object_fetches_refused += 1;
+                        tracing::warn!(target: "strata::audit", principal = %Principal::from_name(&principal), task_id = %rules_shown(&task_id), error = %e, "object fetch refused");
+                    }
+                }
+                result
+            }
         }
     }
 

@@ -358,6 +358,8 @@ pub struct Counters {
     pub offers_rescinded: u64,
     pub calls_refused: u64,
     pub allocation_runs: u64,
+    pub object_fetches: u64,
+    pub object_fetches_refused: u64,
 }
 
 impl Counters {

@@ -191,8 +191,17 @@ impl Master {
             offers_rescinded_total: c.offers_rescinded,
             calls_refused_total: c.calls_refused,
             allocation_runs_total: c.allocation_runs,
+            object_fetches_total: c.object_fetches,
+            object_fetches_refused_total: c.object_fetches_refused,
             ..Metrics::default()
         };
+        for o in self.objects.values() {
+            match o.kind {
+                super::registry::StoredKind::Secret => m.secrets += 1,
+                super::registry::StoredKind::Config => m.configs += 1,
+            }
+            m.objects_stored_bytes += o.versions.iter().map(|v| v.data.len() as u64).sum::<u64>();
+        }
         let (mut total, mut used, mut offered) =
             (Resources::new(), Resources::new(), Resources::new());
         for a in self.agents.values() {
