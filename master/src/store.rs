@@ -127,11 +127,8 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
         } => !registry.lost_tasks.iter().any(|t| {
             &t.framework_id == framework_id && &t.task_id == task_id && &t.agent_id == agent_id
         }),
-        RegistryOp::PutObject { kind, name, .. } => {
-            // Every put is a new version.
-            let _ = (kind, name);
-            true
-        }
+        // Every put is a new version.
+        RegistryOp::PutObject { .. } => true,
         RegistryOp::RemoveObject { kind, name } => registry
             .objects
             .contains_key(&crate::core::registry::object_key(*kind, name)),

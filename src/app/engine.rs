@@ -35,8 +35,8 @@ pub const BACKOFF_RESET_SECONDS: f64 = 600.0;
 /// After this long without offers, a deployment's waiting reason says so.
 const QUIET_OFFERS_SECONDS: f64 = 10.0;
 /// How long a listing of the master's configs and secrets is pinned by new versions of
-/// apps (the service lists every 2 s while an app references objects; after a pause
-/// the versions it saw last may be old, and pinning an old value would launch it).
+/// apps (the service lists every 2 s; a listing this old means the master could not
+/// be asked, and pinning an old value would launch it).
 pub const OBJECTS_FRESH_SECONDS: f64 = 10.0;
 
 /// The ports service ports are assigned from (`strata serve --service-ports`, issue
@@ -222,8 +222,8 @@ pub struct Engine {
     /// ([`Engine::objects`]): what a new version of an app pins. Not persisted: empty
     /// after a restart until the first listing (apps deployed meanwhile pin 0).
     latest_objects: ObjectVersions,
-    /// When they were listed. The service lists only while an app references objects,
-    /// so a listing older than [`OBJECTS_FRESH_SECONDS`] is not pinned (0 instead).
+    /// When they were listed. A listing older than [`OBJECTS_FRESH_SECONDS`] (the
+    /// master could not be asked) is not pinned (0 instead).
     objects_listed_at: Option<f64>,
 }
 
@@ -635,14 +635,6 @@ impl Engine {
                 (object_key(kind, &name), version)
             })
             .collect()
-    }
-
-    /// Whether an app (not being removed) references a config or secret: only then
-    /// does the service list the master's objects.
-    pub fn uses_objects(&self) -> bool {
-        self.apps
-            .values()
-            .any(|a| !a.destroying && !a.spec.object_names().is_empty())
     }
 
     /// The latest version of every config and secret (the master's `ListObjects`).
@@ -2769,14 +2761,12 @@ mod tests {
         c.subscribed("fw", 0.0);
         let secret = ObjectKind::Secret;
         let config = ObjectKind::Config;
-        assert!(!c.uses_objects());
         let actions = c.objects(
             latest(&[(secret, "db-pass", 3), (config, "nginx-conf", 2)]),
             0.5,
         );
         assert!(actions.is_empty(), "{actions:?}");
         let (view, _) = c.deploy(db_app(1), false, 1.0).unwrap();
-        assert!(c.uses_objects());
         assert_eq!(
             view.objects,
             pins(&[
@@ -2808,9 +2798,6 @@ mod tests {
         // The pins are stored with the app.
         let (apps, _) = stored(c.take_writes());
         assert_eq!(apps[0].objects, view.objects);
-        // An app being removed lists nothing any more.
-        c.destroy("web", 3.0).unwrap();
-        assert!(!c.uses_objects());
     }
 
     /// A new version of a secret rolls the app like a change of its spec, within its

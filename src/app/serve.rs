@@ -373,13 +373,13 @@ pub async fn run(
     }
 }
 
-/// How often the master's configs and secrets are listed while an app uses one.
+/// How often the master's configs and secrets are listed.
 pub const OBJECTS_POLL: Duration = Duration::from_secs(2);
 /// How long one listing may take (connecting included).
 const OBJECTS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lists the master's configs and secrets (`ListObjects`: names and versions, never
-/// values) every [`OBJECTS_POLL`] while an app references one, and hands their latest
+/// values) every [`OBJECTS_POLL`], and hands their latest
 /// versions to the framework task ([`Event::Objects`]), which rolls the apps whose
 /// pins are older. Connects as the scheduler does (`tls`: the CA and the framework's
 /// credential) and reconnects after a failure. The master lists a secret only to a
@@ -402,11 +402,10 @@ async fn poll_objects(
             _ = &mut stop => return,
             _ = interval.tick() => {}
         }
-        match framework.read(|core, _| core.uses_objects()).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => return,
-        }
+        // Always, not only while some app references objects: an app deployed later
+        // then pins the versions listed (at most one interval old) rather than "the
+        // latest", which could change between its launch and the next listing
+        // without the framework noticing.
         let listed = tokio::time::timeout(
             OBJECTS_CALL_TIMEOUT,
             list_objects(&master, &tls, &mut client),

@@ -550,11 +550,6 @@ pub fn status_line(v: &AppView) -> String {
 /// Why the app is not progressing, when the server says: the deployment's `waiting`,
 /// or the restart backoff and the last failure.
 pub fn waiting_reason(v: &AppView) -> Option<String> {
-    if let Some(d) = &v.deployment
-        && !d.waiting.is_empty()
-    {
-        return Some(d.waiting.clone());
-    }
     let failure = v.last_failure.as_ref().map(|f| {
         format!(
             "task {} {}: {}",
@@ -563,6 +558,16 @@ pub fn waiting_reason(v: &AppView) -> Option<String> {
             f.message
         )
     });
+    if let Some(d) = &v.deployment
+        && !d.waiting.is_empty()
+    {
+        // In a restart backoff the failure that caused it is the reason to show (a
+        // launch refused for a missing secret, a command that exits at once).
+        return Some(match (v.backoff_seconds, failure) {
+            (Some(_), Some(failure)) => format!("{} (last failure: {failure})", d.waiting),
+            _ => d.waiting.clone(),
+        });
+    }
     match (v.backoff_seconds, failure) {
         (Some(secs), Some(failure)) => Some(format!(
             "backoff, next launch in {secs:.0}s (last failure: {failure})"
@@ -613,7 +618,12 @@ pub(crate) async fn wait_converged(
         if Instant::now() >= deadline {
             progress.abandon();
             let mut reason = progress_text(&view);
-            if let (None, Some(f)) = (waiting_reason(&view), &view.last_failure) {
+            // The last failure, unless the waiting reason says it already (a launch
+            // refused for a missing secret keeps the app between backoff and
+            // "reviving offers": either way the failure is why it did not converge).
+            if let Some(f) = &view.last_failure
+                && !reason.contains(&f.message)
+            {
                 reason.push_str(&format!(
                     "; last failure: task {} {}: {}",
                     f.task_id,
@@ -900,6 +910,23 @@ mod tests {
             waiting_reason(&web).unwrap(),
             "backoff, next launch in 4s (last failure: task web.1 FAILED: exited with status 1)"
         );
+        // The server's own backoff reason keeps the failure that caused it.
+        web.deployment = Some(deployment(
+            "update",
+            5,
+            2,
+            "restart backoff: next launch in 0.4 s",
+        ));
+        assert_eq!(
+            waiting_reason(&web).unwrap(),
+            "restart backoff: next launch in 0.4 s (last failure: task web.1 FAILED: exited \
+             with status 1)"
+        );
+        web.backoff_seconds = None;
+        assert_eq!(
+            waiting_reason(&web).unwrap(),
+            "restart backoff: next launch in 0.4 s"
+        );
     }
 
     #[test]
@@ -1144,6 +1171,32 @@ web.1   RUNNING   healthy   node1   31000,8080   30s
         );
         // Each distinct state once, however many polls.
         assert_eq!(out.text().lines().count(), 2, "{}", out.text());
+    }
+
+    /// A launch that keeps failing (here a missing secret) leaves the app between
+    /// backoff and "reviving offers": the timeout names the failure either way.
+    #[tokio::test]
+    async fn a_timeout_names_the_last_failure() {
+        let mut view = app("web", 1, 0, 0);
+        view.deployment = Some(deployment("create", 1, 0, "reviving offers"));
+        view.last_failure = Some(TaskFailureView {
+            task_id: "web.1".into(),
+            state: "TASK_ERROR".into(),
+            message: "task 'web.1': secret 'db-pass' does not exist".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+        });
+        let body = serde_json::to_string(&view).unwrap();
+        let (addr, _) = fake_server(Arc::new(move |_| (200, body.clone()))).await;
+        let client = ApiClient::new(&addr);
+        let mut progress = Progress::lines(Box::new(Captured::default()));
+        let err = wait_converged(&client, view.clone(), &fast(200), &mut progress)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "timed out after 0s: web: 0/1 running, 0/1 healthy; waiting: reviving offers; \
+             last failure: task web.1 ERROR: task 'web.1': secret 'db-pass' does not exist"
+        );
     }
 
     #[tokio::test]

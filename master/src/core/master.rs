@@ -81,6 +81,8 @@ pub struct Master {
     pub(super) held_kills: Vec<super::drain::HeldKill>,
     /// Configs and secrets (secrets sealed), by registry key (see [`super::objects`]).
     pub(super) objects: BTreeMap<String, super::registry::ObjectRecord>,
+    /// The last version of each removed object (see `Registry::object_tombstones`).
+    pub(super) object_tombstones: BTreeMap<String, u64>,
     removed_order: VecDeque<String>,
 
     pub(super) offers: FastMap<OfferSeq, Offer>,
@@ -150,6 +152,7 @@ impl Master {
             observed_total: 0,
             held_kills: Vec::new(),
             objects: BTreeMap::new(),
+            object_tombstones: BTreeMap::new(),
             removed_order: VecDeque::new(),
             offers: FastMap::default(),
             offer_prefix,
@@ -384,6 +387,7 @@ impl Master {
     /// frameworks to wait for, operators' weights and maintenance.
     fn recover_registry(&mut self, mut registry: Registry, now: Instant) {
         self.objects = std::mem::take(&mut registry.objects);
+        self.object_tombstones = std::mem::take(&mut registry.object_tombstones);
         // Set at runtime after the flag was: they win over `--weights`.
         for (role, weight) in &registry.weights {
             self.set_weight(role, *weight);

@@ -31,7 +31,7 @@ use strata_security::{Action, Principal};
 use super::api::Effect;
 use super::master::Master;
 use super::registry::{
-    ObjectRecord, ObjectVersion, RegistryOp, StoredKind, object_key, put_object,
+    ObjectRecord, ObjectVersion, RegistryOp, StoredKind, object_key, put_object, remove_object,
 };
 use super::validate::TaskProblem;
 
@@ -249,7 +249,10 @@ impl Master {
                     ),
                 ));
             }
-            1
+            // Created again after a removal: numbering goes on.
+            self.object_tombstones
+                .get(&object_key(kind, &name))
+                .map_or(1, |last| last + 1)
         };
         let owner = record.map_or_else(|| caller.name(), |r| r.owner.clone());
         let stored = ObjectVersion {
@@ -258,6 +261,7 @@ impl Master {
             created_unix: self.unix(now),
             data,
         };
+        self.object_tombstones.remove(&object_key(kind, &name));
         put_object(&mut self.objects, kind, &name, &owner, &stored);
         self.emit(Effect::Persist(RegistryOp::PutObject {
             kind,
@@ -300,7 +304,7 @@ impl Master {
                 format!("{what} '{}' does not exist", rules_shown(name)),
             ));
         }
-        self.objects.remove(&key);
+        remove_object(&mut self.objects, &mut self.object_tombstones, kind, name);
         self.emit(Effect::Persist(RegistryOp::RemoveObject {
             kind,
             name: name.to_string(),

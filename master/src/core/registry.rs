@@ -180,6 +180,23 @@ pub fn put_object(
     record.versions.drain(..over);
 }
 
+/// Applies a `RemoveObject` to a map of objects and of tombstones (the registry's and
+/// the core's): the object goes, its last version is remembered.
+pub fn remove_object(
+    objects: &mut BTreeMap<String, ObjectRecord>,
+    tombstones: &mut BTreeMap<String, u64>,
+    kind: StoredKind,
+    name: &str,
+) {
+    let key = object_key(kind, name);
+    if let Some(last) = objects
+        .remove(&key)
+        .and_then(|r| r.latest().map(|v| v.version))
+    {
+        tombstones.insert(key, last);
+    }
+}
+
 mod base64_bytes {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -245,6 +262,11 @@ pub struct Registry {
     /// Configs and secrets (issue 16), by [`object_key`].
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectRecord>,
+    /// The last version of each removed object, by [`object_key`]: created again, it
+    /// goes on from there, so that a version number never names two values (a
+    /// framework that pinned version 1 sees version 2 as a change).
+    #[serde(default)]
+    pub object_tombstones: BTreeMap<String, u64>,
 }
 
 impl Registry {
@@ -330,9 +352,12 @@ impl Registry {
                 name,
                 owner,
                 version,
-            } => put_object(&mut self.objects, *kind, name, owner, version),
+            } => {
+                self.object_tombstones.remove(&object_key(*kind, name));
+                put_object(&mut self.objects, *kind, name, owner, version);
+            }
             RegistryOp::RemoveObject { kind, name } => {
-                self.objects.remove(&object_key(*kind, name));
+                remove_object(&mut self.objects, &mut self.object_tombstones, *kind, name);
             }
         }
     }

@@ -470,6 +470,7 @@ fn the_registry_keeps_objects_and_their_last_versions_across_restarts() {
     // Through the file format (base64 data) too.
     let registry: Registry =
         serde_json::from_str(&serde_json::to_string(&registry).unwrap()).unwrap();
+    let registry_before_restart = registry.clone();
     let mut c = config();
     c.authorizer = Authorizer::new(Acls::parse(ACLS).unwrap());
     let mut again = Sim::with(c, registry);
@@ -490,6 +491,39 @@ fn the_registry_keeps_objects_and_their_last_versions_across_restarts() {
             true
         ),
         Ok(ObjectAnswer::Version(13))
+    );
+    // Removed and created again, across a restart too, it goes on from its last
+    // version: version 1 never names two values.
+    again
+        .m
+        .object_call(
+            ObjectCall::Remove {
+                principal: "admin".into(),
+                kind: StoredKind::Secret,
+                name: "db-pass".into(),
+            },
+            again.now,
+        )
+        .unwrap();
+    let registry = fold(registry_before_restart, &again.effects());
+    let mut c = config();
+    c.authorizer = Authorizer::new(Acls::parse(ACLS).unwrap());
+    let mut third = Sim::with(c, registry);
+    assert!(third.m.objects().is_empty());
+    assert_eq!(
+        create(
+            &mut third,
+            "admin",
+            StoredKind::Secret,
+            "db-pass",
+            b"new",
+            false
+        ),
+        Ok(ObjectAnswer::Version(14))
+    );
+    assert_eq!(
+        create(&mut third, "admin", StoredKind::Config, "gone", b"x", false),
+        Ok(ObjectAnswer::Version(2))
     );
 }
 
