@@ -174,6 +174,8 @@ pub(crate) struct AgentLoop {
     manager: TaskManager,
     /// The master's endpoint; a renewed certificate replaces it.
     endpoint: watch::Receiver<Endpoint>,
+    /// The channel launches fetch their configs and secrets over.
+    fetch_channel: objects::FetchChannel,
     backoff: Backoff,
     /// When the next registration attempt starts (no attempt running, not connected).
     reconnect_at: Option<Instant>,
@@ -244,6 +246,7 @@ impl AgentLoop {
             identity,
             containerizer,
             manager,
+            fetch_channel: objects::FetchChannel::new(endpoint.clone()),
             endpoint,
             backoff,
             reconnect_at: None,
@@ -617,7 +620,7 @@ impl AgentLoop {
                     };
                     let container = spec.container_id.clone();
                     let refused = unwritten.clone();
-                    let endpoint = self.endpoint.clone();
+                    let link = self.fetch_channel.clone();
                     self.launches_in_flight += 1;
                     self.spawn_job(
                         key.clone(),
@@ -631,7 +634,7 @@ impl AgentLoop {
                             // The task's configs and secrets, from the master (issue 16):
                             // held in memory for the launch only, see `objects`.
                             spec.objects = objects::fetch(
-                                &endpoint,
+                                &link,
                                 &spec.agent_id,
                                 &spec.framework_id,
                                 &spec.task,

@@ -47,6 +47,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -58,7 +59,7 @@ use strata_proto::limits::MAX_MESSAGE_BYTES;
 use strata_proto::objects::{kind_name, kind_of, validate_task};
 use strata_proto::v1::{self, ObjectKind, agent_link_client::AgentLinkClient, object_ref};
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use zeroize::Zeroizing;
 
 use crate::containerizer::ContainerId;
@@ -74,6 +75,9 @@ const PAGE: u64 = 4096;
 const FETCH_RETRY_FOR: Duration = Duration::from_secs(5);
 /// How long one fetch attempt may take (dial included).
 const FETCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times the read-only remount of a staging tmpfs is tried on EBUSY, 1 ms
+/// apart.
+const REMOUNT_TRIES: u32 = 1000;
 /// Mode of a secret file.
 pub const SECRET_FILE_MODE: u32 = 0o400;
 /// Mode of a directory in the secrets tmpfs (and of its root).
@@ -251,12 +255,52 @@ pub fn push_export(out: &mut String, name: &str, value: &str) {
     out.push_str("'\n");
 }
 
+/// The connection fetches go over: one HTTP/2 channel to the master, made lazily on the
+/// link's current endpoint and shared by every launch (with mutual TLS, a handshake per
+/// launch would cost more than the fetch), made again when the endpoint changes (a
+/// renewed certificate) or after the master was unavailable.
+#[derive(Clone)]
+pub(crate) struct FetchChannel {
+    inner: Arc<Mutex<(watch::Receiver<Endpoint>, Option<Channel>)>>,
+}
+
+impl FetchChannel {
+    pub(crate) fn new(endpoint: watch::Receiver<Endpoint>) -> FetchChannel {
+        FetchChannel {
+            inner: Arc::new(Mutex::new((endpoint, None))),
+        }
+    }
+
+    /// The channel, made now if there is none or the endpoint changed.
+    fn channel(&self) -> Channel {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (endpoint, channel) = &mut *guard;
+        if endpoint.has_changed().unwrap_or(false) {
+            *channel = None;
+        }
+        match channel {
+            Some(c) => c.clone(),
+            None => {
+                let c = endpoint.borrow_and_update().clone().connect_lazy();
+                *channel = Some(c.clone());
+                c
+            }
+        }
+    }
+
+    /// Forgets the channel: the next fetch connects afresh.
+    fn reset(&self) {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.1 = None;
+    }
+}
+
 /// Fetches the values of `task`'s configs and secrets from the master, on the link's
 /// endpoint (its mutual TLS): the references are checked again first, a master that
 /// is unavailable is retried for a few seconds, and every failure names the object
 /// (never a value). `None` when the task references nothing.
 pub(crate) async fn fetch(
-    endpoint: &watch::Receiver<Endpoint>,
+    link: &FetchChannel,
     agent_id: &str,
     framework_id: &str,
     task: &v1::TaskInfo,
@@ -273,12 +317,8 @@ pub(crate) async fn fetch(
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     let response = loop {
-        let endpoint = endpoint.borrow().clone();
+        let channel = link.channel();
         let attempt = tokio::time::timeout(FETCH_ATTEMPT_TIMEOUT, async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("cannot reach the master: {e}")))?;
             let mut client = AgentLinkClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -296,6 +336,7 @@ pub(crate) async fn fetch(
                 if status.code() == tonic::Code::Unavailable
                     && started.elapsed() + delay < FETCH_RETRY_FOR =>
             {
+                link.reset();
                 tracing::debug!(task_id = %task.task_id, error = %status.message(), retry_in = ?delay, "the master is unavailable for a fetch of configs and secrets");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -428,14 +469,28 @@ impl Staging {
             .map_err(|e| format!("cannot give the secrets to uid {uid}: {e}"))?;
         }
         chown(&staging.dir)?;
-        mount(
-            None::<&str>,
-            &staging.dir,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
-            None::<&str>,
-        )
-        .map_err(|e| format!("cannot make the secrets tmpfs read-only: {e}"))?;
+        // EBUSY: a file of the tmpfs is still open for writing somewhere. Ours are
+        // closed, but a task another launch forked while one was open holds a copy of
+        // the descriptor until it execs (close-on-exec), a matter of milliseconds:
+        // retried for up to a second (`strata-bench objects` saw it about once in 300
+        // concurrent launches).
+        let mut tries = 0;
+        loop {
+            match mount(
+                None::<&str>,
+                &staging.dir,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                None::<&str>,
+            ) {
+                Ok(()) => break,
+                Err(Errno::EBUSY) if tries < REMOUNT_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(format!("cannot make the secrets tmpfs read-only: {e}")),
+            }
+        }
         Ok(staging)
     }
 

@@ -13,6 +13,7 @@
 //! strata-bench stall                   the driver's stall from the largest requests (stall/)
 //! strata-bench proxy                   service proxy vs direct and HAProxy (services/proxy.rs)
 //! strata-bench propagation             kill to out of every agent's proxy (services/propagation.rs)
+//! strata-bench objects                 launches with configs and secrets vs without (objects.rs)
 //!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
 //! ```
 
@@ -33,6 +34,7 @@ mod docker;
 mod engine;
 mod failover;
 mod launch;
+mod objects;
 mod outage;
 mod record;
 mod rlimit;
@@ -87,6 +89,12 @@ enum Kind {
     /// From a task's kill to its removal from the service proxy of every agent (3
     /// in-process agents); goal p99 under 100 ms.
     Propagation(services::propagation::PropagationArgs),
+    /// What configs and secrets cost at launch: one real agent (process containerizer),
+    /// tasks launched in batches without objects (`plain`) and with two secrets (a file
+    /// on the task's tmpfs, a variable) and a config file each (`objects`), alternating;
+    /// launch latency p50/p99 and throughput per mode and the ratios objects/plain.
+    /// Needs root.
+    Objects(objects::ObjectsBenchArgs),
     /// The proxy bench's service proxy as a process of its own (started by
     /// `strata-bench proxy`; not for direct use).
     #[command(hide = true)]
@@ -132,6 +140,7 @@ fn main() -> std::process::ExitCode {
                 "propagation",
                 services::propagation::bench_propagation(args).await,
             ),
+            Some(Kind::Objects(args)) => ("objects", objects::bench_objects(args).await),
             Some(Kind::ProxyChild(args)) => ("proxy-child", services::proxy::run_child(args).await),
             Some(Kind::FailoverMaster(args)) => {
                 ("failover-master", failover::master::run_child(args).await)
