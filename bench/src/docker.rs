@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use strata_proto::v1::{self, scheduler_client::SchedulerClient};
-use tokio_stream::StreamExt;
+use strata_proto::v1;
 
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
 use crate::engine::{docker_cli, docker_rm_labelled, ensure_image};
+use crate::framework::Framework;
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -152,7 +152,7 @@ async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figu
     parts.agent(opts).await?;
 
     let result = async {
-        let mut fw = Framework::subscribe(&master_addr.to_string()).await?;
+        let mut fw = Framework::subscribe(&master_addr.to_string(), "strata-bench-docker").await?;
         let mut sequential = Vec::new();
         for i in 0..args.launches {
             let ids = vec![format!("seq-{i}")];
@@ -174,80 +174,7 @@ async fn strata_side(args: &DockerBenchArgs, work: &Path) -> anyhow::Result<Figu
     result
 }
 
-/// The bench's framework, on the raw gRPC API.
-struct Framework {
-    client: SchedulerClient<tonic::transport::Channel>,
-    events: tonic::Streaming<v1::Event>,
-    header: v1::CallHeader,
-    offers: Vec<v1::Offer>,
-    running: Vec<(String, String)>,
-}
-
 impl Framework {
-    async fn subscribe(master: &str) -> anyhow::Result<Framework> {
-        let mut client = SchedulerClient::connect(format!("http://{master}"))
-            .await
-            .context("connect to the master")?;
-        let info = v1::FrameworkInfo {
-            name: "strata-bench-docker".into(),
-            roles: vec!["*".into()],
-            ..Default::default()
-        };
-        let events = client
-            .subscribe(v1::SubscribeRequest {
-                framework_info: Some(info),
-                suppressed_roles: vec![],
-            })
-            .await?
-            .into_inner();
-        Ok(Framework {
-            client,
-            events,
-            header: v1::CallHeader::default(),
-            offers: Vec::new(),
-            running: Vec::new(),
-        })
-    }
-
-    /// The next event, with offers kept and updates acknowledged.
-    async fn next(&mut self) -> anyhow::Result<Option<v1::TaskStatus>> {
-        let event = self
-            .events
-            .next()
-            .await
-            .context("the master closed the event stream")?
-            .context("event stream")?;
-        match event.event {
-            Some(v1::event::Event::Subscribed(s)) => {
-                self.header = v1::CallHeader {
-                    framework_id: s.framework_id,
-                    stream_id: s.stream_id,
-                };
-            }
-            Some(v1::event::Event::Offers(o)) => self.offers.extend(o.offers),
-            Some(v1::event::Event::Rescind(r)) => self.offers.retain(|o| o.id != r.offer_id),
-            Some(v1::event::Event::Update(u)) => {
-                let Some(status) = u.status else {
-                    return Ok(None);
-                };
-                if !status.uuid.is_empty() {
-                    self.client
-                        .acknowledge(v1::AcknowledgeRequest {
-                            header: Some(self.header.clone()),
-                            agent_id: status.agent_id.clone(),
-                            task_id: status.task_id.clone(),
-                            uuid: status.uuid.clone(),
-                        })
-                        .await?;
-                }
-                return Ok(Some(status));
-            }
-            Some(v1::event::Event::Error(e)) => bail!("master error: {}", e.message),
-            _ => {}
-        }
-        Ok(None)
-    }
-
     /// Launches `ids` in one ACCEPT on the first offer that holds them all; returns the
     /// time from the ACCEPT until the last of them is TASK_RUNNING.
     async fn launch_and_wait_running(
@@ -332,43 +259,6 @@ impl Framework {
             }
         }
         Ok(started.elapsed())
-    }
-
-    /// Kills every running task at once and waits until all have ended.
-    async fn kill_all(&mut self) -> anyhow::Result<()> {
-        let running = std::mem::take(&mut self.running);
-        let mut left: HashMap<String, ()> = HashMap::new();
-        for (task_id, agent_id) in running {
-            self.client
-                .kill(v1::KillRequest {
-                    header: Some(self.header.clone()),
-                    task_id: task_id.clone(),
-                    agent_id,
-                    kill_policy: Some(v1::KillPolicy {
-                        grace_period_seconds: Some(0.0),
-                    }),
-                })
-                .await
-                .context("kill")?;
-            left.insert(task_id, ());
-        }
-        while !left.is_empty() {
-            if let Some(status) = self.next().await?
-                && strata_proto::is_terminal(status.state())
-            {
-                left.remove(&status.task_id);
-            }
-        }
-        Ok(())
-    }
-
-    async fn teardown(&mut self) {
-        let _ = self
-            .client
-            .teardown(v1::TeardownRequest {
-                header: Some(self.header.clone()),
-            })
-            .await;
     }
 }
 

@@ -33,6 +33,7 @@ mod cluster;
 mod docker;
 mod engine;
 mod failover;
+mod framework;
 mod launch;
 mod objects;
 mod outage;

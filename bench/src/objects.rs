@@ -37,14 +37,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use strata_proto::v1::{
-    self, ObjectKind, object_ref, operator_client::OperatorClient,
-    scheduler_client::SchedulerClient,
-};
-use tokio_stream::StreamExt;
+use strata_proto::v1::{self, ObjectKind, object_ref, operator_client::OperatorClient};
 
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
+use crate::framework::Framework;
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -174,7 +171,7 @@ async fn measure(
     agent_resources: &strata_proto::Resources,
 ) -> anyhow::Result<(Vec<RoundFigures>, Vec<RoundFigures>)> {
     create_objects(master, args.value_bytes).await?;
-    let mut fw = Framework::subscribe(master).await?;
+    let mut fw = Framework::subscribe(master, "strata-bench-objects").await?;
     let (mut plain, mut objects) = (Vec::new(), Vec::new());
     let mut serial = 0u32;
     for round in 1..=args.rounds {
@@ -476,85 +473,7 @@ fn references() -> Vec<v1::ObjectRef> {
     ]
 }
 
-/// The bench's framework, on the raw scheduler gRPC API.
-struct Framework {
-    client: SchedulerClient<tonic::transport::Channel>,
-    events: tonic::Streaming<v1::Event>,
-    header: v1::CallHeader,
-    /// Offers not answered yet.
-    offers: Vec<v1::Offer>,
-    /// Running tasks: (task id, agent id).
-    running: Vec<(String, String)>,
-}
-
 impl Framework {
-    async fn subscribe(master: &str) -> anyhow::Result<Framework> {
-        let mut client = SchedulerClient::connect(format!("http://{master}"))
-            .await
-            .context("connect to the master")?;
-        let info = v1::FrameworkInfo {
-            name: "strata-bench-objects".into(),
-            roles: vec!["*".into()],
-            ..Default::default()
-        };
-        let events = client
-            .subscribe(v1::SubscribeRequest {
-                framework_info: Some(info),
-                suppressed_roles: vec![],
-            })
-            .await?
-            .into_inner();
-        Ok(Framework {
-            client,
-            events,
-            header: v1::CallHeader::default(),
-            offers: Vec::new(),
-            running: Vec::new(),
-        })
-    }
-
-    /// The next event, with offers kept; a status update is acknowledged (without
-    /// waiting for the answer) and returned.
-    async fn next(&mut self) -> anyhow::Result<Option<v1::TaskStatus>> {
-        let event = self
-            .events
-            .next()
-            .await
-            .context("the master closed the event stream")?
-            .context("event stream")?;
-        match event.event {
-            Some(v1::event::Event::Subscribed(s)) => {
-                self.header = v1::CallHeader {
-                    framework_id: s.framework_id,
-                    stream_id: s.stream_id,
-                };
-            }
-            Some(v1::event::Event::Offers(o)) => self.offers.extend(o.offers),
-            Some(v1::event::Event::Rescind(r)) => self.offers.retain(|o| o.id != r.offer_id),
-            Some(v1::event::Event::Update(u)) => {
-                let Some(status) = u.status else {
-                    return Ok(None);
-                };
-                if !status.uuid.is_empty() {
-                    let mut client = self.client.clone();
-                    let ack = v1::AcknowledgeRequest {
-                        header: Some(self.header.clone()),
-                        agent_id: status.agent_id.clone(),
-                        task_id: status.task_id.clone(),
-                        uuid: status.uuid.clone(),
-                    };
-                    tokio::spawn(async move {
-                        let _ = client.acknowledge(ack).await;
-                    });
-                }
-                return Ok(Some(status));
-            }
-            Some(v1::event::Event::Error(e)) => bail!("master error: {}", e.message),
-            _ => {}
-        }
-        Ok(None)
-    }
-
     /// Waits until the offers held cover the whole agent; when they are several, declines
     /// them and waits for the one offer of it all, so that every round starts alike.
     async fn wait_for_whole_agent(
@@ -697,42 +616,5 @@ impl Framework {
         self.offers.extend(small);
         let elapsed = first_accept.map(|t| t.elapsed()).unwrap_or_default();
         Ok((elapsed, latencies, failures))
-    }
-
-    /// Kills every running task at once (no grace) and waits until all have ended.
-    async fn kill_all(&mut self) -> anyhow::Result<()> {
-        let running = std::mem::take(&mut self.running);
-        let mut left: HashMap<String, ()> = HashMap::new();
-        for (task_id, agent_id) in running {
-            self.client
-                .kill(v1::KillRequest {
-                    header: Some(self.header.clone()),
-                    task_id: task_id.clone(),
-                    agent_id,
-                    kill_policy: Some(v1::KillPolicy {
-                        grace_period_seconds: Some(0.0),
-                    }),
-                })
-                .await
-                .context("kill")?;
-            left.insert(task_id, ());
-        }
-        while !left.is_empty() {
-            if let Some(status) = self.next().await?
-                && strata_proto::is_terminal(status.state())
-            {
-                left.remove(&status.task_id);
-            }
-        }
-        Ok(())
-    }
-
-    async fn teardown(&mut self) {
-        let _ = self
-            .client
-            .teardown(v1::TeardownRequest {
-                header: Some(self.header.clone()),
-            })
-            .await;
     }
 }
