@@ -14,6 +14,11 @@
 //! the master first ([`crate::objects::fetch`], on the link's current endpoint); a
 //! failed fetch is a failed launch.
 //!
+//! Disk isolation ([`crate::disk`]): every `--container-disk-watch-interval` the loop
+//! hands the running tasks' paths to a [`DiskJob`] on the blocking pool; what it
+//! measures is kept for `/monitor/statistics` and the usage reports, and a task over
+//! its `disk` is killed through the task manager (when enforcing).
+//!
 //! Every job is spawned into the loop's `JoinSet` and carries its task's key back,
 //! even when it panics; on return the loop stops them all. Health checkers
 //! ([`crate::health`]) run as tasks of their own, one per checked task, aborted when the
@@ -38,6 +43,7 @@ use tonic::transport::Endpoint;
 use crate::Shutdown;
 use crate::checkpoint::{self, CheckpointError};
 use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
+use crate::disk::{DiskIsolationOptions, DiskJob, DiskMeasurement};
 use crate::health::{self, HealthEvent};
 use crate::hygiene::{HygieneJob, HygieneOptions, HygieneReport};
 use crate::link::{self, Backoff, Connection, LinkError};
@@ -68,10 +74,20 @@ pub(crate) enum Query {
         reply: oneshot::Sender<Option<KnownTask>>,
     },
     /// The containers of the running tasks (`/monitor/statistics`, usage reports).
-    Containers(oneshot::Sender<Vec<(TaskKey, ContainerId)>>),
+    Containers(oneshot::Sender<Vec<RunningContainer>>),
     /// Resource usage to send to the master, if connected (never retried: the next
     /// report replaces it).
     ReportUsage(v1::UsageReport),
+}
+
+/// A running task's container, as `/monitor/statistics` needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningContainer {
+    pub key: TaskKey,
+    pub container: ContainerId,
+    /// What disk isolation measured last: (used, limit) bytes; `None` before the
+    /// first measurement or with disk isolation off.
+    pub disk: Option<(u64, Option<u64>)>,
 }
 
 /// A task the loop knows, as `/files/read` needs it.
@@ -127,6 +143,7 @@ pub(crate) struct LoopConfig {
     pub executor_shutdown_grace_period: Duration,
     pub checkpoint_interval: Duration,
     pub hygiene: HygieneOptions,
+    pub disk_isolation: DiskIsolationOptions,
 }
 
 /// A finished job: what a launch, wait or kill came to.
@@ -164,6 +181,7 @@ enum Event {
     Query(Query),
     CheckpointSynced(Result<Result<(), CheckpointError>, JoinError>),
     HygieneDone(Result<HygieneReport, JoinError>),
+    DiskMeasured(Result<Vec<DiskMeasurement>, JoinError>),
     Health(HealthEvent),
 }
 
@@ -204,6 +222,12 @@ pub(crate) struct AgentLoop {
     hygiene_job: Option<JoinHandle<HygieneReport>>,
     /// What the last pass found.
     last_hygiene: Option<HygieneReport>,
+    /// When the next disk measurement is due (none while one runs, or when off).
+    disk_at: Option<Instant>,
+    /// The disk measurement in flight, on the blocking pool.
+    disk_job: Option<JoinHandle<Vec<DiskMeasurement>>>,
+    /// The last measurement of each running task, by task.
+    disk_usage: HashMap<TaskKey, DiskMeasurement>,
     /// The sync in flight, on the blocking pool.
     sync_job: Option<JoinHandle<Result<(), CheckpointError>>>,
     last_sync: Option<Instant>,
@@ -241,6 +265,11 @@ impl AgentLoop {
         config.checkpoint_interval = config.checkpoint_interval.min(MAX_TIMER);
         let (health_tx, health_rx) = mpsc::channel(HEALTH_QUEUE);
         let log = checkpoint::Log::open(config.work_dir.clone());
+        config.disk_isolation.watch_interval = config.disk_isolation.watch_interval.min(MAX_TIMER);
+        let disk_at = config
+            .disk_isolation
+            .enabled()
+            .then(|| Instant::now() + config.disk_isolation.watch_interval);
         AgentLoop {
             config,
             identity,
@@ -263,6 +292,9 @@ impl AgentLoop {
             hygiene_at: Some(Instant::now()),
             hygiene_job: None,
             last_hygiene: None,
+            disk_at,
+            disk_job: None,
+            disk_usage: HashMap::new(),
             sync_job: None,
             last_sync: None,
             shutting_down: false,
@@ -311,6 +343,7 @@ impl AgentLoop {
             self.flush();
             self.maybe_checkpoint(now);
             self.maybe_hygiene(now);
+            self.maybe_measure_disk(now);
             if let Some(deadline) = self.leaving {
                 if self.launches_in_flight == 0 {
                     tracing::info!(
@@ -360,6 +393,7 @@ impl AgentLoop {
             Some(q) = self.queries.recv() => Event::Query(q),
             r = poll_join(&mut self.sync_job) => Event::CheckpointSynced(r),
             r = poll_join(&mut self.hygiene_job) => Event::HygieneDone(r),
+            r = poll_join(&mut self.disk_job) => Event::DiskMeasured(r),
             Some(h) = self.health_rx.recv() => Event::Health(h),
         }
     }
@@ -445,6 +479,14 @@ impl AgentLoop {
                 match result {
                     Ok(report) => self.on_hygiene(report),
                     Err(e) => tracing::error!(error = %e, "the disk hygiene pass failed"),
+                }
+            }
+            Event::DiskMeasured(result) => {
+                self.disk_job = None;
+                self.disk_at = Some(now + self.config.disk_isolation.watch_interval);
+                match result {
+                    Ok(measurements) => self.on_disk_measured(measurements, now),
+                    Err(e) => tracing::error!(error = %e, "the disk measurement failed"),
                 }
             }
         }
@@ -821,6 +863,7 @@ impl AgentLoop {
             self.shutdown_deadline,
             self.leaving,
             self.hygiene_at,
+            self.disk_at,
         ]
         .into_iter()
         .flatten()
@@ -900,6 +943,57 @@ impl AgentLoop {
         }));
     }
 
+    /// Starts measuring the running tasks' disk when it is due.
+    fn maybe_measure_disk(&mut self, now: Instant) {
+        if self.disk_job.is_some() || self.disk_at.is_none_or(|at| now < at) {
+            return;
+        }
+        if self.leaving.is_some() || self.shutting_down {
+            // Stopping: no more measurements (and no timer left due, to spin on).
+            self.disk_at = None;
+            return;
+        }
+        let targets = self.manager.disk_targets();
+        if targets.is_empty() {
+            self.disk_usage.clear();
+            self.disk_at = Some(now + self.config.disk_isolation.watch_interval);
+            return;
+        }
+        self.disk_at = None;
+        let job = DiskJob {
+            targets,
+            max_entries: self.config.disk_isolation.max_entries,
+        };
+        self.disk_job = Some(tokio::task::spawn_blocking(move || job.run()));
+    }
+
+    /// Keeps what a disk measurement found (it replaces the last), and kills the tasks
+    /// over their `disk` when enforcing.
+    fn on_disk_measured(&mut self, measurements: Vec<DiskMeasurement>, now: Instant) {
+        let partial = measurements.iter().filter(|m| m.partial).count();
+        if partial > 0 {
+            tracing::warn!(
+                tasks = partial,
+                max_entries = self.config.disk_isolation.max_entries,
+                "disk isolation: sandboxes with more entries than a walk looks at; their usage is a lower bound"
+            );
+        }
+        let mut actions = Vec::new();
+        self.disk_usage.clear();
+        for m in measurements {
+            for error in &m.errors {
+                tracing::debug!(framework_id = %m.key.framework_id, task_id = %m.key.task_id, %error, "disk isolation");
+            }
+            if self.config.disk_isolation.enforce
+                && let Some(message) = m.exceeded()
+            {
+                actions.extend(self.manager.disk_limit(&m.key, &m.container, message, now));
+            }
+            self.disk_usage.insert(m.key.clone(), m);
+        }
+        self.execute(actions);
+    }
+
     fn on_hygiene(&mut self, report: HygieneReport) {
         if report.sandboxes_removed > 0 || report.logs_rotated > 0 {
             tracing::info!(
@@ -953,7 +1047,24 @@ impl AgentLoop {
                 let _ = reply.send(known);
             }
             Query::Containers(reply) => {
-                let _ = reply.send(self.manager.running_containers());
+                let containers = self
+                    .manager
+                    .running_containers()
+                    .into_iter()
+                    .map(|(key, container)| {
+                        let disk = self
+                            .disk_usage
+                            .get(&key)
+                            .filter(|m| m.container == container)
+                            .map(|m| (m.used_bytes, m.limit_bytes));
+                        RunningContainer {
+                            key,
+                            container,
+                            disk,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(containers);
             }
             Query::ReportUsage(report) => {
                 if !report.tasks.is_empty() {

@@ -114,6 +114,10 @@ pub struct AgentOptions {
     pub usage_report_interval: Duration,
     /// Sandbox garbage collection and task log rotation.
     pub hygiene: crate::hygiene::HygieneOptions,
+    /// Disk isolation: how often each running task's disk is measured, and whether a
+    /// task over its `disk` is killed (`--container-disk-watch-interval`,
+    /// `--enforce-container-disk-quota`; see [`crate::disk`]).
+    pub disk_isolation: crate::disk::DiskIsolationOptions,
     /// Who runs the tasks that name no user (neither `CommandInfo.user` nor
     /// `FrameworkInfo.user`): `--default-user`, `nobody` by default, so that a task
     /// is never root unless it asks (and the master lets it). `None` or empty: the
@@ -157,6 +161,7 @@ impl AgentOptions {
             isolation: crate::isolation::IsolationOptions::default(),
             usage_report_interval: Duration::from_secs(5),
             hygiene: crate::hygiene::HygieneOptions::default(),
+            disk_isolation: crate::disk::DiskIsolationOptions::default(),
             default_user: Some(DEFAULT_USER.to_string()),
             insecure: true,
             join_token: None,

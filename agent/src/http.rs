@@ -20,6 +20,15 @@
 //!   whose framework the caller may see (`view_tasks`): `{"framework_id",
 //!   "executor_id", "task_id", "container_id", "statistics": {cpu times, memory now
 //!   and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
+//! - `GET /volumes` → `{"agent_id", "volumes": [{"name", "driver", "mountpoint",
+//!   "created_at", "created_by_agent", "labels", "tasks": [{"framework_id",
+//!   "task_id", "container_path", "read_only"}]}]}`: the Docker named volumes this
+//!   agent created (labelled `strata.agent=<its id>`) and those its running tasks
+//!   mount now, from the engine ([`crate::containerizer::docker::list_volumes`]).
+//!   Authorized as `/state`: the volumes are the agent's facts, anyone's (who is
+//!   authenticated); `tasks` lists only the tasks of frameworks the caller may see
+//!   (`view_tasks`). 404 when the agent runs no Docker containerizer, 503 when the
+//!   engine does not answer.
 //!
 //! Handlers ask the agent loop through a bounded channel and read files themselves,
 //! so a slow reader never holds up the loop. Every request passes the one
@@ -44,6 +53,7 @@ use strata_security::{Action, Authorizer, Principal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{KnownTask, Query, StateView};
+use crate::containerizer::docker::{self, NamedVolume};
 use crate::sandbox::{self, LogFile, SandboxError};
 use crate::task_key::TaskKey;
 use crate::tasks::sandbox_on_disk;
@@ -61,6 +71,8 @@ pub(crate) struct HttpState {
     pub authorizer: Authorizer,
     /// The service proxy, for `/state` (`None`: `--service-proxy off`).
     pub proxy: Option<crate::proxy::ServiceProxy>,
+    /// The Docker engine's socket, for `/volumes` (`None`: no Docker containerizer).
+    pub docker_socket: Option<PathBuf>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -69,6 +81,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/state", get(get_state))
         .route("/files/read", get(read_file))
         .route("/monitor/statistics", get(monitor_statistics))
+        .route("/volumes", get(get_volumes))
         .with_state(state)
 }
 
@@ -174,6 +187,66 @@ fn visible_entries(
             .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
     });
     entries
+}
+
+/// The answer of `GET /volumes`.
+#[derive(Debug, Serialize)]
+struct VolumesAnswer {
+    agent_id: String,
+    volumes: Vec<NamedVolume>,
+}
+
+async fn get_volumes(
+    State(state): State<HttpState>,
+    principal: Caller,
+) -> Result<Json<VolumesAnswer>, ApiError> {
+    let Some(socket) = &state.docker_socket else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this agent runs no Docker containerizer: Docker volumes are listed by agents started with --containerizers process,docker".into(),
+        ));
+    };
+    let view = agent_state(&state).await?;
+    let engine_down = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
+    let docker = docker::connect(socket)
+        .await
+        .map_err(|e| engine_down(e.to_string()))?;
+    let volumes = docker::list_volumes(&docker, socket, &view.id)
+        .await
+        .map_err(engine_down)?;
+    Ok(Json(VolumesAnswer {
+        volumes: visible_volumes(volumes, &view, &state.authorizer, &caller(principal)),
+        agent_id: view.id,
+    }))
+}
+
+/// `volumes` with their `tasks` cut to those of frameworks `principal` may see (the
+/// volumes themselves are the agent's facts). A task not among the running tasks of
+/// `view` (it ended meanwhile) is left out.
+fn visible_volumes(
+    mut volumes: Vec<NamedVolume>,
+    view: &StateView,
+    authorizer: &Authorizer,
+    principal: &Principal,
+) -> Vec<NamedVolume> {
+    let principals: HashMap<(&str, &str), &str> = view
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                (t.framework_id.as_str(), t.task_id.as_str()),
+                t.framework_principal.as_str(),
+            )
+        })
+        .collect();
+    for v in &mut volumes {
+        v.tasks.retain(|t| {
+            principals
+                .get(&(t.framework_id.as_str(), t.task_id.as_str()))
+                .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
+        });
+    }
+    volumes
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +421,7 @@ mod tests {
             containerizer: Arc::new(crate::FakeContainerizer::new(Duration::from_secs(60))),
             authorizer: Authorizer::new(Acls::secure_default()),
             proxy: None,
+            docker_socket: None,
         }
     }
 
@@ -507,5 +581,47 @@ mod tests {
         assert_eq!(seen(Principal::User("admin".into())), ["t1"]);
         assert!(seen(Principal::User("intruder".into())).is_empty());
         assert!(seen(Principal::Anonymous).is_empty());
+    }
+
+    #[tokio::test]
+    async fn volumes_show_only_the_tasks_the_caller_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let view = agent_state(&state).await.unwrap();
+        let user_of = |framework_id: &str, task_id: &str| docker::VolumeUser {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            container_path: "/data".into(),
+            read_only: false,
+        };
+        // t1 is web's and runs; t2 (db's) has ended; t3 is unknown.
+        let volumes = vec![docker::NamedVolume {
+            name: "pgdata".into(),
+            driver: "local".into(),
+            mountpoint: "/var/lib/docker/volumes/pgdata/_data".into(),
+            created_at: "2026-12-07T13:00:00Z".into(),
+            created_by_agent: true,
+            labels: Default::default(),
+            tasks: vec![
+                user_of("fw-web", "t1"),
+                user_of("fw-db", "t2"),
+                user_of("fw-x", "t3"),
+            ],
+        }];
+        let seen = |who: Principal| -> Vec<String> {
+            let v = visible_volumes(volumes.clone(), &view, &state.authorizer, &who);
+            assert_eq!(v.len(), 1, "the volume itself is anyone's");
+            v[0].tasks.iter().map(|t| t.task_id.clone()).collect()
+        };
+        assert_eq!(seen(Principal::User("web".into())), ["t1"]);
+        assert_eq!(seen(Principal::User("admin".into())), ["t1"]);
+        assert!(seen(Principal::User("intruder".into())).is_empty());
+        assert!(seen(Principal::Anonymous).is_empty());
+        // Without Docker there is nothing to list, and the answer says why.
+        let Err(ApiError(status, message)) = get_volumes(State(state), user("admin")).await else {
+            panic!("volumes of an agent without Docker");
+        };
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(message.contains("no Docker containerizer"), "{message}");
     }
 }

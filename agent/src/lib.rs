@@ -38,6 +38,7 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
+pub mod disk;
 mod health;
 mod http;
 pub mod hygiene;
@@ -204,6 +205,11 @@ pub async fn run(
         tracing::info!(isolation = %isolation.describe(), "process task isolation");
         isolation
     };
+    // Disk isolation (issue 17): du of each task's sandbox, said once at start.
+    tracing::info!(
+        "disk isolation: {}",
+        options.disk_isolation.describe(&work_dir)
+    );
     // The monitors of process tasks record their task's end here, for recovery.
     let runtime_dir = work_dir.join(RUNTIME_DIR);
     let process_containerizer = || {
@@ -281,6 +287,10 @@ pub async fn run(
         containerizer: containerizer.clone(),
         authorizer: authz.clone(),
         proxy: proxy.clone(),
+        docker_socket: match &options.containerizer {
+            ContainerizerConfig::Docker { docker, .. } => Some(docker.socket.clone()),
+            _ => None,
+        },
     });
     let (usage_stop, usage_stopped) = oneshot::channel::<()>();
     let usage_reporter = tokio::spawn(usage::report(
@@ -347,6 +357,7 @@ pub async fn run(
         executor_shutdown_grace_period: options.executor_shutdown_grace_period,
         checkpoint_interval: options.checkpoint_interval,
         hygiene: options.hygiene.clone(),
+        disk_isolation: options.disk_isolation.clone(),
     };
     let gone = AgentLoop::new(
         config,

@@ -135,6 +135,16 @@ struct Args {
     /// How often the disk is checked, task logs rotated and sandboxes collected.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     disk_watch_interval: Duration,
+    /// Disk isolation: how often each running task's disk (its sandbox) is measured,
+    /// du-style (Mesos' --container_disk_watch_interval); 0 turns disk isolation off
+    /// (neither measured nor enforced). At least 100ms.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    container_disk_watch_interval: Duration,
+    /// Kill a task whose disk use exceeds its `disk` resource (TASK_FAILED,
+    /// REASON_CONTAINER_LIMITATION_DISK); =false measures and reports only (Mesos'
+    /// --enforce_container_disk_quota). A task without `disk` has no limit.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enforce_container_disk_quota: bool,
     /// A task's stdout or stderr larger than this is rotated (e.g. 10MiB, 500KB); 0
     /// never rotates.
     #[arg(long, default_value = "10MiB", value_parser = parse_size)]
@@ -322,6 +332,15 @@ fn main() -> ExitCode {
         disk_watch_interval: args.disk_watch_interval.max(Duration::from_millis(100)),
         task_log_max_size: args.task_log_max_size,
         task_log_keep: args.task_log_keep,
+    };
+
+    options.disk_isolation = strata_agent::disk::DiskIsolationOptions {
+        watch_interval: match args.container_disk_watch_interval {
+            Duration::ZERO => Duration::ZERO,
+            d => d.max(Duration::from_millis(100)),
+        },
+        enforce: args.enforce_container_disk_quota,
+        ..Default::default()
     };
 
     match serve(listen, options) {

@@ -20,6 +20,11 @@
 //! ([`Action::StopHealthCheck`]). What the checker sees comes back through
 //! [`TaskManager::health`]: TASK_RUNNING updates with `healthy` set, or a kill whose
 //! TASK_KILLED says which check failed.
+//!
+//! Disk isolation ([`crate::disk`]) measures the running tasks ([`TaskManager::disk_targets`])
+//! and hands back those over their `disk` ([`TaskManager::disk_limit`]): they are killed
+//! as any agent-initiated kill is (their kill policy's grace, then SIGKILL), once, and
+//! end TASK_FAILED with `REASON_CONTAINER_LIMITATION_DISK` and the usage in the message.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -77,6 +82,8 @@ enum KillCause {
     AgentShutdown,
     /// The task's health check failed too often; says how.
     HealthCheck(String),
+    /// The task used more disk than its `disk` (disk isolation); says how much.
+    DiskLimit(String),
 }
 
 impl KillCause {
@@ -87,6 +94,7 @@ impl KillCause {
             KillCause::FrameworkShutdown => ("framework_shutdown", String::new()),
             KillCause::AgentShutdown => ("agent_shutdown", String::new()),
             KillCause::HealthCheck(m) => ("health_check", m.clone()),
+            KillCause::DiskLimit(m) => ("disk_limit", m.clone()),
         };
         KillRecord {
             grace_seconds: grace.as_secs_f64(),
@@ -104,6 +112,7 @@ impl KillCause {
             "framework_shutdown" => KillCause::FrameworkShutdown,
             "agent_shutdown" => KillCause::AgentShutdown,
             "health_check" => KillCause::HealthCheck(record.message.clone()),
+            "disk_limit" => KillCause::DiskLimit(record.message.clone()),
             _ => KillCause::Framework,
         };
         (grace, cause)
@@ -629,6 +638,22 @@ impl TaskManager {
         }
         let health_kill = matches!(kill, Some((_, KillCause::HealthCheck(_))));
         let (state, reason, message, exit_status) = match (result, kill) {
+            // Over its disk: a limitation, as an OOM kill is (Mesos reports it so).
+            (Ok(t), Some((_, KillCause::DiskLimit(why)))) => (
+                TaskState::TaskFailed,
+                TaskStatusReason::ReasonContainerLimitationDisk,
+                format!("{why} ({})", t.exit.describe()),
+                Some(t.exit.exit_status()),
+            ),
+            (
+                Err(WaitError::Failed(message) | WaitError::EndedWhileDown(message)),
+                Some((_, KillCause::DiskLimit(why))),
+            ) => (
+                TaskState::TaskFailed,
+                TaskStatusReason::ReasonContainerLimitationDisk,
+                format!("{why} ({message})"),
+                None,
+            ),
             (Ok(t), Some((_, cause))) => {
                 let why = match &cause {
                     KillCause::Framework => "task killed",
@@ -636,7 +661,9 @@ impl TaskManager {
                         "task killed because its framework was shut down"
                     }
                     KillCause::AgentShutdown => "task killed because the agent is shutting down",
-                    KillCause::HealthCheck(message) => message.as_str(),
+                    KillCause::HealthCheck(message) | KillCause::DiskLimit(message) => {
+                        message.as_str()
+                    }
                 };
                 let reason = match cause {
                     KillCause::FrameworkShutdown => TaskStatusReason::ReasonFrameworkRemoved,
@@ -748,6 +775,46 @@ impl TaskManager {
                 now,
                 &mut actions,
             );
+        }
+        actions
+    }
+
+    /// The running tasks whose disk to measure: each one's sandbox (volumes to come)
+    /// and its `disk` in bytes. Tasks being killed or launched are left out.
+    pub(crate) fn disk_targets(&self) -> Vec<crate::disk::DiskTarget> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.phase == Phase::Running && t.handle.is_some())
+            .map(|(key, t)| crate::disk::DiskTarget {
+                key: key.clone(),
+                container: t.container_id.clone(),
+                paths: vec![t.sandbox.clone()],
+                limit_bytes: Resources::try_from_proto(&t.info.resources)
+                    .ok()
+                    .and_then(|r| crate::disk::limit_bytes(&r)),
+            })
+            .collect()
+    }
+
+    /// Disk isolation found the task in `container` over its `disk`: it is killed (its
+    /// kill policy applies) and will end TASK_FAILED with the disk reason and
+    /// `message`. A task already being killed, or no longer in that container, is left
+    /// alone: a task is killed for its disk once.
+    pub(crate) fn disk_limit(
+        &mut self,
+        key: &TaskKey,
+        container: &ContainerId,
+        message: String,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let running = self
+            .tasks
+            .get(key)
+            .is_some_and(|t| &t.container_id == container && t.phase == Phase::Running);
+        if running {
+            tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, %message, "killing a task over its disk limit");
+            self.kill(key, None, KillCause::DiskLimit(message), now, &mut actions);
         }
         actions
     }
@@ -1662,6 +1729,81 @@ mod tests {
         assert_eq!(
             killed.message,
             "health check failed 2 times in a row: x (killed by signal 15 (SIGTERM))"
+        );
+    }
+
+    #[test]
+    fn a_task_over_its_disk_is_killed_once_and_fails_with_the_disk_reason() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let mut r = run("t1", vec![]);
+        r.task.as_mut().unwrap().resources = Resources::parse("cpus:1;disk:10").unwrap().to_proto();
+        r.task.as_mut().unwrap().kill_policy = Some(v1::KillPolicy {
+            grace_period_seconds: Some(2.0),
+        });
+        let c = launch_container(&m.run_task(r, now));
+        assert!(
+            m.disk_targets().is_empty(),
+            "a launching task is not measured"
+        );
+        let handle = ContainerHandle::new(c.clone(), Some(42));
+        let running = sent(&m.launched(&key("t1"), &c, Ok(handle), now));
+        ack(&mut m, "t1", &running[0].1, now);
+        let targets = m.disk_targets();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].limit_bytes, Some(10 * crate::disk::MIB));
+        assert_eq!(
+            targets[0].paths,
+            vec![PathBuf::from("/work/frameworks/fw/tasks/t1")]
+        );
+
+        let message = "disk limit exceeded: the task uses 21.3 MB of its 10 MB (sandbox)";
+        // News about another container of the task is stale.
+        assert!(
+            m.disk_limit(&key("t1"), &ContainerId::random(), message.into(), now)
+                .is_empty()
+        );
+        let actions = m.disk_limit(&key("t1"), &c, message.into(), now);
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Kill { grace, .. } if *grace == Duration::from_secs(2))
+            )
+        );
+        assert_eq!(m.phase(&key("t1")), Some(Phase::Killing));
+        assert!(
+            m.disk_targets().is_empty(),
+            "a task being killed is not measured"
+        );
+        // The next measurement (already in flight) finds it over again: one kill only.
+        assert!(m.disk_limit(&key("t1"), &c, message.into(), now).is_empty());
+        // A restarted agent resumes the kill with its cause.
+        let record = m.checkpoint().tasks[0].kill.clone().unwrap();
+        assert_eq!(record.cause, "disk_limit");
+        assert_eq!(
+            KillCause::restore(&record).1,
+            KillCause::DiskLimit(message.into())
+        );
+
+        let exit = Termination {
+            exit: ExitKind::Signaled(15),
+            limitation: None,
+        };
+        let actions = m.exited(&key("t1"), &c, Ok(exit), now);
+        let failed = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("the terminal update");
+        assert_eq!(failed.state, TaskState::TaskFailed as i32);
+        assert_eq!(
+            failed.reason,
+            TaskStatusReason::ReasonContainerLimitationDisk as i32
+        );
+        assert_eq!(
+            failed.message,
+            format!("{message} (killed by signal 15 (SIGTERM))")
         );
     }
 

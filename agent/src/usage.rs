@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Neither the loop nor a lock waits on the cgroup reads; a container whose
-//! containerizer cannot tell (no cgroups, fake, ended meanwhile) is left out.
+//! containerizer cannot tell (no cgroups, fake, ended meanwhile) is left out, unless
+//! disk isolation has measured its task ([`crate::disk`]): then its entry holds the
+//! disk figures only. `disk_used_bytes` is the last measurement (every
+//! `--container-disk-watch-interval`), `disk_limit_bytes` the task's `disk`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use serde::Serialize;
 use strata_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::Query;
+use crate::agent::{Query, RunningContainer};
 use crate::containerizer::{Containerizer, ResourceUsage};
 
 /// One entry of `/monitor/statistics` (Mesos' shape: the executor is the task).
@@ -46,6 +49,11 @@ pub struct Statistics {
     pub mem_total_bytes: Option<u64>,
     pub mem_peak_bytes: Option<u64>,
     pub mem_limit_bytes: Option<u64>,
+    /// Disk the task uses and its limit (disk isolation, issue 17).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_limit_bytes: Option<u64>,
 }
 
 impl Statistics {
@@ -64,6 +72,8 @@ impl Statistics {
             mem_total_bytes: u.mem_bytes,
             mem_peak_bytes: u.mem_peak_bytes,
             mem_limit_bytes: u.mem_limit_bytes,
+            disk_used_bytes: None,
+            disk_limit_bytes: None,
         }
     }
 
@@ -82,6 +92,8 @@ impl Statistics {
             mem_total_bytes: self.mem_total_bytes,
             mem_peak_bytes: self.mem_peak_bytes,
             mem_limit_bytes: self.mem_limit_bytes,
+            disk_used_bytes: self.disk_used_bytes,
+            disk_limit_bytes: self.disk_limit_bytes,
         }
     }
 }
@@ -96,16 +108,32 @@ pub(crate) async fn collect(
     queries.send(Query::Containers(tx)).await.ok()?;
     let containers = rx.await.ok()?;
     let mut out = Vec::with_capacity(containers.len());
-    for (key, container) in containers {
-        let Ok(usage) = containerizer.usage(container.clone()).await else {
-            continue;
+    for RunningContainer {
+        key,
+        container,
+        disk,
+    } in containers
+    {
+        let now = strata_proto::now_unix_seconds();
+        // A container the containerizer cannot tell about still has its disk.
+        let mut statistics = match (containerizer.usage(container.clone()).await, disk) {
+            (Ok(usage), _) => Statistics::new(&usage, now),
+            (Err(_), Some(_)) => Statistics {
+                timestamp: now,
+                ..Default::default()
+            },
+            (Err(_), None) => continue,
         };
+        if let Some((used, limit)) = disk {
+            statistics.disk_used_bytes = Some(used);
+            statistics.disk_limit_bytes = limit;
+        }
         out.push(MonitorEntry {
             framework_id: key.framework_id,
             executor_id: key.task_id.clone(),
             task_id: key.task_id,
             container_id: container.0,
-            statistics: Statistics::new(&usage, strata_proto::now_unix_seconds()),
+            statistics,
         });
     }
     Some(out)

@@ -578,6 +578,7 @@ fn with_volume(mut task: v1::TaskInfo, host_path: &str, container_path: &str) ->
             host_path: host_path.into(),
             container_path: container_path.into(),
             mode: v1::volume::Mode::Rw as i32,
+            ..Default::default()
         });
     }
     task
@@ -704,4 +705,236 @@ async fn a_container_cannot_make_the_agent_write_through_its_sandbox_files() {
     );
     agent.stop().await;
     master.stop().await;
+}
+
+/// Named volumes made for a test; removed (with `docker volume rm -f`) when dropped,
+/// whatever the test's outcome.
+struct TestVolumes(Vec<String>);
+
+impl TestVolumes {
+    fn new(n: usize) -> TestVolumes {
+        TestVolumes(
+            (0..n)
+                .map(|_| {
+                    format!(
+                        "strata-test-vol-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..12]
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for TestVolumes {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", name])
+                .output();
+        }
+    }
+}
+
+fn with_named_volume(
+    mut task: v1::TaskInfo,
+    name: &str,
+    container_path: &str,
+    mode: v1::volume::Mode,
+    driver: &str,
+) -> v1::TaskInfo {
+    if let Some(c) = task.container.as_mut() {
+        c.volumes.push(v1::Volume {
+            docker_volume: name.into(),
+            container_path: container_path.into(),
+            mode: mode as i32,
+            driver: driver.into(),
+            ..Default::default()
+        });
+    }
+    task
+}
+
+/// Whether the engine has the volume.
+fn volume_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["volume", "inspect", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The volume of `name` in the agent's `GET /volumes`.
+async fn listed(agent: &TestAgent, name: &str) -> Option<serde_json::Value> {
+    let (status, body) = agent.get_json("/volumes").await;
+    assert_eq!(status, 200, "{body}");
+    body["volumes"]
+        .as_array()
+        .expect("a list of volumes")
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_named_volume_outlives_its_tasks_and_is_listed_by_the_agent() {
+    let setup = Setup::new();
+    let volumes = TestVolumes::new(2);
+    let (vol, users_vol) = (&volumes.0[0], &volumes.0[1]);
+    // Ended containers are removed at once: the data must be in the volume.
+    let (mut master, agent) = start(&setup, Duration::ZERO).await;
+    assert!(!volume_exists(vol));
+
+    // A task writes into the volume, which the agent creates on first use.
+    master.run_task(
+        framework(),
+        with_named_volume(
+            docker_task(
+                "writer",
+                "cpus:0.2;mem:64",
+                "echo kept across tasks > /data/greeting",
+                image(IMAGE),
+            ),
+            vol,
+            "/data",
+            v1::volume::Mode::Rw,
+            "",
+        ),
+    );
+    let updates = master.follow("writer").await;
+    assert_eq!(
+        names(&updates).last(),
+        Some(&"TASK_FINISHED"),
+        "{updates:?}"
+    );
+    let labels = docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Driver}} {{index .Labels \"strata.volume\"}} {{index .Labels \"strata.agent\"}}",
+        vol,
+    ]);
+    assert_eq!(labels, format!("local true {}", setup.agent_id));
+    eventually("the writer's container to be removed", || {
+        containers_of(&setup.agent_id).is_empty()
+    })
+    .await;
+
+    // A second task, in a new container, reads what the first wrote (read-only).
+    master.run_task(
+        framework(),
+        with_named_volume(
+            docker_task(
+                "reader",
+                "cpus:0.2;mem:64",
+                "cat /data/greeting; touch /data/nope 2>/dev/null || echo read-only; sleep 60",
+                image(IMAGE),
+            ),
+            vol,
+            "/data",
+            v1::volume::Mode::Ro,
+            "",
+        ),
+    );
+    master.wait_state("reader", TaskState::TaskRunning).await;
+    let stdout = agent.sandbox("reader").join("stdout");
+    eventually("the reader's output", || {
+        std::fs::read_to_string(&stdout).is_ok_and(|s| s.contains("read-only"))
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&stdout).unwrap(),
+        "kept across tasks\nread-only\n"
+    );
+
+    // The agent lists the volume: its own, labelled, used by the running reader.
+    let v = listed(&agent, vol).await.expect("the volume is listed");
+    assert_eq!(v["driver"], "local");
+    assert_eq!(v["created_by_agent"], true);
+    assert_eq!(v["labels"]["strata.volume"], "true");
+    assert_eq!(v["labels"]["strata.agent"], setup.agent_id.as_str());
+    assert!(
+        v["mountpoint"]
+            .as_str()
+            .is_some_and(|m| m.contains(vol.as_str())),
+        "{v}"
+    );
+    assert!(
+        v["created_at"].as_str().is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
+    assert_eq!(
+        v["tasks"],
+        serde_json::json!([{"framework_id": FRAMEWORK, "task_id": "reader", "container_path": "/data", "read_only": true}])
+    );
+
+    master.kill_task("reader", Some(1.0));
+    let updates = master.follow("reader").await;
+    assert_eq!(names(&updates).last(), Some(&"TASK_KILLED"), "{updates:?}");
+    eventually("the reader's container to be removed", || {
+        containers_of(&setup.agent_id).is_empty()
+    })
+    .await;
+    // Both containers are gone; the volume and its data are not.
+    assert!(
+        volume_exists(vol),
+        "the volume was removed with its containers"
+    );
+    let v = listed(&agent, vol).await.expect("still listed");
+    assert_eq!(v["tasks"], serde_json::json!([]));
+
+    // A volume the user made is used as it is: not relabelled, and a task that asks
+    // for another driver fails with the reason.
+    docker(&["volume", "create", "--label", "owner=user", users_vol]);
+    master.run_task(
+        framework(),
+        with_named_volume(
+            docker_task(
+                "user-vol",
+                "cpus:0.2;mem:64",
+                "echo mine > /v/file",
+                image(IMAGE),
+            ),
+            users_vol,
+            "/v",
+            v1::volume::Mode::Rw,
+            "local",
+        ),
+    );
+    let updates = master.follow("user-vol").await;
+    assert_eq!(
+        names(&updates).last(),
+        Some(&"TASK_FINISHED"),
+        "{updates:?}"
+    );
+    assert_eq!(
+        docker(&["volume", "inspect", "-f", "{{json .Labels}}", users_vol]),
+        r#"{"owner":"user"}"#
+    );
+    master.run_task(
+        framework(),
+        with_named_volume(
+            docker_task("wrong-driver", "cpus:0.2;mem:64", "true", image(IMAGE)),
+            users_vol,
+            "/v",
+            v1::volume::Mode::Rw,
+            "no-such-driver",
+        ),
+    );
+    let updates = master.follow("wrong-driver").await;
+    let last = updates.last().unwrap();
+    assert_eq!(state_of(last), TaskState::TaskFailed, "{updates:?}");
+    assert!(
+        last.message.contains(&format!(
+            "Docker volume '{users_vol}' exists with driver 'local', not 'no-such-driver'"
+        )),
+        "{}",
+        last.message
+    );
+    assert!(volume_exists(users_vol));
+    // Not this agent's and not in use: not listed.
+    assert!(listed(&agent, users_vol).await.is_none());
+
+    agent.stop().await;
+    master.stop().await;
+    assert!(volume_exists(vol), "the volume outlives the agent too");
 }

@@ -14,6 +14,7 @@
 //! strata-bench proxy                   service proxy vs direct and HAProxy (services/proxy.rs)
 //! strata-bench propagation             kill to out of every agent's proxy (services/propagation.rs)
 //! strata-bench objects                 launches with configs and secrets vs without (objects.rs)
+//! strata-bench disk                    disk isolation (du every 1s) vs off, 200 tasks (disk.rs)
 //!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
 //! ```
 
@@ -30,6 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod apps;
 mod cluster;
+mod disk;
 mod docker;
 mod engine;
 mod failover;
@@ -96,6 +98,11 @@ enum Kind {
     /// launch latency p50/p99 and throughput per mode and the ratios objects/plain.
     /// Needs root.
     Objects(objects::ObjectsBenchArgs),
+    /// What disk isolation costs: one real agent (process containerizer) with 200
+    /// tasks that each wrote 50 small files, measured every `--interval` (1s), against
+    /// an agent with disk isolation off (`--container-disk-watch-interval 0`); launch
+    /// latency p50/p99 and CPU over a steady window per mode. Needs root.
+    Disk(disk::DiskBenchArgs),
     /// The proxy bench's service proxy as a process of its own (started by
     /// `strata-bench proxy`; not for direct use).
     #[command(hide = true)]
@@ -142,6 +149,7 @@ fn main() -> std::process::ExitCode {
                 services::propagation::bench_propagation(args).await,
             ),
             Some(Kind::Objects(args)) => ("objects", objects::bench_objects(args).await),
+            Some(Kind::Disk(args)) => ("disk", disk::bench_disk(args).await),
             Some(Kind::ProxyChild(args)) => ("proxy-child", services::proxy::run_child(args).await),
             Some(Kind::FailoverMaster(args)) => {
                 ("failover-master", failover::master::run_child(args).await)

@@ -513,6 +513,50 @@ impl TaskBuilder {
             host_path: host_path.into(),
             container_path: container_path.into(),
             mode: mode as i32,
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Mounts the Docker named volume `name` at `container_path` (read-only when
+    /// `read_only`). The agent creates the volume on first use (driver `local`,
+    /// labelled `strata.volume=true` and `strata.agent=<agent id>`) and uses one that
+    /// exists as it is; Strata never removes it, so the data outlives the task and is
+    /// there for the next task on that agent that mounts it. Docker tasks only; the
+    /// framework's principal needs the ACL action `use_docker_volumes` for the name.
+    ///
+    /// ```
+    /// use strata_framework_sdk::TaskBuilder;
+    ///
+    /// let task = TaskBuilder::new("db-1")
+    ///     .docker_image("postgres:16")
+    ///     .shell("docker-entrypoint.sh postgres")
+    ///     .cpus(1.0)
+    ///     .mem(512.0)
+    ///     .docker_volume("pgdata", "/var/lib/postgresql/data", false)
+    ///     .build("agent-1")
+    ///     .unwrap();
+    /// let volume = &task.container.unwrap().volumes[0];
+    /// assert_eq!(volume.docker_volume, "pgdata");
+    /// assert_eq!(volume.container_path, "/var/lib/postgresql/data");
+    /// assert!(volume.host_path.is_empty());
+    /// ```
+    pub fn docker_volume(
+        mut self,
+        name: impl Into<String>,
+        container_path: impl Into<String>,
+        read_only: bool,
+    ) -> Self {
+        let mode = if read_only {
+            v1::volume::Mode::Ro
+        } else {
+            v1::volume::Mode::Rw
+        };
+        self.docker_mut().volumes.push(v1::Volume {
+            docker_volume: name.into(),
+            container_path: container_path.into(),
+            mode: mode as i32,
+            ..Default::default()
         });
         self
     }

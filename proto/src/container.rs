@@ -10,6 +10,9 @@ use crate::v1::{self, container_info, docker_info, volume};
 /// Where an agent mounts a Docker task's sandbox inside its container.
 pub const SANDBOX_MOUNT: &str = "/mnt/sandbox";
 
+/// The longest Docker named volume (and volume driver) name accepted.
+pub const MAX_DOCKER_VOLUME_NAME: usize = 255;
+
 /// The name of the agent attribute that lists the containerizers an agent runs
 /// (comma separated, e.g. `process,docker`).
 pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
@@ -31,7 +34,9 @@ pub fn is_docker(task: &v1::TaskInfo) -> bool {
 
 /// Checks the task's container against its (validated) resources: a Docker task names
 /// an image; port mappings use bridge networking and host ports among the task's
-/// `ports`; volumes have absolute paths. A task without a container passes.
+/// `ports`; each volume has one source (an absolute host path, or a Docker named volume
+/// of a name the engine accepts) and an absolute container path without `..`; a named
+/// volume needs a Docker container. A task without a container passes.
 pub fn validate(task: &v1::TaskInfo, resources: &Resources) -> Result<(), ContainerError> {
     let err = |message: String| ContainerError {
         task_id: task.task_id.clone(),
@@ -48,6 +53,17 @@ pub fn validate(task: &v1::TaskInfo, resources: &Resources) -> Result<(), Contai
     })?;
     match kind {
         container_info::Type::Unspecified => {
+            if let Some((i, v)) = container
+                .volumes
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.docker_volume.is_empty())
+            {
+                return Err(err(format!(
+                    "container.volumes[{i}].docker_volume '{}' needs a Docker container: set container.type to DOCKER (process tasks cannot mount Docker volumes)",
+                    v.docker_volume
+                )));
+            }
             if container.docker.is_some() || !container.volumes.is_empty() {
                 return Err(err(
                     "container.type is not set: set it to DOCKER to run in a Docker container"
@@ -61,8 +77,15 @@ pub fn validate(task: &v1::TaskInfo, resources: &Resources) -> Result<(), Contai
                 err("container.type is DOCKER but container.docker is missing: set container.docker.image".into())
             })?;
             validate_docker(docker, resources).map_err(&err)?;
-            for v in &container.volumes {
-                validate_volume(v).map_err(&err)?;
+            let mut paths = HashSet::new();
+            for (i, v) in container.volumes.iter().enumerate() {
+                validate_volume(i, v).map_err(&err)?;
+                if !paths.insert(v.container_path.trim_end_matches('/')) {
+                    return Err(err(format!(
+                        "container.volumes[{i}].container_path '{}' is mounted twice: give each volume its own path",
+                        v.container_path
+                    )));
+                }
             }
             Ok(())
         }
@@ -140,29 +163,117 @@ fn validate_docker(docker: &v1::DockerInfo, resources: &Resources) -> Result<(),
     Ok(())
 }
 
-fn validate_volume(v: &v1::Volume) -> Result<(), String> {
-    for (what, path) in [
-        ("host_path", &v.host_path),
-        ("container_path", &v.container_path),
-    ] {
-        if !path.starts_with('/') {
+/// Checks a Docker named volume's name: what the engine accepts
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`MAX_DOCKER_VOLUME_NAME`] bytes). The error
+/// says what is wrong, without naming the field (the caller does).
+pub fn validate_docker_volume_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty: name the volume, e.g. pgdata".into());
+    }
+    if name.len() > MAX_DOCKER_VOLUME_NAME {
+        return Err(format!(
+            "is {} bytes long: at most {MAX_DOCKER_VOLUME_NAME}",
+            name.len()
+        ));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(
+            "is not a Docker volume name: use letters, digits, '_', '.' and '-', starting with a letter or a digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a volume driver's name (`local`, or a plugin such as `rexray/ebs:latest`).
+fn validate_driver(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.len() > MAX_DOCKER_VOLUME_NAME
+        || !first_ok
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/'))
+    {
+        return Err(format!(
+            "is not a volume driver name: use letters, digits, '_', '.', '-', ':' and '/', starting with a letter or a digit, at most {MAX_DOCKER_VOLUME_NAME} bytes (or leave it empty for local)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks volume `i` of a Docker container: one source (a host path or a named
+/// volume), an absolute container path without `..`, a known mode.
+fn validate_volume(i: usize, v: &v1::Volume) -> Result<(), String> {
+    let field = |name: &str| format!("container.volumes[{i}].{name}");
+    match (v.host_path.is_empty(), v.docker_volume.is_empty()) {
+        (true, true) => {
             return Err(format!(
-                "volume {what} '{path}' is not an absolute path: start it with '/'"
+                "container.volumes[{i}] has no source: set host_path (a path on the agent) or docker_volume (a Docker named volume)"
             ));
         }
-        if path.contains(':') || path.contains(',') || path.chars().any(char::is_control) {
+        (false, false) => {
             return Err(format!(
-                "volume {what} '{path}' contains ':', ',' or control characters"
+                "container.volumes[{i}] sets both host_path '{}' and docker_volume '{}': set one of them",
+                v.host_path, v.docker_volume
             ));
+        }
+        (false, true) => {
+            check_path(&field("host_path"), &v.host_path)?;
+            if !v.driver.is_empty() {
+                return Err(format!(
+                    "{} '{}' is only for a docker_volume, not a host_path",
+                    field("driver"),
+                    v.driver
+                ));
+            }
+        }
+        (true, false) => {
+            validate_docker_volume_name(&v.docker_volume)
+                .map_err(|why| format!("{} '{}' {why}", field("docker_volume"), v.docker_volume))?;
+            if !v.driver.is_empty() {
+                validate_driver(&v.driver)
+                    .map_err(|why| format!("{} '{}' {why}", field("driver"), v.driver))?;
+            }
         }
     }
-    if v.container_path == SANDBOX_MOUNT {
+    check_path(&field("container_path"), &v.container_path)?;
+    if v.container_path.split('/').any(|part| part == "..") {
         return Err(format!(
-            "volume container_path {SANDBOX_MOUNT} is where the sandbox is mounted: pick another path"
+            "{} '{}' contains '..': give the path itself",
+            field("container_path"),
+            v.container_path
+        ));
+    }
+    if v.container_path.trim_end_matches('/').is_empty() {
+        return Err(format!(
+            "{} '/' is the container's root: pick a directory, e.g. /data",
+            field("container_path")
+        ));
+    }
+    if v.container_path.trim_end_matches('/') == SANDBOX_MOUNT {
+        return Err(format!(
+            "{} {SANDBOX_MOUNT} is where the sandbox is mounted: pick another path",
+            field("container_path")
         ));
     }
     volume::Mode::try_from(v.mode)
-        .map_err(|_| format!("volume mode {} is unknown: use RW or RO", v.mode))?;
+        .map_err(|_| format!("{} {} is unknown: use RW or RO", field("mode"), v.mode))?;
+    Ok(())
+}
+
+/// An absolute path that fits Docker's `source:target:mode` bind syntax.
+fn check_path(field: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{field} '{path}' is not an absolute path: start it with '/'"
+        ));
+    }
+    if path.contains(':') || path.contains(',') || path.chars().any(char::is_control) {
+        return Err(format!(
+            "{field} '{path}' contains ':', ',' or control characters"
+        ));
+    }
     Ok(())
 }
 
@@ -208,6 +319,7 @@ mod tests {
             host_path: "/data".into(),
             container_path: "/data".into(),
             mode: volume::Mode::Ro as i32,
+            ..Default::default()
         };
         let t = docker_task(docker, vec![vol]);
         assert!(is_docker(&t));
@@ -240,6 +352,7 @@ mod tests {
             host_path: "data".into(),
             container_path: "/data".into(),
             mode: 0,
+            ..Default::default()
         };
         let e = check(&docker_task(image("busybox"), vec![vol])).unwrap_err();
         assert!(e.contains("not an absolute path"), "{e}");
@@ -257,6 +370,128 @@ mod tests {
             check(&t)
                 .unwrap_err()
                 .contains("container.docker is missing")
+        );
+    }
+
+    fn named(name: &str, container_path: &str) -> v1::Volume {
+        v1::Volume {
+            docker_volume: name.into(),
+            container_path: container_path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn named_volumes_need_a_good_name_a_good_path_and_docker() {
+        let ok = docker_task(
+            image("busybox"),
+            vec![
+                named("pgdata", "/var/lib/postgresql/data"),
+                v1::Volume {
+                    driver: "local".into(),
+                    mode: volume::Mode::Ro as i32,
+                    ..named("strata-test.vol_1", "/ro")
+                },
+            ],
+        );
+        assert_eq!(check(&ok), Ok(()));
+        let long = "v".repeat(MAX_DOCKER_VOLUME_NAME);
+        assert_eq!(
+            check(&docker_task(image("busybox"), vec![named(&long, "/d")])),
+            Ok(())
+        );
+
+        let refused =
+            |volumes: Vec<v1::Volume>| check(&docker_task(image("busybox"), volumes)).unwrap_err();
+        let cases = [
+            (
+                vec![named("bad name", "/d")],
+                "task 't': container.volumes[0].docker_volume 'bad name' is not a Docker volume name",
+            ),
+            (
+                vec![named("-x", "/d")],
+                "container.volumes[0].docker_volume '-x' is not a Docker volume name",
+            ),
+            (
+                vec![named("a/b", "/d")],
+                "docker_volume 'a/b' is not a Docker volume name",
+            ),
+            (
+                vec![named(&format!("{long}v"), "/d")],
+                "is 256 bytes long: at most 255",
+            ),
+            (
+                vec![named("v", "data")],
+                "container.volumes[0].container_path 'data' is not an absolute path",
+            ),
+            (
+                vec![named("v", "/data/../etc")],
+                "container.volumes[0].container_path '/data/../etc' contains '..'",
+            ),
+            (
+                vec![named("v", "/")],
+                "container_path '/' is the container's root",
+            ),
+            (
+                vec![named("v", "/mnt/sandbox/")],
+                "is where the sandbox is mounted",
+            ),
+            (vec![named("v", "/a:b")], "contains ':'"),
+            (
+                vec![named("v", "/d"), named("w", "/d/")],
+                "container.volumes[1].container_path '/d/' is mounted twice",
+            ),
+            (
+                vec![v1::Volume {
+                    host_path: "/srv".into(),
+                    ..named("v", "/d")
+                }],
+                "container.volumes[0] sets both host_path '/srv' and docker_volume 'v'",
+            ),
+            (vec![named("", "/d")], "container.volumes[0] has no source"),
+            (
+                vec![v1::Volume {
+                    driver: "bad driver".into(),
+                    ..named("v", "/d")
+                }],
+                "container.volumes[0].driver 'bad driver' is not a volume driver name",
+            ),
+            (
+                vec![v1::Volume {
+                    host_path: "/srv".into(),
+                    driver: "local".into(),
+                    ..Default::default()
+                }],
+                "container.volumes[0].driver 'local' is only for a docker_volume",
+            ),
+            (
+                vec![v1::Volume {
+                    mode: 7,
+                    ..named("v", "/d")
+                }],
+                "container.volumes[0].mode 7 is unknown",
+            ),
+        ];
+        for (volumes, want) in cases {
+            let e = refused(volumes);
+            assert!(e.contains(want), "want '{want}' in: {e}");
+        }
+
+        // A process task (no container type) cannot mount a named volume.
+        let process = v1::TaskInfo {
+            task_id: "p".into(),
+            container: Some(v1::ContainerInfo {
+                volumes: vec![named("v", "/d")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = check(&process).unwrap_err();
+        assert!(
+            e.starts_with(
+                "task 'p': container.volumes[0].docker_volume 'v' needs a Docker container"
+            ),
+            "{e}"
         );
     }
 }

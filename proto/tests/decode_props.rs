@@ -399,12 +399,15 @@ fn container_info() -> impl Strategy<Value = v1::ContainerInfo> {
                 force_pull,
             },
         );
-    let volume =
-        (text(), text(), -1i32..4).prop_map(|(host_path, container_path, mode)| v1::Volume {
+    let volume = (text(), text(), -1i32..4, text(), text()).prop_map(
+        |(host_path, container_path, mode, docker_volume, driver)| v1::Volume {
             host_path,
             container_path,
             mode,
-        });
+            docker_volume,
+            driver,
+        },
+    );
     (
         -1i32..3,
         prop::option::of(docker),
@@ -538,6 +541,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 host_path: "/data".into(),
                 container_path: "/data".into(),
                 mode: 2,
+                ..Default::default()
             }],
         }),
         health_check: Some(v1::HealthCheck {

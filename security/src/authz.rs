@@ -50,6 +50,9 @@ pub enum Action {
     UseImages,
     /// Mount a host path into a Docker task (object: the path).
     UseHostVolumes,
+    /// Mount a Docker named volume into a Docker task, creating it on first use
+    /// (object: the volume's name).
+    UseDockerVolumes,
     /// Reserve resources for a role (object: the role).
     ReserveResources,
     /// Release a reservation of a role (object: the role).
@@ -93,11 +96,12 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the ACL file documents them.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::UseImages,
         Action::UseHostVolumes,
+        Action::UseDockerVolumes,
         Action::ReserveResources,
         Action::UnreserveResources,
         Action::TeardownFrameworks,
@@ -125,6 +129,7 @@ impl Action {
             Action::RunTasks => "run_tasks",
             Action::UseImages => "use_images",
             Action::UseHostVolumes => "use_host_volumes",
+            Action::UseDockerVolumes => "use_docker_volumes",
             Action::ReserveResources => "reserve_resources",
             Action::UnreserveResources => "unreserve_resources",
             Action::TeardownFrameworks => "teardown_frameworks",
@@ -156,6 +161,7 @@ impl Action {
             Action::RunTasks => "users",
             Action::UseImages => "images",
             Action::UseHostVolumes => "paths",
+            Action::UseDockerVolumes => "volumes",
             Action::TeardownFrameworks
             | Action::ViewFrameworks
             | Action::ViewTasks
@@ -208,6 +214,7 @@ impl Action {
             Action::RunTasks => format!("run tasks as user '{object}'"),
             Action::UseImages => format!("run the image '{object}'"),
             Action::UseHostVolumes => format!("mount the host path '{object}'"),
+            Action::UseDockerVolumes => format!("use the Docker volume '{object}'"),
             Action::ReserveResources => format!("reserve resources for role '{object}'"),
             Action::UnreserveResources => format!("unreserve resources of role '{object}'"),
             Action::TeardownFrameworks => format!("tear down frameworks of '{object}'"),
@@ -451,8 +458,9 @@ impl Acls {
     }
 
     /// What a secure master, agent and App API apply without `--acls`: any principal
-    /// may register any role, run tasks as any user but root, use any image and host
-    /// path (the agents' `--docker-volume-allow` still applies), see and tear down its
+    /// may register any role, run tasks as any user but root, use any image, host
+    /// path (the agents' `--docker-volume-allow` still applies) and Docker named
+    /// volume, see and tear down its
     /// own frameworks and use the App API; the operator principal `admin` may do
     /// everything else, secrets and configs included (their owners' rights are the
     /// master's, not the ACLs'). Anything not named is refused.
@@ -472,6 +480,7 @@ impl Acls {
                 Action::RegisterFrameworks
                 | Action::UseImages
                 | Action::UseHostVolumes
+                | Action::UseDockerVolumes
                 | Action::ReserveResources
                 | Action::UnreserveResources
                 | Action::ViewApps
@@ -850,6 +859,7 @@ mod tests {
             r#"{"permissive": false,
                 "use_images": [{"principals": {"type": "ANY"}, "images": {"values": ["registry.local/*"]}}],
                 "use_host_volumes": [{"principals": {"type": "ANY"}, "paths": {"values": ["/data/"]}}],
+                "use_docker_volumes": [{"principals": {"values": ["web"]}, "volumes": {"values": ["web-*"]}}],
                 "register_frameworks": [{"principals": {"type": "ANY"}, "roles": {"values": ["*"]}}]}"#,
         )
         .unwrap();
@@ -867,6 +877,22 @@ mod tests {
         );
         assert!(acls.decide(&p, Action::RegisterFrameworks, "*").is_ok());
         assert!(acls.decide(&p, Action::RegisterFrameworks, "web").is_err());
+        // Docker volume names are names, not paths: a prefix pattern, no directories.
+        assert!(
+            acls.decide(&p, Action::UseDockerVolumes, "web-cache")
+                .is_ok()
+        );
+        assert!(acls.decide(&p, Action::UseDockerVolumes, "db").is_err());
+        assert!(
+            acls.decide(&user("db"), Action::UseDockerVolumes, "web-cache")
+                .is_err()
+        );
+        // The built-in ACLs let anyone use any named volume, as any host path.
+        assert!(
+            Acls::secure_default()
+                .decide(&Principal::Anonymous, Action::UseDockerVolumes, "pgdata")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -226,8 +226,8 @@ type Reply<T> = Result<Json<T>, Failure>;
 /// What deploying `spec` asks of the ACLs besides `manage_apps` on its id: what the
 /// master would ask of the framework's principal for its tasks (the spec's user, its
 /// image, each secret it references: `use_secrets`, issue 16; configs are usable by
-/// anyone). Specs have no host path volumes yet; `use_host_volumes` joins here when
-/// they do.
+/// anyone; each Docker named volume: `use_docker_volumes`, issue 17). Specs have no
+/// host path volumes yet; `use_host_volumes` joins here when they do.
 pub fn deploy_permissions(spec: &AppSpec) -> Vec<(Action, String)> {
     let mut asks = Vec::new();
     if let Some(user) = &spec.user {
@@ -238,6 +238,9 @@ pub fn deploy_permissions(spec: &AppSpec) -> Vec<(Action, String)> {
     }
     for secret in spec.secret_names() {
         asks.push((Action::UseSecrets, secret));
+    }
+    for volume in spec.docker_volume_names() {
+        asks.push((Action::UseDockerVolumes, volume));
     }
     asks
 }
@@ -982,6 +985,13 @@ mod tests {
                 (Action::UseSecrets, "db-pass".to_string()),
                 (Action::UseSecrets, "tls.key".to_string())
             ]
+        );
+        let mut spec = app("web");
+        spec["image"] = json!("busybox:1");
+        spec["volumes"] = json!([{"docker_volume": "web-cache", "container_path": "/cache"}]);
+        assert!(
+            deploy_permissions(&AppSpec::from_json(spec).unwrap())
+                .contains(&(Action::UseDockerVolumes, "web-cache".to_string()))
         );
     }
 }

@@ -1766,7 +1766,23 @@ fn build_task(
                 pull_policy: pull as i32,
                 force_pull: false,
             }),
-            volumes: vec![],
+            // Docker named volumes (issue 17); validated with the spec.
+            volumes: spec
+                .volumes
+                .iter()
+                .filter_map(|v| {
+                    let mode = match v.mode.as_deref() {
+                        Some("ro") => v1::volume::Mode::Ro,
+                        _ => v1::volume::Mode::Rw,
+                    };
+                    Some(v1::Volume {
+                        docker_volume: v.docker_volume.clone()?,
+                        container_path: v.container_path.clone(),
+                        mode: mode as i32,
+                        ..Default::default()
+                    })
+                })
+                .collect(),
         }
     });
     let health_check = spec.health_checks.first().map(|h| {
@@ -1936,6 +1952,41 @@ mod tests {
         // A new instance wanted: revive.
         let (_, actions) = c.scale("a", 3, 5.0).unwrap();
         assert!(actions.contains(&Action::Revive), "{actions:?}");
+    }
+
+    #[test]
+    fn a_docker_app_mounts_its_named_volumes() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let app = serde_json::json!({"id": "db", "image": "postgres:16", "cpus": 1,
+            "volumes": [{"docker_volume": "pgdata", "container_path": "/var/lib/postgresql/data"},
+                        {"docker_volume": "seed", "container_path": "/seed", "mode": "ro"}]});
+        c.deploy(spec(app), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        let volumes = &tasks[0].container.as_ref().unwrap().volumes;
+        let seen: Vec<(&str, &str, v1::volume::Mode, &str)> = volumes
+            .iter()
+            .map(|v| {
+                (
+                    v.docker_volume.as_str(),
+                    v.container_path.as_str(),
+                    v1::volume::Mode::try_from(v.mode).unwrap(),
+                    v.host_path.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "pgdata",
+                    "/var/lib/postgresql/data",
+                    v1::volume::Mode::Rw,
+                    ""
+                ),
+                ("seed", "/seed", v1::volume::Mode::Ro, "")
+            ]
+        );
     }
 
     /// A scale while offers are suppressed: the framework revives, and until an offer

@@ -54,6 +54,10 @@ pub struct AppSpec {
     /// container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<ObjectFile>,
+    /// Docker named volumes mounted into a Docker app's containers (Swarm's volumes,
+    /// issue 17).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
     /// Host ports, one per entry; tasks see `$PORT0`, `$PORT1`, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
@@ -91,6 +95,24 @@ pub struct AppSpec {
     /// framework's role (its reservations). Unset: both, reservations first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_resource_roles: Option<Vec<String>>,
+}
+
+/// A volume of a Docker app: a Docker named volume mounted at an absolute path in the
+/// container. The agent a task lands on creates the volume on first use and never
+/// removes it: the data stays on that agent for the next task that mounts it (the
+/// instances of an app on one agent share it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// The engine's volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255). Required:
+    /// named volumes are the only kind of volume yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_volume: Option<String>,
+    /// An absolute path in the container, without `..`.
+    pub container_path: String,
+    /// `rw` (the default) or `ro`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A secret or config delivered to the app's tasks as a file.
@@ -688,6 +710,7 @@ impl AppSpec {
             }
         }
         self.validate_docker()?;
+        self.validate_volumes()?;
         self.validate_objects()?;
         self.validate_ports()?;
         for (i, constraint) in self.constraints.iter().enumerate() {
@@ -998,6 +1021,69 @@ impl AppSpec {
             one_of(field, value, allowed)?;
         }
         Ok(())
+    }
+
+    /// The Docker named volumes: only with `image`; each named as the engine accepts,
+    /// at its own absolute container path, `rw` or `ro`.
+    fn validate_volumes(&self) -> Result<(), SpecError> {
+        let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            let field = |name: &str| format!("volumes[{i}].{name}");
+            let Some(name) = &v.docker_volume else {
+                return Err(SpecError::new(
+                    field("docker_volume"),
+                    "is required: name the Docker volume to mount, e.g. {docker_volume: pgdata, container_path: /data}",
+                ));
+            };
+            if self.image.is_none() {
+                return Err(SpecError::new(
+                    field("docker_volume"),
+                    "only with image: Docker volumes are mounted into Docker containers",
+                ));
+            }
+            strata_proto::container::validate_docker_volume_name(name)
+                .map_err(|why| SpecError::new(field("docker_volume"), format!("'{name}' {why}")))?;
+            let path = v.container_path.as_str();
+            let problem = if !path.starts_with('/') {
+                Some("is not an absolute path: start it with '/'")
+            } else if path.split('/').any(|part| part == "..") {
+                Some("contains '..'")
+            } else if path.contains(':') || path.contains(',') || path.chars().any(char::is_control)
+            {
+                Some("contains ':', ',' or control characters")
+            } else if path.trim_end_matches('/').is_empty() {
+                Some("is the container's root: pick a directory, e.g. /data")
+            } else if path.trim_end_matches('/') == strata_proto::container::SANDBOX_MOUNT {
+                Some("is where the sandbox is mounted: pick another path")
+            } else {
+                None
+            };
+            if let Some(why) = problem {
+                return Err(SpecError::new(
+                    field("container_path"),
+                    format!("'{path}' {why}"),
+                ));
+            }
+            if let Some(first) = paths.insert(path.trim_end_matches('/'), i) {
+                return Err(SpecError::new(
+                    field("container_path"),
+                    format!("'{path}' is also the container_path of volumes[{first}]"),
+                ));
+            }
+            if let Some(mode) = &v.mode {
+                one_of(&field("mode"), mode, &["rw", "ro"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Docker volumes the tasks mount (what a deploy asks `use_docker_volumes`
+    /// for).
+    pub fn docker_volume_names(&self) -> BTreeSet<String> {
+        self.volumes
+            .iter()
+            .filter_map(|v| v.docker_volume.clone())
+            .collect()
     }
 
     fn validate_ports(&self) -> Result<(), SpecError> {
@@ -1497,6 +1583,11 @@ configs:
   - source: nginx-conf
     target: /etc/nginx/nginx.conf
   - source: motd
+volumes:
+  - {docker_volume: web-cache, container_path: /var/cache/nginx}
+  - docker_volume: web-static
+    container_path: /srv
+    mode: ro
 ports:
   - host_port: 0
     container_port: 80
@@ -1599,6 +1690,18 @@ accepted_resource_roles: ["*", web]
                 ObjectFile {
                     source: "motd".into(),
                     target: None,
+                },
+            ],
+            volumes: vec![
+                VolumeSpec {
+                    docker_volume: Some("web-cache".into()),
+                    container_path: "/var/cache/nginx".into(),
+                    mode: None,
+                },
+                VolumeSpec {
+                    docker_volume: Some("web-static".into()),
+                    container_path: "/srv".into(),
+                    mode: Some("ro".into()),
                 },
             ],
             ports: vec![
@@ -2543,6 +2646,110 @@ accepted_resource_roles: ["*", web]
             },
             "pull",
         );
+    }
+
+    #[test]
+    fn docker_volume_rules() {
+        let vol = |name: Option<&str>, path: &str, mode: Option<&str>| VolumeSpec {
+            docker_volume: name.map(str::to_string),
+            container_path: path.into(),
+            mode: mode.map(str::to_string),
+        };
+        let with = |spec: AppSpec, volumes: Vec<VolumeSpec>| AppSpec { volumes, ..spec };
+        let good = with(
+            image(),
+            vec![
+                vol(Some("pgdata"), "/var/lib/postgresql/data", None),
+                vol(Some("shared.assets_1"), "/srv/", Some("ro")),
+            ],
+        );
+        assert_eq!(good.validate(), Ok(()));
+        assert_eq!(
+            good.docker_volume_names().into_iter().collect::<Vec<_>>(),
+            ["pgdata", "shared.assets_1"]
+        );
+        let cases = [
+            (
+                with(base(), vec![vol(Some("pgdata"), "/data", None)]),
+                "volumes[0].docker_volume",
+                "only with image",
+            ),
+            (
+                with(image(), vec![vol(None, "/data", None)]),
+                "volumes[0].docker_volume",
+                "is required",
+            ),
+            (
+                with(image(), vec![vol(Some("my data"), "/data", None)]),
+                "volumes[0].docker_volume",
+                "'my data' is not a Docker volume name",
+            ),
+            (
+                with(image(), vec![vol(Some(&"v".repeat(256)), "/data", None)]),
+                "volumes[0].docker_volume",
+                "at most 255",
+            ),
+            (
+                with(image(), vec![vol(Some("v"), "data", None)]),
+                "volumes[0].container_path",
+                "'data' is not an absolute path",
+            ),
+            (
+                with(image(), vec![vol(Some("v"), "/data/../etc", None)]),
+                "volumes[0].container_path",
+                "contains '..'",
+            ),
+            (
+                with(image(), vec![vol(Some("v"), "/", None)]),
+                "volumes[0].container_path",
+                "the container's root",
+            ),
+            (
+                with(image(), vec![vol(Some("v"), "/mnt/sandbox", None)]),
+                "volumes[0].container_path",
+                "where the sandbox is mounted",
+            ),
+            (
+                with(
+                    image(),
+                    vec![vol(Some("v"), "/d", None), vol(Some("w"), "/d/", None)],
+                ),
+                "volumes[1].container_path",
+                "'/d/' is also the container_path of volumes[0]",
+            ),
+            (
+                with(image(), vec![vol(Some("v"), "/d", Some("rwx"))]),
+                "volumes[0].mode",
+                "expected one of rw, ro",
+            ),
+        ];
+        for (spec, field, want) in cases {
+            let e = refused(spec, field);
+            assert!(e.reason.contains(want), "{field}: {e}");
+        }
+        // The example of docs/app-api.md's "Docker volumes" section parses.
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-api.md"))
+            .expect("docs/app-api.md");
+        let section = &doc[doc
+            .find("#### Docker volumes")
+            .expect("docs/app-api.md has a Docker volumes section")..];
+        let start = section.find("```yaml\n").expect("it shows a spec") + "```yaml\n".len();
+        let end = start + section[start..].find("```").expect("the block ends");
+        let example = AppSpec::parse(&section[start..end]).expect("the docs' example parses");
+        assert_eq!(
+            example
+                .docker_volume_names()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["pgdata", "seed-data"]
+        );
+        assert_eq!(example.volumes[1].mode.as_deref(), Some("ro"));
+        // Unknown keys of a volume are named too.
+        let e = parse_refused(
+            "id: db\nimage: postgres\nvolumes:\n  - {docker_volume: pgdata, container_path: /d, size: 5}\n",
+            "volumes[0].size",
+        );
+        assert!(e.reason.starts_with("unknown field"), "{e}");
     }
 
     #[test]

@@ -58,6 +58,19 @@
 //! of absolute paths into `WORK_DIR/runtime/docker-configs/<container>/` on the host,
 //! bound read-only at that path and removed when the container has ended.
 //!
+//! Docker named volumes (issue 17): a volume with `docker_volume` is the engine's
+//! volume of that name, bound at its container path with its mode. At launch the agent
+//! inspects it and, when the engine has none of that name, creates it (driver
+//! `driver`, else `local`; labels [`LABEL_VOLUME`]`=true` and
+//! [`LABEL_VOLUME_AGENT`]`=<agent id>`) before creating the container, so the engine
+//! never makes it unlabelled on its own. A volume that exists (made by the user, or by
+//! an earlier task here or on another agent of this engine) is used as it is; only a
+//! `driver` that differs from the existing volume's fails the task. Strata never
+//! removes a named volume: containers are removed without `v` (and the engine never
+//! removes named volumes with a container anyway), recovery and hygiene leave volumes
+//! alone, and a launch that fails after creating one keeps it for the next. The
+//! agent's `GET /volumes` lists them ([`list_volumes`]).
+//!
 //! Recovery (an agent that died and restarted): the containers keep running without
 //! the agent. `recover` inspects each checkpointed container by name: one that exists
 //! (running or exited) is taken back, its output copied again into the sandbox from
@@ -78,10 +91,11 @@ use bollard::errors::Error as EngineError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, PortBinding, PortMap,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -124,6 +138,15 @@ pub const LABEL_AGENT: &str = "strata.agent_id";
 pub const LABEL_FRAMEWORK: &str = "strata.framework_id";
 pub const LABEL_TASK: &str = "strata.task_id";
 pub const LABEL_CONTAINER: &str = "strata.container_id";
+/// Label keys on every Docker named volume the agent creates: `strata.volume=true`
+/// and `strata.agent=<the id of the agent that created it>`.
+pub const LABEL_VOLUME: &str = "strata.volume";
+pub const LABEL_VOLUME_AGENT: &str = "strata.agent";
+/// Label key on a container that mounts named volumes: their names, comma separated
+/// (names have no commas), so `/volumes` tells them from the image's anonymous ones.
+pub const LABEL_CONTAINER_VOLUMES: &str = "strata.docker_volumes";
+/// The driver of a named volume the agent creates when the task names none.
+pub const DEFAULT_VOLUME_DRIVER: &str = "local";
 /// Container names start with this, then the agent id and the container id.
 pub const NAME_PREFIX: &str = "strata-";
 
@@ -533,6 +556,8 @@ impl DockerContainerizer {
                     &id,
                     Some(RemoveContainerOptions {
                         force: true,
+                        // Volumes are kept (named ones are never Strata's to remove).
+                        v: false,
                         ..Default::default()
                     }),
                 )
@@ -584,7 +609,8 @@ impl DockerContainerizer {
             ContainerError::Docker("the task has no container.docker (no image)".into())
         })?;
         let mut volumes = container.volumes.clone();
-        for v in &mut volumes {
+        // Host paths only: a named volume is the engine's (created below).
+        for v in volumes.iter_mut().filter(|v| v.docker_volume.is_empty()) {
             let allowed = self
                 .options
                 .allowed_host_path(&v.host_path)
@@ -611,6 +637,11 @@ impl DockerContainerizer {
         let docker = self.client().await?;
         let image = image_reference(docker_info.image.trim());
         self.ensure_image(&docker, &image, &docker_info).await?;
+        // Named volumes before the container: the engine would make a missing one
+        // itself, without our labels.
+        for v in volumes.iter().filter(|v| !v.docker_volume.is_empty()) {
+            self.ensure_volume(&docker, v, &spec.agent_id).await?;
+        }
 
         // Configs and secrets (issue 16): the staging tmpfs is detached from the host
         // when this returns (the started container keeps its bind of it).
@@ -722,6 +753,60 @@ impl DockerContainerizer {
             }
         }
         Ok(())
+    }
+
+    /// Makes sure the named volume of `v` exists: used as it is when the engine has
+    /// it (refused only when `v.driver` names another driver), else created with the
+    /// driver and this agent's labels. Never removed by Strata.
+    async fn ensure_volume(
+        &self,
+        docker: &Docker,
+        v: &v1::Volume,
+        agent_id: &str,
+    ) -> Result<(), ContainerError> {
+        let name = v.docker_volume.as_str();
+        match docker.inspect_volume(name).await {
+            Ok(existing) => {
+                if !v.driver.is_empty() && existing.driver != v.driver {
+                    return Err(ContainerError::Docker(format!(
+                        "Docker volume '{name}' exists with driver '{}', not '{}': use the volume's driver or another name",
+                        existing.driver, v.driver
+                    )));
+                }
+                tracing::debug!(volume = %name, driver = %existing.driver, "using an existing Docker volume");
+                Ok(())
+            }
+            Err(e) if status_of(&e) == Some(404) => {
+                let driver = if v.driver.is_empty() {
+                    DEFAULT_VOLUME_DRIVER
+                } else {
+                    v.driver.as_str()
+                };
+                let labels = HashMap::from([
+                    (LABEL_VOLUME.to_string(), "true".to_string()),
+                    (LABEL_VOLUME_AGENT.to_string(), agent_id.to_string()),
+                ]);
+                // Two launches racing here both succeed: the engine answers a create of
+                // an existing name and driver with that volume.
+                let created = docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(name.to_string()),
+                        driver: Some(driver.to_string()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        self.engine_error(
+                            &format!("cannot create Docker volume '{name}' (driver '{driver}')"),
+                            &e,
+                        )
+                    })?;
+                tracing::info!(volume = %name, %driver, mountpoint = %created.mountpoint, "created a Docker volume (Strata never removes it)");
+                Ok(())
+            }
+            Err(e) => Err(self.engine_error(&format!("cannot inspect Docker volume '{name}'"), &e)),
+        }
     }
 
     async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
@@ -1119,6 +1204,116 @@ pub async fn connect(socket: &Path) -> Result<Docker, ConnectError> {
     }
 }
 
+/// A Docker named volume as the agent's `GET /volumes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedVolume {
+    pub name: String,
+    pub driver: String,
+    /// Where the engine keeps its data on this host.
+    pub mountpoint: String,
+    /// When the engine created it, as the engine says it (RFC 3339; empty when it
+    /// does not say).
+    pub created_at: String,
+    /// Whether this agent created it (labelled `strata.agent=<this agent's id>`);
+    /// false: it existed before (the user's, or another agent's) and a task here
+    /// mounts it now.
+    pub created_by_agent: bool,
+    /// The volume's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The tasks whose running containers mount it now.
+    pub tasks: Vec<VolumeUser>,
+}
+
+/// A running task that mounts a named volume.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumeUser {
+    pub framework_id: String,
+    pub task_id: String,
+    /// Where the volume is mounted in the task's container.
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// The named volumes of agent `agent_id` on the engine: those it created (labelled
+/// with its id) and those its running containers mount now, each with the tasks
+/// using it, sorted by name. The error is a message for the caller.
+pub async fn list_volumes(
+    docker: &Docker,
+    socket: &Path,
+    agent_id: &str,
+) -> Result<Vec<NamedVolume>, String> {
+    let failed = |what: &str, e: &EngineError| describe_engine_error(what, e, socket);
+    // Who mounts what now: the running containers of this agent, and of their mounts
+    // only the named volumes their task asked for (not an image's anonymous ones).
+    let running = docker
+        .list_containers(Some(ListContainersOptions {
+            all: false,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_AGENT}={agent_id}")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| failed("cannot list containers", &e))?;
+    let mut users: std::collections::BTreeMap<String, Vec<VolumeUser>> = Default::default();
+    for c in running {
+        let labels = c.labels.unwrap_or_default();
+        let Some(asked) = labels.get(LABEL_CONTAINER_VOLUMES) else {
+            continue;
+        };
+        let asked: HashSet<&str> = asked.split(',').collect();
+        for m in c.mounts.unwrap_or_default() {
+            let Some(name) = m.name.filter(|n| asked.contains(n.as_str())) else {
+                continue;
+            };
+            users.entry(name).or_default().push(VolumeUser {
+                framework_id: labels.get(LABEL_FRAMEWORK).cloned().unwrap_or_default(),
+                task_id: labels.get(LABEL_TASK).cloned().unwrap_or_default(),
+                container_path: m.destination.unwrap_or_default(),
+                read_only: m.rw == Some(false),
+            });
+        }
+    }
+    let mut found = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_VOLUME_AGENT}={agent_id}")],
+            )])),
+        }))
+        .await
+        .map_err(|e| failed("cannot list volumes", &e))?
+        .volumes
+        .unwrap_or_default();
+    // Volumes in use that this agent did not create.
+    for name in users.keys() {
+        if found.iter().any(|v| &v.name == name) {
+            continue;
+        }
+        match docker.inspect_volume(name).await {
+            Ok(v) => found.push(v),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(failed(&format!("cannot inspect volume '{name}'"), &e)),
+        }
+    }
+    let mut out: Vec<NamedVolume> = found
+        .into_iter()
+        .map(|v| NamedVolume {
+            created_by_agent: v.labels.get(LABEL_VOLUME_AGENT).map(String::as_str)
+                == Some(agent_id),
+            tasks: users.remove(&v.name).unwrap_or_default(),
+            created_at: v.created_at.map(|d| d.to_string()).unwrap_or_default(),
+            labels: v.labels.into_iter().collect(),
+            name: v.name,
+            driver: v.driver,
+            mountpoint: v.mountpoint,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 /// The engine could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -1150,13 +1345,15 @@ fn describe_engine_error(what: &str, e: &EngineError, socket: &Path) -> String {
     }
 }
 
-/// Removes a container now (force: kills it if it runs); failures are logged.
+/// Removes a container now (force: kills it if it runs); failures are logged. Its
+/// volumes are kept: a named volume outlives its tasks (see the module docs).
 async fn remove_now(docker: &Docker, name: &str) {
     let result = docker
         .remove_container(
             name,
             Some(RemoveContainerOptions {
                 force: true,
+                v: false,
                 ..Default::default()
             }),
         )
@@ -1370,12 +1567,20 @@ fn container_body(
                 .map(|(k, v)| format!("{k}={v}")),
         );
     }
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_AGENT.to_string(), spec.agent_id.clone()),
         (LABEL_FRAMEWORK.to_string(), spec.framework_id.clone()),
         (LABEL_TASK.to_string(), spec.task.task_id.clone()),
         (LABEL_CONTAINER.to_string(), spec.container_id.0.clone()),
     ]);
+    let named: Vec<&str> = volumes
+        .iter()
+        .map(|v| v.docker_volume.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if !named.is_empty() {
+        labels.insert(LABEL_CONTAINER_VOLUMES.to_string(), named.join(","));
+    }
 
     let mut binds = vec![format!("{}:{SANDBOX_MOUNT}:rw", sandbox_dir.display())];
     for v in volumes {
@@ -1383,7 +1588,13 @@ fn container_body(
             volume::Mode::Ro => "ro",
             _ => "rw",
         };
-        binds.push(format!("{}:{}:{mode}", v.host_path, v.container_path));
+        // A source without a leading '/' is a named volume to the engine.
+        let source = if v.docker_volume.is_empty() {
+            &v.host_path
+        } else {
+            &v.docker_volume
+        };
+        binds.push(format!("{source}:{}:{mode}", v.container_path));
     }
     let network = match docker_info::Network::try_from(docker.network).unwrap_or_default() {
         docker_info::Network::Unspecified | docker_info::Network::Host => "host",
@@ -1632,14 +1843,28 @@ mod tests {
             host_path: "/data".into(),
             container_path: "/in".into(),
             mode: volume::Mode::Ro as i32,
+            ..Default::default()
         };
-        let body = container_body(&spec, &docker, &[vol], Path::new("/w/sb"), "busybox:latest");
+        let named = v1::Volume {
+            docker_volume: "pgdata".into(),
+            container_path: "/var/lib/db".into(),
+            ..Default::default()
+        };
+        let body = container_body(
+            &spec,
+            &docker,
+            &[vol, named],
+            Path::new("/w/sb"),
+            "busybox:latest",
+        );
         assert_eq!(body.entrypoint.unwrap(), ["/bin/sh", "-c"]);
         assert_eq!(body.cmd.unwrap(), ["echo hi"]);
         let env = body.env.unwrap();
         assert!(env.contains(&"STRATA_SANDBOX=/mnt/sandbox".to_string()));
         assert!(env.contains(&"PORT0=31000".to_string()));
-        assert_eq!(body.labels.unwrap()[LABEL_TASK], "t1");
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_TASK], "t1");
+        assert_eq!(labels[LABEL_CONTAINER_VOLUMES], "pgdata");
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(64 * 1024 * 1024));
         assert_eq!(host.memory_swap, host.memory);
@@ -1649,7 +1874,11 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
         assert_eq!(
             host.binds.unwrap(),
-            ["/w/sb:/mnt/sandbox:rw", "/data:/in:ro"]
+            [
+                "/w/sb:/mnt/sandbox:rw",
+                "/data:/in:ro",
+                "pgdata:/var/lib/db:rw"
+            ]
         );
         let ports = host.port_bindings.unwrap();
         assert_eq!(

@@ -389,6 +389,9 @@ pub struct TaskStatistics {
     pub mem_total_bytes: Option<u64>,
     pub mem_peak_bytes: Option<u64>,
     pub mem_limit_bytes: Option<u64>,
+    /// Disk used (sandbox, later volumes) and the task's disk limit (issue 17).
+    pub disk_used_bytes: Option<u64>,
+    pub disk_limit_bytes: Option<u64>,
 }
 
 impl From<&strata_proto::v1::ResourceStatistics> for TaskStatistics {
@@ -407,6 +410,8 @@ impl From<&strata_proto::v1::ResourceStatistics> for TaskStatistics {
             mem_total_bytes: s.mem_total_bytes,
             mem_peak_bytes: s.mem_peak_bytes,
             mem_limit_bytes: s.mem_limit_bytes,
+            disk_used_bytes: s.disk_used_bytes,
+            disk_limit_bytes: s.disk_limit_bytes,
         }
     }
 }

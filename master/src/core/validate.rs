@@ -153,7 +153,8 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
 
 /// The ACL checks of one task (issue 14): the framework's principal may run it as its
 /// user (the command's, else the framework's; none: the agent's `--default-user`), from
-/// its Docker image, with its host volumes.
+/// its Docker image, with its host volumes and its Docker named volumes
+/// (`use_docker_volumes`, issue 17).
 pub fn authorize_task(
     authorizer: &Authorizer,
     framework: &v1::FrameworkInfo,
@@ -182,9 +183,16 @@ pub fn authorize_task(
                 .map_err(refuse)?;
         }
         for volume in &container.volumes {
-            authorizer
-                .authorize(&principal, Action::UseHostVolumes, &volume.host_path)
-                .map_err(refuse)?;
+            // One source each (validated before): a host path or a named volume.
+            if !volume.docker_volume.is_empty() {
+                authorizer
+                    .authorize(&principal, Action::UseDockerVolumes, &volume.docker_volume)
+                    .map_err(refuse)?;
+            } else {
+                authorizer
+                    .authorize(&principal, Action::UseHostVolumes, &volume.host_path)
+                    .map_err(refuse)?;
+            }
         }
     }
     Ok(())

@@ -823,6 +823,8 @@ fn usage_reports_reach_state_for_the_agents_own_running_tasks() {
         cpus_total_time_secs: Some(0.25),
         mem_total_bytes: Some(4096),
         mem_limit_bytes: Some(128 << 20),
+        disk_used_bytes: Some(3 << 20),
+        disk_limit_bytes: Some(10 << 20),
         ..Default::default()
     };
     let report = |task_id: &str, framework_id: &str| v1::AgentMessage {
@@ -852,6 +854,8 @@ fn usage_reports_reach_state_for_the_agents_own_running_tasks() {
     assert_eq!(task["id"], "t1");
     assert_eq!(task["statistics"]["processes"], 3);
     assert_eq!(task["statistics"]["mem_limit_bytes"], 128 << 20);
+    assert_eq!(task["statistics"]["disk_used_bytes"], 3 << 20);
+    assert_eq!(task["statistics"]["disk_limit_bytes"], 10 << 20);
     assert_eq!(task["statistics"]["cpus_total_time_secs"], 0.25);
     assert_eq!(task["statistics"]["threads"], serde_json::Value::Null);
 }

@@ -56,6 +56,7 @@ fn docker(mut task: v1::TaskInfo, image: &str, host_path: Option<&str>) -> v1::T
                     host_path: p.into(),
                     container_path: "/data".into(),
                     mode: 0,
+                    ..Default::default()
                 }]
             })
             .unwrap_or_default(),

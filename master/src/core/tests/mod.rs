@@ -13,6 +13,7 @@ mod allocation;
 mod authz;
 mod calls;
 mod chaos;
+mod docker_volumes;
 mod drain;
 mod frameworks;
 mod limits;
