@@ -23,7 +23,7 @@
 //! - `GET /volumes` → `{"agent_id", "volumes": [{"name", "driver", "mountpoint",
 //!   "created_at", "created_by_agent", "labels", "tasks": [{"framework_id",
 //!   "task_id", "container_path", "read_only"}]}]}`: the Docker named volumes this
-//!   agent created (labelled `strata.agent=<its id>`) and those its running tasks
+//!   agent created (labelled `strata.agent_id=<its id>`) and those its running tasks
 //!   mount now, from the engine ([`crate::containerizer::docker::list_volumes`]).
 //!   Authorized as `/state`: the volumes are the agent's facts, anyone's (who is
 //!   authenticated); `tasks` lists only the tasks of frameworks the caller may see

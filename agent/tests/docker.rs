@@ -810,7 +810,7 @@ async fn a_named_volume_outlives_its_tasks_and_is_listed_by_the_agent() {
         "volume",
         "inspect",
         "-f",
-        "{{.Driver}} {{index .Labels \"strata.volume\"}} {{index .Labels \"strata.agent\"}}",
+        "{{.Driver}} {{index .Labels \"strata.volume\"}} {{index .Labels \"strata.agent_id\"}}",
         vol,
     ]);
     assert_eq!(labels, format!("local true {}", setup.agent_id));
@@ -851,7 +851,7 @@ async fn a_named_volume_outlives_its_tasks_and_is_listed_by_the_agent() {
     assert_eq!(v["driver"], "local");
     assert_eq!(v["created_by_agent"], true);
     assert_eq!(v["labels"]["strata.volume"], "true");
-    assert_eq!(v["labels"]["strata.agent"], setup.agent_id.as_str());
+    assert_eq!(v["labels"]["strata.agent_id"], setup.agent_id.as_str());
     assert!(
         v["mountpoint"]
             .as_str()

@@ -139,9 +139,9 @@ pub const LABEL_FRAMEWORK: &str = "strata.framework_id";
 pub const LABEL_TASK: &str = "strata.task_id";
 pub const LABEL_CONTAINER: &str = "strata.container_id";
 /// Label keys on every Docker named volume the agent creates: `strata.volume=true`
-/// and `strata.agent=<the id of the agent that created it>`.
+/// and `strata.agent_id=<the id of the agent that created it>` (the label its containers carry too).
 pub const LABEL_VOLUME: &str = "strata.volume";
-pub const LABEL_VOLUME_AGENT: &str = "strata.agent";
+pub const LABEL_VOLUME_AGENT: &str = LABEL_AGENT;
 /// Label key on a container that mounts named volumes: their names, comma separated
 /// (names have no commas), so `/volumes` tells them from the image's anonymous ones.
 pub const LABEL_CONTAINER_VOLUMES: &str = "strata.docker_volumes";
@@ -1214,7 +1214,7 @@ pub struct NamedVolume {
     /// When the engine created it, as the engine says it (RFC 3339; empty when it
     /// does not say).
     pub created_at: String,
-    /// Whether this agent created it (labelled `strata.agent=<this agent's id>`);
+    /// Whether this agent created it (labelled `strata.agent_id=<this agent's id>`);
     /// false: it existed before (the user's, or another agent's) and a task here
     /// mounts it now.
     pub created_by_agent: bool,
