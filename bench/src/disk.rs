@@ -19,7 +19,7 @@
 //! Per mode: launch p50/p99 over every task of its rounds, CPU the mean of its rounds.
 //!
 //! The agent runs on a runtime of its own (two workers, its blocking pool, where the
-//! du walks run, all threads named [`AGENT_THREAD`]): its CPU is the sum over those
+//! du walks run, all threads named [`crate::real_agent::AGENT_THREAD`]): its CPU is the sum over those
 //! threads (`/proc/self/task/*/stat`). The process's CPU (`getrusage(RUSAGE_SELF)`)
 //! includes the master and the framework too, which do the same (nothing) in both
 //! modes during the window; nothing is subtracted. Both are given as a share of one
@@ -33,6 +33,7 @@ use strata_proto::v1;
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
 use crate::framework::Framework;
+use crate::real_agent::{AgentThread, agent_cpu, cpu, loadavg};
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -70,10 +71,6 @@ const TASK_CPUS: f64 = 0.01;
 const TASK_MEM: f64 = 8.0;
 /// Each task's `disk`, MB: far above what it writes (nothing is killed).
 const TASK_DISK: f64 = 10.0;
-/// The name of every thread of the agent's runtime (at most 15 bytes: `comm`).
-const AGENT_THREAD: &str = "bench-agent";
-/// The unit of `utime` and `stime` in `/proc/*/stat` (USER_HZ, 100 on Linux).
-const USER_HZ: f64 = 100.0;
 /// After the last TASK_RUNNING, before the window: the tasks write their files.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -226,12 +223,14 @@ async fn measure(
     let latencies = launch(args, mode, round, hostname, fw).await?;
     tokio::time::sleep(SETTLE).await;
     let window = Duration::from_secs(args.window);
-    let process_before = process_cpu();
+    let process_before = cpu(nix::sys::resource::UsageWho::RUSAGE_SELF);
     let agent_before = agent_cpu();
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let process = process_cpu().saturating_sub(process_before).as_secs_f64();
+    let process = cpu(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .saturating_sub(process_before)
+        .as_secs_f64();
     let agent_cpu = agent_cpu().saturating_sub(agent_before).as_secs_f64();
     let (measured, mean_used) = disk_statistics(agent).await?;
     if mode == Mode::Du && measured < args.tasks as usize {
@@ -431,104 +430,4 @@ fn report(args: &DiskBenchArgs, results: &[(Mode, Figures)], fs: &str) -> Outcom
             du.mean_used / 1024.0
         ),
     }
-}
-
-/// The agent, on a runtime and threads of its own, its HTTP API on `addr`.
-struct AgentThread {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl AgentThread {
-    fn start(options: strata_agent::AgentOptions) -> anyhow::Result<AgentThread> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(AGENT_THREAD)
-            // Threads that end take their CPU time with them: none ends mid-bench.
-            .thread_keep_alive(Duration::from_secs(24 * 3600))
-            .enable_all()
-            .build()
-            .context("cannot start the agent's runtime")?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(AGENT_THREAD.into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let shutdown = async move {
-                        let _ = stopped.await;
-                        strata_agent::Shutdown::KillTasks
-                    };
-                    strata_agent::run(listener, options, shutdown)
-                        .await
-                        .map_err(anyhow::Error::from)
-                })
-            })
-            .context("cannot start the agent's thread")?;
-        Ok(AgentThread { addr, stop, thread })
-    }
-
-    /// Stops the agent (killing what still runs) and waits for it.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let joined = tokio::task::spawn_blocking(move || self.thread.join()).await;
-        if let Ok(Ok(Err(e))) = joined {
-            eprintln!("bench: the agent stopped with an error: {e:#}");
-        }
-    }
-}
-
-/// CPU time (user and system) of the agent's threads so far.
-fn agent_cpu() -> Duration {
-    let mut ticks = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let is_agent =
-            std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == AGENT_THREAD);
-        if !is_agent {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // After the `(comm)`: utime and stime are fields 14 and 15.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        for i in [11, 12] {
-            ticks += fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_secs_f64(ticks as f64 / USER_HZ)
-}
-
-/// User plus system CPU time of this process (master, agent, framework) so far.
-fn process_cpu() -> Duration {
-    let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) else {
-        return Duration::ZERO;
-    };
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    tv(usage.user_time()) + tv(usage.system_time())
-}
-
-/// The 1, 5 and 15 minute load averages, as `uptime` shows them.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }

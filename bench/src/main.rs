@@ -39,6 +39,7 @@ mod framework;
 mod launch;
 mod objects;
 mod outage;
+mod real_agent;
 mod record;
 mod rlimit;
 mod secure;

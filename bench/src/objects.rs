@@ -26,7 +26,7 @@
 //! The agent runs on a runtime of its own (two workers, as an agent process on this
 //! machine would have), so that its launch work neither holds up nor is held up by
 //! the master's and the framework's tasks, and so that its CPU time can be read: the
-//! sum over its threads (`/proc/self/task/*/stat`, named [`AGENT_THREAD`]). Besides,
+//! sum over its threads (`/proc/self/task/*/stat`, named [`crate::real_agent::AGENT_THREAD`]). Besides,
 //! the whole process's (`getrusage(RUSAGE_SELF)`: master, agent, framework) and its
 //! reaped children's (`RUSAGE_CHILDREN`: the tasks' processes, whose pre-exec setup
 //! binds the secrets). All are counted over each round, launch and kill, per task.
@@ -42,6 +42,7 @@ use strata_proto::v1::{self, ObjectKind, object_ref, operator_client::OperatorCl
 use crate::Outcome;
 use crate::cluster::{Parts, work_dir};
 use crate::framework::Framework;
+use crate::real_agent::{AgentThread, agent_cpu, cpu, loadavg};
 use crate::stats::{Samples, ms};
 
 #[derive(clap::Args, Debug)]
@@ -68,10 +69,6 @@ const TASK_MEM: f64 = 8.0;
 const SECRET_FILE: &str = "bench-file-secret";
 const SECRET_ENV: &str = "bench-env-secret";
 const CONFIG: &str = "bench-config";
-/// The name of every thread of the agent's runtime (at most 15 bytes: `comm`).
-const AGENT_THREAD: &str = "bench-agent";
-/// The unit of `utime` and `stime` in `/proc/*/stat` (USER_HZ, 100 on Linux).
-const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -317,102 +314,6 @@ fn median(runs: &[RoundFigures], f: impl Fn(&RoundFigures) -> f64) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
-}
-
-/// The agent, on a runtime and threads of its own.
-struct AgentThread {
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl AgentThread {
-    fn start(options: strata_agent::AgentOptions) -> anyhow::Result<AgentThread> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(AGENT_THREAD)
-            // Threads that end take their CPU time with them: none ends mid-bench.
-            .thread_keep_alive(Duration::from_secs(24 * 3600))
-            .enable_all()
-            .build()
-            .context("cannot start the agent's runtime")?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(AGENT_THREAD.into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                    let shutdown = async move {
-                        let _ = stopped.await;
-                        strata_agent::Shutdown::KillTasks
-                    };
-                    strata_agent::run(listener, options, shutdown)
-                        .await
-                        .map_err(anyhow::Error::from)
-                })
-            })
-            .context("cannot start the agent's thread")?;
-        Ok(AgentThread { stop, thread })
-    }
-
-    /// Stops the agent (killing what still runs) and waits for it.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let joined = tokio::task::spawn_blocking(move || self.thread.join()).await;
-        if let Ok(Ok(Err(e))) = joined {
-            eprintln!("bench: the agent stopped with an error: {e:#}");
-        }
-    }
-}
-
-/// CPU time (user and system) of the agent's threads so far.
-fn agent_cpu() -> Duration {
-    let mut ticks = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let is_agent =
-            std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == AGENT_THREAD);
-        if !is_agent {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // After the `(comm)`: state is field 3, utime 14 and stime 15.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        for i in [11, 12] {
-            ticks += fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_secs_f64(ticks as f64 / USER_HZ)
-}
-
-/// User plus system CPU time of `who`.
-fn cpu(who: nix::sys::resource::UsageWho) -> Duration {
-    let Ok(usage) = nix::sys::resource::getrusage(who) else {
-        return Duration::ZERO;
-    };
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    tv(usage.user_time()) + tv(usage.system_time())
-}
-
-/// The 1, 5 and 15 minute load averages, as `uptime` shows them.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Printable random bytes (a secret may go into a variable: UTF-8, no NUL).
