@@ -131,6 +131,7 @@ mod tests {
             updated: 0.0,
             statistics: None,
             discovery: None,
+            objects: vec![],
         }
     }
 

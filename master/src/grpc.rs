@@ -1104,6 +1104,7 @@ mod tests {
                 updated: 2.0,
                 statistics: None,
                 discovery: None,
+                objects: vec![],
             }],
             roles: vec![RoleView {
                 name: "*".into(),

@@ -237,9 +237,17 @@ async fn secrets_are_sealed_at_rest_kept_across_restarts_and_fetched_by_their_ag
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
-    // Nothing the master shows holds the value.
+    // Nothing the master shows holds the value; /state names the references.
     let state = http_get(&master, "/state").await.text().await.unwrap();
     assert!(!state.contains(PLANTED));
+    let json: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        json["tasks"][0]["objects"],
+        serde_json::json!([
+            {"kind": "secret", "name": "db-pass", "version": 2, "file": "db-pass"},
+            {"kind": "config", "name": "app-conf", "version": 1, "env": "APP_CONF"}
+        ])
+    );
     let metrics = http_get(&master, "/metrics").await.text().await.unwrap();
     assert!(!metrics.contains(PLANTED));
     for line in [

@@ -311,6 +311,35 @@ pub struct TaskView {
         serialize_with = "serialize_discovery"
     )]
     pub discovery: Option<v1::DiscoveryInfo>,
+    /// The configs and secrets it uses, as references with the versions it launched
+    /// with (`TaskInfo.objects`; never a value): `kind`, `name`, `version`, and `file`
+    /// or `env`.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_objects"
+    )]
+    pub objects: Vec<v1::ObjectRef>,
+}
+
+/// A task's object references as `/state` shows them.
+fn serialize_objects<S: serde::Serializer>(
+    objects: &[v1::ObjectRef],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(objects.len()))?;
+    for r in objects {
+        let kind = strata_proto::objects::kind_of(r.kind)
+            .map_or("object", strata_proto::objects::kind_name);
+        let mut entry = serde_json::json!({"kind": kind, "name": r.name, "version": r.version});
+        match &r.target {
+            Some(v1::object_ref::Target::File(path)) => entry["file"] = path.clone().into(),
+            Some(v1::object_ref::Target::Env(var)) => entry["env"] = var.clone().into(),
+            None => {}
+        }
+        seq.serialize_element(&entry)?;
+    }
+    seq.end()
 }
 
 /// A task's discovery info as `/state` shows it: `name`, `visibility`, `environment`,

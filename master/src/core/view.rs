@@ -34,6 +34,7 @@ pub(super) fn task_view(t: &Task) -> TaskView {
         updated: t.updated_unix,
         statistics: t.statistics.as_ref().map(TaskStatistics::from),
         discovery: t.discovery.clone(),
+        objects: t.objects.clone(),
     }
 }
 
