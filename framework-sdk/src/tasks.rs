@@ -499,28 +499,24 @@ impl TaskBuilder {
 
     /// Mounts the agent's `host_path` at `container_path` (read-only when `read_only`).
     pub fn volume(
-        mut self,
+        self,
         host_path: impl Into<String>,
         container_path: impl Into<String>,
         read_only: bool,
     ) -> Self {
-        let mode = if read_only {
-            v1::volume::Mode::Ro
-        } else {
-            v1::volume::Mode::Rw
-        };
-        self.docker_mut().volumes.push(v1::Volume {
-            host_path: host_path.into(),
-            container_path: container_path.into(),
-            mode: mode as i32,
-            ..Default::default()
-        });
-        self
+        self.mount(
+            v1::Volume {
+                host_path: host_path.into(),
+                container_path: container_path.into(),
+                ..Default::default()
+            },
+            read_only,
+        )
     }
 
     /// Mounts the Docker named volume `name` at `container_path` (read-only when
     /// `read_only`). The agent creates the volume on first use (driver `local`,
-    /// labelled `strata.volume=true` and `strata.agent=<agent id>`) and uses one that
+    /// labelled `strata.volume=true` and `strata.agent_id=<agent id>`) and uses one that
     /// exists as it is; Strata never removes it, so the data outlives the task and is
     /// there for the next task on that agent that mounts it. Docker tasks only; the
     /// framework's principal needs the ACL action `use_docker_volumes` for the name.
@@ -542,22 +538,30 @@ impl TaskBuilder {
     /// assert!(volume.host_path.is_empty());
     /// ```
     pub fn docker_volume(
-        mut self,
+        self,
         name: impl Into<String>,
         container_path: impl Into<String>,
         read_only: bool,
     ) -> Self {
+        self.mount(
+            v1::Volume {
+                docker_volume: name.into(),
+                container_path: container_path.into(),
+                ..Default::default()
+            },
+            read_only,
+        )
+    }
+
+    /// Adds `volume` to the Docker container, read-only when `read_only`.
+    fn mount(mut self, mut volume: v1::Volume, read_only: bool) -> Self {
         let mode = if read_only {
             v1::volume::Mode::Ro
         } else {
             v1::volume::Mode::Rw
         };
-        self.docker_mut().volumes.push(v1::Volume {
-            docker_volume: name.into(),
-            container_path: container_path.into(),
-            mode: mode as i32,
-            ..Default::default()
-        });
+        volume.mode = mode as i32;
+        self.docker_mut().volumes.push(volume);
         self
     }
 

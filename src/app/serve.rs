@@ -1154,6 +1154,60 @@ mod tests {
         framework_task.await.unwrap();
     }
 
+    /// A real master in its secure mode on a free port, for the tests that run
+    /// `strata serve` against it: its CA, and a framework credential file of its admin.
+    struct SecureMaster {
+        addr: std::net::SocketAddr,
+        ca_file: PathBuf,
+        /// The master's credentials file.
+        credentials: PathBuf,
+        credential_file: PathBuf,
+        admin: String,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Result<(), strata_master::MasterError>>,
+    }
+
+    impl SecureMaster {
+        async fn start(dir: &Path) -> SecureMaster {
+            let master_dir = dir.join("master");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let options = strata_master::MasterOptions {
+                security: strata_master::Security::Tls(strata_master::TlsOptions::default()),
+                ..strata_master::MasterOptions::new(&master_dir)
+            };
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(strata_master::serve(listener, options, async move {
+                let _ = stopped.await;
+            }));
+            let ca_file = master_dir.join("tls/ca.crt");
+            let credentials = master_dir.join("credentials.json");
+            for _ in 0..200 {
+                if ca_file.exists() && credentials.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let admin =
+                strata_security::credentials::secret_in_file(&credentials, "admin").unwrap();
+            let credential_file = dir.join("framework.json");
+            std::fs::write(
+                &credential_file,
+                json!({"principal": "admin", "secret": admin}).to_string(),
+            )
+            .unwrap();
+            SecureMaster {
+                addr,
+                ca_file,
+                credentials,
+                credential_file,
+                admin,
+                stop,
+                task,
+            }
+        }
+    }
+
     /// Issue 16 from end to end: `strata serve` against the real master in its secure
     /// mode, and an app that uses a config. The framework lists the master's objects
     /// with its own credential: it learns the config's version (the app does not roll),
@@ -1161,32 +1215,16 @@ mod tests {
     #[tokio::test]
     async fn a_new_version_of_a_config_rolls_the_apps_that_use_it() {
         let dir = tempfile::tempdir().unwrap();
-        let master_dir = dir.path().join("master");
-        let master_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let master_addr = master_listener.local_addr().unwrap().to_string();
-        let options = strata_master::MasterOptions {
-            security: strata_master::Security::Tls(strata_master::TlsOptions::default()),
-            ..strata_master::MasterOptions::new(&master_dir)
-        };
-        let (master_stop, master_stopped) = tokio::sync::oneshot::channel::<()>();
-        let master = tokio::spawn(strata_master::serve(master_listener, options, async move {
-            let _ = master_stopped.await;
-        }));
-        let ca_file = master_dir.join("tls/ca.crt");
-        let credentials = master_dir.join("credentials.json");
-        for _ in 0..200 {
-            if ca_file.exists() && credentials.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let admin = strata_security::credentials::secret_in_file(&credentials, "admin").unwrap();
-        let credential_file = dir.path().join("framework.json");
-        std::fs::write(
-            &credential_file,
-            json!({"principal": "admin", "secret": admin}).to_string(),
-        )
-        .unwrap();
+        let SecureMaster {
+            addr: master_addr,
+            ca_file,
+            credentials,
+            credential_file,
+            admin,
+            stop: master_stop,
+            task: master,
+        } = SecureMaster::start(dir.path()).await;
+        let master_addr = master_addr.to_string();
         let tls = ClientTls {
             ca_pem: Some(std::fs::read_to_string(&ca_file).unwrap()),
             identity: None,
@@ -1291,32 +1329,15 @@ mod tests {
     #[tokio::test]
     async fn secure_serve_against_the_real_master() {
         let dir = tempfile::tempdir().unwrap();
-        let master_dir = dir.path().join("master");
-        let master_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let master_addr = master_listener.local_addr().unwrap();
-        let options = strata_master::MasterOptions {
-            security: strata_master::Security::Tls(strata_master::TlsOptions::default()),
-            ..strata_master::MasterOptions::new(&master_dir)
-        };
-        let (master_stop, master_stopped) = tokio::sync::oneshot::channel::<()>();
-        let master = tokio::spawn(strata_master::serve(master_listener, options, async move {
-            let _ = master_stopped.await;
-        }));
-        let ca_file = master_dir.join("tls/ca.crt");
-        let credentials = master_dir.join("credentials.json");
-        for _ in 0..200 {
-            if ca_file.exists() && credentials.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let admin = strata_security::credentials::secret_in_file(&credentials, "admin").unwrap();
-        let credential_file = dir.path().join("framework.json");
-        std::fs::write(
-            &credential_file,
-            json!({"principal": "admin", "secret": admin}).to_string(),
-        )
-        .unwrap();
+        let SecureMaster {
+            addr: master_addr,
+            ca_file,
+            credentials,
+            credential_file,
+            admin,
+            stop: master_stop,
+            task: master,
+        } = SecureMaster::start(dir.path()).await;
         let serve_args = |state: &str| ServeArgs {
             master: master_addr.to_string(),
             state_dir: dir.path().join(state),

@@ -322,7 +322,7 @@ impl Master {
             for task in fw.tasks.values().filter(|t| !t.objects.is_empty()) {
                 let mut seen = std::collections::BTreeSet::new();
                 for r in &task.objects {
-                    let Some(k) = rules::kind_of(r.kind).and_then(StoredKind::from_proto) else {
+                    let Some(k) = StoredKind::from_wire(r.kind) else {
                         continue;
                     };
                     if seen.insert((k, r.name.as_str())) {
@@ -445,7 +445,7 @@ impl Master {
         }
         let mut values: Vec<v1::ObjectValue> = Vec::new();
         for r in &task.objects {
-            let Some(kind) = rules::kind_of(r.kind).and_then(StoredKind::from_proto) else {
+            let Some(kind) = StoredKind::from_wire(r.kind) else {
                 continue;
             };
             if values
@@ -496,7 +496,7 @@ impl Master {
         let id = &task.task_id;
         let mut pins = Vec::with_capacity(task.objects.len());
         for r in &task.objects {
-            let Some(kind) = rules::kind_of(r.kind).and_then(StoredKind::from_proto) else {
+            let Some(kind) = StoredKind::from_wire(r.kind) else {
                 return Err(TaskProblem::invalid(format!(
                     "task '{id}': a reference has no kind"
                 )));

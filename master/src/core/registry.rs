@@ -107,6 +107,13 @@ impl StoredKind {
         }
     }
 
+    /// The stored kind of a wire value (`None`: unspecified or unknown).
+    pub fn from_wire(kind: i32) -> Option<StoredKind> {
+        strata_proto::v1::ObjectKind::try_from(kind)
+            .ok()
+            .and_then(StoredKind::from_proto)
+    }
+
     /// `secret` or `config`.
     pub fn name(self) -> &'static str {
         match self {
