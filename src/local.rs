@@ -53,6 +53,11 @@ pub struct LocalArgs {
     /// Where the container framework's App API listens (`strata app ...` talks to it).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub apps_listen: SocketAddr,
+    /// The role the bundled container framework runs in: it may use unreserved
+    /// resources and this role's reservations, and resident apps (persistent volumes)
+    /// reserve for it.
+    #[arg(long, default_value = "apps")]
+    pub role: String,
     /// No TLS and no authentication anywhere (for development only): anyone who can
     /// reach the ports runs commands on this machine. The CLI then needs --insecure
     /// (or STRATA_INSECURE=1) too.
@@ -290,7 +295,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
         master: master_addr.to_string(),
         listen: apps_addr,
         state_dir: work_dir.join("apps"),
-        role: "*".to_string(),
+        role: args.role.clone(),
         name: "strata".to_string(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         tick: Duration::from_secs(1),

@@ -52,6 +52,8 @@ enum Command {
     Secret(cli::SecretArgs),
     /// Create, update, list, show and remove configs (the master's).
     Config(cli::ConfigArgs),
+    /// List, create and destroy persistent volumes (the master's).
+    Volume(cli::VolumeArgs),
     /// Print the cluster's changes (tasks, agents, frameworks) as the master sees them.
     Events(cli::events::EventsArgs),
     /// Print a shell completion script, e.g. `strata completions bash > /etc/bash_completion.d/strata`.
@@ -91,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Command::Framework(args) => args.run().await,
             Command::Secret(args) => args.run().await,
             Command::Config(args) => args.run().await,
+            Command::Volume(args) => args.run().await,
             Command::Events(args) => args.run().await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;

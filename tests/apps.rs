@@ -1436,3 +1436,155 @@ fn no_request_fails_through_a_rolling_update_a_scale_down_and_a_restart() {
             .join("\n")
     );
 }
+
+/// The counter file of a resident instance's volume on its agent's disk.
+fn volume_dir(apps: &Apps, agent_index: usize, id: &str) -> PathBuf {
+    apps.cluster
+        .dir
+        .path()
+        .join(format!("agent{agent_index}/volumes/roles/apps/{id}"))
+}
+
+/// The index (in `apps.cluster.agents`) of the agent running the app's only task.
+fn agent_index_of(apps: &Apps, app: &str) -> (usize, String) {
+    let task = apps
+        .running(app)
+        .into_iter()
+        .next()
+        .expect("a running task");
+    let agent_id = task["agent_id"].as_str().unwrap().to_string();
+    let state = apps.cluster.state();
+    let hostname = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == agent_id.as_str())
+        .map(|a| a["hostname"].as_str().unwrap().to_string())
+        .expect("the agent in /state");
+    let index = hostname
+        .trim_start_matches("agent")
+        .trim_end_matches(".test")
+        .parse()
+        .expect("agentN.test");
+    (index, agent_id)
+}
+
+/// Waits until the app runs one task (a new one, not `old`) and its counter reads `n`.
+fn wait_count(apps: &Apps, dir: &std::path::Path, old: Option<&str>, n: u32) -> String {
+    let mut task = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        &format!("a running instance that counted to {n}"),
+        || {
+            let running = apps.running("counter");
+            let Some(t) = running.first() else {
+                return false;
+            };
+            task = t["id"].as_str().unwrap().to_string();
+            let count = std::fs::read_to_string(dir.join("count")).unwrap_or_default();
+            Some(task.as_str()) != old && count.trim() == n.to_string()
+        },
+    );
+    task
+}
+
+#[test]
+fn a_resident_app_keeps_counting_on_its_volume_through_kills_restarts_and_updates() {
+    let mut apps = Apps::on(Cluster::start(2), &["--role", "apps"]);
+    let spec = |version: &str| {
+        json!({
+            "id": "counter",
+            "instances": 1,
+            // The count lives in the volume, at `data` in the sandbox.
+            "cmd": "n=$(cat data/count 2>/dev/null || echo 0); echo $((n+1)) > data/count; exec sleep 1000",
+            "env": {"VERSION": version},
+            "cpus": 0.1,
+            "mem": 32,
+            "disk": 10,
+            "volumes": [{"container_path": "data", "persistent": {"size": 64}}],
+            "backoff": {"seconds": 0.2},
+        })
+    };
+    apps.deploy(spec("1"));
+    apps.wait_converged("counter", 1, Duration::from_secs(60));
+    let (index, agent_id) = agent_index_of(&apps, "counter");
+    let dir = volume_dir(&apps, index, "counter_0_0");
+    let first = wait_count(&apps, &dir, None, 1);
+    // The master shows the reservation and the volume with the task using it.
+    let state = apps.cluster.state();
+    let agent = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == agent_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(agent["volumes"][0]["id"], "counter_0_0", "{agent}");
+    assert_eq!(agent["volumes"][0]["task_id"], first.as_str());
+    assert_eq!(agent["reserved"]["disk(apps)"], 74.0, "{agent}");
+    let view = apps.get("/v1/apps/counter");
+    assert_eq!(view["residents"][0]["instance"], "counter_0", "{view}");
+
+    // Killed: it comes back on the same agent, with its data.
+    let (code, _) = apps.call("POST", &format!("/v1/tasks/{first}/kill"), None);
+    assert_eq!(code, 200);
+    let second = wait_count(&apps, &dir, Some(&first), 2);
+    assert_eq!(agent_index_of(&apps, "counter").0, index);
+
+    // Its agent killed -9 and restarted: the task runs on, nothing is counted again.
+    apps.cluster.agents[index].kill9();
+    apps.cluster.add_agent(
+        index,
+        &format!(
+            "cpus:2;mem:1024;disk:1000;ports:[{}-{}]",
+            31000 + 200 * index,
+            31100 + 200 * index
+        ),
+    );
+    apps.cluster.wait_for_agents(2);
+    wait_until(Duration::from_secs(30), "the task still running", || {
+        apps.running("counter").first().map(|t| t["id"].clone()) == Some(json!(second))
+    });
+    assert_eq!(
+        std::fs::read_to_string(dir.join("count")).unwrap().trim(),
+        "2"
+    );
+
+    // The master restarted, then a rolling update: the new version counts on.
+    apps.cluster.restart_master();
+    apps.cluster.wait_for_agents(2);
+    apps.deploy(spec("2"));
+    let third = wait_count(&apps, &dir, Some(&second), 3);
+    assert_eq!(agent_index_of(&apps, "counter").0, index);
+    apps.wait_converged("counter", 1, Duration::from_secs(60));
+
+    // `app rm` keeps the data; deployed again, the instance comes back on it.
+    let (code, _) = apps.call("DELETE", "/v1/apps/counter", None);
+    assert_eq!(code, 200);
+    wait_until(Duration::from_secs(60), "the app gone", || {
+        apps.call("GET", "/v1/apps/counter", None).0 == 404
+    });
+    assert_eq!(
+        std::fs::read_to_string(dir.join("count")).unwrap().trim(),
+        "3"
+    );
+    apps.deploy(spec("2"));
+    wait_count(&apps, &dir, Some(&third), 4);
+    assert_eq!(agent_index_of(&apps, "counter").0, index);
+
+    // `app rm --wipe` destroys the volume (checked on the agent's disk) and releases
+    // the reservation.
+    let (code, body) = apps.call("DELETE", "/v1/apps/counter?wipe=true", None);
+    assert_eq!(code, 200, "{body}");
+    wait_until(Duration::from_secs(60), "the app wiped", || {
+        apps.call("GET", "/v1/apps/counter", None).0 == 404
+    });
+    wait_until(Duration::from_secs(30), "the volume's data gone", || {
+        !dir.exists()
+    });
+    let state = apps.cluster.state();
+    for a in state["agents"].as_array().unwrap() {
+        assert_eq!(a["volumes"], json!([]), "{a}");
+        assert_eq!(a["reserved"], json!({}), "{a}");
+    }
+}

@@ -19,6 +19,11 @@
 //! measures is kept for `/monitor/statistics` and the usage reports, and a task over
 //! its `disk` is killed through the task manager (when enforcing).
 //!
+//! Persistent volumes ([`crate::volumes`]): a `CheckpointResources` from the master is
+//! written to the work dir, then applied (volume directories created, destroyed ones'
+//! data removed, never a volume a task uses) on the loop's thread, in order with the
+//! launches that follow it; the ledger goes back to the master in every `Register`.
+//!
 //! Every job is spawned into the loop's `JoinSet` and carries its task's key back,
 //! even when it panics; on return the loop stops them all. Health checkers
 //! ([`crate::health`]) run as tasks of their own, one per checked task, aborted when the
@@ -43,7 +48,7 @@ use tonic::transport::Endpoint;
 use crate::Shutdown;
 use crate::checkpoint::{self, CheckpointError};
 use crate::containerizer::{BoxFuture, ContainerHandle, ContainerId, Containerizer, Termination};
-use crate::disk::{DiskIsolationOptions, DiskJob, DiskMeasurement};
+use crate::disk::{DiskIsolationOptions, DiskJob, DiskPass};
 use crate::health::{self, HealthEvent};
 use crate::hygiene::{HygieneJob, HygieneOptions, HygieneReport};
 use crate::link::{self, Backoff, Connection, LinkError};
@@ -76,8 +81,10 @@ pub(crate) enum Query {
     /// The containers of the running tasks (`/monitor/statistics`, usage reports).
     Containers(oneshot::Sender<Vec<RunningContainer>>),
     /// Resource usage to send to the master, if connected (never retried: the next
-    /// report replaces it).
+    /// report replaces it). The loop adds the volumes' usage.
     ReportUsage(v1::UsageReport),
+    /// The persistent volumes of the ledger (`GET /volumes`).
+    Volumes(oneshot::Sender<Vec<crate::volumes::PersistentVolumeView>>),
 }
 
 /// A running task's container, as `/monitor/statistics` needs it.
@@ -181,7 +188,7 @@ enum Event {
     Query(Query),
     CheckpointSynced(Result<Result<(), CheckpointError>, JoinError>),
     HygieneDone(Result<HygieneReport, JoinError>),
-    DiskMeasured(Result<Vec<DiskMeasurement>, JoinError>),
+    DiskMeasured(Result<DiskPass, JoinError>),
     Health(HealthEvent),
 }
 
@@ -225,9 +232,11 @@ pub(crate) struct AgentLoop {
     /// When the next disk measurement is due (none while one runs, or when off).
     disk_at: Option<Instant>,
     /// The disk measurement in flight, on the blocking pool.
-    disk_job: Option<JoinHandle<Vec<DiskMeasurement>>>,
+    disk_job: Option<JoinHandle<DiskPass>>,
     /// The last measurement of each running task, by task.
-    disk_usage: HashMap<TaskKey, DiskMeasurement>,
+    disk_usage: HashMap<TaskKey, crate::disk::DiskMeasurement>,
+    /// The bytes each persistent volume held at the last measurement, by (role, id).
+    volume_usage: HashMap<(String, String), u64>,
     /// The sync in flight, on the blocking pool.
     sync_job: Option<JoinHandle<Result<(), CheckpointError>>>,
     last_sync: Option<Instant>,
@@ -295,6 +304,7 @@ impl AgentLoop {
             disk_at,
             disk_job: None,
             disk_usage: HashMap::new(),
+            volume_usage: HashMap::new(),
             sync_job: None,
             last_sync: None,
             shutting_down: false,
@@ -574,6 +584,10 @@ impl AgentLoop {
                 self.send(agent_message::Message::Heartbeat(v1::AgentHeartbeat {}));
                 Vec::new()
             }
+            Some(Message::CheckpointResources(ledger)) => {
+                self.on_checkpoint_resources(ledger);
+                Vec::new()
+            }
             Some(Message::FrameworkMessage(m)) => {
                 tracing::debug!(framework_id = %m.framework_id, task_id = %m.task_id, "framework message dropped: command tasks have no executor to receive it");
                 Vec::new()
@@ -584,6 +598,45 @@ impl AgentLoop {
             }
         };
         self.execute(actions);
+    }
+
+    /// The master's whole ledger of this agent: written to the work dir first, then
+    /// the volumes' directories made to match it (see [`crate::volumes`]). A ledger
+    /// that cannot be written is not acted on (the master sends it again at the next
+    /// change and registration).
+    fn on_checkpoint_resources(&mut self, proto: v1::CheckpointResources) {
+        let work_dir = self.config.work_dir.clone();
+        if let Err(e) = crate::volumes::write(&work_dir, &proto) {
+            tracing::error!(error = %e, "cannot checkpoint the master's ledger of reservations and volumes; not acting on it");
+            return;
+        }
+        let ledger = crate::volumes::Ledger::new(&work_dir, proto);
+        let in_use = self.manager.volumes_in_use();
+        let applied = crate::volumes::apply(&work_dir, &ledger, self.manager.ledger(), &in_use);
+        for path in &applied.created {
+            tracing::info!(path = %path.display(), "persistent volume created");
+        }
+        for path in &applied.removed {
+            tracing::info!(path = %path.display(), "persistent volume destroyed: its data was removed");
+        }
+        for path in &applied.kept_in_use {
+            tracing::warn!(path = %path.display(), "the master's ledger no longer lists a volume a task is using; its data is kept");
+        }
+        for error in &applied.errors {
+            tracing::error!(%error, "persistent volumes");
+        }
+        tracing::debug!(
+            reserved = ledger.proto.reserved.len(),
+            volumes = ledger.volumes.len(),
+            "checkpointed the master's ledger"
+        );
+        let listed: std::collections::HashSet<(String, String)> = ledger
+            .volumes
+            .iter()
+            .map(|v| (v.role.clone(), v.id.clone()))
+            .collect();
+        self.volume_usage.retain(|k, _| listed.contains(k));
+        self.manager.set_ledger(ledger);
     }
 
     fn on_job(&mut self, job: Job, now: Instant) {
@@ -824,6 +877,13 @@ impl AgentLoop {
             }),
             tasks: self.manager.running_tasks(),
             version: VERSION.to_string(),
+            // What this agent checkpointed of the master's ledger, for a master that
+            // does not know it (a new registry).
+            checkpointed: self
+                .manager
+                .ledger()
+                .from_master
+                .then(|| self.manager.ledger().proto.clone()),
         };
         tracing::info!(
             master = %self.identity.master,
@@ -954,14 +1014,23 @@ impl AgentLoop {
             return;
         }
         let targets = self.manager.disk_targets();
-        if targets.is_empty() {
+        let volumes: Vec<(String, String, PathBuf)> = self
+            .manager
+            .ledger()
+            .volumes
+            .iter()
+            .map(|v| (v.role.clone(), v.id.clone(), v.path.clone()))
+            .collect();
+        if targets.is_empty() && volumes.is_empty() {
             self.disk_usage.clear();
+            self.volume_usage.clear();
             self.disk_at = Some(now + self.config.disk_isolation.watch_interval);
             return;
         }
         self.disk_at = None;
         let job = DiskJob {
             targets,
+            volumes,
             max_entries: self.config.disk_isolation.max_entries,
         };
         self.disk_job = Some(tokio::task::spawn_blocking(move || job.run()));
@@ -969,7 +1038,14 @@ impl AgentLoop {
 
     /// Keeps what a disk measurement found (it replaces the last), and kills the tasks
     /// over their `disk` when enforcing.
-    fn on_disk_measured(&mut self, measurements: Vec<DiskMeasurement>, now: Instant) {
+    fn on_disk_measured(&mut self, pass: DiskPass, now: Instant) {
+        let measurements = pass.tasks;
+        self.volume_usage = pass
+            .volumes
+            .into_iter()
+            .filter(|v| self.manager.ledger().volume(&v.role, &v.id).is_some())
+            .map(|v| ((v.role, v.id), v.used_bytes))
+            .collect();
         let partial = measurements.iter().filter(|m| m.partial).count();
         if partial > 0 {
             tracing::warn!(
@@ -1066,10 +1142,59 @@ impl AgentLoop {
                     .collect();
                 let _ = reply.send(containers);
             }
-            Query::ReportUsage(report) => {
-                if !report.tasks.is_empty() {
+            Query::ReportUsage(mut report) => {
+                let mut volumes: Vec<v1::VolumeUsage> = self
+                    .volume_usage
+                    .iter()
+                    .map(|((role, id), used)| v1::VolumeUsage {
+                        role: role.clone(),
+                        persistence_id: id.clone(),
+                        used_bytes: *used,
+                    })
+                    .collect();
+                volumes.sort_by(|a, b| {
+                    (&a.role, &a.persistence_id).cmp(&(&b.role, &b.persistence_id))
+                });
+                report.volumes = volumes;
+                if !report.tasks.is_empty() || !report.volumes.is_empty() {
                     self.send(agent_message::Message::UsageReport(report));
                 }
+            }
+            Query::Volumes(reply) => {
+                let users = self.manager.volume_users();
+                let views = self
+                    .manager
+                    .ledger()
+                    .volumes
+                    .iter()
+                    .map(|v| crate::volumes::PersistentVolumeView {
+                        role: v.role.clone(),
+                        persistence_id: v.id.clone(),
+                        principal: v.principal.clone(),
+                        container_path: v.container_path.clone(),
+                        mode: if v.read_only { "RO" } else { "RW" },
+                        size_mb: v.size_milli as f64 / 1000.0,
+                        source: if v.mount.is_some() {
+                            "mount"
+                        } else {
+                            "work_dir"
+                        },
+                        path: v.path.display().to_string(),
+                        used_bytes: self
+                            .volume_usage
+                            .get(&(v.role.clone(), v.id.clone()))
+                            .copied(),
+                        tasks: users
+                            .iter()
+                            .filter(|(role, id, _)| *role == v.role && *id == v.id)
+                            .map(|(_, _, key)| crate::volumes::VolumeTask {
+                                framework_id: key.framework_id.clone(),
+                                task_id: key.task_id.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let _ = reply.send(views);
             }
         }
     }

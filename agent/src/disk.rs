@@ -3,11 +3,12 @@
 //!
 //! ```text
 //!  every container_disk_watch_interval (agent loop) ─▶ DiskJob (blocking pool)
-//!     per running task: du of its paths (the sandbox, later its volumes):
+//!     per running task: du of its paths (the sandbox, then its persistent volumes):
 //!       lstat walk, no symlink followed, never off each path's filesystem,
 //!       allocated blocks (st_blocks * 512), a hard-linked file once per task
-//!  ─▶ Vec<DiskMeasurement> ─▶ the loop: kept for /monitor/statistics and usage
-//!       reports (disk_used_bytes, disk_limit_bytes)
+//!     per persistent volume of the agent's ledger: du of its data
+//!  ─▶ DiskPass ─▶ the loop: kept for /monitor/statistics, GET /volumes and usage
+//!       reports (disk_used_bytes, disk_limit_bytes; UsageReport.volumes)
 //!                          └─▶ over the limit and enforcing: TaskManager::disk_limit
 //!                              ─▶ Kill (kill policy grace, then SIGKILL) ─▶ TASK_FAILED,
 //!                                 REASON_CONTAINER_LIMITATION_DISK
@@ -162,7 +163,9 @@ pub fn limit_bytes(resources: &strata_proto::Resources) -> Option<u64> {
 pub(crate) struct DiskTarget {
     pub key: TaskKey,
     pub container: ContainerId,
-    /// Its sandbox first, then its volumes' paths (none yet).
+    /// Its sandbox first, then its persistent volumes' data. A volume is bound into
+    /// the task in the task's own mount namespace, so the sandbox seen here holds
+    /// only its empty mount point: nothing is counted twice.
     pub paths: Vec<PathBuf>,
     /// Its `disk`, bytes; `None`: no limit (measured all the same).
     pub limit_bytes: Option<u64>,
@@ -212,16 +215,45 @@ fn megabytes(bytes: u64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// One pass over the running tasks, run on the blocking pool.
+/// What a persistent volume holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct VolumeMeasurement {
+    pub role: String,
+    pub id: String,
+    pub used_bytes: u64,
+}
+
+/// What one pass found: the running tasks, and the persistent volumes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DiskPass {
+    pub tasks: Vec<DiskMeasurement>,
+    pub volumes: Vec<VolumeMeasurement>,
+}
+
+/// One pass over the running tasks and the persistent volumes, run on the blocking
+/// pool.
 #[derive(Debug)]
 pub(crate) struct DiskJob {
     pub targets: Vec<DiskTarget>,
+    /// The ledger's volumes: (role, id, data).
+    pub volumes: Vec<(String, String, PathBuf)>,
     pub max_entries: u64,
 }
 
 impl DiskJob {
-    pub(crate) fn run(self) -> Vec<DiskMeasurement> {
-        self.targets
+    pub(crate) fn run(self) -> DiskPass {
+        let max_entries = self.max_entries;
+        let volumes = self
+            .volumes
+            .into_iter()
+            .map(|(role, id, path)| VolumeMeasurement {
+                role,
+                id,
+                used_bytes: du(&[path], max_entries).bytes,
+            })
+            .collect();
+        let tasks = self
+            .targets
             .into_iter()
             .map(|t| {
                 let du = du(&t.paths, self.max_entries);
@@ -235,7 +267,8 @@ impl DiskJob {
                     errors: du.errors,
                 }
             })
-            .collect()
+            .collect();
+        DiskPass { tasks, volumes }
     }
 }
 

@@ -19,6 +19,7 @@
 //! runs out of time is killed with its whole process group.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub(crate) struct Checker {
     pub user: Option<String>,
     /// A Docker task: COMMAND checks run inside its container.
     pub in_container: bool,
+    /// The task's persistent volumes (data on the host, mount point, read-only):
+    /// COMMAND checks on the host see them where the task does.
+    pub volumes: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 /// What a checker tells the agent loop: a verdict that needs an update or a kill.
@@ -371,8 +375,30 @@ impl Probe {
         // The user is switched after the chdir into the sandbox (as the task's is):
         // std's `uid()` would switch first, and a task user may not be able to pass
         // through the directories above the work dir.
+        // The task's persistent volumes, bound where the task has them (in the check's
+        // own mount namespace, as the task's are).
+        let mut volumes = Vec::with_capacity(self.checker.volumes.len());
+        for (source, target_path, read_only) in &self.checker.volumes {
+            let target = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(target_path)
+                .map_err(|e| {
+                    format!(
+                        "cannot open the volume mount point {}: {e}",
+                        target_path.display()
+                    )
+                })?;
+            volumes.push(crate::isolation::child::VolumeBind {
+                source: source.clone(),
+                target: target.into(),
+                target_path: target_path.clone(),
+                read_only: *read_only,
+            });
+        }
         crate::isolation::child::ChildSetup {
             credentials: user.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+            volumes,
             ..Default::default()
         }
         .install(&mut cmd);
@@ -517,6 +543,7 @@ mod tests {
             env: vec![("CHECK_VAR".into(), "yes".into())],
             user: None,
             in_container: false,
+            volumes: Vec::new(),
         }
     }
 

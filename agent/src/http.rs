@@ -22,13 +22,17 @@
 //!   and peak, processes, limits}}` (Mesos' shape, [`crate::usage`]).
 //! - `GET /volumes` → `{"agent_id", "volumes": [{"name", "driver", "mountpoint",
 //!   "created_at", "created_by_agent", "labels", "tasks": [{"framework_id",
-//!   "task_id", "container_path", "read_only"}]}]}`: the Docker named volumes this
-//!   agent created (labelled `strata.agent_id=<its id>`) and those its running tasks
-//!   mount now, from the engine ([`crate::containerizer::docker::list_volumes`]).
-//!   Authorized as `/state`: the volumes are the agent's facts, anyone's (who is
-//!   authenticated); `tasks` lists only the tasks of frameworks the caller may see
-//!   (`view_tasks`). 404 when the agent runs no Docker containerizer, 503 when the
-//!   engine does not answer.
+//!   "task_id", "container_path", "read_only"}]}], "persistent": [{"role",
+//!   "persistence_id", "principal", "container_path", "mode", "size_mb", "source",
+//!   "path", "used_bytes", "tasks": [{"framework_id", "task_id"}]}]}`: the Docker
+//!   named volumes this agent created (labelled `strata.agent_id=<its id>`) and those
+//!   its running tasks mount now, from the engine
+//!   ([`crate::containerizer::docker::list_volumes`]), and the persistent volumes of
+//!   the master's ledger of this agent ([`crate::volumes`]; `used_bytes` is the last
+//!   disk measurement). Authorized as `/state`: the volumes are the agent's facts,
+//!   anyone's (who is authenticated); `tasks` lists only the tasks of frameworks the
+//!   caller may see (`view_tasks`). An agent without a Docker containerizer lists no
+//!   Docker volumes and says why in `"docker"`; 503 when the engine does not answer.
 //!
 //! Handlers ask the agent loop through a bounded channel and read files themselves,
 //! so a slow reader never holds up the loop. Every request passes the one
@@ -194,19 +198,38 @@ fn visible_entries(
 struct VolumesAnswer {
     agent_id: String,
     volumes: Vec<NamedVolume>,
+    /// Why no Docker volumes are listed (an agent without Docker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker: Option<String>,
+    persistent: Vec<crate::volumes::PersistentVolumeView>,
 }
 
 async fn get_volumes(
     State(state): State<HttpState>,
     principal: Caller,
 ) -> Result<Json<VolumesAnswer>, ApiError> {
-    let Some(socket) = &state.docker_socket else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "this agent runs no Docker containerizer: Docker volumes are listed by agents started with --containerizers process,docker".into(),
-        ));
-    };
     let view = agent_state(&state).await?;
+    let principal = caller(principal);
+    let (tx, rx) = oneshot::channel();
+    state
+        .queries
+        .send(Query::Volumes(tx))
+        .await
+        .map_err(|_| unavailable())?;
+    let persistent = visible_persistent(
+        rx.await.map_err(|_| unavailable())?,
+        &view,
+        &state.authorizer,
+        &principal,
+    );
+    let Some(socket) = &state.docker_socket else {
+        return Ok(Json(VolumesAnswer {
+            agent_id: view.id,
+            volumes: Vec::new(),
+            docker: Some("this agent runs no Docker containerizer: Docker volumes are listed by agents started with --containerizers process,docker".into()),
+            persistent,
+        }));
+    };
     let engine_down = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
     let docker = docker::connect(socket)
         .await
@@ -215,9 +238,38 @@ async fn get_volumes(
         .await
         .map_err(engine_down)?;
     Ok(Json(VolumesAnswer {
-        volumes: visible_volumes(volumes, &view, &state.authorizer, &caller(principal)),
+        volumes: visible_volumes(volumes, &view, &state.authorizer, &principal),
         agent_id: view.id,
+        docker: None,
+        persistent,
     }))
+}
+
+/// `volumes` with their `tasks` cut to those of frameworks `principal` may see.
+fn visible_persistent(
+    mut volumes: Vec<crate::volumes::PersistentVolumeView>,
+    view: &StateView,
+    authorizer: &Authorizer,
+    principal: &Principal,
+) -> Vec<crate::volumes::PersistentVolumeView> {
+    let principals: HashMap<(&str, &str), &str> = view
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                (t.framework_id.as_str(), t.task_id.as_str()),
+                t.framework_principal.as_str(),
+            )
+        })
+        .collect();
+    for v in &mut volumes {
+        v.tasks.retain(|t| {
+            principals
+                .get(&(t.framework_id.as_str(), t.task_id.as_str()))
+                .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
+        });
+    }
+    volumes
 }
 
 /// `volumes` with their `tasks` cut to those of frameworks `principal` may see (the
@@ -412,6 +464,9 @@ mod tests {
                         let _ = reply.send(Vec::new());
                     }
                     Query::ReportUsage(_) => {}
+                    Query::Volumes(reply) => {
+                        let _ = reply.send(Vec::new());
+                    }
                 }
             }
         });
@@ -617,11 +672,12 @@ mod tests {
         assert_eq!(seen(Principal::User("admin".into())), ["t1"]);
         assert!(seen(Principal::User("intruder".into())).is_empty());
         assert!(seen(Principal::Anonymous).is_empty());
-        // Without Docker there is nothing to list, and the answer says why.
-        let Err(ApiError(status, message)) = get_volumes(State(state), user("admin")).await else {
-            panic!("volumes of an agent without Docker");
+        // Without Docker there are no Docker volumes to list, and the answer says why.
+        let Ok(Json(answer)) = get_volumes(State(state), user("admin")).await else {
+            panic!("no answer about the volumes of an agent without Docker");
         };
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(message.contains("no Docker containerizer"), "{message}");
+        assert!(answer.volumes.is_empty());
+        let why = answer.docker.unwrap_or_default();
+        assert!(why.contains("no Docker containerizer"), "{why}");
     }
 }

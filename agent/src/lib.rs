@@ -29,6 +29,13 @@
 //! link's endpoint) and hands them, in memory only, to the containerizer, which
 //! delivers secret files on a tmpfs in the task's own mount namespace (or container),
 //! config files in the sandbox and variables in the task's environment.
+//!
+//! Persistent volumes (issue 17, [`volumes`]): the master sends its whole ledger of
+//! this agent's reservations and volumes (`CheckpointResources`); the agent writes it
+//! to `WORK_DIR/meta/resources` before acting on it (volume directories under
+//! `WORK_DIR/volumes/roles/<role>/<id>` created, destroyed ones' data removed), binds
+//! the volumes into the tasks that use them, counts them in the tasks' disk, reports
+//! their usage, and sends the ledger back in every `Register`.
 // Unsafe code is denied everywhere but in `isolation::child`, the `pre_exec` hook that
 // joins a task to its cgroup and namespaces between fork and exec.
 #![deny(unsafe_code)]
@@ -54,6 +61,7 @@ mod task_key;
 mod tasks;
 mod updates;
 pub mod usage;
+pub mod volumes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -257,6 +265,23 @@ pub async fn run(
         containerizer.reports_starting(),
     )
     .with_default_user(default_user);
+    // The master's ledger of reservations and volumes, as last checkpointed: sent back
+    // at every registration, and where the tasks' volumes are looked up.
+    match volumes::read(&work_dir) {
+        Ok(Some(ledger)) => {
+            let ledger = volumes::Ledger::new(&work_dir, ledger);
+            tracing::info!(
+                reserved = ledger.proto.reserved.len(),
+                volumes = ledger.volumes.len(),
+                "read the checkpointed ledger of reservations and volumes"
+            );
+            manager.set_ledger(ledger);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "ignoring an unreadable ledger of reservations and volumes; the master's registry is the authority")
+        }
+    }
     let initial = recover(&work_dir, &mut manager, containerizer.as_ref())
         .await
         .map_err(AgentError::WorkDir)?;

@@ -669,6 +669,25 @@ pub fn secrets_mountpoint(sandbox: &Path, owner: Option<(u32, u32)>) -> std::io:
     Ok(openat(dir.as_fd(), name, flags, Mode::empty())?)
 }
 
+/// The mount point of a persistent volume at `path` (relative, checked by the caller:
+/// no `..`, not absolute) in `sandbox`: every directory on the way opened without
+/// following a symlink, created (0755, `owner`'s) when missing. A link or a file in
+/// the way fails (the sandbox belongs to the task's user, who may have planted one).
+pub fn mountpoint_at(
+    sandbox: &Path,
+    path: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<OwnedFd> {
+    let mut dir = open_sandbox(sandbox)?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(std::io::Error::other("a '.' or '..' in the path"));
+        }
+        dir = open_subdir(&dir, part, 0o755, owner)?;
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

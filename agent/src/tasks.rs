@@ -245,6 +245,9 @@ pub(crate) struct TaskManager {
     /// The user of tasks that name none (neither their command nor their framework):
     /// the agent's `--default-user`, checked at start; `None`: the agent's own user.
     default_user: Option<String>,
+    /// The master's ledger of this agent's reservations and persistent volumes, as
+    /// last checkpointed ([`crate::volumes`]).
+    ledger: crate::volumes::Ledger,
 }
 
 impl TaskManager {
@@ -268,7 +271,87 @@ impl TaskManager {
             changed: HashSet::new(),
             changed_all: false,
             default_user: None,
+            ledger: crate::volumes::Ledger::default(),
         }
+    }
+
+    /// The ledger the tasks' volumes are looked up in.
+    pub(crate) fn set_ledger(&mut self, ledger: crate::volumes::Ledger) {
+        self.ledger = ledger;
+    }
+
+    pub(crate) fn ledger(&self) -> &crate::volumes::Ledger {
+        &self.ledger
+    }
+
+    /// The volumes `info` uses: (role, id, its data), whether the ledger still lists
+    /// them or not (a task keeps using a volume the ledger dropped).
+    fn volumes_of(&self, info: &v1::TaskInfo) -> Vec<(String, String, PathBuf)> {
+        let Ok(resources) = Resources::try_from_proto(&info.resources) else {
+            return Vec::new();
+        };
+        resources
+            .volumes()
+            .filter_map(|e| crate::volumes::data_of(&self.work_dir, e))
+            .collect()
+    }
+
+    /// The data of the volumes that tasks not yet ended use (never removed).
+    pub(crate) fn volumes_in_use(&self) -> HashSet<PathBuf> {
+        self.tasks
+            .values()
+            .filter(|t| t.phase != Phase::Terminated)
+            .flat_map(|t| self.volumes_of(&t.info))
+            .map(|(_, _, path)| path)
+            .collect()
+    }
+
+    /// The tasks not yet ended that use each volume: (role, id) and the task.
+    pub(crate) fn volume_users(&self) -> Vec<(String, String, TaskKey)> {
+        let mut out: Vec<(String, String, TaskKey)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.phase != Phase::Terminated)
+            .flat_map(|(key, t)| {
+                self.volumes_of(&t.info)
+                    .into_iter()
+                    .map(move |(role, id, _)| (role, id, key.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The mounts of a task's volumes, or why it cannot have them (a volume not in the
+    /// ledger). A volume's root goes to the task's user unless a task not yet ended
+    /// uses it already.
+    fn volume_mounts(
+        &self,
+        resources: &Resources,
+    ) -> Result<Vec<crate::volumes::VolumeMount>, String> {
+        let in_use = self.volumes_in_use();
+        resources
+            .volumes()
+            .filter_map(|e| Some((e, e.persistence()?)))
+            .map(|(e, p)| {
+                let role = e.role.as_deref().unwrap_or("*");
+                let Some(v) = self.ledger.volume(role, &p.id) else {
+                    return Err(format!(
+                        "volume '{}' of role '{role}' is not on this agent (its ledger does not list it)",
+                        p.id
+                    ));
+                };
+                strata_proto::resources::valid_container_path(&p.container_path)?;
+                Ok(crate::volumes::VolumeMount {
+                    role: v.role.clone(),
+                    id: v.id.clone(),
+                    host_path: v.path.clone(),
+                    container_path: p.container_path.clone(),
+                    read_only: p.read_only,
+                    chown: !in_use.contains(&v.path),
+                })
+            })
+            .collect()
     }
 
     /// Runs the tasks that name no user as `user` (the agent's `--default-user`,
@@ -413,6 +496,21 @@ impl TaskManager {
             );
             return actions;
         }
+        let volumes = match self.volume_mounts(&resources) {
+            Ok(v) => v,
+            Err(message) => {
+                tracing::warn!(framework_id = %key.framework_id, task_id = %key.task_id, %message, "task refused");
+                let status = self.status(
+                    &key,
+                    TaskState::TaskFailed,
+                    TaskStatusReason::ReasonContainerLaunchFailed,
+                    message,
+                    None,
+                );
+                self.queue(&key, status, now, &mut actions);
+                return actions;
+            }
+        };
         let user = self.user_of(&command, &framework);
         let sandbox = sandbox::sandbox_path(&self.work_dir, &key.framework_id, &key.task_id);
         let container_id = ContainerId::random();
@@ -427,6 +525,7 @@ impl TaskManager {
             sandbox: sandbox.clone(),
             user,
             objects: None,
+            volumes,
         };
         tracing::info!(framework_id = %key.framework_id, task_id = %key.task_id, container = %container_id, "launching task");
         self.forget_completed(&key);
@@ -779,8 +878,9 @@ impl TaskManager {
         actions
     }
 
-    /// The running tasks whose disk to measure: each one's sandbox (volumes to come)
-    /// and its `disk` in bytes. Tasks being killed or launched are left out.
+    /// The running tasks whose disk to measure: each one's sandbox and volumes, and
+    /// its `disk` in bytes (which counts its volumes). Tasks being killed or launched
+    /// are left out.
     pub(crate) fn disk_targets(&self) -> Vec<crate::disk::DiskTarget> {
         self.tasks
             .iter()
@@ -788,7 +888,9 @@ impl TaskManager {
             .map(|(key, t)| crate::disk::DiskTarget {
                 key: key.clone(),
                 container: t.container_id.clone(),
-                paths: vec![t.sandbox.clone()],
+                paths: std::iter::once(t.sandbox.clone())
+                    .chain(self.volumes_of(&t.info).into_iter().map(|(_, _, p)| p))
+                    .collect(),
                 limit_bytes: Resources::try_from_proto(&t.info.resources)
                     .ok()
                     .and_then(|r| crate::disk::limit_bytes(&r)),
@@ -1130,6 +1232,27 @@ impl TaskManager {
         self.queue(key, status, now, actions);
     }
 
+    /// The task's volumes as its COMMAND health checks on the host bind them: (data,
+    /// mount point in the sandbox, read-only), shallow ones first.
+    fn health_check_volumes(&self, task: &Task) -> Vec<(PathBuf, PathBuf, bool)> {
+        let Ok(resources) = Resources::try_from_proto(&task.info.resources) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(usize, (PathBuf, PathBuf, bool))> = resources
+            .volumes()
+            .filter_map(|e| {
+                let p = e.persistence()?;
+                let (_, _, data) = crate::volumes::data_of(&self.work_dir, e)?;
+                Some((
+                    p.container_path.split('/').count(),
+                    (data, task.sandbox.join(&p.container_path), p.read_only),
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(depth, _)| *depth);
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
     /// Starts the health checker of a task that has just become Running, if it has a
     /// health check. The check was validated when the task arrived; the environment is
     /// the one the task was given.
@@ -1160,6 +1283,7 @@ impl TaskManager {
             sandbox: task.sandbox.clone(),
             user: user.clone(),
             objects: None,
+            volumes: Vec::new(),
         };
         let checker = Checker {
             spec,
@@ -1167,6 +1291,7 @@ impl TaskManager {
             env: task_environment(&spec_for_env),
             user,
             in_container: strata_proto::container::is_docker(&task.info),
+            volumes: self.health_check_volumes(task),
         };
         actions.push(Action::StartHealthCheck {
             key: key.clone(),
@@ -1417,6 +1542,78 @@ mod tests {
             },
             now,
         )
+    }
+
+    fn with_volume(mut run: v1::RunTask, id: &str) -> v1::RunTask {
+        run.task.as_mut().unwrap().resources.push(v1::Resource {
+            name: "disk".into(),
+            scalar: 8.0,
+            ranges: vec![],
+            role: "db".into(),
+            disk: Some(v1::DiskInfo {
+                persistence: Some(v1::disk_info::Persistence {
+                    id: id.into(),
+                    principal: String::new(),
+                }),
+                container_path: "data".into(),
+                mode: v1::volume::Mode::Ro as i32,
+                source: None,
+            }),
+        });
+        run
+    }
+
+    fn launched_volumes(actions: &[Action]) -> Vec<crate::volumes::VolumeMount> {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Launch(spec) => Some(spec.volumes.clone()),
+                _ => None,
+            })
+            .expect("a launch")
+    }
+
+    #[test]
+    fn a_task_gets_only_volumes_of_the_ledger_and_the_first_user_owns_them() {
+        let now = Instant::now();
+        let mut m = manager(false);
+        let actions = m.run_task(with_volume(run("t1", vec![]), "v1"), now);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Launch(_))));
+        let Some(Action::Send(failed)) = actions.first() else {
+            panic!("no update: {actions:?}");
+        };
+        assert_eq!(failed.state, TaskState::TaskFailed as i32);
+        assert_eq!(
+            failed.message,
+            "volume 'v1' of role 'db' is not on this agent (its ledger does not list it)"
+        );
+
+        let volume = with_volume(run("x", vec![]), "v1").task.unwrap().resources;
+        m.set_ledger(crate::volumes::Ledger::new(
+            Path::new("/work"),
+            v1::CheckpointResources {
+                reserved: vec![],
+                volumes: volume,
+            },
+        ));
+        let first = launched_volumes(&m.run_task(with_volume(run("t2", vec![]), "v1"), now));
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].host_path,
+            PathBuf::from("/work/volumes/roles/db/v1")
+        );
+        assert_eq!(first[0].container_path, "data");
+        assert!(first[0].read_only);
+        assert!(first[0].chown, "the first task to use it gets it");
+        let second = launched_volumes(&m.run_task(with_volume(run("t3", vec![]), "v1"), now));
+        assert!(!second[0].chown, "not taken from a task using it");
+        assert!(
+            m.volumes_in_use()
+                .contains(Path::new("/work/volumes/roles/db/v1"))
+        );
+        // Dropped from the ledger, it stays in use by its tasks.
+        m.set_ledger(crate::volumes::Ledger::default());
+        assert_eq!(m.volumes_in_use().len(), 1);
     }
 
     fn launch_container(actions: &[Action]) -> ContainerId {

@@ -4,7 +4,8 @@
 //! ```text
 //! reporter (every 5 s) / HTTP handler ─ Query::Containers ─▶ AgentLoop ─▶ (task, container)s
 //!       └─ Containerizer::usage(container) for each (cgroup files, off the loop)
-//!       └─ reporter: Query::ReportUsage ─▶ AgentLoop ─▶ master (if connected)
+//!       └─ reporter: Query::ReportUsage ─▶ AgentLoop (adds each persistent volume's
+//!          usage, its last measurement) ─▶ master (if connected)
 //! ```
 //!
 //! Neither the loop nor a lock waits on the cgroup reads; a container whose
@@ -158,9 +159,8 @@ pub(crate) async fn report(
         let Some(entries) = collect(&queries, containerizer.as_ref()).await else {
             return;
         };
-        if entries.is_empty() {
-            continue;
-        }
+        // Sent even without tasks: the loop adds the persistent volumes' usage, and
+        // drops a report that is empty after all.
         let report = v1::UsageReport {
             tasks: entries
                 .into_iter()
@@ -170,6 +170,7 @@ pub(crate) async fn report(
                     statistics: Some(e.statistics.to_proto()),
                 })
                 .collect(),
+            volumes: Vec::new(),
         };
         if queries.send(Query::ReportUsage(report)).await.is_err() {
             return;

@@ -10,7 +10,10 @@
 //! The helpers every scheduler needs come along: fixed-point [`Resources`] maths
 //! (re-exported from `strata-proto`), a [`TaskBuilder`], [`offer_fits`] and an
 //! [`OfferPool`] that packs tasks into offers, and a [`SandboxClient`] that reads a
-//! task's output from its agent.
+//! task's output from its agent. [`ops`] builds the other offer operations, dynamic
+//! reservations and persistent volumes (RESERVE, UNRESERVE, CREATE, DESTROY), for
+//! [`DriverHandle::accept`], and [`TaskBuilder::persistent_volume`] mounts a volume
+//! into a task.
 //!
 //! The SDK needs Rust 1.95 or newer (the workspace's `rust-version`; edition 2024).
 //! `docs/writing-a-scheduler.md` walks through a complete scheduler;
@@ -214,6 +217,7 @@
 mod driver;
 mod error;
 mod offers;
+pub mod ops;
 mod sandbox;
 mod scheduler;
 pub mod secure;
@@ -222,6 +226,7 @@ mod tasks;
 pub use driver::{Driver, DriverHandle, DriverOptions};
 pub use error::SdkError;
 pub use offers::{OfferLaunch, OfferPool, Placement, offer_fits, offer_ids, offer_resources};
+pub use ops::{offer_volume, offer_volumes};
 pub use sandbox::{FileChunk, SandboxClient};
 pub use scheduler::Scheduler;
 pub use tasks::TaskBuilder;

@@ -41,6 +41,7 @@ use strata_proto::{Resources, Scalar, v1};
 
 use crate::SdkError;
 use crate::offers::offer_resources;
+use crate::ops::ResourceList;
 
 /// What the task runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +79,8 @@ pub struct TaskBuilder {
     disk: Option<f64>,
     ports: u64,
     extra: Resources,
+    /// Persistent volumes, as given (validated when the task is built).
+    volumes: Vec<v1::Resource>,
     labels: BTreeMap<String, String>,
     grace: Option<Duration>,
     data: Vec<u8>,
@@ -102,6 +105,7 @@ impl TaskBuilder {
             disk: None,
             ports: 0,
             extra: Resources::new(),
+            volumes: Vec::new(),
             labels: BTreeMap::new(),
             grace: None,
             data: Vec::new(),
@@ -199,6 +203,32 @@ impl TaskBuilder {
     /// cpus/mem/disk set above.
     pub fn resources(mut self, resources: &Resources) -> Self {
         self.extra.add(resources);
+        self
+    }
+
+    /// Mounts a persistent volume into the task at its container path (relative to the
+    /// sandbox; a Docker task also sees it at `/<container_path>`). Name the volume
+    /// exactly as offered: same role, persistence id, size and container path (an
+    /// entry of [`ops::offer_volumes`](crate::ops::offer_volumes), or the
+    /// [`ops::persistent_volume`](crate::ops::persistent_volume) it was created from).
+    /// The volume is part of the task's resources, so the task is placed only on an
+    /// offer that holds it; a volume is used whole, by one task at a time. Anything
+    /// but a persistent volume fails the build.
+    ///
+    /// ```
+    /// use strata_framework_sdk::{TaskBuilder, ops};
+    ///
+    /// let volume = ops::persistent_volume("db", "pg_0_0", "data", 512.0, false).unwrap();
+    /// let task = TaskBuilder::new("pg-0")
+    ///     .shell("echo $((`cat data/n 2>/dev/null || echo 0` + 1)) > data/n")
+    ///     .cpus(0.5)
+    ///     .persistent_volume(&volume)
+    ///     .build("agent-1")
+    ///     .unwrap();
+    /// assert!(task.resources.iter().any(ops::is_volume));
+    /// ```
+    pub fn persistent_volume(mut self, volume: &(impl ResourceList + ?Sized)) -> Self {
+        self.volumes.extend(volume.to_wire());
         self
     }
 
@@ -599,6 +629,19 @@ impl TaskBuilder {
             out = out.with_scalar(name, amount);
         }
         out.add(&self.extra);
+        if !self.volumes.is_empty() {
+            let volumes = Resources::try_from_proto(&self.volumes).map_err(|e| {
+                SdkError::InvalidArgument(format!("task '{}': bad persistent volume: {e}", self.id))
+            })?;
+            if let Some(e) = volumes.entries().iter().find(|e| e.persistence().is_none()) {
+                return Err(SdkError::InvalidArgument(format!(
+                    "task '{}': '{}' is not a persistent volume (a disk with a persistence id and a container path)",
+                    self.id,
+                    Resources::of_entry(e.clone())
+                )));
+            }
+            out.add(&volumes);
+        }
         Ok(out)
     }
 

@@ -51,6 +51,7 @@ fn cluster() -> Cluster {
             ..Default::default()
         };
         let register = v1::Register {
+            checkpointed: None,
             agent_info: Some(info),
             tasks: vec![],
             version: String::new(),

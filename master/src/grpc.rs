@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{
     AgentView, Call, CallError, ConnId, ErrorCode, FrameworkView, OperatorCall, RoleView,
-    StateSnapshot, TaskView, grace_from_secs,
+    StateSnapshot, TaskView, grace_from_secs, volumes::OpKind,
 };
 use crate::driver::{AGENT_BUFFER, Command, DriverGone, DriverHandle, FRAMEWORK_BUFFER};
 
@@ -57,6 +57,7 @@ pub fn call_error_status(e: &CallError) -> Status {
         ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
     };
     Status::new(code, e.to_string())
 }
@@ -481,6 +482,44 @@ impl v1::operator_server::Operator for OperatorService {
         Ok(Response::new(state_response(&s)))
     }
 
+    async fn reserve_resources(
+        &self,
+        request: Request<v1::ResourceOperationRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        self.resource_operation(request, OpKind::Reserve).await
+    }
+
+    async fn unreserve_resources(
+        &self,
+        request: Request<v1::ResourceOperationRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        self.resource_operation(request, OpKind::Unreserve).await
+    }
+
+    async fn create_volumes(
+        &self,
+        request: Request<v1::ResourceOperationRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        self.resource_operation(request, OpKind::Create).await
+    }
+
+    async fn destroy_volumes(
+        &self,
+        request: Request<v1::ResourceOperationRequest>,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        self.resource_operation(request, OpKind::Destroy).await
+    }
+
+    async fn get_volumes(
+        &self,
+        request: Request<v1::GetVolumesRequest>,
+    ) -> Result<Response<v1::GetVolumesResponse>, Status> {
+        let s = self.visible_state(&request).await?;
+        Ok(Response::new(v1::GetVolumesResponse {
+            volumes: volume_states(&s),
+        }))
+    }
+
     async fn get_agents(
         &self,
         request: Request<v1::GetAgentsRequest>,
@@ -761,6 +800,29 @@ impl v1::operator_server::Operator for OperatorService {
 }
 
 impl OperatorService {
+    /// RESERVE / UNRESERVE / CREATE / DESTROY by an operator.
+    async fn resource_operation(
+        &self,
+        request: Request<v1::ResourceOperationRequest>,
+        kind: OpKind,
+    ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+        let principal = principal_of(&request);
+        let r = request.into_inner();
+        if r.resources.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{} names no resources",
+                kind.name()
+            )));
+        }
+        let call = OperatorCall::ResourceOperation {
+            agent_id: r.agent_id,
+            kind,
+            resources: r.resources,
+            principal: principal.name(),
+        };
+        self.operate(&principal, call).await
+    }
+
     async fn operate(
         &self,
         principal: &Principal,
@@ -938,6 +1000,41 @@ pub(crate) fn agent_state(a: &AgentView) -> v1::AgentState {
     }
 }
 
+/// Every volume of a (visible) state; the task using one only when it is visible.
+pub(crate) fn volume_states(s: &StateSnapshot) -> Vec<v1::VolumeState> {
+    let mut out = Vec::new();
+    for a in &s.agents {
+        for v in &a.volumes {
+            let visible = |fw: &Option<String>, task: &Option<String>| match (fw, task) {
+                (Some(fw), Some(task)) => s
+                    .tasks
+                    .iter()
+                    .any(|t| &t.framework_id == fw && &t.id == task),
+                _ => false,
+            };
+            let shown = visible(&v.framework_id, &v.task_id);
+            out.push(v1::VolumeState {
+                agent_id: a.id.clone(),
+                hostname: a.hostname.clone(),
+                role: v.role.clone(),
+                volume: Some(v.resource.clone()),
+                used_bytes: v.used_bytes.unwrap_or_default(),
+                framework_id: if shown {
+                    v.framework_id.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                task_id: if shown {
+                    v.task_id.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            });
+        }
+    }
+    out
+}
+
 pub(crate) fn framework_state(f: &FrameworkView) -> v1::FrameworkState {
     v1::FrameworkState {
         info: Some(v1::FrameworkInfo {
@@ -1073,6 +1170,8 @@ mod tests {
                 offered: Resources::new(),
                 registered_time: 1.0,
                 maintenance: Some("DRAINING"),
+                reserved: Resources::new(),
+                volumes: Vec::new(),
             }],
             frameworks: vec![FrameworkView {
                 id: "f1".into(),

@@ -417,6 +417,7 @@ fn refused(e: &CallError) -> Response {
         ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
     };
     (status, format!("{e}\n")).into_response()
 }
@@ -626,6 +627,31 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         "mem_offered_bytes",
         Gauge,
         "Memory in outstanding offers, bytes."
+    ),
+    family!(
+        reserved_cpus,
+        "reserved_cpus",
+        Gauge,
+        "CPUs dynamically reserved for roles (RESERVE), on agents not gone."
+    ),
+    family!(
+        reserved_mem * MIB,
+        "reserved_mem_bytes",
+        Gauge,
+        "Memory dynamically reserved for roles, bytes."
+    ),
+    family!(
+        reserved_disk * MIB,
+        "reserved_disk_bytes",
+        Gauge,
+        "Disk dynamically reserved for roles (persistent volumes included), bytes."
+    ),
+    family!(volumes, "volumes", Gauge, "Persistent volumes (CREATE)."),
+    family!(
+        volumes_disk * MIB,
+        "volumes_disk_bytes",
+        Gauge,
+        "Disk of persistent volumes, bytes."
     ),
 ];
 

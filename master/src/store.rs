@@ -103,13 +103,19 @@ pub fn changes_registry(registry: &Registry, op: &RegistryOp) -> bool {
                 || registry.unreachable.contains_key(id)
                 || registry.maintenance.contains_key(id)
                 || registry.agent_principals.contains_key(id)
+                || registry.agent_resources.contains_key(id)
         }
         RegistryOp::AddFramework { id, info } => registry.frameworks.get(id) != Some(info),
+        RegistryOp::CheckpointResources { id, resources } => registry
+            .agent_resources
+            .get(id)
+            .map_or(!resources.is_empty(), |r| r != resources),
         RegistryOp::MarkAgentGone { id } => {
             !registry.gone.contains(id)
                 || registry.agents.contains_key(id)
                 || registry.unreachable.contains_key(id)
                 || registry.maintenance.contains_key(id)
+                || registry.agent_resources.contains_key(id)
         }
         RegistryOp::RemoveFramework { id } => {
             registry.frameworks.contains_key(id)
@@ -222,10 +228,12 @@ const LOG_FILE: &str = "registry.log";
 /// The registry format this master writes, and the newest it reads (see the module
 /// docs). Version 1: the snapshot `{"version","seq","registry"}` and log lines
 /// `{"seq","op"}`. Version 2: the same, and configs and secrets (`objects` in the
-/// registry, `PutObject` / `RemoveObject` in the log: issue 16). A version-1 registry
-/// is read as it is and compacted at open, so that it says version 2 before any line
-/// a version-1 master could not read is appended.
-pub const REGISTRY_VERSION: u32 = 2;
+/// registry, `PutObject` / `RemoveObject` in the log: issue 16). Version 3: agents'
+/// dynamic reservations and persistent volumes (`agent_resources`,
+/// `CheckpointResources`: issue 17). An older registry is read as it is and compacted
+/// at open, so that it says version 3 before any line an older master could not read
+/// is appended.
+pub const REGISTRY_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -776,11 +784,11 @@ mod tests {
         assert_eq!(snapshot["seq"], 0);
     }
 
-    /// A registry a version-1 master wrote (issue 16 made version 2) is read as it is
-    /// and compacted at open, so that it says version 2 before anything a version-1
-    /// master could not read is appended.
+    /// A registry a version-1 master wrote (issue 16 made version 2, issue 17 version
+    /// 3) is read as it is and compacted at open, so that it says the current version
+    /// before anything a version-1 master could not read is appended.
     #[test]
-    fn a_version_1_registry_is_read_and_rewritten_as_version_2() {
+    fn a_version_1_registry_is_read_and_rewritten_as_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = dir.path().join(SNAPSHOT_FILE);
         std::fs::write(
@@ -800,7 +808,7 @@ mod tests {
         assert!(registry.objects.is_empty());
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
-        assert_eq!(written["version"], 2);
+        assert_eq!(written["version"], REGISTRY_VERSION);
         assert_eq!(written["seq"], 2);
     }
 
@@ -809,14 +817,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = dir.path().join(SNAPSHOT_FILE);
         // A layout this master cannot parse: refused for its version, not its shape.
-        std::fs::write(&snapshot, r#"{"version": 3, "registry": {"shards": []}}"#).unwrap();
+        std::fs::write(&snapshot, r#"{"version": 4, "registry": {"shards": []}}"#).unwrap();
         let err = FileStore::open(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
                 StoreError::NewerVersion {
-                    version: 3,
-                    supported: 2,
+                    version: 4,
+                    supported: 3,
                     ..
                 }
             ),
@@ -825,8 +833,8 @@ mod tests {
         let message = err.to_string();
         for wanted in [
             snapshot.display().to_string().as_str(),
-            "format version 3",
-            "reads version 2 and older",
+            "format version 4",
+            "reads version 3 and older",
             "run the newer strata-master",
         ] {
             assert!(message.contains(wanted), "{wanted:?} in {message}");

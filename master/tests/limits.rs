@@ -49,7 +49,7 @@ async fn a_request_of_the_shared_limit_is_taken_and_a_larger_one_refused() {
     let near = accept(&s, MAX_MESSAGE_BYTES - (64 << 10));
     let tasks = match &near.operations[0].operation {
         Some(v1::operation::Operation::Launch(l)) => l.task_infos.len(),
-        None => unreachable!(),
+        _ => unreachable!(),
     };
     assert!(prost::Message::encoded_len(&near) <= MAX_MESSAGE_BYTES);
     client

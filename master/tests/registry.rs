@@ -57,7 +57,7 @@ fn a_registry_of_a_newer_format_version_stops_the_master() {
     for wanted in [
         snapshot.display().to_string().as_str(),
         "format version 7",
-        "reads version 2",
+        "reads version 3",
     ] {
         assert!(stderr.contains(wanted), "{wanted:?} in {stderr}");
     }

@@ -304,6 +304,7 @@ mod tests {
             .map(|i| v1::Resource {
                 name: format!("{i:x>255}"),
                 role: "r".repeat(MAX_ROLE_BYTES),
+                disk: None,
                 ranges: (0..MAX_RANGES as u64)
                     .map(|b| v1::Range {
                         begin: u64::MAX - 2 * b,

@@ -3,7 +3,9 @@
 //! Scalars (cpus, mem, disk, gpus) are held as fixed-point thousandths ([`Scalar`]), so
 //! `0.1 + 0.2` cpus is exactly `0.3` cpus; ports are inclusive integer ranges
 //! ([`RangeSet`]). A [`Resources`] value is a normalised bag: at most one entry per
-//! (name, reservation role), never an empty or zero entry. Everything read from the
+//! (name, reservation role, disk identity), never an empty or zero entry. A disk with
+//! a [`Disk`] (a persistent volume, a MOUNT disk) is its own entry and is used whole:
+//! [`Resources::contains`] asks for its exact size. Everything read from the
 //! wire or from a flag goes through [`Resources::try_from_proto`] or [`Resources::parse`],
 //! which reject empty names, unknown names, negative, NaN and infinite values.
 
@@ -354,8 +356,84 @@ pub struct Entry {
     pub name: String,
     /// Reservation role; `None` is unreserved (`*`).
     pub role: Option<String>,
+    /// `disk` only: a persistent volume or a MOUNT disk (used whole).
+    pub disk: Option<Box<Disk>>,
     pub value: Value,
 }
+
+/// What makes a disk entry more than an amount of work-dir disk (the wire `DiskInfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Disk {
+    /// A MOUNT disk's root on the agent; `None`: the agent's work-dir disk.
+    pub mount: Option<String>,
+    /// Set on persistent volumes.
+    pub persistence: Option<Persistence>,
+}
+
+/// A persistent volume's identity and where tasks see it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Persistence {
+    pub id: String,
+    /// Who created it.
+    pub principal: String,
+    /// Relative to the task's sandbox, without `..`.
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+impl Disk {
+    /// The same disk, used the same way (mount, id, container path, mode); the
+    /// creator's principal is not compared when `other` leaves it empty.
+    pub fn same_use(&self, other: &Disk) -> bool {
+        self.mount == other.mount
+            && match (&self.persistence, &other.persistence) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.id == b.id
+                        && a.container_path == b.container_path
+                        && a.read_only == b.read_only
+                        && (b.principal.is_empty() || a.principal == b.principal)
+                }
+                _ => false,
+            }
+    }
+
+    /// The part of the identity entries are sorted and merged by: (mount root, id).
+    fn key(&self) -> (&str, &str) {
+        (
+            self.mount.as_deref().unwrap_or(""),
+            self.persistence.as_ref().map_or("", |p| p.id.as_str()),
+        )
+    }
+}
+
+impl Entry {
+    /// The persistent volume's identity, when the entry is one.
+    pub fn persistence(&self) -> Option<&Persistence> {
+        self.disk.as_ref().and_then(|d| d.persistence.as_ref())
+    }
+
+    /// What a volume was made of: the same disk without its persistence (plain
+    /// reserved disk, or the reserved MOUNT disk). `None` for other entries.
+    pub fn volume_base(&self) -> Option<Entry> {
+        let disk = self.disk.as_ref()?;
+        disk.persistence.as_ref()?;
+        Some(Entry {
+            name: self.name.clone(),
+            role: self.role.clone(),
+            disk: disk.mount.clone().map(|mount| {
+                Box::new(Disk {
+                    mount: Some(mount),
+                    persistence: None,
+                })
+            }),
+            value: self.value.clone(),
+        })
+    }
+}
+
+/// The longest persistence id, container path and MOUNT root.
+const MAX_DISK_TEXT: usize = 128;
 
 /// Why resources read from the wire or a flag were refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -377,6 +455,8 @@ pub enum ResourceError {
     BadRange { name: String, begin: u64, end: u64 },
     #[error("cannot parse resources '{input}': {reason}")]
     Parse { input: String, reason: String },
+    #[error("invalid disk '{name}': {reason}")]
+    BadDisk { name: String, reason: String },
 }
 
 /// A normalised bag of resources. See the module docs.
@@ -403,9 +483,16 @@ pub struct Resources {
 /// and a shift each) instead of building a merged copy.
 const SMALL_ADD: usize = 8;
 
-/// The sort key of an entry: (name, role), `None` (unreserved) first.
-fn key(e: &Entry) -> (&str, Option<&str>) {
-    (e.name.as_str(), e.role.as_deref())
+/// The sort key of an entry: (name, role, disk identity), `None` (unreserved, plain
+/// disk) first.
+type Key<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>);
+
+fn key(e: &Entry) -> Key<'_> {
+    (
+        e.name.as_str(),
+        e.role.as_deref(),
+        e.disk.as_deref().map(Disk::key),
+    )
 }
 
 fn is_empty_value(v: &Value) -> bool {
@@ -447,8 +534,19 @@ impl Resources {
         list.sort_by(|a, b| key(a).cmp(&key(b)));
         let mut entries: Vec<Entry> = Vec::with_capacity(list.len());
         let mut iter = list.into_iter().peekable();
-        while let Some(Entry { name, role, value }) = iter.next() {
-            let same = |n: &Entry| n.name == name && n.role == role;
+        while let Some(Entry {
+            name,
+            role,
+            disk,
+            value,
+        }) = iter.next()
+        {
+            let first_key = (
+                name.as_str(),
+                role.as_deref(),
+                disk.as_deref().map(Disk::key),
+            );
+            let same = |n: &Entry| key(n) == first_key;
             let value = match value {
                 Value::Scalar(mut s) => {
                     while let Some(next) = iter.next_if(same) {
@@ -473,22 +571,31 @@ impl Resources {
                     }
                 }
             };
-            entries.push(Entry { name, role, value });
+            entries.push(Entry {
+                name,
+                role,
+                disk,
+                value,
+            });
         }
         Resources { entries }
     }
 
-    /// Where the entry (name, role) is, or where it would go.
+    /// Where the plain entry (name, role) is, or where it would go.
     fn position(&self, name: &str, role: Option<&str>) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| key(e).cmp(&(name, role)))
+        self.position_of(&(name, role, None))
+    }
+
+    /// Where the entry with this key is, or where it would go.
+    fn position_of(&self, k: &Key<'_>) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| key(e).cmp(k))
     }
 
     /// [`position`](Resources::position) among the entries from `from` on, by a
     /// galloping search: looking up `m` sorted keys one after the other from where the
     /// last one was found costs O(m log(n / m) + m), never more than a binary search
     /// each, nor more than one merge pass.
-    fn position_from(&self, from: usize, name: &str, role: Option<&str>) -> Result<usize, usize> {
-        let target = (name, role);
+    fn position_from(&self, from: usize, target: Key<'_>) -> Result<usize, usize> {
         let rest = &self.entries[from..];
         let mut bound = 1;
         while bound < rest.len() && key(&rest[bound - 1]) < target {
@@ -540,6 +647,7 @@ impl Resources {
         self.add_entry(Entry {
             name: name.to_string(),
             role: None,
+            disk: None,
             value: Value::Scalar(amount),
         });
         self
@@ -550,6 +658,7 @@ impl Resources {
         self.add_entry(Entry {
             name: name.to_string(),
             role: None,
+            disk: None,
             value: Value::Ranges(ranges),
         });
         self
@@ -612,7 +721,7 @@ impl Resources {
         if is_empty_value(&entry.value) {
             return;
         }
-        match self.position(&entry.name, entry.role.as_deref()) {
+        match self.position_of(&key(&entry)) {
             Ok(i) => merge_value(&mut self.entries[i].value, &entry.value),
             Err(i) => self.entries.insert(i, entry),
         }
@@ -645,16 +754,23 @@ impl Resources {
         self.entries = out;
     }
 
-    /// Whether `other` fits inside `self`, entry by entry (same name and role).
+    /// Whether `other` fits inside `self`, entry by entry (same name, role and disk;
+    /// a disk with a [`Disk`] only whole, with the same volume details but for the
+    /// creator's principal, which a task need not repeat).
     pub fn contains(&self, other: &Resources) -> bool {
         // `other` is sorted too: each lookup starts where the last one ended.
         let mut from = 0;
         other.entries.iter().all(|o| {
-            let Ok(i) = self.position_from(from, &o.name, o.role.as_deref()) else {
+            let Ok(i) = self.position_from(from, key(o)) else {
                 return false;
             };
             from = i + 1;
-            match (&self.entries[i].value, &o.value) {
+            let mine = &self.entries[i];
+            if let Some(theirs) = &o.disk {
+                return mine.disk.as_deref().is_some_and(|d| d.same_use(theirs))
+                    && mine.value == o.value;
+            }
+            match (&mine.value, &o.value) {
                 (Value::Scalar(a), Value::Scalar(b)) => a >= b,
                 (Value::Ranges(a), Value::Ranges(b)) => a.contains(b),
                 _ => false,
@@ -670,7 +786,7 @@ impl Resources {
         let mut emptied = false;
         let mut from = 0;
         for o in &other.entries {
-            let found = self.position_from(from, &o.name, o.role.as_deref());
+            let found = self.position_from(from, key(o));
             from = found.unwrap_or_else(|i| i);
             if let Ok(i) = found {
                 let e = &mut self.entries[i];
@@ -701,30 +817,74 @@ impl Resources {
 
     /// Only the unreserved entries.
     pub fn unreserved(&self) -> Resources {
-        self.filter_groups(|group, out| {
-            // Unreserved sorts first in its name group.
-            out.extend(group.first().filter(|e| e.role.is_none()).cloned());
-        })
+        self.filter_groups(|group, out| out.extend_from_slice(of_role(group, None)))
     }
 
     /// Only the entries reserved for `role`.
     pub fn reserved_for(&self, role: &str) -> Resources {
-        self.filter_groups(|group, out| {
-            let found = group.binary_search_by(|e| e.role.as_deref().cmp(&Some(role)));
-            out.extend(found.ok().map(|i| group[i].clone()));
-        })
+        self.filter_groups(|group, out| out.extend_from_slice(of_role(group, Some(role))))
     }
 
     /// What a framework in `role` may be offered: unreserved plus reserved for `role`.
     pub fn allocatable_to(&self, role: &str) -> Resources {
         self.filter_groups(|group, out| {
-            out.extend(group.first().filter(|e| e.role.is_none()).cloned());
-            let found = group.binary_search_by(|e| e.role.as_deref().cmp(&Some(role)));
-            out.extend(found.ok().map(|i| group[i].clone()));
+            out.extend_from_slice(of_role(group, None));
+            out.extend_from_slice(of_role(group, Some(role)));
         })
     }
 
-    /// Where `wanted` (amounts by name; roles in it are ignored) comes from in `self`
+    /// The persistent volumes.
+    pub fn volumes(&self) -> impl Iterator<Item = &Entry> {
+        self.named("disk")
+            .iter()
+            .filter(|e| e.persistence().is_some())
+    }
+
+    /// The entries without a persistent volume (what can be reserved or unreserved).
+    pub fn without_volumes(&self) -> Resources {
+        Resources {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| e.persistence().is_none())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// `self` with each volume's details (its creator) taken from the same volume in
+    /// `from`, where it is there.
+    pub fn with_details_of(&self, from: &Resources) -> Resources {
+        let mut out = self.clone();
+        for e in out.entries.iter_mut().filter(|e| e.disk.is_some()) {
+            if let Ok(i) = from.position_of(&key(e)) {
+                e.disk.clone_from(&from.entries[i].disk);
+            }
+        }
+        out
+    }
+
+    /// One entry as a bag.
+    pub fn of_entry(entry: Entry) -> Resources {
+        Resources::from_entries(vec![entry])
+    }
+
+    /// The same resources with every role replaced by `role` (`None`: unreserved).
+    /// Disk identities are kept.
+    pub fn with_role(&self, role: Option<&str>) -> Resources {
+        Resources::from_entries(
+            self.entries
+                .iter()
+                .map(|e| Entry {
+                    role: role.map(str::to_string),
+                    ..e.clone()
+                })
+                .collect(),
+        )
+    }
+
+    /// Where `wanted` (amounts by name; roles in it are ignored; a volume or MOUNT disk
+    /// in it must be in `self` as it is) comes from in `self`
     /// for a framework in `role`: from the entries reserved for `role` first, the rest
     /// unreserved, as Marathon takes its role's reservations before shared resources.
     /// `None` when it does not fit. The result [`contains`](Resources::contains) is
@@ -733,6 +893,14 @@ impl Resources {
         let mut out = Vec::new();
         let reserved_role = (role != "*").then(|| role.to_string());
         for w in &wanted.entries {
+            if w.disk.is_some() {
+                // A volume or MOUNT disk is taken as it is, whole, or not at all.
+                if !self.contains(&Resources::of_entry(w.clone())) {
+                    return None;
+                }
+                out.push(w.clone());
+                continue;
+            }
             let reserved = reserved_role
                 .as_deref()
                 .and_then(|r| self.find(&w.name, Some(r)));
@@ -755,6 +923,7 @@ impl Resources {
                         out.push(Entry {
                             name: w.name.clone(),
                             role: r.clone(),
+                            disk: None,
                             value: Value::Scalar(amount),
                         });
                     }
@@ -778,6 +947,7 @@ impl Resources {
                         out.push(Entry {
                             name: w.name.clone(),
                             role: r.clone(),
+                            disk: None,
                             value: Value::Ranges(ranges),
                         });
                     }
@@ -792,10 +962,12 @@ impl Resources {
         let entries = list
             .iter()
             .map(|r| {
+                let role = role_from_proto(r.role.clone());
                 Ok(Entry {
                     value: value_from_proto(r)?,
+                    disk: disk_from_proto(r, role.is_some())?,
                     name: r.name.clone(),
-                    role: role_from_proto(r.role.clone()),
+                    role,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -808,10 +980,12 @@ impl Resources {
         let entries = list
             .into_iter()
             .map(|r| {
+                let role = role_from_proto(r.role.clone());
                 Ok(Entry {
                     value: value_from_proto(&r)?,
+                    disk: disk_from_proto(&r, role.is_some())?,
                     name: r.name,
-                    role: role_from_proto(r.role),
+                    role,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -837,6 +1011,7 @@ impl Resources {
                     Value::Scalar(_) => Vec::new(),
                 },
                 role: e.role.clone().unwrap_or_default(),
+                disk: e.disk.as_deref().map(disk_to_proto),
             })
             .collect()
     }
@@ -850,9 +1025,25 @@ impl Resources {
         };
         let mut out = Vec::new();
         for part in input.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once(':')
-                .ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
+            // `name(role)[MOUNT:/path]:value`: the bracket may hold a colon.
+            let (key, disk, value) = match part.split_once('[') {
+                Some((k, rest)) if !k.contains(':') => {
+                    let (inside, after) = rest
+                        .split_once(']')
+                        .ok_or_else(|| perr(format!("'{part}' has an unclosed '['")))?;
+                    let value = after
+                        .trim()
+                        .strip_prefix(':')
+                        .ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
+                    (k, Some(parse_disk(inside).map_err(perr)?), value)
+                }
+                _ => {
+                    let (k, v) = part
+                        .split_once(':')
+                        .ok_or_else(|| perr(format!("'{part}' is not name:value")))?;
+                    (k, None, v)
+                }
+            };
             let key = key.trim();
             let (name, role) = match key.split_once('(') {
                 Some((n, rest)) => {
@@ -867,6 +1058,7 @@ impl Resources {
             let mut res = v1::Resource {
                 name: name.to_string(),
                 role,
+                disk,
                 ..Default::default()
             };
             if let Some(inner) = value.strip_prefix('[') {
@@ -909,6 +1101,191 @@ impl Resources {
             }
         }
         share
+    }
+}
+
+/// The part of each name group reserved for `role` (`None`: unreserved); entries of
+/// one role are next to each other.
+fn of_role<'a>(group: &'a [Entry], role: Option<&str>) -> &'a [Entry] {
+    let lo = group.partition_point(|e| e.role.as_deref() < role);
+    let len = group[lo..].partition_point(|e| e.role.as_deref() == role);
+    &group[lo..lo + len]
+}
+
+/// The bracket of the flag form: `MOUNT:/mnt/disk1` (agents offer MOUNT disks; volumes
+/// are made by CREATE, not by flags).
+fn parse_disk(inside: &str) -> Result<v1::DiskInfo, String> {
+    let root = inside
+        .trim()
+        .strip_prefix("MOUNT:")
+        .ok_or_else(|| format!("'[{inside}]' is not a disk source: write [MOUNT:/path]"))?;
+    Ok(v1::DiskInfo {
+        source: Some(v1::disk_info::Source {
+            r#type: v1::disk_info::source::Type::Mount as i32,
+            root: root.trim().to_string(),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Whether `text` is a valid persistence id: `[A-Za-z0-9_.-]`, not `.` or `..`.
+fn valid_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_DISK_TEXT
+        && text != "."
+        && text != ".."
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A relative path inside the sandbox: no `..`, not absolute, no empty part.
+pub fn valid_container_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the container path is empty".into());
+    }
+    if path.len() > MAX_DISK_TEXT {
+        return Err(format!(
+            "the container path is longer than {MAX_DISK_TEXT} bytes"
+        ));
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "the container path '{path}' is absolute: give a path relative to the task's sandbox"
+        ));
+    }
+    for part in path.trim_end_matches('/').split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!(
+                "the container path '{path}' has an empty, '.' or '..' part"
+            ));
+        }
+    }
+    if path.contains('\0') {
+        return Err("the container path holds a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// The validated disk identity of a wire resource.
+fn disk_from_proto(r: &v1::Resource, reserved: bool) -> Result<Option<Box<Disk>>, ResourceError> {
+    let Some(d) = &r.disk else {
+        return Ok(None);
+    };
+    let bad = |reason: String| ResourceError::BadDisk {
+        name: r.name.clone(),
+        reason,
+    };
+    if r.name != "disk" {
+        return Err(bad("only a disk resource has disk info".into()));
+    }
+    let mount = match &d.source {
+        None => None,
+        Some(src) => {
+            if src.r#type != v1::disk_info::source::Type::Mount as i32 {
+                return Err(bad("the source type must be MOUNT".into()));
+            }
+            let root = src.root.trim_end_matches('/');
+            if !root.starts_with('/')
+                || root.len() > MAX_DISK_TEXT
+                || root.split('/').any(|p| p == "..")
+                || root.contains('\0')
+            {
+                return Err(bad(format!(
+                    "the MOUNT root '{}' must be an absolute path without '..'",
+                    src.root
+                )));
+            }
+            Some(root.to_string())
+        }
+    };
+    let persistence = match &d.persistence {
+        None => {
+            if !d.container_path.is_empty() {
+                return Err(bad(
+                    "a container path needs a persistent volume (disk.persistence)".into(),
+                ));
+            }
+            if mount.is_none() {
+                return Ok(None);
+            }
+            None
+        }
+        Some(p) => {
+            if !valid_id(&p.id) {
+                return Err(bad(format!(
+                    "persistence id '{}' must be 1 to {MAX_DISK_TEXT} of [A-Za-z0-9_.-] (not '.' or '..')",
+                    p.id
+                )));
+            }
+            if !reserved {
+                return Err(bad(format!(
+                    "persistent volume '{}' is not reserved: a volume is made of disk reserved for a role",
+                    p.id
+                )));
+            }
+            if p.principal.len() > 256 {
+                return Err(bad("the volume's principal is longer than 256 bytes".into()));
+            }
+            valid_container_path(&d.container_path).map_err(bad)?;
+            let read_only = match v1::volume::Mode::try_from(d.mode) {
+                Ok(v1::volume::Mode::Ro) => true,
+                Ok(_) => false,
+                Err(_) => return Err(bad(format!("unknown volume mode {}", d.mode))),
+            };
+            Some(Persistence {
+                id: p.id.clone(),
+                principal: p.principal.clone(),
+                container_path: d.container_path.trim_end_matches('/').to_string(),
+                read_only,
+            })
+        }
+    };
+    Ok(Some(Box::new(Disk { mount, persistence })))
+}
+
+/// The wire form of a disk identity.
+fn disk_to_proto(d: &Disk) -> v1::DiskInfo {
+    v1::DiskInfo {
+        persistence: d.persistence.as_ref().map(|p| v1::disk_info::Persistence {
+            id: p.id.clone(),
+            principal: p.principal.clone(),
+        }),
+        container_path: d
+            .persistence
+            .as_ref()
+            .map(|p| p.container_path.clone())
+            .unwrap_or_default(),
+        mode: match &d.persistence {
+            Some(p) if p.read_only => v1::volume::Mode::Ro as i32,
+            Some(_) => v1::volume::Mode::Rw as i32,
+            None => 0,
+        },
+        source: d.mount.as_ref().map(|root| v1::disk_info::Source {
+            r#type: v1::disk_info::source::Type::Mount as i32,
+            root: root.clone(),
+        }),
+    }
+}
+
+/// `[MOUNT:/mnt/d]`, `[ID:data]`, `[ID:data:ro]`, `[ID:data@/mnt/d]`: the display
+/// form of a disk identity.
+impl fmt::Display for Disk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.persistence, &self.mount) {
+            (None, Some(root)) => write!(f, "[MOUNT:{root}]"),
+            (None, None) => Ok(()),
+            (Some(p), mount) => {
+                write!(f, "[{}:{}", p.id, p.container_path)?;
+                if p.read_only {
+                    write!(f, ":ro")?;
+                }
+                if let Some(root) = mount {
+                    write!(f, "@{root}")?;
+                }
+                write!(f, "]")
+            }
+        }
     }
 }
 
@@ -985,6 +1362,9 @@ impl fmt::Display for Resources {
             if let Some(role) = &e.role {
                 write!(f, "({role})")?;
             }
+            if let Some(disk) = &e.disk {
+                write!(f, "{disk}")?;
+            }
             match &e.value {
                 Value::Scalar(s) => write!(f, ":{s}")?,
                 Value::Ranges(r) => write!(f, ":{r}")?,
@@ -1000,10 +1380,13 @@ impl Serialize for Resources {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.entries.len()))?;
         for e in &self.entries {
-            let key = match &e.role {
+            let mut key = match &e.role {
                 Some(r) => format!("{}({r})", e.name),
                 None => e.name.clone(),
             };
+            if let Some(disk) = &e.disk {
+                key.push_str(&disk.to_string());
+            }
             match &e.value {
                 Value::Scalar(v) => map.serialize_entry(&key, &v.as_f64())?,
                 Value::Ranges(r) => map.serialize_entry(&key, &r.to_string())?,
@@ -1145,5 +1528,97 @@ mod tests {
             offer.pick(&res("cpus:5"), "db").unwrap(),
             res("cpus(db):4;cpus:1")
         );
+    }
+
+    fn volume(role: &str, id: &str, path: &str, size: f64) -> v1::Resource {
+        v1::Resource {
+            name: "disk".into(),
+            scalar: size,
+            role: role.into(),
+            disk: Some(v1::DiskInfo {
+                persistence: Some(v1::disk_info::Persistence {
+                    id: id.into(),
+                    principal: "ops".into(),
+                }),
+                container_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn volumes_are_their_own_entries_and_used_whole() {
+        let mut r = res("disk(db):1000;disk:500");
+        let v = Resources::try_from_proto(&[volume("db", "v1", "data", 512.0)]).unwrap();
+        r.add(&v);
+        assert_eq!(r.entries().len(), 3);
+        assert_eq!(r.disk(), Scalar::from_int(2012));
+        assert_eq!(r.volumes().count(), 1);
+        assert_eq!(
+            r.to_string(),
+            "disk:500;disk(db):1000;disk(db)[v1:data]:512"
+        );
+        assert!(r.contains(&v));
+        // Half a volume, or the volume under another path, is not in it.
+        let half = Resources::try_from_proto(&[volume("db", "v1", "data", 256.0)]).unwrap();
+        assert!(!r.contains(&half));
+        let moved = Resources::try_from_proto(&[volume("db", "v1", "other", 512.0)]).unwrap();
+        assert!(!r.contains(&moved));
+        // Plain disk never comes out of a volume.
+        assert_eq!(
+            r.pick(&res("disk:1500"), "db").unwrap(),
+            res("disk(db):1000;disk:500")
+        );
+        assert!(r.pick(&res("disk:1600"), "db").is_none());
+        // A volume asked by `pick` comes as it is.
+        let mut wanted = res("cpus:0");
+        wanted.add(&v);
+        assert_eq!(r.pick(&wanted, "db").unwrap(), v);
+        assert_eq!(r.reserved_for("db").disk(), Scalar::from_int(1512));
+        assert_eq!(r.allocatable_to("web").disk(), Scalar::from_int(500));
+        assert_eq!(r.without_volumes(), res("disk(db):1000;disk:500"));
+        let base = r.volumes().next().unwrap().volume_base().unwrap();
+        assert_eq!(Resources::of_entry(base), res("disk(db):512"));
+        // Back to the wire and again: the same.
+        assert_eq!(Resources::try_from_proto(&r.to_proto()).unwrap(), r);
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, r#"{"disk(db)[v1:data]":512.0}"#);
+    }
+
+    #[test]
+    fn mount_disks_parse_and_stay_whole() {
+        let r = res("cpus:2;disk[MOUNT:/mnt/d1]:1000;disk:50;disk[MOUNT:/mnt/d2]:2000");
+        assert_eq!(r.disk(), Scalar::from_int(3050));
+        assert_eq!(r.unreserved(), r);
+        assert_eq!(Resources::parse(&r.to_string()).unwrap(), r);
+        let d1 = res("disk[MOUNT:/mnt/d1]:1000");
+        assert!(r.contains(&d1));
+        assert!(!r.contains(&res("disk[MOUNT:/mnt/d1]:500")));
+        let reserved = d1.with_role(Some("db"));
+        assert_eq!(reserved.to_string(), "disk(db)[MOUNT:/mnt/d1]:1000");
+        assert!(Resources::parse("disk[FOO:/x]:1").is_err());
+        assert!(Resources::parse("disk[MOUNT:relative]:1").is_err());
+        assert!(Resources::parse("cpus[MOUNT:/x]:1").is_err());
+        assert!(Resources::parse("disk[MOUNT:/x:1").is_err());
+    }
+
+    #[test]
+    fn bad_volumes_are_refused_with_the_reason() {
+        let err = |r: v1::Resource| Resources::try_from_proto(&[r]).unwrap_err().to_string();
+        assert!(err(volume("", "v1", "data", 1.0)).contains("not reserved"));
+        assert!(err(volume("db", "", "data", 1.0)).contains("persistence id"));
+        assert!(err(volume("db", "..", "data", 1.0)).contains("persistence id"));
+        assert!(err(volume("db", "a/b", "data", 1.0)).contains("persistence id"));
+        assert!(err(volume("db", "v", "../etc", 1.0)).contains("'..'"));
+        assert!(err(volume("db", "v", "a/../../b", 1.0)).contains("'..'"));
+        assert!(err(volume("db", "v", "/etc", 1.0)).contains("absolute"));
+        assert!(err(volume("db", "v", "", 1.0)).contains("empty"));
+        let mut cpus = volume("db", "v", "data", 1.0);
+        cpus.name = "cpus".into();
+        assert!(err(cpus).contains("only a disk"));
+        let mut path_only = volume("db", "v", "data", 1.0);
+        path_only.disk.as_mut().unwrap().persistence = None;
+        assert!(err(path_only).contains("needs a persistent volume"));
     }
 }

@@ -342,6 +342,7 @@ fn resource() -> impl Strategy<Value = v1::Resource> {
                 .map(|(begin, end)| v1::Range { begin, end })
                 .collect(),
             role,
+            disk: None,
         })
 }
 
@@ -626,6 +627,7 @@ fn seeds() -> Vec<Vec<u8>> {
     };
     let register = v1::AgentMessage {
         message: Some(v1::agent_message::Message::Register(v1::Register {
+            checkpointed: None,
             agent_info: Some(agent.clone()),
             tasks: vec![v1::RunningTask {
                 framework_id: "f1".into(),

@@ -337,3 +337,82 @@ prop_assert_eq!(sum.checked_sub(&b).map(|r| model_of(&r)), Some(model_sub(&model
         prop_assert_eq!(one_by_one, build(&list));
     }
 }
+
+/// A disk with an identity: a volume (reserved for db or web, ids v0..v3) or a MOUNT
+/// disk (/mnt/d0..d2), of a random size.
+fn disk_strategy() -> impl Strategy<Value = v1::Resource> {
+    (0u8..2, 0u8..4, 0u8..2, 1u32..2000).prop_map(|(kind, id, role, size)| {
+        let role = if role == 0 { "db" } else { "web" };
+        let disk = if kind == 0 {
+            v1::DiskInfo {
+                persistence: Some(v1::disk_info::Persistence {
+                    id: format!("v{id}"),
+                    principal: "p".into(),
+                }),
+                container_path: format!("data{id}"),
+                ..Default::default()
+            }
+        } else {
+            v1::DiskInfo {
+                source: Some(v1::disk_info::Source {
+                    r#type: v1::disk_info::source::Type::Mount as i32,
+                    root: format!("/mnt/d{}", id % 3),
+                }),
+                ..Default::default()
+            }
+        };
+        v1::Resource {
+            name: "disk".into(),
+            scalar: f64::from(size),
+            role: role.into(),
+            disk: Some(disk),
+            ..Default::default()
+        }
+    })
+}
+
+proptest! {
+    /// Disks with an identity are entries of their own: they survive the wire, add
+    /// and subtract like amounts, are contained only whole, and `pick` of plain
+    /// amounts never takes them.
+    #[test]
+    fn disks_with_an_identity_keep_it(
+        plain in list_strategy(),
+        disks in prop::collection::vec(disk_strategy(), 0..6),
+    ) {
+        let mut list = plain.clone();
+        list.extend(disks.iter().cloned());
+        let all = build(&list);
+        prop_assert_eq!(Resources::try_from_proto(&all.to_proto()).unwrap(), all.clone());
+        let only_disks = build(&disks);
+        let base = build(&plain);
+        let mut sum = base.clone();
+        sum.add(&only_disks);
+        prop_assert_eq!(&sum, &all);
+        prop_assert!(all.contains(&only_disks));
+        let mut left = all.clone();
+        left.subtract(&only_disks);
+        prop_assert_eq!(&left, &base);
+        for e in only_disks.entries() {
+            let whole = Resources::of_entry(e.clone());
+            prop_assert!(all.contains(&whole));
+            if let Value::Scalar(s) = &e.value
+                && s.milli() > 1000
+            {
+                let mut half = e.clone();
+                half.value = Value::Scalar(Scalar::from_milli(s.milli() - 1000));
+                prop_assert!(!all.contains(&Resources::of_entry(half)));
+            }
+        }
+        let plain_disk = base.disk();
+        if plain_disk.is_positive() {
+            let wanted = Resources::new().with_scalar("disk", plain_disk);
+            for role in ["db", "web", "*"] {
+                if let Some(p) = all.pick(&wanted, role) {
+                    prop_assert_eq!(p.volumes().count(), 0);
+                    prop_assert!(p.entries().iter().all(|e| e.disk.is_none()));
+                }
+            }
+        }
+    }
+}

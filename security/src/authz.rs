@@ -57,6 +57,10 @@ pub enum Action {
     ReserveResources,
     /// Release a reservation of a role (object: the role).
     UnreserveResources,
+    /// Create persistent volumes from a role's reserved disk (object: the role).
+    CreateVolumes,
+    /// Destroy persistent volumes of a role, with their data (object: the role).
+    DestroyVolumes,
     /// Tear down a framework (object: the framework's principal).
     TeardownFrameworks,
     /// Set a role's weight (object: the role).
@@ -96,7 +100,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the ACL file documents them.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Action::RegisterFrameworks,
         Action::RunTasks,
         Action::UseImages,
@@ -104,6 +108,8 @@ impl Action {
         Action::UseDockerVolumes,
         Action::ReserveResources,
         Action::UnreserveResources,
+        Action::CreateVolumes,
+        Action::DestroyVolumes,
         Action::TeardownFrameworks,
         Action::UpdateWeights,
         Action::DeactivateAgents,
@@ -132,6 +138,8 @@ impl Action {
             Action::UseDockerVolumes => "use_docker_volumes",
             Action::ReserveResources => "reserve_resources",
             Action::UnreserveResources => "unreserve_resources",
+            Action::CreateVolumes => "create_volumes",
+            Action::DestroyVolumes => "destroy_volumes",
             Action::TeardownFrameworks => "teardown_frameworks",
             Action::UpdateWeights => "update_weights",
             Action::DeactivateAgents => "deactivate_agents",
@@ -157,6 +165,8 @@ impl Action {
             Action::RegisterFrameworks
             | Action::ReserveResources
             | Action::UnreserveResources
+            | Action::CreateVolumes
+            | Action::DestroyVolumes
             | Action::UpdateWeights => "roles",
             Action::RunTasks => "users",
             Action::UseImages => "images",
@@ -202,6 +212,8 @@ impl Action {
                 | Action::ReloadSecurity
                 | Action::ReserveResources
                 | Action::UnreserveResources
+                | Action::CreateVolumes
+                | Action::DestroyVolumes
                 | Action::ManageSecrets
                 | Action::ManageConfigs
         )
@@ -217,6 +229,8 @@ impl Action {
             Action::UseDockerVolumes => format!("use the Docker volume '{object}'"),
             Action::ReserveResources => format!("reserve resources for role '{object}'"),
             Action::UnreserveResources => format!("unreserve resources of role '{object}'"),
+            Action::CreateVolumes => format!("create volumes for role '{object}'"),
+            Action::DestroyVolumes => format!("destroy volumes of role '{object}'"),
             Action::TeardownFrameworks => format!("tear down frameworks of '{object}'"),
             Action::UpdateWeights => format!("update the weight of role '{object}'"),
             Action::DeactivateAgents => format!("deactivate agent '{object}'"),
@@ -483,9 +497,13 @@ impl Acls {
                 | Action::UseDockerVolumes
                 | Action::ReserveResources
                 | Action::UnreserveResources
+                | Action::CreateVolumes
                 | Action::ViewApps
                 | Action::ManageApps => vec![anyone(Entity::Any)],
-                Action::TeardownFrameworks
+                // A volume's creator may destroy it whatever the ACLs say (the
+                // master's owner rule); anyone else's data is admin's to destroy.
+                Action::DestroyVolumes
+                | Action::TeardownFrameworks
                 | Action::UpdateWeights
                 | Action::DeactivateAgents
                 | Action::ReactivateAgents

@@ -391,14 +391,24 @@ async fn put_app(
     Ok(Json(change_app(&api.framework, call).await?))
 }
 
+/// `DELETE /v1/apps/{id}?wipe=true`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    /// Destroy a resident app's volumes (their data) and release its reservations.
+    #[serde(default)]
+    wipe: bool,
+}
+
 async fn delete_app(
     State(api): Handle,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
 ) -> Reply<AppView> {
     api.authz.authorize(&caller, Action::ManageApps, &id)?;
     Ok(Json(
-        change_app(&api.framework, AppCall::Destroy { id }).await?,
+        change_app(&api.framework, AppCall::Destroy { id, wipe: q.wipe }).await?,
     ))
 }
 

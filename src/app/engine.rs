@@ -18,7 +18,12 @@ use super::records::{
     AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
 };
 use super::spec::{AppSpec, EnvValue, PlacementStrategy, PortSpec, SpecError, object_key};
-use super::view::{AppTaskView, AppView, DeploymentView, EndpointView, PortView, TaskFailureView};
+use super::view::{
+    AppTaskView, AppView, DeploymentView, EndpointView, PortView, ResidentView, TaskFailureView,
+};
+
+#[path = "resident.rs"]
+mod resident;
 
 /// How long declined offers stay away (revive brings them back when demand changes).
 pub const DECLINE_REFUSE_SECONDS: f64 = 120.0;
@@ -106,8 +111,11 @@ impl FromStr for ServicePortRange {
 /// What the service must do, in order, after the writes are persisted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Accepts the offer: `operations` (a resident app's RESERVE / CREATE, a wipe's
+    /// DESTROY / UNRESERVE) then a LAUNCH of `tasks` (when any).
     Launch {
         offer_id: String,
+        operations: Vec<v1::Operation>,
         tasks: Vec<v1::TaskInfo>,
     },
     Decline {
@@ -353,7 +361,24 @@ impl Engine {
             }
         }
         let existing = self.apps.get(&id).cloned();
+        if spec.is_resident() && self.role() == "*" {
+            return Err(ApiError::Refused(SpecError::new(
+                "volumes",
+                "persistent volumes need reservations, and role '*' cannot hold any: start the framework with a role (strata serve --role NAME)",
+            )));
+        }
         if let Some(a) = &existing {
+            let persistent = |s: &AppSpec| -> Vec<(String, String)> {
+                s.persistent_volumes()
+                    .map(|(v, size)| (v.container_path.clone(), size.to_string()))
+                    .collect()
+            };
+            if !a.destroying && persistent(&a.spec) != persistent(&spec) {
+                return Err(ApiError::Refused(SpecError::new(
+                    "volumes",
+                    "the persistent volumes of an app cannot change (its instances' data is in them): remove the app with `strata app rm --wipe` to start over, or deploy another app",
+                )));
+            }
             if create_only {
                 return Err(ApiError::AppExists(id));
             }
@@ -373,6 +398,9 @@ impl Engine {
                     spec,
                     version,
                     destroying: false,
+                    wipe: false,
+                    residents: Default::default(),
+                    next_resident: 0,
                     backoff: BackoffState::default(),
                     last_failure: None,
                     version_cause: None,
@@ -444,7 +472,16 @@ impl Engine {
         Ok((self.app_view(id, now).expect("exists"), actions))
     }
 
-    pub fn destroy(&mut self, id: &str, now: f64) -> Result<(AppView, Vec<Action>), ApiError> {
+    /// Removes the app: its tasks are killed; a resident app keeps its instances'
+    /// volumes and reservations (a later deploy of the same id adopts them) unless
+    /// `wipe` (then they are destroyed and released before the app is gone). A second
+    /// call may add `wipe`.
+    pub fn destroy(
+        &mut self,
+        id: &str,
+        wipe: bool,
+        now: f64,
+    ) -> Result<(AppView, Vec<Action>), ApiError> {
         let a = self
             .apps
             .get(id)
@@ -454,9 +491,15 @@ impl Engine {
             let deployment = self.deployment(DeploymentKind::Destroy, id, &version, now);
             let rec = self.apps.get_mut(id).expect("checked");
             rec.destroying = true;
+            rec.wipe = wipe;
             rec.deployment = Some(deployment);
             self.save_app(id);
+        } else if wipe && !a.wipe {
+            self.apps.get_mut(id).expect("checked").wipe = true;
+            self.save_app(id);
         }
+        // Offers of the instances' agents are needed now.
+        self.last_pending = 0;
         let view = self.app_view(id, now).expect("exists");
         let actions = self.tick(now);
         Ok((view, actions))
@@ -745,6 +788,13 @@ impl Engine {
             "status update"
         );
         let mut actions = Vec::new();
+        if let Some((app_id, instance)) = self
+            .tasks
+            .get(&status.task_id)
+            .and_then(|t| Some((t.app_id.clone(), t.resident.clone()?)))
+        {
+            self.resident_update(&app_id, &instance, state);
+        }
         let Some(task) = self.tasks.get_mut(&status.task_id) else {
             if !is_terminal(state) && state != TaskState::TaskUnknown {
                 tracing::warn!(task = %status.task_id, "killing a task this framework does not know");
@@ -840,7 +890,9 @@ impl Engine {
             let app = self.apps.get(&id).expect("listed");
             let (destroying, has_deployment, backoff_until) =
                 (app.destroying, app.deployment.is_some(), app.backoff.until);
-            if destroying && self.tasks.values().all(|t| t.app_id != id) {
+            // `app rm --wipe` waits for the instances' volumes to be destroyed.
+            let wiped = !app.wipe || app.residents.is_empty();
+            if destroying && wiped && self.tasks.values().all(|t| t.app_id != id) {
                 self.apps.remove(&id);
                 self.waiting.remove(&id);
                 self.save_app(&id);
@@ -855,6 +907,8 @@ impl Engine {
                 pending += plan.launch;
             }
         }
+        pending += self.wipes_pending();
+        self.relocate_lost();
         // Launches that never got going, and killed tasks whose agent stays away.
         let mut expired = Vec::new();
         let mut stale_launches = Vec::new();
@@ -994,6 +1048,7 @@ impl Engine {
     pub fn offers(&mut self, offers: Vec<v1::Offer>, now: f64) -> Vec<Action> {
         self.last_offers = now;
         self.revived_at = None;
+        self.adopt_residents(&offers);
         // What each app still needs, in app order.
         let mut wanted: Vec<(String, u32)> = Vec::new();
         for (id, app) in &self.apps {
@@ -1006,7 +1061,7 @@ impl Engine {
             }
         }
         let mut actions = Vec::new();
-        if wanted.is_empty() {
+        if wanted.is_empty() && self.wipes_pending() == 0 {
             let ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
             if !ids.is_empty() {
                 actions.push(Action::Decline {
@@ -1045,12 +1100,20 @@ impl Engine {
                 offer,
                 placement,
                 available,
+                operations: Vec::new(),
                 launched: Vec::new(),
             });
         }
+        // `app rm --wipe` of resident apps, then resident apps' instances (each on its
+        // agent, or new ones with their reservations and volumes).
+        self.wipe_residents(&mut slots);
+        let residents =
+            self.place_residents(&mut wanted, &mut slots, &mut unmet, &mut placed_any, now);
         // Apps placed with `spread`: every instance where the app has the fewest,
         // looking at all of the round's offers.
-        let spread = self.place_spread(&mut wanted, &mut slots, &mut unmet, &mut placed_any, now);
+        let mut spread =
+            self.place_spread(&mut wanted, &mut slots, &mut unmet, &mut placed_any, now);
+        spread.extend(residents);
         // Apps placed with `pack`: first fit, offer after offer.
         for slot in slots.iter_mut() {
             // Round robin over the apps until nothing more fits on this offer.
@@ -1082,11 +1145,12 @@ impl Engine {
             }
         }
         for slot in slots {
-            if slot.launched.is_empty() {
+            if slot.launched.is_empty() && slot.operations.is_empty() {
                 unused.push(slot.offer.id.clone());
             } else {
                 actions.push(Action::Launch {
                     offer_id: slot.offer.id.clone(),
+                    operations: slot.operations,
                     tasks: slot.launched,
                 });
             }
@@ -1137,7 +1201,7 @@ impl Engine {
             .iter()
             .map(|(app_id, _)| {
                 let app = self.apps.get(app_id)?;
-                if app.spec.placement != PlacementStrategy::Spread {
+                if app.spec.placement != PlacementStrategy::Spread || app.spec.is_resident() {
                     return None;
                 }
                 // The app's current tasks (a rolling update spreads the new version).
@@ -1205,9 +1269,31 @@ impl Engine {
         now: f64,
     ) -> Result<(v1::TaskInfo, Resources), Option<String>> {
         let app = self.apps.get(app_id).ok_or(None)?;
-        let spec = &app.spec;
+        let (needs, ports) = self.fit(
+            app_id,
+            &app.spec,
+            needs_of(&app.spec),
+            offer,
+            placement,
+            available,
+        )?;
+        let task = self.record_task(app_id, offer, placement, &needs, ports, None, now);
+        Ok((task, needs))
+    }
+
+    /// What one task of `app_id` with `needs` (and the spec's ports) takes of
+    /// `available`, and its ports: Err(Some(reason)) when a constraint forbids the
+    /// agent, Err(None) when it does not fit.
+    fn fit(
+        &self,
+        app_id: &str,
+        spec: &AppSpec,
+        mut needs: Resources,
+        offer: &v1::Offer,
+        placement: &Placement,
+        available: &Resources,
+    ) -> Result<(Resources, Vec<u16>), Option<String>> {
         // Resources first.
-        let mut needs = needs_of(spec);
         let free_ports = available.ports();
         let mut ports: Vec<u16> = Vec::new();
         let mut taken = RangeSet::new();
@@ -1269,9 +1355,25 @@ impl Engine {
             constraints::check(&spec.constraints, placement, &refs)
                 .map_err(|unmet| Some(unmet.to_string()))?;
         }
+        Ok((needs, ports))
+    }
+
+    /// Records a task of `app_id` launched on the offer with `resources` and `ports`
+    /// (as the instance `resident` of a resident app) and builds it.
+    #[allow(clippy::too_many_arguments)]
+    fn record_task(
+        &mut self,
+        app_id: &str,
+        offer: &v1::Offer,
+        placement: &Placement,
+        needs: &Resources,
+        ports: Vec<u16>,
+        resident: Option<String>,
+        now: f64,
+    ) -> v1::TaskInfo {
         let task_id = self.next_id(app_id);
         let app = self.apps.get(app_id).expect("checked");
-        let task = build_task(app, &task_id, &offer.agent_id, &needs, &ports);
+        let task = build_task(app, &task_id, &offer.agent_id, needs, &ports);
         let record = TaskRecord {
             id: task_id.clone(),
             app_id: app_id.to_string(),
@@ -1289,10 +1391,11 @@ impl Engine {
             kill_requested_at: None,
             unreachable_since: None,
             checked: !app.spec.health_checks.is_empty(),
+            resident,
         };
         self.tasks.insert(task_id.clone(), record);
         self.save_task(&task_id);
-        Ok((task, needs))
+        task
     }
 
     /// A launch the master refused or that was never sent: forget the tasks (the plan
@@ -1367,6 +1470,22 @@ impl Engine {
             endpoints: endpoints(app, &tasks),
             objects: app.objects.clone(),
             version_cause: app.version_cause.clone(),
+            residents: app
+                .residents
+                .iter()
+                .map(|(instance, r)| ResidentView {
+                    instance: instance.clone(),
+                    agent_id: r.agent_id.clone(),
+                    hostname: r.hostname.clone(),
+                    volumes: r.volumes.clone(),
+                    task_id: tasks
+                        .iter()
+                        .find(|t| t.resident.as_deref() == Some(instance.as_str()))
+                        .map(|t| t.id.clone()),
+                    lost: r.lost,
+                    note: r.lost.then(|| resident::lost_note(instance, &r.hostname)),
+                })
+                .collect(),
         })
     }
 
@@ -1375,6 +1494,18 @@ impl Engine {
             return format!(
                 "restart backoff: next launch in {:.1} s",
                 app.backoff.until - now
+            );
+        }
+        if app.destroying && app.wipe && !app.residents.is_empty() {
+            let hosts: BTreeSet<&str> = app
+                .residents
+                .values()
+                .map(|r| r.hostname.as_str())
+                .collect();
+            return format!(
+                "wiping {} instance(s): destroying their volumes on {}",
+                app.residents.len(),
+                hosts.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
         if p.launch == 0 {
@@ -1476,6 +1607,9 @@ struct Slot {
     offer: v1::Offer,
     placement: Placement,
     available: Resources,
+    /// RESERVE / CREATE / DESTROY / UNRESERVE to apply before the launch (resident
+    /// apps).
+    operations: Vec<v1::Operation>,
     launched: Vec<v1::TaskInfo>,
 }
 
@@ -3094,7 +3228,7 @@ mod tests {
             .unwrap();
         assert_eq!(assigned(&c, "new"), [Some(10002)]);
         // Removed: its port is held until its tasks are gone, then free.
-        c.destroy("api", 5.0).unwrap();
+        c.destroy("api", false, 5.0).unwrap();
         let e = refused_field(c.deploy(with_service_ports("late", &[Some(10001)]), false, 5.5));
         assert!(e.reason.contains("taken by app \"api\""), "{e}");
         let api_task = tasks.iter().find(|t| t.name == "api").unwrap();

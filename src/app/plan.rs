@@ -128,7 +128,15 @@ pub fn plan(app: &AppRecord, tasks: &[&TaskRecord], now: f64) -> Plan {
     // and at most `max_total` tasks.
     let strategy = &app.spec.upgrade_strategy;
     let min_healthy = ((n as f64) * strategy.minimum_health_capacity - 1e-9).ceil() as usize;
-    let max_total = n + ((n as f64) * strategy.maximum_over_capacity + 1e-9).floor() as usize;
+    // A resident app never runs over capacity: a new task needs the volumes of an
+    // instance, which its old task holds until it is gone.
+    let resident = app.spec.is_resident();
+    let over = if resident {
+        0
+    } else {
+        ((n as f64) * strategy.maximum_over_capacity + 1e-9).floor() as usize
+    };
+    let max_total = n + over;
     let old_healthy: Vec<&TaskRecord> =
         old.iter().copied().filter(|t| is_healthy(app, t)).collect();
     let old_unhealthy: Vec<&TaskRecord> = old
@@ -162,10 +170,21 @@ pub fn plan(app: &AppRecord, tasks: &[&TaskRecord], now: f64) -> Plan {
     let mut room = max_total.saturating_sub(total);
     // No room and nothing may be killed (e.g. 1 instance, 50% over capacity rounds to
     // 0 extra): one task over capacity lets the update go on (Marathon does the same).
+    // A resident app goes one under capacity instead: its oldest old task stops, and
+    // its instance comes back with the new version.
     if room == 0 && killed_healthy == 0 && wanted > 0 && old_unhealthy.is_empty() {
         let new_pending = new.iter().any(|t| !is_healthy(app, t));
         if !new_pending {
-            room = 1;
+            if resident {
+                if let Some(t) = old_healthy
+                    .iter()
+                    .min_by(|a, b| a.staged_at.total_cmp(&b.staged_at).then(a.id.cmp(&b.id)))
+                {
+                    out.kill.push(t.id.clone());
+                }
+            } else {
+                room = 1;
+            }
         }
     }
     out.launch = wanted.min(room) as u32;
@@ -193,6 +212,9 @@ mod tests {
             spec,
             version: "v2".into(),
             destroying: false,
+            wipe: false,
+            residents: Default::default(),
+            next_resident: 0,
             deployment: None,
             backoff: Default::default(),
             last_failure: None,
@@ -219,6 +241,7 @@ mod tests {
             kill_requested_at: None,
             unreachable_since: None,
             checked: healthy.is_some(),
+            resident: None,
         }
     }
 

@@ -20,6 +20,18 @@ pub struct AppRecord {
     /// Set by `app rm`: every task is killed and the app removed once none is left.
     #[serde(default)]
     pub destroying: bool,
+    /// Set by `app rm --wipe`: once its tasks are gone, the resident instances'
+    /// volumes are destroyed and their reservations released (through offers of their
+    /// agents) before the app is removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wipe: bool,
+    /// A resident app's instances (issue 17), by instance id (`<app>_<n>`): where each
+    /// keeps its data. Kept across scale-downs (a later scale-up reuses them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub residents: BTreeMap<String, Resident>,
+    /// The number of the next resident instance.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_resident: u64,
     #[serde(default)]
     pub deployment: Option<DeploymentRecord>,
     #[serde(default)]
@@ -38,6 +50,34 @@ pub struct AppRecord {
     /// through the App API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_cause: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One instance of a resident app: the agent holding its volumes, what it reserved
+/// there, and whether that agent is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resident {
+    pub agent_id: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The persistence ids of its volumes, in the spec's order (`<instance>_<k>`).
+    pub volumes: Vec<String>,
+    /// What it reserved (the flag form, e.g. `cpus(apps):0.5;mem(apps):64;disk(apps):522`),
+    /// released with `app rm --wipe`.
+    #[serde(default)]
+    pub reserved: String,
+    /// Its agent was marked gone (its data with it): it waits for an operator, or is
+    /// started afresh elsewhere with `unreachable_strategy: relocate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// Its volumes exist: a task of it started, or they were found in an offer. An
+    /// instance whose RESERVE / CREATE never took is created anew.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +159,9 @@ pub struct TaskRecord {
     /// Launched with a health check (its health counts only then).
     #[serde(default)]
     pub checked: bool,
+    /// The resident instance it runs as (resident apps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident: Option<String>,
 }
 
 impl TaskRecord {

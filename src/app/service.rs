@@ -72,6 +72,8 @@ pub enum AppCall {
     },
     Destroy {
         id: String,
+        /// Also destroy a resident app's volumes and release its reservations.
+        wipe: bool,
     },
     KillTask {
         id: String,
@@ -113,6 +115,9 @@ pub enum Event {
     /// The latest version of every config and secret the master lists (issue 16):
     /// apps whose pins differ roll ([`Engine::objects`]).
     Objects(ObjectVersions),
+    /// An agent was removed for good (`strata agent gone`): resident instances kept
+    /// there are lost ([`Engine::agent_gone`]).
+    AgentGone(String),
 }
 
 /// A read of the core: runs in the framework task, between two commands. The flag
@@ -314,8 +319,8 @@ impl Framework {
                     AppCall::Restart { id } => core
                         .restart(&id, now)
                         .map(|(v, a)| (Answer::App(Box::new(v)), a)),
-                    AppCall::Destroy { id } => core
-                        .destroy(&id, now)
+                    AppCall::Destroy { id, wipe } => core
+                        .destroy(&id, wipe, now)
                         .map(|(v, a)| (Answer::App(Box::new(v)), a)),
                     AppCall::KillTask { id } => core
                         .kill_task(&id, now)
@@ -340,6 +345,7 @@ impl Framework {
                     Event::Offers(offers) => self.core.offers(offers, now),
                     Event::Status(status) => self.core.status(&status, now),
                     Event::Objects(latest) => self.core.objects(latest, now),
+                    Event::AgentGone(agent_id) => self.core.agent_gone(&agent_id, now),
                 };
                 let (persisted, actions) = self.persist(actions);
                 let _ = reply.send(persisted);
@@ -423,9 +429,30 @@ impl Executor {
 
     async fn carry_out(&self, driver: &DriverHandle, action: Action) {
         match action {
-            Action::Launch { offer_id, tasks } => {
+            Action::Launch {
+                offer_id,
+                mut operations,
+                tasks,
+            } => {
                 let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-                if let Err(e) = driver.launch(vec![offer_id], tasks).await {
+                if !tasks.is_empty() {
+                    operations.push(v1::Operation {
+                        operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                            task_infos: tasks,
+                        })),
+                    });
+                }
+                if let Err(e) = driver.accept(vec![offer_id], operations, None).await {
+                    // An operation (RESERVE, CREATE, ...) the master refused while it
+                    // applied the others: the launch went ahead, and each task gets
+                    // its update (TASK_ERROR when the refusal took its resources).
+                    let partly = matches!(&e, SdkError::Rpc(s)
+                        if s.code() == tonic::Code::InvalidArgument
+                            && s.message().contains("refused, the others applied"));
+                    if partly {
+                        tracing::warn!(error = %e, "an operation of the accept was refused; the tasks' updates tell what became of them");
+                        return;
+                    }
                     let refused = matches!(
                         &e,
                         SdkError::Disconnected
@@ -556,6 +583,13 @@ impl Scheduler for AppScheduler {
         if let Err(e) = driver.acknowledge(&ack).await {
             // The agent retries unacknowledged updates, so this one comes again.
             tracing::debug!(task = %task_id, error = %e, "could not acknowledge a status update");
+        }
+    }
+
+    async fn failure(&mut self, _driver: &DriverHandle, failure: v1::Failure) {
+        if failure.task_id.is_empty() && !failure.agent_id.is_empty() {
+            tracing::warn!(agent_id = %failure.agent_id, "the master removed an agent");
+            self.event(Event::AgentGone(failure.agent_id)).await;
         }
     }
 

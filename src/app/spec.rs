@@ -54,10 +54,18 @@ pub struct AppSpec {
     /// container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<ObjectFile>,
-    /// Docker named volumes mounted into a Docker app's containers (Swarm's volumes,
-    /// issue 17).
+    /// Volumes (issue 17): Docker named volumes mounted into a Docker app's
+    /// containers (Swarm's volumes), or local persistent volumes (Marathon's resident
+    /// apps): `{container_path: data, persistent: {size: 512}}` makes each instance
+    /// keep its data on the agent it first lands on, and come back there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeSpec>,
+    /// What a resident app (with persistent volumes) does when an instance's agent is
+    /// gone for good (`strata agent gone`), its data with it: `wait` (the default: the
+    /// app says so and waits for an operator, as Marathon does) or `relocate` (the
+    /// instance starts afresh, with empty volumes, elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_strategy: Option<String>,
     /// Host ports, one per entry; tasks see `$PORT0`, `$PORT1`, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
@@ -97,22 +105,39 @@ pub struct AppSpec {
     pub accepted_resource_roles: Option<Vec<String>>,
 }
 
-/// A volume of a Docker app: a Docker named volume mounted at an absolute path in the
-/// container. The agent a task lands on creates the volume on first use and never
-/// removes it: the data stays on that agent for the next task that mounts it (the
-/// instances of an app on one agent share it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A volume of an app, one of:
+/// - a Docker named volume mounted at an absolute path in the container. The agent a
+///   task lands on creates the volume on first use and never removes it: the data
+///   stays on that agent for the next task that mounts it (the instances of an app on
+///   one agent share it);
+/// - a local persistent volume (`persistent`), at a path relative to the sandbox: each
+///   instance reserves its resources and creates its own volume on the agent it lands
+///   on, and is relaunched there, with the same data, after a failure, a restart, a
+///   rolling update or an agent restart (Marathon's resident apps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
-    /// The engine's volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255). Required:
-    /// named volumes are the only kind of volume yet.
+    /// The engine's volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_volume: Option<String>,
-    /// An absolute path in the container, without `..`.
+    /// A Docker volume: an absolute path in the container, without `..`. A persistent
+    /// volume: a path relative to the sandbox (`data`), without `..` (a Docker app
+    /// sees it at `/data` too).
     pub container_path: String,
     /// `rw` (the default) or `ro`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// A local persistent volume of this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<PersistentSpec>,
+}
+
+/// The size of a local persistent volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistentSpec {
+    /// MiB, reserved on the agent and counted in the task's disk limit.
+    pub size: f64,
 }
 
 /// A secret or config delivered to the app's tasks as a file.
@@ -617,7 +642,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
         SpecError {
             field: field.into(),
             reason: reason.into(),
@@ -1027,12 +1052,42 @@ impl AppSpec {
     /// at its own absolute container path, `rw` or `ro`.
     fn validate_volumes(&self) -> Result<(), SpecError> {
         let mut paths: BTreeMap<&str, usize> = BTreeMap::new();
+        if let Some(s) = &self.unreachable_strategy {
+            one_of("unreachable_strategy", s, &["wait", "relocate"])?;
+        }
         for (i, v) in self.volumes.iter().enumerate() {
             let field = |name: &str| format!("volumes[{i}].{name}");
+            if let Some(p) = &v.persistent {
+                if v.docker_volume.is_some() {
+                    return Err(SpecError::new(
+                        field("persistent"),
+                        "a volume is either a Docker volume (docker_volume) or a persistent volume (persistent), not both",
+                    ));
+                }
+                if !(p.size.is_finite() && p.size >= 1.0) {
+                    return Err(SpecError::new(
+                        field("persistent.size"),
+                        format!("must be a number of MiB of at least 1, got {}", p.size),
+                    ));
+                }
+                let path = v.container_path.as_str();
+                strata_proto::resources::valid_container_path(path)
+                    .map_err(|why| SpecError::new(field("container_path"), why))?;
+                if let Some(first) = paths.insert(path.trim_end_matches('/'), i) {
+                    return Err(SpecError::new(
+                        field("container_path"),
+                        format!("'{path}' is also the container_path of volumes[{first}]"),
+                    ));
+                }
+                if let Some(mode) = &v.mode {
+                    one_of(&field("mode"), mode, &["rw", "ro"])?;
+                }
+                continue;
+            }
             let Some(name) = &v.docker_volume else {
                 return Err(SpecError::new(
                     field("docker_volume"),
-                    "is required: name the Docker volume to mount, e.g. {docker_volume: pgdata, container_path: /data}",
+                    "is required: name the Docker volume to mount, e.g. {docker_volume: pgdata, container_path: /data}, or give a local persistent volume, e.g. {container_path: data, persistent: {size: 512}}",
                 ));
             };
             if self.image.is_none() {
@@ -1075,6 +1130,23 @@ impl AppSpec {
             }
         }
         Ok(())
+    }
+
+    /// The persistent volumes (a resident app has one or more).
+    pub fn persistent_volumes(&self) -> impl Iterator<Item = (&VolumeSpec, f64)> {
+        self.volumes
+            .iter()
+            .filter_map(|v| v.persistent.as_ref().map(|p| (v, p.size)))
+    }
+
+    /// Whether the app keeps its instances' data in persistent volumes.
+    pub fn is_resident(&self) -> bool {
+        self.persistent_volumes().next().is_some()
+    }
+
+    /// A resident app whose instance's agent is gone starts it afresh elsewhere.
+    pub fn relocates(&self) -> bool {
+        self.unreachable_strategy.as_deref() == Some("relocate")
     }
 
     /// The Docker volumes the tasks mount (what a deploy asks `use_docker_volumes`
@@ -1654,6 +1726,7 @@ accepted_resource_roles: ["*", web]
 
     fn full() -> AppSpec {
         AppSpec {
+            unreachable_strategy: None,
             id: "web.frontend-1".into(),
             instances: 3,
             cmd: None,
@@ -1694,11 +1767,13 @@ accepted_resource_roles: ["*", web]
             ],
             volumes: vec![
                 VolumeSpec {
+                    persistent: None,
                     docker_volume: Some("web-cache".into()),
                     container_path: "/var/cache/nginx".into(),
                     mode: None,
                 },
                 VolumeSpec {
+                    persistent: None,
                     docker_volume: Some("web-static".into()),
                     container_path: "/srv".into(),
                     mode: Some("ro".into()),
@@ -2651,6 +2726,7 @@ accepted_resource_roles: ["*", web]
     #[test]
     fn docker_volume_rules() {
         let vol = |name: Option<&str>, path: &str, mode: Option<&str>| VolumeSpec {
+            persistent: None,
             docker_volume: name.map(str::to_string),
             container_path: path.into(),
             mode: mode.map(str::to_string),
@@ -2750,6 +2826,67 @@ accepted_resource_roles: ["*", web]
             "volumes[0].size",
         );
         assert!(e.reason.starts_with("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn persistent_volumes_parse_and_bad_ones_are_refused_with_the_field() {
+        // The example of docs/app-api.md's "Persistent volumes" section parses.
+        let doc = include_str!("../../docs/app-api.md");
+        let section = &doc[doc
+            .find("#### Persistent volumes")
+            .expect("docs/app-api.md has a Persistent volumes section")..];
+        let start = section.find("```yaml\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let example = AppSpec::parse(&section[start..end]).unwrap();
+        assert!(example.is_resident());
+        assert!(!example.relocates());
+        assert_eq!(example.persistent_volumes().next().unwrap().1, 64.0);
+        let base = "id: db\ncmd: x\nvolumes:\n  - ";
+        for (volume, field, why) in [
+            (
+                "{container_path: data, persistent: {size: 0}}",
+                "volumes[0].persistent.size",
+                "at least 1",
+            ),
+            (
+                "{container_path: ../x, persistent: {size: 5}}",
+                "volumes[0].container_path",
+                "'..'",
+            ),
+            (
+                "{container_path: /abs, persistent: {size: 5}}",
+                "volumes[0].container_path",
+                "absolute",
+            ),
+            (
+                "{container_path: d, docker_volume: v, persistent: {size: 5}}",
+                "volumes[0].persistent",
+                "not both",
+            ),
+            (
+                "{container_path: d, persistent: {size: 5}, mode: rx}",
+                "volumes[0].mode",
+                "rx",
+            ),
+            (
+                "{container_path: d, persistent: {size: 5, type: x}}",
+                "volumes[0].persistent.type",
+                "unknown field",
+            ),
+        ] {
+            let e = parse_refused(&format!("{base}{volume}\n"), field);
+            assert!(e.reason.contains(why), "{volume}: {e}");
+        }
+        let e = parse_refused(
+            "id: db\ncmd: x\nvolumes:\n  - {container_path: d, persistent: {size: 5}}\n  - {container_path: d/, persistent: {size: 5}}\n",
+            "volumes[1].container_path",
+        );
+        assert!(e.reason.contains("also the container_path"), "{e}");
+        let e = parse_refused(
+            "id: db\ncmd: x\nunreachable_strategy: later\n",
+            "unreachable_strategy",
+        );
+        assert!(e.reason.contains("later"), "{e}");
     }
 
     #[test]

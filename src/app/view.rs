@@ -57,6 +57,29 @@ pub struct AppView {
     /// db-pass version 4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_cause: Option<String>,
+    /// A resident app's instances: where each keeps its data (issue 17).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub residents: Vec<ResidentView>,
+}
+
+/// One instance of a resident app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidentView {
+    /// `<app>_<n>`.
+    pub instance: String,
+    pub agent_id: String,
+    pub hostname: String,
+    /// Its volumes' persistence ids.
+    pub volumes: Vec<String>,
+    /// The live task running as it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Its agent is gone, its data with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// What a lost instance waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One port of an app (`AppView.ports`).

@@ -47,11 +47,17 @@ pub enum AppCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Remove an app: its tasks are killed, then the app is forgotten.
+    /// Remove an app: its tasks are killed, then the app is forgotten. A resident
+    /// app's volumes (and reservations) are kept: the app deployed again comes back on
+    /// its data.
     #[command(visible_alias = "remove")]
     Rm {
         /// The app's id.
         id: String,
+        /// Also destroy a resident app's persistent volumes (the data is gone) and
+        /// release its reservations.
+        #[arg(long)]
+        wipe: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -137,10 +143,15 @@ impl AppCommand {
                 }
                 finish_change(&client, view, &wait, output).await
             }
-            AppCommand::Rm { id, wait } => {
-                let view = client.delete_app(&id).await?;
+            AppCommand::Rm { id, wipe, wait } => {
+                let view = client.delete_app(&id, wipe).await?;
                 if output == Output::Table {
-                    emit_line(&format!("app \"{id}\": removing"));
+                    let what = if wipe {
+                        "removing, and wiping its volumes"
+                    } else {
+                        "removing"
+                    };
+                    emit_line(&format!("app \"{id}\": {what}"));
                 }
                 if wait.wait {
                     let mut progress = Progress::for_output(output);
@@ -354,6 +365,30 @@ pub fn describe(view: &AppView, tasks: &[AppTaskView], now: f64) -> String {
         }
     }
     f.add("Instances", counts);
+    f.add(
+        "Volumes",
+        spec.volumes
+            .iter()
+            .map(|v| match (&v.docker_volume, &v.persistent) {
+                (Some(name), _) => format!("{name} at {}", v.container_path),
+                (None, Some(p)) => {
+                    format!("persistent {} at {}", format_mb(p.size), v.container_path)
+                }
+                (None, None) => v.container_path.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    // A resident app's instances: where each keeps its data.
+    for r in &view.residents {
+        let mut text = format!("on {} (volumes {})", r.hostname, r.volumes.join(", "));
+        match (&r.task_id, &r.note) {
+            (_, Some(note)) => text.push_str(&format!(": LOST: {note}")),
+            (Some(task), None) => text.push_str(&format!(", task {task}")),
+            (None, None) => text.push_str(", no task"),
+        }
+        f.add(&format!("Instance {}", r.instance), text);
+    }
     if !view.ports.is_empty() {
         f.add("Endpoints", endpoints_text(&view.endpoints));
     }
@@ -839,6 +874,7 @@ mod tests {
             endpoints: vec![],
             objects: Default::default(),
             version_cause: None,
+            residents: Vec::new(),
         }
     }
 

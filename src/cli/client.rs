@@ -180,8 +180,11 @@ impl ApiClient {
     }
 
     /// `DELETE /v1/apps/{id}`: starts a destroy deployment.
-    pub async fn delete_app(&self, id: &str) -> Result<AppView, ApiError> {
-        let path = format!("/v1/apps/{}", segment(id));
+    /// With `wipe`, a resident app's volumes are destroyed (their data with them)
+    /// and its reservations released: `?wipe=true`.
+    pub async fn delete_app(&self, id: &str, wipe: bool) -> Result<AppView, ApiError> {
+        let query = if wipe { "?wipe=true" } else { "" };
+        let path = format!("/v1/apps/{}{query}", segment(id));
         self.call::<_, ()>(Method::DELETE, &path, None).await
     }
 

@@ -150,6 +150,29 @@ impl AgentAction {
     }
 }
 
+/// An operation on an agent's resources (`strata agent reserve|unreserve`, `strata
+/// volume create|destroy`): the operator API's RESERVE_RESOURCES, UNRESERVE_RESOURCES,
+/// CREATE_VOLUMES and DESTROY_VOLUMES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceAction {
+    Reserve,
+    Unreserve,
+    Create,
+    Destroy,
+}
+
+impl ResourceAction {
+    /// `reserve`, `unreserve`, `create`, `destroy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceAction::Reserve => "reserve",
+            ResourceAction::Unreserve => "unreserve",
+            ResourceAction::Create => "create",
+            ResourceAction::Destroy => "destroy",
+        }
+    }
+}
+
 /// A client of the master's operator API at `--master`. Connects on the first call and
 /// keeps the connection for the next ones (`strata task logs --follow` polls).
 #[derive(Debug)]
@@ -266,6 +289,46 @@ impl MasterClient {
             .await
             .map_err(|s| self.refused(s))?;
         Ok(())
+    }
+
+    /// `ReserveResources`, `UnreserveResources`, `CreateVolumes` or `DestroyVolumes` on
+    /// the agent `agent_id`.
+    pub async fn resource_operation(
+        &self,
+        action: ResourceAction,
+        agent_id: &str,
+        resources: Vec<v1::Resource>,
+    ) -> Result<(), MasterError> {
+        let request = v1::ResourceOperationRequest {
+            agent_id: agent_id.to_string(),
+            resources,
+        };
+        let mut client = self.client().await?;
+        let answer = match action {
+            ResourceAction::Reserve => client.reserve_resources(request).await,
+            ResourceAction::Unreserve => client.unreserve_resources(request).await,
+            ResourceAction::Create => client.create_volumes(request).await,
+            ResourceAction::Destroy => client.destroy_volumes(request).await,
+        };
+        answer.map_err(|s| self.refused(s))?;
+        Ok(())
+    }
+
+    /// `GetVolumes`: every persistent volume of the cluster the caller may see.
+    pub async fn volumes(&self) -> Result<Vec<Volume>, MasterError> {
+        let answer = self
+            .client()
+            .await?
+            .get_volumes(v1::GetVolumesRequest {})
+            .await
+            .map_err(|s| self.refused(s))?
+            .into_inner();
+        answer
+            .volumes
+            .into_iter()
+            .map(Volume::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.decode("GetVolumes", e))
     }
 
     /// `CreateObject`: a new config or secret (version 1), or with `update` the next
@@ -782,6 +845,75 @@ impl From<v1::ObjectInfo> for ObjectInfo {
     }
 }
 
+/// A persistent volume as `GetVolumes` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Volume {
+    /// The persistence id, unique per agent and role.
+    pub id: String,
+    pub role: String,
+    pub agent_id: String,
+    pub hostname: String,
+    /// Who created it.
+    pub principal: String,
+    /// Where tasks see it, relative to their sandbox.
+    pub container_path: String,
+    pub read_only: bool,
+    /// The MOUNT disk it is on (its root on the agent); `None`: the agent's work dir.
+    pub mount: Option<String>,
+    /// Its size in MiB.
+    pub size_mb: f64,
+    /// Bytes used, as the agent last measured them.
+    pub used_bytes: u64,
+    /// The live task using it (empty when none).
+    pub framework_id: String,
+    pub task_id: String,
+    /// The volume itself, as the master sent it: what a DESTROY names.
+    #[serde(skip)]
+    pub resource: v1::Resource,
+}
+
+impl TryFrom<v1::VolumeState> for Volume {
+    type Error = Unreadable;
+
+    fn try_from(v: v1::VolumeState) -> Result<Volume, Unreadable> {
+        let whose = || format!("a volume of agent '{}'", v.agent_id);
+        let resource = v
+            .volume
+            .clone()
+            .ok_or_else(|| Unreadable(format!("{} without its resource", whose())))?;
+        let parsed = resources(std::slice::from_ref(&resource), whose)?;
+        let Some((entry, persistence)) = (match parsed.entries() {
+            [one] => one.persistence().map(|p| (one, p.clone())),
+            _ => None,
+        }) else {
+            return Err(Unreadable(format!(
+                "{}: '{parsed}' is not a persistent volume",
+                whose()
+            )));
+        };
+        let mount = entry.disk.as_ref().and_then(|d| d.mount.clone());
+        Ok(Volume {
+            id: persistence.id,
+            role: if v.role.is_empty() {
+                entry.role.clone().unwrap_or_default()
+            } else {
+                v.role
+            },
+            agent_id: v.agent_id,
+            hostname: v.hostname,
+            principal: persistence.principal,
+            container_path: persistence.container_path,
+            read_only: persistence.read_only,
+            mount,
+            size_mb: parsed.disk().as_f64(),
+            used_bytes: v.used_bytes,
+            framework_id: v.framework_id,
+            task_id: v.task_id,
+            resource,
+        })
+    }
+}
+
 /// A task the master knows (it keeps ended ones for a while).
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -837,6 +969,10 @@ pub(crate) mod tests {
         pub objects: Arc<Mutex<Vec<v1::ObjectInfo>>>,
         pub configs: Arc<Mutex<Vec<StoredConfig>>>,
         pub object_calls: Arc<Mutex<Vec<ObjectCall>>>,
+        /// What `GetVolumes` answers.
+        pub volumes: Arc<Mutex<Vec<v1::VolumeState>>>,
+        /// The resource operations received (answered with `refuse` when set).
+        pub resource_calls: Arc<Mutex<Vec<(&'static str, v1::ResourceOperationRequest)>>>,
     }
 
     /// A config the fake master has: name, version, value.
@@ -873,6 +1009,21 @@ pub(crate) mod tests {
             match self.refuse.lock().unwrap().clone() {
                 Some(status) => Err(status),
                 None => Ok(()),
+            }
+        }
+
+        fn resource_call(
+            &self,
+            call: &'static str,
+            r: Request<v1::ResourceOperationRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.resource_calls
+                .lock()
+                .unwrap()
+                .push((call, r.into_inner()));
+            match self.refuse.lock().unwrap().clone() {
+                Some(status) => Err(status),
+                None => Ok(Response::new(v1::MaintenanceResponse {})),
             }
         }
 
@@ -960,6 +1111,37 @@ pub(crate) mod tests {
             _: Request<v1::TeardownFrameworkRequest>,
         ) -> Result<Response<v1::MaintenanceResponse>, Status> {
             Err(Status::unimplemented("not in this fake"))
+        }
+        async fn reserve_resources(
+            &self,
+            r: Request<v1::ResourceOperationRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.resource_call("ReserveResources", r)
+        }
+        async fn unreserve_resources(
+            &self,
+            r: Request<v1::ResourceOperationRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.resource_call("UnreserveResources", r)
+        }
+        async fn create_volumes(
+            &self,
+            r: Request<v1::ResourceOperationRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.resource_call("CreateVolumes", r)
+        }
+        async fn destroy_volumes(
+            &self,
+            r: Request<v1::ResourceOperationRequest>,
+        ) -> Result<Response<v1::MaintenanceResponse>, Status> {
+            self.resource_call("DestroyVolumes", r)
+        }
+        async fn get_volumes(
+            &self,
+            _: Request<v1::GetVolumesRequest>,
+        ) -> Result<Response<v1::GetVolumesResponse>, Status> {
+            let volumes = self.volumes.lock().unwrap().clone();
+            Ok(Response::new(v1::GetVolumesResponse { volumes }))
         }
         async fn ack_events(
             &self,

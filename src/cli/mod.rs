@@ -1,12 +1,13 @@
 //! The `strata` commands of the container framework: `app`, `service`, `task`, `agent`,
-//! `framework`, `secret` and `config`, talking to the App API (`strata serve`, [`client`]) and to the master's
-//! operator gRPC API ([`master_client`]).
+//! `framework`, `secret`, `config` and `volume`, talking to the App API (`strata serve`,
+//! [`client`]) and to the master's operator gRPC API ([`master_client`]).
 //!
 //! ```text
 //!   app.rs ───────────▶ client.rs (App API, HTTP), task.rs (its task table)
 //!   task.rs ──────────▶ client.rs, master_client.rs
 //!   cluster.rs ───────▶ master_client.rs (operator API, gRPC)
 //!   objects.rs ───────▶ master_client.rs (`strata secret`, `strata config`)
+//!   volumes.rs ───────▶ master_client.rs (`strata volume`), the SDK's ops (volumes)
 //!   task.rs ──────────▶ the SDK's SandboxClient (task output, from the agents)
 //!   every command ────▶ config.rs (flags, environment, the CLI config: where the
 //!                       servers are, the cluster CA, the credential)
@@ -27,6 +28,7 @@ pub mod objects;
 pub mod output;
 pub mod service;
 pub mod task;
+pub mod volumes;
 
 pub use app::AppCommand;
 pub use client::{ApiClient, ApiError};
@@ -38,6 +40,7 @@ pub use output::Output;
 pub use service::ServiceCommand;
 use strata_framework_sdk::{SandboxClient, SdkError};
 pub use task::TaskCommand;
+pub use volumes::VolumeCommand;
 
 /// Flags every command of these groups takes, before or after the subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,7 +49,7 @@ pub struct Global {
     /// `apps`, else 127.0.0.1:8080.
     #[arg(long, global = true, env = "STRATA_SERVER", value_name = "ADDR")]
     pub server: Option<String>,
-    /// The master (its operator gRPC API), for `agent` and `framework` commands and
+    /// The master (its operator gRPC API), for `agent`, `framework` and `volume` commands and
     /// for the logs of a task the app server no longer knows; host:port. Default: the
     /// CLI config's `master`, else 127.0.0.1:5050.
     #[arg(long, global = true, env = "STRATA_MASTER", value_name = "ADDR")]
@@ -211,6 +214,21 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
+    pub async fn run(self) -> anyhow::Result<u8> {
+        self.command.run(&self.global).await
+    }
+}
+
+/// `strata volume ...`: the cluster's persistent volumes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VolumeArgs {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+impl VolumeArgs {
     pub async fn run(self) -> anyhow::Result<u8> {
         self.command.run(&self.global).await
     }

@@ -166,6 +166,7 @@ mod tests {
                 .collect(),
             objects: Default::default(),
             version_cause: None,
+            residents: Vec::new(),
         }
     }
 

@@ -630,6 +630,12 @@ impl DockerContainerizer {
         sandbox::prepare(&spec.sandbox, owner)
             .await
             .map_err(|e| ContainerError::Sandbox(e.to_string()))?;
+        // Persistent volumes (issue 17): their mount points in the sandbox (the
+        // sandbox's owner's, made without following links), their roots given to the
+        // task's host user, and two binds each (see `persistent_volume_binds`).
+        crate::volumes::prepare_mounts(&spec.volumes, &spec.sandbox, owner)
+            .map_err(ContainerError::Sandbox)?;
+        let persistent_binds = persistent_volume_binds(&spec.volumes);
         // Docker takes a relative bind source for a named volume: make it absolute.
         let sandbox_dir = std::fs::canonicalize(&spec.sandbox).map_err(|e| {
             ContainerError::Sandbox(format!("cannot resolve {}: {e}", spec.sandbox.display()))
@@ -658,7 +664,9 @@ impl DockerContainerizer {
         let name = container_name(&spec.agent_id, &spec.container_id);
         let mut body = container_body(&spec, &docker_info, &volumes, &sandbox_dir, &image);
         if let Some(host) = body.host_config.as_mut() {
-            host.binds.get_or_insert_with(Vec::new).extend(object_binds);
+            let binds = host.binds.get_or_insert_with(Vec::new);
+            binds.extend(persistent_binds);
+            binds.extend(object_binds);
         }
         docker
             .create_container(
@@ -1522,6 +1530,22 @@ pub fn image_reference(image: &str) -> String {
     }
 }
 
+/// The binds of a task's persistent volumes: each volume's data at
+/// `<sandbox mount>/<container_path>` (where a process task sees it) and at
+/// `/<container_path>`, read-only when the volume is RO. After the sandbox's own bind,
+/// so the one inside it lands on top.
+fn persistent_volume_binds(volumes: &[crate::volumes::VolumeMount]) -> Vec<String> {
+    let mut out = Vec::with_capacity(volumes.len() * 2);
+    for v in volumes {
+        let mode = if v.read_only { "ro" } else { "rw" };
+        let path = v.container_path.trim_end_matches('/');
+        let source = v.host_path.display();
+        out.push(format!("{source}:{SANDBOX_MOUNT}/{path}:{mode}"));
+        out.push(format!("{source}:/{path}:{mode}"));
+    }
+    out
+}
+
 /// What the engine is asked to create for the task.
 fn container_body(
     spec: &LaunchSpec,
@@ -1688,6 +1712,27 @@ mod tests {
     }
 
     #[test]
+    fn persistent_volumes_are_bound_under_the_sandbox_and_at_the_root() {
+        let mount = |id: &str, path: &str, read_only: bool| crate::volumes::VolumeMount {
+            role: "db".into(),
+            id: id.into(),
+            host_path: PathBuf::from(format!("/w/volumes/roles/db/{id}")),
+            container_path: path.into(),
+            read_only,
+            chown: true,
+        };
+        assert_eq!(
+            persistent_volume_binds(&[mount("v1", "data", false), mount("v2", "etc/conf", true)]),
+            [
+                "/w/volumes/roles/db/v1:/mnt/sandbox/data:rw",
+                "/w/volumes/roles/db/v1:/data:rw",
+                "/w/volumes/roles/db/v2:/mnt/sandbox/etc/conf:ro",
+                "/w/volumes/roles/db/v2:/etc/conf:ro",
+            ]
+        );
+    }
+
+    #[test]
     fn by_default_no_host_path_is_mounted() {
         let e = DockerOptions::default()
             .allowed_host_path("/data")
@@ -1838,6 +1883,7 @@ mod tests {
             sandbox: PathBuf::from("/w/sb"),
             user: None,
             objects: None,
+            volumes: Vec::new(),
         };
         let vol = v1::Volume {
             host_path: "/data".into(),
@@ -1933,6 +1979,7 @@ mod tests {
             sandbox: PathBuf::from("/w/sb"),
             user: None,
             objects: Some(std::sync::Arc::new(objects)),
+            volumes: Vec::new(),
         };
         let body = container_body(
             &spec,

@@ -94,6 +94,7 @@ mod tests {
             sandbox: "/nonexistent".into(),
             user: None,
             objects: None,
+            volumes: Vec::new(),
         }
     }
 

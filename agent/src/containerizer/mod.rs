@@ -86,6 +86,9 @@ pub struct LaunchSpec {
     /// references none (and in every spec built for anything but a launch). Never
     /// shown by `Debug`, wiped when the last launch-time copy is dropped.
     pub objects: Option<Arc<TaskObjects>>,
+    /// The persistent volumes the task mounts (issue 17, [`crate::volumes`]): in the
+    /// agent's ledger, checked by the agent.
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// What `launch` returns and the agent checkpoints, so that a restarted agent can
@@ -379,6 +382,7 @@ mod tests {
             sandbox: PathBuf::from("/w/sb"),
             user: None,
             objects: None,
+            volumes: Vec::new(),
         };
         let env = task_environment(&spec);
         let get = |k: &str| {

@@ -44,7 +44,7 @@ use tokio::process::{Child, Command};
 
 use crate::cgroups::{Cgroups, Limits, limits::human_bytes};
 use crate::isolation::Isolation;
-use crate::isolation::child::{ChildSetup, RecordedEnd, SecretsBind, parse_status};
+use crate::isolation::child::{ChildSetup, RecordedEnd, SecretsBind, VolumeBind, parse_status};
 use crate::objects::{self, Staging, TaskObjects};
 use crate::sandbox;
 use std::sync::Arc;
@@ -205,6 +205,9 @@ impl ProcessContainerizer {
             Some(objects) => self.prepare_objects(&spec, objects, user.as_ref())?,
             None => (None, None),
         };
+        // Persistent volumes (issue 17): their mount points in the sandbox now; the
+        // task's process binds them in its own mount namespace.
+        let volumes = self.prepare_volumes(&spec, user.as_ref())?;
         // Created by `prepare` for the task's user, never through a link.
         let (stdout, stderr) = (logs.stdout, logs.stderr);
 
@@ -290,6 +293,7 @@ impl ProcessContainerizer {
             monitor: true,
             status,
             secrets,
+            volumes,
         }
         .install(&mut cmd);
 
@@ -391,6 +395,30 @@ impl ProcessContainerizer {
             target_path: spec.sandbox.join(strata_proto::objects::SECRETS_DIR),
         };
         Ok((Some(staging), Some(bind)))
+    }
+
+    /// The binds of the task's persistent volumes (see [`crate::volumes`]): each
+    /// volume's root given to the task's user (unless another task uses it), its
+    /// mount point made in the sandbox. A volume inside another is bound after it.
+    fn prepare_volumes(
+        &self,
+        spec: &LaunchSpec,
+        user: Option<&User>,
+    ) -> Result<Vec<VolumeBind>, ContainerError> {
+        let mut mounts = spec.volumes.clone();
+        mounts.sort_by_key(|m| m.container_path.split('/').count());
+        let targets = crate::volumes::prepare_mounts(&mounts, &spec.sandbox, owner_of(user))
+            .map_err(ContainerError::Sandbox)?;
+        Ok(mounts
+            .into_iter()
+            .zip(targets)
+            .map(|(m, target)| VolumeBind {
+                source: m.host_path,
+                target,
+                target_path: spec.sandbox.join(&m.container_path),
+                read_only: m.read_only,
+            })
+            .collect())
     }
 
     async fn wait_inner(&self, id: ContainerId) -> Result<Termination, ContainerError> {
@@ -977,6 +1005,7 @@ mod tests {
             sandbox: dir.join(task_id),
             user: None,
             objects: None,
+            volumes: Vec::new(),
         }
     }
 

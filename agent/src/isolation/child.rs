@@ -8,9 +8,11 @@
 //!                     │ [unshare(NEWPID | NEWNS), with --isolation pid]
 //!                     ├─ fork ──▶ grandchild (pid 1 of the new namespace with --isolation pid:
 //!                     │             mount --make-rprivate /, mount a fresh /proc)
-//!                     │           [secret files: unshare(NEWNS) (unless done above),
-//!                     │             mount --make-rprivate /, bind the secrets tmpfs onto
-//!                     │             <sandbox>/secrets, remount it ro,nosuid,nodev,noexec]
+//!                     │           [secret files or persistent volumes: unshare(NEWNS)
+//!                     │             (unless done above), mount --make-rprivate /;
+//!                     │             bind the secrets tmpfs onto <sandbox>/secrets,
+//!                     │             remount it ro,nosuid,nodev,noexec; bind each volume
+//!                     │             onto <sandbox>/<container_path> (remount ro if RO)]
 //!                     │           setgroups, setgid, setuid ─▶ exec the task
 //!                     └─ monitor: close fds >= 3 but the status file, ignore SIGTERM & co,
 //!                        wait for the task, write "exit N" / "signal N" to the status
@@ -59,6 +61,12 @@
 //! returns the agent detaches the tmpfs from the host: it then exists only in the
 //! task's namespace and goes when the task's last process does.
 //!
+//! Persistent volumes (issue 17, [`crate::volumes`]) are bound the same way, in the
+//! same namespace: each volume's data onto its mount point in the sandbox (created by
+//! the agent without following links, re-opened here with `O_NOFOLLOW` and named as
+//! `/proc/self/fd/N`), recursively, then remounted read-only when the volume is RO.
+//! The host's view of the sandbox keeps only the empty mount point.
+//!
 //! Only async-signal-safe calls happen in the child (raw syscalls through libc, no
 //! allocation): the agent is multi-threaded and only the forking thread exists there.
 #![allow(unsafe_code)]
@@ -100,6 +108,21 @@ pub struct ChildSetup {
     pub status: Option<File>,
     /// Secret files to bind into the task's sandbox, in a mount namespace of its own.
     pub secrets: Option<SecretsBind>,
+    /// Persistent volumes to bind into the task's sandbox, in the same namespace.
+    pub volumes: Vec<VolumeBind>,
+}
+
+/// A persistent volume to bind into a task (see the module docs).
+#[derive(Debug)]
+pub struct VolumeBind {
+    /// The volume's data on the host.
+    pub source: PathBuf,
+    /// The empty mount point `<sandbox>/<container_path>`, opened without following a
+    /// link (close-on-exec).
+    pub target: OwnedFd,
+    /// Its path, to re-open it in the task's namespace and for the read-only remount.
+    pub target_path: PathBuf,
+    pub read_only: bool,
 }
 
 /// The secrets tmpfs to bind into a task (see the module docs).
@@ -122,6 +145,7 @@ impl ChildSetup {
             && self.credentials.is_none()
             && !self.monitor
             && self.secrets.is_none()
+            && self.volumes.is_empty()
     }
 
     /// Installs the hook on `cmd`. The open files move into the hook and are closed
@@ -174,6 +198,39 @@ impl ChildSetup {
         });
         // Asked for and not prepared: the hook fails rather than run the task without.
         let secrets_lost = secrets.is_none() && secrets_asked;
+        // The volumes, as the secrets: source, mount point as /proc/self/fd/N, its
+        // path, the descriptor (off the standard fds), read-only.
+        let volumes_asked = self.volumes.len();
+        let volumes: Vec<(CString, CString, CString, OwnedFd, bool)> = self
+            .volumes
+            .into_iter()
+            .filter_map(|bind| {
+                let target: OwnedFd = if bind.target.as_raw_fd() > 2 {
+                    bind.target
+                } else {
+                    match bind.target.try_clone() {
+                        Ok(copy) => copy,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot move a volume's mountpoint off the standard fds");
+                            return None;
+                        }
+                    }
+                };
+                let path = |p: &std::path::Path| {
+                    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+                };
+                let via_fd = cstr(&format!("/proc/self/fd/{}", target.as_raw_fd()));
+                Some((
+                    path(&bind.source),
+                    via_fd,
+                    path(&bind.target_path),
+                    target,
+                    bind.read_only,
+                ))
+            })
+            .collect();
+        let volumes_lost = volumes.len() != volumes_asked;
+        let own_mounts = secrets.is_some() || !volumes.is_empty();
         let (proc_src, proc_dir, proc_fs, root) =
             (cstr("proc"), cstr("/proc"), cstr("proc"), cstr("/"));
         let mut ignored = SigSet::empty();
@@ -182,8 +239,8 @@ impl ChildSetup {
         }
         let hook = move || -> io::Result<()> {
             // Keep the files alive (and their fds valid) for as long as the hook exists.
-            let _ = (&files, &status, &secrets);
-            if secrets_lost {
+            let _ = (&files, &status, &secrets, &volumes);
+            if secrets_lost || volumes_lost {
                 // A raw errno: an `io::Error` with a message would allocate.
                 return Err(io::Error::from_raw_os_error(libc::EBADF));
             }
@@ -216,7 +273,7 @@ impl ChildSetup {
                         return Err(io::Error::last_os_error());
                     }
                 }
-                if let Some((source, via_fd, target, reserved)) = &secrets {
+                if own_mounts {
                     // The task alone gets a mount namespace (the monitor stays in the
                     // host's), unless the pid namespace's unshare made one for both.
                     if !pid_namespace && libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -232,6 +289,8 @@ impl ChildSetup {
                     {
                         return Err(io::Error::last_os_error());
                     }
+                }
+                if let Some((source, via_fd, target, reserved)) = &secrets {
                     // The mountpoint, opened again in this namespace (a descriptor of
                     // the agent's names the host's mount, where a bind is refused),
                     // without following a link, onto the descriptor number the
@@ -273,10 +332,46 @@ impl ChildSetup {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                for (source, via_fd, target, reserved, read_only) in &volumes {
+                    // As the secrets' mountpoint: re-opened in this namespace, without
+                    // following a link, onto the number the agent's copy held.
+                    let fd = libc::open(
+                        target.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    );
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    if libc::mount(
+                        source.as_ptr(),
+                        via_fd.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if *read_only
+                        && libc::mount(
+                            std::ptr::null(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 if pid_namespace {
                     // pid 1 of the new namespace: a private /proc that shows only it
-                    // (`/` made private first, unless the secrets' bind did it).
-                    if secrets.is_none()
+                    // (`/` made private first, unless the binds above did it).
+                    if !own_mounts
                         && libc::mount(
                             std::ptr::null(),
                             root.as_ptr(),

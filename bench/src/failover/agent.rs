@@ -87,6 +87,7 @@ impl SimAgent {
     /// Register with the agent's id (empty at first) and every task it runs.
     fn register(&self) -> v1::AgentMessage {
         let register = v1::Register {
+            checkpointed: None,
             agent_info: Some(v1::AgentInfo {
                 principal: String::new(),
                 id: self.id.clone(),

@@ -67,6 +67,7 @@ impl Setup {
         for i in 0..agents {
             let conn = setup.conn();
             let register = v1::Register {
+                checkpointed: None,
                 agent_info: Some(agent_info(i)),
                 tasks: vec![],
                 version: env!("CARGO_PKG_VERSION").to_string(),

@@ -756,6 +756,7 @@ fn agent_info(index: u32) -> v1::AgentInfo {
     let roles = std::iter::once(String::new()).chain((0..RESERVED_ROLES).map(reserved_role));
     for (n, role) in roles.enumerate() {
         let scalar = |name: &str, v: f64| v1::Resource {
+            disk: None,
             name: name.into(),
             scalar: v,
             ranges: vec![],
@@ -768,6 +769,7 @@ fn agent_info(index: u32) -> v1::AgentInfo {
             resources.push(scalar("gpus", 8.0));
         }
         resources.push(v1::Resource {
+            disk: None,
             name: "ports".into(),
             scalar: 0.0,
             ranges: (0..limits::MAX_RANGES as u64)
@@ -810,6 +812,7 @@ async fn sim_agent(
     outbound
         .send(v1::AgentMessage {
             message: Some(agent_message::Message::Register(v1::Register {
+                checkpointed: None,
                 agent_info: Some(agent_info(index)),
                 tasks: vec![],
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -935,6 +938,7 @@ fn launch_tasks(rep: u32, agent: &str, offers: &[v1::Offer]) -> anyhow::Result<V
             .get(i / sources.len())
             .context("too few ports in the offers")?;
         let scalar = |name: &str, v: f64| v1::Resource {
+            disk: None,
             name: name.into(),
             scalar: v,
             ranges: vec![],
@@ -944,6 +948,7 @@ fn launch_tasks(rep: u32, agent: &str, offers: &[v1::Offer]) -> anyhow::Result<V
             scalar("cpus", 0.01),
             scalar("mem", 1.0),
             v1::Resource {
+                disk: None,
                 name: "ports".into(),
                 scalar: 0.0,
                 ranges: vec![v1::Range {
@@ -963,6 +968,7 @@ fn unknown_tasks(rep: u32, agent: &str) -> Vec<v1::TaskInfo> {
     (0..limits::MAX_TASKS_PER_ACCEPT)
         .map(|i| {
             let resources = vec![v1::Resource {
+                disk: None,
                 name: "cpus".into(),
                 scalar: 0.01,
                 ranges: vec![],

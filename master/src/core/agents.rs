@@ -99,7 +99,7 @@ impl Master {
             );
             return;
         }
-        let total = match Resources::try_from_proto(&info.resources) {
+        let static_total = match Resources::try_from_proto(&info.resources) {
             Ok(r) => r,
             Err(e) => {
                 self.refuse_agent(conn, format!("invalid agent resources: {e}"), now);
@@ -185,6 +185,18 @@ impl Master {
             self.refuse_agent(conn, message, now);
             return;
         }
+        // Its dynamic reservations and volumes must still fit in its resources.
+        let (ledger, adopted) = self.registering_ledger(&id, register.checkpointed.as_ref());
+        let total = match ledger.apply(&static_total) {
+            Ok(total) => total,
+            Err(e) => {
+                let message = format!(
+                    "agent '{id}' cannot register: {e}; start it with the resources it had (--resources), or mark it gone (strata agent gone) and join the machine afresh with an empty --work-dir (its reservations and volumes are then lost)"
+                );
+                self.refuse_agent(conn, message, now);
+                return;
+            }
+        };
         let (key, previous) = match self.agent_ids.get(&id) {
             Some(&key) => (
                 key,
@@ -247,6 +259,12 @@ impl Master {
                 principal: info.principal.clone(),
             }));
         }
+        if adopted {
+            self.emit(Effect::Persist(RegistryOp::CheckpointResources {
+                id: id.clone(),
+                resources: ledger.encode(),
+            }));
+        }
         let unix = self.unix(now);
         if let Some(agent) = self.agents.get_mut(&key) {
             agent.hostname = info.hostname.clone();
@@ -254,6 +272,7 @@ impl Master {
             agent.address = info.address.clone();
             agent.attributes = info.attributes.clone();
             agent.total = total.clone();
+            agent.checkpointed = ledger;
             agent.status = AgentStatus::Active;
             agent.conn = Some(conn);
             agent.last_seen = now;
@@ -274,6 +293,19 @@ impl Master {
         );
 
         let was_unreachable = matches!(previous, Some((AgentStatus::Unreachable, _, _)));
+        // The agent's copy of its ledger follows the master's (sent when they differ).
+        let theirs = register
+            .checkpointed
+            .as_ref()
+            .and_then(|c| super::volumes::Checkpointed::from_proto(c).ok())
+            .unwrap_or_default();
+        if self
+            .agents
+            .get(&key)
+            .is_some_and(|a| a.checkpointed != theirs)
+        {
+            self.send_checkpointed(key);
+        }
         self.reconcile_agent_tasks(key, register.tasks, was_unreachable, now);
 
         let used: Vec<UsedResources> = self
@@ -716,6 +748,17 @@ impl Master {
                 task.statistics = usage.statistics;
             }
         }
+        if let Some(agent) = self.agents.get_mut(&key) {
+            for v in report.volumes {
+                let k = (v.role, v.persistence_id);
+                if agent.checkpointed.volumes.volumes().any(|e| {
+                    e.role.as_deref() == Some(k.0.as_str())
+                        && e.persistence().is_some_and(|p| p.id == k.1)
+                }) {
+                    agent.volume_usage.insert(k, v.used_bytes);
+                }
+            }
+        }
     }
 
     /// The agent's stream closed: keep its tasks, stop offering it.
@@ -822,6 +865,9 @@ impl Master {
         };
         agent.status = AgentStatus::Gone;
         agent.reregister_deadline = None;
+        // Its reservations and volumes went with it (the registry forgets them too).
+        agent.checkpointed = Default::default();
+        agent.volume_usage.clear();
         if !agent.principal.is_empty() {
             self.revoked_principals.insert(agent.principal.clone());
         }
@@ -855,5 +901,23 @@ impl Master {
         }
         self.allocator.remove_agent(key);
         self.pending_agents.remove(&key);
+        // Every framework hears that the agent is gone (Mesos' FAILURE without a task),
+        // e.g. to give up what it kept there (a resident app's volumes).
+        let connected: Vec<FrameworkKey> = self
+            .frameworks
+            .values()
+            .filter(|f| f.subscription.is_some())
+            .map(|f| f.key)
+            .collect();
+        for fk in connected {
+            self.event_to(
+                fk,
+                v1::event::Event::Failure(v1::Failure {
+                    agent_id: id.clone(),
+                    task_id: String::new(),
+                    status: None,
+                }),
+            );
+        }
     }
 }

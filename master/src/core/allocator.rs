@@ -119,6 +119,20 @@ pub trait Allocator: Send {
     fn allocate(&mut self, now: Instant, agents: Option<&[AgentKey]>) -> Vec<Allocation>;
     /// The agent's free resources, for inspection.
     fn available(&self, agent: AgentKey) -> Option<Resources>;
+    /// Resources allocated to `framework` in `role` on `agent` were converted by a
+    /// RESERVE / UNRESERVE / CREATE / DESTROY: `from` became `to` in the allocation and
+    /// in the agent's total (the amounts per name are the same, so no share changes).
+    fn convert_allocated(
+        &mut self,
+        agent: AgentKey,
+        framework: FrameworkKey,
+        role: &str,
+        from: &Resources,
+        to: &Resources,
+    );
+    /// Free resources of `agent` were converted (an operator's call); false, and
+    /// nothing changed, when `from` is not free.
+    fn convert_available(&mut self, agent: AgentKey, from: &Resources, to: &Resources) -> bool;
 }
 
 type RoleKey = u32;
@@ -552,6 +566,46 @@ impl Allocator for DrfAllocator {
         for (role, res) in returned {
             self.charge(framework, role, &Scalars::of(&res), false);
         }
+    }
+
+    fn convert_allocated(
+        &mut self,
+        agent: AgentKey,
+        framework: FrameworkKey,
+        role: &str,
+        from: &Resources,
+        to: &Resources,
+    ) {
+        let Some(rk) = self.find_role(role) else {
+            return;
+        };
+        let Some(entry) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        if let Some((_, alloc)) = entry
+            .allocations
+            .iter_mut()
+            .find(|(k, _)| *k == (framework, rk))
+        {
+            alloc.subtract(from);
+            alloc.add(to);
+        }
+        entry.total.subtract(from);
+        entry.total.add(to);
+    }
+
+    fn convert_available(&mut self, agent: AgentKey, from: &Resources, to: &Resources) -> bool {
+        let Some(entry) = self.agents.get_mut(&agent) else {
+            return false;
+        };
+        if !entry.available.contains(from) {
+            return false;
+        }
+        entry.available.subtract(from);
+        entry.available.add(to);
+        entry.total.subtract(from);
+        entry.total.add(to);
+        true
     }
 
     fn add_agent(&mut self, agent: AgentKey, total: Resources, used: &[UsedResources]) {

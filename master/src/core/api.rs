@@ -118,6 +118,15 @@ pub enum OperatorCall {
     /// Removes a framework as if it had torn itself down: its tasks are killed and its
     /// id may not subscribe again (Mesos' operator TEARDOWN).
     TeardownFramework { framework_id: String },
+    /// RESERVE / UNRESERVE / CREATE / DESTROY on an agent's resources no task uses
+    /// (its outstanding offers are rescinded first). The caller (`principal`, who
+    /// creates the volumes) was authorized for every role named.
+    ResourceOperation {
+        agent_id: String,
+        kind: super::volumes::OpKind,
+        resources: Vec<v1::Resource>,
+        principal: String,
+    },
 }
 
 /// What the core asks the driver to do.
@@ -155,6 +164,9 @@ pub enum CallError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not (an ACL the core decides, e.g. destroying another's volume).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 /// A gRPC-independent code for a [`CallError`]; the server maps it to `tonic::Code`.
@@ -163,6 +175,7 @@ pub enum ErrorCode {
     InvalidArgument,
     NotFound,
     FailedPrecondition,
+    PermissionDenied,
 }
 
 impl CallError {
@@ -173,6 +186,7 @@ impl CallError {
                 ErrorCode::FailedPrecondition
             }
             CallError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            CallError::PermissionDenied(_) => ErrorCode::PermissionDenied,
         }
     }
 }
@@ -261,6 +275,36 @@ pub struct AgentView {
     pub offered: Resources,
     /// Unix seconds of the latest (re-)registration.
     pub registered_time: f64,
+    /// Its dynamic reservations (part of `total`; static ones come from its flags).
+    pub reserved: Resources,
+    /// Its persistent volumes.
+    pub volumes: Vec<VolumeView>,
+}
+
+/// One persistent volume as `/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeView {
+    pub role: String,
+    pub id: String,
+    pub container_path: String,
+    pub read_only: bool,
+    /// MiB.
+    pub size: f64,
+    /// Who created it.
+    pub principal: String,
+    /// A MOUNT disk's root; absent: the agent's work-dir disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// As the agent last measured it.
+    pub used_bytes: Option<u64>,
+    /// The live task using it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The volume resource, as a task names it.
+    #[serde(skip)]
+    pub resource: v1::Resource,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -491,4 +535,11 @@ pub struct Metrics {
     /// Agents' fetches of task values answered, and refused.
     pub object_fetches_total: u64,
     pub object_fetches_refused_total: u64,
+    /// Dynamically reserved resources of registered agents (issue 17), all roles.
+    pub reserved_cpus: f64,
+    pub reserved_mem: f64,
+    pub reserved_disk: f64,
+    /// Persistent volumes of registered agents, and their size (MiB).
+    pub volumes: u64,
+    pub volumes_disk: f64,
 }

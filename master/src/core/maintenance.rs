@@ -62,6 +62,12 @@ impl Master {
                 self.mark_gone(key, now);
                 Ok(())
             }
+            OperatorCall::ResourceOperation {
+                agent_id,
+                kind,
+                resources,
+                principal,
+            } => self.operator_resource_op(&agent_id, kind, &resources, &principal, now),
             OperatorCall::ReactivateAgent { agent_id } => {
                 let key = self.maintained_agent(&agent_id)?;
                 if self.agents.get(&key).and_then(|a| a.maintenance).is_none() {

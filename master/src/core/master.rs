@@ -440,6 +440,18 @@ impl Master {
                 }
             }
         }
+        for (id, bytes) in &registry.agent_resources {
+            let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) else {
+                continue;
+            };
+            match super::volumes::Checkpointed::decode(bytes) {
+                Ok(ledger) => agent.checkpointed = ledger,
+                Err(e) => {
+                    tracing::error!(agent_id = %id, error = %e,
+                        "the registry's reservations and volumes of this agent are unreadable; it keeps its own copy when it registers")
+                }
+            }
+        }
         for (id, maintenance) in &registry.maintenance {
             if let Some(agent) = self.agent_ids.get(id).and_then(|k| self.agents.get_mut(k)) {
                 agent.maintenance = Some(*maintenance);
@@ -534,6 +546,8 @@ impl Agent {
             tasks: BTreeSet::new(),
             used: Default::default(),
             maintenance: None,
+            checkpointed: Default::default(),
+            volume_usage: Default::default(),
         }
     }
 }

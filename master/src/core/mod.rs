@@ -43,6 +43,7 @@ mod state;
 mod tasks;
 mod validate;
 mod view;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;

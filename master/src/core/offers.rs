@@ -37,6 +37,7 @@ use super::registry::RegistryOp;
 use super::state::{Offer, OfferSeq, Task};
 use super::tasks::{TaskIds, visible_state};
 use super::validate::{TaskProblem, authorize_task, fit_problem, refuse_duration, validate_task};
+use super::volumes::OpKind;
 
 /// Recognises repeated ids in a call: a linear scan for the usual handful, a hash
 /// set beyond that.
@@ -435,13 +436,25 @@ impl Master {
             launched: HashSet::new(),
             run: Vec::new(),
         };
-        for op in req.operations {
+        let mut skipped: Vec<String> = Vec::new();
+        for (i, op) in req.operations.into_iter().enumerate() {
             match op.operation {
                 Some(v1::operation::Operation::Launch(l)) => {
                     for task in l.task_infos {
                         self.launch_task(&mut launch, task, now);
                     }
                     self.send_launched(&mut launch);
+                }
+                Some(other) => {
+                    let Some((kind, wire)) = OpKind::of(&other) else {
+                        continue;
+                    };
+                    if let Err(why) = self.accept_resource_op(fk, ak, &mut launch.pools, kind, wire)
+                    {
+                        tracing::info!(operation = kind.name(), index = i, %why,
+                            "ACCEPT operation refused");
+                        skipped.push(format!("operation {} ({}): {why}", i + 1, kind.name()));
+                    }
                 }
                 None => tracing::debug!("ACCEPT operation without a kind ignored"),
             }
@@ -451,7 +464,19 @@ impl Master {
                 self.allocator.recover(ak, fk, &role, left, refuse, now);
             }
         }
-        Ok(())
+        if skipped.is_empty() {
+            Ok(())
+        } else {
+            Err(CallError::InvalidArgument(format!(
+                "{} refused, the others applied: {}",
+                if skipped.len() == 1 {
+                    "one operation was".to_string()
+                } else {
+                    format!("{} operations were", skipped.len())
+                },
+                skipped.join("; ")
+            )))
+        }
     }
 
     /// Answers every task of an ACCEPT whose offers are invalid with TASK_DROPPED
@@ -533,6 +558,10 @@ impl Master {
                     }));
                 }
                 l.pools[pool].1.subtract(&resources);
+                if resources.volumes().next().is_some() {
+                    // The agent mounts each volume as the offer has it.
+                    task.resources = resources.to_proto();
+                }
                 l.launched.insert(task.task_id.clone());
                 task.agent_id = l.agent_id.clone();
                 let record = Task {
@@ -635,6 +664,8 @@ impl Master {
             .iter()
             .position(|(_, left)| left.contains(&resources))
         {
+            // A volume as the offer has it (with its creator).
+            let resources = resources.with_details_of(&l.pools[i].1);
             return Ok((resources, i, pins));
         }
         let mut left = Resources::new();

@@ -79,6 +79,13 @@ pub enum RegistryOp {
     },
     /// A config or secret was removed, with all its versions.
     RemoveObject { kind: StoredKind, name: String },
+    /// An agent's dynamic reservations and persistent volumes changed (issue 17):
+    /// the whole ledger, a prost-encoded `CheckpointResources`.
+    CheckpointResources {
+        id: String,
+        #[serde(with = "base64_bytes")]
+        resources: Vec<u8>,
+    },
 }
 
 /// The kind of a stored object.
@@ -219,6 +226,36 @@ mod base64_bytes {
     }
 }
 
+/// A map of byte strings as base64 text.
+mod base64_map {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (k, STANDARD.encode(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                STANDARD
+                    .decode(v)
+                    .map(|b| (k, b))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
 /// How many tasks told TASK_LOST that came back a framework remembers, in memory
 /// (`LostTasks`) and in the registry.
 pub const LOST_TASKS: usize = 10_000;
@@ -274,6 +311,10 @@ pub struct Registry {
     /// framework that pinned version 1 sees version 2 as a change).
     #[serde(default)]
     pub object_tombstones: BTreeMap<String, u64>,
+    /// Each agent's dynamic reservations and persistent volumes (issue 17): a
+    /// prost-encoded `CheckpointResources`, by agent id. Absent: none.
+    #[serde(default, with = "base64_map")]
+    pub agent_resources: BTreeMap<String, Vec<u8>>,
 }
 
 impl Registry {
@@ -299,6 +340,7 @@ impl Registry {
                 self.unreachable.remove(id);
                 self.maintenance.remove(id);
                 self.agent_principals.remove(id);
+                self.agent_resources.remove(id);
             }
             RegistryOp::AddFramework { id, info } => {
                 self.frameworks.insert(id.clone(), info.clone());
@@ -319,6 +361,7 @@ impl Registry {
                 self.agents.remove(id);
                 self.unreachable.remove(id);
                 self.maintenance.remove(id);
+                self.agent_resources.remove(id);
                 self.gone.insert(id.clone());
             }
             RegistryOp::SetWeight { role, weight } => {
@@ -365,6 +408,13 @@ impl Registry {
             }
             RegistryOp::RemoveObject { kind, name } => {
                 remove_object(&mut self.objects, &mut self.object_tombstones, *kind, name);
+            }
+            RegistryOp::CheckpointResources { id, resources } => {
+                if resources.is_empty() {
+                    self.agent_resources.remove(id);
+                } else {
+                    self.agent_resources.insert(id.clone(), resources.clone());
+                }
             }
         }
     }

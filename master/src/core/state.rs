@@ -77,6 +77,12 @@ pub struct Agent {
     pub used: Resources,
     /// Set by an operator (kept in the registry): its resources are not offered.
     pub maintenance: Option<Maintenance>,
+    /// Its dynamic reservations and persistent volumes (kept in the registry), part
+    /// of `total`.
+    pub checkpointed: super::volumes::Checkpointed,
+    /// The bytes each of its volumes holds, by (role, persistence id), as it last
+    /// reported them.
+    pub volume_usage: std::collections::BTreeMap<(String, String), u64>,
 }
 
 impl Agent {

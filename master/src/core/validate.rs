@@ -123,6 +123,28 @@ pub fn validate_task(task: &v1::TaskInfo, offers_agent_id: &str) -> Result<Resou
             "task '{id}' asks for no cpus and no mem: give it some cpus or mem"
         )));
     }
+    if let Some(e) = resources
+        .entries()
+        .iter()
+        .find(|e| e.disk.is_some() && e.persistence().is_none())
+    {
+        return Err(TaskProblem::invalid(format!(
+            "task '{id}' uses the MOUNT disk {} without a volume: CREATE a persistent volume on it (disk.persistence, disk.container_path) and use that",
+            Resources::of_entry(e.clone())
+        )));
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for v in resources.volumes() {
+        let path = v
+            .persistence()
+            .map(|p| p.container_path.as_str())
+            .unwrap_or("");
+        if !paths.insert(path) {
+            return Err(TaskProblem::invalid(format!(
+                "task '{id}' mounts two volumes at '{path}'"
+            )));
+        }
+    }
     match &task.command {
         Some(c) if !c.value.trim().is_empty() => {}
         _ => {
@@ -221,6 +243,7 @@ pub fn check_call_limits(header: &v1::CallHeader, call: &Call) -> Result<(), Cal
                     .filter_map(|op| op.operation.as_ref())
                     .map(|op| match op {
                         v1::operation::Operation::Launch(l) => l.task_infos.len(),
+                        _ => 0,
                     })
                     .sum();
                 limits::check_count(
@@ -296,6 +319,17 @@ pub fn check_operator_limits(call: &OperatorCall) -> Result<(), CallError> {
         OperatorCall::TeardownFramework { framework_id } => {
             limits::check_len("framework id", framework_id, limits::MAX_ID_BYTES)
         }
+        OperatorCall::ResourceOperation {
+            agent_id,
+            resources,
+            ..
+        } => limits::check_len("agent id", agent_id, limits::MAX_ID_BYTES).and_then(|()| {
+            limits::check_count(
+                "the operation's resources",
+                resources.len(),
+                limits::MAX_RESOURCES,
+            )
+        }),
     };
     result.map_err(|e| CallError::InvalidArgument(e.to_string()))
 }

@@ -40,7 +40,7 @@ pub(super) fn task_view(t: &Task) -> TaskView {
 
 impl Master {
     /// The resources of some outstanding offers, added up.
-    fn offered_sum(&self, offers: &BTreeSet<OfferSeq>) -> Resources {
+    pub(super) fn offered_sum(&self, offers: &BTreeSet<OfferSeq>) -> Resources {
         let mut sum = Resources::new();
         for o in offers.iter().filter_map(|seq| self.offers.get(seq)) {
             sum.add(&o.resources);
@@ -66,7 +66,44 @@ impl Master {
             used: a.used.clone(),
             offered: self.offered_sum(&a.offers),
             registered_time: a.registered_unix,
+            reserved: a.checkpointed.reserved.clone(),
+            volumes: self.volume_views(a),
         }
+    }
+
+    /// An agent's persistent volumes, with the task using each.
+    fn volume_views(&self, a: &Agent) -> Vec<super::api::VolumeView> {
+        let mut out = Vec::new();
+        for v in a.checkpointed.volumes.volumes() {
+            let (Some(p), Some(role)) = (v.persistence(), v.role.as_deref()) else {
+                continue;
+            };
+            let user = a.tasks.iter().find_map(|(fk, tid)| {
+                let task = self.frameworks.get(fk)?.tasks.get(tid)?;
+                let uses = task.resources.volumes().any(|t| {
+                    t.role.as_deref() == Some(role) && t.persistence().is_some_and(|q| q.id == p.id)
+                });
+                uses.then(|| (task.framework_id.clone(), tid.clone()))
+            });
+            let single = strata_proto::Resources::of_entry(v.clone());
+            out.push(super::api::VolumeView {
+                role: role.to_string(),
+                id: p.id.clone(),
+                container_path: p.container_path.clone(),
+                read_only: p.read_only,
+                size: single.disk().as_f64(),
+                principal: p.principal.clone(),
+                mount: v.disk.as_ref().and_then(|d| d.mount.clone()),
+                used_bytes: a
+                    .volume_usage
+                    .get(&(role.to_string(), p.id.clone()))
+                    .copied(),
+                framework_id: user.as_ref().map(|u| u.0.clone()),
+                task_id: user.map(|u| u.1),
+                resource: single.to_proto().into_iter().next().unwrap_or_default(),
+            });
+        }
+        out
     }
 
     /// One framework as `/state` shows it.
@@ -215,6 +252,14 @@ impl Master {
             if matches!(a.status, AgentStatus::Active | AgentStatus::Disconnected) {
                 total.add(&a.total);
                 used.add(&a.used);
+            }
+            if a.status != AgentStatus::Gone {
+                let r = &a.checkpointed.reserved;
+                m.reserved_cpus += r.cpus().as_f64();
+                m.reserved_mem += r.mem().as_f64();
+                m.reserved_disk += r.disk().as_f64();
+                m.volumes += a.checkpointed.volumes.volumes().count() as u64;
+                m.volumes_disk += a.checkpointed.volumes.disk().as_f64();
             }
         }
         for o in self.offers.values() {

@@ -169,6 +169,7 @@ pub fn agent_info(hostname: &str) -> v1::AgentInfo {
 pub fn register(info: v1::AgentInfo) -> v1::AgentMessage {
     v1::AgentMessage {
         message: Some(v1::agent_message::Message::Register(v1::Register {
+            checkpointed: None,
             agent_info: Some(info),
             tasks: vec![],
             version: strata_proto::VERSION.to_string(),

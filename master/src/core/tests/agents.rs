@@ -54,6 +54,7 @@ fn an_agent_with_invalid_resources_is_refused() {
             ..Sim::agent_info("h1", "cpus:1")
         };
         let register = v1::Register {
+            checkpointed: None,
             agent_info: Some(info),
             tasks: vec![],
             version: String::new(),
@@ -74,6 +75,7 @@ fn an_agent_with_invalid_resources_is_refused() {
     }
     let conn = sim.conn();
     let register = v1::Register {
+        checkpointed: None,
         agent_info: None,
         tasks: vec![],
         version: String::new(),
@@ -580,6 +582,7 @@ fn a_second_register_refused_on_a_registered_stream_disconnects_the_agent() {
     }];
     let message = v1::AgentMessage {
         message: Some(v1::agent_message::Message::Register(v1::Register {
+            checkpointed: None,
             agent_info: Some(info),
             tasks: vec![],
             version: "test".into(),
@@ -829,6 +832,7 @@ fn usage_reports_reach_state_for_the_agents_own_running_tasks() {
     };
     let report = |task_id: &str, framework_id: &str| v1::AgentMessage {
         message: Some(v1::agent_message::Message::UsageReport(v1::UsageReport {
+            volumes: Vec::new(),
             tasks: vec![v1::TaskUsage {
                 framework_id: framework_id.into(),
                 task_id: task_id.into(),

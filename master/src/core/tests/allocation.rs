@@ -13,6 +13,7 @@ fn an_agent_registers_and_a_framework_is_offered_all_of_it() {
     let conn = sim.conn();
     let info = Sim::agent_info("h1", "cpus:4;mem:4096;ports:[31000-31009]");
     let register = v1::Register {
+        checkpointed: None,
         agent_info: Some(info.clone()),
         tasks: vec![],
         version: "0.1.0".into(),

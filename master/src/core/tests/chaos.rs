@@ -245,6 +245,7 @@ impl World {
                     .collect();
                 let conn = self.sim.conn();
                 let register = v1::Register {
+                    checkpointed: None,
                     agent_info: Some(self.agents[i].agent.info.clone()),
                     tasks,
                     version: String::new(),

@@ -33,6 +33,7 @@ fn subscribe_refused(sim: &mut Sim, info: v1::FrameworkInfo) -> Option<String> {
 fn register_refused(sim: &mut Sim, info: v1::AgentInfo) -> Option<String> {
     let conn = sim.conn();
     let register = v1::Register {
+        checkpointed: None,
         agent_info: Some(info),
         tasks: vec![],
         version: "test".into(),

@@ -22,6 +22,7 @@ mod objects;
 mod props;
 mod sim;
 mod validation;
+mod volumes;
 
 /// A master under test with its own clock and connection numbers.
 pub struct Sim {
@@ -174,6 +175,7 @@ impl Sim {
             agent_info: Some(info.clone()),
             tasks: vec![],
             version: "test".into(),
+            checkpointed: None,
         };
         self.handle(Input::AgentRegister {
             conn,
@@ -214,6 +216,7 @@ impl Sim {
             agent_info: Some(agent.info.clone()),
             tasks,
             version: "test".into(),
+            checkpointed: None,
         };
         self.handle(Input::AgentRegister {
             conn,

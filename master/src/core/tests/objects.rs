@@ -371,6 +371,7 @@ fn only_the_agent_a_task_was_sent_to_fetches_its_values() {
     s.handle(Input::AgentRegister {
         conn,
         register: v1::Register {
+            checkpointed: None,
             agent_info: Some(info_a.clone()),
             tasks: vec![],
             version: "test".into(),

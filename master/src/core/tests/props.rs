@@ -558,6 +558,7 @@ impl Walk {
                 };
                 let conn = sim.conn();
                 let register = v1::Register {
+                    checkpointed: None,
                     agent_info: Some(info.clone()),
                     tasks: vec![],
                     version: "test".into(),
@@ -878,6 +879,7 @@ impl Walk {
                 let fws: Vec<String> = a.tasks.iter().map(|t| t.0.clone()).collect();
                 let message = v1::AgentMessage {
                     message: Some(v1::agent_message::Message::UsageReport(v1::UsageReport {
+                        volumes: Vec::new(),
                         tasks: vec![v1::TaskUsage {
                             framework_id: self.id_of(task, &fws),
                             task_id: self.id_of(task, &ids),
@@ -938,6 +940,7 @@ impl Walk {
                     .collect();
                 let conn = sim.conn();
                 let register = v1::Register {
+                    checkpointed: None,
                     agent_info: Some(a.info.clone()),
                     tasks,
                     version: "test".into(),

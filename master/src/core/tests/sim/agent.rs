@@ -147,6 +147,7 @@ impl World {
         a.inbox.clear();
         a.next_heartbeat = self.sim.now + PING;
         let register = v1::Register {
+            checkpointed: None,
             agent_info: Some(a.info.clone()),
             tasks: a.running_tasks(),
             version: "sim".into(),
@@ -293,7 +294,7 @@ impl World {
                 }
             }
             Message::Ping(_) => self.heartbeat(i),
-            Message::Error(_) | Message::FrameworkMessage(_) => {}
+            Message::Error(_) | Message::FrameworkMessage(_) | Message::CheckpointResources(_) => {}
         }
     }
 
