@@ -27,50 +27,10 @@ use std::time::{Duration, Instant};
 use common::{Cluster, Proc, http_get, http_request, run_with_timeout, wait_until};
 use serde_json::Value;
 
-const GUIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/volumes.md");
-
-/// A fenced block of the guide: its info string, the `<!-- file: NAME -->` before it,
-/// its text.
-struct Block {
-    info: String,
-    file: Option<String>,
-    text: String,
-}
+use common::GuideBlock as Block;
 
 fn guide_blocks() -> Vec<Block> {
-    let guide = std::fs::read_to_string(GUIDE).expect("docs/volumes.md");
-    let mut blocks = Vec::new();
-    let mut open: Option<Block> = None;
-    let mut last_text = "";
-    for line in guide.lines() {
-        let trimmed = line.trim();
-        match open.as_mut() {
-            Some(_) if trimmed == "```" => {
-                blocks.extend(open.take());
-                // A `<!-- file: -->` line names the block right after it only.
-                last_text = "";
-            }
-            Some(block) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-            }
-            None if trimmed.starts_with("```") => {
-                let file = last_text
-                    .strip_prefix("<!-- file:")
-                    .and_then(|r| r.strip_suffix("-->"))
-                    .map(|f| f.trim().to_string());
-                open = Some(Block {
-                    info: trimmed.trim_start_matches('`').to_string(),
-                    file,
-                    text: String::new(),
-                });
-            }
-            None if !trimmed.is_empty() => last_text = trimmed,
-            None => {}
-        }
-    }
-    assert!(open.is_none(), "a block of docs/volumes.md is never closed");
-    blocks
+    common::guide_blocks("volumes.md")
 }
 
 // ---- comparing output -----------------------------------------------------------

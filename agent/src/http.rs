@@ -245,29 +245,16 @@ async fn get_volumes(
     }))
 }
 
-/// `volumes` with their `tasks` cut to those of frameworks `principal` may see.
+/// `volumes` (persistent ones) with their `tasks` cut to those `principal` may see.
 fn visible_persistent(
     mut volumes: Vec<crate::volumes::PersistentVolumeView>,
     view: &StateView,
     authorizer: &Authorizer,
     principal: &Principal,
 ) -> Vec<crate::volumes::PersistentVolumeView> {
-    let principals: HashMap<(&str, &str), &str> = view
-        .tasks
-        .iter()
-        .map(|t| {
-            (
-                (t.framework_id.as_str(), t.task_id.as_str()),
-                t.framework_principal.as_str(),
-            )
-        })
-        .collect();
+    let may_see = visible_task(view, authorizer, principal);
     for v in &mut volumes {
-        v.tasks.retain(|t| {
-            principals
-                .get(&(t.framework_id.as_str(), t.task_id.as_str()))
-                .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
-        });
+        v.tasks.retain(|t| may_see(&t.framework_id, &t.task_id));
     }
     volumes
 }
@@ -281,6 +268,20 @@ fn visible_volumes(
     authorizer: &Authorizer,
     principal: &Principal,
 ) -> Vec<NamedVolume> {
+    let may_see = visible_task(view, authorizer, principal);
+    for v in &mut volumes {
+        v.tasks.retain(|t| may_see(&t.framework_id, &t.task_id));
+    }
+    volumes
+}
+
+/// Whether `principal` may see the running task (framework id, task id) of `view`:
+/// `view_tasks` of its framework's principal.
+fn visible_task<'a>(
+    view: &'a StateView,
+    authorizer: &'a Authorizer,
+    principal: &'a Principal,
+) -> impl Fn(&str, &str) -> bool + 'a {
     let principals: HashMap<(&str, &str), &str> = view
         .tasks
         .iter()
@@ -291,14 +292,11 @@ fn visible_volumes(
             )
         })
         .collect();
-    for v in &mut volumes {
-        v.tasks.retain(|t| {
-            principals
-                .get(&(t.framework_id.as_str(), t.task_id.as_str()))
-                .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
-        });
+    move |framework_id, task_id| {
+        principals
+            .get(&(framework_id, task_id))
+            .is_some_and(|p| authorizer.permits(principal, Action::ViewTasks, p))
     }
-    volumes
 }
 
 #[derive(Debug, Deserialize)]

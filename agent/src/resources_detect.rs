@@ -48,10 +48,22 @@ pub fn detect_resources(work_dir: &Path) -> Resources {
 /// `--resources` form) replacing the detected one of the same name.
 pub fn resolve_resources(flag: Option<&str>, work_dir: &Path) -> Result<Resources, ResourceError> {
     let detected = detect_resources(work_dir);
-    match flag {
-        None => Ok(detected),
-        Some(flag) => Ok(merge_overrides(&detected, &Resources::parse(flag)?)),
+    let Some(flag) = flag else {
+        return Ok(detected);
+    };
+    let overrides = Resources::parse(flag)?;
+    // A MOUNT disk is a filesystem mounted on this machine: its root must be here.
+    for e in overrides.entries() {
+        if let Some(root) = e.disk.as_ref().and_then(|d| d.mount.as_deref())
+            && !Path::new(root).is_dir()
+        {
+            return Err(ResourceError::BadDisk {
+                name: e.name.clone(),
+                reason: format!("the MOUNT root {root} is not a directory on this machine"),
+            });
+        }
     }
+    Ok(merge_overrides(&detected, &overrides))
 }
 
 /// `detected` with every resource name present in `overrides` replaced by it.
@@ -107,5 +119,17 @@ mod tests {
         assert_eq!(merged.mem(), Scalar::from_int(16000));
         assert_eq!(merged.ports().ranges(), &[(5000, 5001)]);
         assert!(resolve_resources(Some("cpus:abc"), Path::new("/tmp")).is_err());
+    }
+
+    #[test]
+    fn a_mount_disk_must_be_a_directory_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = format!("disk:10;disk[MOUNT:{}]:100", dir.path().display());
+        let r = resolve_resources(Some(&flag), dir.path()).unwrap();
+        assert_eq!(r.disk().as_f64(), 110.0);
+        let err = resolve_resources(Some("disk[MOUNT:/no/such/disk]:100"), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/disk is not a directory"), "{err}");
     }
 }

@@ -330,18 +330,7 @@ impl Engine {
         let mut resources = needs.clone();
         resources.add(&volumes);
         slot.available.subtract(&resources);
-        let offer = slot.offer.clone();
-        let placement = slot.placement.clone();
-        let task = self.record_task(
-            app_id,
-            &offer,
-            &placement,
-            &resources,
-            ports,
-            Some(instance.to_string()),
-            now,
-        );
-        slot.launched.push(task);
+        self.launch_as(app_id, instance, slot, &resources, ports, now);
         Ok(())
     }
 
@@ -462,21 +451,33 @@ impl Engine {
                     volumes: created.to_proto(),
                 })));
             slot.available.subtract(&picked);
-            let offer = slot.offer.clone();
-            let placement = slot.placement.clone();
-            let task = self.record_task(
-                app_id,
-                &offer,
-                &placement,
-                &resources,
-                ports,
-                Some(instance),
-                now,
-            );
-            slot.launched.push(task);
+            self.launch_as(app_id, &instance, slot, &resources, ports, now);
             return Ok(());
         }
         Err(why)
+    }
+
+    /// Records a task of `app_id` running as `instance` with `resources` and adds it
+    /// to the launches of `slot`.
+    fn launch_as(
+        &mut self,
+        app_id: &str,
+        instance: &str,
+        slot: &mut Slot,
+        resources: &Resources,
+        ports: Vec<u16>,
+        now: f64,
+    ) {
+        let task = self.record_task(
+            app_id,
+            &slot.offer,
+            &slot.placement,
+            resources,
+            ports,
+            Some(instance.to_string()),
+            now,
+        );
+        slot.launched.push(task);
     }
 
     /// `app rm --wipe` of apps whose tasks are gone: each instance's volumes are

@@ -114,38 +114,16 @@ impl AgentCommand {
                 resources,
                 role,
             } => {
-                let resources = reservation(&resources, &role)?;
-                let master = global.master_client()?;
-                let mut out = std::io::stdout();
-                return reserve(
-                    &master,
-                    ResourceAction::Reserve,
-                    &agent_id,
-                    &role,
-                    &resources,
-                    global.output,
-                    &mut out,
-                )
-                .await;
+                let action = ResourceAction::Reserve;
+                return reserve_on(global, action, &agent_id, &resources, &role).await;
             }
             AgentCommand::Unreserve {
                 agent_id,
                 resources,
                 role,
             } => {
-                let resources = reservation(&resources, &role)?;
-                let master = global.master_client()?;
-                let mut out = std::io::stdout();
-                return reserve(
-                    &master,
-                    ResourceAction::Unreserve,
-                    &agent_id,
-                    &role,
-                    &resources,
-                    global.output,
-                    &mut out,
-                )
-                .await;
+                let action = ResourceAction::Unreserve;
+                return reserve_on(global, action, &agent_id, &resources, &role).await;
             }
         };
         maintain(global, action, &agent_id, max_grace_period).await
@@ -209,6 +187,30 @@ pub fn reservation(text: &str, role: &str) -> anyhow::Result<Resources> {
         anyhow::bail!("'{parsed}' holds a persistent volume: use `strata volume` for volumes");
     }
     Ok(parsed.with_role(Some(role)))
+}
+
+/// `strata agent reserve|unreserve`: checks the resources, then [`reserve`] on the
+/// master of `global`, printing to stdout.
+async fn reserve_on(
+    global: &Global,
+    action: ResourceAction,
+    agent_id: &str,
+    resources: &str,
+    role: &str,
+) -> anyhow::Result<u8> {
+    let resources = reservation(resources, role)?;
+    let master = global.master_client()?;
+    let mut out = std::io::stdout();
+    reserve(
+        &master,
+        action,
+        agent_id,
+        role,
+        &resources,
+        global.output,
+        &mut out,
+    )
+    .await
 }
 
 /// `ReserveResources` or `UnreserveResources` on one agent, then a line saying what

@@ -663,3 +663,53 @@ pub fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// A fenced block of a guide under `docs/`: its info string (`sh`, `text`, ...), the
+/// `<!-- file: NAME -->` line just before it (the guide asks the reader to save it
+/// as NAME), its text.
+pub struct GuideBlock {
+    pub info: String,
+    pub file: Option<String>,
+    pub text: String,
+}
+
+/// The fenced blocks of `docs/NAME`, in order (the guides run by the tests).
+pub fn guide_blocks(name: &str) -> Vec<GuideBlock> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    let guide = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut blocks = Vec::new();
+    let mut open: Option<GuideBlock> = None;
+    let mut last_text = "";
+    for line in guide.lines() {
+        let trimmed = line.trim();
+        match open.as_mut() {
+            Some(_) if trimmed == "```" => {
+                blocks.extend(open.take());
+                // A `<!-- file: -->` line names the block right after it only.
+                last_text = "";
+            }
+            Some(block) => {
+                block.text.push_str(line);
+                block.text.push('\n');
+            }
+            None if trimmed.starts_with("```") => {
+                let file = last_text
+                    .strip_prefix("<!-- file:")
+                    .and_then(|r| r.strip_suffix("-->"))
+                    .map(|f| f.trim().to_string());
+                open = Some(GuideBlock {
+                    info: trimmed.trim_start_matches('`').to_string(),
+                    file,
+                    text: String::new(),
+                });
+            }
+            None if !trimmed.is_empty() => last_text = trimmed,
+            None => {}
+        }
+    }
+    assert!(open.is_none(), "a block of docs/{name} is never closed");
+    blocks
+}

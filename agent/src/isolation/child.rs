@@ -291,31 +291,7 @@ impl ChildSetup {
                     }
                 }
                 if let Some((source, via_fd, target, reserved)) = &secrets {
-                    // The mountpoint, opened again in this namespace (a descriptor of
-                    // the agent's names the host's mount, where a bind is refused),
-                    // without following a link, onto the descriptor number the
-                    // agent's copy held (so that `via_fd` names it).
-                    let fd = libc::open(
-                        target.as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                    if libc::mount(
-                        source.as_ptr(),
-                        via_fd.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
+                    bind_at(source, via_fd, target, reserved.as_raw_fd())?;
                     if libc::mount(
                         std::ptr::null(),
                         target.as_ptr(),
@@ -333,29 +309,7 @@ impl ChildSetup {
                     }
                 }
                 for (source, via_fd, target, reserved, read_only) in &volumes {
-                    // As the secrets' mountpoint: re-opened in this namespace, without
-                    // following a link, onto the number the agent's copy held.
-                    let fd = libc::open(
-                        target.as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                    if libc::mount(
-                        source.as_ptr(),
-                        via_fd.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
+                    bind_at(source, via_fd, target, reserved.as_raw_fd())?;
                     if *read_only
                         && libc::mount(
                             std::ptr::null(),
@@ -415,6 +369,48 @@ impl ChildSetup {
 pub enum RecordedEnd {
     Exited(i32),
     Signaled(i32),
+}
+
+/// In a task's pre-exec hook, in its own mount namespace: binds `source` onto the
+/// mountpoint `target` (a directory of the sandbox). The mountpoint is opened again
+/// in this namespace (a descriptor of the agent's names the host's mount, where a bind
+/// is refused), without following a link, onto descriptor number `reserved`, which
+/// the agent's copy held, so that `via_fd` (`/proc/self/fd/<reserved>`) names it.
+/// Async-signal-safe: system calls only.
+///
+/// # Safety
+/// Called between fork and exec only.
+unsafe fn bind_at(
+    source: &std::ffi::CStr,
+    via_fd: &std::ffi::CStr,
+    target: &std::ffi::CStr,
+    reserved: i32,
+) -> io::Result<()> {
+    // SAFETY: plain system calls on NUL-terminated paths the agent prepared.
+    unsafe {
+        let fd = libc::open(
+            target.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::dup3(fd, reserved, libc::O_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(fd);
+        if libc::mount(
+            source.as_ptr(),
+            via_fd.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Reads what a monitor wrote; `None` when it wrote nothing (it was killed, or the

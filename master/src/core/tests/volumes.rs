@@ -74,6 +74,26 @@ fn accept_ops(
     s.call(fw, Call::Accept(req))
 }
 
+/// One agent (`cpus:4;mem:1024;disk:2000`) where framework `dbfw` (role db) reserved
+/// `reserved` and created volume `id` of `size` MiB at `data`; the effects consumed.
+fn with_a_volume(reserved: &str, id: &str, size: f64) -> (Sim, SimAgent, SimFramework) {
+    let mut s = Sim::new();
+    let agent = s.add_agent("a1", "cpus:4;mem:1024;disk:2000");
+    let db = in_role(&mut s, "dbfw", "db");
+    let offers = next_offers(&mut s, &db);
+    accept_ops(
+        &mut s,
+        &db,
+        &offers,
+        vec![
+            op("reserve", res(reserved)),
+            op("create", volume("db", id, "data", size)),
+        ],
+    )
+    .unwrap();
+    (s, agent, db)
+}
+
 /// The CheckpointResources messages sent to `conn`.
 fn checkpoints(effects: &[Effect], conn: ConnId) -> Vec<v1::CheckpointResources> {
     agent_messages(effects, conn)
@@ -393,20 +413,7 @@ fn acls_decide_who_reserves_and_creates_for_a_role() {
 
 #[test]
 fn reservations_and_volumes_survive_a_master_restart_and_the_agent_gets_them_back() {
-    let mut s = Sim::new();
-    let agent = s.add_agent("a1", "cpus:4;mem:1024;disk:2000");
-    let db = in_role(&mut s, "dbfw", "db");
-    let offers = next_offers(&mut s, &db);
-    accept_ops(
-        &mut s,
-        &db,
-        &offers,
-        vec![
-            op("reserve", res("cpus(db):1;disk(db):1000")),
-            op("create", volume("db", "pg-0", "data", 512.0)),
-        ],
-    )
-    .unwrap();
+    let (mut s, agent, _) = with_a_volume("cpus(db):1;disk(db):1000", "pg-0", 512.0);
     let mut registry = Registry::default();
     registry.apply(&RegistryOp::AdmitAgent {
         id: agent.id.clone(),
@@ -765,21 +772,7 @@ fn only_a_volumes_creator_or_an_admin_destroys_it() {
 
 #[test]
 fn an_agent_marked_gone_takes_its_volumes_and_every_framework_hears_of_it() {
-    let mut s = Sim::new();
-    let agent = s.add_agent("a1", "cpus:4;mem:1024;disk:2000");
-    let db = in_role(&mut s, "dbfw", "db");
-    let offers = next_offers(&mut s, &db);
-    accept_ops(
-        &mut s,
-        &db,
-        &offers,
-        vec![
-            op("reserve", res("disk(db):1000")),
-            op("create", volume("db", "v", "data", 100.0)),
-        ],
-    )
-    .unwrap();
-    s.effects();
+    let (mut s, agent, db) = with_a_volume("disk(db):1000", "v", 100.0);
     s.handle(Input::Operator(OperatorCall::MarkAgentGone {
         agent_id: agent.id.clone(),
     }))
