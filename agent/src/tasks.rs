@@ -329,6 +329,10 @@ impl TaskManager {
         &self,
         resources: &Resources,
     ) -> Result<Vec<crate::volumes::VolumeMount>, String> {
+        if resources.volumes().next().is_none() {
+            // The usual launch: no walk over every task (that made each launch O(tasks)).
+            return Ok(Vec::new());
+        }
         let in_use = self.volumes_in_use();
         resources
             .volumes()
