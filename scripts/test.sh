@@ -21,9 +21,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 # promtool (package prometheus) lints the master's /metrics, systemd-analyze (package
 # systemd) reads deploy/systemd/*.service, dig (package dnsutils) queries the master's
-# DNS server; the tests fail without them.
+# DNS server, chromium and chromedriver (package chromium-driver) run the dashboard's
+# browser tests (tests/dashboard.rs); the tests fail without them.
 missing=()
-for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze dnsutils:dig; do
+for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze dnsutils:dig chromium:chromium chromium-driver:chromedriver; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

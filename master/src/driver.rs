@@ -97,6 +97,13 @@ pub enum Command {
     Snapshot(oneshot::Sender<StateSnapshot>),
     /// The counters and gauges, `allocation_run_ms` filled in.
     Metrics(oneshot::Sender<Metrics>),
+    /// One page of the agents, by id (the dashboard): `limit` from `offset`, and how
+    /// many there are.
+    AgentsPage {
+        offset: usize,
+        limit: usize,
+        reply: oneshot::Sender<(usize, Vec<crate::core::AgentView>)>,
+    },
     /// A new operator event stream subscriber (after `resume`, master id and seq, when
     /// possible).
     OperatorSubscribe {
@@ -256,6 +263,23 @@ impl DriverHandle {
     pub async fn metrics(&self) -> Result<Metrics, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Metrics(reply)).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// One page of the agents by id, and how many there are (see
+    /// [`Command::AgentsPage`]).
+    pub async fn agents_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<crate::core::AgentView>), DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AgentsPage {
+            offset,
+            limit,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -530,6 +554,14 @@ impl CoreDriver {
                 let mut metrics = self.core.metrics();
                 metrics.allocation_run_ms = self.allocation_run_ms();
                 let _ = reply.send(metrics);
+            }
+            Command::AgentsPage {
+                offset,
+                limit,
+                reply,
+            } => {
+                self.commit()?;
+                let _ = reply.send(self.core.agents_page(offset, limit));
             }
         }
         Ok(())

@@ -35,6 +35,18 @@ pub struct Refusal {
 
 /// Checks a request's method and headers against the rules in the module docs.
 pub fn check(method: &Method, headers: &HeaderMap, accepted: &[&str]) -> Result<(), Refusal> {
+    check_at(method, headers, None, accepted)
+}
+
+/// [`check`], where `authority` is the request URI's `host:port`: over HTTP/2 a
+/// browser names the host there (`:authority`), not in a `Host` header, so a page of
+/// this server (the dashboard) is same-origin by it.
+pub fn check_at(
+    method: &Method,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    accepted: &[&str],
+) -> Result<(), Refusal> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -46,7 +58,7 @@ pub fn check(method: &Method, headers: &HeaderMap, accepted: &[&str]) -> Result<
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = text(header::HOST).unwrap_or("");
+        let host = text(header::HOST).or(authority).unwrap_or("");
         if host.is_empty() || origin_authority(origin) != Some(host) {
             return Err(cross_origin(&format!("Origin: {}", shown(origin))));
         }
@@ -85,7 +97,7 @@ fn cross_origin(what: &str) -> Refusal {
     Refusal {
         status: StatusCode::FORBIDDEN,
         message: format!(
-            "cross-origin request refused ({what}): changes are taken from programs (curl, the strata CLI), not from web pages"
+            "cross-origin request refused ({what}): changes are taken from programs (curl, the strata CLI) and this server's own pages, not from other web pages"
         ),
     }
 }
@@ -108,7 +120,8 @@ pub async fn json(request: Request, next: Next) -> Response {
 }
 
 async fn guarded(request: Request, next: Next, accepted: &[&str]) -> Response {
-    match check(request.method(), request.headers(), accepted) {
+    let authority = request.uri().authority().map(|a| a.as_str());
+    match check_at(request.method(), request.headers(), authority, accepted) {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             tracing::warn!(method = %request.method(), path = %request.uri().path(), reason = %refusal.message, "HTTP request refused");
@@ -198,5 +211,20 @@ mod tests {
         assert!(r.message.contains("no Content-Type"), "{}", r.message);
         let yaml = ("content-type", "application/yaml");
         assert!(check(&Method::PUT, &headers(&[host, yaml, len]), JSON).is_err());
+    }
+
+    /// Over HTTP/2 a browser sends no `Host`: the URI's authority names the host, so a
+    /// page of this server (the dashboard) may change things, and another still may not.
+    #[test]
+    fn over_http2_the_authority_is_the_host() {
+        let json = ("content-type", "application/json");
+        let len = ("content-length", "2");
+        let same = ("origin", "https://10.0.0.1:5050");
+        let h = headers(&[same, json, len]);
+        assert!(check_at(&Method::POST, &h, Some("10.0.0.1:5050"), JSON).is_ok());
+        let evil = headers(&[("origin", "https://evil.example"), json, len]);
+        assert!(check_at(&Method::POST, &evil, Some("10.0.0.1:5050"), JSON).is_err());
+        // Without either, an Origin is refused as before.
+        assert!(check_at(&Method::POST, &h, None, JSON).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints, served on the gRPC port (HTTP/1.1 or h2c):
 //!
+//! - `GET /`, `/ui/*`: the dashboard ([`crate::ui`]).
 //! - `GET /state`: JSON of the core's [`StateSnapshot`](crate::core::StateSnapshot).
 //! - `GET /health`: `200 ok` while the driver runs, `503` once it has stopped.
 //! - `GET /metrics`: Prometheus text exposition of [`Metrics`] as
@@ -47,11 +48,18 @@ use crate::grpc::{AgentLinkService, MAX_MESSAGE_BYTES, OperatorService, Schedule
 use crate::security::MasterSecurity;
 use strata_security::{Authorizer, Principal};
 
-/// What the HTTP handlers share: the driver and the one authorizer.
+/// What the HTTP handlers share: the driver, the one authorizer, the dashboard's feed.
 #[derive(Clone)]
 struct Api {
     driver: DriverHandle,
     security: MasterSecurity,
+    feed: crate::ui::Feed,
+}
+
+impl FromRef<Api> for crate::ui::Feed {
+    fn from_ref(api: &Api) -> crate::ui::Feed {
+        api.feed.clone()
+    }
 }
 
 impl FromRef<Api> for DriverHandle {
@@ -76,8 +84,17 @@ pub fn router(
     let api = Api {
         driver: driver.clone(),
         security: security.clone(),
+        feed: crate::ui::Feed::new(),
     };
     let http = Router::new()
+        // The dashboard (issue 18).
+        .route("/", get(crate::ui::overview))
+        .route("/ui/agents", get(crate::ui::agents))
+        .route("/ui/events", get(crate::ui::events))
+        .route("/ui/app.css", get(crate::ui::css))
+        .route("/ui/app.js", get(crate::ui::js))
+        .route("/ui/favicon.svg", get(crate::ui::icon))
+        .route("/favicon.ico", get(crate::ui::icon))
         .route("/state", get(state))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -147,7 +164,7 @@ async fn fallback(request: Request) -> Response {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint {}: try /state, /health, /metrics, /weights, /maintenance/*, /teardown or /security/*\n",
+            "no such endpoint {}: try / (the dashboard), /state, /health, /metrics, /weights, /maintenance/*, /teardown or /security/*\n",
             request.uri().path()
         ),
     )

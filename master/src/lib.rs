@@ -29,6 +29,7 @@ pub mod rate;
 pub mod secrets;
 pub mod security;
 pub mod store;
+pub mod ui;
 
 use std::future::Future;
 use std::time::Instant;

@@ -85,8 +85,10 @@ async fn metrics_are_prometheus_text() {
 async fn unknown_paths_are_404_and_unknown_grpc_methods_unimplemented() {
     let dir = tempfile::tempdir().unwrap();
     let master = TestMaster::start(dir.path()).await;
-    assert_eq!(http_get(&master, "/nope").await.status(), 404);
-    assert_eq!(http_get(&master, "/").await.status(), 404);
+    let r = http_get(&master, "/nope").await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("try / (the dashboard)"));
+    assert_eq!(http_get(&master, "/ui/nope").await.status(), 404);
     // A gRPC client calling a service this master does not serve.
     let mut grpc = tonic::client::Grpc::new(master.channel().await);
     grpc.ready().await.unwrap();
@@ -306,5 +308,40 @@ async fn operator_changes_take_json_bodies_and_refuse_web_pages() {
         assert!(text.contains(wanted), "{path} {body:?}: {text}");
         assert!(text.contains("send JSON like"), "{path} {body:?}: {text}");
     }
+    master.stop().await.unwrap();
+}
+
+/// The dashboard (issue 18): `/` is a page with the cluster's numbers, safe headers and
+/// its assets served from the binary.
+#[tokio::test]
+async fn the_dashboard_is_served_at_the_root_with_its_assets() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let r = http_get(&master, "/").await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["content-security-policy"], "default-src 'self'");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    for id in ["agents-active", "tasks-running", "cpus-total", "live"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id} in {page}");
+    }
+    assert!(!page.contains("<script>"), "no inline script: {page}");
+    for (path, kind) in [
+        ("/ui/app.css", "text/css"),
+        ("/ui/app.js", "text/javascript"),
+    ] {
+        let r = http_get(&master, path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let r = http_get(&master, "/ui/agents?page=7").await;
+    assert!(r.text().await.unwrap().contains("page 1 of 1"));
     master.stop().await.unwrap();
 }

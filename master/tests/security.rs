@@ -189,6 +189,22 @@ async fn every_call_needs_a_valid_credential() {
             .await
             .unwrap();
         assert_eq!(r.status(), 401, "{credential:?}");
+        // The dashboard is behind the same door: a browser is asked for its login.
+        let page = https(&master, &client_tls(&master, credential.clone()))
+            .get(url(&master, "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 401, "{credential:?}");
+        assert!(
+            page.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("Basic")),
+            "{:?}",
+            page.headers()
+        );
+        assert!(!page.text().await.unwrap().contains("agents-active"));
         let body: serde_json::Value = r.json().await.unwrap();
         assert!(
             body["error"].as_str().unwrap().contains(why),

@@ -140,6 +140,25 @@ impl Master {
     }
 
     /// A consistent view of agents, frameworks, tasks and roles.
+    /// One page of the agents in id order, and how many there are: the cost of a
+    /// sort of the ids plus the page's views, not of a whole snapshot.
+    pub fn agents_page(&self, offset: usize, limit: usize) -> (usize, Vec<AgentView>) {
+        let mut ids: Vec<(&str, super::allocator::AgentKey)> = self
+            .agents
+            .iter()
+            .map(|(k, a)| (a.id.as_str(), *k))
+            .collect();
+        ids.sort_unstable();
+        let page = ids
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(_, k)| self.agents.get(k))
+            .map(|a| self.agent_view(a))
+            .collect();
+        (ids.len(), page)
+    }
+
     pub fn snapshot(&self) -> StateSnapshot {
         let mut keys: Vec<_> = self.agents.keys().copied().collect();
         keys.sort_unstable();

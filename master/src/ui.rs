@@ -1,0 +1,501 @@
+//! The dashboard the master serves on its own port (issue 18): server-rendered HTML
+//! pages with a little JavaScript, its assets embedded in the binary, behind the same
+//! authentication layer and authorizer as every other endpoint.
+//!
+//! ```text
+//!   GET /                the overview: agents, frameworks, tasks, offers, capacity;
+//!                        the first agents
+//!   GET /ui/agents?page= every agent, PAGE_SIZE a page, with capacity and use
+//!   GET /ui/events       server-sent events: `overview` (the numbers of `/`) once a
+//!                        second while they change; one feed shared by every page open
+//!   GET /ui/app.css, /ui/app.js, /ui/favicon.svg (also /favicon.ico)
+//! ```
+//!
+//! Pages are built from the driver's metrics (one pass, no copy of the state) and one
+//! page of agents ([`DriverHandle::agents_page`]), never from a whole `/state`
+//! snapshot, so that they stay cheap with 10,000 agents. Every page carries a
+//! Content-Security-Policy of `default-src 'self'` (no inline script or style: bars
+//! are `<meter>`s), and refuses to be framed. Times are `<time data-unix>`, shown in
+//! the viewer's zone by app.js.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::core::{AgentView, Metrics};
+use crate::driver::DriverHandle;
+
+/// Agents on one page of `/ui/agents` (and on the overview).
+pub const PAGE_SIZE: usize = 50;
+/// How often the live feed looks at the numbers (it sends only changes).
+const FEED_INTERVAL: Duration = Duration::from_secs(1);
+
+const CSS: &str = include_str!("ui/app.css");
+const JS: &str = include_str!("ui/app.js");
+const ICON: &str = include_str!("ui/favicon.svg");
+
+/// The live feed every open page shares: the overview's numbers as JSON, refreshed
+/// by one task (started by the first page that listens) while anyone listens.
+#[derive(Clone)]
+pub struct Feed {
+    tx: watch::Sender<String>,
+    started: Arc<OnceLock<()>>,
+}
+
+impl Feed {
+    pub fn new() -> Feed {
+        Feed {
+            tx: watch::channel(String::new()).0,
+            started: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// A receiver of the feed, starting the task that fills it if need be.
+    fn subscribe(&self, driver: &DriverHandle) -> watch::Receiver<String> {
+        self.started.get_or_init(|| {
+            let tx = self.tx.clone();
+            let driver = driver.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(FEED_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if tx.receiver_count() == 0 {
+                        continue;
+                    }
+                    let Ok(m) = driver.metrics().await else {
+                        return; // the master is stopping
+                    };
+                    let json = serde_json::to_string(&Numbers::of(&m)).unwrap_or_default();
+                    tx.send_if_modified(|old| {
+                        if *old == json {
+                            false
+                        } else {
+                            *old = json;
+                            true
+                        }
+                    });
+                }
+            });
+        });
+        self.tx.subscribe()
+    }
+}
+
+impl Default for Feed {
+    fn default() -> Feed {
+        Feed::new()
+    }
+}
+
+/// The overview's numbers, by the ids of their elements (`_` for `-`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Numbers {
+    agents_active: u64,
+    agents_total: u64,
+    agents_disconnected: u64,
+    agents_unreachable: u64,
+    frameworks_connected: u64,
+    frameworks_disconnected: u64,
+    tasks_running: u64,
+    tasks_staging: u64,
+    tasks_failed: u64,
+    offers_outstanding: u64,
+    allocation_ms: String,
+    cpus_used: String,
+    cpus_total: String,
+    mem_used: String,
+    mem_total: String,
+}
+
+impl Numbers {
+    fn of(m: &Metrics) -> Numbers {
+        Numbers {
+            agents_active: m.agents_active,
+            agents_total: m.agents_active + m.agents_disconnected + m.agents_unreachable,
+            agents_disconnected: m.agents_disconnected,
+            agents_unreachable: m.agents_unreachable,
+            frameworks_connected: m.frameworks_connected,
+            frameworks_disconnected: m.frameworks_disconnected,
+            tasks_running: m.tasks_running,
+            tasks_staging: m.tasks_staging,
+            tasks_failed: m.tasks_failed_total,
+            offers_outstanding: m.outstanding_offers,
+            allocation_ms: format!("{:.1}", m.allocation_run_ms),
+            cpus_used: number(m.cpus_used),
+            cpus_total: number(m.cpus_total),
+            mem_used: mib(m.mem_used),
+            mem_total: mib(m.mem_total),
+        }
+    }
+}
+
+/// `2`, `0.5`: at most three decimals, no trailing zeros.
+fn number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// MiB as people read them: `512 MiB`, `1.5 GiB`.
+fn mib(v: f64) -> String {
+    if v >= 1024.0 {
+        format!("{} GiB", number(v / 1024.0))
+    } else {
+        format!("{} MiB", number(v))
+    }
+}
+
+/// Text made safe for HTML, in elements and attribute values alike.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page: the header with its navigation and the live indicator, `body`.
+fn page(title: &str, current: &str, body: &str) -> Response {
+    let nav = [("/", "Overview"), ("/ui/agents", "Agents")]
+        .iter()
+        .map(|(href, name)| {
+            let here = if *href == current {
+                " aria-current=\"page\""
+            } else {
+                ""
+            };
+            format!("<a href=\"{href}\"{here}>{name}</a>")
+        })
+        .collect::<Vec<_>>()
+        .join("");
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · Strata</title><link rel=\"stylesheet\" href=\"/ui/app.css\">\
+<link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\
+<script src=\"/ui/app.js\" defer></script></head><body>\
+<header><span class=\"brand\">Strata</span><nav>{nav}</nav>\
+<span id=\"live\" class=\"offline\" role=\"status\">connecting</span></header>\
+<main><p id=\"message\" role=\"alert\" hidden></p>{body}</main></body></html>",
+        title = esc(title),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the master is stopping\n".to_string(),
+    )
+        .into_response()
+}
+
+/// One labelled number of the overview, its element id from its name.
+fn stat(out: &mut String, label: &str, id: &str, value: impl std::fmt::Display) {
+    let _ = write!(
+        out,
+        "<div class=\"stat\"><span class=\"label\">{label}</span><span class=\"value\" id=\"{id}\">{value}</span></div>"
+    );
+}
+
+/// `GET /`.
+pub async fn overview(State(driver): State<DriverHandle>) -> Response {
+    let (Ok(m), Ok((total, agents))) = (
+        driver.metrics().await,
+        driver.agents_page(0, PAGE_SIZE).await,
+    ) else {
+        return unavailable();
+    };
+    let n = Numbers::of(&m);
+    let mut body = String::from("<h1>Cluster</h1><section class=\"stats\" aria-label=\"Totals\">");
+    stat(&mut body, "Agents active", "agents-active", n.agents_active);
+    stat(&mut body, "Agents", "agents-total", n.agents_total);
+    stat(
+        &mut body,
+        "Disconnected",
+        "agents-disconnected",
+        n.agents_disconnected,
+    );
+    stat(
+        &mut body,
+        "Unreachable",
+        "agents-unreachable",
+        n.agents_unreachable,
+    );
+    stat(
+        &mut body,
+        "Frameworks",
+        "frameworks-connected",
+        n.frameworks_connected,
+    );
+    stat(&mut body, "Tasks running", "tasks-running", n.tasks_running);
+    stat(&mut body, "Tasks staging", "tasks-staging", n.tasks_staging);
+    stat(&mut body, "Tasks failed", "tasks-failed", n.tasks_failed);
+    stat(
+        &mut body,
+        "Offers out",
+        "offers-outstanding",
+        n.offers_outstanding,
+    );
+    stat(
+        &mut body,
+        "Allocation (ms)",
+        "allocation-ms",
+        &n.allocation_ms,
+    );
+    body.push_str("</section><section class=\"stats\" aria-label=\"Capacity\">");
+    let _ = write!(
+        body,
+        "<div class=\"stat wide\"><span class=\"label\">CPUs used</span><span class=\"value\"><span id=\"cpus-used\">{}</span> of <span id=\"cpus-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
+        n.cpus_used, n.cpus_total, m.cpus_total, m.cpus_used
+    );
+    let _ = write!(
+        body,
+        "<div class=\"stat wide\"><span class=\"label\">Memory used</span><span class=\"value\"><span id=\"mem-used\">{}</span> of <span id=\"mem-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
+        n.mem_used, n.mem_total, m.mem_total, m.mem_used
+    );
+    body.push_str("</section>");
+    let _ = write!(body, "<h2>Agents</h2>");
+    agents_table(&mut body, &agents);
+    if total > agents.len() {
+        let _ = write!(
+            body,
+            "<p><a href=\"/ui/agents?page=2\">All {total} agents</a></p>"
+        );
+    }
+    page("Cluster", "/", &body)
+}
+
+/// `?page=N` (from 1).
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+/// `GET /ui/agents?page=N`: a page past the last shows the last.
+pub async fn agents(State(driver): State<DriverHandle>, Query(q): Query<PageQuery>) -> Response {
+    let Ok((total, _)) = driver.agents_page(0, 0).await else {
+        return unavailable();
+    };
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let n = q.page.unwrap_or(1).clamp(1, pages);
+    let Ok((total, agents)) = driver.agents_page((n - 1) * PAGE_SIZE, PAGE_SIZE).await else {
+        return unavailable();
+    };
+    let mut body = format!("<h1>Agents</h1><p class=\"muted\">{total} agent(s)</p>");
+    agents_table(&mut body, &agents);
+    let _ = write!(body, "<nav class=\"pages\" aria-label=\"Pages\">");
+    if n > 1 {
+        let _ = write!(
+            body,
+            "<a href=\"/ui/agents?page={}\" rel=\"prev\">previous</a>",
+            n - 1
+        );
+    }
+    let _ = write!(body, "<span id=\"page\">page {n} of {pages}</span>");
+    if n < pages {
+        let _ = write!(
+            body,
+            "<a href=\"/ui/agents?page={}\" rel=\"next\">next</a>",
+            n + 1
+        );
+    }
+    body.push_str("</nav>");
+    page("Agents", "/ui/agents", &body)
+}
+
+/// The agents as a table: hostname, state, cpus and memory used of their total (bars),
+/// attributes, when they registered.
+fn agents_table(out: &mut String, agents: &[AgentView]) {
+    out.push_str(
+        "<div class=\"scroll\"><table id=\"agents\"><thead><tr><th scope=\"col\">Host</th>\
+<th scope=\"col\">State</th><th scope=\"col\">CPUs</th><th scope=\"col\">Memory</th>\
+<th scope=\"col\">Attributes</th><th scope=\"col\">Registered</th>\
+<th scope=\"col\">Actions</th></tr></thead><tbody>",
+    );
+    for a in agents {
+        let state = match a.maintenance {
+            Some(m) => format!("{} ({})", a.status, m),
+            None => a.status.clone(),
+        };
+        let (cu, ct) = (a.used.cpus().as_f64(), a.total.cpus().as_f64());
+        let (mu, mt) = (a.used.mem().as_f64(), a.total.mem().as_f64());
+        let attributes = a
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{}:{}", esc(k), esc(v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            out,
+            "<tr data-agent-id=\"{id}\"><td><span class=\"host\">{host}</span><br><span class=\"muted id\">{id}</span></td>\
+<td class=\"state state-{state_class}\">{state}</td>\
+<td>{cu} / {ct}<br><meter min=\"0\" max=\"{ct_raw}\" value=\"{cu_raw}\"></meter></td>\
+<td>{mu} / {mt}<br><meter min=\"0\" max=\"{mt_raw}\" value=\"{mu_raw}\"></meter></td>\
+<td>{attributes}</td><td><time data-unix=\"{registered}\"></time></td><td>{actions}</td></tr>",
+            id = esc(&a.id),
+            host = esc(&a.hostname),
+            state_class = esc(&a.status.to_ascii_lowercase()),
+            state = esc(&state),
+            cu = number(cu),
+            ct = number(ct),
+            ct_raw = ct,
+            cu_raw = cu,
+            mu = mib(mu),
+            mt = mib(mt),
+            mt_raw = mt,
+            mu_raw = mu,
+            registered = a.registered_time,
+            actions = agent_actions(a),
+        );
+    }
+    if agents.is_empty() {
+        out.push_str("<tr><td colspan=\"7\" class=\"muted\">No agents yet.</td></tr>");
+    }
+    out.push_str("</tbody></table></div>");
+}
+
+/// The maintenance buttons of an agent: what `POST /maintenance/*` (the same calls as
+/// `strata agent ...`, under the same ACLs) can do to it now. app.js sends them and
+/// shows the answer, a refusal's reason included.
+fn agent_actions(a: &AgentView) -> String {
+    if a.status == "GONE" {
+        return String::new();
+    }
+    let actions: &[(&str, &str)] = match a.maintenance {
+        None => &[("deactivate", "Deactivate"), ("drain", "Drain")],
+        Some(_) => &[("reactivate", "Reactivate")],
+    };
+    actions
+        .iter()
+        .map(|(action, label)| {
+            format!(
+                "<button type=\"button\" class=\"action\" data-action=\"{action}\" data-agent-id=\"{}\">{label}</button>",
+                esc(&a.id)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `GET /ui/events`: the overview's numbers as `overview` events, first at once and
+/// then on each change.
+pub async fn events(
+    State(driver): State<DriverHandle>,
+    State(feed): State<Feed>,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let first = driver
+        .metrics()
+        .await
+        .ok()
+        .map(|m| serde_json::to_string(&Numbers::of(&m)).unwrap_or_default());
+    let rx = feed.subscribe(&driver);
+    let stream = futures::stream::unfold((first, rx), |(first, mut rx)| async move {
+        if let Some(json) = first {
+            return Some((
+                Ok(Event::default().event("overview").data(json)),
+                (None, rx),
+            ));
+        }
+        rx.changed().await.ok()?;
+        let json = rx.borrow_and_update().clone();
+        Some((
+            Ok(Event::default().event("overview").data(json)),
+            (None, rx),
+        ))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// `GET /ui/app.css`.
+pub async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// `GET /ui/favicon.svg` (and `/favicon.ico`, which browsers ask for by themselves).
+pub async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        ICON,
+    )
+        .into_response()
+}
+
+/// `GET /ui/app.js`.
+pub async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_for_html() {
+        assert_eq!(
+            esc("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(number(2.0), "2");
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(1.25), "1.25");
+        assert_eq!(mib(512.0), "512 MiB");
+        assert_eq!(mib(1536.0), "1.5 GiB");
+    }
+
+    #[test]
+    fn the_assets_hold_no_remote_reference() {
+        for text in [CSS, JS] {
+            assert!(!text.contains("http://") && !text.contains("https://"));
+        }
+        // The icon's only URL is its XML namespace.
+        assert_eq!(ICON.matches("http").count(), 1);
+    }
+}
