@@ -217,6 +217,25 @@ fn the_overview_shows_both_agents_and_updates_live() {
         }
     });
     eprintln!("agent loss shown {:?} after kill -9", killed.elapsed());
+    // Its row too, fetched again when the feed said something changed.
+    let lost = ids
+        .iter()
+        .find(|(host, _)| host == "agent1.test")
+        .map(|(_, id)| id.clone())
+        .expect("agent1's id");
+    b.wait_for(WAIT, "agent1's row to say DISCONNECTED", |b| {
+        let row = b
+            .find(&format!("tr[data-agent-id=\"{lost}\"] td.state"))
+            .map_err(|e| pending(format!("{e:?}")))?;
+        let text = b
+            .element_text(&row)
+            .map_err(|e| pending(format!("{e:?}")))?;
+        if text.contains("DISCONNECTED") {
+            Ok(())
+        } else {
+            Err(pending(text))
+        }
+    });
     assert_eq!(
         b.eval("return window.__strataSamePage === true"),
         true,
@@ -354,10 +373,12 @@ fn an_agent_is_deactivated_and_reactivated_from_its_row() {
         ("reactivate", "ACTIVE", serde_json::Value::Null),
     ] {
         let css = format!("button[data-action=\"{button}\"][data-agent-id=\"{id}\"]");
-        let target = b.wait_for(WAIT, &format!("the {button} button"), |b| {
-            b.find(&css).map_err(|e| pending(format!("{e:?}")))
+        // The rows are replaced when the live feed says something changed: find and
+        // click again if the button went stale meanwhile.
+        b.wait_for(WAIT, &format!("a click on the {button} button"), |b| {
+            let target = b.find(&css).map_err(|e| pending(format!("{e:?}")))?;
+            b.click(&target).map_err(|e| pending(format!("{e:?}")))
         });
-        b.click(&target).expect("click");
         b.wait_for(WAIT, &format!("the row to show {shown}"), |b| {
             let row = b
                 .find(&format!("tr[data-agent-id=\"{id}\"] td.state"))

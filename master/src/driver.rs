@@ -97,6 +97,19 @@ pub enum Command {
     Snapshot(oneshot::Sender<StateSnapshot>),
     /// The counters and gauges, `allocation_run_ms` filled in.
     Metrics(oneshot::Sender<Metrics>),
+    /// One page of the tasks `principal` may view that match `filter` (the dashboard).
+    TasksPage {
+        filter: crate::core::TaskFilter,
+        authz: strata_security::Authorizer,
+        principal: strata_security::Principal,
+        offset: usize,
+        limit: usize,
+        reply: oneshot::Sender<(usize, Vec<crate::core::TaskView>)>,
+    },
+    /// The frameworks and roles (the dashboard).
+    FrameworksAndRoles(
+        oneshot::Sender<(Vec<crate::core::FrameworkView>, Vec<crate::core::RoleView>)>,
+    ),
     /// One page of the agents, by id (the dashboard): `limit` from `offset`, and how
     /// many there are.
     AgentsPage {
@@ -280,6 +293,37 @@ impl DriverHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// One page of the tasks (see [`Command::TasksPage`]).
+    pub async fn tasks_page(
+        &self,
+        filter: crate::core::TaskFilter,
+        authz: strata_security::Authorizer,
+        principal: strata_security::Principal,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<crate::core::TaskView>), DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::TasksPage {
+            filter,
+            authz,
+            principal,
+            offset,
+            limit,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// The frameworks and roles (see [`Command::FrameworksAndRoles`]).
+    pub async fn frameworks_and_roles(
+        &self,
+    ) -> Result<(Vec<crate::core::FrameworkView>, Vec<crate::core::RoleView>), DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::FrameworksAndRoles(reply)).await?;
         rx.await.map_err(|_| DriverGone)
     }
 
@@ -554,6 +598,24 @@ impl CoreDriver {
                 let mut metrics = self.core.metrics();
                 metrics.allocation_run_ms = self.allocation_run_ms();
                 let _ = reply.send(metrics);
+            }
+            Command::TasksPage {
+                filter,
+                authz,
+                principal,
+                offset,
+                limit,
+                reply,
+            } => {
+                self.commit()?;
+                let may = |owner: &str| {
+                    authz.permits(&principal, strata_security::Action::ViewTasks, owner)
+                };
+                let _ = reply.send(self.core.tasks_page(&filter, &may, offset, limit));
+            }
+            Command::FrameworksAndRoles(reply) => {
+                self.commit()?;
+                let _ = reply.send(self.core.frameworks_and_roles());
             }
             Command::AgentsPage {
                 offset,

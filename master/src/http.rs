@@ -90,6 +90,9 @@ pub fn router(
         // The dashboard (issue 18).
         .route("/", get(crate::ui::overview))
         .route("/ui/agents", get(crate::ui::agents))
+        .route("/ui/agents/rows", get(crate::ui::agent_rows))
+        .route("/ui/frameworks", get(crate::ui::frameworks))
+        .route("/ui/tasks", get(crate::ui::tasks))
         .route("/ui/events", get(crate::ui::events))
         .route("/ui/app.css", get(crate::ui::css))
         .route("/ui/app.js", get(crate::ui::js))

@@ -6,6 +6,10 @@
 //!   GET /                the overview: agents, frameworks, tasks, offers, capacity;
 //!                        the first agents
 //!   GET /ui/agents?page= every agent, PAGE_SIZE a page, with capacity and use
+//!   GET /ui/frameworks   the frameworks the caller may view, and the roles
+//!   GET /ui/tasks?state=&framework=&agent=&page=
+//!                        the tasks the caller may view, filtered and paged by the
+//!                        master (`view_tasks` asked before paging)
 //!   GET /ui/events       server-sent events: `overview` (the numbers of `/`) once a
 //!                        second while they change; one feed shared by every page open
 //!   GET /ui/app.css, /ui/app.js, /ui/favicon.svg (also /favicon.ico)
@@ -171,18 +175,23 @@ pub fn esc(text: &str) -> String {
 
 /// A whole page: the header with its navigation and the live indicator, `body`.
 fn page(title: &str, current: &str, body: &str) -> Response {
-    let nav = [("/", "Overview"), ("/ui/agents", "Agents")]
-        .iter()
-        .map(|(href, name)| {
-            let here = if *href == current {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
-            format!("<a href=\"{href}\"{here}>{name}</a>")
-        })
-        .collect::<Vec<_>>()
-        .join("");
+    let nav = [
+        ("/", "Overview"),
+        ("/ui/agents", "Agents"),
+        ("/ui/frameworks", "Frameworks"),
+        ("/ui/tasks", "Tasks"),
+    ]
+    .iter()
+    .map(|(href, name)| {
+        let here = if *href == current {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        format!("<a href=\"{href}\"{here}>{name}</a>")
+    })
+    .collect::<Vec<_>>()
+    .join("");
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -281,7 +290,7 @@ pub async fn overview(State(driver): State<DriverHandle>) -> Response {
     );
     body.push_str("</section>");
     let _ = write!(body, "<h2>Agents</h2>");
-    agents_table(&mut body, &agents);
+    agents_table(&mut body, &agents, 1);
     if total > agents.len() {
         let _ = write!(
             body,
@@ -309,7 +318,7 @@ pub async fn agents(State(driver): State<DriverHandle>, Query(q): Query<PageQuer
         return unavailable();
     };
     let mut body = format!("<h1>Agents</h1><p class=\"muted\">{total} agent(s)</p>");
-    agents_table(&mut body, &agents);
+    agents_table(&mut body, &agents, n);
     let _ = write!(body, "<nav class=\"pages\" aria-label=\"Pages\">");
     if n > 1 {
         let _ = write!(
@@ -330,15 +339,45 @@ pub async fn agents(State(driver): State<DriverHandle>, Query(q): Query<PageQuer
     page("Agents", "/ui/agents", &body)
 }
 
+/// `GET /ui/agents/rows?page=N`: the rows of that page of the agents table, which
+/// app.js puts in place when the live feed says something changed.
+pub async fn agent_rows(
+    State(driver): State<DriverHandle>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let n = q.page.unwrap_or(1).max(1);
+    let Ok((_, agents)) = driver.agents_page((n - 1) * PAGE_SIZE, PAGE_SIZE).await else {
+        return unavailable();
+    };
+    let mut rows = String::new();
+    agent_rows_html(&mut rows, &agents);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        rows,
+    )
+        .into_response()
+}
+
 /// The agents as a table: hostname, state, cpus and memory used of their total (bars),
-/// attributes, when they registered.
-fn agents_table(out: &mut String, agents: &[AgentView]) {
-    out.push_str(
-        "<div class=\"scroll\"><table id=\"agents\"><thead><tr><th scope=\"col\">Host</th>\
+/// attributes, when they registered, maintenance buttons. `page` is the page it
+/// shows (app.js refreshes its rows from `/ui/agents/rows?page=`).
+fn agents_table(out: &mut String, agents: &[AgentView], page: usize) {
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table id=\"agents\" data-page=\"{page}\"><thead><tr><th scope=\"col\">Host</th>\
 <th scope=\"col\">State</th><th scope=\"col\">CPUs</th><th scope=\"col\">Memory</th>\
 <th scope=\"col\">Attributes</th><th scope=\"col\">Registered</th>\
 <th scope=\"col\">Actions</th></tr></thead><tbody>",
     );
+    agent_rows_html(out, agents);
+    out.push_str("</tbody></table></div>");
+}
+
+/// The `<tr>`s of `agents`.
+fn agent_rows_html(out: &mut String, agents: &[AgentView]) {
     for a in agents {
         let state = match a.maintenance {
             Some(m) => format!("{} ({})", a.status, m),
@@ -378,7 +417,6 @@ fn agents_table(out: &mut String, agents: &[AgentView]) {
     if agents.is_empty() {
         out.push_str("<tr><td colspan=\"7\" class=\"muted\">No agents yet.</td></tr>");
     }
-    out.push_str("</tbody></table></div>");
 }
 
 /// The maintenance buttons of an agent: what `POST /maintenance/*` (the same calls as
@@ -402,6 +440,241 @@ fn agent_actions(a: &AgentView) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `GET /ui/frameworks`: the frameworks the caller may view (role, DRF share,
+/// tasks, connection, failover timeout) and the roles (weight, allocation).
+pub async fn frameworks(
+    State(driver): State<DriverHandle>,
+    State(authz): State<strata_security::Authorizer>,
+    axum::Extension(principal): axum::Extension<strata_security::Principal>,
+) -> Response {
+    let (Ok((frameworks, roles)), Ok(m)) =
+        (driver.frameworks_and_roles().await, driver.metrics().await)
+    else {
+        return unavailable();
+    };
+    // The same filter as /state: frameworks of principals the caller may view.
+    let visible = crate::authorize::visible(
+        &authz,
+        &principal,
+        crate::core::StateSnapshot {
+            master_id: String::new(),
+            agents: Vec::new(),
+            frameworks,
+            tasks: Vec::new(),
+            roles,
+            outstanding_offers: 0,
+        },
+    );
+    let total = strata_proto::Resources::cpus_mem(m.cpus_total, m.mem_total);
+    let mut body = format!(
+        "<h1>Frameworks</h1><p class=\"muted\">{} framework(s)</p>",
+        visible.frameworks.len()
+    );
+    body.push_str(
+        "<div class=\"scroll\"><table id=\"frameworks\"><thead><tr><th scope=\"col\">Name</th>\
+<th scope=\"col\">Roles</th><th scope=\"col\">Principal</th><th scope=\"col\">Connected</th>\
+<th scope=\"col\">DRF share</th><th scope=\"col\">Tasks</th><th scope=\"col\">CPUs</th>\
+<th scope=\"col\">Memory</th><th scope=\"col\">Failover timeout</th></tr></thead><tbody>",
+    );
+    let mut list = visible.frameworks;
+    list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    for f in &list {
+        let suppressed = if f.suppressed_roles.is_empty() {
+            String::new()
+        } else {
+            format!(" (suppressed: {})", esc(&f.suppressed_roles.join(", ")))
+        };
+        let _ = write!(
+            body,
+            "<tr data-framework-id=\"{id}\"><td>{name}<br><span class=\"muted id\">{id}</span></td>\
+<td>{roles}{suppressed}</td><td>{principal}</td><td class=\"{cls}\">{connected}</td>\
+<td>{share:.1}%</td><td>{tasks}</td><td>{cpus}</td><td>{mem}</td><td>{failover}</td></tr>",
+            id = esc(&f.id),
+            name = esc(&f.name),
+            roles = esc(&f.roles.join(", ")),
+            principal = esc(&f.principal),
+            cls = if f.connected {
+                "state-active"
+            } else {
+                "state-disconnected"
+            },
+            connected = if f.connected { "yes" } else { "no" },
+            share = f.used.dominant_share(&total) * 100.0,
+            tasks = f.task_count,
+            cpus = number(f.used.cpus().as_f64()),
+            mem = mib(f.used.mem().as_f64()),
+            failover = seconds(f.failover_timeout_seconds),
+        );
+    }
+    if list.is_empty() {
+        body.push_str("<tr><td colspan=\"9\" class=\"muted\">No frameworks you may see.</td></tr>");
+    }
+    body.push_str("</tbody></table></div><h2>Roles</h2>");
+    body.push_str(
+        "<div class=\"scroll\"><table id=\"roles\"><thead><tr><th scope=\"col\">Role</th>\
+<th scope=\"col\">Weight</th><th scope=\"col\">Allocated</th><th scope=\"col\">Frameworks</th>\
+</tr></thead><tbody>",
+    );
+    for r in &visible.roles {
+        let _ = write!(
+            body,
+            "<tr data-role=\"{name}\"><td>{name}</td><td>{weight}</td><td>{allocated}</td><td>{n}</td></tr>",
+            name = esc(&r.name),
+            weight = number(r.weight),
+            allocated = esc(&r.allocated.to_string()),
+            n = r.frameworks.len(),
+        );
+    }
+    body.push_str("</tbody></table></div>");
+    page("Frameworks", "/ui/frameworks", &body)
+}
+
+/// `GET /ui/tasks`'s query: filters (empty: any) and the page.
+#[derive(Debug, Default, Deserialize)]
+pub struct TasksQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    framework: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+/// The task states a filter offers.
+const STATES: [&str; 9] = [
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_UNREACHABLE",
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_LOST",
+];
+
+/// `GET /ui/tasks`: the tasks the caller may view, PAGE_SIZE a page, filtered by
+/// state, framework and agent on the master.
+pub async fn tasks(
+    State(driver): State<DriverHandle>,
+    State(authz): State<strata_security::Authorizer>,
+    axum::Extension(principal): axum::Extension<strata_security::Principal>,
+    Query(q): Query<TasksQuery>,
+) -> Response {
+    let nonempty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let filter = crate::core::TaskFilter {
+        state: nonempty(&q.state),
+        framework_id: nonempty(&q.framework),
+        agent_id: nonempty(&q.agent),
+    };
+    let n = q.page.unwrap_or(1).max(1);
+    let Ok((total, tasks)) = driver
+        .tasks_page(
+            filter.clone(),
+            authz,
+            principal,
+            (n - 1) * PAGE_SIZE,
+            PAGE_SIZE,
+        )
+        .await
+    else {
+        return unavailable();
+    };
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let mut body =
+        String::from("<h1>Tasks</h1><form class=\"filters\" method=\"get\" action=\"/ui/tasks\">");
+    let _ = write!(
+        body,
+        "<label>State <select name=\"state\"><option value=\"\">any</option>{}</select></label>",
+        STATES
+            .iter()
+            .map(|s| {
+                let selected = if filter.state.as_deref() == Some(*s) {
+                    " selected"
+                } else {
+                    ""
+                };
+                format!("<option{selected}>{s}</option>")
+            })
+            .collect::<String>()
+    );
+    let _ = write!(
+        body,
+        "<label>Framework <input name=\"framework\" value=\"{}\" placeholder=\"framework id\"></label>\
+<label>Agent <input name=\"agent\" value=\"{}\" placeholder=\"agent id\"></label>\
+<button type=\"submit\">Filter</button></form><p class=\"muted\" id=\"task-count\">{total} task(s)</p>",
+        esc(&q.framework),
+        esc(&q.agent),
+    );
+    body.push_str(
+        "<div class=\"scroll\"><table id=\"tasks\"><thead><tr><th scope=\"col\">Task</th>\
+<th scope=\"col\">State</th><th scope=\"col\">Framework</th><th scope=\"col\">Agent</th>\
+<th scope=\"col\">Resources</th><th scope=\"col\">Updated</th></tr></thead><tbody>",
+    );
+    for t in &tasks {
+        let health = match t.healthy {
+            Some(true) => " (healthy)",
+            Some(false) => " (unhealthy)",
+            None => "",
+        };
+        let _ = write!(
+            body,
+            "<tr data-task-id=\"{id}\"><td>{id}<br><span class=\"muted\">{name}</span></td>\
+<td class=\"state state-{cls}\">{state}{health}<br><span class=\"muted\">{message}</span></td>\
+<td><a href=\"/ui/tasks?framework={fw}\">{fw}</a></td><td><a href=\"/ui/tasks?agent={agent}\">{agent}</a></td>\
+<td>{resources}</td><td><time data-unix=\"{updated}\"></time></td></tr>",
+            id = esc(&t.id),
+            name = esc(&t.name),
+            cls = esc(&t.state.trim_start_matches("TASK_").to_ascii_lowercase()),
+            state = esc(&t.state),
+            message = esc(&t.message),
+            fw = esc(&t.framework_id),
+            agent = esc(&t.agent_id),
+            resources = esc(&t.resources.to_string()),
+            updated = t.updated,
+        );
+    }
+    if tasks.is_empty() {
+        body.push_str("<tr><td colspan=\"6\" class=\"muted\">No tasks match.</td></tr>");
+    }
+    body.push_str("</tbody></table></div>");
+    let query = |page: usize| {
+        format!(
+            "/ui/tasks?state={}&amp;framework={}&amp;agent={}&amp;page={page}",
+            esc(&q.state),
+            esc(&q.framework),
+            esc(&q.agent)
+        )
+    };
+    let _ = write!(body, "<nav class=\"pages\" aria-label=\"Pages\">");
+    if n > 1 {
+        let _ = write!(
+            body,
+            "<a href=\"{}\" rel=\"prev\">previous</a>",
+            query(n - 1)
+        );
+    }
+    let _ = write!(body, "<span id=\"page\">page {n} of {pages}</span>");
+    if n < pages {
+        let _ = write!(body, "<a href=\"{}\" rel=\"next\">next</a>", query(n + 1));
+    }
+    body.push_str("</nav>");
+    page("Tasks", "/ui/tasks", &body)
+}
+
+/// `90 s`, `1 h`, `7 d`: a duration as people say it.
+fn seconds(s: f64) -> String {
+    if s >= 86_400.0 && s % 86_400.0 == 0.0 {
+        format!("{} d", s / 86_400.0)
+    } else if s >= 3_600.0 && s % 3_600.0 == 0.0 {
+        format!("{} h", s / 3_600.0)
+    } else {
+        format!("{} s", number(s))
+    }
 }
 
 /// `GET /ui/events`: the overview's numbers as `overview` events, first at once and
@@ -488,6 +761,14 @@ mod tests {
         assert_eq!(number(1.25), "1.25");
         assert_eq!(mib(512.0), "512 MiB");
         assert_eq!(mib(1536.0), "1.5 GiB");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(seconds(90.0), "90 s");
+        assert_eq!(seconds(3600.0), "1 h");
+        assert_eq!(seconds(7.0 * 86_400.0), "7 d");
+        assert_eq!(seconds(0.5), "0.5 s");
     }
 
     #[test]

@@ -345,3 +345,51 @@ async fn the_dashboard_is_served_at_the_root_with_its_assets() {
     assert!(r.text().await.unwrap().contains("page 1 of 1"));
     master.stop().await.unwrap();
 }
+
+/// The dashboard's frameworks page lists a subscribed framework with its role, and the
+/// roles.
+#[tokio::test]
+async fn the_dashboard_lists_frameworks_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let mut info = framework_info("night-<batch>");
+    info.roles = vec!["batch".into()];
+    let (_stream, subscribed) = subscribe(&master, info).await;
+    let r = http_get(&master, "/ui/frameworks").await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "data-framework-id=\"{}\"",
+            subscribed.framework_id
+        )),
+        "{page}"
+    );
+    assert!(page.contains("night-&lt;batch&gt;"), "escaped: {page}");
+    assert!(!page.contains("night-<batch>"));
+    assert!(page.contains("data-role=\"batch\""), "{page}");
+    assert!(page.contains("1 h"), "the failover timeout: {page}");
+    master.stop().await.unwrap();
+}
+
+/// The dashboard's tasks page: its filters and an empty cluster's answer.
+#[tokio::test]
+async fn the_dashboard_tasks_page_filters_on_the_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let r = http_get(
+        &master,
+        "/ui/tasks?state=TASK_RUNNING&framework=%3Cx%3E&agent=&page=3",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"task-count\">0 task(s)"), "{page}");
+    assert!(
+        page.contains("<option selected>TASK_RUNNING</option>"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"&lt;x&gt;\""), "escaped: {page}");
+    assert!(page.contains("No tasks match."));
+    master.stop().await.unwrap();
+}

@@ -281,6 +281,15 @@ pub struct AgentView {
     pub volumes: Vec<VolumeView>,
 }
 
+/// Which tasks a page of tasks shows (the dashboard): each set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    /// A state's Mesos name, e.g. `TASK_RUNNING`.
+    pub state: Option<String>,
+    pub framework_id: Option<String>,
+    pub agent_id: Option<String>,
+}
+
 /// One persistent volume as `/state` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeView {

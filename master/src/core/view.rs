@@ -179,8 +179,96 @@ impl Master {
             .map(task_view)
             .collect();
         tasks.extend(self.completed.iter().map(task_view));
+        StateSnapshot {
+            master_id: self.config.master_id.clone(),
+            agents,
+            frameworks,
+            tasks,
+            roles: self.role_views(),
+            outstanding_offers: self.offers.len(),
+        }
+    }
 
-        // Roles: every role a framework subscribes to, has a weight, or holds resources in.
+    /// One page of the tasks that match `filter` and whose framework's principal
+    /// `may_view` allows (the caller's `view_tasks`, asked before paging so that
+    /// neither the page nor the count shows another's tasks), and how many match: live
+    /// tasks by framework id then task id, then the recently completed ones. One pass
+    /// over the tasks; only the page's views are built.
+    pub fn tasks_page<'a>(
+        &'a self,
+        filter: &TaskFilter,
+        may_view: &dyn Fn(&str) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<TaskView>) {
+        let mut frameworks: Vec<&Framework> = self
+            .frameworks
+            .values()
+            .filter(|f| filter.framework_id.as_deref().is_none_or(|id| f.id == id))
+            .collect();
+        frameworks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // Asked once per framework principal.
+        let mut allowed: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut owner_ok =
+            |owner: &'a str| -> bool { *allowed.entry(owner).or_insert_with(|| may_view(owner)) };
+        let owners: BTreeMap<&str, &str> = self
+            .frameworks
+            .values()
+            .map(|f| (f.id.as_str(), f.info.principal.as_str()))
+            .collect();
+        let matches = |t: &Task| {
+            filter.agent_id.as_deref().is_none_or(|a| t.agent_id == a)
+                && filter
+                    .state
+                    .as_deref()
+                    .is_none_or(|s| state_name(t.state) == s)
+        };
+        let mut total = 0;
+        let mut page = Vec::new();
+        let mut take = |t: &Task, total: &mut usize| {
+            if *total >= offset && page.len() < limit {
+                page.push(task_view(t));
+            }
+            *total += 1;
+        };
+        for f in frameworks {
+            if !owner_ok(f.info.principal.as_str()) {
+                continue;
+            }
+            for t in f.tasks.values().filter(|t| matches(t)) {
+                take(t, &mut total);
+            }
+        }
+        for t in self.completed.iter().rev() {
+            if filter
+                .framework_id
+                .as_deref()
+                .is_some_and(|id| t.framework_id != id)
+                || !matches(t)
+            {
+                continue;
+            }
+            let owner = owners.get(t.framework_id.as_str()).copied().unwrap_or("");
+            if owner_ok(owner) {
+                take(t, &mut total);
+            }
+        }
+        (total, page)
+    }
+
+    /// The frameworks and the roles (the dashboard's frameworks page): no agent, no
+    /// task view, one pass over the tasks for the roles' allocations.
+    pub fn frameworks_and_roles(&self) -> (Vec<FrameworkView>, Vec<RoleView>) {
+        let frameworks = self
+            .frameworks
+            .values()
+            .map(|f| self.framework_view(f))
+            .collect();
+        (frameworks, self.role_views())
+    }
+
+    /// Every role a framework subscribes to, has a weight, or holds resources in.
+    fn role_views(&self) -> Vec<RoleView> {
         let mut allocated: BTreeMap<String, Resources> = BTreeMap::new();
         let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for role in self.config.weights.keys() {
@@ -209,7 +297,7 @@ impl Master {
                 .or_default()
                 .add(&o.resources);
         }
-        let roles = allocated
+        allocated
             .into_iter()
             .map(|(name, allocated)| RoleView {
                 weight: self.config.weights.get(&name).copied().unwrap_or(1.0),
@@ -221,15 +309,7 @@ impl Master {
                 name,
                 allocated,
             })
-            .collect();
-        StateSnapshot {
-            master_id: self.config.master_id.clone(),
-            agents,
-            frameworks,
-            tasks,
-            roles,
-            outstanding_offers: self.offers.len(),
-        }
+            .collect()
     }
 
     /// Counters and gauges; `allocation_run_ms` is filled in by the driver, which

@@ -31,6 +31,9 @@ function follow() {
   source.onopen = () => setLive(true);
   // The browser reconnects by itself; until then the page says so.
   source.onerror = () => setLive(false);
+  // The first event says what the page was rendered with: rows are fetched again
+  // only after a change.
+  let first = true;
   source.addEventListener('overview', (ev) => {
     setLive(true);
     const numbers = JSON.parse(ev.data);
@@ -38,7 +41,24 @@ function follow() {
       const el = document.getElementById(name.replace(/_/g, '-'));
       if (el) el.textContent = String(value);
     }
+    if (!first) refreshAgents();
+    first = false;
   });
+}
+
+// Something changed: the agents table's rows again, from the server (escaped there).
+async function refreshAgents() {
+  const table = document.getElementById('agents');
+  if (!table) return;
+  try {
+    const r = await fetch(`/ui/agents/rows?page=${table.dataset.page || 1}`, { credentials: 'same-origin' });
+    if (!r.ok) return;
+    const body = table.querySelector('tbody');
+    body.innerHTML = await r.text();
+    showTimes(body);
+  } catch (_) {
+    // The feed says when the master is away.
+  }
 }
 
 document.addEventListener('DOMContentLoaded', () => {

@@ -13,6 +13,7 @@ mod allocation;
 mod authz;
 mod calls;
 mod chaos;
+mod dashboard;
 mod docker_volumes;
 mod drain;
 mod frameworks;
