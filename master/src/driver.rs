@@ -176,6 +176,17 @@ impl DriverHandle {
     }
 
     /// Sends a command, waiting for room.
+    /// Sends the command `make` builds around a reply channel, and waits for the
+    /// reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
     pub async fn send(&self, command: Command) -> Result<(), DriverGone> {
         self.commands.send(command).await.map_err(|_| DriverGone)
     }
@@ -191,29 +202,23 @@ impl DriverHandle {
         header: v1::CallHeader,
         call: Call,
     ) -> Result<Result<(), CallError>, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Call {
+        self.ask(|reply| Command::Call {
             header,
             call,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| DriverGone)
+        .await
     }
 
     /// Runs an operator call through the core; answered once what it changed is
     /// durable.
     pub async fn operator(&self, call: OperatorCall) -> Result<Result<(), CallError>, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Operator { call, reply }).await?;
-        rx.await.map_err(|_| DriverGone)
+        self.ask(|reply| Command::Operator { call, reply }).await
     }
 
     /// The state between two inputs.
     pub async fn snapshot(&self) -> Result<StateSnapshot, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Snapshot(reply)).await?;
-        rx.await.map_err(|_| DriverGone)
+        self.ask(Command::Snapshot).await
     }
 
     /// Subscribes to the operator event stream (see [`crate::events`]).
@@ -223,15 +228,13 @@ impl DriverHandle {
         scope: crate::events::Scope,
         resume: Option<(String, u64)>,
     ) -> Result<crate::events::SubscribeStart, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::OperatorSubscribe {
+        self.ask(|reply| Command::OperatorSubscribe {
             principal,
             scope,
             resume,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| DriverGone)
+        .await
     }
 
     /// A service proxy's acknowledgement of the events up to `seq`.
@@ -252,13 +255,11 @@ impl DriverHandle {
     /// Whether the certificate of the agent principal `principal` is revoked (its agent
     /// was marked gone): cheap, unlike a snapshot.
     pub async fn revoked(&self, principal: &str) -> Result<bool, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Revoked {
+        self.ask(|reply| Command::Revoked {
             principal: principal.to_string(),
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| DriverGone)
+        .await
     }
 
     /// Runs a config or secret operation through the core; answered once what it
@@ -267,16 +268,12 @@ impl DriverHandle {
         &self,
         call: core::ObjectCall,
     ) -> Result<Result<core::ObjectAnswer, core::ObjectError>, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Objects { call, reply }).await?;
-        rx.await.map_err(|_| DriverGone)
+        self.ask(|reply| Command::Objects { call, reply }).await
     }
 
     /// The metrics between two inputs.
     pub async fn metrics(&self) -> Result<Metrics, DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Metrics(reply)).await?;
-        rx.await.map_err(|_| DriverGone)
+        self.ask(Command::Metrics).await
     }
 
     /// One page of the agents by id, and how many there are (see
@@ -286,14 +283,12 @@ impl DriverHandle {
         offset: usize,
         limit: usize,
     ) -> Result<(usize, Vec<crate::core::AgentView>), DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::AgentsPage {
+        self.ask(|reply| Command::AgentsPage {
             offset,
             limit,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| DriverGone)
+        .await
     }
 
     /// One page of the tasks (see [`Command::TasksPage`]).
@@ -305,8 +300,7 @@ impl DriverHandle {
         offset: usize,
         limit: usize,
     ) -> Result<(usize, Vec<crate::core::TaskView>), DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::TasksPage {
+        self.ask(|reply| Command::TasksPage {
             filter,
             authz,
             principal,
@@ -314,17 +308,14 @@ impl DriverHandle {
             limit,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| DriverGone)
+        .await
     }
 
     /// The frameworks and roles (see [`Command::FrameworksAndRoles`]).
     pub async fn frameworks_and_roles(
         &self,
     ) -> Result<(Vec<crate::core::FrameworkView>, Vec<crate::core::RoleView>), DriverGone> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::FrameworksAndRoles(reply)).await?;
-        rx.await.map_err(|_| DriverGone)
+        self.ask(Command::FrameworksAndRoles).await
     }
 
     /// False once the driver has stopped.
