@@ -492,10 +492,16 @@ pub fn ensure_writable(work_dir: &Path) -> Result<(), CheckpointError> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], sync: Flush) -> Result<(), CheckpointError> {
-    let err = |source| CheckpointError::Write {
+    replace_file(path, bytes, sync == Flush::Yes).map_err(|source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+/// Replaces `path` with `bytes` at once: a temporary file beside it (0600, the
+/// agent's only), flushed to disk when `sync`, renamed over it. The agent's
+/// checkpoint and its ledger of volumes ([`crate::volumes::write`]) are written so.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     // The agent's only: a checkpoint holds the tasks' environments (secrets), and task
     // users may pass through the work dir to their sandboxes.
@@ -506,18 +512,16 @@ fn write_atomic(path: &Path, bytes: &[u8], sync: Flush) -> Result<(), Checkpoint
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f
     };
-    f.write_all(bytes).map_err(err)?;
-    if sync == Flush::Yes {
-        f.sync_data().map_err(err)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_data()?;
     }
     drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::rename(&tmp, path)
 }
 
 /// Hex of a protobuf message.

@@ -24,7 +24,6 @@
 //! lists the volume (a DESTROY).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -207,18 +206,7 @@ pub fn write(work_dir: &Path, ledger: &v1::CheckpointResources) -> Result<(), Le
         .mode(0o700)
         .create(dir)
         .map_err(err)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&ledger.encode_to_vec()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    crate::checkpoint::replace_file(&path, &ledger.encode_to_vec(), true).map_err(err)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err)

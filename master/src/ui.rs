@@ -309,14 +309,19 @@ pub struct PageQuery {
 
 /// `GET /ui/agents?page=N`: a page past the last shows the last.
 pub async fn agents(State(driver): State<DriverHandle>, Query(q): Query<PageQuery>) -> Response {
-    let Ok((total, _)) = driver.agents_page(0, 0).await else {
+    let mut n = q.page.unwrap_or(1).max(1);
+    let Ok((total, mut agents)) = driver.agents_page((n - 1) * PAGE_SIZE, PAGE_SIZE).await else {
         return unavailable();
     };
     let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let n = q.page.unwrap_or(1).clamp(1, pages);
-    let Ok((total, agents)) = driver.agents_page((n - 1) * PAGE_SIZE, PAGE_SIZE).await else {
-        return unavailable();
-    };
+    if n > pages {
+        // Past the last page (agents went away, or a hand-written URL): the last one.
+        n = pages;
+        let Ok((_, last)) = driver.agents_page((n - 1) * PAGE_SIZE, PAGE_SIZE).await else {
+            return unavailable();
+        };
+        agents = last;
+    }
     let mut body = format!("<h1>Agents</h1><p class=\"muted\">{total} agent(s)</p>");
     agents_table(&mut body, &agents, n);
     let _ = write!(body, "<nav class=\"pages\" aria-label=\"Pages\">");
