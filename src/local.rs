@@ -40,7 +40,8 @@ pub struct LocalArgs {
     /// Where the master listens (gRPC and HTTP on one port).
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub master: SocketAddr,
-    /// How many agents to run; they listen on the ports after the master's.
+    /// How many agents to run; they listen on the ports after the master's (on ports the
+    /// kernel picks when the master's is 0).
     #[arg(long, default_value_t = 2)]
     pub agents: u16,
     /// Work directory: `master/` and `agent-N/` are made inside it.
@@ -243,17 +244,24 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<u8> {
     };
     let (cpus, mem) = machine_share(args.agents);
     for i in 0..args.agents {
-        let port = master_addr.port().checked_add(1 + i).with_context(|| {
-            format!(
-                "no port left above the master's {} for agent {}",
-                master_addr.port(),
-                i + 1
-            )
-        })?;
+        // The ports after the master's, or ports the kernel picks when it picked the
+        // master's (`--master 127.0.0.1:0`): the next port may be anyone's then.
+        let port = if args.master.port() == 0 {
+            0
+        } else {
+            master_addr.port().checked_add(1 + i).with_context(|| {
+                format!(
+                    "no port left above the master's {} for agent {}",
+                    master_addr.port(),
+                    i + 1
+                )
+            })?
+        };
         let addr = SocketAddr::new(master_addr.ip(), port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for agent {}", i + 1))?;
+        let addr = listener.local_addr()?;
         // 1,000 ports each from 31000, fewer when that would pass 65535.
         let per = ((65_535 - 31_000) / u32::from(args.agents)).min(1000);
         let ports_from = 31_000 + u32::from(i) * per;
