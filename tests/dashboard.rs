@@ -397,3 +397,167 @@ fn an_agent_is_deactivated_and_reactivated_from_its_row() {
     }
     assert_no_console_errors(&b, "after deactivating and reactivating");
 }
+
+/// The running task named `name` in the master's `/state`: (task id, framework id).
+fn running_task(cluster: &Cluster, name: &str) -> Option<(String, String)> {
+    let state = cluster.state();
+    state["tasks"].as_array()?.iter().find_map(|t| {
+        (t["name"] == name && t["state"] == "TASK_RUNNING").then(|| {
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["framework_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+    })
+}
+
+/// Waits until the text of `css` contains `want`.
+fn wait_contains(b: &Browser, css: &str, want: &str) {
+    b.wait_for(WAIT, &format!("{css} to contain {want:?}"), |b| {
+        let t = b.text(css)?;
+        if t.contains(want) {
+            Ok(())
+        } else {
+            Err(pending(format!("{css} reads {t:?}")))
+        }
+    });
+}
+
+/// Copies a screenshot to docs/screenshots/ with STRATA_UPDATE_SCREENSHOTS=1.
+fn publish_screenshot(shot: &std::path::Path, name: &str) {
+    if std::env::var("STRATA_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&docs).expect("docs/screenshots");
+        std::fs::copy(shot, docs.join(name)).expect("copy the screenshot");
+        eprintln!("updated docs/screenshots/{name}");
+    }
+}
+
+#[test]
+fn a_task_page_shows_its_history_and_tails_its_output_live() {
+    let cluster = Cluster::start_with(1, fast_master_flags());
+    cluster.wait_for_agents(1);
+    let dir = tempfile::tempdir().unwrap();
+    // A task that prints a line, leaves a file in a directory of its sandbox, writes to
+    // stderr, then ticks once a second.
+    let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
+    let run = std::process::Command::new(common::bin("strata"))
+        .args([
+            "run",
+            "--insecure",
+            "--master",
+            &cluster.master.addr,
+            "--name",
+            "printer",
+            "--",
+        ])
+        .arg(
+            "echo 'dashboard line <one>'; mkdir -p sub; echo nested-content > sub/file.txt; \
+             echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("strata run");
+    // `strata run` stopped (Ctrl-C) kills its task.
+    let _run = Stop(run);
+    let mut task = None;
+    common::wait_until(WAIT, "the printer task running", || {
+        task = running_task(&cluster, "printer");
+        task.is_some()
+    });
+    let (task_id, framework_id) = task.unwrap();
+    let Some(b) = Browser::start("a_task_page_shows_its_history_and_tails_its_output_live") else {
+        return;
+    };
+
+    // From the task list to the task's page.
+    b.goto(&cluster.master_url("/ui/tasks?app=printer"));
+    b.wait_for_text(WAIT, "#task-count", "1 task(s)");
+    let link = b
+        .find(&format!("tr[data-task-id=\"{task_id}\"] a"))
+        .expect("the task's link");
+    b.click(&link).unwrap();
+    b.wait_for_text(WAIT, "#task-state", "TASK_RUNNING");
+    assert!(
+        b.current_url()
+            .contains(&format!("/ui/tasks/{task_id}?framework={framework_id}"))
+    );
+    let history = b.text("#history").unwrap();
+    for state in ["TASK_STAGING", "TASK_RUNNING"] {
+        assert!(history.contains(state), "{state} in the history: {history}");
+    }
+    // The output, escaped as text, and growing without a reload.
+    wait_contains(&b, "#tail", "dashboard line <one>");
+    b.eval("window.__strataSamePage = true; return null");
+    let ticks = |b: &Browser| -> Result<usize, browser::WdError> {
+        Ok(b.text("#tail")?
+            .lines()
+            .filter(|l| l.starts_with("tick-"))
+            .count())
+    };
+    let before = ticks(&b).unwrap();
+    b.wait_for(WAIT, "more ticks in the tail", |b| {
+        let now = ticks(b)?;
+        if now >= before + 2 {
+            Ok(())
+        } else {
+            Err(pending(format!("{now} ticks, {before} before")))
+        }
+    });
+    assert_eq!(
+        b.eval("return window.__strataSamePage === true"),
+        true,
+        "reloaded"
+    );
+    assert_eq!(
+        b.eval("return document.querySelectorAll('#tail b').length"),
+        0,
+        "the task's output became markup"
+    );
+
+    // The sandbox: stdout, stderr and the directory; into it, and a file opened.
+    b.wait_for(WAIT, "the sandbox listing", |b| {
+        let rows = b.text("#files tbody")?;
+        if rows.contains("stdout") && rows.contains("stderr") && rows.contains("sub/") {
+            Ok(())
+        } else {
+            Err(pending(rows))
+        }
+    });
+    let shot = browser::output_dir().join("task.png");
+    let (w, h) = b.save_screenshot(&shot);
+    assert_eq!((w, h), (1280, 800), "the screenshot's size");
+    publish_screenshot(&shot, "task.png");
+    b.click(&b.find("#files a[data-dir=\"sub\"]").unwrap())
+        .unwrap();
+    wait_contains(&b, "#sandbox-path", "sub");
+    b.click(&b.find("#files a[data-file=\"sub/file.txt\"]").unwrap())
+        .unwrap();
+    b.wait_for_text(WAIT, "#tail-name", "sub/file.txt");
+    wait_contains(&b, "#tail", "nested-content");
+    // stderr.
+    b.click(&b.find("button.tail-file[data-file=\"stderr\"]").unwrap())
+        .unwrap();
+    wait_contains(&b, "#tail", "to-stderr");
+    assert_no_console_errors(&b, "on the task page");
+}
+
+/// A child process sent SIGINT, then killed, when dropped.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

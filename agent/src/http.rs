@@ -5,17 +5,30 @@
 //!   The agent's own facts are anyone's (who is authenticated); `tasks` and
 //!   `completed_tasks` list only the tasks of frameworks the caller may see
 //!   (`view_tasks`, object: the framework's principal).
-//! - `GET /files/read?framework_id=F&task_id=T&file=stdout|stderr&offset=N&length=M` →
-//!   `{"data", "offset", "next_offset", "eof", "state"}`: text of a sandbox file from
+//! - `GET /files/read?framework_id=F&task_id=T&file=stdout|stderr&offset=N&length=M`,
+//!   or `...&path=P&offset=N&length=M` with any regular file below the sandbox (exactly
+//!   one of `file` and `path`: both or neither is 400) →
+//!   `{"data", "offset", "next_offset", "eof", "state"}`: text of the file from
 //!   `offset`, at most `length` bytes (default 64 KiB, at most 4 MiB). 404 with a
-//!   reason when the task or the file is unknown; 400 for a bad request; 403
+//!   reason when the task or the file is unknown; 400 for a bad request (a bad path:
+//!   absolute, a `..` component, a NUL, more than 4096 bytes; `path` naming the
+//!   sandbox itself; a component on the way that is not a directory); 403
 //!   `{"error": "<who> is not authorized to read sandboxes of ..."}` when the ACLs
 //!   refuse the caller `access_sandboxes` on the task's framework's principal (a
 //!   sandbox only on disk, of a task the agent no longer knows, has no principal
 //!   recorded: the object is `""`, which only a rule for any framework allows); 403
-//!   also when the file is not one the agent serves: a symlink, not a regular file, a
-//!   hard link (more than one link), or owned by neither the task's user nor the agent
-//!   ([`crate::sandbox`] has the rules).
+//!   also when the file is not one the agent serves: a symlink at any component of
+//!   the path, not a regular file, a hard link (more than one link), or owned by
+//!   neither the task's user nor the agent ([`crate::sandbox`] has the rules).
+//! - `GET /files/browse?framework_id=F&task_id=T&path=P` (`path` absent or empty: the
+//!   sandbox) → `{"path", "state", "entries": [{"name", "path", "kind", "size",
+//!   "mode", "mtime"}], "truncated"}`: the directory `P` of the sandbox (`path`
+//!   normalised, `""` for the sandbox; `kind` `dir`, `file`, `symlink` or `other`;
+//!   `mode` as `ls -l` shows it; `mtime` in Unix seconds), directories first, then
+//!   by name, at most 10,000 entries (`truncated`: there are more). Found, authorized
+//!   and refused as `/files/read`: 404 for an unknown task or directory, 400 for a
+//!   bad path or one that is not a directory, 403 without `access_sandboxes` or
+//!   through a symlink (listed as `symlink`, never followed).
 //! - `GET /monitor/statistics` → JSON list, one entry per running task with a cgroup
 //!   whose framework the caller may see (`view_tasks`): `{"framework_id",
 //!   "executor_id", "task_id", "container_id", "statistics": {cpu times, memory now
@@ -58,7 +71,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{KnownTask, Query, StateView};
 use crate::containerizer::docker::{self, NamedVolume};
-use crate::sandbox::{self, LogFile, SandboxError};
+use crate::sandbox::{self, LogFile, SandboxError, SandboxPath};
 use crate::task_key::TaskKey;
 use crate::tasks::sandbox_on_disk;
 
@@ -84,6 +97,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(get_state))
         .route("/files/read", get(read_file))
+        .route("/files/browse", get(browse_files))
         .route("/monitor/statistics", get(monitor_statistics))
         .route("/volumes", get(get_volumes))
         .with_state(state)
@@ -303,7 +317,10 @@ fn visible_task<'a>(
 struct ReadParams {
     framework_id: String,
     task_id: String,
-    file: String,
+    /// `stdout` or `stderr`; or else `path`.
+    file: Option<String>,
+    /// Any regular file below the sandbox ([`SandboxPath`]); or else `file`.
+    path: Option<String>,
     #[serde(default)]
     offset: u64,
     length: Option<u64>,
@@ -319,23 +336,18 @@ struct ReadAnswer {
     state: &'static str,
 }
 
-async fn read_file(
-    State(state): State<HttpState>,
-    principal: Caller,
-    params: Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ReadAnswer>, ApiError> {
-    let principal = caller(principal);
-    let QueryParams(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let file = LogFile::parse(&p.file).ok_or_else(|| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("unknown file '{}': use stdout or stderr", p.file),
-        )
-    })?;
-    let key = TaskKey {
-        framework_id: p.framework_id,
-        task_id: p.task_id,
-    };
+fn bad_request(reason: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, reason.into())
+}
+
+/// The sandbox and state of task `key`, when `principal` may access it: the task the
+/// agent knows, or else a sandbox of it still on disk. 404 when there is neither, 403
+/// when the ACLs refuse `access_sandboxes` on the framework's principal.
+async fn task_sandbox(
+    state: &HttpState,
+    principal: &Principal,
+    key: TaskKey,
+) -> Result<(PathBuf, TaskState), ApiError> {
     let (tx, rx) = oneshot::channel();
     state
         .queries
@@ -373,23 +385,116 @@ async fn read_file(
     };
     state
         .authorizer
-        .authorize(&principal, Action::AccessSandboxes, &framework_principal)
+        .authorize(principal, Action::AccessSandboxes, &framework_principal)
         .map_err(|denied| ApiError(StatusCode::FORBIDDEN, denied.to_string()))?;
-    let length = p.length.unwrap_or(DEFAULT_READ_LENGTH);
-    match sandbox::read(sandbox, file, p.offset, length).await {
-        Ok(chunk) => Ok(Json(ReadAnswer {
-            data: chunk.data,
-            offset: p.offset,
-            next_offset: chunk.next_offset,
-            eof: chunk.eof,
-            state: state_name(task_state),
-        })),
-        Err(e @ SandboxError::NoFile { .. }) => Err(ApiError(StatusCode::NOT_FOUND, e.to_string())),
-        Err(e @ (SandboxError::NotRegular { .. } | SandboxError::Refused { .. })) => {
-            Err(ApiError(StatusCode::FORBIDDEN, e.to_string()))
+    Ok((sandbox, task_state))
+}
+
+/// The answer to a sandbox that could not be listed or read.
+fn sandbox_error(e: SandboxError) -> ApiError {
+    let status = match e {
+        SandboxError::BadPath { .. } | SandboxError::NotADirectory { .. } => {
+            StatusCode::BAD_REQUEST
         }
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+        SandboxError::NoFile { .. } | SandboxError::NoDir { .. } => StatusCode::NOT_FOUND,
+        SandboxError::NotRegular { .. } | SandboxError::Refused { .. } => StatusCode::FORBIDDEN,
+        SandboxError::InvalidId(_) | SandboxError::Create { .. } | SandboxError::Read { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError(status, e.to_string())
+}
+
+async fn read_file(
+    State(state): State<HttpState>,
+    principal: Caller,
+    params: Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReadAnswer>, ApiError> {
+    let principal = caller(principal);
+    let QueryParams(p) = params.map_err(|e| bad_request(e.body_text()))?;
+    let file: SandboxPath = match (&p.file, &p.path) {
+        (Some(file), None) => LogFile::parse(file)
+            .ok_or_else(|| bad_request(format!("unknown file '{file}': use stdout or stderr")))?
+            .into(),
+        (None, Some(path)) => {
+            let path = SandboxPath::parse(path).map_err(sandbox_error)?;
+            if path.is_root() {
+                return Err(bad_request(
+                    "the path names the sandbox itself, not a file: list it with /files/browse",
+                ));
+            }
+            path
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad_request(
+                "give either file (stdout or stderr) or path (a file below the sandbox), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(bad_request(
+                "missing file (stdout or stderr) or path (a file below the sandbox)",
+            ));
+        }
+    };
+    let key = TaskKey {
+        framework_id: p.framework_id,
+        task_id: p.task_id,
+    };
+    let (sandbox, task_state) = task_sandbox(&state, &principal, key).await?;
+    let length = p.length.unwrap_or(DEFAULT_READ_LENGTH);
+    let chunk = sandbox::read(sandbox, file, p.offset, length)
+        .await
+        .map_err(sandbox_error)?;
+    Ok(Json(ReadAnswer {
+        data: chunk.data,
+        offset: p.offset,
+        next_offset: chunk.next_offset,
+        eof: chunk.eof,
+        state: state_name(task_state),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct BrowseParams {
+    framework_id: String,
+    task_id: String,
+    /// The directory to list, from the sandbox; absent or empty: the sandbox.
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BrowseAnswer {
+    /// The listed directory, normalised (`""`: the sandbox).
+    path: String,
+    state: &'static str,
+    entries: Vec<sandbox::Entry>,
+    /// More than [`sandbox::MAX_LIST`] entries: not all are listed.
+    truncated: bool,
+}
+
+async fn browse_files(
+    State(state): State<HttpState>,
+    principal: Caller,
+    params: Result<QueryParams<BrowseParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BrowseAnswer>, ApiError> {
+    let principal = caller(principal);
+    let QueryParams(p) = params.map_err(|e| bad_request(e.body_text()))?;
+    let path = SandboxPath::parse(&p.path).map_err(sandbox_error)?;
+    let key = TaskKey {
+        framework_id: p.framework_id,
+        task_id: p.task_id,
+    };
+    let (sandbox, task_state) = task_sandbox(&state, &principal, key).await?;
+    let listing = sandbox::browse(sandbox, path)
+        .await
+        .map_err(sandbox_error)?;
+    Ok(Json(BrowseAnswer {
+        path: listing.path,
+        state: state_name(task_state),
+        entries: listing.entries,
+        truncated: listing.truncated,
+    }))
 }
 
 #[cfg(test)]
@@ -485,7 +590,8 @@ mod tests {
         Ok(QueryParams(ReadParams {
             framework_id: framework_id.into(),
             task_id: task_id.into(),
-            file: "stdout".into(),
+            file: Some("stdout".into()),
+            path: None,
             offset: 0,
             length: None,
         }))
@@ -677,5 +783,363 @@ mod tests {
         assert!(answer.volumes.is_empty());
         let why = answer.docker.unwrap_or_default();
         assert!(why.contains("no Docker containerizer"), "{why}");
+    }
+
+    fn read_params(
+        framework_id: &str,
+        task_id: &str,
+        file: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection> {
+        Ok(QueryParams(ReadParams {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            file: file.map(Into::into),
+            path: path.map(Into::into),
+            offset: 0,
+            length: None,
+        }))
+    }
+
+    fn browse_params(
+        framework_id: &str,
+        task_id: &str,
+        path: &str,
+    ) -> Result<QueryParams<BrowseParams>, axum::extract::rejection::QueryRejection> {
+        Ok(QueryParams(BrowseParams {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            path: path.into(),
+        }))
+    }
+
+    /// Web's sandbox with `logs/app.log` (0640, mtime 1,700,000,000) and `logs/old/`.
+    fn with_logs(work_dir: &std::path::Path) {
+        let sandbox = sandbox::sandbox_path(work_dir, "fw-web", "t1");
+        std::fs::create_dir_all(sandbox.join("logs/old")).unwrap();
+        let log = sandbox.join("logs/app.log");
+        std::fs::write(&log, "started\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sandbox_is_browsed_by_its_owner_and_the_operator_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        with_logs(dir.path());
+        for who in ["web", "admin"] {
+            let Json(root) = browse_files(
+                State(state.clone()),
+                user(who),
+                browse_params("fw-web", "t1", ""),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {} {}", e.0, e.1));
+            let names: Vec<&str> = root.entries.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, ["logs", "stdout"], "{who}");
+        }
+        // What the browser gets, exactly.
+        let Json(logs) = browse_files(
+            State(state.clone()),
+            user("web"),
+            browse_params("fw-web", "t1", "./logs/"),
+        )
+        .await
+        .unwrap();
+        let json = serde_json::to_value(&logs).unwrap();
+        let old_mtime = json["entries"][0]["mtime"].clone();
+        assert!(old_mtime.as_i64().unwrap() > 1_700_000_000);
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "path": "logs",
+                "state": "TASK_RUNNING",
+                "entries": [
+                    {"name": "old", "path": "logs/old", "kind": "dir",
+                     "size": json["entries"][0]["size"], "mode": json["entries"][0]["mode"],
+                     "mtime": old_mtime},
+                    {"name": "app.log", "path": "logs/app.log", "kind": "file", "size": 8,
+                     "mode": "-rw-r-----", "mtime": 1_700_000_000},
+                ],
+                "truncated": false,
+            })
+        );
+        assert!(
+            json["entries"][0]["mode"]
+                .as_str()
+                .unwrap()
+                .starts_with('d')
+        );
+
+        let refused = |who: Option<Extension<Principal>>| {
+            let state = state.clone();
+            async move {
+                match browse_files(State(state), who, browse_params("fw-web", "t1", "")).await {
+                    Err(ApiError(status, message)) => (status, message),
+                    Ok(_) => panic!("browsed web's sandbox"),
+                }
+            }
+        };
+        assert_eq!(
+            refused(user("intruder")).await,
+            (
+                StatusCode::FORBIDDEN,
+                "intruder is not authorized to read sandboxes of tasks of frameworks of 'web': no rule of access_sandboxes allows it and the ACLs are not permissive".into()
+            )
+        );
+        let (status, message) = refused(None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.starts_with("anonymous is not authorized"),
+            "{message}"
+        );
+
+        // Unknown tasks and directories: 404; bad paths and files: 400.
+        let status_of = |framework_id: &'static str, path: &'static str| {
+            let state = state.clone();
+            async move {
+                match browse_files(
+                    State(state),
+                    user("admin"),
+                    browse_params(framework_id, "t1", path),
+                )
+                .await
+                {
+                    Err(ApiError(status, message)) => (status, message),
+                    Ok(_) => panic!("browsed {framework_id} {path}"),
+                }
+            }
+        };
+        assert_eq!(
+            status_of("fw-none", "").await,
+            (
+                StatusCode::NOT_FOUND,
+                "unknown task 't1' of framework 'fw-none'".into()
+            )
+        );
+        assert_eq!(
+            status_of("fw-web", "logs/nope").await,
+            (
+                StatusCode::NOT_FOUND,
+                "no directory 'logs/nope' in the sandbox of the task".into()
+            )
+        );
+        assert_eq!(
+            status_of("fw-web", "../../..").await,
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid path: it has a '..' component: a path stays below the sandbox of the task"
+                    .into()
+            )
+        );
+        assert_eq!(
+            status_of("fw-web", "/etc").await,
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid path: it is absolute: a path is relative to the sandbox of the task"
+                    .into()
+            )
+        );
+        assert_eq!(
+            status_of("fw-web", "logs/app.log").await,
+            (
+                StatusCode::BAD_REQUEST,
+                "'logs/app.log' in the sandbox of the task is not a directory".into()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn any_file_of_the_sandbox_is_read_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        with_logs(dir.path());
+        let read = |who: &str, file: Option<&'static str>, path: Option<&'static str>| {
+            read_file(
+                State(state.clone()),
+                user(who),
+                read_params("fw-web", "t1", file, path),
+            )
+        };
+        let Json(answer) = read("web", None, Some("logs/app.log")).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"data": "started\n", "offset": 0, "next_offset": 8, "eof": true, "state": "TASK_RUNNING"})
+        );
+        // stdout by either name.
+        let Json(by_path) = read("admin", None, Some("stdout")).await.unwrap();
+        let Json(by_file) = read("admin", Some("stdout"), None).await.unwrap();
+        assert_eq!(by_path.data, "hello from web\n");
+        assert_eq!(by_file.data, by_path.data);
+
+        let error = |r: Result<Json<ReadAnswer>, ApiError>| match r {
+            Err(ApiError(status, message)) => (status, message),
+            Ok(Json(a)) => panic!("read {:?}", a.data),
+        };
+        assert_eq!(
+            error(read("web", Some("stdout"), Some("logs/app.log")).await),
+            (
+                StatusCode::BAD_REQUEST,
+                "give either file (stdout or stderr) or path (a file below the sandbox), not both"
+                    .into()
+            )
+        );
+        assert_eq!(
+            error(read("web", None, None).await),
+            (
+                StatusCode::BAD_REQUEST,
+                "missing file (stdout or stderr) or path (a file below the sandbox)".into()
+            )
+        );
+        assert_eq!(
+            error(read("web", None, Some("./")).await).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            error(read("web", None, Some("logs/../../../../etc/shadow")).await).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            error(read("web", None, Some("logs/missing.log")).await),
+            (
+                StatusCode::NOT_FOUND,
+                "no file 'logs/missing.log' in the sandbox of the task".into()
+            )
+        );
+        assert_eq!(
+            error(read("web", None, Some("logs/old")).await),
+            (
+                StatusCode::FORBIDDEN,
+                "'logs/old' in the sandbox of the task is not a regular file".into()
+            )
+        );
+        let (status, message) = error(read("intruder", None, Some("logs/app.log")).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.starts_with("intruder is not authorized to read sandboxes"),
+            "{message}"
+        );
+    }
+
+    /// Serves the router on a local port, every request from `who` (as the
+    /// authentication layer would say).
+    async fn serve(state: HttpState, who: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state).layer(Extension(Principal::User(who.into())));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn get(url: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::get(url).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_task_cannot_read_the_agents_files_through_its_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let sandbox = sandbox::sandbox_path(dir.path(), "fw-web", "t1");
+        // What the task made: `evil -> /`, `sub -> /etc`, and a link deeper down.
+        std::os::unix::fs::symlink("/", sandbox.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/etc", sandbox.join("sub")).unwrap();
+        std::fs::create_dir(sandbox.join("d")).unwrap();
+        std::os::unix::fs::symlink("../evil", sandbox.join("d/up")).unwrap();
+        // Owner and operator alike: nobody gets through.
+        for who in ["web", "admin"] {
+            let base = serve(state.clone(), who).await;
+            let files = format!("{base}/files");
+            let q = "framework_id=fw-web&task_id=t1";
+            let (status, root) = get(&format!("{files}/browse?{q}")).await;
+            assert_eq!(status, 200, "{root}");
+            let kinds: Vec<(&str, &str)> = root["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["name"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    ("d", "dir"),
+                    ("evil", "symlink"),
+                    ("stdout", "file"),
+                    ("sub", "symlink")
+                ]
+            );
+            for (endpoint, path, at) in [
+                ("read", "evil/etc/shadow", "evil"),
+                ("read", "sub/shadow", "sub"),
+                ("read", "sub/passwd", "sub"),
+                ("read", "d/up/etc/shadow", "d/up"),
+                ("read", "evil", "evil"),
+                ("browse", "evil", "evil"),
+                ("browse", "evil/etc", "evil"),
+                ("browse", "sub", "sub"),
+                ("browse", "d/up", "d/up"),
+            ] {
+                let (status, body) = get(&format!("{files}/{endpoint}?{q}&path={path}")).await;
+                assert_eq!(status, 403, "{who} {endpoint} {path}: {body}");
+                assert_eq!(
+                    body["error"],
+                    format!(
+                        "refusing to serve '{at}' of the task: it is a symbolic link, which the agent does not follow"
+                    ),
+                    "{endpoint} {path}"
+                );
+            }
+            // Leaving the sandbox by name, escaped or not, is a bad request.
+            for path in [
+                "%2Fetc%2Fshadow",
+                "..%2F..%2F..%2Fetc%2Fshadow",
+                "../../etc/shadow",
+            ] {
+                for endpoint in ["read", "browse"] {
+                    let (status, body) = get(&format!("{files}/{endpoint}?{q}&path={path}")).await;
+                    assert_eq!(status, 400, "{endpoint} {path}: {body}");
+                }
+            }
+            let (status, body) = get(&format!("{files}/read?{q}&path=a%00b")).await;
+            assert_eq!(
+                (status, &body["error"]),
+                (400, &"invalid path: it contains a NUL byte".into())
+            );
+            // Both names of a file: 400, and says why.
+            let (status, body) = get(&format!("{files}/read?{q}&file=stdout&path=stdout")).await;
+            assert_eq!(status, 400);
+            assert_eq!(
+                body["error"],
+                "give either file (stdout or stderr) or path (a file below the sandbox), not both"
+            );
+            // stdout as before.
+            let (status, body) = get(&format!("{files}/read?{q}&file=stdout")).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["data"], "hello from web\n");
+        }
+        // A caller without access_sandboxes learns nothing of it.
+        let base = serve(state.clone(), "intruder").await;
+        for endpoint in ["browse?", "read?path=stdout&"] {
+            let (status, body) = get(&format!(
+                "{base}/files/{endpoint}framework_id=fw-web&task_id=t1"
+            ))
+            .await;
+            assert_eq!(status, 403, "{body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("intruder is not authorized to read sandboxes"),
+                "{body}"
+            );
+        }
     }
 }

@@ -106,6 +106,15 @@ pub enum Command {
         limit: usize,
         reply: oneshot::Sender<(usize, Vec<crate::core::TaskView>)>,
     },
+    /// The tasks with an id (of a framework, if given) that `principal` may view,
+    /// with their status history (the dashboard's task page).
+    TaskDetails {
+        task_id: String,
+        framework_id: Option<String>,
+        authz: strata_security::Authorizer,
+        principal: strata_security::Principal,
+        reply: oneshot::Sender<Vec<crate::core::TaskDetail>>,
+    },
     /// The frameworks and roles (the dashboard).
     FrameworksAndRoles(
         oneshot::Sender<(Vec<crate::core::FrameworkView>, Vec<crate::core::RoleView>)>,
@@ -306,6 +315,24 @@ impl DriverHandle {
             principal,
             offset,
             limit,
+            reply,
+        })
+        .await
+    }
+
+    /// A task's details (see [`Command::TaskDetails`]).
+    pub async fn task_details(
+        &self,
+        task_id: String,
+        framework_id: Option<String>,
+        authz: strata_security::Authorizer,
+        principal: strata_security::Principal,
+    ) -> Result<Vec<crate::core::TaskDetail>, DriverGone> {
+        self.ask(|reply| Command::TaskDetails {
+            task_id,
+            framework_id,
+            authz,
+            principal,
             reply,
         })
         .await
@@ -603,6 +630,22 @@ impl CoreDriver {
                     authz.permits(&principal, strata_security::Action::ViewTasks, owner)
                 };
                 let _ = reply.send(self.core.tasks_page(&filter, &may, offset, limit));
+            }
+            Command::TaskDetails {
+                task_id,
+                framework_id,
+                authz,
+                principal,
+                reply,
+            } => {
+                self.commit()?;
+                let may = |owner: &str| {
+                    authz.permits(&principal, strata_security::Action::ViewTasks, owner)
+                };
+                let _ = reply.send(
+                    self.core
+                        .task_details(&task_id, framework_id.as_deref(), &may),
+                );
             }
             Command::FrameworksAndRoles(reply) => {
                 self.commit()?;

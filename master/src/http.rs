@@ -54,6 +54,13 @@ struct Api {
     driver: DriverHandle,
     security: MasterSecurity,
     feed: crate::ui::Feed,
+    relay: crate::ui::Relay,
+}
+
+impl FromRef<Api> for crate::ui::Relay {
+    fn from_ref(api: &Api) -> crate::ui::Relay {
+        api.relay.clone()
+    }
 }
 
 impl FromRef<Api> for crate::ui::Feed {
@@ -85,6 +92,7 @@ pub fn router(
         driver: driver.clone(),
         security: security.clone(),
         feed: crate::ui::Feed::new(),
+        relay: crate::ui::Relay::new(&security.agent_client_tls()),
     };
     let http = Router::new()
         // The dashboard (issue 18).
@@ -93,6 +101,9 @@ pub fn router(
         .route("/ui/agents/rows", get(crate::ui::agent_rows))
         .route("/ui/frameworks", get(crate::ui::frameworks))
         .route("/ui/tasks", get(crate::ui::tasks))
+        .route("/ui/tasks/{id}", get(crate::ui::task_page))
+        .route("/ui/tasks/{id}/files/browse", get(crate::ui::task_browse))
+        .route("/ui/tasks/{id}/files/read", get(crate::ui::task_read))
         .route("/ui/events", get(crate::ui::events))
         .route("/ui/app.css", get(crate::ui::css))
         .route("/ui/app.js", get(crate::ui::js))

@@ -109,6 +109,18 @@ struct Secure {
     agent_cert_ttl: Duration,
 }
 
+impl MasterSecurity {
+    /// How the master reaches agents' HTTP APIs (the dashboard's sandbox relay):
+    /// trusting only the cluster CA when secure, plain text otherwise; no identity or
+    /// credential of its own (the caller's is relayed).
+    pub fn agent_client_tls(&self) -> strata_security::ClientTls {
+        strata_security::ClientTls {
+            ca_pem: self.tls.as_ref().map(|s| s.ca.cert_pem().to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for MasterSecurity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterSecurity")

@@ -7,9 +7,11 @@
 //!                        the first agents
 //!   GET /ui/agents?page= every agent, PAGE_SIZE a page, with capacity and use
 //!   GET /ui/frameworks   the frameworks the caller may view, and the roles
-//!   GET /ui/tasks?state=&framework=&agent=&page=
+//!   GET /ui/tasks?state=&framework=&agent=&app=&page=
 //!                        the tasks the caller may view, filtered and paged by the
 //!                        master (`view_tasks` asked before paging)
+//!   GET /ui/tasks/{id}   a task: status history, health, its sandbox browsed and
+//!                        its output tailed through the master ([`task`])
 //!   GET /ui/events       server-sent events: `overview` (the numbers of `/`) once a
 //!                        second while they change; one feed shared by every page open
 //!   GET /ui/app.css, /ui/app.js, /ui/favicon.svg (also /favicon.ico)
@@ -36,6 +38,9 @@ use tokio::sync::watch;
 
 use crate::core::{AgentView, Metrics};
 use crate::driver::DriverHandle;
+
+mod task;
+pub use task::{Relay, browse as task_browse, read as task_read, task_page};
 
 /// Agents on one page of `/ui/agents` (and on the overview).
 pub const PAGE_SIZE: usize = 50;
@@ -143,18 +148,32 @@ impl Numbers {
 }
 
 /// `2`, `0.5`: at most three decimals, no trailing zeros.
-fn number(v: f64) -> String {
+pub fn number(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// MiB as people read them: `512 MiB`, `1.5 GiB`.
-fn mib(v: f64) -> String {
+pub fn mib(v: f64) -> String {
     if v >= 1024.0 {
         format!("{} GiB", number(v / 1024.0))
     } else {
         format!("{} MiB", number(v))
     }
+}
+
+/// Text made safe for a URL's path segment or query value (then for HTML: the result
+/// has no character HTML treats specially).
+pub fn url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// Text made safe for HTML, in elements and attribute values alike.
@@ -173,31 +192,52 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-/// A whole page: the header with its navigation and the live indicator, `body`.
+/// The master's navigation: (href, name).
+const NAV: [(&str, &str); 4] = [
+    ("/", "Overview"),
+    ("/ui/agents", "Agents"),
+    ("/ui/frameworks", "Frameworks"),
+    ("/ui/tasks", "Tasks"),
+];
+
+/// A whole page of the master's dashboard.
 fn page(title: &str, current: &str, body: &str) -> Response {
-    let nav = [
-        ("/", "Overview"),
-        ("/ui/agents", "Agents"),
-        ("/ui/frameworks", "Frameworks"),
-        ("/ui/tasks", "Tasks"),
-    ]
-    .iter()
-    .map(|(href, name)| {
-        let here = if *href == current {
-            " aria-current=\"page\""
-        } else {
-            ""
-        };
-        format!("<a href=\"{href}\"{here}>{name}</a>")
-    })
-    .collect::<Vec<_>>()
-    .join("");
+    shell(title, &NAV, current, &[], body)
+}
+
+/// A whole page: the header with `nav` (`current` marked) and the live indicator,
+/// `body`; the shared stylesheet and script (`/ui/app.css`, `/ui/app.js`, served by
+/// [`css`] and [`js`]) and `scripts` after them. Also the container framework's
+/// dashboard (`strata serve`), with its own navigation and script.
+pub fn shell(
+    title: &str,
+    nav: &[(&str, &str)],
+    current: &str,
+    scripts: &[&str],
+    body: &str,
+) -> Response {
+    let scripts: String = scripts
+        .iter()
+        .map(|src| format!("<script src=\"{}\" defer></script>", esc(src)))
+        .collect();
+    let nav = nav
+        .iter()
+        .map(|(href, name)| {
+            let here = if *href == current {
+                " aria-current=\"page\""
+            } else {
+                ""
+            };
+            format!("<a href=\"{href}\"{here}>{name}</a>")
+        })
+        .collect::<Vec<_>>()
+        .join("");
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{title} · Strata</title><link rel=\"stylesheet\" href=\"/ui/app.css\">\
 <link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\
-<script src=\"/ui/app.js\" defer></script></head><body>\
+<script src=\"/ui/app.js\" defer></script>{scripts}</head><body>\
 <header><span class=\"brand\">Strata</span><nav>{nav}</nav>\
 <span id=\"live\" class=\"offline\" role=\"status\">connecting</span></header>\
 <main><p id=\"message\" role=\"alert\" hidden></p>{body}</main></body></html>",
@@ -545,6 +585,9 @@ pub struct TasksQuery {
     framework: String,
     #[serde(default)]
     agent: String,
+    /// The task's name: the container framework names its tasks after their app.
+    #[serde(default)]
+    app: String,
     #[serde(default)]
     page: Option<usize>,
 }
@@ -575,6 +618,7 @@ pub async fn tasks(
         state: nonempty(&q.state),
         framework_id: nonempty(&q.framework),
         agent_id: nonempty(&q.agent),
+        name: nonempty(&q.app),
     };
     let n = q.page.unwrap_or(1).max(1);
     let Ok((total, tasks)) = driver
@@ -611,9 +655,11 @@ pub async fn tasks(
         body,
         "<label>Framework <input name=\"framework\" value=\"{}\" placeholder=\"framework id\"></label>\
 <label>Agent <input name=\"agent\" value=\"{}\" placeholder=\"agent id\"></label>\
+<label>App <input name=\"app\" value=\"{}\" placeholder=\"app id (task name)\"></label>\
 <button type=\"submit\">Filter</button></form><p class=\"muted\" id=\"task-count\">{total} task(s)</p>",
         esc(&q.framework),
         esc(&q.agent),
+        esc(&q.app),
     );
     body.push_str(
         "<div class=\"scroll\"><table id=\"tasks\"><thead><tr><th scope=\"col\">Task</th>\
@@ -628,11 +674,16 @@ pub async fn tasks(
         };
         let _ = write!(
             body,
-            "<tr data-task-id=\"{id}\"><td>{id}<br><span class=\"muted\">{name}</span></td>\
+            "<tr data-task-id=\"{id}\"><td><a href=\"/ui/tasks/{id_url}?framework={fw_url}\">{id}</a><br>\
+<a class=\"muted\" href=\"/ui/tasks?app={name_url}\">{name}</a></td>\
 <td class=\"state state-{cls}\">{state}{health}<br><span class=\"muted\">{message}</span></td>\
-<td><a href=\"/ui/tasks?framework={fw}\">{fw}</a></td><td><a href=\"/ui/tasks?agent={agent}\">{agent}</a></td>\
+<td><a href=\"/ui/tasks?framework={fw_url}\">{fw}</a></td><td><a href=\"/ui/tasks?agent={agent_url}\">{agent}</a></td>\
 <td>{resources}</td><td><time data-unix=\"{updated}\"></time></td></tr>",
             id = esc(&t.id),
+            id_url = url(&t.id),
+            fw_url = url(&t.framework_id),
+            agent_url = url(&t.agent_id),
+            name_url = url(&t.name),
             name = esc(&t.name),
             cls = esc(&t.state.trim_start_matches("TASK_").to_ascii_lowercase()),
             state = esc(&t.state),
@@ -649,10 +700,11 @@ pub async fn tasks(
     body.push_str("</tbody></table></div>");
     let query = |page: usize| {
         format!(
-            "/ui/tasks?state={}&amp;framework={}&amp;agent={}&amp;page={page}",
-            esc(&q.state),
-            esc(&q.framework),
-            esc(&q.agent)
+            "/ui/tasks?state={}&amp;framework={}&amp;agent={}&amp;app={}&amp;page={page}",
+            url(&q.state),
+            url(&q.framework),
+            url(&q.agent),
+            url(&q.app)
         )
     };
     let _ = write!(body, "<nav class=\"pages\" aria-label=\"Pages\">");

@@ -393,3 +393,30 @@ async fn the_dashboard_tasks_page_filters_on_the_master() {
     assert!(page.contains("No tasks match."));
     master.stop().await.unwrap();
 }
+
+/// The task page: an unknown task's page says so with a 404; the relay answers JSON
+/// reasons, never the agent's HTML or a login prompt.
+#[tokio::test]
+async fn the_dashboard_task_page_of_an_unknown_task_is_a_404_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let r = http_get(&master, "/ui/tasks/%3Cb%3Ex").await;
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"not-found\""), "{page}");
+    assert!(
+        page.contains("&lt;b&gt;x") && !page.contains("<b>x"),
+        "escaped: {page}"
+    );
+    let r = http_get(&master, "/ui/tasks/x/files/read?file=stdout").await;
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "no task 'x' that you may view");
+    master.stop().await.unwrap();
+}

@@ -1130,3 +1130,174 @@ async fn secrets_are_managed_by_the_operator_and_fetched_only_by_agents() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     assert!(!e.message().contains("db-pass"));
 }
+
+/// The dashboard's task page relays the agent's sandbox files (issue 18) with the
+/// caller's own credential, and only after the master's authorizer said yes: a user
+/// who may view the task but not read its sandbox is refused by the master, and the
+/// agent never hears of it.
+#[tokio::test]
+async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
+    use axum::extract::Query;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let acls = dir.path().join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{"permissive": true,
+            "view_tasks": [{"principals": {"type": "ANY"}, "framework_principals": {"type": "ANY"}}],
+            "access_sandboxes": [
+              {"principals": {"values": ["admin"]}, "framework_principals": {"type": "ANY"}},
+              {"principals": {"type": "ANY"}, "framework_principals": {"type": "NONE"}}]}"#,
+    )
+    .unwrap();
+    let master = secure_master_with(dir.path(), Duration::from_secs(3600), Some(acls)).await;
+
+    // An agent whose HTTPS API (its cluster certificate) records what it is asked.
+    let identity = join::join(
+        &master.addr.to_string(),
+        &token(&master),
+        &["127.0.0.1".to_string()],
+    )
+    .await
+    .expect("join");
+    type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let asked: Asked = Arc::default();
+    let router = axum::Router::new()
+        .route(
+            "/files/read",
+            axum::routing::get(
+                |axum::extract::State(asked): axum::extract::State<Asked>,
+                 headers: axum::http::HeaderMap,
+                 Query(q): Query<std::collections::BTreeMap<String, String>>| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    asked.lock().unwrap().push((format!("{q:?}"), auth));
+                    axum::Json(serde_json::json!({
+                        "data": "hello from the task\n", "offset": 0, "next_offset": 20,
+                        "eof": true, "state": "TASK_RUNNING"}))
+                },
+            ),
+        )
+        .with_state(asked.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent_addr = listener.local_addr().unwrap();
+    let server =
+        strata_security::ServerTls::new(&identity.cert_pem, &identity.key_pem, &identity.ca_pem);
+    let (_keep, servers) = tokio::sync::watch::channel(Some(server));
+    tokio::spawn(strata_security::tls::serve(
+        listener,
+        router,
+        servers,
+        std::future::pending(),
+    ));
+    let mut info = agent_info("h1");
+    info.address = agent_addr.to_string();
+    let mut agent = attach_with(
+        channel(&master, &identity.client_tls()).await.unwrap(),
+        info,
+    )
+    .await
+    .unwrap();
+    let agent_id = registered(&mut agent).await.agent_id;
+
+    // The admin's framework runs a task there.
+    let mut scheduler = v1::scheduler_client::SchedulerClient::with_interceptor(
+        channel(&master, &client_tls(&master, None)).await.unwrap(),
+        admin().interceptor(),
+    );
+    let mut events = scheduler
+        .subscribe(subscribe_request(framework_info("fw")))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = subscribed(&mut events).await;
+    let offer = loop {
+        if let Some(v1::event::Event::Offers(o)) = next_event(&mut events).await.event {
+            break o.offers.into_iter().next().unwrap();
+        }
+    };
+    scheduler
+        .accept(v1::AcceptRequest {
+            header: Some(v1::CallHeader {
+                framework_id: s.framework_id.clone(),
+                stream_id: s.stream_id.clone(),
+            }),
+            offer_ids: vec![offer.id],
+            operations: vec![v1::Operation {
+                operation: Some(v1::operation::Operation::Launch(v1::Launch {
+                    task_infos: vec![v1::TaskInfo {
+                        task_id: "t1".into(),
+                        name: "web".into(),
+                        agent_id: agent_id.clone(),
+                        resources: strata_proto::Resources::cpus_mem(0.5, 64.0).to_proto(),
+                        command: Some(v1::CommandInfo {
+                            shell: true,
+                            value: "echo hello from the task; sleep 100".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                })),
+            }],
+            filters: None,
+        })
+        .await
+        .unwrap();
+
+    let get = |credential: Credential, path: &str| {
+        let client = https(&master, &client_tls(&master, Some(credential)));
+        let url = url(&master, path);
+        async move { client.get(url).send().await.unwrap() }
+    };
+    // Eve may view the task: its page, with its history.
+    let page = get(eve(), "/ui/tasks/t1").await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("TASK_STAGING"), "{page}");
+    assert!(page.contains("id=\"tail\""), "{page}");
+    // The attacker: eve may not read its sandbox. The master refuses, saying why, and
+    // the agent is never asked.
+    let refused = get(eve(), "/ui/tasks/t1/files/read?file=stdout").await;
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("eve"),
+        "the reason names the caller: {body}"
+    );
+    let refused = get(eve(), "/ui/tasks/t1/files/browse").await;
+    assert_eq!(refused.status(), 403);
+    assert!(asked.lock().unwrap().is_empty(), "the agent was asked");
+    // No such task: 404, the agent not asked either.
+    assert_eq!(
+        get(admin(), "/ui/tasks/nope/files/read?file=stdout")
+            .await
+            .status(),
+        404
+    );
+    assert!(asked.lock().unwrap().is_empty());
+
+    // The user: the admin reads it, through the master, with the admin's own
+    // credential (the agent authorizes it again), over the cluster CA's TLS.
+    let read = get(
+        admin(),
+        "/ui/tasks/t1/files/read?file=stdout&offset=0&length=99999999",
+    )
+    .await;
+    assert_eq!(read.status(), 200);
+    let body: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(body["data"], "hello from the task\n");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    let (query, auth) = &asked[0];
+    assert!(
+        query.contains(&format!("\"framework_id\": \"{}\"", s.framework_id)),
+        "{query}"
+    );
+    assert!(query.contains("\"task_id\": \"t1\""), "{query}");
+    assert!(query.contains("\"file\": \"stdout\""), "{query}");
+    assert!(query.contains("\"length\": \"1048576\""), "capped: {query}");
+    let expected = admin().header_value();
+    assert_eq!(auth.as_deref(), Some(expected.as_str()));
+    master.stop().await.unwrap();
+}

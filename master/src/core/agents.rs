@@ -31,7 +31,7 @@ use super::allocator::{AgentKey, FrameworkKey, UsedResources};
 use super::api::{ConnId, Effect};
 use super::master::Master;
 use super::registry::RegistryOp;
-use super::state::{AgentStatus, OfferSeq, Task};
+use super::state::{AgentStatus, OfferSeq, StatusEntry, Task};
 use super::tasks::TaskIds;
 
 impl Master {
@@ -663,6 +663,7 @@ impl Master {
                     health_checked: info.health_check.is_some(),
                     leaving: false,
                     objects: info.objects.clone(),
+                    history: vec![StatusEntry::of(&status, self.unix(now))],
                 };
                 self.add_task(task);
                 if told_lost {

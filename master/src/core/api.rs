@@ -288,6 +288,39 @@ pub struct TaskFilter {
     pub state: Option<String>,
     pub framework_id: Option<String>,
     pub agent_id: Option<String>,
+    /// The task's name (the container framework names its tasks after their app).
+    pub name: Option<String>,
+}
+
+/// One entry of a task's status history (the dashboard's task page).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// e.g. `TASK_RUNNING`.
+    pub state: String,
+    /// e.g. `REASON_COMMAND_EXITED`; empty when none.
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Unix seconds at which the master applied it.
+    pub timestamp: f64,
+}
+
+/// A task with what its page shows beyond `/state`: its status history, where its
+/// agent is, and whose it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDetail {
+    pub task: TaskView,
+    /// Oldest first.
+    pub statuses: Vec<StatusView>,
+    /// The agent's hostname and its HTTP API's `host:port` (empty when the master no
+    /// longer knows the agent).
+    pub hostname: String,
+    pub agent_address: String,
+    /// Its framework's principal: the object of `view_tasks` and `access_sandboxes`.
+    pub framework_principal: String,
+    /// Whether it is live (not among the recently completed).
+    pub live: bool,
 }
 
 /// One persistent volume as `/state` shows it.

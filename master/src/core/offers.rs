@@ -34,7 +34,7 @@ use super::api::{CallError, Effect};
 use super::fastmap::FastMap;
 use super::master::{Master, after};
 use super::registry::RegistryOp;
-use super::state::{Offer, OfferSeq, Task};
+use super::state::{Offer, OfferSeq, StatusEntry, Task};
 use super::tasks::{TaskIds, visible_state};
 use super::validate::{TaskProblem, authorize_task, fit_problem, refuse_duration, validate_task};
 use super::volumes::OpKind;
@@ -584,6 +584,13 @@ impl Master {
                     health_checked: task.health_check.is_some(),
                     leaving: false,
                     objects: task.objects.clone(),
+                    history: vec![StatusEntry {
+                        state: TaskState::TaskStaging,
+                        reason: 0,
+                        message: String::new(),
+                        healthy: None,
+                        unix: self.unix(now),
+                    }],
                 };
                 self.add_task(record);
                 l.run.push(task);

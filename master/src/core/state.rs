@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use strata_proto::Resources;
+use strata_proto::states::state_from_i32;
 use strata_proto::v1::{self, TaskState};
 
 use super::allocator::{AgentKey, FrameworkKey};
@@ -333,10 +334,75 @@ pub struct Task {
     /// The configs and secrets it references, versions pinned (`TaskInfo.objects`):
     /// what its agent may fetch for it.
     pub objects: Vec<v1::ObjectRef>,
+    /// Its status history since this master knew it (the dashboard's task page): the
+    /// first entry and the latest [`HISTORY`] - 1 changes of state, reason, health or
+    /// message.
+    pub history: Vec<StatusEntry>,
 }
 
 /// How many status uuids a task remembers.
 pub const SEEN_UUIDS: usize = 8;
+
+/// How many entries a task's status history keeps.
+pub const HISTORY: usize = 16;
+
+/// The longest status message a history entry keeps, in bytes.
+const HISTORY_MESSAGE: usize = 512;
+
+/// One status of a task's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusEntry {
+    pub state: TaskState,
+    /// `TaskStatus.reason` (0: none).
+    pub reason: i32,
+    pub message: String,
+    pub healthy: Option<bool>,
+    /// Unix seconds at which the master applied it.
+    pub unix: f64,
+}
+
+impl StatusEntry {
+    /// A task's entry for `status`, applied at `unix`.
+    pub fn of(status: &v1::TaskStatus, unix: f64) -> StatusEntry {
+        let mut message = status.message.clone();
+        if message.len() > HISTORY_MESSAGE {
+            let mut end = HISTORY_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        StatusEntry {
+            state: state_from_i32(status.state),
+            reason: status.reason,
+            message,
+            healthy: status.healthy,
+            unix,
+        }
+    }
+}
+
+impl Task {
+    /// Adds `status` to the history unless it repeats the latest entry (a retried
+    /// update, a health result that did not change): the first entry is kept, then the
+    /// latest ones.
+    pub fn record(&mut self, status: &v1::TaskStatus, unix: f64) {
+        let entry = StatusEntry::of(status, unix);
+        if let Some(last) = self.history.last()
+            && last.state == entry.state
+            && last.reason == entry.reason
+            && last.healthy == entry.healthy
+            && last.message == entry.message
+        {
+            return;
+        }
+        if self.history.len() >= HISTORY {
+            self.history.remove(1);
+        }
+        self.history.push(entry);
+    }
+}
 
 /// The master's number for an offer; its id on the wire is `<master id>-O<seq>`.
 pub type OfferSeq = u64;

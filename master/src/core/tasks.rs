@@ -196,6 +196,7 @@ impl Master {
             fw.ended
                 .insert(task.agent, task.agent_id.clone(), status.clone());
         }
+        task.record(&status, task.updated_unix);
         task.last_status = Some(status);
         self.observe_task(&task, false);
         self.completed.push_back(task);
@@ -225,6 +226,7 @@ impl Master {
             } else {
                 state
             };
+            task.record(&status, unix);
             task.last_status = Some(status);
             task.updated_unix = unix;
         }

@@ -9,7 +9,7 @@ use strata_proto::{Resources, state_name};
 
 use super::api::*;
 use super::master::Master;
-use super::state::{Agent, AgentStatus, Framework, OfferSeq, Task};
+use super::state::{Agent, AgentStatus, Framework, OfferSeq, StatusEntry, Task};
 
 pub(super) fn task_view(t: &Task) -> TaskView {
     let last = t.last_status.as_ref();
@@ -35,6 +35,21 @@ pub(super) fn task_view(t: &Task) -> TaskView {
         statistics: t.statistics.as_ref().map(TaskStatistics::from),
         discovery: t.discovery.clone(),
         objects: t.objects.clone(),
+    }
+}
+
+/// A history entry as the task page shows it.
+fn status_view(e: &StatusEntry) -> StatusView {
+    StatusView {
+        state: state_name(e.state).to_string(),
+        reason: Some(e.reason)
+            .filter(|r| *r != 0)
+            .and_then(|r| TaskStatusReason::try_from(r).ok())
+            .map(|r| r.as_str_name().to_string())
+            .unwrap_or_default(),
+        message: e.message.clone(),
+        healthy: e.healthy,
+        timestamp: e.unix,
     }
 }
 
@@ -218,6 +233,7 @@ impl Master {
             .collect();
         let matches = |t: &Task| {
             filter.agent_id.as_deref().is_none_or(|a| t.agent_id == a)
+                && filter.name.as_deref().is_none_or(|n| t.name == n)
                 && filter
                     .state
                     .as_deref()
@@ -254,6 +270,52 @@ impl Master {
             }
         }
         (total, page)
+    }
+
+    /// The tasks with id `task_id` (of framework `framework_id` if given) whose
+    /// framework's principal `may_view` allows, live ones first, each with its status
+    /// history and agent (the dashboard's task page). Ids are unique only within a
+    /// framework, and a completed task may share its id with a live one.
+    pub fn task_details(
+        &self,
+        task_id: &str,
+        framework_id: Option<&str>,
+        may_view: &dyn Fn(&str) -> bool,
+    ) -> Vec<TaskDetail> {
+        let principal_of = |id: &str| {
+            self.frameworks
+                .values()
+                .find(|f| f.id == id)
+                .map(|f| f.info.principal.clone())
+                .unwrap_or_default()
+        };
+        let detail = |t: &Task, live: bool| {
+            let agent = self.agents.get(&t.agent).filter(|a| a.id == t.agent_id);
+            TaskDetail {
+                task: task_view(t),
+                statuses: t.history.iter().map(status_view).collect(),
+                hostname: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+                agent_address: agent.map(|a| a.address.clone()).unwrap_or_default(),
+                framework_principal: principal_of(&t.framework_id),
+                live,
+            }
+        };
+        let wanted = |t: &Task| framework_id.is_none_or(|id| t.framework_id == id);
+        let mut found: Vec<TaskDetail> = Vec::new();
+        let mut frameworks: Vec<&Framework> = self.frameworks.values().collect();
+        frameworks.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for f in frameworks {
+            if let Some(t) = f.tasks.get(task_id).filter(|t| wanted(t)) {
+                found.push(detail(t, true));
+            }
+        }
+        for t in self.completed.iter().rev() {
+            if t.id == task_id && wanted(t) {
+                found.push(detail(t, false));
+            }
+        }
+        found.retain(|d| may_view(&d.framework_principal));
+        found
     }
 
     /// The frameworks and the roles (the dashboard's frameworks page): no agent, no

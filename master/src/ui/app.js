@@ -103,3 +103,187 @@ document.addEventListener('click', async (ev) => {
     button.disabled = false;
   }
 });
+
+// The task page: the sandbox browsed and a file tailed through the master's relay
+// (/ui/tasks/{id}/files/browse and /read). Text goes in with textContent only.
+const TAIL_CHUNK = 64 * 1024;
+// The most of a file the page keeps; older text is dropped from the top.
+const TAIL_KEEP = 512 * 1024;
+
+function sandboxPage() {
+  const tail = document.getElementById('tail');
+  if (!tail) return;
+  const base = tail.dataset.base;
+  const framework = encodeURIComponent(tail.dataset.framework || '');
+  const follow = document.getElementById('follow');
+  const state = { source: { file: 'stdout' }, offset: null, timer: null, gen: 0 };
+
+  function showError(id, text) {
+    const el = document.getElementById(id);
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  async function getJson(url) {
+    const r = await fetch(url, { credentials: 'same-origin' });
+    let body = null;
+    try { body = await r.json(); } catch (_) { /* not JSON */ }
+    if (!r.ok) throw new Error(`${r.status}: ${(body && body.error) || r.statusText}`);
+    return body;
+  }
+
+  function sourceQuery(source) {
+    return source.file ? `file=${source.file}` : `path=${encodeURIComponent(source.path)}`;
+  }
+
+  // Reads what is new from the offset on; the first read starts near the end.
+  async function poll(gen) {
+    if (gen !== state.gen) return;
+    try {
+      if (state.offset === null) state.offset = await startOffset(state.source);
+      let more = true;
+      while (more && gen === state.gen) {
+        const chunk = await getJson(`${base}/read?framework=${framework}&${sourceQuery(state.source)}&offset=${state.offset}&length=${TAIL_CHUNK}`);
+        if (gen !== state.gen) return;
+        if (chunk.data) append(chunk.data);
+        state.offset = chunk.next_offset;
+        more = !chunk.eof;
+      }
+      showError('tail-error', '');
+    } catch (e) {
+      showError('tail-error', `cannot read ${state.source.file || state.source.path}: ${e.message}`);
+    }
+    if (gen === state.gen && follow && follow.checked) {
+      state.timer = window.setTimeout(() => poll(gen), 1000);
+    }
+  }
+
+  // Where the tail starts: the last TAIL_CHUNK bytes, by the size the listing shows.
+  async function startOffset(source) {
+    const path = source.file || source.path;
+    const slash = path.lastIndexOf('/');
+    const dir = slash < 0 ? '' : path.slice(0, slash);
+    const name = path.slice(slash + 1);
+    try {
+      const listing = await getJson(`${base}/browse?framework=${framework}&path=${encodeURIComponent(dir)}`);
+      const entry = (listing.entries || []).find((e) => e.name === name);
+      return entry ? Math.max(0, entry.size - TAIL_CHUNK) : 0;
+    } catch (_) {
+      return 0;
+    }
+  }
+
+  function append(text) {
+    const atBottom = tail.scrollTop + tail.clientHeight >= tail.scrollHeight - 4;
+    let all = tail.textContent + text;
+    if (all.length > TAIL_KEEP) all = all.slice(all.length - TAIL_KEEP);
+    tail.textContent = all;
+    if (atBottom) tail.scrollTop = tail.scrollHeight;
+  }
+
+  function open(source) {
+    window.clearTimeout(state.timer);
+    state.gen += 1;
+    state.source = source;
+    state.offset = null;
+    tail.textContent = '';
+    document.getElementById('tail-name').textContent = source.file || source.path;
+    for (const b of document.querySelectorAll('button.tail-file')) {
+      b.setAttribute('aria-pressed', String(b.dataset.file === source.file));
+    }
+    poll(state.gen);
+  }
+
+  function human(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  async function browse(path) {
+    const crumbs = document.getElementById('sandbox-path');
+    const rows = document.querySelector('#files tbody');
+    try {
+      const listing = await getJson(`${base}/browse?framework=${framework}&path=${encodeURIComponent(path)}`);
+      crumbs.textContent = '';
+      const parts = listing.path ? listing.path.split('/') : [];
+      const root = document.createElement('a');
+      root.href = '#';
+      root.textContent = 'sandbox';
+      root.dataset.dir = '';
+      crumbs.append(root);
+      parts.forEach((part, i) => {
+        crumbs.append(' / ');
+        const a = document.createElement('a');
+        a.href = '#';
+        a.textContent = part;
+        a.dataset.dir = parts.slice(0, i + 1).join('/');
+        crumbs.append(a);
+      });
+      rows.textContent = '';
+      for (const e of listing.entries || []) {
+        const tr = document.createElement('tr');
+        tr.dataset.path = e.path;
+        const name = document.createElement('td');
+        if (e.kind === 'dir' || e.kind === 'file') {
+          const a = document.createElement('a');
+          a.href = '#';
+          a.textContent = e.kind === 'dir' ? `${e.name}/` : e.name;
+          a.dataset[e.kind === 'dir' ? 'dir' : 'file'] = e.path;
+          name.append(a);
+        } else {
+          name.textContent = `${e.name} (${e.kind})`;
+        }
+        const size = document.createElement('td');
+        size.textContent = e.kind === 'file' ? human(e.size) : '';
+        const mode = document.createElement('td');
+        mode.textContent = e.mode;
+        const time = document.createElement('td');
+        const t = document.createElement('time');
+        t.dataset.unix = String(e.mtime);
+        time.append(t);
+        tr.append(name, size, mode, time);
+        rows.append(tr);
+      }
+      if (listing.truncated) {
+        const tr = document.createElement('tr');
+        const td = document.createElement('td');
+        td.colSpan = 4;
+        td.className = 'muted';
+        td.textContent = 'More entries than the agent lists.';
+        tr.append(td);
+        rows.append(tr);
+      }
+      showTimes(rows);
+      showError('sandbox-error', '');
+    } catch (e) {
+      showError('sandbox-error', `cannot list the sandbox: ${e.message}`);
+    }
+  }
+
+  document.addEventListener('click', (ev) => {
+    const a = ev.target.closest('#files a, #sandbox-path a');
+    if (a) {
+      ev.preventDefault();
+      if (a.dataset.file !== undefined) {
+        const path = a.dataset.file;
+        open(path === 'stdout' || path === 'stderr' ? { file: path } : { path });
+      } else {
+        browse(a.dataset.dir || '');
+      }
+      return;
+    }
+    const b = ev.target.closest('button.tail-file');
+    if (b) open({ file: b.dataset.file });
+  });
+  if (follow) {
+    follow.addEventListener('change', () => {
+      window.clearTimeout(state.timer);
+      if (follow.checked) poll(state.gen);
+    });
+  }
+  open(state.source);
+  browse('');
+}
+
+document.addEventListener('DOMContentLoaded', sandboxPage);
