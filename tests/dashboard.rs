@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The numbers of the overview, each an element id (the SSE `overview` event carries
 /// the same names with underscores).
-const OVERVIEW_IDS: [&str; 10] = [
+const OVERVIEW_IDS: [&str; 15] = [
     "agents-active",
     "agents-total",
     "frameworks-connected",
@@ -34,6 +34,11 @@ const OVERVIEW_IDS: [&str; 10] = [
     "cpus-total",
     "mem-used",
     "mem-total",
+    "disk-used",
+    "disk-total",
+    "tasks-finished",
+    "tasks-killed",
+    "tasks-lost",
 ];
 
 /// A row of the `#agents` table: its `data-agent-id` and rendered text.
@@ -560,4 +565,66 @@ impl Drop for Stop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn a_roles_weight_is_set_from_the_frameworks_page() {
+    let mut flags = fast_master_flags();
+    flags.extend(["--weights".to_string(), "web=2".to_string()]);
+    let cluster = Cluster::start_with(1, flags);
+    let Some(b) = Browser::start("a_roles_weight_is_set_from_the_frameworks_page") else {
+        return;
+    };
+    b.goto(&cluster.master_url("/ui/frameworks"));
+    let input = "tr[data-role=\"web\"] input[name=\"weight\"]";
+    b.wait_for(WAIT, "the web role's weight", |b| {
+        match b.execute(
+            "const i = document.querySelector(arguments[0]); return i ? i.value : null",
+            vec![serde_json::json!(input)],
+        )? {
+            v if v == "2" => Ok(()),
+            v => Err(pending(format!("{v}"))),
+        }
+    });
+    b.execute(
+        "const i = document.querySelector(arguments[0]); i.value = '5'; return null",
+        vec![serde_json::json!(input)],
+    )
+    .unwrap();
+    b.click(&b.find("tr[data-role=\"web\"] button.set-weight").unwrap())
+        .unwrap();
+    wait_contains(&b, "#message", "weight of role web: 5");
+    let weights = common::http_json(&cluster.master_url("/weights"));
+    let web = weights
+        .as_array()
+        .and_then(|w| w.iter().find(|r| r["role"] == "web"))
+        .unwrap_or_else(|| panic!("web in {weights}"));
+    assert_eq!(web["weight"], 5.0, "{weights}");
+    assert_no_console_errors(&b, "after setting a weight");
+    // A bad weight is refused with the master's reason, and changes nothing.
+    b.execute(
+        "const i = document.querySelector(arguments[0]); i.value = '0'; i.form.requestSubmit(); return null",
+        vec![serde_json::json!(input)],
+    )
+    .unwrap();
+    b.wait_for(WAIT, "the refusal", |b| {
+        let m = b.text("#message")?;
+        if m.contains("refused (400)") {
+            Ok(())
+        } else {
+            Err(pending(m))
+        }
+    });
+    let weights = common::http_json(&cluster.master_url("/weights"));
+    assert!(weights.to_string().contains("\"weight\":5.0"), "{weights}");
+    // The refused call is the console's only entry (Chromium logs every 4xx answer).
+    let errors = b.console_errors();
+    assert!(
+        errors.iter().all(|e| e.source == "network"
+            && e.message.contains("/weights")
+            && e.message.contains("400")),
+        "{errors:?}"
+    );
+    let caught = b.eval("return window.__strataErrors || []");
+    assert_eq!(caught, serde_json::json!([]));
 }

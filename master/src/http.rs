@@ -660,6 +660,18 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         "Memory in outstanding offers, bytes."
     ),
     family!(
+        disk_total * MIB,
+        "disk_capacity_bytes",
+        Gauge,
+        "Disk of active agents and of disconnected ones within their timeout, bytes."
+    ),
+    family!(
+        disk_used * MIB,
+        "disk_used_bytes",
+        Gauge,
+        "Disk used by tasks (their disk resources and volumes), bytes."
+    ),
+    family!(
         reserved_cpus,
         "reserved_cpus",
         Gauge,

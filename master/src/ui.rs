@@ -123,6 +123,11 @@ struct Numbers {
     cpus_total: String,
     mem_used: String,
     mem_total: String,
+    disk_used: String,
+    disk_total: String,
+    tasks_finished: u64,
+    tasks_killed: u64,
+    tasks_lost: u64,
 }
 
 impl Numbers {
@@ -143,6 +148,11 @@ impl Numbers {
             cpus_total: number(m.cpus_total),
             mem_used: mib(m.mem_used),
             mem_total: mib(m.mem_total),
+            disk_used: mib(m.disk_used),
+            disk_total: mib(m.disk_total),
+            tasks_finished: m.tasks_finished_total,
+            tasks_killed: m.tasks_killed_total,
+            tasks_lost: m.tasks_lost_total,
         }
     }
 }
@@ -304,7 +314,15 @@ pub async fn overview(State(driver): State<DriverHandle>) -> Response {
     );
     stat(&mut body, "Tasks running", "tasks-running", n.tasks_running);
     stat(&mut body, "Tasks staging", "tasks-staging", n.tasks_staging);
+    stat(
+        &mut body,
+        "Tasks finished",
+        "tasks-finished",
+        n.tasks_finished,
+    );
     stat(&mut body, "Tasks failed", "tasks-failed", n.tasks_failed);
+    stat(&mut body, "Tasks killed", "tasks-killed", n.tasks_killed);
+    stat(&mut body, "Tasks lost", "tasks-lost", n.tasks_lost);
     stat(
         &mut body,
         "Offers out",
@@ -327,6 +345,11 @@ pub async fn overview(State(driver): State<DriverHandle>) -> Response {
         body,
         "<div class=\"stat wide\"><span class=\"label\">Memory used</span><span class=\"value\"><span id=\"mem-used\">{}</span> of <span id=\"mem-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
         n.mem_used, n.mem_total, m.mem_total, m.mem_used
+    );
+    let _ = write!(
+        body,
+        "<div class=\"stat wide\"><span class=\"label\">Disk used</span><span class=\"value\"><span id=\"disk-used\">{}</span> of <span id=\"disk-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
+        n.disk_used, n.disk_total, m.disk_total, m.disk_used
     );
     body.push_str("</section>");
     let _ = write!(body, "<h2>Agents</h2>");
@@ -414,7 +437,7 @@ fn agents_table(out: &mut String, agents: &[AgentView], page: usize) {
         out,
         "<div class=\"scroll\"><table id=\"agents\" data-page=\"{page}\"><thead><tr><th scope=\"col\">Host</th>\
 <th scope=\"col\">State</th><th scope=\"col\">CPUs</th><th scope=\"col\">Memory</th>\
-<th scope=\"col\">Attributes</th><th scope=\"col\">Registered</th>\
+<th scope=\"col\">Disk</th><th scope=\"col\">Attributes</th><th scope=\"col\">Registered</th>\
 <th scope=\"col\">Actions</th></tr></thead><tbody>",
     );
     agent_rows_html(out, agents);
@@ -430,6 +453,12 @@ fn agent_rows_html(out: &mut String, agents: &[AgentView]) {
         };
         let (cu, ct) = (a.used.cpus().as_f64(), a.total.cpus().as_f64());
         let (mu, mt) = (a.used.mem().as_f64(), a.total.mem().as_f64());
+        let (du, dt) = (a.used.disk().as_f64(), a.total.disk().as_f64());
+        let volumes = match a.volumes.len() {
+            0 => String::new(),
+            1 => "<br><span class=\"muted\">1 volume</span>".to_string(),
+            n => format!("<br><span class=\"muted\">{n} volumes</span>"),
+        };
         let attributes = a
             .attributes
             .iter()
@@ -442,6 +471,7 @@ fn agent_rows_html(out: &mut String, agents: &[AgentView]) {
 <td class=\"state state-{state_class}\">{state}</td>\
 <td>{cu} / {ct}<br><meter min=\"0\" max=\"{ct_raw}\" value=\"{cu_raw}\"></meter></td>\
 <td>{mu} / {mt}<br><meter min=\"0\" max=\"{mt_raw}\" value=\"{mu_raw}\"></meter></td>\
+<td>{du} / {dt}<br><meter min=\"0\" max=\"{dt_raw}\" value=\"{du_raw}\"></meter>{volumes}</td>\
 <td>{attributes}</td><td><time data-unix=\"{registered}\"></time></td><td>{actions}</td></tr>",
             id = esc(&a.id),
             host = esc(&a.hostname),
@@ -455,12 +485,16 @@ fn agent_rows_html(out: &mut String, agents: &[AgentView]) {
             mt = mib(mt),
             mt_raw = mt,
             mu_raw = mu,
+            du = mib(du),
+            dt = mib(dt),
+            dt_raw = dt,
+            du_raw = du,
             registered = a.registered_time,
             actions = agent_actions(a),
         );
     }
     if agents.is_empty() {
-        out.push_str("<tr><td colspan=\"7\" class=\"muted\">No agents yet.</td></tr>");
+        out.push_str("<tr><td colspan=\"8\" class=\"muted\">No agents yet.</td></tr>");
     }
 }
 
@@ -565,7 +599,9 @@ pub async fn frameworks(
     for r in &visible.roles {
         let _ = write!(
             body,
-            "<tr data-role=\"{name}\"><td>{name}</td><td>{weight}</td><td>{allocated}</td><td>{n}</td></tr>",
+            "<tr data-role=\"{name}\"><td>{name}</td><td><form class=\"weight\" data-role=\"{name}\">\
+<input type=\"number\" name=\"weight\" min=\"0\" step=\"any\" required value=\"{weight}\" aria-label=\"Weight of role {name}\">\
+<button type=\"submit\" class=\"set-weight\">Set</button></form></td><td>{allocated}</td><td>{n}</td></tr>",
             name = esc(&r.name),
             weight = number(r.weight),
             allocated = esc(&r.allocated.to_string()),

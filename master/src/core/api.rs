@@ -569,6 +569,9 @@ pub struct Metrics {
     pub mem_total: f64,
     pub mem_used: f64,
     pub mem_offered: f64,
+    /// Disk, MiB (plain and MOUNT disks, volumes included).
+    pub disk_total: f64,
+    pub disk_used: f64,
     /// Secrets and configs kept (issue 16), and the bytes of their kept versions'
     /// values (sealed secrets count their sealed size).
     pub secrets: u64,

@@ -446,6 +446,8 @@ impl Master {
         m.mem_total = total.mem().as_f64();
         m.mem_used = used.mem().as_f64();
         m.mem_offered = offered.mem().as_f64();
+        m.disk_total = total.disk().as_f64();
+        m.disk_used = used.disk().as_f64();
         m
     }
 }

@@ -287,3 +287,32 @@ function sandboxPage() {
 }
 
 document.addEventListener('DOMContentLoaded', sandboxPage);
+
+// A role's weight, set from the frameworks page: the same call as `curl -X PUT
+// /weights` (the README's), under the caller's ACLs (update_weights); the answer shown.
+document.addEventListener('submit', async (ev) => {
+  const form = ev.target.closest('form.weight');
+  if (!form) return;
+  ev.preventDefault();
+  const role = form.dataset.role;
+  const weight = Number(form.elements.weight.value);
+  const button = form.querySelector('button');
+  button.disabled = true;
+  try {
+    const r = await fetch('/weights', {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json' },
+      credentials: 'same-origin',
+      body: JSON.stringify([{ role, weight }]),
+    });
+    const text = await r.text();
+    let reason = text.trim();
+    try { reason = JSON.parse(text).error || reason; } catch (_) { /* plain text */ }
+    if (r.ok) say(`weight of role ${role}: ${weight}`, false);
+    else say(`setting the weight of role ${role} refused (${r.status}): ${reason}`, true);
+  } catch (e) {
+    say(`setting the weight of role ${role} failed: ${e}`, true);
+  } finally {
+    button.disabled = false;
+  }
+});

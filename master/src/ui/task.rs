@@ -225,6 +225,28 @@ fn task_body(body: &mut String, d: &TaskDetail) {
             fact("Ports", list.join(", "));
         }
     }
+    if !t.objects.is_empty() {
+        // References and versions only: a secret's value never reaches a page.
+        let list: Vec<String> = t
+            .objects
+            .iter()
+            .map(|r| {
+                let kind = strata_proto::objects::kind_of(r.kind)
+                    .map_or("object", strata_proto::objects::kind_name);
+                let target = match &r.target {
+                    Some(strata_proto::v1::object_ref::Target::File(path)) => {
+                        format!(" → file {}", esc(path))
+                    }
+                    Some(strata_proto::v1::object_ref::Target::Env(var)) => {
+                        format!(" → ${}", esc(var))
+                    }
+                    None => String::new(),
+                };
+                format!("{kind} {} v{}{target}", esc(&r.name), r.version)
+            })
+            .collect();
+        fact("Configs and secrets", list.join("<br>"));
+    }
     fact(
         "Updated",
         format!("<time data-unix=\"{}\"></time>", t.updated),
