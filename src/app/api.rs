@@ -1,16 +1,19 @@
 //! The App API: JSON over HTTP (`/v1/apps`, `/v1/tasks`, `/v1/deployments`,
-//! `/v1/info`, `/ping`), served by `strata serve`. See docs/app-api.md.
+//! `/v1/info`, `/ping`; app specs also as YAML), served by `strata serve`. See
+//! docs/app-api.md.
 //!
 //! ```text
 //!  request ─▶ authn::authenticate (401 without a valid credential; /ping is public)
 //!          ─▶ users only (403 for an agent's certificate)
-//!          ─▶ guard::json (changes only as JSON/YAML, never from a web page: CSRF)
+//!          ─▶ guard (changes only as JSON/YAML, never from a web page: CSRF)
 //!          ─▶ handler ─▶ the one Authorizer, with the request's Principal:
 //!               lists, /v1/info      only the apps it `permits` view_apps on
 //!               reads of an app      view_apps (app id)          else 403
+//!               (its versions too)
 //!               or of a task         (the task's app)
 //!               every change         manage_apps (app id)        else 403
 //!               a deploy, also       run_tasks (spec.user), use_images (spec.image)
+//!               a rollback, also     what a deploy of the version's spec asks
 //! ```
 //!
 //! A deploy runs its tasks under the framework's own principal at the master, so the
@@ -35,7 +38,10 @@ use super::engine::{ApiError, Engine};
 use super::records::now;
 use super::service::{Answer, AppCall, CallError, FrameworkGone, FrameworkHandle};
 use super::spec::{AppSpec, SpecError};
-use super::view::{AppTaskView, AppView, DeploymentView, ErrorBody, InfoView, ScaleRequest};
+use super::view::{
+    AppTaskView, AppVersionsView, AppView, DeploymentView, ErrorBody, InfoView, RollbackRequest,
+    ScaleRequest,
+};
 
 /// What every handler has: the framework and the one authorizer.
 #[derive(Clone)]
@@ -98,13 +104,15 @@ pub fn router_with_acls(
         )
         .route("/v1/apps/{id}/scale", post(scale_app))
         .route("/v1/apps/{id}/restart", post(restart_app))
+        .route("/v1/apps/{id}/versions", get(app_versions))
+        .route("/v1/apps/{id}/rollback", post(rollback_app))
         .route("/v1/apps/{id}/tasks", get(app_tasks))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/kill", post(kill_task))
         .route("/v1/deployments", get(deployments))
         // Changes come from programs, never from a web page (CSRF): see the guard.
-        .route_layer(axum::middleware::from_fn(strata_master::guard::json))
+        .route_layer(axum::middleware::from_fn(guard))
         .with_state(Api { framework, authz })
         // Layers run outside in: authentication first, for every path (unknown ones too).
         .layer(axum::middleware::from_fn(users_only))
@@ -131,26 +139,45 @@ async fn users_only(request: Request, next: Next) -> Response {
                 error: reason.into(),
                 field: None,
             },
+            None,
         )
         .into_response();
     }
     next.run(request).await
 }
 
-/// An error answer with its status code.
-pub struct Failure(StatusCode, ErrorBody);
+/// An error answer with its status code, and the line at fault of a YAML body (the
+/// answer's `line`, 1-based) when known.
+pub struct Failure(StatusCode, ErrorBody, Option<usize>);
+
+/// [`ErrorBody`] with the line of a YAML body: `{"error", "field", "line"}`.
+#[derive(serde::Serialize)]
+struct LocatedErrorBody {
+    #[serde(flatten)]
+    body: ErrorBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+}
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let body = LocatedErrorBody {
+            body: self.1,
+            line: self.2,
+        };
+        (self.0, Json(body)).into_response()
     }
 }
 
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Failure {
         let code = match e {
-            ApiError::AppNotFound(_) | ApiError::TaskNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::AppExists(_) | ApiError::Destroying(_) => StatusCode::CONFLICT,
+            ApiError::AppNotFound(_)
+            | ApiError::TaskNotFound(_)
+            | ApiError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::AppExists(_) | ApiError::Destroying(_) | ApiError::NoEarlierVersion(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let field = match &e {
@@ -163,6 +190,7 @@ impl From<ApiError> for Failure {
                 error: e.to_string(),
                 field,
             },
+            None,
         )
     }
 }
@@ -179,6 +207,7 @@ impl From<CallError> for Failure {
                     error: e.to_string(),
                     field: None,
                 },
+                None,
             ),
             CallError::Gone(gone) => gone.into(),
         }
@@ -193,6 +222,7 @@ impl From<FrameworkGone> for Failure {
                 error: e.to_string(),
                 field: None,
             },
+            None,
         )
     }
 }
@@ -205,6 +235,7 @@ impl From<SpecError> for Failure {
                 error: format!("spec refused: {e}"),
                 field: Some(e.field),
             },
+            None,
         )
     }
 }
@@ -217,6 +248,7 @@ impl From<Denied> for Failure {
                 error: e.to_string(),
                 field: None,
             },
+            None,
         )
     }
 }
@@ -276,7 +308,92 @@ fn mismatch() -> Failure {
             error: "internal error: the framework answered with the wrong kind of view".into(),
             field: None,
         },
+        None,
     )
+}
+
+/// The content types the App API takes bodies in: JSON, and app specs in YAML too.
+/// None is a type a web page may send without a CORS preflight, so the guard's CSRF
+/// protection holds.
+pub const ACCEPTED: &[&str] = &["application/json", "application/yaml", "application/x-yaml"];
+
+/// The guard of every Strata API that changes something ([`strata_master::guard`]):
+/// changes come from programs, never from a web page (CSRF), as JSON or YAML.
+async fn guard(request: Request, next: Next) -> Response {
+    let authority = request.uri().authority().map(|a| a.as_str().to_string());
+    match strata_master::guard::check_at(
+        request.method(),
+        request.headers(),
+        authority.as_deref(),
+        ACCEPTED,
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            tracing::warn!(method = %request.method(), path = %request.uri().path(), reason = %refusal.message, "HTTP request refused");
+            Failure(
+                refusal.status,
+                ErrorBody {
+                    error: refusal.message,
+                    field: None,
+                },
+                None,
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Whether the request's body is YAML (`Content-Type: application/yaml` or
+/// `application/x-yaml`).
+fn is_yaml(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/yaml" || t == "application/x-yaml")
+}
+
+/// The body of a create or update: YAML when its Content-Type says so, else JSON;
+/// checked field by field.
+fn parse_body(
+    headers: &axum::http::HeaderMap,
+    body: &axum::body::Bytes,
+) -> Result<AppSpec, Failure> {
+    if is_yaml(headers) {
+        parse_yaml(body)
+    } else {
+        parse_spec(body)
+    }
+}
+
+/// A YAML body: a refusal names the field and the line, when known.
+fn parse_yaml(body: &axum::body::Bytes) -> Result<AppSpec, Failure> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            ErrorBody {
+                error: format!("the body is not UTF-8 text: {e}"),
+                field: None,
+            },
+            None,
+        )
+    })?;
+    AppSpec::from_yaml(text).map_err(|e| {
+        if e.syntax {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    error: format!("the body is not YAML: {}", e.error.reason),
+                    field: None,
+                },
+                e.line,
+            )
+        } else {
+            let Failure(code, body, _) = Failure::from(e.error);
+            Failure(code, body, e.line)
+        }
+    })
 }
 
 /// The body of a create or update: JSON, checked field by field.
@@ -288,6 +405,7 @@ fn parse_spec(body: &axum::body::Bytes) -> Result<AppSpec, Failure> {
                 error: format!("the body is not JSON: {e}"),
                 field: None,
             },
+            None,
         )
     })?;
     Ok(AppSpec::from_json(value)?)
@@ -348,9 +466,10 @@ async fn get_app(
 async fn create_app(
     State(api): Handle,
     Caller(caller): Caller,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<AppView>), Failure> {
-    let spec = parse_spec(&body)?;
+    let spec = parse_body(&headers, &body)?;
     authorize_deploy(&api.authz, &caller, &spec)?;
     let view = change_app(
         &api.framework,
@@ -367,10 +486,11 @@ async fn put_app(
     State(api): Handle,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Reply<AppView> {
     api.authz.authorize(&caller, Action::ManageApps, &id)?;
-    let spec = parse_spec(&body)?;
+    let spec = parse_body(&headers, &body)?;
     if spec.id != id {
         return Err(Failure(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -381,6 +501,7 @@ async fn put_app(
                 ),
                 field: Some("id".into()),
             },
+            None,
         ));
     }
     authorize_deploy(&api.authz, &caller, &spec)?;
@@ -434,6 +555,7 @@ async fn scale_app(
                 error: format!("the body must be {{\"instances\": N}}: {e}"),
                 field: Some("instances".into()),
             },
+            None,
         )
     })?;
     let call = AppCall::Scale {
@@ -452,6 +574,57 @@ async fn restart_app(
     Ok(Json(
         change_app(&api.framework, AppCall::Restart { id }).await?,
     ))
+}
+
+async fn app_versions(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Reply<AppVersionsView> {
+    api.authz.authorize(&caller, Action::ViewApps, &id)?;
+    Ok(Json(
+        api.framework
+            .read(move |c, _| c.app_versions(&id))
+            .await??,
+    ))
+}
+
+/// `POST /v1/apps/{id}/rollback` with `{"version": "V"}`, or no body (or `{}`): the
+/// version before the current one. Asked like a deploy of the version's spec.
+async fn rollback_app(
+    State(api): Handle,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Reply<AppView> {
+    api.authz.authorize(&caller, Action::ManageApps, &id)?;
+    let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    error: format!("the body must be {{\"version\": \"V\"}} or empty: {e}"),
+                    field: None,
+                },
+                None,
+            )
+        })?
+    };
+    let read = id.clone();
+    let (spec, version) = api
+        .framework
+        .read(move |c, _| c.rollback_target(&read, req.version.as_deref()))
+        .await??;
+    // What the rollback deploys may name a user, an image, secrets: asked as a deploy.
+    authorize_deploy(&api.authz, &caller, &spec)?;
+    // The version resolved above: what was authorized is what is deployed.
+    let call = AppCall::Rollback {
+        id,
+        version: Some(version),
+    };
+    Ok(Json(change_app(&api.framework, call).await?))
 }
 
 async fn app_tasks(
@@ -614,6 +787,34 @@ mod tests {
             }
             if let Some(body) = body {
                 request = request.json(&body);
+            }
+            let response = request.send().await.expect("the App API answers");
+            let code = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (
+                code,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+
+        /// `who` sends `body` as it is, with `headers` (a Content-Type, an Origin).
+        async fn send(
+            &self,
+            who: Option<&str>,
+            method: Method,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> (u16, Value) {
+            let mut request = reqwest::Client::new()
+                .request(method, format!("{}{path}", self.base))
+                .body(body.to_string());
+            if let Some(who) = who {
+                let (_, secret) = CALLERS.iter().find(|(p, _)| *p == who).unwrap();
+                request = request.basic_auth(who, Some(secret));
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
             }
             let response = request.send().await.expect("the App API answers");
             let code = response.status().as_u16();
@@ -1003,5 +1204,377 @@ mod tests {
             deploy_permissions(&AppSpec::from_json(spec).unwrap())
                 .contains(&(Action::UseDockerVolumes, "web-cache".to_string()))
         );
+    }
+
+    /// (version, cause, current, cmd) of each version `who` lists, newest first.
+    async fn versions(server: &Server, who: &str, id: &str) -> Vec<(String, Value, bool, String)> {
+        let (code, body) = server.get(who, &format!("/v1/apps/{id}/versions")).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["app_id"], id, "{body}");
+        body["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_str().unwrap().to_string(),
+                    v["cause"].clone(),
+                    v["current"].as_bool().unwrap(),
+                    v["spec"]["cmd"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The versions of an app are read like the app (view_apps), and a rollback is
+    /// asked like a deploy of the old spec (manage_apps, and its user, image,
+    /// secrets): `dev` may list but not roll back, `eve` neither, `ops` rolls back
+    /// but not to a version that runs as root. A refusal changes nothing.
+    #[tokio::test]
+    async fn versions_are_read_like_the_app_and_a_rollback_is_asked_like_a_deploy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acls.json");
+        std::fs::write(&file, docs_acls()).unwrap();
+        let authz = Authorizer::load(Some(&file), Acls::secure_default()).unwrap();
+        let server = Server::start(secure(), Some(authz)).await;
+
+        let (code, one) = server.deploy("ops", app("web-1")).await;
+        assert_eq!(code, 200, "{one}");
+        let v1 = one["version"].as_str().unwrap().to_string();
+        // No earlier version yet: 409 with the reason.
+        let answer = server
+            .call(Some("ops"), Method::POST, "/v1/apps/web-1/rollback", None)
+            .await;
+        assert_eq!(
+            answer,
+            (
+                409,
+                json!({"error": "app \"web-1\" has no earlier version to roll back to"})
+            )
+        );
+        let mut two = app("web-1");
+        two["cmd"] = json!("sleep 2000");
+        let (code, two) = server.deploy("ops", two).await;
+        assert_eq!(code, 200, "{two}");
+        let v2 = two["version"].as_str().unwrap().to_string();
+
+        let listed = versions(&server, "dev", "web-1").await;
+        assert_eq!(
+            listed,
+            [
+                (v2.clone(), Value::Null, true, "sleep 2000".into()),
+                (v1.clone(), Value::Null, false, "sleep 1000".into()),
+            ]
+        );
+        let (_, body) = server.get("dev", "/v1/apps/web-1/versions").await;
+        let (_, shown) = server.get("dev", "/v1/apps/web-1").await;
+        assert_eq!(
+            body["versions"][0]["spec"], shown["spec"],
+            "as the app shows it"
+        );
+        refused(
+            &server.get("eve", "/v1/apps/web-1/versions").await,
+            &["eve", "web-1"],
+        );
+        let (code, body) = server.get("ops", "/v1/apps/web-9/versions").await;
+        assert_eq!(
+            (code, body),
+            (404, json!({"error": "app \"web-9\" not found"}))
+        );
+
+        // dev may not roll back; eve neither.
+        for who in ["dev", "eve"] {
+            refused(
+                &server
+                    .call(Some(who), Method::POST, "/v1/apps/web-1/rollback", None)
+                    .await,
+                &[who, "web-1"],
+            );
+        }
+        assert_eq!(
+            versions(&server, "ops", "web-1").await.len(),
+            2,
+            "unchanged"
+        );
+
+        // ops: an unknown version is 404, a bad body 400.
+        let (code, body) = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                "/v1/apps/web-1/rollback",
+                Some(json!({"version": "2001-01-01T00:00:00.000Z"})),
+            )
+            .await;
+        assert_eq!(code, 404, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("no version \"2001-01-01T00:00:00.000Z\""),
+            "{body}"
+        );
+        let (code, body) = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                "/v1/apps/web-1/rollback",
+                Some(json!({"to": v1})),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+
+        // ops rolls back to the version before (no body, then `{}`).
+        let (code, back) = server
+            .call(Some("ops"), Method::POST, "/v1/apps/web-1/rollback", None)
+            .await;
+        assert_eq!(code, 200, "{back}");
+        assert_eq!(back["spec"]["cmd"], "sleep 1000", "{back}");
+        assert_eq!(back["version_cause"], format!("rollback to {v1}"));
+        assert_eq!(
+            back["deployment"]["kind"], "update",
+            "a rolling update: {back}"
+        );
+        let v3 = back["version"].as_str().unwrap().to_string();
+        let (code, back) = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                "/v1/apps/web-1/rollback",
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(code, 200, "{back}");
+        assert_eq!(back["spec"]["cmd"], "sleep 2000", "{back}");
+        let v4 = back["version"].as_str().unwrap().to_string();
+        // And to a named one.
+        let (code, back) = server
+            .call(
+                Some("ops"),
+                Method::POST,
+                "/v1/apps/web-1/rollback",
+                Some(json!({"version": v3})),
+            )
+            .await;
+        assert_eq!(code, 200, "{back}");
+        assert_eq!(back["spec"]["cmd"], "sleep 1000", "{back}");
+        let v5 = back["version"].as_str().unwrap().to_string();
+        let listed: Vec<(String, Value)> = versions(&server, "ops", "web-1")
+            .await
+            .into_iter()
+            .map(|(v, cause, _, _)| (v, cause))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (v5, json!(format!("rollback to {v3}"))),
+                (v4, json!(format!("rollback to {v2}"))),
+                (v3, json!(format!("rollback to {v1}"))),
+                (v2, Value::Null),
+                (v1, Value::Null),
+            ]
+        );
+
+        // A version that runs as root (made before ops could be asked, e.g. under
+        // other ACLs): ops may not roll back to it, and nothing changes.
+        let mut root = AppSpec::from_json(app("web-5")).unwrap();
+        root.user = Some("root".into());
+        change_app(
+            &server.framework,
+            AppCall::Deploy {
+                spec: Box::new(root),
+                create_only: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|f| panic!("{}", f.1.error));
+        let (code, body) = server.deploy("ops", app("web-5")).await;
+        assert_eq!(code, 200, "{body}");
+        let answer = server
+            .call(Some("ops"), Method::POST, "/v1/apps/web-5/rollback", None)
+            .await;
+        refused(&answer, &["ops", "root"]);
+        let listed = versions(&server, "ops", "web-5").await;
+        assert_eq!(listed.len(), 2, "unchanged: {listed:?}");
+        let (_, shown) = server.get("ops", "/v1/apps/web-5").await;
+        assert!(shown["spec"].get("user").is_none(), "unchanged: {shown}");
+        server.stop().await;
+    }
+
+    const YAML: &[(&str, &str)] = &[("content-type", "application/yaml")];
+
+    /// Specs may come as YAML (`application/yaml`, `application/x-yaml`); a refused
+    /// one names its field, as JSON does, and its line. Other content types are still
+    /// refused (415), and so is a page of another site (403).
+    #[tokio::test]
+    async fn yaml_bodies_are_taken_and_their_errors_name_the_field_and_the_line() {
+        let server = Server::start(Authenticator::insecure(), None).await;
+        let spec = "id: web\ncmd: sleep 10\ncpus: 0.1\n";
+        let (code, body) = server
+            .send(None, Method::POST, "/v1/apps", YAML, spec)
+            .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["spec"]["cmd"], "sleep 10");
+        let (code, body) = server
+            .send(
+                None,
+                Method::PUT,
+                "/v1/apps/web",
+                &[("content-type", "application/x-yaml; charset=utf-8")],
+                "# the web app\nid: web\ncmd: sleep 20\ncpus: 0.1\n",
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["spec"]["cmd"], "sleep 20");
+
+        // Refused specs: the same status and field as JSON, and the line.
+        let json_of = |yaml: &str| -> String {
+            let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            serde_json::to_string(&value).unwrap()
+        };
+        for (yaml, field, line) in [
+            (
+                "id: web\ncmd: sleep 10\ninstances: -1\ncpus: 0.1\n",
+                "instances",
+                3,
+            ),
+            ("id: web\ncmd: sleep 10\ncpus: 0.1\nbogus: 1\n", "bogus", 4),
+            ("id: web\ncmd: sleep 10\n\ncpus: 0\n", "cpus", 4),
+            (
+                "id: web\ncmd: sleep 10\ncpus: 0.1\nports: [80]\nhealth_checks:\n  - protocol: http\n    port_index: 3\n",
+                "health_checks[0].port_index",
+                7,
+            ),
+        ] {
+            let (code, body) = server
+                .send(None, Method::PUT, "/v1/apps/web", YAML, yaml)
+                .await;
+            let (json_code, json_body) = server
+                .send(
+                    None,
+                    Method::PUT,
+                    "/v1/apps/web",
+                    &[("content-type", "application/json")],
+                    &json_of(yaml),
+                )
+                .await;
+            assert_eq!(code, json_code, "{yaml}: {body} / {json_body}");
+            assert_eq!(code, 422, "{yaml}: {body}");
+            assert_eq!(body["field"], field, "{yaml}: {body}");
+            assert_eq!(body["line"], line, "{yaml}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("spec refused: {field}: ")),
+                "{yaml}: {body}"
+            );
+            assert_eq!(json_body["field"], field, "{json_body}");
+            assert!(
+                json_body.get("line").is_none(),
+                "JSON answers unchanged: {json_body}"
+            );
+        }
+        // Not YAML at all: 400, with the line.
+        let (code, body) = server
+            .send(
+                None,
+                Method::POST,
+                "/v1/apps",
+                YAML,
+                "id: web\ncmd: [sleep\n",
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("the body is not YAML"),
+            "{body}"
+        );
+        assert!(body["line"].as_u64().is_some(), "{body}");
+        let (_, shown) = server.call(None, Method::GET, "/v1/apps/web", None).await;
+        assert_eq!(shown["spec"]["cmd"], "sleep 20", "nothing changed");
+
+        // Still refused: text/plain (a type pages send without a preflight), and a
+        // page of another site even with a YAML body.
+        let (code, body) = server
+            .send(
+                None,
+                Method::POST,
+                "/v1/apps",
+                &[("content-type", "text/plain")],
+                spec,
+            )
+            .await;
+        assert_eq!(code, 415, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("application/yaml"),
+            "{body}"
+        );
+        let (code, body) = server
+            .send(
+                None,
+                Method::PUT,
+                "/v1/apps/web",
+                &[
+                    ("content-type", "application/yaml"),
+                    ("origin", "http://evil.example"),
+                ],
+                spec,
+            )
+            .await;
+        assert_eq!(code, 403, "{body}");
+        let (code, body) = server
+            .send(
+                None,
+                Method::POST,
+                "/v1/apps/web/rollback",
+                &[("sec-fetch-site", "cross-site")],
+                "",
+            )
+            .await;
+        assert_eq!(code, 403, "{body}");
+        let (_, shown) = server.call(None, Method::GET, "/v1/apps/web", None).await;
+        assert_eq!(shown["spec"]["cmd"], "sleep 20", "nothing changed");
+        server.stop().await;
+    }
+
+    /// The fenced block of `lang` that follows `heading` in docs/app-api.md.
+    fn docs_block(heading: &str, lang: &str, nth: usize) -> String {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-api.md"))
+            .expect("docs/app-api.md");
+        let mut section = &doc[doc
+            .find(heading)
+            .unwrap_or_else(|| panic!("docs/app-api.md has {heading}"))..];
+        let fence = format!("```{lang}\n");
+        for _ in 0..nth {
+            let at = section.find(&fence).expect("the block") + fence.len();
+            section = &section[at..];
+        }
+        let start = section.find(&fence).expect("the block") + fence.len();
+        let end = start + section[start..].find("```").expect("the block ends");
+        section[start..end].to_string()
+    }
+
+    /// What docs/app-api.md shows of versions and YAML bodies is what the server does.
+    #[tokio::test]
+    async fn the_docs_examples_of_versions_and_yaml_bodies_hold() {
+        let example: AppVersionsView =
+            serde_json::from_str(&docs_block("### Versions and rollback", "json", 0))
+                .expect("the versions example is an AppVersionsView");
+        assert_eq!(example.versions.len(), 3);
+        assert!(example.versions[0].current && !example.versions[1].current);
+
+        let server = Server::start(Authenticator::insecure(), None).await;
+        let yaml = docs_block("### YAML bodies", "yaml", 0);
+        let answer = server
+            .send(None, Method::PUT, "/v1/apps/web", YAML, &yaml)
+            .await;
+        let quoted: Value = serde_json::from_str(&docs_block("### YAML bodies", "json", 0))
+            .expect("the quoted answer is JSON");
+        assert_eq!(answer, (422, quoted));
+        server.stop().await;
     }
 }

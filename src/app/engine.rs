@@ -15,11 +15,13 @@ use strata_proto::{RangeSet, Resources, Scalar};
 use super::constraints::{self, Placement};
 use super::plan::{self, Plan};
 use super::records::{
-    AppRecord, BackoffState, DeploymentKind, DeploymentRecord, TaskRecord, rfc3339,
+    AppRecord, BackoffState, DeploymentKind, DeploymentRecord, MAX_VERSIONS, StoredApp, TaskRecord,
+    VersionRecord, rfc3339,
 };
 use super::spec::{AppSpec, EnvValue, PlacementStrategy, PortSpec, SpecError, object_key};
 use super::view::{
-    AppTaskView, AppView, DeploymentView, EndpointView, PortView, ResidentView, TaskFailureView,
+    AppTaskView, AppVersionView, AppVersionsView, AppView, DeploymentView, EndpointView, PortView,
+    ResidentView, TaskFailureView,
 };
 
 #[path = "resident.rs"]
@@ -139,7 +141,8 @@ pub enum Action {
 /// A change to persist.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    App(String, Option<Box<AppRecord>>),
+    /// An app with its versions (`None`: removed).
+    App(String, Option<Box<StoredApp>>),
     Task(String, Option<Box<TaskRecord>>),
     FrameworkId(String),
 }
@@ -150,17 +153,17 @@ pub enum Write {
 /// (redb refuses every read after an I/O error until it is reopened).
 #[derive(Debug, Default)]
 pub struct Persisted {
-    apps: BTreeMap<String, AppRecord>,
+    apps: BTreeMap<String, StoredApp>,
     tasks: BTreeMap<String, TaskRecord>,
 }
 
 impl Persisted {
     /// What [`Engine::restore`] starts from.
-    pub fn new(apps: &[AppRecord], tasks: &[TaskRecord]) -> Persisted {
+    pub fn new(apps: &[StoredApp], tasks: &[TaskRecord]) -> Persisted {
         Persisted {
             apps: apps
                 .iter()
-                .map(|a| (a.spec.id.clone(), a.clone()))
+                .map(|a| (a.app.spec.id.clone(), a.clone()))
                 .collect(),
             tasks: tasks.iter().map(|t| (t.id.clone(), t.clone())).collect(),
         }
@@ -201,11 +204,18 @@ pub enum ApiError {
     Destroying(String),
     #[error("spec refused: {0}")]
     Refused(SpecError),
+    #[error("app \"{app}\" has no version \"{version}\" (GET /v1/apps/{app}/versions lists them)")]
+    VersionNotFound { app: String, version: String },
+    #[error("app \"{0}\" has no earlier version to roll back to")]
+    NoEarlierVersion(String),
 }
 
 #[derive(Default)]
 pub struct Engine {
     apps: BTreeMap<String, AppRecord>,
+    /// Each app's versions, oldest first, the current one last (at most
+    /// [`MAX_VERSIONS`]): persisted with the app.
+    versions: BTreeMap<String, Vec<VersionRecord>>,
     tasks: BTreeMap<String, TaskRecord>,
     framework_id: Option<String>,
     /// Why an app's pending launches did not happen in the latest offer round.
@@ -262,12 +272,20 @@ impl Engine {
 
     /// The state as persisted.
     pub fn restore(
-        apps: Vec<AppRecord>,
+        apps: Vec<StoredApp>,
         tasks: Vec<TaskRecord>,
         framework_id: Option<String>,
     ) -> Engine {
+        let versions = apps
+            .iter()
+            .map(|a| (a.app.spec.id.clone(), a.versions.clone()))
+            .collect();
         Engine {
-            apps: apps.into_iter().map(|a| (a.spec.id.clone(), a)).collect(),
+            apps: apps
+                .into_iter()
+                .map(|a| (a.app.spec.id.clone(), a.app))
+                .collect(),
+            versions,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
             framework_id,
             ..Engine::default()
@@ -292,10 +310,12 @@ impl Engine {
             match w {
                 Write::App(id, _) => match persisted.apps.get(id) {
                     Some(rec) => {
-                        self.apps.insert(id.clone(), rec.clone());
+                        self.apps.insert(id.clone(), rec.app.clone());
+                        self.versions.insert(id.clone(), rec.versions.clone());
                     }
                     None => {
                         self.apps.remove(id);
+                        self.versions.remove(id);
                     }
                 },
                 Write::Task(id, _) => match persisted.tasks.get(id) {
@@ -312,8 +332,31 @@ impl Engine {
     }
 
     fn save_app(&mut self, id: &str) {
-        let rec = self.apps.get(id).cloned().map(Box::new);
+        let rec = match self.apps.get(id) {
+            Some(app) => {
+                let versions = self.versions.get(id).cloned().unwrap_or_default();
+                Some(Box::new(StoredApp::new(app.clone(), versions)))
+            }
+            None => {
+                self.versions.remove(id);
+                None
+            }
+        };
         self.writes.push(Write::App(id.to_string(), rec));
+    }
+
+    /// The app has a new version (`version`, `spec` and `version_cause` set): it
+    /// joins its versions, the oldest beyond [`MAX_VERSIONS`] are forgotten.
+    fn record_version(&mut self, id: &str) {
+        let Some(app) = self.apps.get(id) else {
+            return;
+        };
+        let entry = VersionRecord::current(app);
+        let versions = self.versions.entry(id.to_string()).or_default();
+        versions.retain(|v| v.version != entry.version);
+        versions.push(entry);
+        let excess = versions.len().saturating_sub(MAX_VERSIONS);
+        versions.drain(..excess);
     }
 
     fn save_task(&mut self, id: &str) {
@@ -346,6 +389,18 @@ impl Engine {
         &mut self,
         spec: AppSpec,
         create_only: bool,
+        now: f64,
+    ) -> Result<(AppView, Vec<Action>), ApiError> {
+        self.deploy_as(spec, create_only, None, now)
+    }
+
+    /// [`Engine::deploy`]; with a `cause` (a rollback), always a new version (even of
+    /// the same configuration), made for that cause.
+    fn deploy_as(
+        &mut self,
+        spec: AppSpec,
+        create_only: bool,
+        cause: Option<String>,
         now: f64,
     ) -> Result<(AppView, Vec<Action>), ApiError> {
         let id = spec.id.clone();
@@ -411,7 +466,7 @@ impl Engine {
                 let mut same_config = a.spec.clone();
                 same_config.instances = spec.instances;
                 let mut rec = a.clone();
-                if same_config == spec {
+                if same_config == spec && cause.is_none() {
                     if a.spec.instances != spec.instances {
                         rec.deployment =
                             Some(self.deployment(DeploymentKind::Scale, &id, &a.version, now));
@@ -419,18 +474,24 @@ impl Engine {
                     }
                 } else {
                     let version = self.new_version(Some(a), now);
-                    rec.deployment =
-                        Some(self.deployment(DeploymentKind::Update, &id, &version, now));
+                    let mut deployment =
+                        self.deployment(DeploymentKind::Update, &id, &version, now);
+                    deployment.cause = cause.clone();
+                    rec.deployment = Some(deployment);
                     rec.version = version;
                     rec.objects = self.pins(&spec, now);
-                    rec.version_cause = None;
+                    rec.version_cause = cause;
                     rec.spec = spec;
                     rec.backoff = BackoffState::default();
                 }
                 rec
             }
         };
+        let new_version = self.apps.get(&id).map(|a| &a.version) != Some(&record.version);
         self.apps.insert(id.clone(), record);
+        if new_version {
+            self.record_version(&id);
+        }
         self.save_app(&id);
         // Demand changed: offers declined for the old demand may fit now.
         self.last_pending = 0;
@@ -466,10 +527,104 @@ impl Engine {
         rec.version_cause = None;
         rec.deployment = Some(deployment);
         rec.backoff = BackoffState::default();
+        self.record_version(id);
         self.save_app(id);
         self.last_pending = 0;
         let actions = self.tick(now);
         Ok((self.app_view(id, now).expect("exists"), actions))
+    }
+
+    /// The spec a rollback of app `id` to `version` deploys (`None`: the version before
+    /// the current one) and that version: the version's spec with the app's current
+    /// `instances` (as everywhere here, the number of instances is not part of a
+    /// version). Asked before [`Engine::rollback`] to authorize what it deploys.
+    pub fn rollback_target(
+        &self,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<(AppSpec, String), ApiError> {
+        let app = self.live_app(id)?;
+        let versions = self.versions.get(id).map(Vec::as_slice).unwrap_or_default();
+        let target = match version {
+            Some(v) => versions
+                .iter()
+                .rev()
+                .find(|r| r.version == v)
+                .ok_or_else(|| ApiError::VersionNotFound {
+                    app: id.to_string(),
+                    version: v.to_string(),
+                })?,
+            None => versions
+                .iter()
+                .rev()
+                .find(|r| r.version != app.version)
+                .ok_or_else(|| ApiError::NoEarlierVersion(id.to_string()))?,
+        };
+        let mut spec = if target.version == app.version {
+            app.spec.clone()
+        } else {
+            target.spec.clone()
+        };
+        spec.instances = app.spec.instances;
+        Ok((spec, target.version.clone()))
+    }
+
+    /// Deploys an earlier version of the app again (`None`: the one before the
+    /// current one) as a new version, whose cause is `rollback to VERSION`: a rolling
+    /// update like any deploy, refused (changing nothing) like any deploy.
+    pub fn rollback(
+        &mut self,
+        id: &str,
+        version: Option<&str>,
+        now: f64,
+    ) -> Result<(AppView, Vec<Action>), ApiError> {
+        let (spec, version) = self.rollback_target(id, version)?;
+        self.deploy_as(spec, false, Some(format!("rollback to {version}")), now)
+    }
+
+    /// The app's versions, newest first (`GET /v1/apps/{id}/versions`).
+    pub fn app_versions(&self, id: &str) -> Result<AppVersionsView, ApiError> {
+        let app = self
+            .apps
+            .get(id)
+            .ok_or_else(|| ApiError::AppNotFound(id.to_string()))?;
+        let mut versions: Vec<AppVersionView> = self
+            .versions
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .map(|v| {
+                let current = v.version == app.version;
+                AppVersionView {
+                    version: v.version.clone(),
+                    cause: v.cause.clone(),
+                    current,
+                    // The current version as the app shows it (scaled since, perhaps).
+                    spec: if current {
+                        app.spec.clone()
+                    } else {
+                        v.spec.clone()
+                    },
+                }
+            })
+            .collect();
+        if !versions.iter().any(|v| v.current) {
+            versions.insert(
+                0,
+                AppVersionView {
+                    version: app.version.clone(),
+                    cause: app.version_cause.clone(),
+                    current: true,
+                    spec: app.spec.clone(),
+                },
+            );
+        }
+        Ok(AppVersionsView {
+            app_id: id.to_string(),
+            versions,
+        })
     }
 
     /// Removes the app: its tasks are killed; a resident app keeps its instances'
@@ -738,6 +893,7 @@ impl Engine {
             rec.version_cause = Some(cause);
             rec.deployment = Some(deployment);
             rec.backoff = BackoffState::default();
+            self.record_version(&id);
             self.save_app(&id);
             rolled = true;
         }
@@ -2982,7 +3138,7 @@ mod tests {
         strata_proto::objects::validate_task(&tasks[0]).expect("the master's rules hold");
         // The pins are stored with the app.
         let (apps, _) = stored(c.take_writes());
-        assert_eq!(apps[0].objects, view.objects);
+        assert_eq!(apps[0].app.objects, view.objects);
     }
 
     /// A new version of a secret rolls the app like a change of its spec, within its
@@ -3023,9 +3179,9 @@ mod tests {
             Some("secret db-pass version 4")
         );
         let (apps, _) = stored(c.take_writes());
-        assert_eq!(apps[0].objects["secret/db-pass"], 4, "persisted");
+        assert_eq!(apps[0].app.objects["secret/db-pass"], 4, "persisted");
         assert_eq!(
-            apps[0].version_cause.as_deref(),
+            apps[0].app.version_cause.as_deref(),
             Some("secret db-pass version 4")
         );
         // The same listing again changes nothing.
@@ -3107,7 +3263,7 @@ mod tests {
             ])
         );
         let (apps, _) = stored(c.take_writes());
-        assert_eq!(apps[0].objects, view.objects, "recorded");
+        assert_eq!(apps[0].app.objects, view.objects, "recorded");
         // A scale launches with the versions learned.
         c.scale("web", 3, 5.0).unwrap();
         let third = launched(&c.offers(vec![offer("o2", "ag1", "h1", 8.0)], 5.0));
@@ -3177,7 +3333,7 @@ mod tests {
 
     /// What the store would hold after the writes: the records a restarted framework
     /// loads.
-    fn stored(writes: Vec<Write>) -> (Vec<AppRecord>, Vec<TaskRecord>) {
+    fn stored(writes: Vec<Write>) -> (Vec<StoredApp>, Vec<TaskRecord>) {
         let mut apps = BTreeMap::new();
         let mut tasks = BTreeMap::new();
         for w in writes {
@@ -3304,5 +3460,211 @@ mod tests {
         for bad in ["", "0-10", "10-0x", "a-b", "20-10", "1-70000", "-5"] {
             assert!(bad.parse::<ServicePortRange>().is_err(), "{bad}");
         }
+    }
+
+    // ---- versions and rollback ------------------------------------------------
+
+    fn cmd_app(cmd: &str, instances: u32) -> AppSpec {
+        spec(serde_json::json!({"id": "web", "cmd": cmd, "instances": instances, "cpus": 0.1}))
+    }
+
+    /// (version, cause, current, cmd) of each version, newest first.
+    fn history(c: &Engine) -> Vec<(String, Option<String>, bool, String)> {
+        c.app_versions("web")
+            .unwrap()
+            .versions
+            .into_iter()
+            .map(|v| {
+                (
+                    v.version,
+                    v.cause,
+                    v.current,
+                    v.spec.cmd.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every new version of an app joins its versions (a create, an update, a restart,
+    /// a newer secret), newest first; a scale, or the same spec again, makes none.
+    #[test]
+    fn versions_are_kept_for_each_new_version_and_not_for_a_scale() {
+        let mut c = Engine::default();
+        let v1 = c.deploy(cmd_app("one", 1), false, 1.0).unwrap().0.version;
+        assert_eq!(history(&c), [(v1.clone(), None, true, "one".into())]);
+        c.scale("web", 3, 2.0).unwrap();
+        c.deploy(cmd_app("one", 3), false, 3.0).unwrap();
+        assert_eq!(history(&c).len(), 1, "a scale is not a version");
+        assert_eq!(
+            c.app_versions("web").unwrap().versions[0].spec.instances,
+            3,
+            "the current version shows the app's spec"
+        );
+        let v2 = c.deploy(cmd_app("two", 3), false, 4.0).unwrap().0.version;
+        let v3 = c.restart("web", 5.0).unwrap().0.version;
+        let mut with_secret = cmd_app("two", 3);
+        with_secret.secrets = db_app(1).secrets;
+        let v4 = c.deploy(with_secret, false, 6.0).unwrap().0.version;
+        c.objects(latest(&[(ObjectKind::Secret, "db-pass", 3)]), 7.0);
+        assert_eq!(history(&c).len(), 4, "learning a pin is not a version");
+        c.objects(latest(&[(ObjectKind::Secret, "db-pass", 4)]), 8.0);
+        let v5 = c.app_view("web", 8.0).unwrap().version;
+        let versions: Vec<(String, Option<String>, bool)> = history(&c)
+            .into_iter()
+            .map(|(v, cause, current, _)| (v, cause, current))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                (v5, Some("secret db-pass version 4".into()), true),
+                (v4, None, false),
+                (v3, None, false),
+                (v2, None, false),
+                (v1, None, false),
+            ]
+        );
+        assert_eq!(
+            c.app_versions("nope"),
+            Err(ApiError::AppNotFound("nope".into()))
+        );
+    }
+
+    #[test]
+    fn only_the_last_20_versions_are_kept() {
+        let mut c = Engine::default();
+        for i in 0..25 {
+            c.deploy(cmd_app(&format!("v{i}"), 1), false, 1.0 + f64::from(i))
+                .unwrap();
+        }
+        let kept = history(&c);
+        assert_eq!(kept.len(), MAX_VERSIONS);
+        assert_eq!(kept[0].3, "v24");
+        assert_eq!(kept[19].3, "v5");
+        assert!(kept[0].2 && kept[1..].iter().all(|v| !v.2));
+        // The forgotten ones cannot be rolled back to.
+        let (stored, _) = stored(c.take_writes());
+        assert_eq!(stored[0].versions.len(), MAX_VERSIONS, "persisted capped");
+    }
+
+    /// A rollback deploys an earlier version's spec as a new version (a rolling
+    /// update), with the app's current instances, its cause `rollback to V`; without a
+    /// version, the one before the current one.
+    #[test]
+    fn a_rollback_deploys_an_earlier_spec_as_a_new_version() {
+        let mut c = Engine::default();
+        let v1 = c.deploy(cmd_app("one", 2), false, 1.0).unwrap().0.version;
+        c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 1.0);
+        let v2 = c.deploy(cmd_app("two", 2), false, 2.0).unwrap().0.version;
+        c.scale("web", 3, 3.0).unwrap();
+        c.take_writes();
+
+        let (view, _) = c.rollback("web", None, 4.0).unwrap();
+        assert!(view.version > v2, "a new version");
+        assert_eq!(view.spec.cmd.as_deref(), Some("one"));
+        assert_eq!(
+            view.spec.instances, 3,
+            "instances are not part of a version"
+        );
+        let cause = format!("rollback to {v1}");
+        assert_eq!(view.version_cause.as_deref(), Some(cause.as_str()));
+        let d = view.deployment.as_ref().expect("a deployment");
+        assert_eq!(
+            (d.kind.as_str(), d.cause.as_deref()),
+            ("update", Some(cause.as_str()))
+        );
+        let launches = launched(&c.offers(vec![offer("o2", "ag2", "h2", 4.0)], 4.0));
+        assert!(!launches.is_empty(), "the old spec is launched again");
+        assert!(
+            launches
+                .iter()
+                .all(|t| { t.command.as_ref().is_some_and(|cmd| cmd.value == "one") })
+        );
+        let v3 = view.version.clone();
+        assert_eq!(
+            history(&c)[..3]
+                .iter()
+                .map(|v| (v.0.clone(), v.1.clone(), v.3.clone()))
+                .collect::<Vec<_>>(),
+            [
+                (v3.clone(), Some(cause.clone()), "one".to_string()),
+                (v2.clone(), None, "two".into()),
+                (v1.clone(), None, "one".into()),
+            ]
+        );
+        // Persisted with the app, and restored.
+        let (apps, tasks) = stored(c.take_writes());
+        let restored = Engine::restore(apps, tasks, Some("fw".into()));
+        assert_eq!(history(&restored), history(&c));
+
+        // To a named version: v2 again.
+        let (view, _) = c.rollback("web", Some(&v2), 5.0).unwrap();
+        assert_eq!(view.spec.cmd.as_deref(), Some("two"));
+        let cause = format!("rollback to {v2}");
+        assert_eq!(view.version_cause.as_deref(), Some(cause.as_str()));
+        assert_eq!(history(&c).len(), 4);
+        // A rollback to a version of the same configuration still makes a version.
+        let (again, _) = c.rollback("web", Some(&v2), 6.0).unwrap();
+        assert_ne!(again.version, view.version);
+        assert_eq!(history(&c).len(), 5);
+    }
+
+    /// A rollback that cannot be made changes nothing: an unknown version, no earlier
+    /// version, an app being removed, a spec the framework refuses now.
+    #[test]
+    fn a_refused_rollback_changes_nothing() {
+        let mut c = Engine::default();
+        assert_eq!(
+            c.rollback("web", None, 1.0).unwrap_err(),
+            ApiError::AppNotFound("web".into())
+        );
+        let v1 = c.deploy(cmd_app("one", 1), false, 1.0).unwrap().0.version;
+        c.take_writes();
+        assert_eq!(
+            c.rollback("web", None, 2.0).unwrap_err(),
+            ApiError::NoEarlierVersion("web".into())
+        );
+        assert_eq!(
+            c.rollback("web", Some("2001-01-01T00:00:00.000Z"), 2.0)
+                .unwrap_err(),
+            ApiError::VersionNotFound {
+                app: "web".into(),
+                version: "2001-01-01T00:00:00.000Z".into()
+            }
+        );
+        assert!(c.take_writes().is_empty(), "nothing written");
+        assert_eq!(history(&c), [(v1.clone(), None, true, "one".into())]);
+
+        // An earlier version whose service port another app took since.
+        let mut ported = cmd_app("two", 1);
+        ported.ports = with_service_ports("web", &[Some(10007)]).ports;
+        c.deploy(ported, false, 3.0).unwrap();
+        let v3 = c.deploy(cmd_app("three", 1), false, 4.0).unwrap().0.version;
+        c.deploy(with_service_ports("other", &[Some(10007)]), false, 5.0)
+            .unwrap();
+        c.take_writes();
+        let err = c.rollback("web", None, 6.0).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Refused(e) if e.field == "ports[0].service_port"),
+            "{err:?}"
+        );
+        assert!(c.take_writes().is_empty(), "nothing written");
+        assert_eq!(c.app_view("web", 6.0).unwrap().version, v3);
+        assert_eq!(history(&c).len(), 3);
+
+        // Being removed (its task not yet gone), then gone with its versions.
+        assert!(!launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 7.0)).is_empty());
+        c.destroy("web", false, 7.0).unwrap();
+        assert_eq!(
+            c.rollback("web", Some(&v1), 8.0).unwrap_err(),
+            ApiError::Destroying("web".into())
+        );
+        let task = c.tasks(Some("web")).unwrap()[0].id.clone();
+        c.status(&status(&task, TaskState::TaskKilled), 9.0);
+        c.tick(9.0);
+        assert_eq!(
+            c.app_versions("web"),
+            Err(ApiError::AppNotFound("web".into()))
+        );
+        assert!(!c.versions.contains_key("web"), "forgotten with the app");
     }
 }

@@ -10,4 +10,5 @@ pub mod serve;
 pub mod service;
 pub mod spec;
 pub mod store;
+pub mod ui;
 pub mod view;

@@ -52,6 +52,72 @@ pub struct AppRecord {
     pub version_cause: Option<String>,
 }
 
+/// How many versions of an app are kept (the current one included): Marathon's
+/// `/v2/apps/{id}/versions`, for `GET /v1/apps/{id}/versions` and rollback.
+pub const MAX_VERSIONS: usize = 20;
+
+/// One version of an app: the spec it was made with and why the framework made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: String,
+    pub spec: AppSpec,
+    /// [`AppRecord::version_cause`] of that version: why the framework made it
+    /// (`secret db-pass version 4`, `rollback to V`), unset for an App API change.
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+impl VersionRecord {
+    /// The version `app` runs now, as a version of its history.
+    pub fn current(app: &AppRecord) -> VersionRecord {
+        VersionRecord {
+            version: app.version.clone(),
+            spec: app.spec.clone(),
+            cause: app.version_cause.clone(),
+        }
+    }
+}
+
+/// An app as the store holds it: its record and its versions, oldest first, the
+/// current one last, at most [`MAX_VERSIONS`]. Stored as the record's JSON object with
+/// a `versions` key beside its fields: a record written before versions were kept
+/// loads with its current version as the only one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredApp {
+    pub app: AppRecord,
+    pub versions: Vec<VersionRecord>,
+}
+
+impl StoredApp {
+    /// `app` with `versions`, or (none: a record from before versions were kept) its
+    /// current version as the only one.
+    pub fn new(app: AppRecord, mut versions: Vec<VersionRecord>) -> StoredApp {
+        if versions.is_empty() {
+            versions.push(VersionRecord::current(&app));
+        }
+        StoredApp { app, versions }
+    }
+
+    /// The stored form: the record's JSON object with `versions` beside its fields.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut value = serde_json::to_value(&self.app)?;
+        if let serde_json::Value::Object(fields) = &mut value {
+            fields.insert("versions".into(), serde_json::to_value(&self.versions)?);
+        }
+        serde_json::to_vec(&value)
+    }
+
+    /// Reads the stored form (with or without `versions`).
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<StoredApp> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+        let versions = match value.as_object_mut().and_then(|o| o.remove("versions")) {
+            Some(v) if !v.is_null() => serde_json::from_value(v)?,
+            _ => Vec::new(),
+        };
+        Ok(StoredApp::new(serde_json::from_value(value)?, versions))
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -315,7 +315,10 @@ pub async fn run(
         authz: authz.clone(),
     })?;
     let objects_framework = framework.clone();
-    let api = super::api::router_with_acls(framework, authn, authz);
+    // The App API and, on the same port, the apps dashboard (`/`, `/ui/*`) behind the
+    // same authentication.
+    let api = super::ui::router(framework.clone(), authn.clone(), authz.clone())
+        .merge(super::api::router_with_acls(framework, authn, authz));
     // HTTPS with the master's certificate, renewed as it ages (plain HTTP if insecure).
     let (servers, servers_rx) =
         tokio::sync::watch::channel(certificate.as_ref().map(Renewal::server_tls));

@@ -70,6 +70,11 @@ pub enum AppCall {
     Restart {
         id: String,
     },
+    /// Deploy an earlier version again (`None`: the one before the current one).
+    Rollback {
+        id: String,
+        version: Option<String>,
+    },
     Destroy {
         id: String,
         /// Also destroy a resident app's volumes and release its reservations.
@@ -318,6 +323,9 @@ impl Framework {
                         .map(|(v, a)| (Answer::App(Box::new(v)), a)),
                     AppCall::Restart { id } => core
                         .restart(&id, now)
+                        .map(|(v, a)| (Answer::App(Box::new(v)), a)),
+                    AppCall::Rollback { id, version } => core
+                        .rollback(&id, version.as_deref(), now)
                         .map(|(v, a)| (Answer::App(Box::new(v)), a)),
                     AppCall::Destroy { id, wipe } => core
                         .destroy(&id, wipe, now)
@@ -740,6 +748,8 @@ mod tests {
             ("text/plain", None, 415),
             ("application/x-www-form-urlencoded", None, 415),
             ("application/json", Some("http://evil.example"), 403),
+            ("application/yaml", Some("http://evil.example"), 403),
+            ("application/x-yaml", Some("http://evil.example"), 403),
         ] {
             let mut request = http
                 .post(format!("{base}/v1/apps"))
@@ -836,7 +846,7 @@ mod tests {
             .unwrap()
             .apps
             .into_iter()
-            .map(|a| a.spec.id)
+            .map(|a| a.app.spec.id)
             .collect();
         stored.sort();
         assert_eq!(stored, accepted);

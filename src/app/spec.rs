@@ -682,6 +682,37 @@ impl AppSpec {
             .validated()
     }
 
+    /// Parses a YAML body (the App API's `application/yaml`), then validates it. A
+    /// refusal names the field, as [`AppSpec::from_json`] does, and its line when known:
+    /// where the parser met the error, else (a rule broken by a value that parsed) the
+    /// line of the field's key.
+    pub fn from_yaml(text: &str) -> Result<AppSpec, YamlError> {
+        // Syntax first: text that is not YAML at all is refused as a whole.
+        if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+            return Err(YamlError {
+                line: e.location().map(|l| l.line()),
+                error: SpecError::new(ROOT_FIELD, e.to_string()),
+                syntax: true,
+            });
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        let spec = serde_path_to_error::deserialize::<_, AppSpec>(de).map_err(|e| {
+            let line = e.inner().location().map(|l| l.line());
+            let error = path_error(e);
+            YamlError {
+                line: line.or_else(|| yaml_key_line(text, &error.field)),
+                error,
+                syntax: false,
+            }
+        })?;
+        spec.validate().map_err(|error| YamlError {
+            line: yaml_key_line(text, &error.field),
+            error,
+            syntax: false,
+        })?;
+        Ok(spec)
+    }
+
     /// Builds a spec from a JSON value (e.g. an HTTP request body), then validates it.
     pub fn from_json(value: serde_json::Value) -> Result<AppSpec, SpecError> {
         serde_path_to_error::deserialize::<_, AppSpec>(value)
@@ -1393,6 +1424,51 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), SpecError> {
     }
 }
 
+/// Why a YAML spec was refused ([`AppSpec::from_yaml`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub error: SpecError,
+    /// The line at fault (1-based), when known.
+    pub line: Option<usize>,
+    /// The text is not YAML at all (rather than a spec with a bad field).
+    pub syntax: bool,
+}
+
+/// The line (1-based) of the key of `field` (a path such as
+/// `health_checks[0].port_index`) in a block-style YAML document: each name of the
+/// path is looked for after the line of the one before it. `None` when not found
+/// (flow style, or a field the document does not write).
+fn yaml_key_line(text: &str, field: &str) -> Option<usize> {
+    if field.is_empty() || field == ROOT_FIELD {
+        return None;
+    }
+    let names = field
+        .split('.')
+        .map(|name| name.split('[').next().unwrap_or(name))
+        .filter(|name| !name.is_empty());
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for (depth, name) in names.enumerate() {
+        let at = (from..lines.len()).find(|&i| {
+            let line = lines[i];
+            if depth == 0 && line.starts_with([' ', '\t', '-']) {
+                return false;
+            }
+            let key = line.trim_start().trim_start_matches("- ").trim_start();
+            [name.to_string(), format!("\"{name}\""), format!("'{name}'")]
+                .iter()
+                .any(|k| {
+                    key.strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.trim_start().starts_with(':'))
+                })
+        })?;
+        found = Some(at + 1);
+        from = at + 1;
+    }
+    found
+}
+
 /// Turns a deserialization error into a [`SpecError`] naming the path of the field.
 fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> SpecError {
     let mut field = match err.path().to_string() {
@@ -1886,6 +1962,49 @@ accepted_resource_roles: ["*", web]
         assert_eq!(AppSpec::parse(&json).unwrap(), full());
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(AppSpec::from_json(value).unwrap(), full());
+    }
+
+    /// A YAML body's refusal names the field and its line: where the parser met it,
+    /// else the line of the field's key; text that is not YAML is a syntax error.
+    #[test]
+    fn yaml_errors_name_the_field_and_the_line() {
+        let refused = |text: &str| AppSpec::from_yaml(text).unwrap_err();
+        let e = refused("id: web\ncmd: sleep 1\ninstances: -1\n");
+        assert_eq!(
+            (e.error.field.as_str(), e.line, e.syntax),
+            ("instances", Some(3), false)
+        );
+        let e = refused("id: web\ncmd: sleep 1\nenv:\n  A: 1\n  B: [x]\n");
+        assert_eq!((e.error.field.as_str(), e.line), ("env.B", Some(5)));
+        let e = refused("id: web\ncmd: sleep 1\nmem: 1\n");
+        assert_eq!((e.error.field.as_str(), e.line), ("mem", Some(3)));
+        let e = refused(
+            "id: web\ncmd: sleep 1\nports: [0]\nhealth_checks:\n- protocol: tcp\n  port_index: 1\n",
+        );
+        assert_eq!(
+            (e.error.field.as_str(), e.line),
+            ("health_checks[0].port_index", Some(6))
+        );
+        // A missing field: the parser names the mapping that lacks it.
+        let e = refused("\ncmd: sleep 1\n");
+        assert_eq!((e.error.field.as_str(), e.line), ("id", Some(2)));
+        // A rule about a field the document does not write: no line.
+        assert_eq!(
+            yaml_key_line("id: web\n", "health_checks[0].port_index"),
+            None
+        );
+        let e = refused("id: web\ncmd: [sleep\n");
+        assert!(e.syntax && e.line.is_some(), "{e:?}");
+        assert_eq!(
+            AppSpec::from_yaml("id: web\ncmd: sleep 1\n").unwrap(),
+            AppSpec::parse("id: web\ncmd: sleep 1\n").unwrap()
+        );
+        assert_eq!(
+            yaml_key_line("a:\n  b: 1\nb: 2\n", "b"),
+            Some(3),
+            "top level only"
+        );
+        assert_eq!(yaml_key_line("{id: web}", "id"), None);
     }
 
     #[test]

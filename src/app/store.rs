@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::engine::Write;
-use super::records::{AppRecord, TaskRecord};
+use super::records::{StoredApp, TaskRecord};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -39,7 +39,9 @@ pub struct StateStore {
 
 /// What the store holds.
 pub struct Loaded {
-    pub apps: Vec<AppRecord>,
+    /// Each app with its versions (a record written before versions were kept: its
+    /// current version as the only one).
+    pub apps: Vec<StoredApp>,
     pub tasks: Vec<TaskRecord>,
     pub framework_id: Option<String>,
 }
@@ -85,11 +87,10 @@ impl StateStore {
         let mut apps = Vec::new();
         for row in txn.open_table(APPS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
-            let rec: AppRecord =
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                    key: format!("app {}", k.value()),
-                    reason: e.to_string(),
-                })?;
+            let rec = StoredApp::from_json(v.value()).map_err(|e| StoreError::Corrupt {
+                key: format!("app {}", k.value()),
+                reason: e.to_string(),
+            })?;
             apps.push(rec);
         }
         let mut tasks = Vec::new();
@@ -139,7 +140,7 @@ impl StateStore {
             for w in writes {
                 match w {
                     Write::App(id, Some(rec)) => {
-                        let bytes = serde_json::to_vec(rec).map_err(io)?;
+                        let bytes = rec.to_json().map_err(io)?;
                         apps.insert(id.as_str(), bytes.as_slice()).map_err(io)?;
                     }
                     Write::App(id, None) => {
@@ -166,13 +167,14 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::records::{AppRecord, VersionRecord};
 
     #[test]
     fn writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let spec = crate::app::spec::AppSpec::parse("id: web\ncmd: sleep 10\n").unwrap();
         let app = AppRecord {
-            spec,
+            spec: spec.clone(),
             version: "v1".into(),
             destroying: false,
             wipe: false,
@@ -184,6 +186,23 @@ mod tests {
             objects: Default::default(),
             version_cause: None,
         };
+        let mut old = spec.clone();
+        old.cmd = Some("sleep 5".into());
+        let app = StoredApp::new(
+            app,
+            vec![
+                VersionRecord {
+                    version: "v0".into(),
+                    spec: old,
+                    cause: None,
+                },
+                VersionRecord {
+                    version: "v1".into(),
+                    spec,
+                    cause: Some("rollback to v0".into()),
+                },
+            ],
+        );
         {
             let mut store = StateStore::open(dir.path()).unwrap();
             store
@@ -258,7 +277,17 @@ mod tests {
         }
         let mut store = StateStore::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
-        let app = &loaded.apps[0];
+        let stored = &loaded.apps[0];
+        let app = &stored.app;
+        // Versions were not kept then: the current one is the only one.
+        assert_eq!(
+            stored.versions,
+            [VersionRecord {
+                version: "2026-12-01T10:00:00.000Z".into(),
+                spec: app.spec.clone(),
+                cause: None,
+            }]
+        );
         assert_eq!(
             app.deployment.as_ref().map(|d| d.kind),
             Some(DeploymentKind::Update)

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::AppSpec;
 
-/// An error answer: `{"error": "...", "field": "..."}` with a 4xx/5xx status.
+/// An error answer: `{"error": "...", "field": "..."}` with a 4xx/5xx status. The
+/// answer to a YAML body also has `"line": N` (1-based) when the line at fault is
+/// known (added by the App API, `api::Failure`: this type is read by clients, which
+/// ignore it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
@@ -190,6 +193,37 @@ pub struct InfoView {
     pub deployments: u32,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// `GET /v1/apps/{id}/versions`: the app's versions, newest first (at most 20).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppVersionsView {
+    pub app_id: String,
+    pub versions: Vec<AppVersionView>,
+}
+
+/// One version of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppVersionView {
+    /// An RFC 3339 timestamp of the change that made it.
+    pub version: String,
+    /// Why the framework made it, if it did (`secret db-pass version 4`, `rollback
+    /// to V`); null for an App API change.
+    pub cause: Option<String>,
+    /// The version the app runs now.
+    pub current: bool,
+    /// The spec of that version, as `GET /v1/apps/{id}` shows it (the current one:
+    /// the app's spec now, its `instances` included).
+    pub spec: AppSpec,
+}
+
+/// `POST /v1/apps/{id}/rollback` (optional): the version to go back to; without it,
+/// the one before the current one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `POST /v1/apps/{id}/scale`.

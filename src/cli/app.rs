@@ -1,5 +1,5 @@
-//! `strata app ...`: deploy, list, show, scale, restart and remove apps, optionally
-//! waiting for the deployment with a progress bar.
+//! `strata app ...`: deploy, list, show, scale, restart, roll back and remove apps,
+//! optionally waiting for the deployment with a progress bar; list an app's versions.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,14 +9,14 @@ use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Global;
-use super::client::ApiClient;
+use super::client::{ApiClient, ApiError};
 use super::output::{
     Fields, Output, Table, age_since, emit, emit_line, format_mb, format_number, now_unix,
     print_json, short_state,
 };
 use super::task::{sort_tasks, tasks_table};
 use crate::app::spec::{AppSpec, Constraint, HealthCheckSpec, Operator, PortSpec};
-use crate::app::view::{AppTaskView, AppView, EndpointView};
+use crate::app::view::{AppTaskView, AppVersionsView, AppView, EndpointView, RollbackRequest};
 
 /// `strata app ...`.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -44,6 +44,24 @@ pub enum AppCommand {
     Restart {
         /// The app's id.
         id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List an app's versions (the last 20), newest first: each one's cause and
+    /// whether it is the current one.
+    Versions {
+        /// The app's id.
+        id: String,
+    },
+    /// Deploy an earlier version of an app again, as a new version (a rolling update
+    /// like any deploy); the number of instances stays as it is.
+    Rollback {
+        /// The app's id.
+        id: String,
+        /// The version to go back to (as `strata app versions` lists it); default: the
+        /// one before the current one.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -143,6 +161,21 @@ impl AppCommand {
                 }
                 finish_change(&client, view, &wait, output).await
             }
+            AppCommand::Versions { id } => {
+                let versions = app_versions(&client, &id).await?;
+                match output {
+                    Output::Json => print_json(&versions)?,
+                    Output::Table => versions_table(&versions).print_or("No versions."),
+                }
+                Ok(0)
+            }
+            AppCommand::Rollback { id, to, wait } => {
+                let view = rollback(&client, &id, to).await?;
+                if output == Output::Table {
+                    emit_line(&started_line(&view, "rollback"));
+                }
+                finish_change(&client, view, &wait, output).await
+            }
             AppCommand::Rm { id, wipe, wait } => {
                 let view = client.delete_app(&id, wipe).await?;
                 if output == Output::Table {
@@ -230,6 +263,53 @@ fn read_spec(path: &Path) -> anyhow::Result<AppSpec> {
         (path.display().to_string(), text)
     };
     AppSpec::parse(&text).map_err(|e| anyhow!("{name}: {e}"))
+}
+
+/// `GET /v1/apps/{id}/versions`.
+async fn app_versions(client: &ApiClient, id: &str) -> Result<AppVersionsView, ApiError> {
+    client
+        .get(&format!("/v1/apps/{}/versions", path_segment(id)))
+        .await
+}
+
+/// `POST /v1/apps/{id}/rollback` with `{"version": to}` (`{}`: the version before the
+/// current one).
+async fn rollback(client: &ApiClient, id: &str, to: Option<String>) -> Result<AppView, ApiError> {
+    let path = format!("/v1/apps/{}/rollback", path_segment(id));
+    client
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(&RollbackRequest { version: to }),
+        )
+        .await
+}
+
+/// Percent-encodes an app id for a path (ids are plain, but a stray `/`, `?` or space
+/// must not change the route), as the client does.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `VERSION CURRENT CAUSE`, newest first.
+pub fn versions_table(versions: &AppVersionsView) -> Table {
+    let mut table = Table::new(&["version", "current", "cause"]);
+    for v in &versions.versions {
+        table.row([
+            v.version.clone(),
+            if v.current { "yes" } else { "" }.to_string(),
+            v.cause.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table
 }
 
 /// The line printed when the server accepted a change.
@@ -897,6 +977,110 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             poll: Duration::from_millis(10),
         }
+    }
+
+    #[test]
+    fn versions_table_lists_newest_first_with_current_and_cause() {
+        let versions: AppVersionsView = serde_json::from_value(serde_json::json!({
+            "app_id": "web",
+            "versions": [
+                {"version": "2026-12-07T10:02:00.000Z", "cause": "rollback to 2026-12-07T10:00:00.000Z",
+                 "current": true, "spec": {"id": "web", "cmd": "sleep 1"}},
+                {"version": "2026-12-07T10:01:00.000Z", "cause": null, "current": false,
+                 "spec": {"id": "web", "cmd": "sleep 2"}},
+                {"version": "2026-12-07T10:00:00.000Z", "cause": null, "current": false,
+                 "spec": {"id": "web", "cmd": "sleep 1"}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            versions_table(&versions).render(),
+            "VERSION                    CURRENT   CAUSE\n\
+             2026-12-07T10:02:00.000Z   yes       rollback to 2026-12-07T10:00:00.000Z\n\
+             2026-12-07T10:01:00.000Z             -\n\
+             2026-12-07T10:00:00.000Z             -\n"
+        );
+    }
+
+    /// `strata app versions` and `strata app rollback [--to V]` call the App API's
+    /// endpoints; a rollback prints what a deploy prints.
+    #[tokio::test]
+    async fn versions_and_rollback_call_the_api() {
+        let (addr, seen) = fake_server(Arc::new(|req| match req.path.as_str() {
+            "/v1/apps/web/versions" => (
+                200,
+                r#"{"app_id": "web", "versions": [{"version": "v2", "cause": null,
+                    "current": true, "spec": {"id": "web", "cmd": "sleep 1"}}]}"#
+                    .into(),
+            ),
+            "/v1/apps/web/rollback" => (200, app_json("web", 3, 3, Some(""))),
+            "/v1/apps/old/rollback" => (
+                409,
+                r#"{"error": "app \"old\" has no earlier version to roll back to"}"#.into(),
+            ),
+            _ => (404, r#"{"error": "not found"}"#.into()),
+        }))
+        .await;
+        let client = ApiClient::new(&addr);
+        let versions = app_versions(&client, "web").await.unwrap();
+        assert_eq!(versions.versions[0].version, "v2");
+        let view = rollback(&client, "web", None).await.unwrap();
+        assert_eq!(
+            started_line(&view, "rollback"),
+            "app \"web\": update started, 3 instance(s) (deployment d1)"
+        );
+        rollback(&client, "web", Some("v1".into())).await.unwrap();
+        let err = rollback(&client, "old", None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"app "old" has no earlier version to roll back to"#
+        );
+        let seen: Vec<(String, String, String)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| (s.method.clone(), s.path.clone(), s.body.clone()))
+            .collect();
+        assert_eq!(
+            seen[..3],
+            [
+                ("GET".into(), "/v1/apps/web/versions".into(), String::new()),
+                ("POST".into(), "/v1/apps/web/rollback".into(), "{}".into()),
+                (
+                    "POST".into(),
+                    "/v1/apps/web/rollback".into(),
+                    r#"{"version":"v1"}"#.into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn rollback_takes_a_version_and_the_wait_flags() {
+        use clap::Parser;
+        match App::try_parse_from(["app", "rollback", "web", "--to", "v1", "--wait"])
+            .unwrap()
+            .command
+        {
+            AppCommand::Rollback { id, to, wait } => {
+                assert_eq!(
+                    (id.as_str(), to.as_deref(), wait.wait),
+                    ("web", Some("v1"), true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match App::try_parse_from(["app", "rollback", "web"])
+            .unwrap()
+            .command
+        {
+            AppCommand::Rollback { to, wait, .. } => assert!(to.is_none() && !wait.wait),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            App::try_parse_from(["app", "versions", "web"]).unwrap().command,
+            AppCommand::Versions { id } if id == "web"
+        ));
     }
 
     #[test]

@@ -275,6 +275,46 @@ impl Browser {
         Ok(())
     }
 
+    /// Empties an input or a textarea.
+    pub fn clear(&self, e: &Element) -> WdResult<()> {
+        self.command("POST", &format!("/element/{}/clear", e.0), Some(&json!({})))?;
+        Ok(())
+    }
+
+    /// Types `text` into an element as a user would (`\n` is the Enter key).
+    pub fn send_keys(&self, e: &Element, text: &str) -> WdResult<()> {
+        self.command(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            Some(&json!({ "text": text })),
+        )?;
+        Ok(())
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver's passthrough
+    /// (`POST /session/{id}/goog/cdp/execute`).
+    pub fn cdp(&self, cmd: &str, params: Value) -> WdResult<Value> {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(&json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Sends `Authorization: Basic` with `principal`'s `secret` on every request of
+    /// the page from now on (its fetches and event streams too): a login without the
+    /// browser's own dialog, which headless Chromium cannot answer.
+    pub fn basic_auth(&self, principal: &str, secret: &str) {
+        let token = base64_encode(format!("{principal}:{secret}").as_bytes());
+        self.cdp("Network.enable", json!({}))
+            .unwrap_or_else(|e| panic!("CDP Network.enable: {e}"));
+        self.cdp(
+            "Network.setExtraHTTPHeaders",
+            json!({ "headers": { "Authorization": format!("Basic {token}") } }),
+        )
+        .unwrap_or_else(|e| panic!("CDP Network.setExtraHTTPHeaders: {e}"));
+    }
+
     /// Runs `script` (a function body: `return ...`) in the page with `args`.
     pub fn execute(&self, script: &str, args: Vec<Value>) -> WdResult<Value> {
         self.command(
@@ -481,9 +521,14 @@ impl Drop for Browser {
     }
 }
 
-/// Where the tests leave screenshots and failure evidence: `target/tmp/dashboard`.
+/// Where the tests leave screenshots and failure evidence: `target/tmp/dashboard`
+/// (the system's temporary directory outside an integration test: `strata-bench
+/// dashboard` includes this file too).
 pub fn output_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard")
+    option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("dashboard")
 }
 
 fn failure_dir() -> PathBuf {
@@ -666,6 +711,28 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
         }
     }
     Ok(out)
+}
+
+/// Standard base64 with padding (credentials in an `Authorization` header).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A PNG's (width, height) from its IHDR chunk.

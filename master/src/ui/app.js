@@ -28,6 +28,12 @@ function setLive(on) {
 function follow() {
   if (!window.EventSource) return;
   const source = new EventSource('/ui/events');
+  // Leaving the page ends the stream: a page kept in the back/forward cache would
+  // otherwise hold one of the browser's few connections to this server (6 over
+  // HTTP/1.1) until they are all taken and every request waits.
+  window.addEventListener('pagehide', () => source.close());
+  // A page's own script (the apps dashboard's) listens to its events on this stream.
+  document.dispatchEvent(new CustomEvent('strata:events', { detail: source }));
   source.onopen = () => setLive(true);
   // The browser reconnects by itself; until then the page says so.
   source.onerror = () => setLive(false);
@@ -64,6 +70,11 @@ async function refreshAgents() {
 document.addEventListener('DOMContentLoaded', () => {
   showTimes(document);
   follow();
+});
+
+// Back to a page from the back/forward cache: its stream was closed, load it anew.
+window.addEventListener('pageshow', (ev) => {
+  if (ev.persisted) window.location.reload();
 });
 
 // Maintenance buttons: the same calls as `strata agent deactivate|drain|reactivate`,
