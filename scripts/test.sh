@@ -21,10 +21,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 # promtool (package prometheus) lints the master's /metrics, systemd-analyze (package
 # systemd) reads deploy/systemd/*.service, dig (package dnsutils) queries the master's
-# DNS server, chromium and chromedriver (package chromium-driver) run the dashboard's
-# browser tests (tests/dashboard.rs); the tests fail without them.
+# DNS server, chromium and chromedriver (package chromium-driver), and firefox-esr, run
+# the dashboard's browser tests (tests/dashboard.rs); the tests fail without them.
 missing=()
-for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze dnsutils:dig chromium:chromium chromium-driver:chromedriver; do
+for tool in curl procps:pgrep python3 prometheus:promtool systemd:systemd-analyze dnsutils:dig chromium:chromium chromium-driver:chromedriver firefox-esr:firefox-esr; do
   pkg=${tool%%:*}; bin=${tool##*:}
   command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done
@@ -39,6 +39,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
+# Firefox's WebDriver, geckodriver, is not a Debian package: Mozilla publishes it on
+# crates.io, so it is built from there (a pinned version, its own lock file).
+if ! [ -x /usr/local/bin/geckodriver ]; then
+  need_root_for "installing geckodriver into /usr/local"
+  log "installing geckodriver (cargo install geckodriver into /usr/local)"
+  CARGO_INCREMENTAL=0 cargo install --quiet geckodriver --version 0.37.1 --locked --root /usr/local
+fi
 
 # The Docker tests run on the real engine: install docker.io and busybox-static when
 # missing, start dockerd when none answers, build the local test image. Fails loudly

@@ -375,6 +375,24 @@ fn a_stuck_deployment_shows_its_waiting_reason() {
     );
     assert!(b.text("#deployment-big").unwrap().contains("0/1"));
     assert_no_console_errors(&b, "on the app page");
+
+    // Both pages are readable at a phone's width: nothing scrolls sideways.
+    b.set_viewport_size(390, 844);
+    for path in ["/", "/ui/apps/big", "/ui/deploy"] {
+        b.goto(&apps.url(path));
+        wait_live(&b);
+        let sizes = b.eval(
+            "return { scroll: document.documentElement.scrollWidth, inner: window.innerWidth }",
+        );
+        let inner = sizes["inner"].as_f64().expect("innerWidth");
+        let scroll = sizes["scroll"].as_f64().expect("scrollWidth");
+        assert_eq!(inner, 390.0, "the viewport is a phone's width");
+        assert!(
+            scroll <= inner + 1.0,
+            "{path} scrolls sideways on a phone: scrollWidth {scroll} > innerWidth {inner}"
+        );
+    }
+    assert_no_console_errors(&b, "at a phone's width");
 }
 
 #[test]

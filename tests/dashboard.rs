@@ -443,35 +443,7 @@ fn a_task_page_shows_its_history_and_tails_its_output_live() {
     let cluster = Cluster::start_with(1, fast_master_flags());
     cluster.wait_for_agents(1);
     let dir = tempfile::tempdir().unwrap();
-    // A task that prints a line, leaves a file in a directory of its sandbox, writes to
-    // stderr, then ticks once a second.
-    let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
-    let run = std::process::Command::new(common::bin("strata"))
-        .args([
-            "run",
-            "--insecure",
-            "--master",
-            &cluster.master.addr,
-            "--name",
-            "printer",
-            "--",
-        ])
-        .arg(
-            "echo 'dashboard line <one>'; mkdir -p sub; echo nested-content > sub/file.txt; \
-             echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
-        )
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("strata run");
-    // `strata run` stopped (Ctrl-C) kills its task.
-    let _run = Stop(run);
-    let mut task = None;
-    common::wait_until(WAIT, "the printer task running", || {
-        task = running_task(&cluster, "printer");
-        task.is_some()
-    });
-    let (task_id, framework_id) = task.unwrap();
+    let (_run, task_id, framework_id) = run_printer(&cluster, dir.path());
     let Some(b) = Browser::start("a_task_page_shows_its_history_and_tails_its_output_live") else {
         return;
     };
@@ -546,6 +518,128 @@ fn a_task_page_shows_its_history_and_tails_its_output_live() {
         .unwrap();
     wait_contains(&b, "#tail", "to-stderr");
     assert_no_console_errors(&b, "on the task page");
+
+    // Readable at a phone's width: nothing scrolls sideways.
+    b.set_viewport_size(390, 844);
+    b.goto(&cluster.master_url(&format!("/ui/tasks/{task_id}")));
+    wait_contains(&b, "#tail", "dashboard line <one>");
+    let sizes =
+        b.eval("return { scroll: document.documentElement.scrollWidth, inner: window.innerWidth }");
+    let inner = sizes["inner"].as_f64().expect("innerWidth");
+    let scroll = sizes["scroll"].as_f64().expect("scrollWidth");
+    assert_eq!(inner, 390.0, "the viewport is a phone's width");
+    assert!(
+        scroll <= inner + 1.0,
+        "the task page scrolls sideways on a phone: scrollWidth {scroll} > innerWidth {inner}"
+    );
+}
+
+/// `strata run` of a task named `printer` that prints a line, leaves a file in a
+/// directory of its sandbox, writes to stderr, then ticks once a second; once it runs:
+/// the `strata run` (stopped, it kills its task), the task's id and its framework's.
+fn run_printer(cluster: &Cluster, dir: &std::path::Path) -> (Stop, String, String) {
+    let log = std::fs::File::create(dir.join("run.log")).unwrap();
+    let run = std::process::Command::new(common::bin("strata"))
+        .args([
+            "run",
+            "--insecure",
+            "--master",
+            &cluster.master.addr,
+            "--name",
+            "printer",
+            "--",
+        ])
+        .arg(
+            "echo 'dashboard line <one>'; mkdir -p sub; echo nested-content > sub/file.txt; \
+             echo to-stderr >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("strata run");
+    let run = Stop(run);
+    let mut task = None;
+    common::wait_until(WAIT, "the printer task running", || {
+        task = running_task(cluster, "printer");
+        task.is_some()
+    });
+    let (task_id, framework_id) = task.unwrap();
+    (run, task_id, framework_id)
+}
+
+/// The overview, its keyboard navigation, and a task page's tail, in `engine`'s
+/// browser: what every browser must do.
+fn overview_keyboard_and_task_page(engine: browser::Engine, test: &str) {
+    let cluster = Cluster::start_with(1, fast_master_flags());
+    cluster.wait_for_agents(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (_run, task_id, framework_id) = run_printer(&cluster, dir.path());
+    let Some(b) = Browser::start_engine(test, engine) else {
+        return;
+    };
+    b.goto(&cluster.master_url("/"));
+    b.wait_for(WAIT, "the overview, live, with its agent", |b| {
+        let active = b.text("#agents-active")?;
+        let live = b.text("#live")?;
+        let rows = b.find_all("#agents tbody tr[data-agent-id]")?.len();
+        if active.trim() == "1" && live.trim() == "live" && rows == 1 {
+            Ok(())
+        } else {
+            Err(pending(format!(
+                "#agents-active {active:?}, #live {live:?}, {rows} rows"
+            )))
+        }
+    });
+    // The keyboard: Tab walks the navigation in order, the focus is visible, Enter
+    // follows a link.
+    b.eval("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); return null");
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        b.press("\u{E004}").unwrap();
+        let focused = b.eval(
+            "const e = document.activeElement; const s = getComputedStyle(e); \
+             return [e.textContent.trim(), s.outlineStyle, e.tagName]",
+        );
+        order.push(focused);
+    }
+    let names: Vec<&str> = order.iter().map(|f| f[0].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        names,
+        ["Overview", "Agents", "Frameworks", "Tasks"],
+        "{order:?}"
+    );
+    for f in &order {
+        assert_eq!(f[2], "A", "{f}");
+        assert_ne!(f[1], "none", "the focus is visible: {f}");
+    }
+    b.press("\u{E007}").unwrap();
+    b.wait_for(WAIT, "Enter on Tasks to open the tasks page", |b| {
+        let url = b.current_url();
+        if url.ends_with("/ui/tasks") {
+            Ok(())
+        } else {
+            Err(pending(url))
+        }
+    });
+    b.wait_for_text(WAIT, "#task-count", "1 task(s)");
+    b.goto(&cluster.master_url(&format!("/ui/tasks/{task_id}?framework={framework_id}")));
+    b.wait_for_text(WAIT, "#task-state", "TASK_RUNNING");
+    wait_contains(&b, "#tail", "dashboard line <one>");
+    wait_contains(&b, "#files tbody", "stderr");
+    assert_no_console_errors(&b, &format!("in {engine:?}"));
+}
+
+#[test]
+fn the_dashboard_works_from_the_keyboard() {
+    overview_keyboard_and_task_page(
+        browser::Engine::Chromium,
+        "the_dashboard_works_from_the_keyboard",
+    );
+}
+
+#[test]
+fn the_dashboard_works_in_firefox() {
+    overview_keyboard_and_task_page(browser::Engine::Firefox, "the_dashboard_works_in_firefox");
 }
 
 /// A child process sent SIGINT, then killed, when dropped.

@@ -24,6 +24,46 @@ use serde_json::{Value, json};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's Firefox ESR, and Mozilla's geckodriver built from crates.io into
+/// /usr/local (`cargo install geckodriver --root /usr/local`, as scripts/test.sh does:
+/// Debian does not package it).
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
+pub const GECKODRIVER: &str = "/usr/local/bin/geckodriver";
+
+/// Which browser a session drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Chromium through chromedriver (the default).
+    Chromium,
+    /// Firefox ESR through geckodriver. It has no console log over WebDriver: only the
+    /// errors app.js catches (`window.__strataErrors`) are seen.
+    Firefox,
+}
+
+impl Engine {
+    fn driver(self) -> &'static str {
+        match self {
+            Engine::Chromium => CHROMEDRIVER,
+            Engine::Firefox => GECKODRIVER,
+        }
+    }
+
+    fn driver_args(self, port: u16) -> Vec<String> {
+        match self {
+            Engine::Chromium => vec![format!("--port={port}"), "--allowed-ips=127.0.0.1".into()],
+            Engine::Firefox => vec![
+                "--port".into(),
+                port.to_string(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                // Not the port Firefox's Marionette listens on by default (2828): tests
+                // run side by side.
+                "--marionette-port".into(),
+                free_port().to_string(),
+            ],
+        }
+    }
+}
 
 /// The key under which WebDriver returns an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -69,19 +109,34 @@ pub struct LogEntry {
 
 /// Whether Chromium and chromedriver are installed; `Err` says what is missing.
 pub fn installed() -> Result<(), String> {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+    installed_engine(Engine::Chromium)
+}
+
+/// Whether the browser and driver of `engine` are installed; `Err` says what is
+/// missing.
+pub fn installed_engine(engine: Engine) -> Result<(), String> {
+    let (files, how) = match engine {
+        Engine::Chromium => (
+            [CHROMIUM, CHROMEDRIVER],
+            "install Debian's chromium and chromium-driver \
+             (`apt-get install --no-install-recommends chromium chromium-driver`, \
+             as scripts/test.sh does)",
+        ),
+        Engine::Firefox => (
+            [FIREFOX, GECKODRIVER],
+            "install Debian's firefox-esr and geckodriver from crates.io \
+             (`apt-get install firefox-esr; cargo install geckodriver --locked --root /usr/local`, \
+             as scripts/test.sh does)",
+        ),
+    };
+    let missing: Vec<&str> = files
         .into_iter()
         .filter(|p| !Path::new(p).exists())
         .collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "{} missing: install Debian's chromium and chromium-driver \
-             (`apt-get install --no-install-recommends chromium chromium-driver`, \
-             as scripts/test.sh does)",
-            missing.join(" and ")
-        ))
+        Err(format!("{} missing: {how}", missing.join(" and ")))
     }
 }
 
@@ -100,7 +155,21 @@ fn free_port() -> u16 {
 /// resized for a 1280x800 viewport by [`Browser::start`]). `--no-sandbox`
 /// because the tests run as root (Chromium refuses to start its sandbox as root);
 /// `--disable-dev-shm-usage` because containers often have a small /dev/shm.
-fn capabilities() -> Value {
+fn capabilities(engine: Engine) -> Value {
+    if engine == Engine::Firefox {
+        return json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "firefox",
+                    "acceptInsecureCerts": true,
+                    "moz:firefoxOptions": {
+                        "binary": FIREFOX,
+                        "args": ["-headless", "-width=1280", "-height=800"],
+                    },
+                }
+            }
+        });
+    }
     json!({
         "capabilities": {
             "alwaysMatch": {
@@ -123,6 +192,7 @@ fn capabilities() -> Value {
 }
 
 pub struct Browser {
+    pub engine: Engine,
     driver: Child,
     port: u16,
     session: String,
@@ -138,7 +208,13 @@ impl Browser {
     /// they are not installed, a failure under `CI=true` and otherwise `None` (said on
     /// stderr: cargo's test harness shows it with `--nocapture` only).
     pub fn start(test: &str) -> Option<Browser> {
-        if let Err(why) = installed() {
+        Browser::start_engine(test, Engine::Chromium)
+    }
+
+    /// [`Browser::start`] with the browser of `engine`.
+    pub fn start_engine(test: &str, engine: Engine) -> Option<Browser> {
+        let driver_name = engine.driver();
+        if let Err(why) = installed_engine(engine) {
             if on_ci() {
                 panic!("{test}: {why} (CI=true: the browser tests never skip on CI)");
             }
@@ -146,36 +222,36 @@ impl Browser {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let driver_log = dir.path().join("chromedriver.log");
+        let driver_log = dir.path().join("driver.log");
         let started = Instant::now();
         // The port may be taken between our probe and chromedriver's bind: retry.
         let mut failures = Vec::new();
         for _ in 0..3 {
             let port = free_port();
-            let log = std::fs::File::create(&driver_log).expect("chromedriver log");
-            let mut driver = Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .arg("--allowed-ips=127.0.0.1")
+            let log = std::fs::File::create(&driver_log).expect("the driver's log");
+            let mut driver = Command::new(driver_name)
+                .args(engine.driver_args(port))
                 .stdout(Stdio::from(log.try_clone().expect("log")))
                 .stderr(Stdio::from(log))
                 // Its own process group: Drop kills chromedriver and the Chromium
                 // processes under it, also those a failed `DELETE /session` left.
                 .process_group(0)
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
+                .unwrap_or_else(|e| panic!("cannot start {driver_name}: {e}"));
             match wait_ready(&mut driver, port, Duration::from_secs(10)) {
                 Ok(()) => {
-                    let session = match open_session(port) {
+                    let session = match open_session(port, engine) {
                         Ok(s) => s,
                         Err(e) => {
                             kill_group(&mut driver);
                             panic!(
-                                "chromedriver could not start Chromium: {e}\nits log:\n{}",
+                                "{driver_name} could not start its browser: {e}\nits log:\n{}",
                                 std::fs::read_to_string(&driver_log).unwrap_or_default()
                             );
                         }
                     };
                     let mut browser = Browser {
+                        engine,
                         driver,
                         port,
                         session,
@@ -197,7 +273,7 @@ impl Browser {
             }
         }
         panic!(
-            "chromedriver did not become ready (3 tries):\n{}",
+            "{driver_name} did not become ready (3 tries):\n{}",
             failures.join("\n")
         );
     }
@@ -287,6 +363,21 @@ impl Browser {
             "POST",
             &format!("/element/{}/value", e.0),
             Some(&json!({ "text": text })),
+        )?;
+        Ok(())
+    }
+
+    /// Presses and releases a key on whatever has the focus, as a keyboard does
+    /// (WebDriver's key codes: `"\u{E004}"` Tab, `"\u{E007}"` Enter).
+    pub fn press(&self, key: &str) -> WdResult<()> {
+        self.command(
+            "POST",
+            "/actions",
+            Some(&json!({ "actions": [{
+                "type": "key",
+                "id": "keyboard",
+                "actions": [{ "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }],
+            }]})),
         )?;
         Ok(())
     }
@@ -391,6 +482,10 @@ impl Browser {
     /// The browser console entries since the last call (chromedriver's legacy
     /// `POST /session/{id}/se/log` with type `browser`; each entry is returned once).
     pub fn console_log(&self) -> Vec<LogEntry> {
+        if self.engine == Engine::Firefox {
+            // geckodriver has no log endpoint.
+            return Vec::new();
+        }
         let v = self.cmd("POST", "/se/log", Some(&json!({ "type": "browser" })));
         v.as_array()
             .map(|entries| {
@@ -561,7 +656,7 @@ fn wait_ready(driver: &mut Child, port: u16, timeout: Duration) -> Result<(), St
     let mut last = String::new();
     while Instant::now() < deadline {
         if let Ok(Some(status)) = driver.try_wait() {
-            return Err(format!("chromedriver exited: {status}"));
+            return Err(format!("the driver exited: {status}"));
         }
         match webdriver_within(port, "GET", "/status", None, Duration::from_secs(1)) {
             Ok(v) if v["ready"] == true => return Ok(()),
@@ -573,8 +668,8 @@ fn wait_ready(driver: &mut Child, port: u16, timeout: Duration) -> Result<(), St
     Err(format!("not ready within {timeout:?}: {last}"))
 }
 
-fn open_session(port: u16) -> WdResult<String> {
-    let v = webdriver(port, "POST", "/session", Some(&capabilities()))?;
+fn open_session(port: u16, engine: Engine) -> WdResult<String> {
+    let v = webdriver(port, "POST", "/session", Some(&capabilities(engine)))?;
     v["sessionId"]
         .as_str()
         .map(str::to_string)

@@ -7,6 +7,10 @@
 // Errors of this page, for the tests (a browser has no console to read).
 window.__strataErrors = [];
 window.addEventListener('error', (e) => window.__strataErrors.push(String(e.message)));
+window.addEventListener('unhandledrejection', (e) => window.__strataErrors.push(String(e.reason)));
+// What the Content-Security-Policy blocked (an inline style, a remote URL): a bug here.
+document.addEventListener('securitypolicyviolation', (e) =>
+  window.__strataErrors.push(`CSP ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`));
 
 function showTimes(root) {
   for (const t of root.querySelectorAll('time[data-unix]')) {
