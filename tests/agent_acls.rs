@@ -287,6 +287,45 @@ async fn a_sandbox_is_its_owners_and_the_operators_not_another_principals() {
     // ... which still refuse the intruder.
     assert_eq!(get("intruder", INTRUDER, &read).await.0, 403);
 
+    // Through the master's dashboard (issue 18): the master asks the same ACLs, then
+    // reads from the agent with its own certificate on behalf of the caller. The
+    // owner and the operator get the line; the intruder is refused by the master.
+    let via_master = async |principal: &str, secret: &str, path: &str| {
+        let client = tls(principal, secret)
+            .reqwest(reqwest::Client::builder())
+            .unwrap()
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("https://127.0.0.1:{}{path}", master.port()))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    };
+    let relayed = format!(
+        "/ui/tasks/{}/files/read?framework={framework_id}&file=stdout",
+        status.task_id
+    );
+    for (who, secret) in [("web", WEB), ("admin", ADMIN)] {
+        let (code, answer) = via_master(who, secret, &relayed).await;
+        assert_eq!(code, 200, "{who}: {answer}");
+        assert_eq!(answer["data"], format!("{LINE}\n"), "{who}: {answer}");
+    }
+    let browse = format!(
+        "/ui/tasks/{}/files/browse?framework={framework_id}",
+        status.task_id
+    );
+    let (code, listing) = via_master("web", WEB, &browse).await;
+    assert_eq!(code, 200, "{listing}");
+    assert!(listing.to_string().contains("\"stdout\""), "{listing}");
+    let (code, answer) = via_master("intruder", INTRUDER, &relayed).await;
+    assert!(code == 403 || code == 404, "{code}: {answer}");
+    assert!(!answer.to_string().contains(LINE), "{answer}");
+
     let _ = stop.send(true);
     background.abort_all();
     while background.join_next().await.is_some() {}

@@ -8,7 +8,7 @@
 //! - `GET /files/read?framework_id=F&task_id=T&file=stdout|stderr&offset=N&length=M`,
 //!   or `...&path=P&offset=N&length=M` with any regular file below the sandbox (exactly
 //!   one of `file` and `path`: both or neither is 400) →
-//!   `{"data", "offset", "next_offset", "eof", "state"}`: text of the file from
+//!   `{"data", "offset", "next_offset", "eof", "size", "state"}`: text of the file from
 //!   `offset`, at most `length` bytes (default 64 KiB, at most 4 MiB). 404 with a
 //!   reason when the task or the file is unknown; 400 for a bad request (a bad path:
 //!   absolute, a `..` component, a NUL, more than 4096 bytes; `path` naming the
@@ -60,12 +60,13 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Extension, Query as QueryParams, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use strata_proto::state_name;
 use strata_proto::v1::TaskState;
+use strata_security::principal::ON_BEHALF_OF;
 use strata_security::{Action, Authorizer, Principal};
 use tokio::sync::{mpsc, oneshot};
 
@@ -125,6 +126,40 @@ type Caller = Option<Extension<Principal>>;
 
 fn caller(principal: Caller) -> Principal {
     principal.map_or(Principal::Anonymous, |Extension(p)| p)
+}
+
+/// Whom a sandbox read is for: the caller, or the principal the master names when it
+/// relays a dashboard's read (`x-strata-on-behalf-of`, honoured from the master's own
+/// certificate only: the master authenticated that principal; the ACLs are then asked
+/// about it, never about the master).
+fn sandbox_reader(principal: Caller, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let principal = caller(principal);
+    let named = headers.get(ON_BEHALF_OF);
+    match (&principal, named) {
+        (Principal::Master, Some(name)) => {
+            let name = name.to_str().unwrap_or("").trim();
+            if name.is_empty() || name.len() > strata_proto::limits::MAX_ID_BYTES {
+                return Err(bad_request(format!(
+                    "{ON_BEHALF_OF} must name a principal (at most {} bytes)",
+                    strata_proto::limits::MAX_ID_BYTES
+                )));
+            }
+            Ok(Principal::from_name(name))
+        }
+        (Principal::Master, None) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the master reads sandboxes only on behalf of someone: {ON_BEHALF_OF} is missing"
+            ),
+        )),
+        (_, Some(_)) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "only the master may read on behalf of another principal ({ON_BEHALF_OF}); {principal} may not"
+            ),
+        )),
+        (_, None) => Ok(principal),
+    }
 }
 
 async fn agent_state(state: &HttpState) -> Result<StateView, ApiError> {
@@ -333,6 +368,8 @@ struct ReadAnswer {
     /// Where the next read should start.
     next_offset: u64,
     eof: bool,
+    /// The file's size when read (smaller than `offset`: truncated since).
+    size: u64,
     state: &'static str,
 }
 
@@ -408,9 +445,10 @@ fn sandbox_error(e: SandboxError) -> ApiError {
 async fn read_file(
     State(state): State<HttpState>,
     principal: Caller,
+    headers: HeaderMap,
     params: Result<QueryParams<ReadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ReadAnswer>, ApiError> {
-    let principal = caller(principal);
+    let principal = sandbox_reader(principal, &headers)?;
     let QueryParams(p) = params.map_err(|e| bad_request(e.body_text()))?;
     let file: SandboxPath = match (&p.file, &p.path) {
         (Some(file), None) => LogFile::parse(file)
@@ -450,6 +488,7 @@ async fn read_file(
         offset: p.offset,
         next_offset: chunk.next_offset,
         eof: chunk.eof,
+        size: chunk.size,
         state: state_name(task_state),
     }))
 }
@@ -476,9 +515,10 @@ struct BrowseAnswer {
 async fn browse_files(
     State(state): State<HttpState>,
     principal: Caller,
+    headers: HeaderMap,
     params: Result<QueryParams<BrowseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BrowseAnswer>, ApiError> {
-    let principal = caller(principal);
+    let principal = sandbox_reader(principal, &headers)?;
     let QueryParams(p) = params.map_err(|e| bad_request(e.body_text()))?;
     let path = SandboxPath::parse(&p.path).map_err(sandbox_error)?;
     let key = TaskKey {
@@ -597,21 +637,97 @@ mod tests {
         }))
     }
 
+    fn on_behalf_of(name: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ON_BEHALF_OF, name.parse().unwrap());
+        headers
+    }
+
+    /// The master relays a dashboard's reads with its own certificate, naming the
+    /// caller: the ACLs are asked about the caller. Nobody else may name anyone.
+    #[tokio::test]
+    async fn the_master_reads_on_behalf_of_a_caller_and_nobody_else_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = agent(dir.path());
+        let master = || Some(Extension(Principal::Master));
+        let answer = read_file(
+            State(state.clone()),
+            master(),
+            on_behalf_of("web"),
+            params("fw-web", "t1"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} {}", e.0, e.1));
+        assert_eq!(answer.data, "hello from web\n");
+        // On behalf of someone the ACLs refuse: refused as that someone.
+        let Err(ApiError(status, message)) = read_file(
+            State(state.clone()),
+            master(),
+            on_behalf_of("intruder"),
+            params("fw-web", "t1"),
+        )
+        .await
+        else {
+            panic!("the master read web's sandbox for intruder");
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.starts_with("intruder is not authorized"),
+            "{message}"
+        );
+        // The master on its own behalf: refused.
+        let Err(ApiError(status, _)) = read_file(
+            State(state.clone()),
+            master(),
+            HeaderMap::new(),
+            params("fw-web", "t1"),
+        )
+        .await
+        else {
+            panic!("the master read a sandbox for nobody");
+        };
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // The attacker: a user (or an agent) naming the operator gets nothing.
+        for who in [
+            user("intruder"),
+            Some(Extension(Principal::Agent("n1".into()))),
+        ] {
+            let Err(ApiError(status, message)) = browse_files(
+                State(state.clone()),
+                who,
+                on_behalf_of("admin"),
+                browse_params("fw-web", "t1", ""),
+            )
+            .await
+            else {
+                panic!("a caller spoke for the admin");
+            };
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(message.contains("only the master may"), "{message}");
+        }
+    }
+
     #[tokio::test]
     async fn sandboxes_are_read_by_their_owner_and_the_operator_only() {
         let dir = tempfile::tempdir().unwrap();
         let state = agent(dir.path());
         // The owner and the operator read the task's stdout.
         for who in ["web", "admin"] {
-            let answer = read_file(State(state.clone()), user(who), params("fw-web", "t1"))
-                .await
-                .unwrap_or_else(|e| panic!("{who}: {} {}", e.0, e.1));
+            let answer = read_file(
+                State(state.clone()),
+                user(who),
+                HeaderMap::new(),
+                params("fw-web", "t1"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {} {}", e.0, e.1));
             assert_eq!(answer.data, "hello from web\n", "{who}");
         }
         // Another principal, and nobody, are refused with who and what.
         let Err(ApiError(status, message)) = read_file(
             State(state.clone()),
             user("intruder"),
+            HeaderMap::new(),
             params("fw-web", "t1"),
         )
         .await
@@ -623,8 +739,13 @@ mod tests {
             message,
             "intruder is not authorized to read sandboxes of tasks of frameworks of 'web': no rule of access_sandboxes allows it and the ACLs are not permissive"
         );
-        let Err(ApiError(status, message)) =
-            read_file(State(state.clone()), None, params("fw-web", "t1")).await
+        let Err(ApiError(status, message)) = read_file(
+            State(state.clone()),
+            None,
+            HeaderMap::new(),
+            params("fw-web", "t1"),
+        )
+        .await
         else {
             panic!("anonymous read web's sandbox");
         };
@@ -645,6 +766,7 @@ mod tests {
             read_file(
                 State(state.clone()),
                 user("intruder"),
+                HeaderMap::new(),
                 params("fw-web", "t1")
             )
             .await
@@ -659,8 +781,13 @@ mod tests {
         let orphan = sandbox::sandbox_path(dir.path(), "fw-old", "t9");
         std::fs::create_dir_all(&orphan).unwrap();
         std::fs::write(orphan.join("stdout"), "old\n").unwrap();
-        let Err(ApiError(status, message)) =
-            read_file(State(state.clone()), user("web"), params("fw-old", "t9")).await
+        let Err(ApiError(status, message)) = read_file(
+            State(state.clone()),
+            user("web"),
+            HeaderMap::new(),
+            params("fw-old", "t9"),
+        )
+        .await
         else {
             panic!("web read a sandbox of no known framework");
         };
@@ -669,13 +796,23 @@ mod tests {
             message.contains("web is not authorized to read sandboxes"),
             "{message}"
         );
-        let answer = read_file(State(state.clone()), user("admin"), params("fw-old", "t9"))
-            .await
-            .unwrap_or_else(|e| panic!("{} {}", e.0, e.1));
+        let answer = read_file(
+            State(state.clone()),
+            user("admin"),
+            HeaderMap::new(),
+            params("fw-old", "t9"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} {}", e.0, e.1));
         assert_eq!(answer.data, "old\n");
         // Unknown tasks stay 404 (checked before the ACLs: nothing to authorize).
-        let Err(ApiError(status, _)) =
-            read_file(State(state), user("admin"), params("fw-none", "t0")).await
+        let Err(ApiError(status, _)) = read_file(
+            State(state),
+            user("admin"),
+            HeaderMap::new(),
+            params("fw-none", "t0"),
+        )
+        .await
         else {
             panic!("read an unknown task");
         };
@@ -838,6 +975,7 @@ mod tests {
             let Json(root) = browse_files(
                 State(state.clone()),
                 user(who),
+                HeaderMap::new(),
                 browse_params("fw-web", "t1", ""),
             )
             .await
@@ -849,6 +987,7 @@ mod tests {
         let Json(logs) = browse_files(
             State(state.clone()),
             user("web"),
+            HeaderMap::new(),
             browse_params("fw-web", "t1", "./logs/"),
         )
         .await
@@ -881,7 +1020,14 @@ mod tests {
         let refused = |who: Option<Extension<Principal>>| {
             let state = state.clone();
             async move {
-                match browse_files(State(state), who, browse_params("fw-web", "t1", "")).await {
+                match browse_files(
+                    State(state),
+                    who,
+                    HeaderMap::new(),
+                    browse_params("fw-web", "t1", ""),
+                )
+                .await
+                {
                     Err(ApiError(status, message)) => (status, message),
                     Ok(_) => panic!("browsed web's sandbox"),
                 }
@@ -908,6 +1054,7 @@ mod tests {
                 match browse_files(
                     State(state),
                     user("admin"),
+                    HeaderMap::new(),
                     browse_params(framework_id, "t1", path),
                 )
                 .await
@@ -965,13 +1112,14 @@ mod tests {
             read_file(
                 State(state.clone()),
                 user(who),
+                HeaderMap::new(),
                 read_params("fw-web", "t1", file, path),
             )
         };
         let Json(answer) = read("web", None, Some("logs/app.log")).await.unwrap();
         assert_eq!(
             serde_json::to_value(&answer).unwrap(),
-            serde_json::json!({"data": "started\n", "offset": 0, "next_offset": 8, "eof": true, "state": "TASK_RUNNING"})
+            serde_json::json!({"data": "started\n", "offset": 0, "next_offset": 8, "eof": true, "size": 8, "state": "TASK_RUNNING"})
         );
         // stdout by either name.
         let Json(by_path) = read("admin", None, Some("stdout")).await.unwrap();

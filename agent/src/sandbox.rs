@@ -501,6 +501,9 @@ pub struct Chunk {
     /// Where the next read should start: `offset` plus the bytes consumed. A trailing,
     /// incomplete UTF-8 sequence is left for the next read.
     pub next_offset: u64,
+    /// The file's size when read: smaller than the offset asked, it was truncated
+    /// (or replaced) since, and a follower starts again from 0.
+    pub size: u64,
     /// Whether the read reached the current end of the file.
     pub eof: bool,
 }
@@ -588,6 +591,7 @@ fn read_blocking(
             data: String::new(),
             next_offset: offset,
             eof: true,
+            size,
         });
     }
     let want = length.min(MAX_READ).min(size - offset);
@@ -608,6 +612,7 @@ fn read_blocking(
         data: String::from_utf8_lossy(&buf).into_owned(),
         next_offset,
         eof,
+        size,
     })
 }
 
@@ -853,6 +858,9 @@ mod tests {
         );
         let c = read(sb.clone(), LogFile::Stdout, 50, 100).await.unwrap();
         assert_eq!((c.data.as_str(), c.eof), ("", true));
+        // Past the end: the size says the file is shorter than the follower thought
+        // (truncated since), so it can start again.
+        assert_eq!((c.size, c.next_offset), (11, 50));
 
         std::fs::remove_file(sb.join("stderr")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", sb.join("stderr")).unwrap();

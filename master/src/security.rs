@@ -106,17 +106,22 @@ struct Secure {
     ca: ClusterCa,
     join_token: JoinToken,
     server: ServerTls,
+    /// The master's certificate and key (PEM): also its client identity towards
+    /// agents (the dashboard's sandbox relay).
+    identity: (String, String),
     agent_cert_ttl: Duration,
 }
 
 impl MasterSecurity {
     /// How the master reaches agents' HTTP APIs (the dashboard's sandbox relay):
-    /// trusting only the cluster CA when secure, plain text otherwise; no identity or
-    /// credential of its own (the caller's is relayed).
+    /// trusting only the cluster CA and presenting its own certificate when secure
+    /// (agents know it as [`Principal::Master`]), plain text otherwise; never a
+    /// credential.
     pub fn agent_client_tls(&self) -> strata_security::ClientTls {
         strata_security::ClientTls {
             ca_pem: self.tls.as_ref().map(|s| s.ca.cert_pem().to_string()),
-            ..Default::default()
+            identity: self.tls.as_ref().map(|s| s.identity.clone()),
+            credential: None,
         }
     }
 }
@@ -223,6 +228,7 @@ impl MasterSecurity {
                 ca,
                 join_token,
                 server,
+                identity: (issued.cert_pem.clone(), issued.key_pem.clone()),
                 agent_cert_ttl: options.agent_cert_ttl,
             })),
         })
@@ -352,6 +358,11 @@ pub async fn separate(request: Request, next: Next) -> Response {
         }
         Principal::User(_) if agent_only => {
             Some("only an agent (with its cluster certificate) may call the agent API")
+        }
+        // The master's certificate speaks to agents (the dashboard's relay), never to
+        // a master.
+        Principal::Master if path != "/health" => {
+            Some("the master's own certificate calls agents only")
         }
         _ => None,
     };

@@ -1131,10 +1131,11 @@ async fn secrets_are_managed_by_the_operator_and_fetched_only_by_agents() {
     assert!(!e.message().contains("db-pass"));
 }
 
-/// The dashboard's task page relays the agent's sandbox files (issue 18) with the
-/// caller's own credential, and only after the master's authorizer said yes: a user
-/// who may view the task but not read its sandbox is refused by the master, and the
-/// agent never hears of it.
+/// The dashboard's task page relays the agent's sandbox files (issue 18) as the master
+/// (its certificate) on behalf of the caller, and only after the master's authorizer
+/// said yes: a user who may view the task but not read its sandbox is refused by the
+/// master, and the agent never hears of it; the caller's secret never reaches the
+/// agent.
 #[tokio::test]
 async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
     use axum::extract::Query;
@@ -1160,26 +1161,49 @@ async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
     )
     .await
     .expect("join");
-    type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    // (query, Authorization, x-strata-on-behalf-of, the caller the agent's
+    // authentication layer found)
+    type Asked = Arc<Mutex<Vec<(String, Option<String>, Option<String>, String)>>>;
     let asked: Asked = Arc::default();
+    let credentials =
+        strata_security::Credentials::parse(r#"{"credentials": []}"#, "test").unwrap();
     let router = axum::Router::new()
         .route(
             "/files/read",
             axum::routing::get(
                 |axum::extract::State(asked): axum::extract::State<Asked>,
+                 axum::Extension(caller): axum::Extension<strata_security::Principal>,
                  headers: axum::http::HeaderMap,
                  Query(q): Query<std::collections::BTreeMap<String, String>>| async move {
-                    let auth = headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    asked.lock().unwrap().push((format!("{q:?}"), auth));
+                    let header =
+                        |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+                    asked.lock().unwrap().push((
+                        format!("{q:?}"),
+                        header("authorization"),
+                        header("x-strata-on-behalf-of"),
+                        format!("{caller:?}"),
+                    ));
                     axum::Json(serde_json::json!({
                         "data": "hello from the task\n", "offset": 0, "next_offset": 20,
                         "eof": true, "state": "TASK_RUNNING"}))
                 },
             ),
         )
-        .with_state(asked.clone());
+        // A rogue agent's redirect elsewhere is not followed.
+        .route(
+            "/files/browse",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "http://169.254.169.254/latest/meta-data/")],
+                )
+            }),
+        )
+        .with_state(asked.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            strata_security::Authenticator::new(credentials, &[]),
+            strata_security::authn::authenticate,
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_addr = listener.local_addr().unwrap();
     let server =
@@ -1277,8 +1301,7 @@ async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
     );
     assert!(asked.lock().unwrap().is_empty());
 
-    // The user: the admin reads it, through the master, with the admin's own
-    // credential (the agent authorizes it again), over the cluster CA's TLS.
+    // The user: the admin reads it, through the master, over the cluster CA's TLS.
     let read = get(
         admin(),
         "/ui/tasks/t1/files/read?file=stdout&offset=0&length=99999999",
@@ -1287,9 +1310,31 @@ async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
     assert_eq!(read.status(), 200);
     let body: serde_json::Value = read.json().await.unwrap();
     assert_eq!(body["data"], "hello from the task\n");
+    // The master's own certificate is for agents: the master refuses it.
+    let master_tls = ClientTls {
+        ca_pem: Some(std::fs::read_to_string(master.work_dir.join("tls/ca.crt")).unwrap()),
+        identity: Some((
+            std::fs::read_to_string(master.work_dir.join("tls/master.crt")).unwrap(),
+            std::fs::read_to_string(master.work_dir.join("tls/master.key")).unwrap(),
+        )),
+        credential: None,
+    };
+    let as_master = https(&master, &master_tls)
+        .get(url(&master, "/state"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_master.status(), 403);
+    let redirected = get(admin(), "/ui/tasks/t1/files/browse").await;
+    assert_eq!(redirected.status(), 502);
+    let body: serde_json::Value = redirected.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("redirect"),
+        "{body}"
+    );
     let asked = asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 1);
-    let (query, auth) = &asked[0];
+    let (query, auth, on_behalf, caller) = &asked[0];
     assert!(
         query.contains(&format!("\"framework_id\": \"{}\"", s.framework_id)),
         "{query}"
@@ -1297,7 +1342,10 @@ async fn the_dashboard_relays_sandbox_reads_only_for_those_who_may_read_them() {
     assert!(query.contains("\"task_id\": \"t1\""), "{query}");
     assert!(query.contains("\"file\": \"stdout\""), "{query}");
     assert!(query.contains("\"length\": \"1048576\""), "capped: {query}");
-    let expected = admin().header_value();
-    assert_eq!(auth.as_deref(), Some(expected.as_str()));
+    // The master's own certificate, on behalf of the admin; the admin's secret never
+    // leaves the master.
+    assert_eq!(caller, "Master");
+    assert_eq!(on_behalf.as_deref(), Some("admin"));
+    assert_eq!(auth, &None, "the caller's credential was sent to the agent");
     master.stop().await.unwrap();
 }

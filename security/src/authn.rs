@@ -292,8 +292,16 @@ mod tests {
             a.authenticate_parts("/x", None, Some(&der)),
             Ok(Principal::Agent("n1".into()))
         );
-        let unnamed = ca
+        let master = ca
             .issue("strata-master", &[], std::time::Duration::from_secs(60))
+            .unwrap();
+        let der = crate::ca::pem_der(&master.cert_pem, "CERTIFICATE").unwrap();
+        assert_eq!(
+            a.authenticate_parts("/x", None, Some(&der)),
+            Ok(Principal::Master)
+        );
+        let unnamed = ca
+            .issue("someone", &[], std::time::Duration::from_secs(60))
             .unwrap();
         let der = crate::ca::pem_der(&unnamed.cert_pem, "CERTIFICATE").unwrap();
         assert_eq!(

@@ -14,7 +14,16 @@ pub enum Principal {
     /// Nobody: a public endpoint called without credentials, or a listener started
     /// with `--insecure`.
     Anonymous,
+    /// The master itself, by its own certificate (`CN=strata-master`, which only the
+    /// master's certificate has: the CA names every other one `agent:` or `user:`).
+    /// It calls agents only to relay a dashboard's sandbox reads, on behalf of the
+    /// principal it authenticated (see [`ON_BEHALF_OF`]).
+    Master,
 }
+
+/// The header with which the master says on whose behalf it calls an agent; an agent
+/// honours it from [`Principal::Master`] only.
+pub const ON_BEHALF_OF: &str = "x-strata-on-behalf-of";
 
 /// The prefix of an agent certificate's common name.
 pub const AGENT_CN_PREFIX: &str = "agent:";
@@ -24,6 +33,9 @@ pub const USER_CN_PREFIX: &str = "user:";
 impl Principal {
     /// The principal a certificate's common name names, if it names one.
     pub fn from_common_name(cn: &str) -> Option<Principal> {
+        if cn == crate::MASTER_NAME {
+            return Some(Principal::Master);
+        }
         if let Some(node) = cn.strip_prefix(AGENT_CN_PREFIX)
             && !node.is_empty()
         {
@@ -50,6 +62,7 @@ impl Principal {
             Principal::Agent(node) => format!("{AGENT_CN_PREFIX}{node}"),
             Principal::User(name) => name.clone(),
             Principal::Anonymous => String::new(),
+            Principal::Master => crate::MASTER_NAME.to_string(),
         }
     }
 
@@ -93,7 +106,14 @@ mod tests {
             Some(Principal::User("ops".into()))
         );
         assert_eq!(Principal::from_common_name("agent:"), None);
-        assert_eq!(Principal::from_common_name("strata-master"), None);
+        assert_eq!(
+            Principal::from_common_name("strata-master"),
+            Some(Principal::Master)
+        );
+        assert_eq!(
+            Principal::from_common_name("user:strata-master"),
+            Some(Principal::User("strata-master".into()))
+        );
         assert_eq!(Principal::Agent("abc".into()).name(), "agent:abc");
         assert_eq!(Principal::Anonymous.to_string(), "anonymous");
     }

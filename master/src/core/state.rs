@@ -347,7 +347,7 @@ pub const SEEN_UUIDS: usize = 8;
 pub const HISTORY: usize = 16;
 
 /// The longest status message a history entry keeps, in bytes.
-const HISTORY_MESSAGE: usize = 512;
+const HISTORY_MESSAGE: usize = 256;
 
 /// One status of a task's history.
 #[derive(Debug, Clone, PartialEq)]

@@ -160,6 +160,12 @@ function sandboxPage() {
       while (more && gen === state.gen) {
         const chunk = await getJson(`${base}/read?framework=${framework}&${sourceQuery(state.source)}&offset=${state.offset}&length=${TAIL_CHUNK}`);
         if (gen !== state.gen) return;
+        if (typeof chunk.size === 'number' && chunk.size < state.offset) {
+          // Truncated (or replaced) since the last read: from its start again.
+          append('\n--- the file was truncated ---\n');
+          state.offset = 0;
+          continue;
+        }
         if (chunk.data) append(chunk.data);
         state.offset = chunk.next_offset;
         more = !chunk.eof;

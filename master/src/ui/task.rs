@@ -12,19 +12,21 @@
 //!
 //! The relay asks the one authorizer first (`view_tasks`, then `access_sandboxes` on
 //! the task's framework's principal: a refusal never reaches the agent), then calls
-//! the task's agent, at the address it registered with, on those two paths only,
-//! trusting only the cluster CA, with the caller's own `Authorization` header: the
-//! agent authenticates and authorizes the caller again with the same credentials and
-//! ACLs, so the master lends nobody its rights. A caller known by a client
-//! certificate has no header to relay and is told so.
+//! the task's agent, at the `host:port` it registered with, on those two paths only,
+//! following no redirect, trusting only the cluster CA, with the master's own
+//! certificate and the caller's name (`x-strata-on-behalf-of`): the agent honours that
+//! header from the master only and asks the same ACLs about the caller, so the master
+//! lends nobody its rights, and the caller's credential never leaves the master.
+//! Answers are relayed up to [`RELAY_MAX_ANSWER`] bytes.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use strata_security::principal::ON_BEHALF_OF;
 use strata_security::{Action, Authorizer, ClientTls, Principal};
 
 use super::{esc, page, unavailable, url};
@@ -35,6 +37,9 @@ use crate::driver::DriverHandle;
 const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most a relayed read asks of an agent.
 const RELAY_MAX_READ: u64 = 1024 * 1024;
+/// The longest answer relayed: a read's JSON (text escaped, at worst 6 bytes a byte)
+/// or a listing of the agent's most entries; more is cut off with a 502.
+const RELAY_MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 /// The master's client of agents' HTTP APIs, for the relay.
 #[derive(Clone)]
@@ -46,8 +51,12 @@ pub struct Relay {
 impl Relay {
     /// A client trusting what `tls` trusts (the cluster CA), with no credential.
     pub fn new(tls: &ClientTls) -> Relay {
+        // No redirects: the relay asks one agent one thing, and answers only that.
+        let builder = reqwest::Client::builder()
+            .timeout(RELAY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
         let client = tls
-            .reqwest(reqwest::Client::builder().timeout(RELAY_TIMEOUT))
+            .reqwest(builder)
             .map_err(|e| e.to_string())
             .and_then(|b| b.build().map_err(|e| e.to_string()));
         if let Err(e) = &client {
@@ -64,7 +73,10 @@ impl Relay {
 fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
     (
         status,
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         axum::Json(serde_json::json!({ "error": error.into() })),
     )
         .into_response()
@@ -341,7 +353,6 @@ pub async fn browse(
     State(authz): State<Authorizer>,
     State(relay): State<Relay>,
     axum::Extension(principal): axum::Extension<Principal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Response {
@@ -356,9 +367,7 @@ pub async fn browse(
     if let Some(path) = q.path {
         query.push(("path", path));
     }
-    relay
-        .call(&task, "/files/browse", &query, &headers, &principal)
-        .await
+    relay.call(&task, "/files/browse", &query, &principal).await
 }
 
 /// `GET /ui/tasks/{id}/files/read`.
@@ -367,7 +376,6 @@ pub async fn read(
     State(authz): State<Authorizer>,
     State(relay): State<Relay>,
     axum::Extension(principal): axum::Extension<Principal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Response {
@@ -393,9 +401,7 @@ pub async fn read(
     if let Some(path) = q.path {
         query.push(("path", path));
     }
-    relay
-        .call(&task, "/files/read", &query, &headers, &principal)
-        .await
+    relay.call(&task, "/files/read", &query, &principal).await
 }
 
 impl Relay {
@@ -406,7 +412,6 @@ impl Relay {
         task: &TaskDetail,
         path: &str,
         query: &[(&str, String)],
-        headers: &HeaderMap,
         principal: &Principal,
     ) -> Response {
         let client = match &self.client {
@@ -418,28 +423,34 @@ impl Relay {
                 );
             }
         };
-        let credential = headers.get(header::AUTHORIZATION);
-        if self.tls && credential.is_none() && *principal != Principal::Anonymous {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "the master reads sandboxes with the caller's own credential, and this caller \
-authenticated with a client certificate: read the files from the agent (strata task log)",
-            );
-        }
         let scheme = if self.tls { "https" } else { "http" };
         let address = strata_security::tls::host_port(&task.agent_address);
+        // The address an agent registered with is its word: only a bare host:port is
+        // called, so that no path, query or credential of its choosing is.
+        if !bare_host_port(address) {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "agent {} registered the address '{}', which is not host:port",
+                    task.task.agent_id,
+                    strata_proto::limits::shown(address)
+                ),
+            );
+        }
         let mut request = client
             .get(format!("{scheme}://{address}{path}"))
             .query(query);
-        if let Some(credential) = credential {
-            request = request.header(header::AUTHORIZATION, credential.clone());
+        if !principal.is_anonymous() {
+            // The master's certificate, and whom it reads for: the agent asks its
+            // ACLs about that principal. The caller's credential stays here.
+            request = request.header(ON_BEHALF_OF, principal.name());
         }
         let host = if task.hostname.is_empty() {
             address
         } else {
             &task.hostname
         };
-        let answer = match request.send().await {
+        let mut answer = match request.send().await {
             Ok(answer) => answer,
             Err(e) => {
                 return refuse(
@@ -450,14 +461,17 @@ authenticated with a client certificate: read the files from the agent (strata t
         };
         let status =
             StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        if status == StatusCode::UNAUTHORIZED {
-            // Not the browser's to answer with a login prompt: the master took the
-            // credential, the agent has not learnt it yet.
+        if status.is_redirection() {
             return refuse(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "agent {host} ({address}) did not accept your credential: agents learn credentials from the master every 30 s; try again shortly"
-                ),
+                format!("agent {host} ({address}) answered a redirect, which is not followed"),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // Not the browser's to answer with a login prompt: the caller is known here.
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                format!("agent {host} ({address}) did not accept the master's certificate"),
             );
         }
         let json = answer
@@ -465,12 +479,28 @@ authenticated with a client certificate: read the files from the agent (strata t
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
-        match answer.bytes().await {
+        let mut bytes = Vec::new();
+        let body = loop {
+            match answer.chunk().await {
+                Ok(Some(chunk)) if bytes.len() + chunk.len() <= RELAY_MAX_ANSWER => {
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => {
+                    break Err(format!(
+                        "its answer is longer than {RELAY_MAX_ANSWER} bytes"
+                    ));
+                }
+                Ok(None) => break Ok(bytes),
+                Err(e) => break Err(format!("it broke off its answer: {e}")),
+            }
+        };
+        match body {
             Ok(bytes) if json => (
                 status,
                 [
                     (header::CONTENT_TYPE, "application/json"),
                     (header::CACHE_CONTROL, "no-store"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 ],
                 bytes,
             )
@@ -486,10 +516,40 @@ authenticated with a client certificate: read the files from the agent (strata t
                     strata_proto::limits::shown(String::from_utf8_lossy(&bytes).trim())
                 ),
             ),
-            Err(e) => refuse(
+            Err(why) => refuse(
                 StatusCode::BAD_GATEWAY,
-                format!("agent {host} ({address}) broke off its answer: {e}"),
+                format!("agent {host} ({address}): {why}"),
             ),
+        }
+    }
+}
+
+/// Whether `address` is `host:port` and nothing more (no credentials, path or query).
+fn bare_host_port(address: &str) -> bool {
+    !address.contains('@')
+        && address
+            .parse::<axum::http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == address && a.port_u16().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bare_host_and_port_is_called() {
+        for ok in ["127.0.0.1:5051", "agent1.example:5051", "[::1]:5051"] {
+            assert!(bare_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:5051/metrics?",
+            "user:pw@127.0.0.1:5051",
+            "127.0.0.1",
+            "127.0.0.1:5051#x",
+            "127.0.0.1:5051?x=1",
+            "",
+        ] {
+            assert!(!bare_host_port(bad), "{bad}");
         }
     }
 }
