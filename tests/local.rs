@@ -3,6 +3,8 @@
 //! against it through the config it writes; a CLI without the config, with a wrong
 //! secret or with `--insecure` is refused with a message that says why.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -50,6 +52,11 @@ impl Local {
     /// Starts `strata local` with one agent on ports the kernel picks; its user's CLI config goes to `user_config` (`STRATA_CONFIG`), never to
     /// the real home directory.
     fn start(dir: &Path, user_config: &Path) -> Local {
+        Local::start_with(dir, user_config, 1)
+    }
+
+    /// [`Local::start`] with `agents` agents.
+    fn start_with(dir: &Path, user_config: &Path, agents: u16) -> Local {
         let work = dir.join("work");
         let log = dir.join("local.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -60,7 +67,7 @@ impl Local {
                 "--apps-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--agents", "1", "--work-dir"])
+            .args(["--agents", &agents.to_string(), "--work-dir"])
             .arg(&work)
             .env("STRATA_CONFIG", user_config)
             .env("HOME", dir)
@@ -105,6 +112,13 @@ impl Local {
             .iter()
             .find(|l| l.contains(what))
             .unwrap_or_else(|| panic!("no line with {what:?}: {:#?}", self.said))
+    }
+
+    /// Where the App API (and the apps dashboard) listens.
+    fn apps_addr(&self) -> String {
+        let line = self.line("App API on https://");
+        let rest = line.split("App API on https://").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().to_string()
     }
 
     fn master_addr(&self) -> String {
@@ -245,4 +259,77 @@ fn strata_local_is_secure_and_the_cli_and_curl_work_with_what_it_writes() {
     // Plain text to a TLS master gets nowhere.
     let (code, _, err) = strata(&config, &["agent", "list", "--insecure"]);
     assert_ne!(code, 0, "{err}");
+}
+
+/// The dashboards of a `strata local` cluster as its user opens them: logged in as
+/// `admin` (its secret from WORK/admin.secret), over TLS with the cluster's CA. The
+/// master's overview shows both agents; the apps dashboard shows an app deployed with
+/// the CLI at its count; its task's page on the master tails the task's output, read
+/// from the agent through the master.
+#[test]
+fn the_dashboards_of_strata_local_show_both_agents_an_app_and_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_config = dir.path().join("user/strata.json");
+    let local = Local::start_with(dir.path(), &user_config, 2);
+    let config = local.work.join("config.json");
+    let secret = std::fs::read_to_string(local.work.join("admin.secret")).unwrap();
+    let Some(b) = browser::Browser::start(
+        "the_dashboards_of_strata_local_show_both_agents_an_app_and_its_output",
+    ) else {
+        return;
+    };
+    b.basic_auth("admin", secret.trim());
+    let wait = Duration::from_secs(60);
+    b.goto(&format!("https://{}/", local.master_addr()));
+    b.wait_for(wait, "the overview with both agents", |b| {
+        let active = b.text("#agents-active")?;
+        let rows = b.text("#agents tbody")?;
+        if active.trim() == "2"
+            && rows.contains("strata-agent-1")
+            && rows.contains("strata-agent-2")
+        {
+            Ok(())
+        } else {
+            Err(browser::pending(format!(
+                "#agents-active {active:?}, rows {rows:?}"
+            )))
+        }
+    });
+
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/hello.yaml");
+    let (code, out, err) = strata(&config, &["app", "deploy", "-f", hello, "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.goto(&format!("https://{}/", local.apps_addr()));
+    b.wait_for(wait, "hello at 2/2 on the apps dashboard", |b| {
+        let count = b.text("#count-hello")?;
+        if count.trim() == "2/2" {
+            Ok(())
+        } else {
+            Err(browser::pending(format!("#count-hello {count:?}")))
+        }
+    });
+    b.goto(&format!("https://{}/ui/apps/hello", local.apps_addr()));
+    let link = b.wait_for(wait, "a task of hello linked to the master", |b| {
+        b.find("#tasks tr[data-task-id] a")
+            .map_err(|e| browser::pending(e.to_string()))
+    });
+    b.click(&link).unwrap();
+    b.wait_for(wait, "the task's output through the master", |b| {
+        let tail = b.text("#tail")?;
+        if tail.contains("hello from") {
+            Ok(())
+        } else {
+            Err(browser::pending(format!("#tail {tail:?}")))
+        }
+    });
+    assert!(
+        b.current_url()
+            .starts_with(&format!("https://{}/ui/tasks/", local.master_addr())),
+        "{}",
+        b.current_url()
+    );
+    let caught = b.eval("return window.__strataErrors || []");
+    assert_eq!(caught, serde_json::json!([]));
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "{errors:?}");
 }
