@@ -193,15 +193,15 @@ async fn a_sandbox_is_its_owners_and_the_operators_not_another_principals() {
         status.message
     );
 
-    // The agent's API, as each principal.
-    let get = async |principal: &str, secret: &str, path: &str| -> (u16, serde_json::Value) {
+    // The agent's API (and the master's), as each principal.
+    let get_at = async |port: u16, principal: &str, secret: &str, path: &str| {
         let client = tls(principal, secret)
             .reqwest(reqwest::Client::builder())
             .unwrap()
             .build()
             .unwrap();
         let response = client
-            .get(format!("https://127.0.0.1:{}{path}", agent.port()))
+            .get(format!("https://127.0.0.1:{port}{path}"))
             .send()
             .await
             .unwrap();
@@ -209,6 +209,9 @@ async fn a_sandbox_is_its_owners_and_the_operators_not_another_principals() {
         let text = response.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         (status, json)
+    };
+    let get = async |principal: &str, secret: &str, path: &str| {
+        get_at(agent.port(), principal, secret, path).await
     };
     let read = format!(
         "/files/read?framework_id={framework_id}&task_id={}&file=stdout",
@@ -291,20 +294,7 @@ async fn a_sandbox_is_its_owners_and_the_operators_not_another_principals() {
     // reads from the agent with its own certificate on behalf of the caller. The
     // owner and the operator get the line; the intruder is refused by the master.
     let via_master = async |principal: &str, secret: &str, path: &str| {
-        let client = tls(principal, secret)
-            .reqwest(reqwest::Client::builder())
-            .unwrap()
-            .build()
-            .unwrap();
-        let response = client
-            .get(format!("https://127.0.0.1:{}{path}", master.port()))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        (status, json)
+        get_at(master.port(), principal, secret, path).await
     };
     let relayed = format!(
         "/ui/tasks/{}/files/read?framework={framework_id}&file=stdout",

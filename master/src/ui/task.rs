@@ -347,6 +347,13 @@ async fn sandbox_task(
     Ok(task)
 }
 
+/// What the relay asks an agent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Browse,
+    Read,
+}
+
 /// `GET /ui/tasks/{id}/files/browse`.
 pub async fn browse(
     State(driver): State<DriverHandle>,
@@ -356,18 +363,7 @@ pub async fn browse(
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Response {
-    let task = match sandbox_task(&driver, &authz, &principal, &id, &q.framework).await {
-        Ok(task) => task,
-        Err(answer) => return answer,
-    };
-    let mut query = vec![
-        ("framework_id", task.task.framework_id.clone()),
-        ("task_id", task.task.id.clone()),
-    ];
-    if let Some(path) = q.path {
-        query.push(("path", path));
-    }
-    relay.call(&task, "/files/browse", &query, &principal).await
+    relay_files(Files::Browse, &driver, &authz, &relay, &principal, &id, q).await
 }
 
 /// `GET /ui/tasks/{id}/files/read`.
@@ -379,29 +375,43 @@ pub async fn read(
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Response {
-    let task = match sandbox_task(&driver, &authz, &principal, &id, &q.framework).await {
+    relay_files(Files::Read, &driver, &authz, &relay, &principal, &id, q).await
+}
+
+/// The task's sandbox, if the caller may read it, asked of its agent.
+async fn relay_files(
+    what: Files,
+    driver: &DriverHandle,
+    authz: &Authorizer,
+    relay: &Relay,
+    principal: &Principal,
+    id: &str,
+    q: FilesQuery,
+) -> Response {
+    let task = match sandbox_task(driver, authz, principal, id, &q.framework).await {
         Ok(task) => task,
         Err(answer) => return answer,
     };
     let mut query = vec![
         ("framework_id", task.task.framework_id.clone()),
         ("task_id", task.task.id.clone()),
-        ("offset", q.offset.unwrap_or(0).to_string()),
-        (
-            "length",
-            q.length
-                .unwrap_or(64 * 1024)
-                .min(RELAY_MAX_READ)
-                .to_string(),
-        ),
     ];
-    if let Some(file) = q.file {
-        query.push(("file", file));
+    if what == Files::Read {
+        let length = q.length.unwrap_or(64 * 1024).min(RELAY_MAX_READ);
+        query.push(("offset", q.offset.unwrap_or(0).to_string()));
+        query.push(("length", length.to_string()));
+        if let Some(file) = q.file {
+            query.push(("file", file));
+        }
     }
     if let Some(path) = q.path {
         query.push(("path", path));
     }
-    relay.call(&task, "/files/read", &query, &principal).await
+    let path = match what {
+        Files::Browse => "/files/browse",
+        Files::Read => "/files/read",
+    };
+    relay.call(&task, path, &query, principal).await
 }
 
 impl Relay {
