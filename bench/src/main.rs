@@ -15,6 +15,8 @@
 //! strata-bench propagation             kill to out of every agent's proxy (services/propagation.rs)
 //! strata-bench objects                 launches with configs and secrets vs without (objects.rs)
 //! strata-bench disk                    disk isolation (du every 1s) vs off, 200 tasks (disk.rs)
+//! strata-bench dashboard               the web dashboard's first paint in Chromium, and the
+//!                                      master's CPU with 10 dashboards open (dashboard.rs)
 //!   --record [--note TEXT]             then append the figure to bench/HISTORY.md (record.rs)
 //! ```
 
@@ -31,6 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod apps;
 mod cluster;
+mod dashboard;
 mod disk;
 mod docker;
 mod engine;
@@ -104,6 +107,11 @@ enum Kind {
     /// an agent with disk isolation off (`--container-disk-watch-interval 0`); launch
     /// latency p50/p99 and CPU over a steady window per mode. Needs root.
     Disk(disk::DiskBenchArgs),
+    /// The master's web dashboard (issue 18) with N simulated agents and T tasks (as
+    /// `failover --master-process`): first contentful paint of the overview, the task
+    /// list and last pages in headless Chromium (goal under 1 s), and the master's
+    /// extra CPU while 10 overview dashboards are open (goal under 5% of a core).
+    Dashboard(dashboard::DashboardArgs),
     /// The proxy bench's service proxy as a process of its own (started by
     /// `strata-bench proxy`; not for direct use).
     #[command(hide = true)]
@@ -151,6 +159,7 @@ fn main() -> std::process::ExitCode {
             ),
             Some(Kind::Objects(args)) => ("objects", objects::bench_objects(args).await),
             Some(Kind::Disk(args)) => ("disk", disk::bench_disk(args).await),
+            Some(Kind::Dashboard(args)) => ("dashboard", dashboard::bench_dashboard(args).await),
             Some(Kind::ProxyChild(args)) => ("proxy-child", services::proxy::run_child(args).await),
             Some(Kind::FailoverMaster(args)) => {
                 ("failover-master", failover::master::run_child(args).await)

@@ -293,7 +293,7 @@ pub(super) async fn progress(http: &reqwest::Client, url: &str) -> anyhow::Resul
 
 /// CPU time (user + system) of process `pid` so far (`None`: this process), from
 /// `/proc/PID/stat`; zero when it cannot be read.
-pub(super) fn cpu_time(pid: Option<u32>) -> Duration {
+pub fn cpu_time(pid: Option<u32>) -> Duration {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_string(),

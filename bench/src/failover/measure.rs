@@ -2,6 +2,7 @@
 //! each master restart timed until every agent is back, and the report.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,12 +38,15 @@ pub(super) struct Setup {
     pub(super) nofile: u64,
 }
 
-pub(super) async fn run(
+/// The setup: a master (in this process or its own), the framework, `setup.agents`
+/// simulated agents registered and `args.tasks` tasks launched through offers,
+/// RUNNING and acknowledged. Prints the setup's lines.
+pub(super) async fn start(
     args: &FailoverBenchArgs,
     setup: &Setup,
     work: &std::path::Path,
     agent_res: strata_proto::Resources,
-) -> anyhow::Result<(Outcome, FailoverFigures)> {
+) -> anyhow::Result<Cluster> {
     let n_agents = setup.agents;
     let per_conn = setup.per_conn;
     let connections = n_agents.div_ceil(per_conn);
@@ -87,7 +91,7 @@ pub(super) async fn run(
         credentials,
         nofile: setup.nofile,
     };
-    let (mut master, addr) = RunningMaster::start(&spec, "127.0.0.1:0".parse()?).await?;
+    let (master, addr) = RunningMaster::start(&spec, "127.0.0.1:0".parse()?).await?;
     if let Some(n) = master.nofile() {
         println!("master_rlimit_nofile: {n}");
         if n < setup.nofile {
@@ -102,7 +106,7 @@ pub(super) async fn run(
 
     let (epoch_tx, epoch_rx) = watch::channel(1u64);
     let (registered_tx, mut registered_rx) = mpsc::unbounded_channel();
-    let (stages_tx, mut stages_rx) = mpsc::unbounded_channel();
+    let (stages_tx, stages_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         addr: addr.to_string(),
         tls: tls.clone(),
@@ -212,6 +216,81 @@ pub(super) async fn run(
         agents == u64::from(n_agents) && tasks == u64::from(args.tasks),
         "before the restart the master shows {agents} agents and {tasks} tasks"
     );
+
+    Ok(Cluster {
+        master,
+        spec,
+        tls,
+        addr,
+        http,
+        url,
+        shared,
+        epoch_tx,
+        registered_rx,
+        stages_rx,
+        reports,
+        reconcile_tx,
+        background,
+        setup_time: setup_started.elapsed(),
+    })
+}
+
+/// A cluster set up: the master serving, every agent registered, every task RUNNING
+/// and acknowledged; what the restarts (or another bench) go on with.
+pub(super) struct Cluster {
+    pub(super) master: RunningMaster,
+    pub(super) spec: MasterSpec,
+    pub(super) tls: ClientTls,
+    pub(super) addr: SocketAddr,
+    /// A client for the master's HTTP endpoints, and its base URL.
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) shared: Arc<Shared>,
+    /// The "detector": the epoch of the master the agents and framework talk to.
+    pub(super) epoch_tx: watch::Sender<u64>,
+    pub(super) registered_rx: mpsc::UnboundedReceiver<(u64, Instant)>,
+    pub(super) stages_rx: mpsc::UnboundedReceiver<(u64, Stage, Instant)>,
+    pub(super) reports: mpsc::UnboundedReceiver<FwReport>,
+    pub(super) reconcile_tx: mpsc::UnboundedSender<f64>,
+    /// The framework and the simulated agents.
+    pub(super) background: JoinSet<anyhow::Result<()>>,
+    /// From the first agent started to every task acknowledged.
+    pub(super) setup_time: Duration,
+}
+
+impl Cluster {
+    /// Stops the master and the simulated agents and framework.
+    pub(super) async fn stop(mut self) -> anyhow::Result<()> {
+        let stopped = self.master.stop().await;
+        self.background.abort_all();
+        while self.background.join_next().await.is_some() {}
+        stopped
+    }
+}
+
+pub(super) async fn run(
+    args: &FailoverBenchArgs,
+    setup: &Setup,
+    work: &std::path::Path,
+    agent_res: strata_proto::Resources,
+) -> anyhow::Result<(Outcome, FailoverFigures)> {
+    let Cluster {
+        mut master,
+        spec,
+        tls,
+        addr,
+        url,
+        shared,
+        epoch_tx,
+        mut registered_rx,
+        mut stages_rx,
+        mut reports,
+        reconcile_tx,
+        mut background,
+        ..
+    } = start(args, setup, work, agent_res).await?;
+    let n_agents = setup.agents;
+    let phase_timeout = Duration::from_secs(args.timeout);
 
     let mut samples = Vec::new();
     let (mut master_cpus, mut bench_cpus) = (Vec::new(), Vec::new());

@@ -175,6 +175,67 @@ pub async fn bench_failover(args: FailoverBenchArgs) -> anyhow::Result<Outcome> 
 pub async fn measure_failover(
     args: &FailoverBenchArgs,
 ) -> anyhow::Result<(Outcome, FailoverFigures)> {
+    let (setup, agent_res) = plan(args)?;
+    let work = work_dir("strata-bench-failover")?;
+    let result = measure::run(args, &setup, &work, agent_res).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// A cluster as the failover bench sets it up (`args`: agents, tasks, `--master-process`,
+/// `--secure`, ...) before its first restart, kept running for another bench
+/// (`strata-bench dashboard`): the master serving, every simulated agent registered
+/// and heartbeating, every task RUNNING.
+pub struct Cluster {
+    inner: measure::Cluster,
+    work: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// Sets it up (printing the setup's lines, as `strata-bench failover` does).
+    pub async fn start(args: &FailoverBenchArgs, name: &str) -> anyhow::Result<Cluster> {
+        let (setup, agent_res) = plan(args)?;
+        let work = work_dir(name)?;
+        match measure::start(args, &setup, &work, agent_res).await {
+            Ok(inner) => Ok(Cluster { inner, work }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                Err(e)
+            }
+        }
+    }
+
+    /// The master's base URL (`http://127.0.0.1:PORT`, `https://` when secure).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// A client of the master's HTTP endpoints (its CA and credential when secure).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The master process's id (`None` when it runs in this process).
+    pub fn master_pid(&self) -> Option<u32> {
+        self.inner.master.pid()
+    }
+
+    /// From the first agent started to every task RUNNING and acknowledged.
+    pub fn setup_time(&self) -> Duration {
+        self.inner.setup_time
+    }
+
+    /// Stops the master, the agents and the framework, and removes the work dir.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let result = self.inner.stop().await;
+        let _ = std::fs::remove_dir_all(&self.work);
+        result
+    }
+}
+
+/// What a run's setup is, from `args` and the open-files limit (raised as far as
+/// allowed); prints the lines saying so.
+fn plan(args: &FailoverBenchArgs) -> anyhow::Result<(measure::Setup, strata_proto::Resources)> {
     anyhow::ensure!(args.agents >= 1, "--agents must be at least 1");
     anyhow::ensure!(args.restarts >= 1, "--restarts must be at least 1");
     let agent_res = strata_proto::Resources::parse(AGENT_RESOURCES)?;
@@ -248,16 +309,13 @@ pub async fn measure_failover(
         );
     }
 
-    let work = work_dir("strata-bench-failover")?;
     let setup = measure::Setup {
         agents,
         per_conn,
         master_process,
         nofile: fds(agents, 1),
     };
-    let result = measure::run(args, &setup, &work, agent_res).await;
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    Ok((setup, agent_res))
 }
 
 /// What the agents and the framework share with the bench.

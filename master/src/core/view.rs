@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use strata_proto::v1::{FrameworkCapability, TaskState, TaskStatusReason};
-use strata_proto::{Resources, state_name};
+use strata_proto::{Resources, Scalar, state_name};
 
 use super::api::*;
 use super::master::Master;
@@ -401,8 +401,15 @@ impl Master {
             }
             m.objects_stored_bytes += o.versions.iter().map(|v| v.data.len() as u64).sum::<u64>();
         }
+        // Plain sums of the three scalars: adding whole `Resources` would copy every
+        // entry (names, roles, port ranges) of every agent, each pass.
+        let sum = |acc: &mut [Scalar; 3], r: &Resources| {
+            acc[0] += r.cpus();
+            acc[1] += r.mem();
+            acc[2] += r.disk();
+        };
         let (mut total, mut used, mut offered) =
-            (Resources::new(), Resources::new(), Resources::new());
+            ([Scalar::ZERO; 3], [Scalar::ZERO; 3], [Scalar::ZERO; 3]);
         for a in self.agents.values() {
             match a.status {
                 AgentStatus::Active => m.agents_active += 1,
@@ -411,8 +418,8 @@ impl Master {
                 AgentStatus::Gone => m.agents_gone += 1,
             }
             if matches!(a.status, AgentStatus::Active | AgentStatus::Disconnected) {
-                total.add(&a.total);
-                used.add(&a.used);
+                sum(&mut total, &a.total);
+                sum(&mut used, &a.used);
             }
             if a.status != AgentStatus::Gone {
                 let r = &a.checkpointed.reserved;
@@ -424,7 +431,7 @@ impl Master {
             }
         }
         for o in self.offers.values() {
-            offered.add(&o.resources);
+            sum(&mut offered, &o.resources);
         }
         for f in self.frameworks.values() {
             if f.subscription.is_some() {
@@ -440,14 +447,14 @@ impl Master {
                 }
             }
         }
-        m.cpus_total = total.cpus().as_f64();
-        m.cpus_used = used.cpus().as_f64();
-        m.cpus_offered = offered.cpus().as_f64();
-        m.mem_total = total.mem().as_f64();
-        m.mem_used = used.mem().as_f64();
-        m.mem_offered = offered.mem().as_f64();
-        m.disk_total = total.disk().as_f64();
-        m.disk_used = used.disk().as_f64();
+        m.cpus_total = total[0].as_f64();
+        m.cpus_used = used[0].as_f64();
+        m.cpus_offered = offered[0].as_f64();
+        m.mem_total = total[1].as_f64();
+        m.mem_used = used[1].as_f64();
+        m.mem_offered = offered[1].as_f64();
+        m.disk_total = total[2].as_f64();
+        m.disk_used = used[2].as_f64();
         m
     }
 }

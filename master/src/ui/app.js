@@ -42,8 +42,9 @@ function follow() {
   // The browser reconnects by itself; until then the page says so.
   source.onerror = () => setLive(false);
   // The first event says what the page was rendered with: rows are fetched again
-  // only after a change.
-  let first = true;
+  // only after a change of what they show (agents' states and use), not of every
+  // number (the allocation's run time changes all the time).
+  let shown = null;
   source.addEventListener('overview', (ev) => {
     setLive(true);
     const numbers = JSON.parse(ev.data);
@@ -51,8 +52,11 @@ function follow() {
       const el = document.getElementById(name.replace(/_/g, '-'));
       if (el) el.textContent = String(value);
     }
-    if (!first) refreshAgents();
-    first = false;
+    const rows = ['agents_active', 'agents_total', 'agents_disconnected', 'agents_unreachable',
+      'cpus_used', 'cpus_total', 'mem_used', 'mem_total', 'disk_used', 'disk_total',
+      'tasks_running', 'tasks_staging'].map((k) => numbers[k]).join(' ');
+    if (shown !== null && rows !== shown) refreshAgents();
+    shown = rows;
   });
 }
 
