@@ -1,7 +1,8 @@
 //! The apps dashboard of `strata serve` (issue 18) in a real headless Chromium,
 //! against a real master, agents and `strata serve`: deploying from the YAML editor,
-//! scaling live, a stuck deployment's waiting reason, a bad spec shown at its field,
-//! and on a secure serve a user whom the ACLs let look but not change refused.
+//! scaling live, a stuck deployment's waiting reason, an app in restart backoff whose
+//! page is not fetched again every second, a bad spec shown at its field, and on a
+//! secure serve a user whom the ACLs let look but not change refused.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test.sh` installs them)
 //! and the workspace's binaries (`cargo build --workspace --bins`). Screenshots go to
@@ -307,6 +308,61 @@ fn an_app_deployed_from_the_editor_runs_n_of_n_and_scales_live() {
     });
     assert_eq!(apps.app("web")["spec"]["cmd"], "sleep 1000", "rolled back");
     assert_no_console_errors(&b, "after editing and rolling back");
+}
+
+/// An app in restart backoff: its waiting reason says when the next launch is (not a
+/// countdown that changes every second), and its page is not fetched again while
+/// nothing changes.
+#[test]
+fn a_backoff_does_not_refresh_the_app_page_every_second() {
+    let apps = Apps::start(1);
+    let Some(b) = Browser::start("a_backoff_does_not_refresh_the_app_page_every_second") else {
+        return;
+    };
+    let spec = json!({"id": "crash", "instances": 1, "cmd": "exit 1", "cpus": 0.1, "mem": 32,
+        "backoff": {"seconds": 120, "factor": 1, "max_seconds": 120}});
+    let (code, body) = apps.call("PUT", "/v1/apps/crash", Some(spec));
+    assert_eq!(code, 200, "{body}");
+    wait_until(RUN, "crash to back off", || {
+        apps.app("crash")["backoff_seconds"].is_number()
+    });
+    // A deployment that waits for the backoff: a scale.
+    let (code, body) = apps.call(
+        "POST",
+        "/v1/apps/crash/scale",
+        Some(json!({"instances": 2})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let waiting = apps.app("crash")["deployment"]["waiting"].clone();
+    assert!(
+        waiting
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("restart backoff: next launch in"),
+        "{waiting}"
+    );
+    b.goto(&apps.url("/ui/apps/crash"));
+    wait_live(&b);
+    b.wait_for(WAIT, "the backoff's waiting reason", |b| {
+        let text = b.text("#waiting-crash")?;
+        if text.starts_with("restart backoff: next launch at ") {
+            Ok(())
+        } else {
+            Err(pending(format!("#waiting-crash {text:?}")))
+        }
+    });
+    let fetches = || {
+        b.eval(
+            "return performance.getEntriesByType('resource')\
+               .filter((e) => new URL(e.name).pathname === '/ui/apps/crash').length",
+        )
+    };
+    let text = b.text("#waiting-crash").unwrap();
+    let before = fetches();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(b.text("#waiting-crash").unwrap(), text, "no countdown");
+    assert_eq!(fetches(), before, "the page was not fetched again");
+    assert_no_console_errors(&b, "on the app page in backoff");
 }
 
 #[test]

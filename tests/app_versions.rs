@@ -1,6 +1,7 @@
 //! Versions and rollback end to end: `strata serve` with a real master and agent,
 //! driven through the App API and the CLI. v1, then v2, then `strata app rollback`:
-//! the tasks run v1's command again, as a third version.
+//! the tasks run v1's command again, as a third version. And a rollback from the
+//! version a newer config made: the tasks get the config's older version again.
 
 mod common;
 
@@ -165,6 +166,15 @@ fn a_rollback_runs_the_earlier_command_again_as_a_third_version() {
             (v1.as_str(), false)
         ]
     );
+    // Each version with its config and secret pins (none here).
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["objects"] == serde_json::json!({})),
+        "{versions}"
+    );
     let (code, stdout, stderr) = apps.cli(&["app", "versions", "web"]);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -179,4 +189,99 @@ fn a_rollback_runs_the_earlier_command_again_as_a_third_version() {
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let view: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(view["version_cause"], format!("rollback to {v2}"), "{view}");
+}
+
+/// A rollback from a version made by a newer config launches the config's older
+/// version again (not the same config under a new version), and the framework does not
+/// roll the app forward to the newer one again.
+#[test]
+fn a_rollback_from_a_newer_config_launches_the_older_config_again() {
+    let cluster = Cluster::start(1);
+    let state_dir = cluster.dir.path().join("apps-state");
+    let serve = start_serve(
+        cluster.dir.path(),
+        &cluster.master.addr,
+        &state_dir,
+        "127.0.0.1:0",
+    );
+    let apps = Apps { cluster, serve };
+    wait_until(
+        Duration::from_secs(30),
+        "the framework to subscribe",
+        || apps.get("/v1/info")["connected"] == true,
+    );
+    let out = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let cli_ok = |args: &[&str]| {
+        let (code, stdout, stderr) = apps.cli(args);
+        assert_eq!(
+            code, 0,
+            "strata {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        stdout
+    };
+    cli_ok(&["config", "create", "web.conf", "--from-literal", "one"]);
+    let spec = json!({
+        "id": "web",
+        "instances": 1,
+        "cmd": format!(
+            "cat configs/web.conf > {}/$STRATA_TASK_ID; exec sleep 1000",
+            out.path().display()
+        ),
+        "cpus": 0.1,
+        "mem": 32,
+        "configs": [{"source": "web.conf"}],
+    });
+    let (code, v1) = apps.call("PUT", "/v1/apps/web", Some(spec));
+    assert_eq!(code, 200, "{v1}");
+    let v1 = v1["version"].as_str().unwrap().to_string();
+    apps.wait_converged(&v1, 1);
+    wait_until(Duration::from_secs(15), "web to pin web.conf 1", || {
+        apps.get("/v1/apps/web")["objects"]["config/web.conf"] == 1
+    });
+    assert_eq!(apps.written(out.path()), ["one"]);
+
+    // Version 2 of the config rolls the app.
+    cli_ok(&["config", "update", "web.conf", "--from-literal", "two"]);
+    let mut v2 = String::new();
+    wait_until(Duration::from_secs(30), "web to roll to web.conf 2", || {
+        let app = apps.get("/v1/apps/web");
+        v2 = app["version"].as_str().unwrap_or_default().to_string();
+        app["version_cause"] == "config web.conf version 2"
+    });
+    apps.wait_converged(&v2, 1);
+    assert_eq!(apps.written(out.path()), ["two"]);
+
+    // Back to v1: web.conf version 1 again.
+    let (code, back) = apps.call("POST", "/v1/apps/web/rollback", None);
+    assert_eq!(code, 200, "{back}");
+    assert_eq!(back["version_cause"], format!("rollback to {v1}"), "{back}");
+    assert_eq!(back["objects"]["config/web.conf"], 1, "{back}");
+    let v3 = back["version"].as_str().unwrap().to_string();
+    apps.wait_converged(&v3, 1);
+    assert_eq!(apps.written(out.path()), ["one"], "the old config's value");
+    // Listings of version 2 go on (every 2 s): the app stays where it was rolled back.
+    std::thread::sleep(Duration::from_secs(5));
+    let app = apps.get("/v1/apps/web");
+    assert_eq!(app["version"], v3.as_str(), "not rolled forward: {app}");
+    let versions = apps.get("/v1/apps/web/versions");
+    let pins: Vec<(String, Value)> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_string(),
+                v["objects"]["config/web.conf"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pins,
+        [(v3, json!(1)), (v2, json!(2)), (v1, json!(1))],
+        "{versions}"
+    );
 }

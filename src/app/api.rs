@@ -125,7 +125,9 @@ pub fn router_with_acls(
 /// Refuses agents: an agent's certificate is an identity of the cluster, but the App
 /// API is for people and programs with a credential (or a user certificate).
 async fn users_only(request: Request, next: Next) -> Response {
-    if let Some(principal @ Principal::Agent(_)) = request.extensions().get::<Principal>() {
+    if let Some(principal @ (Principal::Agent(_) | Principal::Master)) =
+        request.extensions().get::<Principal>()
+    {
         let reason = "agents may not call the App API";
         strata_security::authn::audit_refused(
             principal,
@@ -175,9 +177,10 @@ impl From<ApiError> for Failure {
             ApiError::AppNotFound(_)
             | ApiError::TaskNotFound(_)
             | ApiError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::AppExists(_) | ApiError::Destroying(_) | ApiError::NoEarlierVersion(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::AppExists(_)
+            | ApiError::Destroying(_)
+            | ApiError::NoEarlierVersion(_)
+            | ApiError::PinnedObjectGone { .. } => StatusCode::CONFLICT,
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let field = match &e {
@@ -615,7 +618,7 @@ async fn rollback_app(
     let read = id.clone();
     let (spec, version) = api
         .framework
-        .read(move |c, _| c.rollback_target(&read, req.version.as_deref()))
+        .read(move |c, _| c.rollback_target(&read, req.version.as_deref(), now()))
         .await??;
     // What the rollback deploys may name a user, an image, secrets: asked as a deploy.
     authorize_deploy(&api.authz, &caller, &spec)?;

@@ -20,8 +20,8 @@ use super::records::{
 };
 use super::spec::{AppSpec, EnvValue, PlacementStrategy, PortSpec, SpecError, object_key};
 use super::view::{
-    AppTaskView, AppVersionView, AppVersionsView, AppView, DeploymentView, EndpointView, PortView,
-    ResidentView, TaskFailureView,
+    AppNumbers, AppTaskView, AppVersionView, AppVersionsView, AppView, DeploymentView,
+    EndpointView, PortView, ResidentView, TaskFailureView,
 };
 
 #[path = "resident.rs"]
@@ -141,8 +141,12 @@ pub enum Action {
 /// A change to persist.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    /// An app with its versions (`None`: removed).
-    App(String, Option<Box<StoredApp>>),
+    /// An app's record (`None`: removed, its versions with it).
+    App(String, Option<Box<AppRecord>>),
+    /// An app's versions, oldest first: written apart from the record (which changes
+    /// with every task's progress), only when they change (a version is added, or the
+    /// current one's pins are learned).
+    Versions(String, Vec<VersionRecord>),
     Task(String, Option<Box<TaskRecord>>),
     FrameworkId(String),
 }
@@ -153,7 +157,8 @@ pub enum Write {
 /// (redb refuses every read after an I/O error until it is reopened).
 #[derive(Debug, Default)]
 pub struct Persisted {
-    apps: BTreeMap<String, StoredApp>,
+    apps: BTreeMap<String, AppRecord>,
+    versions: BTreeMap<String, Vec<VersionRecord>>,
     tasks: BTreeMap<String, TaskRecord>,
 }
 
@@ -163,7 +168,11 @@ impl Persisted {
         Persisted {
             apps: apps
                 .iter()
-                .map(|a| (a.app.spec.id.clone(), a.clone()))
+                .map(|a| (a.app.spec.id.clone(), a.app.clone()))
+                .collect(),
+            versions: apps
+                .iter()
+                .map(|a| (a.app.spec.id.clone(), a.versions.clone()))
                 .collect(),
             tasks: tasks.iter().map(|t| (t.id.clone(), t.clone())).collect(),
         }
@@ -178,6 +187,10 @@ impl Persisted {
                 }
                 Write::App(id, None) => {
                     self.apps.remove(&id);
+                    self.versions.remove(&id);
+                }
+                Write::Versions(id, versions) => {
+                    self.versions.insert(id, versions);
                 }
                 Write::Task(id, Some(rec)) => {
                     self.tasks.insert(id, *rec);
@@ -208,6 +221,20 @@ pub enum ApiError {
     VersionNotFound { app: String, version: String },
     #[error("app \"{0}\" has no earlier version to roll back to")]
     NoEarlierVersion(String),
+    /// A rollback to a version whose tasks used a config or secret version the master
+    /// no longer keeps (removed, or pruned by newer ones).
+    #[error(
+        "app \"{app}\" cannot roll back to version \"{version}\": it used {object}, which the master no longer keeps ({kept})"
+    )]
+    PinnedObjectGone {
+        app: String,
+        version: String,
+        /// `secret db-pass version 3`.
+        object: String,
+        /// What the master keeps of it: `it keeps versions 4, 5`, or `secret db-pass
+        /// is gone`.
+        kept: String,
+    },
 }
 
 #[derive(Default)]
@@ -243,11 +270,19 @@ pub struct Engine {
     /// When they were listed. A listing older than [`OBJECTS_FRESH_SECONDS`] (the
     /// master could not be asked) is not pinned (0 instead).
     objects_listed_at: Option<f64>,
+    /// Every version of each config and secret the master keeps, as last listed (with
+    /// `objects_listed_at`): a rollback to a version pinning one that is gone is
+    /// refused. `None` until a listing told them.
+    kept_objects: Option<KeptVersions>,
 }
 
 /// The latest version of each config and secret, by kind and name, as the master's
 /// `ListObjects` says.
 pub type ObjectVersions = BTreeMap<(ObjectKind, String), u64>;
+
+/// Every version the master keeps of each config and secret, by kind and name, as
+/// `ListObjects` says.
+pub type KeptVersions = BTreeMap<(ObjectKind, String), BTreeSet<u64>>;
 
 impl Engine {
     /// The role the framework subscribes with: apps may accept its reservations.
@@ -308,16 +343,24 @@ impl Engine {
     pub fn revert(&mut self, writes: &[Write], persisted: &Persisted) {
         for w in writes {
             match w {
-                Write::App(id, _) => match persisted.apps.get(id) {
-                    Some(rec) => {
-                        self.apps.insert(id.clone(), rec.app.clone());
-                        self.versions.insert(id.clone(), rec.versions.clone());
+                Write::App(id, _) | Write::Versions(id, _) => {
+                    match persisted.apps.get(id) {
+                        Some(rec) => {
+                            self.apps.insert(id.clone(), rec.clone());
+                        }
+                        None => {
+                            self.apps.remove(id);
+                        }
                     }
-                    None => {
-                        self.apps.remove(id);
-                        self.versions.remove(id);
+                    match persisted.versions.get(id) {
+                        Some(versions) => {
+                            self.versions.insert(id.clone(), versions.clone());
+                        }
+                        None => {
+                            self.versions.remove(id);
+                        }
                     }
-                },
+                }
                 Write::Task(id, _) => match persisted.tasks.get(id) {
                     Some(rec) => {
                         self.tasks.insert(id.clone(), rec.clone());
@@ -331,18 +374,25 @@ impl Engine {
         }
     }
 
+    /// Persists the app's record (not its versions: [`Engine::save_versions`]), or its
+    /// removal with its versions.
     fn save_app(&mut self, id: &str) {
         let rec = match self.apps.get(id) {
-            Some(app) => {
-                let versions = self.versions.get(id).cloned().unwrap_or_default();
-                Some(Box::new(StoredApp::new(app.clone(), versions)))
-            }
+            Some(app) => Some(Box::new(app.clone())),
             None => {
                 self.versions.remove(id);
                 None
             }
         };
         self.writes.push(Write::App(id.to_string(), rec));
+    }
+
+    /// Persists the app's versions (they changed).
+    fn save_versions(&mut self, id: &str) {
+        if let Some(versions) = self.versions.get(id) {
+            self.writes
+                .push(Write::Versions(id.to_string(), versions.clone()));
+        }
     }
 
     /// The app has a new version (`version`, `spec` and `version_cause` set): it
@@ -357,6 +407,7 @@ impl Engine {
         versions.push(entry);
         let excess = versions.len().saturating_sub(MAX_VERSIONS);
         versions.drain(..excess);
+        self.save_versions(id);
     }
 
     fn save_task(&mut self, id: &str) {
@@ -391,16 +442,18 @@ impl Engine {
         create_only: bool,
         now: f64,
     ) -> Result<(AppView, Vec<Action>), ApiError> {
-        self.deploy_as(spec, create_only, None, now)
+        self.deploy_as(spec, create_only, None, None, now)
     }
 
     /// [`Engine::deploy`]; with a `cause` (a rollback), always a new version (even of
-    /// the same configuration), made for that cause.
+    /// the same configuration), made for that cause, pinning `objects` (a rollback's
+    /// version's pins) rather than the latest versions.
     fn deploy_as(
         &mut self,
         spec: AppSpec,
         create_only: bool,
         cause: Option<String>,
+        objects: Option<BTreeMap<String, u64>>,
         now: f64,
     ) -> Result<(AppView, Vec<Action>), ApiError> {
         let id = spec.id.clone();
@@ -459,6 +512,7 @@ impl Engine {
                     backoff: BackoffState::default(),
                     last_failure: None,
                     version_cause: None,
+                    objects_held: BTreeMap::new(),
                 }
             }
             Some(a) => {
@@ -479,7 +533,30 @@ impl Engine {
                     deployment.cause = cause.clone();
                     rec.deployment = Some(deployment);
                     rec.version = version;
-                    rec.objects = self.pins(&spec, now);
+                    let latest = self.pins(&spec, now);
+                    rec.objects_held = BTreeMap::new();
+                    rec.objects = match objects {
+                        Some(old) => {
+                            // The pins of the version rolled back to (0: the latest
+                            // at launch, as then); the latest known of each object it
+                            // is older than (however old the listing) is held back
+                            // from rolling the app forward.
+                            let mut pins = latest;
+                            for (kind, name) in spec.object_names() {
+                                let key = object_key(kind, &name);
+                                let Some(&old) = old.get(&key).filter(|v| **v != 0) else {
+                                    continue;
+                                };
+                                let known = self.latest_objects.get(&(kind, name)).copied();
+                                if let Some(known) = known.filter(|k| old < *k) {
+                                    rec.objects_held.insert(key.clone(), known);
+                                }
+                                pins.insert(key, old);
+                            }
+                            pins
+                        }
+                        None => latest,
+                    };
                     rec.version_cause = cause;
                     rec.spec = spec;
                     rec.backoff = BackoffState::default();
@@ -524,6 +601,7 @@ impl Engine {
         let rec = self.apps.get_mut(id).expect("checked");
         rec.version = version;
         rec.objects = objects;
+        rec.objects_held = BTreeMap::new();
         rec.version_cause = None;
         rec.deployment = Some(deployment);
         rec.backoff = BackoffState::default();
@@ -542,7 +620,21 @@ impl Engine {
         &self,
         id: &str,
         version: Option<&str>,
+        now: f64,
     ) -> Result<(AppSpec, String), ApiError> {
+        let (spec, version, _) = self.rollback_to(id, version, now)?;
+        Ok((spec, version))
+    }
+
+    /// [`Engine::rollback_target`] with the pins of the version: refused when one of
+    /// them is a config or secret version the master (as last listed, within
+    /// [`OBJECTS_FRESH_SECONDS`]) no longer keeps.
+    fn rollback_to(
+        &self,
+        id: &str,
+        version: Option<&str>,
+        now: f64,
+    ) -> Result<(AppSpec, String, BTreeMap<String, u64>), ApiError> {
         let app = self.live_app(id)?;
         let versions = self.versions.get(id).map(Vec::as_slice).unwrap_or_default();
         let target = match version {
@@ -560,13 +652,58 @@ impl Engine {
                 .find(|r| r.version != app.version)
                 .ok_or_else(|| ApiError::NoEarlierVersion(id.to_string()))?,
         };
-        let mut spec = if target.version == app.version {
-            app.spec.clone()
+        let (mut spec, objects) = if target.version == app.version {
+            (app.spec.clone(), app.objects.clone())
         } else {
-            target.spec.clone()
+            (target.spec.clone(), target.objects.clone())
         };
         spec.instances = app.spec.instances;
-        Ok((spec, target.version.clone()))
+        if let Some((object, kept)) = self.gone_pin(&spec, &objects, now) {
+            return Err(ApiError::PinnedObjectGone {
+                app: id.to_string(),
+                version: target.version.clone(),
+                object,
+                kept,
+            });
+        }
+        Ok((spec, target.version.clone(), objects))
+    }
+
+    /// The first pin of `objects` (of an object `spec` uses) that the master no longer
+    /// keeps, as `secret db-pass version 3`, and what it keeps of that object (`it
+    /// keeps versions 4, 5`, `secret db-pass is gone`). Nothing is known gone without
+    /// a fresh listing of every kept version.
+    fn gone_pin(
+        &self,
+        spec: &AppSpec,
+        objects: &BTreeMap<String, u64>,
+        now: f64,
+    ) -> Option<(String, String)> {
+        let kept = self.kept_objects.as_ref()?;
+        let fresh = self
+            .objects_listed_at
+            .is_some_and(|at| now - at <= OBJECTS_FRESH_SECONDS);
+        if !fresh {
+            return None;
+        }
+        spec.object_names().into_iter().find_map(|(kind, name)| {
+            let pin = *objects.get(&object_key(kind, &name))?;
+            let what = strata_proto::objects::kind_name(kind);
+            let kept = match kept.get(&(kind, name.clone())) {
+                _ if pin == 0 => return None,
+                Some(versions) if versions.contains(&pin) => return None,
+                Some(versions) if !versions.is_empty() => format!(
+                    "it keeps versions {}",
+                    versions
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("{what} {name} is gone"),
+            };
+            Some((format!("{what} {name} version {pin}"), kept))
+        })
     }
 
     /// Deploys an earlier version of the app again (`None`: the one before the
@@ -578,8 +715,9 @@ impl Engine {
         version: Option<&str>,
         now: f64,
     ) -> Result<(AppView, Vec<Action>), ApiError> {
-        let (spec, version) = self.rollback_target(id, version)?;
-        self.deploy_as(spec, false, Some(format!("rollback to {version}")), now)
+        let (spec, version, objects) = self.rollback_to(id, version, now)?;
+        let cause = Some(format!("rollback to {version}"));
+        self.deploy_as(spec, false, cause, Some(objects), now)
     }
 
     /// The app's versions, newest first (`GET /v1/apps/{id}/versions`).
@@ -601,6 +739,11 @@ impl Engine {
                     version: v.version.clone(),
                     cause: v.cause.clone(),
                     current,
+                    objects: if current {
+                        app.objects.clone()
+                    } else {
+                        v.objects.clone()
+                    },
                     // The current version as the app shows it (scaled since, perhaps).
                     spec: if current {
                         app.spec.clone()
@@ -617,6 +760,7 @@ impl Engine {
                     version: app.version.clone(),
                     cause: app.version_cause.clone(),
                     current: true,
+                    objects: app.objects.clone(),
                     spec: app.spec.clone(),
                 },
             );
@@ -835,6 +979,14 @@ impl Engine {
             .collect()
     }
 
+    /// [`Engine::objects_listed`] without the kept versions (nothing is then known
+    /// gone to a rollback).
+    #[cfg(test)]
+    pub fn objects(&mut self, latest: ObjectVersions, now: f64) -> Vec<Action> {
+        self.kept_objects = None;
+        self.objects_and_kept(latest, None, now)
+    }
+
     /// The latest version of every config and secret (the master's `ListObjects`).
     /// Each app whose pins differ gets a new version with the new pins: a rolling
     /// update within its upgrade strategy, as if its spec had changed (old tasks keep
@@ -842,7 +994,24 @@ impl Engine {
     /// 4`) recorded. A pin of 0 (deployed before the version was known: its tasks got
     /// the latest at launch) is only recorded. An object no longer listed (removed)
     /// changes nothing: launches that need it fail at the master and the app shows it.
-    pub fn objects(&mut self, latest: ObjectVersions, now: f64) -> Vec<Action> {
+    /// `kept`: every version the master keeps of each, which tells a rollback that a
+    /// version it would pin again is gone.
+    pub fn objects_listed(
+        &mut self,
+        latest: ObjectVersions,
+        kept: KeptVersions,
+        now: f64,
+    ) -> Vec<Action> {
+        self.objects_and_kept(latest, Some(kept), now)
+    }
+
+    fn objects_and_kept(
+        &mut self,
+        latest: ObjectVersions,
+        kept: Option<KeptVersions>,
+        now: f64,
+    ) -> Vec<Action> {
+        self.kept_objects = kept;
         self.latest_objects = latest;
         self.objects_listed_at = Some(now);
         let mut rolled = false;
@@ -859,12 +1028,18 @@ impl Engine {
                 let Some(&version) = self.latest_objects.get(&(kind, name.clone())) else {
                     continue;
                 };
-                let pin = pins.entry(object_key(kind, &name)).or_insert(0);
+                let key = object_key(kind, &name);
+                let held = app.objects_held.get(&key).copied().unwrap_or(0);
+                let pin = pins.entry(key).or_insert(0);
                 if *pin == version {
                     continue;
                 }
                 if *pin == 0 {
                     learned = true;
+                } else if version <= held {
+                    // A rollback went back from this version: only a newer one rolls
+                    // the app forward.
+                    continue;
                 } else {
                     changed.push(format!(
                         "{} {name} version {version}",
@@ -878,6 +1053,16 @@ impl Engine {
             }
             if changed.is_empty() {
                 tracing::info!(app = %id, objects = ?pins, "object versions learned");
+                let version = app.version.clone();
+                if let Some(current) = self
+                    .versions
+                    .get_mut(&id)
+                    .and_then(|v| v.last_mut())
+                    .filter(|v| v.version == version)
+                {
+                    current.objects = pins.clone();
+                    self.save_versions(&id);
+                }
                 self.apps.get_mut(&id).expect("listed").objects = pins;
                 self.save_app(&id);
                 continue;
@@ -890,6 +1075,7 @@ impl Engine {
             let rec = self.apps.get_mut(&id).expect("listed");
             rec.version = version;
             rec.objects = pins;
+            rec.objects_held = BTreeMap::new();
             rec.version_cause = Some(cause);
             rec.deployment = Some(deployment);
             rec.backoff = BackoffState::default();
@@ -1592,7 +1778,7 @@ impl Engine {
                 app.spec.instances
             },
             ready_instances: p.ready,
-            waiting: self.waiting_reason(app, id, &p, now),
+            waiting: self.waiting_reason(app, id, &p, now, false),
             cause: d.cause.clone(),
         });
         Some(AppView {
@@ -1645,8 +1831,24 @@ impl Engine {
         })
     }
 
-    fn waiting_reason(&self, app: &AppRecord, id: &str, p: &Plan, now: f64) -> String {
+    /// Why the app's deployment does not progress (empty: it does). `stable`: the
+    /// form that changes only when something does (the dashboards' feed): when a
+    /// backoff ends, since when offers are missing, rather than how long.
+    fn waiting_reason(
+        &self,
+        app: &AppRecord,
+        id: &str,
+        p: &Plan,
+        now: f64,
+        stable: bool,
+    ) -> String {
         if app.backoff.until > now && p.launch > 0 {
+            if stable {
+                return format!(
+                    "restart backoff: next launch at {}",
+                    clock(app.backoff.until.ceil())
+                );
+            }
             return format!(
                 "restart backoff: next launch in {:.1} s",
                 app.backoff.until - now
@@ -1684,6 +1886,8 @@ impl Engine {
             let quiet = now - since;
             return if quiet < QUIET_OFFERS_SECONDS {
                 "reviving offers".to_string()
+            } else if stable {
+                format!("reviving offers: none since {}", clock(since))
             } else {
                 format!("reviving offers: none for {quiet:.0} s")
             };
@@ -1691,12 +1895,68 @@ impl Engine {
         // What the last offers said, or that none came: offers stop when the cluster
         // is full, when every agent's offer is filtered, or when the master is away.
         let quiet = now - self.last_offers;
+        if stable && quiet >= QUIET_OFFERS_SECONDS {
+            let since = if self.last_offers > 0.0 {
+                format!("since {}", clock(self.last_offers))
+            } else {
+                "yet".to_string()
+            };
+            return match self.waiting.get(id) {
+                Some(reason) => format!("{reason} (no offer {since})"),
+                None => format!("waiting for offers: none {since}"),
+            };
+        }
         match self.waiting.get(id) {
             Some(reason) if quiet < QUIET_OFFERS_SECONDS => reason.clone(),
             Some(reason) => format!("{reason} (no offer for {quiet:.0} s)"),
             None if quiet < QUIET_OFFERS_SECONDS => "waiting for offers".to_string(),
             None => format!("waiting for offers: none for {quiet:.0} s"),
         }
+    }
+
+    /// Every app's live numbers, as the dashboards' feed sends them every second:
+    /// from one pass over the tasks rather than a full view of each app, the waiting
+    /// reason in its stable form (a countdown says when it ends).
+    pub fn app_numbers(&self, now: f64) -> BTreeMap<String, AppNumbers> {
+        let mut by_app: HashMap<&str, Vec<&TaskRecord>> = HashMap::new();
+        for t in self.tasks.values() {
+            by_app.entry(t.app_id.as_str()).or_default().push(t);
+        }
+        self.apps
+            .iter()
+            .map(|(id, app)| {
+                let tasks = by_app
+                    .get(id.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let c = plan::counts(app, tasks);
+                let desired = if app.destroying {
+                    0
+                } else {
+                    app.spec.instances
+                };
+                let (deployment, waiting) = match &app.deployment {
+                    Some(d) => {
+                        let p = plan::plan(app, tasks, now);
+                        (
+                            format!("{} {}/{desired}", d.kind.as_str(), p.ready),
+                            self.waiting_reason(app, id, &p, now, true),
+                        )
+                    }
+                    None => ("—".to_string(), String::new()),
+                };
+                let numbers = AppNumbers {
+                    running: c.running,
+                    healthy: c.healthy,
+                    desired,
+                    staged: c.staged,
+                    version: app.version.clone(),
+                    deployment,
+                    waiting,
+                };
+                (id.clone(), numbers)
+            })
+            .collect()
     }
 
     pub fn apps(&self, now: f64) -> Vec<AppView> {
@@ -2173,6 +2433,13 @@ fn object_refs(app: &AppRecord) -> Vec<v1::ObjectRef> {
     refs
 }
 
+/// The time of day (UTC, to the second) of seconds since the Unix epoch: `18:51:24
+/// UTC`.
+fn clock(epoch: f64) -> String {
+    let t = rfc3339(epoch);
+    format!("{} UTC", t.get(11..19).unwrap_or(&t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2383,6 +2650,83 @@ mod tests {
         assert!((wait - 2.0).abs() < 1e-6, "{wait}");
         let (view, _) = c.restart("a", now).unwrap();
         assert!(view.backoff_seconds.is_none());
+    }
+
+    /// The dashboards' feed numbers are the views' numbers, from one pass over the
+    /// tasks; their waiting reason does not count down (a backoff says when it ends,
+    /// missing offers since when), where the App API's does.
+    #[test]
+    fn the_feeds_numbers_match_the_views_and_do_not_count_down() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        c.deploy(
+            spec(
+                serde_json::json!({"id": "a", "cmd": "x", "cpus": 1, "instances": 2,
+                "backoff": {"seconds": 30, "factor": 2, "max_seconds": 60}}),
+            ),
+            false,
+            1.0,
+        )
+        .unwrap();
+        c.deploy(cmd_app("one", 1), false, 1.0).unwrap();
+        let tasks = launched(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 2.0));
+        assert_eq!(tasks.len(), 3);
+        for t in &tasks {
+            let state = if t.task_id.starts_with("web.") {
+                TaskState::TaskRunning
+            } else {
+                TaskState::TaskFailed
+            };
+            c.status(&status(&t.task_id, state), 3.0);
+            if state == TaskState::TaskFailed {
+                break; // one of a's fails, the other stays staged
+            }
+        }
+        for now in [3.5, 4.5, 40.0] {
+            let numbers = c.app_numbers(now);
+            let views = c.apps(now);
+            assert_eq!(numbers.len(), views.len());
+            for v in views {
+                let n = &numbers[&v.id];
+                assert_eq!(
+                    (n.running, n.healthy, n.desired, n.staged, &n.version),
+                    (
+                        v.tasks_running,
+                        v.tasks_healthy,
+                        v.instances,
+                        v.tasks_staged,
+                        &v.version
+                    ),
+                    "{}",
+                    v.id
+                );
+                let d = v.deployment.as_ref().expect("deploying");
+                let progress = format!("{} {}/{}", d.kind, d.ready_instances, d.target_instances);
+                assert_eq!(n.deployment, progress, "{}", v.id);
+            }
+        }
+        let waiting = |c: &Engine, now: f64| c.app_numbers(now)["a"].waiting.clone();
+        assert_eq!(
+            waiting(&c, 3.5),
+            "restart backoff: next launch at 00:00:33 UTC"
+        );
+        assert_eq!(waiting(&c, 3.5), waiting(&c, 4.5), "the same every second");
+        let api = |now: f64| c.app_view("a", now).unwrap().deployment.unwrap().waiting;
+        assert_eq!(api(3.5), "restart backoff: next launch in 29.5 s");
+        assert_ne!(api(3.5), api(4.5));
+        // After the backoff, offers missing for long: the same text too.
+        assert!(!waiting(&c, 40.0).is_empty());
+        assert_eq!(waiting(&c, 40.0), waiting(&c, 41.0));
+        assert_eq!(waiting(&c, 40.0), waiting(&c, 90.0));
+        // What the last offers said, when they stopped coming: since when.
+        c.waiting.insert("a".into(), "no offer fits".into());
+        c.suppressed = false;
+        c.revived_at = None;
+        assert_eq!(
+            waiting(&c, 60.0),
+            "no offer fits (no offer since 00:00:02 UTC)"
+        );
+        assert_eq!(waiting(&c, 60.0), waiting(&c, 61.0));
     }
 
     #[test]
@@ -3335,11 +3679,18 @@ mod tests {
     /// loads.
     fn stored(writes: Vec<Write>) -> (Vec<StoredApp>, Vec<TaskRecord>) {
         let mut apps = BTreeMap::new();
+        let mut versions = BTreeMap::new();
         let mut tasks = BTreeMap::new();
         for w in writes {
             match w {
                 Write::App(id, rec) => {
+                    if rec.is_none() {
+                        versions.remove(&id);
+                    }
                     apps.insert(id, rec);
+                }
+                Write::Versions(id, v) => {
+                    versions.insert(id, v);
                 }
                 Write::Task(id, rec) => {
                     tasks.insert(id, rec);
@@ -3347,10 +3698,14 @@ mod tests {
                 Write::FrameworkId(_) => {}
             }
         }
-        (
-            apps.into_values().flatten().map(|r| *r).collect(),
-            tasks.into_values().flatten().map(|r| *r).collect(),
-        )
+        let apps = apps
+            .into_iter()
+            .filter_map(|(id, rec)| {
+                let kept = versions.remove(&id).unwrap_or_default();
+                Some(StoredApp::new(*rec?, kept))
+            })
+            .collect();
+        (apps, tasks.into_values().flatten().map(|r| *r).collect())
     }
 
     #[test]
@@ -3666,5 +4021,182 @@ mod tests {
             Err(ApiError::AppNotFound("web".into()))
         );
         assert!(!c.versions.contains_key("web"), "forgotten with the app");
+    }
+
+    /// Each object of `objects` with every version the master keeps of it: the
+    /// listing a rollback is checked against, and its latest versions.
+    fn listing(objects: &[(ObjectKind, &str, &[u64])]) -> (ObjectVersions, KeptVersions) {
+        let kept: KeptVersions = objects
+            .iter()
+            .map(|(kind, name, v)| ((*kind, name.to_string()), v.iter().copied().collect()))
+            .collect();
+        let latest = kept
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), *v.last()?)))
+            .collect();
+        (latest, kept)
+    }
+
+    /// (name, version) of the secrets and configs the launched tasks reference.
+    fn launched_pins(actions: &[Action]) -> BTreeSet<(String, u64)> {
+        launched(actions)
+            .iter()
+            .flat_map(refs)
+            .map(|(_, name, version, _)| (name, version))
+            .collect()
+    }
+
+    /// A version made by a newer secret keeps its pins beside its spec; rolling back
+    /// from it launches the secret's older version again (not a restart with the same
+    /// pins), and that listing again does not roll the app forward: only a newer
+    /// version of the secret does.
+    #[test]
+    fn a_rollback_restores_the_versions_pins_of_configs_and_secrets() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let (secret, config) = (ObjectKind::Secret, ObjectKind::Config);
+        let list = |db: &'static [u64]| {
+            listing(&[
+                (secret, "db-pass", db),
+                (config, "nginx-conf", &[1]),
+                (config, "log-level", &[2]),
+            ])
+        };
+        let (latest, kept) = list(&[2, 3]);
+        c.objects_listed(latest, kept, 0.5);
+        let v1 = c.deploy(db_app(1), false, 1.0).unwrap().0.version;
+        let first = launched_pins(&c.offers(vec![offer("o1", "ag1", "h1", 4.0)], 1.0));
+        assert!(first.contains(&("db-pass".into(), 3)), "{first:?}");
+
+        // db-pass version 4: a version the framework made, with its pins.
+        let (latest, kept) = list(&[2, 3, 4]);
+        c.objects_listed(latest, kept, 2.0);
+        let v2 = c.app_view("web", 2.0).unwrap();
+        assert_eq!(
+            v2.version_cause.as_deref(),
+            Some("secret db-pass version 4")
+        );
+        let versions = c.app_versions("web").unwrap().versions;
+        assert_eq!(
+            versions
+                .iter()
+                .map(|v| v.objects.clone())
+                .collect::<Vec<_>>(),
+            [
+                pins(&[
+                    ("config/log-level", 2),
+                    ("config/nginx-conf", 1),
+                    ("secret/db-pass", 4)
+                ]),
+                pins(&[
+                    ("config/log-level", 2),
+                    ("config/nginx-conf", 1),
+                    ("secret/db-pass", 3)
+                ]),
+            ]
+        );
+
+        // Back to v1: version 3 of the secret again.
+        let (view, _) = c.rollback("web", None, 3.0).unwrap();
+        assert_eq!(view.version_cause, Some(format!("rollback to {v1}")));
+        assert_eq!(view.objects["secret/db-pass"], 3, "the old pin");
+        assert_eq!(view.objects["config/nginx-conf"], 1);
+        let again = launched_pins(&c.offers(vec![offer("o2", "ag2", "h2", 4.0)], 3.0));
+        assert!(again.contains(&("db-pass".into(), 3)), "{again:?}");
+        assert!(!again.iter().any(|p| p == &("db-pass".to_string(), 4)));
+        assert_eq!(
+            c.app_versions("web").unwrap().versions[0].objects["secret/db-pass"],
+            3
+        );
+
+        // The same listing again (4 still the latest) does not undo the rollback, nor
+        // after a restart of the framework.
+        let (latest, kept) = list(&[2, 3, 4]);
+        c.objects_listed(latest.clone(), kept.clone(), 4.0);
+        assert_eq!(c.app_view("web", 4.0).unwrap().version, view.version);
+        let (apps, tasks) = stored(c.take_writes());
+        let mut restored = Engine::restore(apps, tasks, Some("fw".into()));
+        restored.objects_listed(latest, kept, 4.5);
+        assert_eq!(restored.app_view("web", 4.5).unwrap().version, view.version);
+        assert_eq!(
+            restored.app_view("web", 4.5).unwrap().objects["secret/db-pass"],
+            3
+        );
+
+        // A newer version than the one rolled back from rolls the app forward.
+        let (latest, kept) = list(&[3, 4, 5]);
+        c.objects_listed(latest, kept, 5.0);
+        let rolled = c.app_view("web", 5.0).unwrap();
+        assert_ne!(rolled.version, view.version);
+        assert_eq!(rolled.objects["secret/db-pass"], 5);
+        assert_eq!(
+            rolled.version_cause.as_deref(),
+            Some("secret db-pass version 5")
+        );
+    }
+
+    /// A rollback to a version whose secret version the master no longer keeps is
+    /// refused, naming it, and changes nothing; without a fresh listing nothing is
+    /// known gone.
+    #[test]
+    fn a_rollback_to_a_pruned_secret_version_is_refused() {
+        let mut c = Engine::default();
+        c.subscribed("fw", 0.0);
+        let (secret, config) = (ObjectKind::Secret, ObjectKind::Config);
+        let list = |db: &'static [u64]| {
+            listing(&[
+                (secret, "db-pass", db),
+                (config, "nginx-conf", &[1]),
+                (config, "log-level", &[2]),
+            ])
+        };
+        let (latest, kept) = list(&[3]);
+        c.objects_listed(latest, kept, 0.5);
+        let v1 = c.deploy(db_app(1), false, 1.0).unwrap().0.version;
+        let (latest, kept) = list(&[3, 4]);
+        c.objects_listed(latest, kept, 2.0);
+        // Version 3 pruned.
+        let (latest, kept) = list(&[4, 5]);
+        c.objects_listed(latest, kept, 3.0);
+        let before = c.app_view("web", 3.0).unwrap();
+        assert_eq!(before.objects["secret/db-pass"], 5);
+        c.take_writes();
+        let err = c.rollback("web", Some(&v1), 4.0).unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::PinnedObjectGone {
+                app: "web".into(),
+                version: v1.clone(),
+                object: "secret db-pass version 3".into(),
+                kept: "it keeps versions 4, 5".into(),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "app \"web\" cannot roll back to version \"{v1}\": it used secret db-pass version 3, which the master no longer keeps (it keeps versions 4, 5)"
+            )
+        );
+        assert_eq!(c.rollback_target("web", Some(&v1), 4.0).unwrap_err(), err);
+        assert!(c.take_writes().is_empty(), "nothing changed");
+        assert_eq!(c.app_view("web", 4.0).unwrap(), before);
+        // The secret removed altogether.
+        let (latest, kept) = listing(&[(config, "nginx-conf", &[1]), (config, "log-level", &[2])]);
+        c.objects_listed(latest, kept, 5.0);
+        let err = c.rollback("web", Some(&v1), 5.0).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "db-pass version 3, which the master no longer keeps (secret db-pass is gone)"
+            ),
+            "{err}"
+        );
+        // The version before the current one (version 4) is kept: allowed.
+        let (latest, kept) = list(&[4, 5]);
+        c.objects_listed(latest, kept, 6.0);
+        let (view, _) = c.rollback("web", None, 6.0).unwrap();
+        assert_eq!(view.objects["secret/db-pass"], 4);
+        // A listing too old to tell: not refused (the master refuses the launch).
+        let late = 6.0 + OBJECTS_FRESH_SECONDS + 1.0;
+        assert!(c.rollback("web", Some(&v1), late).is_ok());
     }
 }

@@ -220,6 +220,7 @@ mod tests {
             last_failure: None,
             objects: Default::default(),
             version_cause: None,
+            objects_held: Default::default(),
         }
     }
 

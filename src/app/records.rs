@@ -50,6 +50,12 @@ pub struct AppRecord {
     /// through the App API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_cause: Option<String>,
+    /// After a rollback that pinned older versions of configs or secrets than the
+    /// latest: the latest version of each of them then, by object key. A newer
+    /// listing of that same version does not roll the app forward again (the
+    /// rollback went away from it); a version newer than it does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects_held: BTreeMap<String, u64>,
 }
 
 /// How many versions of an app are kept (the current one included): Marathon's
@@ -65,6 +71,12 @@ pub struct VersionRecord {
     /// (`secret db-pass version 4`, `rollback to V`), unset for an App API change.
     #[serde(default)]
     pub cause: Option<String>,
+    /// [`AppRecord::objects`] of that version: the version of each config and secret
+    /// its tasks were launched with, which a rollback to it launches again. Empty in
+    /// a store written before pins were kept per version (a rollback then pins the
+    /// latest, as a deploy does).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, u64>,
 }
 
 impl VersionRecord {
@@ -74,14 +86,16 @@ impl VersionRecord {
             version: app.version.clone(),
             spec: app.spec.clone(),
             cause: app.version_cause.clone(),
+            objects: app.objects.clone(),
         }
     }
 }
 
 /// An app as the store holds it: its record and its versions, oldest first, the
-/// current one last, at most [`MAX_VERSIONS`]. Stored as the record's JSON object with
-/// a `versions` key beside its fields: a record written before versions were kept
-/// loads with its current version as the only one.
+/// current one last, at most [`MAX_VERSIONS`]. The store keeps the versions apart from
+/// the record (written only when they change); a record written before that holds
+/// them as a `versions` key beside its fields, and one written before versions were
+/// kept loads with its current version as the only one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredApp {
     pub app: AppRecord,
@@ -98,16 +112,7 @@ impl StoredApp {
         StoredApp { app, versions }
     }
 
-    /// The stored form: the record's JSON object with `versions` beside its fields.
-    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let mut value = serde_json::to_value(&self.app)?;
-        if let serde_json::Value::Object(fields) = &mut value {
-            fields.insert("versions".into(), serde_json::to_value(&self.versions)?);
-        }
-        serde_json::to_vec(&value)
-    }
-
-    /// Reads the stored form (with or without `versions`).
+    /// Reads a stored record (with or without `versions` in it).
     pub fn from_json(bytes: &[u8]) -> serde_json::Result<StoredApp> {
         let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
         let versions = match value.as_object_mut().and_then(|o| o.remove("versions")) {

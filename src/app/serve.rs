@@ -35,7 +35,7 @@ use strata_proto::v1;
 use strata_security::{Acls, Authenticator, Authorizer, Credentials, Issued, ServerTls};
 use tokio::net::TcpListener;
 
-use super::engine::{Engine, ObjectVersions, Persisted, ServicePortRange};
+use super::engine::{Engine, KeptVersions, ObjectVersions, Persisted, ServicePortRange};
 use super::service::{AppScheduler, Event, Framework, FrameworkHandle};
 use super::store::StateStore;
 
@@ -416,11 +416,11 @@ async fn poll_objects(
         .await
         .unwrap_or_else(|_| Err("timed out".to_string()));
         match listed {
-            Ok(latest) => {
+            Ok((latest, kept)) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!(%master, "configs and secrets are listed again");
                 }
-                if framework.event(Event::Objects(latest)).await.is_err() {
+                if framework.event(Event::Objects(latest, kept)).await.is_err() {
                     return;
                 }
             }
@@ -449,12 +449,12 @@ type ObjectsClient = v1::operator_client::OperatorClient<
 >;
 
 /// One `ListObjects` call (connecting first if `client` is unset): the latest version
-/// of each object listed.
+/// of each object listed, and every version kept of each.
 async fn list_objects(
     master: &str,
     tls: &ClientTls,
     client: &mut Option<ObjectsClient>,
-) -> Result<ObjectVersions, String> {
+) -> Result<(ObjectVersions, KeptVersions), String> {
     let client = match client {
         Some(client) => client,
         None => client.insert(operator_client(master, tls).await?),
@@ -464,7 +464,21 @@ async fn list_objects(
         .await
         .map_err(|s| format!("{}: {}", s.code(), s.message()))?
         .into_inner();
-    Ok(latest_versions(answer))
+    let kept = kept_versions(&answer);
+    Ok((latest_versions(answer), kept))
+}
+
+/// Every version kept of each object of a `ListObjects` answer.
+fn kept_versions(answer: &v1::ListObjectsResponse) -> KeptVersions {
+    answer
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let kind = strata_proto::objects::kind_of(o.kind)?;
+            let kept = o.versions.iter().map(|v| v.version).collect();
+            Some(((kind, o.name.clone()), kept))
+        })
+        .collect()
 }
 
 /// A client of the master's operator API, verifying the master and sending the
@@ -731,6 +745,12 @@ mod tests {
                 info(v1::ObjectKind::Unspecified, "odd", &[1]),
             ],
         };
+        let kept = kept_versions(&answer);
+        assert_eq!(
+            kept[&(v1::ObjectKind::Secret, "db-pass".to_string())],
+            [2, 3, 4].into_iter().collect()
+        );
+        assert!(kept[&(v1::ObjectKind::Config, "empty".to_string())].is_empty());
         let latest = latest_versions(answer);
         assert_eq!(
             latest.into_iter().collect::<Vec<_>>(),

@@ -39,7 +39,7 @@ use strata_framework_sdk::{DriverHandle, Scheduler, SdkError};
 use strata_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{Action, ApiError, Engine, ObjectVersions, Persisted};
+use super::engine::{Action, ApiError, Engine, KeptVersions, ObjectVersions, Persisted};
 use super::records::now;
 use super::spec::AppSpec;
 use super::store::{StateStore, StoreError};
@@ -118,8 +118,8 @@ pub enum Event {
     Offers(Vec<v1::Offer>),
     Status(Box<v1::TaskStatus>),
     /// The latest version of every config and secret the master lists (issue 16):
-    /// apps whose pins differ roll ([`Engine::objects`]).
-    Objects(ObjectVersions),
+    /// apps whose pins differ roll ([`Engine::objects_listed`]).
+    Objects(ObjectVersions, KeptVersions),
     /// An agent was removed for good (`strata agent gone`): resident instances kept
     /// there are lost ([`Engine::agent_gone`]).
     AgentGone(String),
@@ -352,7 +352,7 @@ impl Framework {
                     Event::Subscribed(framework_id) => self.core.subscribed(&framework_id, now),
                     Event::Offers(offers) => self.core.offers(offers, now),
                     Event::Status(status) => self.core.status(&status, now),
-                    Event::Objects(latest) => self.core.objects(latest, now),
+                    Event::Objects(latest, kept) => self.core.objects_listed(latest, kept, now),
                     Event::AgentGone(agent_id) => self.core.agent_gone(&agent_id, now),
                 };
                 let (persisted, actions) = self.persist(actions);
@@ -956,7 +956,13 @@ mod tests {
         let disk = SmallDisk::mount();
         let mut fw = Driven::new(disk.path());
         assert!(fw.event(Event::Subscribed("fw".into())).await.0.is_ok());
-        let web = "id: web\ncmd: sleep 100\ncpus: 1\n";
+        // Its record bigger than the small apps that fill the store below: its
+        // launch's write (its record and the task's) needs more room than their writes.
+        let web = format!(
+            "id: web\ncmd: sleep 100\ncpus: 1\nlabels:\n  note: {}\n",
+            "x".repeat(4000)
+        );
+        let web = web.as_str();
         assert!(fw.deploy(web).await.is_ok());
         let (ok, actions) = fw.event(Event::Offers(vec![offer("o1")])).await;
         assert!(ok.is_ok());

@@ -11,9 +11,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::engine::Write;
-use super::records::{StoredApp, TaskRecord};
+use super::records::{StoredApp, TaskRecord, VersionRecord};
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// Each app's versions (a JSON array, oldest first), by app id: apart from the app's
+/// record, which is written on every change of its tasks, these only when a version
+/// is added. (A store written before this table kept them in the record, under
+/// `versions`: moved here when loaded.)
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -67,6 +72,7 @@ impl StateStore {
         let txn = db.begin_write().map_err(io)?;
         {
             txn.open_table(APPS).map_err(io)?;
+            txn.open_table(VERSIONS).map_err(io)?;
             txn.open_table(TASKS).map_err(io)?;
             txn.open_table(META).map_err(io)?;
         }
@@ -85,14 +91,30 @@ impl StateStore {
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
         let txn = self.db()?.begin_read().map_err(io)?;
         let mut apps = Vec::new();
+        // Versions still in their app's record: moved to their table below.
+        let mut to_move = Vec::new();
+        let versions = txn.open_table(VERSIONS).map_err(io)?;
         for row in txn.open_table(APPS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
-            let rec = StoredApp::from_json(v.value()).map_err(|e| StoreError::Corrupt {
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
                 key: format!("app {}", k.value()),
                 reason: e.to_string(),
-            })?;
+            };
+            let mut rec = StoredApp::from_json(v.value()).map_err(corrupt)?;
+            match versions.get(k.value()).map_err(io)? {
+                Some(kept) => {
+                    let kept: Vec<VersionRecord> =
+                        serde_json::from_slice(kept.value()).map_err(|e| StoreError::Corrupt {
+                            key: format!("versions of app {}", k.value()),
+                            reason: e.to_string(),
+                        })?;
+                    rec = StoredApp::new(rec.app, kept);
+                }
+                None => to_move.push((k.value().to_string(), rec.clone())),
+            }
             apps.push(rec);
         }
+        drop(versions);
         let mut tasks = Vec::new();
         for row in txn.open_table(TASKS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = row.map_err(io)?;
@@ -109,6 +131,23 @@ impl StateStore {
             .get("framework_id")
             .map_err(io)?
             .map(|v| v.value().to_string());
+        drop(txn);
+        if !to_move.is_empty() {
+            let writes: Vec<Write> = to_move
+                .into_iter()
+                .flat_map(|(id, rec)| {
+                    [
+                        Write::Versions(id.clone(), rec.versions),
+                        Write::App(id, Some(Box::new(rec.app))),
+                    ]
+                })
+                .collect();
+            // Not fatal: loaded as they are, they are moved by the next load (a write
+            // of the record alone before that drops its old versions).
+            if let Err(e) = self.apply(&writes) {
+                tracing::warn!(error = %e, "cannot move the apps' versions to their own table");
+            }
+        }
         Ok(Loaded {
             apps,
             tasks,
@@ -135,16 +174,22 @@ impl StateStore {
         let txn = db.begin_write().map_err(io)?;
         {
             let mut apps = txn.open_table(APPS).map_err(io)?;
+            let mut versions = txn.open_table(VERSIONS).map_err(io)?;
             let mut tasks = txn.open_table(TASKS).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
             for w in writes {
                 match w {
                     Write::App(id, Some(rec)) => {
-                        let bytes = rec.to_json().map_err(io)?;
+                        let bytes = serde_json::to_vec(rec).map_err(io)?;
                         apps.insert(id.as_str(), bytes.as_slice()).map_err(io)?;
                     }
                     Write::App(id, None) => {
                         apps.remove(id.as_str()).map_err(io)?;
+                        versions.remove(id.as_str()).map_err(io)?;
+                    }
+                    Write::Versions(id, kept) => {
+                        let bytes = serde_json::to_vec(kept).map_err(io)?;
+                        versions.insert(id.as_str(), bytes.as_slice()).map_err(io)?;
                     }
                     Write::Task(id, Some(rec)) => {
                         let bytes = serde_json::to_vec(rec).map_err(io)?;
@@ -185,6 +230,7 @@ mod tests {
             last_failure: None,
             objects: Default::default(),
             version_cause: None,
+            objects_held: Default::default(),
         };
         let mut old = spec.clone();
         old.cmd = Some("sleep 5".into());
@@ -195,11 +241,13 @@ mod tests {
                     version: "v0".into(),
                     spec: old,
                     cause: None,
+                    objects: Default::default(),
                 },
                 VersionRecord {
                     version: "v1".into(),
                     spec,
                     cause: Some("rollback to v0".into()),
+                    objects: Default::default(),
                 },
             ],
         );
@@ -207,17 +255,87 @@ mod tests {
             let mut store = StateStore::open(dir.path()).unwrap();
             store
                 .apply(&[
-                    Write::App("web".into(), Some(Box::new(app.clone()))),
+                    Write::App("web".into(), Some(Box::new(app.app.clone()))),
+                    Write::Versions("web".into(), app.versions.clone()),
                     Write::FrameworkId("fw-1".into()),
                 ])
+                .unwrap();
+            // The record alone, later: the versions stay as they were written.
+            let mut scaled = app.app.clone();
+            scaled.spec.instances = 3;
+            store
+                .apply(&[Write::App("web".into(), Some(Box::new(scaled.clone())))])
                 .unwrap();
         }
         let mut store = StateStore::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(loaded.apps, vec![app]);
+        let mut app = app;
+        app.app.spec.instances = 3;
+        assert_eq!(loaded.apps, vec![app.clone()]);
         assert_eq!(loaded.framework_id.as_deref(), Some("fw-1"));
         store.apply(&[Write::App("web".into(), None)]).unwrap();
         assert!(store.load().unwrap().apps.is_empty());
+    }
+
+    /// An app's record as the store held it before versions had their own table (its
+    /// versions in it, under `versions`) loads with them, and they are moved to the
+    /// versions table: a later write of the record alone keeps them.
+    #[test]
+    fn versions_kept_in_the_record_are_moved_to_their_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::app::spec::AppSpec::parse("id: web\ncmd: sleep 10\n").unwrap();
+        let mut old_spec = spec.clone();
+        old_spec.cmd = Some("sleep 5".into());
+        let record = serde_json::json!({
+            "spec": spec,
+            "version": "v1",
+            "destroying": false,
+            "deployment": null,
+            "backoff": {"delay": 0.0, "until": 0.0},
+            "last_failure": null,
+            "versions": [
+                {"version": "v0", "spec": old_spec, "cause": null},
+                {"version": "v1", "spec": spec, "cause": null}
+            ]
+        });
+        {
+            let db = Database::create(dir.path().join("state.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let bytes = serde_json::to_vec(&record).unwrap();
+                let mut apps = txn.open_table(APPS).unwrap();
+                apps.insert("web", bytes.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let names = |loaded: &Loaded| -> Vec<String> {
+            loaded.apps[0]
+                .versions
+                .iter()
+                .map(|v| v.version.clone())
+                .collect()
+        };
+        let mut store = StateStore::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(names(&loaded), ["v0", "v1"]);
+        let app = loaded.apps[0].app.clone();
+        store
+            .apply(&[Write::App("web".into(), Some(Box::new(app)))])
+            .unwrap();
+        drop(store);
+        let mut store = StateStore::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(names(&loaded), ["v0", "v1"], "moved, not lost");
+        // Removing the app removes its versions.
+        store.apply(&[Write::App("web".into(), None)]).unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
+        assert!(
+            txn.open_table(VERSIONS)
+                .unwrap()
+                .get("web")
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// Records as the code before typed states wrote them (state and deployment kind
@@ -286,6 +404,7 @@ mod tests {
                 version: "2026-12-01T10:00:00.000Z".into(),
                 spec: app.spec.clone(),
                 cause: None,
+                objects: Default::default(),
             }]
         );
         assert_eq!(

@@ -60,14 +60,14 @@ use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use strata_master::ui::{esc, mib, number, shell};
 use strata_security::{Action, Authenticator, Authorizer, Principal};
 use tokio::sync::watch;
 
 use super::records::now;
 use super::service::FrameworkHandle;
-use super::view::{AppTaskView, AppView};
+use super::view::{AppNumbers, AppTaskView, AppView};
 
 const APPS_JS: &str = include_str!("ui/apps.js");
 const APPS_CSS: &str = include_str!("ui/apps.css");
@@ -122,7 +122,9 @@ pub fn router(framework: FrameworkHandle, authn: Authenticator, authz: Authorize
 
 /// Refuses agents, as the App API does: the dashboard is for people.
 async fn users_only(request: Request, next: Next) -> Response {
-    if let Some(principal @ Principal::Agent(_)) = request.extensions().get::<Principal>() {
+    if let Some(principal @ (Principal::Agent(_) | Principal::Master)) =
+        request.extensions().get::<Principal>()
+    {
         let reason = "agents may not use the apps dashboard";
         strata_security::authn::audit_refused(
             principal,
@@ -625,18 +627,7 @@ fn deploy_body(app: Option<&str>, text: &str) -> String {
 }
 
 /// One app's live numbers (the `apps` event's values, by app id).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Numbers {
-    running: u32,
-    healthy: u32,
-    desired: u32,
-    staged: u32,
-    version: String,
-    /// The deployment in progress (`update 0/2`), or `—`.
-    deployment: String,
-    /// Why it does not progress, or empty.
-    waiting: String,
-}
+type Numbers = AppNumbers;
 
 impl Numbers {
     fn of(a: &AppView) -> Numbers {
@@ -662,6 +653,7 @@ impl Numbers {
 /// Every app's numbers, by id.
 type Snapshot = Arc<BTreeMap<String, Numbers>>;
 
+#[cfg(test)]
 fn snapshot(apps: &[AppView]) -> BTreeMap<String, Numbers> {
     apps.iter()
         .map(|a| (a.id.clone(), Numbers::of(a)))
@@ -708,10 +700,9 @@ impl Feed {
                     if tx.receiver_count() == 0 {
                         continue;
                     }
-                    let Ok(apps) = framework.read(|c, _| c.apps(now())).await else {
+                    let Ok(new) = framework.read(|c, _| c.app_numbers(now())).await else {
                         return; // the framework is stopping
                     };
-                    let new = snapshot(&apps);
                     tx.send_if_modified(|old| {
                         if **old == new {
                             false
@@ -734,23 +725,52 @@ async fn events(
     State(ui): State<Ui>,
     principal: Option<axum::Extension<Principal>>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    use futures::StreamExt as _;
     let principal = caller(principal);
-    let first = ui
-        .framework
-        .read(|c, _| c.apps(now()))
-        .await
-        .map(|apps| snapshot(&apps))
-        .unwrap_or_default();
+    let framework = ui.framework.clone();
+    let read = async move {
+        framework
+            .read(|c, _| c.app_numbers(now()))
+            .await
+            .unwrap_or_default()
+    };
+    let (rx, first) = subscribe_then_read(|| ui.feed.subscribe(&ui.framework), read).await;
     let first = filtered(&first, &ui.authz, &principal);
-    let rx = ui.feed.subscribe(&ui.framework);
-    let authz = ui.authz.clone();
     let hello = futures::stream::iter([
         Ok(Event::default().event("overview").data("{}")),
         Ok(Event::default()
             .event("apps")
             .data(serde_json::to_string(&first).unwrap_or_default())),
     ]);
-    let updates = futures::stream::unfold(
+    let updates = viewer_updates(rx, first, ui.authz.clone(), principal).map(|mine| {
+        let json = serde_json::to_string(&mine).unwrap_or_default();
+        Ok(Event::default().event("apps").data(json))
+    });
+    Sse::new(hello.chain(updates)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Subscribes to the feed, then reads the first numbers: in that order, so that a
+/// change the feed publishes while (or after) they are read is still seen as one.
+/// (Subscribing marks the feed's value of that moment as seen: read before it, the
+/// first numbers could be older than that value, never sent to this viewer.)
+async fn subscribe_then_read<T>(
+    subscribe: impl FnOnce() -> watch::Receiver<Snapshot>,
+    read: impl Future<Output = T>,
+) -> (watch::Receiver<Snapshot>, T) {
+    let rx = subscribe();
+    let first = read.await;
+    (rx, first)
+}
+
+/// The numbers of the apps `principal` may view, each time they differ from what
+/// this viewer was sent last (`first`, to begin with).
+fn viewer_updates(
+    rx: watch::Receiver<Snapshot>,
+    first: BTreeMap<String, Numbers>,
+    authz: Authorizer,
+    principal: Principal,
+) -> impl futures::Stream<Item = BTreeMap<String, Numbers>> {
+    futures::stream::unfold(
         (rx, first, authz, principal),
         |(mut rx, mut last, authz, principal)| async move {
             loop {
@@ -758,18 +778,12 @@ async fn events(
                 let all = rx.borrow_and_update().clone();
                 let mine = filtered(&all, &authz, &principal);
                 if mine != last {
-                    let json = serde_json::to_string(&mine).unwrap_or_default();
-                    last = mine;
-                    return Some((
-                        Ok(Event::default().event("apps").data(json)),
-                        (rx, last, authz, principal),
-                    ));
+                    last = mine.clone();
+                    return Some((mine, (rx, last, authz, principal)));
                 }
             }
         },
-    );
-    use futures::StreamExt as _;
-    Sse::new(hello.chain(updates)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    )
 }
 
 /// `GET /ui/apps.js`.
@@ -931,6 +945,43 @@ mod tests {
             2
         );
         assert!(filtered(&all, &authz, &Principal::User("eve".into())).is_empty());
+    }
+
+    /// A change the feed publishes while a new viewer's first numbers are read is
+    /// sent to that viewer (the page does not stay at `update 1/2`).
+    #[tokio::test]
+    async fn a_change_published_while_a_viewer_connects_is_sent_to_it() {
+        use futures::StreamExt as _;
+
+        let mut app = view("web-1", json!({}));
+        let before = snapshot(std::slice::from_ref(&app));
+        let (tx, _) = watch::channel(Arc::new(before.clone()));
+        app.tasks_running = 2;
+        app.deployment.as_mut().unwrap().ready_instances = 2;
+        let after = snapshot(std::slice::from_ref(&app));
+        // The read sees the numbers before the change; the feed publishes the change
+        // before the read is answered.
+        let read = async {
+            tx.send_replace(Arc::new(after.clone()));
+            before.clone()
+        };
+        let (rx, first) = subscribe_then_read(|| tx.subscribe(), read).await;
+        assert_eq!(first["web-1"].deployment, "scale 1/2");
+        let ops = Principal::User("ops".into());
+        let mut updates = Box::pin(viewer_updates(rx, first, authz(), ops));
+        let next = tokio::time::timeout(Duration::from_secs(5), updates.next())
+            .await
+            .expect("the change is sent")
+            .expect("an update");
+        assert_eq!(next["web-1"].deployment, "scale 2/2");
+        assert_eq!(next["web-1"].running, 2);
+        // The same numbers again are not sent.
+        tx.send_replace(Arc::new(after.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), updates.next())
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -212,6 +212,11 @@ pub struct AppVersionView {
     pub cause: Option<String>,
     /// The version the app runs now.
     pub current: bool,
+    /// The version of each config and secret its tasks are launched with, by
+    /// `secret/NAME` or `config/NAME` (0: the latest at launch): what a rollback to
+    /// it launches again.
+    #[serde(default)]
+    pub objects: BTreeMap<String, u64>,
     /// The spec of that version, as `GET /v1/apps/{id}` shows it (the current one:
     /// the app's spec now, its `instances` included).
     pub spec: AppSpec,
@@ -230,4 +235,20 @@ pub struct RollbackRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScaleRequest {
     pub instances: u32,
+}
+
+/// One app's live numbers, as the dashboards' feed (`GET /ui/events`, `apps` events)
+/// sends them by app id: only what changes when something real does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppNumbers {
+    pub running: u32,
+    pub healthy: u32,
+    pub desired: u32,
+    pub staged: u32,
+    pub version: String,
+    /// The deployment in progress (`update 0/2`), or `—`.
+    pub deployment: String,
+    /// Why it does not progress, or empty: in a form that does not count down
+    /// (`restart backoff: next launch at 18:51:24 UTC`).
+    pub waiting: String,
 }

@@ -110,12 +110,15 @@
       const now = Object.keys(apps).sort();
       if (shown.join('\n') !== now.join('\n')) refresh(['apps', 'app-count']);
     }
-    // An app's page: its tasks, endpoints and last failure when its numbers changed.
+    // An app's page: its tasks, endpoints and last failure when its numbers changed
+    // (not its waiting reason alone: that is shown above, and nothing below follows
+    // it). The server sends an event only when something changed, never a countdown.
     const app = document.getElementById('app');
     if (app) {
       const id = app.dataset.appId;
-      const before = JSON.stringify(previous[id]);
-      const after = JSON.stringify(apps[id]);
+      const sections = (n) => (n === undefined ? '' : JSON.stringify({ ...n, waiting: undefined }));
+      const before = sections(previous[id]);
+      const after = sections(apps[id]);
       if (before !== after) {
         if (apps[id] === undefined) say(`app ${id} is gone`, true);
         else refresh(['live-sections']);
@@ -171,7 +174,11 @@
       row.dataset.version = v.version;
       if (v.current) row.className = 'current';
       cell(row, v.current ? `${v.version} (current)` : v.version, 'id');
-      cell(row, v.cause || 'App API');
+      // The config and secret versions its tasks get (a rollback gets them again).
+      const pins = Object.entries(v.objects || {})
+        .map(([key, n]) => `${key} ${n === 0 ? 'latest' : n}`)
+        .join(', ');
+      cell(row, pins ? `${v.cause || 'App API'}; ${pins}` : (v.cause || 'App API'));
       const spec = v.spec || {};
       cell(row, spec.instances === undefined ? '' : String(spec.instances));
       cell(row, spec.image ? `${spec.image} ${spec.cmd || ''}` : (spec.cmd || (spec.args || []).join(' ')));
