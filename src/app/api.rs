@@ -122,13 +122,14 @@ pub fn router_with_acls(
         ))
 }
 
-/// Refuses agents: an agent's certificate is an identity of the cluster, but the App
-/// API is for people and programs with a credential (or a user certificate).
-async fn users_only(request: Request, next: Next) -> Response {
+/// Refuses agents (and the master's own certificate): a cluster certificate is an
+/// identity of the cluster, but the App API and its dashboard are for people and
+/// programs with a credential (or a user certificate).
+pub(super) async fn users_only(request: Request, next: Next) -> Response {
     if let Some(principal @ (Principal::Agent(_) | Principal::Master)) =
         request.extensions().get::<Principal>()
     {
-        let reason = "agents may not call the App API";
+        let reason = "agents may not call the App API or use its dashboard";
         strata_security::authn::audit_refused(
             principal,
             request.method().as_str(),

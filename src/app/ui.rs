@@ -54,9 +54,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -113,32 +112,12 @@ pub fn router(framework: FrameworkHandle, authn: Authenticator, authz: Authorize
             feed: Feed::new(),
             scheme,
         })
-        .layer(axum::middleware::from_fn(users_only))
+        // Agents are refused, as by the App API: the dashboard is for people.
+        .layer(axum::middleware::from_fn(super::api::users_only))
         .layer(axum::middleware::from_fn_with_state(
             authn,
             strata_security::authn::authenticate,
         ))
-}
-
-/// Refuses agents, as the App API does: the dashboard is for people.
-async fn users_only(request: Request, next: Next) -> Response {
-    if let Some(principal @ (Principal::Agent(_) | Principal::Master)) =
-        request.extensions().get::<Principal>()
-    {
-        let reason = "agents may not use the apps dashboard";
-        strata_security::authn::audit_refused(
-            principal,
-            request.method().as_str(),
-            request.uri().path(),
-            reason,
-        );
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({ "error": reason })),
-        )
-            .into_response();
-    }
-    next.run(request).await
 }
 
 /// The caller, as the authentication layer put it in the request.

@@ -299,13 +299,27 @@ fn path_segment(text: &str) -> String {
     out
 }
 
-/// `VERSION CURRENT CAUSE`, newest first.
+/// `VERSION CURRENT OBJECTS CAUSE`, newest first: OBJECTS are the config and secret
+/// versions a rollback to it launches again (`secret/db-pass:3`; `-` for none).
 pub fn versions_table(versions: &AppVersionsView) -> Table {
-    let mut table = Table::new(&["version", "current", "cause"]);
+    let mut table = Table::new(&["version", "current", "objects", "cause"]);
     for v in &versions.versions {
+        let objects = if v.objects.is_empty() {
+            "-".to_string()
+        } else {
+            v.objects
+                .iter()
+                .map(|(name, version)| match version {
+                    0 => format!("{name}:latest"),
+                    n => format!("{name}:{n}"),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         table.row([
             v.version.clone(),
             if v.current { "yes" } else { "" }.to_string(),
+            objects,
             v.cause.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -987,6 +1001,7 @@ mod tests {
                 {"version": "2026-12-07T10:02:00.000Z", "cause": "rollback to 2026-12-07T10:00:00.000Z",
                  "current": true, "spec": {"id": "web", "cmd": "sleep 1"}},
                 {"version": "2026-12-07T10:01:00.000Z", "cause": null, "current": false,
+                 "objects": {"secret/db-pass": 3, "config/nginx": 2},
                  "spec": {"id": "web", "cmd": "sleep 2"}},
                 {"version": "2026-12-07T10:00:00.000Z", "cause": null, "current": false,
                  "spec": {"id": "web", "cmd": "sleep 1"}}
@@ -995,10 +1010,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             versions_table(&versions).render(),
-            "VERSION                    CURRENT   CAUSE\n\
-             2026-12-07T10:02:00.000Z   yes       rollback to 2026-12-07T10:00:00.000Z\n\
-             2026-12-07T10:01:00.000Z             -\n\
-             2026-12-07T10:00:00.000Z             -\n"
+            "VERSION                    CURRENT   OBJECTS                           CAUSE\n\
+             2026-12-07T10:02:00.000Z   yes       -                                 rollback to 2026-12-07T10:00:00.000Z\n\
+             2026-12-07T10:01:00.000Z             config/nginx:2,secret/db-pass:3   -\n\
+             2026-12-07T10:00:00.000Z             -                                 -\n"
         );
     }
 
