@@ -1,4 +1,5 @@
-//! The apps dashboard of `strata serve` (issue 18) in a real headless Chromium,
+//! The apps dashboard of `strata serve` (issue 18) in a real headless Chromium (and
+//! Firefox ESR for the deploy, scale and rollback),
 //! against a real master, agents and `strata serve`: deploying from the YAML editor,
 //! scaling live, a stuck deployment's waiting reason, an app in restart backoff whose
 //! page is not fetched again every second, a bad spec shown at its field, and on a
@@ -16,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use browser::{Browser, pending};
+use browser::{Browser, Engine, pending};
 use common::{Cluster, Proc, http_request, start_serve, wait_until};
 use serde_json::{Value, json};
 
@@ -154,9 +155,24 @@ fn deploy_from_editor(b: &Browser, text: &str) {
 
 #[test]
 fn an_app_deployed_from_the_editor_runs_n_of_n_and_scales_live() {
+    deploy_scale_and_roll_back(
+        Engine::Chromium,
+        "an_app_deployed_from_the_editor_runs_n_of_n_and_scales_live",
+    );
+}
+
+/// The same in Firefox (no console log over WebDriver there: the errors the pages'
+/// scripts catch are checked).
+#[test]
+fn the_apps_dashboard_works_in_firefox() {
+    deploy_scale_and_roll_back(Engine::Firefox, "the_apps_dashboard_works_in_firefox");
+}
+
+/// Deploys an app from the editor, scales it from its page without a reload, edits
+/// it and rolls it back, in `engine`'s browser.
+fn deploy_scale_and_roll_back(engine: Engine, test: &str) {
     let apps = Apps::start(2);
-    let Some(b) = Browser::start("an_app_deployed_from_the_editor_runs_n_of_n_and_scales_live")
-    else {
+    let Some(b) = Browser::start_engine(test, engine) else {
         return;
     };
     // The apps page, empty, links to the editor.
@@ -263,7 +279,9 @@ fn an_app_deployed_from_the_editor_runs_n_of_n_and_scales_live() {
     assert_eq!(b.current_url(), url, "the page navigated");
     assert_eq!(apps.app("web")["instances"], 3);
     assert_no_console_errors(&b, "after scaling");
-    screenshot(&b, "app.png");
+    if engine == Engine::Chromium {
+        screenshot(&b, "app.png");
+    }
 
     // Edit: the editor holds the current spec; a change goes through PUT.
     b.click(&b.find("#edit").unwrap()).unwrap();
