@@ -53,7 +53,7 @@ use strata_security::{Authorizer, Principal};
 struct Api {
     driver: DriverHandle,
     security: MasterSecurity,
-    feed: crate::ui::Feed,
+    feed: crate::ui::OverviewFeed,
     relay: crate::ui::Relay,
 }
 
@@ -63,8 +63,8 @@ impl FromRef<Api> for crate::ui::Relay {
     }
 }
 
-impl FromRef<Api> for crate::ui::Feed {
-    fn from_ref(api: &Api) -> crate::ui::Feed {
+impl FromRef<Api> for crate::ui::OverviewFeed {
+    fn from_ref(api: &Api) -> crate::ui::OverviewFeed {
         api.feed.clone()
     }
 }
@@ -91,7 +91,7 @@ pub fn router(
     let api = Api {
         driver: driver.clone(),
         security: security.clone(),
-        feed: crate::ui::Feed::new(),
+        feed: crate::ui::OverviewFeed::default(),
         relay: crate::ui::Relay::new(&security.agent_client_tls()),
     };
     let http = Router::new()

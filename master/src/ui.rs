@@ -51,27 +51,44 @@ const CSS: &str = include_str!("ui/app.css");
 const JS: &str = include_str!("ui/app.js");
 const ICON: &str = include_str!("ui/favicon.svg");
 
-/// The live feed every open page shares: the overview's numbers as JSON, refreshed
-/// by one task (started by the first page that listens) while anyone listens.
-#[derive(Clone)]
-pub struct Feed {
-    tx: watch::Sender<String>,
+/// A live feed every open page shares: a value refreshed by one task (started by the
+/// first page that listens) every [`FEED_INTERVAL`] while anyone listens, and sent only
+/// when it changed: one pass over the state a second, whatever the number of pages.
+/// The master's overview numbers (JSON); the apps dashboard's numbers too.
+pub struct Feed<T> {
+    tx: watch::Sender<T>,
     started: Arc<OnceLock<()>>,
 }
 
-impl Feed {
-    pub fn new() -> Feed {
+impl<T> Clone for Feed<T> {
+    fn clone(&self) -> Feed<T> {
         Feed {
-            tx: watch::channel(String::new()).0,
+            tx: self.tx.clone(),
+            started: self.started.clone(),
+        }
+    }
+}
+
+impl<T: PartialEq + Send + Sync + 'static> Feed<T> {
+    pub fn new(initial: T) -> Feed<T> {
+        Feed {
+            tx: watch::channel(initial).0,
             started: Arc::new(OnceLock::new()),
         }
     }
 
-    /// A receiver of the feed, starting the task that fills it if need be.
-    fn subscribe(&self, driver: &DriverHandle) -> watch::Receiver<String> {
+    /// A receiver of the feed. The first call starts the task that fills it with what
+    /// `next` answers (later calls' `next` is dropped); it ends when `next` answers
+    /// `None` (its source is stopping). Subscribe before reading a page's first
+    /// value, so that a change between the two is not lost.
+    pub fn subscribe<F, Fut>(&self, next: F) -> watch::Receiver<T>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<T>> + Send + 'static,
+    {
         self.started.get_or_init(|| {
             let tx = self.tx.clone();
-            let driver = driver.clone();
+            let mut next = next;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(FEED_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,15 +97,14 @@ impl Feed {
                     if tx.receiver_count() == 0 {
                         continue;
                     }
-                    let Ok(m) = driver.metrics().await else {
-                        return; // the master is stopping
+                    let Some(new) = next().await else {
+                        return;
                     };
-                    let json = serde_json::to_string(&Numbers::of(&m)).unwrap_or_default();
                     tx.send_if_modified(|old| {
-                        if *old == json {
+                        if *old == new {
                             false
                         } else {
-                            *old = json;
+                            *old = new;
                             true
                         }
                     });
@@ -99,10 +115,18 @@ impl Feed {
     }
 }
 
-impl Default for Feed {
-    fn default() -> Feed {
-        Feed::new()
+/// The master's feed: the overview's numbers as JSON.
+pub type OverviewFeed = Feed<String>;
+
+impl Default for OverviewFeed {
+    fn default() -> OverviewFeed {
+        Feed::new(String::new())
     }
+}
+
+/// The overview's numbers as the feed and the `overview` events send them.
+fn overview_json(m: &Metrics) -> String {
+    serde_json::to_string(&Numbers::of(m)).unwrap_or_default()
 }
 
 /// The overview's numbers, by the ids of their elements (`_` for `-`).
@@ -774,14 +798,17 @@ fn seconds(s: f64) -> String {
 /// then on each change.
 pub async fn events(
     State(driver): State<DriverHandle>,
-    State(feed): State<Feed>,
+    State(feed): State<OverviewFeed>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let first = driver
-        .metrics()
-        .await
-        .ok()
-        .map(|m| serde_json::to_string(&Numbers::of(&m)).unwrap_or_default());
-    let rx = feed.subscribe(&driver);
+    let rx = feed.subscribe({
+        let driver = driver.clone();
+        move || {
+            let driver = driver.clone();
+            // Err: the master is stopping.
+            async move { driver.metrics().await.ok().map(|m| overview_json(&m)) }
+        }
+    });
+    let first = driver.metrics().await.ok().map(|m| overview_json(&m));
     let stream = futures::stream::unfold((first, rx), |(first, mut rx)| async move {
         if let Some(json) = first {
             return Some((

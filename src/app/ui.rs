@@ -50,7 +50,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -70,9 +70,6 @@ use super::view::{AppNumbers, AppTaskView, AppView};
 
 const APPS_JS: &str = include_str!("ui/apps.js");
 const APPS_CSS: &str = include_str!("ui/apps.css");
-
-/// How often the live feed looks at the apps (it sends only changes).
-const FEED_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The navigation of the apps dashboard.
 const NAV: [(&str, &str); 2] = [("/", "Apps"), ("/ui/deploy", "Deploy")];
@@ -109,7 +106,7 @@ pub fn router(framework: FrameworkHandle, authn: Authenticator, authz: Authorize
         .with_state(Ui {
             framework,
             authz,
-            feed: Feed::new(),
+            feed: Feed::new(Snapshot::default()),
             scheme,
         })
         // Agents are refused, as by the App API: the dashboard is for people.
@@ -651,50 +648,24 @@ fn filtered(
         .collect()
 }
 
-/// The live feed every open page shares: every app's numbers, refreshed by one task
-/// (started by the first viewer) while anyone listens.
-#[derive(Clone)]
-struct Feed {
-    tx: watch::Sender<Snapshot>,
-    started: Arc<OnceLock<()>>,
-}
+/// The live feed every open page shares (one pass over the apps a second while
+/// anyone listens): every app's numbers, filtered per viewer.
+type Feed = strata_master::ui::Feed<Snapshot>;
 
-impl Feed {
-    fn new() -> Feed {
-        Feed {
-            tx: watch::channel(Snapshot::default()).0,
-            started: Arc::new(OnceLock::new()),
+/// The feed's subscription: its task reads the apps' numbers from the framework.
+fn subscribe(feed: &Feed, framework: &FrameworkHandle) -> watch::Receiver<Snapshot> {
+    let framework = framework.clone();
+    feed.subscribe(move || {
+        let framework = framework.clone();
+        // Err: the framework is stopping.
+        async move {
+            framework
+                .read(|c, _| c.app_numbers(now()))
+                .await
+                .ok()
+                .map(Arc::new)
         }
-    }
-
-    fn subscribe(&self, framework: &FrameworkHandle) -> watch::Receiver<Snapshot> {
-        self.started.get_or_init(|| {
-            let tx = self.tx.clone();
-            let framework = framework.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(FEED_INTERVAL);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if tx.receiver_count() == 0 {
-                        continue;
-                    }
-                    let Ok(new) = framework.read(|c, _| c.app_numbers(now())).await else {
-                        return; // the framework is stopping
-                    };
-                    tx.send_if_modified(|old| {
-                        if **old == new {
-                            false
-                        } else {
-                            *old = Arc::new(new);
-                            true
-                        }
-                    });
-                }
-            });
-        });
-        self.tx.subscribe()
-    }
+    })
 }
 
 /// `GET /ui/events`: `overview` (`{}`, for the shared live indicator), then the
@@ -713,7 +684,7 @@ async fn events(
             .await
             .unwrap_or_default()
     };
-    let (rx, first) = subscribe_then_read(|| ui.feed.subscribe(&ui.framework), read).await;
+    let (rx, first) = subscribe_then_read(|| subscribe(&ui.feed, &ui.framework), read).await;
     let first = filtered(&first, &ui.authz, &principal);
     let hello = futures::stream::iter([
         Ok(Event::default().event("overview").data("{}")),
