@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The numbers of the overview, each an element id (the SSE `overview` event carries
 /// the same names with underscores).
-const OVERVIEW_IDS: [&str; 15] = [
+const OVERVIEW_IDS: [&str; 16] = [
     "agents-active",
     "agents-total",
     "frameworks-connected",
@@ -39,6 +39,7 @@ const OVERVIEW_IDS: [&str; 15] = [
     "tasks-finished",
     "tasks-killed",
     "tasks-lost",
+    "agents-maintenance",
 ];
 
 /// A row of the `#agents` table: its `data-agent-id` and rendered text.
@@ -401,6 +402,38 @@ fn an_agent_is_deactivated_and_reactivated_from_its_row() {
         assert_eq!(maintenance(&cluster), state, "{button}");
     }
     assert_no_console_errors(&b, "after deactivating and reactivating");
+
+    // Another operator deactivates it (with curl, say): the open page shows it without
+    // a reload, its count and its row.
+    b.wait_for_text(WAIT, "#agents-maintenance", "0");
+    b.eval("window.__strataSamePage = true; return null");
+    let (code, body) = common::http_request(
+        "POST",
+        &cluster.master_url("/maintenance/deactivate"),
+        Some(&serde_json::json!({ "agent_id": id }).to_string()),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    b.wait_for_text(WAIT, "#agents-maintenance", "1");
+    b.wait_for(WAIT, "the row to show DEACTIVATED without a reload", |b| {
+        let row = b
+            .find(&format!("tr[data-agent-id=\"{id}\"] td.state"))
+            .map_err(|e| pending(format!("{e:?}")))?;
+        let text = b
+            .element_text(&row)
+            .map_err(|e| pending(format!("{e:?}")))?;
+        if text.contains("DEACTIVATED") {
+            Ok(())
+        } else {
+            Err(pending(text))
+        }
+    });
+    assert_eq!(
+        b.eval("return window.__strataSamePage === true"),
+        true,
+        "reloaded"
+    );
+    assert_no_console_errors(&b, "after another operator's deactivation");
 }
 
 /// The running task named `name` in the master's `/state`: (task id, framework id).

@@ -523,6 +523,12 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         "Agents an operator marked gone."
     ),
     family!(
+        agents_in_maintenance,
+        "agents_in_maintenance",
+        Gauge,
+        "Agents an operator deactivated or is draining (not gone)."
+    ),
+    family!(
         frameworks_connected,
         "frameworks_connected",
         Gauge,

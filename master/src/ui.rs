@@ -136,6 +136,7 @@ struct Numbers {
     agents_total: u64,
     agents_disconnected: u64,
     agents_unreachable: u64,
+    agents_maintenance: u64,
     frameworks_connected: u64,
     frameworks_disconnected: u64,
     tasks_running: u64,
@@ -161,6 +162,7 @@ impl Numbers {
             agents_total: m.agents_active + m.agents_disconnected + m.agents_unreachable,
             agents_disconnected: m.agents_disconnected,
             agents_unreachable: m.agents_unreachable,
+            agents_maintenance: m.agents_in_maintenance,
             frameworks_connected: m.frameworks_connected,
             frameworks_disconnected: m.frameworks_disconnected,
             tasks_running: m.tasks_running,
@@ -329,6 +331,12 @@ pub async fn overview(State(driver): State<DriverHandle>) -> Response {
         "Unreachable",
         "agents-unreachable",
         n.agents_unreachable,
+    );
+    stat(
+        &mut body,
+        "In maintenance",
+        "agents-maintenance",
+        n.agents_maintenance,
     );
     stat(
         &mut body,

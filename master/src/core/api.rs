@@ -546,6 +546,8 @@ pub struct Metrics {
     pub agents_disconnected: u64,
     pub agents_unreachable: u64,
     pub agents_gone: u64,
+    /// Agents deactivated or draining by an operator (not gone).
+    pub agents_in_maintenance: u64,
     pub frameworks_connected: u64,
     pub frameworks_disconnected: u64,
     pub tasks_staging: u64,

@@ -417,6 +417,9 @@ impl Master {
                 AgentStatus::Unreachable => m.agents_unreachable += 1,
                 AgentStatus::Gone => m.agents_gone += 1,
             }
+            if a.maintenance.is_some() && a.status != AgentStatus::Gone {
+                m.agents_in_maintenance += 1;
+            }
             if matches!(a.status, AgentStatus::Active | AgentStatus::Disconnected) {
                 sum(&mut total, &a.total);
                 sum(&mut used, &a.used);

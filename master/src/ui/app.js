@@ -53,6 +53,7 @@ function follow() {
       if (el) el.textContent = String(value);
     }
     const rows = ['agents_active', 'agents_total', 'agents_disconnected', 'agents_unreachable',
+      'agents_maintenance',
       'cpus_used', 'cpus_total', 'mem_used', 'mem_total', 'disk_used', 'disk_total',
       'tasks_running', 'tasks_staging'].map((k) => numbers[k]).join(' ');
     if (shown !== null && rows !== shown) refreshAgents();
@@ -112,7 +113,7 @@ document.addEventListener('click', async (ev) => {
     try { reason = (await r.json()).error || ''; } catch (_) { /* not JSON */ }
     if (r.ok) {
       say(`${action}: done for agent ${agentId}`, false);
-      window.setTimeout(() => window.location.reload(), 600);
+      refreshAgents();
     } else {
       say(`${action} refused (${r.status}): ${reason}`, true);
     }
