@@ -546,6 +546,11 @@ async fn copy_chunks(
             .read(agent, framework_id, task_id, file, *offset)
             .await
             .map_err(|e| CopyError::Read(e.to_string()))?;
+        if chunk.truncated_before(*offset) {
+            // Truncated since the last read: from its start again, as `tail -f`.
+            *offset = 0;
+            continue;
+        }
         if chunk.data.is_empty() {
             break;
         }

@@ -2,7 +2,7 @@
 //!
 //! Every agent serves `GET /files/read?framework_id=F&task_id=T&file=stdout&offset=N`
 //! on the address found in `Offer.agent_address`, answering
-//! `{"data": "...", "offset": N, "next_offset": M, "eof": bool, "state": "TASK_RUNNING"}`.
+//! `{"data": "...", "offset": N, "next_offset": M, "eof": bool, "size": S, "state": "TASK_RUNNING"}`.
 //! Batch schedulers use it to collect results ([`SandboxClient::read_to_end`]);
 //! `strata run` polls it with a growing offset to
 //! follow a running task.
@@ -35,6 +35,9 @@ pub struct FileChunk {
     /// The task's state as the agent knows it, e.g. `TASK_RUNNING`.
     #[serde(default)]
     pub state: Option<String>,
+    /// The file's size when read; absent on agents that do not say.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 impl FileChunk {
@@ -42,6 +45,13 @@ impl FileChunk {
     pub fn resume_offset(&self) -> u64 {
         self.next_offset
             .unwrap_or_else(|| self.offset.saturating_add(self.data.len() as u64))
+    }
+
+    /// Whether the file is now shorter than `requested`, where the previous read
+    /// left off: it was truncated (or replaced) since, and a follower starts again
+    /// from 0, as `tail -f` does.
+    pub fn truncated_before(&self, requested: u64) -> bool {
+        self.data.is_empty() && self.size.is_some_and(|size| size < requested)
     }
 
     /// The offset to ask for next after a read at `requested` that returned data, or

@@ -310,6 +310,13 @@ async fn read_available(
             .read(agent, framework_id, task_id, file, *offset)
             .await
             .map_err(|e| Copy::Read(e.to_string()))?;
+        if chunk.truncated_before(*offset) {
+            eprintln!(
+                "strata: the {file} of task '{task_id}' was truncated; following it from its start"
+            );
+            *offset = 0;
+            continue;
+        }
         if chunk.data.is_empty() {
             return Ok(chunk.state);
         }
@@ -398,6 +405,15 @@ mod tests {
     async fn logs_server(
         lines: usize,
     ) -> (String, Arc<Mutex<Vec<crate::cli::client::tests::Seen>>>) {
+        logs_server_with(lines, false).await
+    }
+
+    /// [`logs_server`]; with `truncate`, the file is truncated to `x\n` when the task
+    /// finishes (the agent says its size).
+    async fn logs_server_with(
+        lines: usize,
+        truncate: bool,
+    ) -> (String, Arc<Mutex<Vec<crate::cli::client::tests::Seen>>>) {
         let addr_cell: Arc<Mutex<String>> = Arc::default();
         let reads = Arc::new(AtomicUsize::new(0));
         let cell = addr_cell.clone();
@@ -426,14 +442,21 @@ mod tests {
                 assert_eq!(query(path, "framework_id").as_deref(), Some("fw-1"));
                 assert_eq!(query(path, "task_id").as_deref(), Some("web.1"));
                 let file = query(path, "file").unwrap();
-                let content: String = (0..written).map(|i| format!("{file} {i}\n")).collect();
+                let content: String = if truncate && written == lines {
+                    "x\n".into()
+                } else {
+                    (0..written).map(|i| format!("{file} {i}\n")).collect()
+                };
                 let offset: usize = query(path, "offset").unwrap().parse().unwrap();
                 reads.fetch_add(1, Ordering::SeqCst);
                 let data = &content[offset.min(content.len())..];
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "data": data, "offset": offset, "next_offset": offset + data.len(),
                     "eof": true, "state": state,
                 });
+                if truncate {
+                    body["size"] = content.len().into();
+                }
                 return (200, body.to_string());
             }
             (404, r#"{"error": "no such thing"}"#.into())
@@ -463,6 +486,27 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "stdout 0\nstdout 1\nstdout 2\nstdout 3\n"
         );
+    }
+
+    /// A file truncated while followed is followed again from its start (as `tail -f`
+    /// does), not left waiting past its end.
+    #[tokio::test]
+    async fn follow_starts_again_after_a_truncation() {
+        let (addr, _) = logs_server_with(2, true).await;
+        let client = sources(&addr, NO_MASTER);
+        let mut out = Vec::new();
+        let code = copy_logs(
+            &client,
+            &SandboxClient::new(),
+            "web.1",
+            "stdout",
+            Some(Duration::from_millis(5)),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(String::from_utf8(out).unwrap(), "stdout 0\nx\n");
     }
 
     #[tokio::test]
