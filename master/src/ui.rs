@@ -308,6 +308,24 @@ fn stat(out: &mut String, label: &str, id: &str, value: impl std::fmt::Display) 
     );
 }
 
+/// One resource's use of the total on the overview: `{id}-used` of `{id}-total` (the
+/// shown texts) and a bar of the raw amounts.
+fn capacity(
+    out: &mut String,
+    label: &str,
+    id: &str,
+    shown: (&str, &str),
+    (used, total): (f64, f64),
+) {
+    let _ = write!(
+        out,
+        "<div class=\"stat wide\"><span class=\"label\">{label} used</span><span class=\"value\">\
+<span id=\"{id}-used\">{}</span> of <span id=\"{id}-total\">{}</span></span>\
+<meter min=\"0\" max=\"{total}\" value=\"{used}\"></meter></div>",
+        shown.0, shown.1
+    );
+}
+
 /// `GET /`.
 pub async fn overview(State(driver): State<DriverHandle>) -> Response {
     let (Ok(m), Ok((total, agents))) = (
@@ -368,20 +386,26 @@ pub async fn overview(State(driver): State<DriverHandle>) -> Response {
         &n.allocation_ms,
     );
     body.push_str("</section><section class=\"stats\" aria-label=\"Capacity\">");
-    let _ = write!(
-        body,
-        "<div class=\"stat wide\"><span class=\"label\">CPUs used</span><span class=\"value\"><span id=\"cpus-used\">{}</span> of <span id=\"cpus-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
-        n.cpus_used, n.cpus_total, m.cpus_total, m.cpus_used
+    capacity(
+        &mut body,
+        "CPUs",
+        "cpus",
+        (&n.cpus_used, &n.cpus_total),
+        (m.cpus_used, m.cpus_total),
     );
-    let _ = write!(
-        body,
-        "<div class=\"stat wide\"><span class=\"label\">Memory used</span><span class=\"value\"><span id=\"mem-used\">{}</span> of <span id=\"mem-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
-        n.mem_used, n.mem_total, m.mem_total, m.mem_used
+    capacity(
+        &mut body,
+        "Memory",
+        "mem",
+        (&n.mem_used, &n.mem_total),
+        (m.mem_used, m.mem_total),
     );
-    let _ = write!(
-        body,
-        "<div class=\"stat wide\"><span class=\"label\">Disk used</span><span class=\"value\"><span id=\"disk-used\">{}</span> of <span id=\"disk-total\">{}</span></span><meter min=\"0\" max=\"{}\" value=\"{}\"></meter></div>",
-        n.disk_used, n.disk_total, m.disk_total, m.disk_used
+    capacity(
+        &mut body,
+        "Disk",
+        "disk",
+        (&n.disk_used, &n.disk_total),
+        (m.disk_used, m.disk_total),
     );
     body.push_str("</section>");
     let _ = write!(body, "<h2>Agents</h2>");

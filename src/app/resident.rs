@@ -72,31 +72,6 @@ fn bag<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Resources {
     out
 }
 
-/// The persistent volume resource of one spec volume.
-fn volume_resource(role: &str, id: &str, path: &str, read_only: bool, size: f64) -> Resources {
-    let mode = if read_only {
-        v1::volume::Mode::Ro
-    } else {
-        v1::volume::Mode::Rw
-    };
-    Resources::try_from_proto(&[v1::Resource {
-        name: "disk".into(),
-        scalar: size,
-        role: role.into(),
-        disk: Some(v1::DiskInfo {
-            persistence: Some(v1::disk_info::Persistence {
-                id: id.into(),
-                principal: String::new(),
-            }),
-            container_path: path.into(),
-            mode: mode as i32,
-            source: None,
-        }),
-        ..Default::default()
-    }])
-    .unwrap_or_default()
-}
-
 impl Engine {
     /// Whether any resident app's instance needs an offer to be wiped (`app rm
     /// --wipe`): such offers are demand too.
@@ -420,7 +395,13 @@ impl Engine {
             let mut ids = Vec::new();
             for (k, (path, read_only, size)) in volumes.iter().enumerate() {
                 let id = volume_id(&instance, k);
-                created.add(&volume_resource(&role, &id, path, *read_only, *size));
+                // The SDK's builder, as any scheduler makes one (the spec was
+                // checked: a role, a positive size).
+                let volume = strata_framework_sdk::ops::persistent_volume(
+                    &role, &id, path, *size, *read_only,
+                )
+                .unwrap_or_default();
+                created.add(&volume);
                 ids.push(id);
             }
             resources.add(&created);

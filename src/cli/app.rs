@@ -268,14 +268,14 @@ fn read_spec(path: &Path) -> anyhow::Result<AppSpec> {
 /// `GET /v1/apps/{id}/versions`.
 async fn app_versions(client: &ApiClient, id: &str) -> Result<AppVersionsView, ApiError> {
     client
-        .get(&format!("/v1/apps/{}/versions", path_segment(id)))
+        .get(&format!("/v1/apps/{}/versions", super::client::segment(id)))
         .await
 }
 
 /// `POST /v1/apps/{id}/rollback` with `{"version": to}` (`{}`: the version before the
 /// current one).
 async fn rollback(client: &ApiClient, id: &str, to: Option<String>) -> Result<AppView, ApiError> {
-    let path = format!("/v1/apps/{}/rollback", path_segment(id));
+    let path = format!("/v1/apps/{}/rollback", super::client::segment(id));
     client
         .call(
             reqwest::Method::POST,
@@ -283,20 +283,6 @@ async fn rollback(client: &ApiClient, id: &str, to: Option<String>) -> Result<Ap
             Some(&RollbackRequest { version: to }),
         )
         .await
-}
-
-/// Percent-encodes an app id for a path (ids are plain, but a stray `/`, `?` or space
-/// must not change the route), as the client does.
-fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `VERSION CURRENT OBJECTS CAUSE`, newest first: OBJECTS are the config and secret

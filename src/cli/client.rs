@@ -351,7 +351,7 @@ pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Percent-encodes a path segment or query value (ids are plain, but a stray `/`,
 /// `?` or space must not change the route).
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

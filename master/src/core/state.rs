@@ -361,22 +361,25 @@ pub struct StatusEntry {
     pub unix: f64,
 }
 
+/// At most [`HISTORY_MESSAGE`] bytes of `message`, cut at a character boundary.
+fn kept_message(message: &str) -> &str {
+    if message.len() <= HISTORY_MESSAGE {
+        return message;
+    }
+    let mut end = HISTORY_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
 impl StatusEntry {
     /// A task's entry for `status`, applied at `unix`.
     pub fn of(status: &v1::TaskStatus, unix: f64) -> StatusEntry {
-        let mut message = status.message.clone();
-        if message.len() > HISTORY_MESSAGE {
-            let mut end = HISTORY_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
         StatusEntry {
             state: state_from_i32(status.state),
             reason: status.reason,
-            message,
+            message: kept_message(&status.message).to_string(),
             healthy: status.healthy,
             unix,
         }
@@ -386,21 +389,20 @@ impl StatusEntry {
 impl Task {
     /// Adds `status` to the history unless it repeats the latest entry (a retried
     /// update, a health result that did not change): the first entry is kept, then the
-    /// latest ones.
+    /// latest ones. A repeat costs no allocation (this runs for every update).
     pub fn record(&mut self, status: &v1::TaskStatus, unix: f64) {
-        let entry = StatusEntry::of(status, unix);
         if let Some(last) = self.history.last()
-            && last.state == entry.state
-            && last.reason == entry.reason
-            && last.healthy == entry.healthy
-            && last.message == entry.message
+            && last.state == state_from_i32(status.state)
+            && last.reason == status.reason
+            && last.healthy == status.healthy
+            && last.message == kept_message(&status.message)
         {
             return;
         }
         if self.history.len() >= HISTORY {
             self.history.remove(1);
         }
-        self.history.push(entry);
+        self.history.push(StatusEntry::of(status, unix));
     }
 }
 

@@ -86,8 +86,8 @@ window.addEventListener('pageshow', (ev) => {
   if (ev.persisted) window.location.reload();
 });
 
-// Maintenance buttons: the same calls as `strata agent deactivate|drain|reactivate`,
-// answered under the caller's ACLs; the answer (a refusal's reason too) is shown.
+// An action's answer (a refusal's reason too) in #message; the apps dashboard's
+// script uses it as well.
 function say(text, bad) {
   const el = document.getElementById('message');
   if (!el) return;
@@ -96,6 +96,8 @@ function say(text, bad) {
   el.classList.toggle('bad', bad);
 }
 
+// Maintenance buttons: the same calls as `strata agent deactivate|drain|reactivate`,
+// answered under the caller's ACLs.
 document.addEventListener('click', async (ev) => {
   const button = ev.target.closest('button.action');
   if (!button) return;

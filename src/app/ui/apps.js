@@ -6,16 +6,8 @@
 'use strict';
 
 (() => {
+  // The shared app.js (loaded first) records errors and rejections and has `say`.
   const errors = () => (window.__strataErrors = window.__strataErrors || []);
-  window.addEventListener('unhandledrejection', (e) => errors().push(String(e.reason)));
-
-  function say(text, bad) {
-    const el = document.getElementById('message');
-    if (!el) return;
-    el.textContent = text;
-    el.hidden = false;
-    el.classList.toggle('bad', bad);
-  }
 
   function setText(id, value) {
     const el = document.getElementById(id);
